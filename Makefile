@@ -1,0 +1,50 @@
+# A newcomer's two commands: `make run` (set up and run the platform) and `make test`.
+# Both create .venv/ and install the pinned requirements first, so a fresh clone needs only
+# Python 3.11+ and the three services (see README, "Services").
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEPS_STAMP := $(VENV)/.deps-installed
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: run test lint format setup migrate demo clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed; set PYTHON=python3.x")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Reinstall only when a requirements file changed.
+$(DEPS_STAMP): $(BIN)/python requirements/base.txt requirements/prod.txt requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt
+	@touch $@
+
+setup: $(DEPS_STAMP)
+
+migrate: setup
+	$(BIN)/python -m evplatform.bootstrap
+	$(BIN)/python manage.py migrate_schemas --noinput
+
+demo: migrate
+	$(BIN)/python manage.py seed_demo
+
+run: demo
+	@mkdir -p .run
+	@echo "Starting web (http://localhost:8000/admin/, http://demo.localhost:8000/admin/), worker and beat; Ctrl-C stops all."
+	$(BIN)/honcho --procfile Procfile start
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class BalancingConfig(AppConfig):
+    name = "balancing"
+    verbose_name = "Sites and load balancing"

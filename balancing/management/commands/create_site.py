@@ -1,0 +1,56 @@
+"""Create a site (grid connection and its limits) in an organisation, or update it."""
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandParser
+from django_tenants.utils import tenant_context
+
+from balancing.services import site_create_or_update
+from evplatform.cli import command_error, decimal_arg, outcome_message, tenant_arg
+
+OPTION_NAMES = {
+    "slug": "site-slug",
+    "name": "--name",
+    "voltage_v": "--voltage",
+    "phases": "--phases",
+    "limit_a": "--limit-a",
+    "demand_cap_kw": "--demand-cap-kw",
+    "failsafe_a": "--failsafe-a",
+    "timezone": "--timezone",
+}
+
+
+class Command(BaseCommand):
+    help = "Create a site with its grid-connection limits, or bring it to these values (idempotent)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("slug", metavar="site-slug")
+        parser.add_argument("--tenant", required=True, help="organisation slug")
+        parser.add_argument("--name", required=True)
+        parser.add_argument("--voltage", type=decimal_arg, default=decimal_arg("230"), help="line-to-neutral V (230)")
+        parser.add_argument("--phases", type=int, choices=[1, 3], default=3)
+        parser.add_argument("--limit-a", type=decimal_arg, required=True, help="grid connection limit per phase (A)")
+        parser.add_argument("--demand-cap-kw", type=decimal_arg, default=None, help="cap on total power (kW)")
+        parser.add_argument(
+            "--failsafe-a", type=decimal_arg, default=decimal_arg("6"), help="offline current per charger (A)"
+        )
+        parser.add_argument("--timezone", default="UTC", help="IANA zone, e.g. Europe/Berlin (UTC)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        tenant = tenant_arg(options["tenant"])
+        try:
+            with tenant_context(tenant):
+                outcome = site_create_or_update(
+                    slug=options["slug"],
+                    name=options["name"],
+                    voltage_v=options["voltage"],
+                    phases=options["phases"],
+                    limit_a=options["limit_a"],
+                    demand_cap_kw=options["demand_cap_kw"],
+                    failsafe_a=options["failsafe_a"],
+                    timezone=options["timezone"],
+                )
+        except ValidationError as exc:
+            raise command_error(exc, OPTION_NAMES) from exc
+        self.stdout.write(self.style.SUCCESS(outcome_message("site", f"{tenant.slug}/{options['slug']}", outcome)))

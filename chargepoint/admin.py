@@ -1,0 +1,64 @@
+"""Organisation admin (tenant schema): chargers, connectors, sessions and meter samples."""
+
+from django.contrib import admin
+
+from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterSample
+from evplatform.admin_sites import tenant_admin_site
+
+
+class ConnectorInline(admin.TabularInline):
+    model = Connector
+    extra = 0
+    fields = ("connector_id", "status", "error_code", "status_changed_at", "max_current_a")
+    readonly_fields = ("status", "error_code", "status_changed_at")
+
+
+@admin.register(ChargingStation, site=tenant_admin_site)
+class ChargingStationAdmin(admin.ModelAdmin):
+    list_display = ("charge_point_id", "site", "circuit", "max_current_a", "phases", "is_online", "last_seen_at")
+    list_filter = ("site", "is_online", "vendor")
+    search_fields = ("charge_point_id", "vendor", "model", "serial_number")
+    readonly_fields = (
+        "vendor",
+        "model",
+        "serial_number",
+        "firmware_version",
+        "ocpp_version",
+        "is_online",
+        "last_seen_at",
+        "last_boot_at",
+        "registered_at",
+        "updated_at",
+    )
+    inlines = (ConnectorInline,)
+
+    def has_add_permission(self, request):
+        # Chargers are registered with their password (register_charger), which also writes
+        # the public identity registry; a bare admin form would leave them unable to connect.
+        return False
+
+
+@admin.register(ChargingSession, site=tenant_admin_site)
+class ChargingSessionAdmin(admin.ModelAdmin):
+    list_display = ("transaction_id", "station", "connector", "started_at", "stopped_at", "energy_kwh")
+    list_filter = ("station__site",)
+    search_fields = ("transaction_id", "id_tag", "station__charge_point_id")
+    date_hierarchy = "started_at"
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(MeterSample, site=tenant_admin_site)
+class MeterSampleAdmin(admin.ModelAdmin):
+    list_display = ("sampled_at", "station", "connector", "measurand", "phase", "value", "unit")
+    list_filter = ("measurand",)
+    search_fields = ("station__charge_point_id",)
+    date_hierarchy = "sampled_at"
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

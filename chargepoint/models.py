@@ -1,0 +1,198 @@
+"""Chargers (OCPP charging stations), their connectors, sessions and meter samples.
+
+Schema: tenant. Nothing here is trusted because a charger said it: the gateway validates what
+it stores (the gateway issue), and the database refuses what cannot be true.
+"""
+
+from decimal import Decimal
+
+from django.core.validators import MinValueValidator
+from django.db import models
+
+from balancing.models import Circuit, Site
+from tenants.validators import validate_charge_point_id
+
+
+class ChargingStation(models.Model):
+    """One OCPP charging station, wired to a site (and optionally a circuit of its tree)."""
+
+    class Phases(models.IntegerChoices):
+        SINGLE = 1, "single-phase"
+        THREE = 3, "three-phase"
+
+    class Wiring(models.TextChoices):
+        """Which site phases the station's own L1 (L2, L3) are connected to (phase rotation)."""
+
+        L1 = "L1", "L1"
+        L2 = "L2", "L2"
+        L3 = "L3", "L3"
+        L1L2L3 = "L1L2L3", "L1-L2-L3"
+        L2L3L1 = "L2L3L1", "L2-L3-L1"
+        L3L1L2 = "L3L1L2", "L3-L1-L2"
+
+    charge_point_id = models.CharField(max_length=48, unique=True, validators=[validate_charge_point_id])
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="stations")
+    circuit = models.ForeignKey(Circuit, on_delete=models.PROTECT, null=True, blank=True, related_name="stations")
+    vendor = models.CharField(max_length=50, blank=True)
+    model = models.CharField(max_length=50, blank=True)
+    serial_number = models.CharField(max_length=50, blank=True)
+    firmware_version = models.CharField(max_length=50, blank=True)
+    ocpp_version = models.CharField(max_length=10, blank=True)
+    max_current_a = models.DecimalField(
+        max_digits=5,
+        decimal_places=1,
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="Per-phase rating of the station (A).",
+    )
+    phases = models.PositiveSmallIntegerField(choices=Phases.choices, default=Phases.THREE)
+    wiring = models.CharField(max_length=6, choices=Wiring.choices, default=Wiring.L1L2L3)
+    is_online = models.BooleanField(default=False)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    last_boot_at = models.DateTimeField(null=True, blank=True)
+    registered_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["charge_point_id"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(max_current_a__gt=0), name="station_max_current_a_positive"),
+            models.CheckConstraint(
+                condition=(models.Q(phases=1) & models.Q(wiring__in=["L1", "L2", "L3"]))
+                | (models.Q(phases=3) & models.Q(wiring__in=["L1L2L3", "L2L3L1", "L3L1L2"])),
+                name="station_wiring_matches_phases",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.charge_point_id
+
+    @property
+    def site_phases(self) -> list[str]:
+        """The site phases this station draws from, in the order of its own L1, L2, L3."""
+        return [self.wiring[i : i + 2] for i in range(0, len(self.wiring), 2)]
+
+
+class Connector(models.Model):
+    """An outlet a car plugs into (OCPP 1.6 connector; OCPP 2.0.1 EVSE and connector)."""
+
+    class Status(models.TextChoices):
+        UNKNOWN = "Unknown", "Unknown"
+        AVAILABLE = "Available", "Available"
+        PREPARING = "Preparing", "Preparing"
+        CHARGING = "Charging", "Charging"
+        SUSPENDED_EVSE = "SuspendedEVSE", "Suspended by charger"
+        SUSPENDED_EV = "SuspendedEV", "Suspended by car"
+        FINISHING = "Finishing", "Finishing"
+        RESERVED = "Reserved", "Reserved"
+        UNAVAILABLE = "Unavailable", "Unavailable"
+        FAULTED = "Faulted", "Faulted"
+        OCCUPIED = "Occupied", "Occupied"
+
+    station = models.ForeignKey(ChargingStation, on_delete=models.CASCADE, related_name="connectors")
+    connector_id = models.PositiveSmallIntegerField(help_text="OCPP connectorId (1.6) or EVSE id (2.0.1), from 1.")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.UNKNOWN)
+    error_code = models.CharField(max_length=50, blank=True)
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+    max_current_a = models.DecimalField(
+        max_digits=5,
+        decimal_places=1,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="Lower rating than the station's, if this outlet has one (A).",
+    )
+
+    class Meta:
+        ordering = ["station", "connector_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["station", "connector_id"], name="connector_unique_per_station"),
+            models.CheckConstraint(condition=models.Q(connector_id__gte=1), name="connector_id_from_1"),
+            models.CheckConstraint(
+                condition=models.Q(max_current_a__isnull=True) | models.Q(max_current_a__gt=0),
+                name="connector_max_current_a_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.station.charge_point_id}/{self.connector_id}"
+
+
+class ChargingSession(models.Model):
+    """One OCPP transaction: a car charging on one connector from start to stop."""
+
+    station = models.ForeignKey(ChargingStation, on_delete=models.PROTECT, related_name="sessions")
+    connector = models.ForeignKey(Connector, on_delete=models.PROTECT, related_name="sessions")
+    transaction_id = models.CharField(max_length=64)
+    id_tag = models.CharField(max_length=36, blank=True)
+    started_at = models.DateTimeField()
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    meter_start_wh = models.DecimalField(max_digits=15, decimal_places=3)
+    meter_stop_wh = models.DecimalField(max_digits=15, decimal_places=3, null=True, blank=True)
+    energy_kwh = models.DecimalField(
+        max_digits=12, decimal_places=3, null=True, blank=True, help_text="Energy delivered (kWh)."
+    )
+    stop_reason = models.CharField(max_length=40, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["station", "transaction_id"], name="session_transaction_unique"),
+            models.UniqueConstraint(
+                fields=["connector"], condition=models.Q(stopped_at__isnull=True), name="one_open_session_per_connector"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(stopped_at__isnull=True) | models.Q(stopped_at__gte=models.F("started_at")),
+                name="session_stops_after_start",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(energy_kwh__isnull=True) | models.Q(energy_kwh__gte=0),
+                name="session_energy_non_negative",
+            ),
+        ]
+        indexes = [models.Index(fields=["station", "started_at"], name="session_station_started")]
+
+    def __str__(self) -> str:
+        return f"{self.station.charge_point_id} tx {self.transaction_id}"
+
+
+class MeterSample(models.Model):
+    """One sampled value of one measurand, as a charger reported it.
+
+    Unique on (station, connector, time, measurand, phase, location) so that a reading sent
+    twice, or re-processed after a worker died, is stored once.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    station = models.ForeignKey(ChargingStation, on_delete=models.CASCADE, related_name="meter_samples")
+    connector = models.ForeignKey(
+        Connector,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="meter_samples",
+        help_text="Empty for the station's main meter (OCPP connectorId 0).",
+    )
+    session = models.ForeignKey(
+        ChargingSession, on_delete=models.SET_NULL, null=True, blank=True, related_name="meter_samples"
+    )
+    sampled_at = models.DateTimeField()
+    measurand = models.CharField(max_length=64, default="Energy.Active.Import.Register")
+    phase = models.CharField(max_length=8, blank=True)
+    location = models.CharField(max_length=10, blank=True)
+    context = models.CharField(max_length=30, blank=True)
+    value = models.DecimalField(max_digits=20, decimal_places=6)
+    unit = models.CharField(max_length=16, default="Wh")
+
+    class Meta:
+        ordering = ["station", "sampled_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["station", "connector", "sampled_at", "measurand", "phase", "location"],
+                name="meter_sample_unique_reading",
+                nulls_distinct=False,
+            ),
+        ]
+        indexes = [models.Index(fields=["station", "measurand", "sampled_at"], name="sample_station_measurand_time")]
+
+    def __str__(self) -> str:
+        return f"{self.station.charge_point_id} {self.measurand} {self.value}{self.unit} @ {self.sampled_at}"

@@ -1,0 +1,15 @@
+"""Production settings: refuse to start without a real secret; secure cookies and headers."""
+
+from django.core.exceptions import ImproperlyConfigured
+
+from evplatform.settings.base import *  # noqa: F403
+from evplatform.settings.base import SECRET_KEY, env
+
+if len(SECRET_KEY) < 32:
+    raise ImproperlyConfigured("SECRET_KEY must be set to a random string of at least 32 characters")
+
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"

@@ -1,0 +1,12 @@
+"""Settings for pytest: the real services, with names that keep tests apart from `make run`."""
+
+from evplatform.settings.base import *  # noqa: F403
+from evplatform.settings.base import CACHES, env
+
+DEBUG = False
+SECRET_KEY = env.str("SECRET_KEY", default="test-only-not-secret")
+ALLOWED_HOSTS = [".localhost", "localhost", "testserver"]
+CELERY_QUEUE_PREFIX = env.str("CELERY_QUEUE_PREFIX", default="test.")
+CACHES["default"]["KEY_PREFIX"] = "evplatform-test"
+# Hashing is deliberately slow in production; tests hash many passwords.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,95 @@
+"""Users with roles, and the heartbeat rows that prove workers serve each tenant.
+
+Schema: every schema (tenant users in tenant schemas, platform staff in public).
+"""
+
+from typing import Any, ClassVar
+
+from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
+from django.contrib.auth.models import PermissionsMixin
+from django.db import models
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+
+class Role(models.TextChoices):
+    """What a person may do inside an organisation.
+
+    Load-management settings may only be changed by qualified people (NEC 750.30): that is
+    the energy manager (and the admin, who also manages users).
+    """
+
+    ADMIN = "admin", "Admin"
+    ENERGY_MANAGER = "energy_manager", "Energy manager"
+    SITE_VIEWER = "site_viewer", "Site viewer"
+    FINANCE = "finance", "Finance"
+
+
+class UserManager(BaseUserManager["User"]):
+    use_in_migrations = True
+
+    def _create(self, email: str, password: str | None, **fields: Any) -> "User":
+        if not email:
+            raise ValueError("email is required")
+        user = self.model(email=self.normalize_email(email).lower(), **fields)
+        user.set_password(password)
+        user.save(using=self._db)
+        return user
+
+    def create_user(self, email: str, password: str | None = None, **fields: Any) -> "User":
+        fields.setdefault("is_staff", False)
+        fields.setdefault("is_superuser", False)
+        return self._create(email, password, **fields)
+
+    def create_superuser(self, email: str, password: str | None = None, **fields: Any) -> "User":
+        fields.setdefault("is_staff", True)
+        fields.setdefault("is_superuser", True)
+        fields.setdefault("role", Role.ADMIN)
+        return self._create(email, password, **fields)
+
+
+class User(AbstractBaseUser, PermissionsMixin):
+    """A person who signs in with an email address, inside one schema only."""
+
+    email = models.EmailField(max_length=254, unique=True)
+    full_name = models.CharField(max_length=200, blank=True)
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.SITE_VIEWER)
+    is_staff = models.BooleanField(default=False, help_text="May sign in to the Django admin.")
+    is_active = models.BooleanField(default=True)
+    date_joined = models.DateTimeField(default=timezone.now)
+
+    objects: ClassVar[UserManager] = UserManager()
+
+    USERNAME_FIELD = "email"
+    EMAIL_FIELD = "email"
+    REQUIRED_FIELDS: ClassVar[list[str]] = []
+
+    class Meta:
+        ordering = ["email"]
+        constraints = [
+            models.UniqueConstraint(Lower("email"), name="user_email_unique_ci"),
+            models.CheckConstraint(condition=models.Q(role__in=Role.values), name="user_role_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return self.email
+
+    @property
+    def can_change_limits(self) -> bool:
+        return self.is_active and self.role in (Role.ADMIN, Role.ENERGY_MANAGER)
+
+
+class WorkerHeartbeat(models.Model):
+    """Last time a worker ran a task for this schema on a queue: proof the queue is served."""
+
+    queue = models.CharField(max_length=40, unique=True)
+    token = models.CharField(max_length=64)
+    sent_at = models.DateTimeField()
+    completed_at = models.DateTimeField()
+    worker = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["queue"]
+
+    def __str__(self) -> str:
+        return f"{self.queue} @ {self.completed_at:%Y-%m-%d %H:%M:%S}"

@@ -1,0 +1,152 @@
+"""Onboarding of organisations and platform staff. Schema: public (and the new tenant's own).
+
+Every function here is idempotent: running it again with the same input changes nothing, and
+running it with new input converges the stored state to it.
+"""
+
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.core.validators import DomainNameValidator, validate_email
+from django.db import transaction
+from django_tenants.utils import get_public_schema_name, schema_context, tenant_context
+
+from evplatform.services import Outcome, describe_change
+from tenants.accounts.models import Role, User
+from tenants.models import Domain, Tenant
+from tenants.validators import RESERVED_TENANT_SLUGS, TENANT_SLUG_RE, schema_name_for_slug
+
+_validate_domain = DomainNameValidator(accept_idna=False)
+
+
+def _validate_host(domain: str) -> str | None:
+    # "localhost" and "demo.localhost" are fine hosts for a platform; the validator wants a TLD.
+    if domain == "localhost" or domain.endswith(".localhost"):
+        probe = domain.removesuffix("localhost") + "localhost.example"
+    else:
+        probe = domain
+    try:
+        _validate_domain(probe)
+    except ValidationError:
+        return f"{domain!r} is not a valid host name (e.g. 'acme.evplatform.example')"
+    return None
+
+
+def _user_ensure(*, email: str, password: str | None, role: str, staff: bool, changes: list[str]) -> User:
+    user = User.objects.filter(email__iexact=email).first()
+    if user is None:
+        user = User.objects.create_user(email=email, password=password, role=role, is_staff=staff, is_superuser=staff)
+        changes.append(f"user {email} created ({role})")
+        return user
+    updates = {"role": role, "is_staff": staff, "is_superuser": staff, "is_active": True}
+    for attr, value in updates.items():
+        if getattr(user, attr) != value:
+            changes.append(describe_change(f"user {email} {attr}", getattr(user, attr), value))
+            setattr(user, attr, value)
+    user.save()
+    return user
+
+
+def tenant_create(*, slug: str, name: str, domain: str, admin_email: str, admin_password: str) -> Outcome[Tenant]:
+    """Create an organisation with its schema, a domain and its first admin, or converge to it.
+
+    An existing admin's password is left as it is (a re-run must not reset a password the
+    admin has changed since). Raises ``ValidationError`` naming each bad field.
+    """
+    slug = slug.strip()
+    name = name.strip()
+    domain = domain.strip().lower()
+    admin_email = admin_email.strip().lower()
+    errors: dict[str, str] = {}
+
+    if not TENANT_SLUG_RE.match(slug):
+        errors["slug"] = (
+            f"{slug!r} is not a valid organisation slug: 2-40 characters of lower-case letters, "
+            "digits and hyphens, starting with a letter"
+        )
+    elif slug in RESERVED_TENANT_SLUGS or schema_name_for_slug(slug) == get_public_schema_name():
+        errors["slug"] = f"{slug!r} is reserved"
+    if not name:
+        errors["name"] = "must not be empty"
+    if host_error := _validate_host(domain):
+        errors["domain"] = host_error
+    try:
+        validate_email(admin_email)
+    except ValidationError:
+        errors["admin_email"] = f"{admin_email!r} is not a valid email address"
+    if errors:
+        raise ValidationError(errors)
+
+    with schema_context(get_public_schema_name()), transaction.atomic():
+        tenant = Tenant.objects.select_for_update().filter(slug=slug).first()
+        owner = Domain.objects.select_related("tenant").filter(domain__iexact=domain).first()
+        if owner is not None and (tenant is None or owner.tenant_id != tenant.pk):
+            raise ValidationError({"domain": f"{domain!r} already belongs to organisation {owner.tenant.slug!r}"})
+
+        admin_exists = False
+        if tenant is not None:
+            with tenant_context(tenant):
+                admin_exists = User.objects.filter(email__iexact=admin_email).exists()
+        if not admin_exists:
+            try:
+                validate_password(admin_password, User(email=admin_email))
+            except ValidationError as exc:
+                raise ValidationError({"admin_password": exc.messages}) from exc
+
+        changes: list[str] = []
+        created = tenant is None
+        if tenant is None:
+            tenant = Tenant(slug=slug, name=name, schema_name=schema_name_for_slug(slug))
+            tenant.save(verbosity=0)
+            changes.append(f"schema {tenant.schema_name} created")
+        elif tenant.name != name:
+            changes.append(describe_change("name", tenant.name, name))
+            tenant.name = name
+            tenant.save(verbosity=0)
+
+        if owner is None:
+            has_primary = Domain.objects.filter(tenant=tenant, is_primary=True).exists()
+            Domain.objects.create(domain=domain, tenant=tenant, is_primary=not has_primary)
+            changes.append(f"domain {domain} added")
+
+        with tenant_context(tenant):
+            _user_ensure(email=admin_email, password=admin_password, role=Role.ADMIN, staff=True, changes=changes)
+    return Outcome(tenant, created, changes)
+
+
+def platform_setup(
+    *, domain: str, superuser_email: str | None = None, superuser_password: str | None = None
+) -> Outcome[Tenant]:
+    """Ensure the public pseudo-tenant, its domain and (optionally) a platform superuser."""
+    domain = domain.strip().lower()
+    if host_error := _validate_host(domain):
+        raise ValidationError({"domain": host_error})
+    public = get_public_schema_name()
+    changes: list[str] = []
+    with schema_context(public), transaction.atomic():
+        tenant = Tenant.objects.filter(schema_name=public).first()
+        created = tenant is None
+        if tenant is None:
+            tenant = Tenant(schema_name=public, slug="platform", name="Platform")
+            tenant.save(verbosity=0)
+        owner = Domain.objects.select_related("tenant").filter(domain__iexact=domain).first()
+        if owner is not None and owner.tenant_id != tenant.pk:
+            raise ValidationError({"domain": f"{domain!r} already belongs to organisation {owner.tenant.slug!r}"})
+        if owner is None:
+            has_primary = Domain.objects.filter(tenant=tenant, is_primary=True).exists()
+            Domain.objects.create(domain=domain, tenant=tenant, is_primary=not has_primary)
+            changes.append(f"domain {domain} added")
+        if superuser_email:
+            email = superuser_email.strip().lower()
+            try:
+                validate_email(email)
+            except ValidationError as exc:
+                raise ValidationError({"superuser_email": f"{email!r} is not a valid email address"}) from exc
+            if not User.objects.filter(email__iexact=email).exists():
+                if not superuser_password:
+                    raise ValidationError({"superuser_password": "required to create a new superuser"})
+                try:
+                    validate_password(superuser_password, User(email=email))
+                except ValidationError as exc:
+                    raise ValidationError({"superuser_password": exc.messages}) from exc
+            _user_ensure(email=email, password=superuser_password, role=Role.ADMIN, staff=True, changes=changes)
+    return Outcome(tenant, created, changes)

@@ -1,0 +1,86 @@
+"""Shared fixtures: two organisations created once per session in the real PostgreSQL.
+
+pytest-django creates the test database (``test_<name>``) and migrates ``public``; here the
+session adds the platform domain and two tenants with their own schemas, ``alpha`` and
+``beta``. An autouse fixture activates ``alpha`` for every test that uses the database (mark
+a test ``public_schema`` to run it in ``public``); each test runs in a transaction that is
+rolled back, so nothing a test writes leaks into the next (django-tenants issues 450/664).
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django_tenants.utils import get_public_schema_name
+
+from tenants.models import Tenant
+from tenants.services import platform_setup, tenant_create
+
+
+@dataclass(frozen=True)
+class TenantSpec:
+    slug: str
+    name: str
+    domain: str
+    admin_email: str
+    admin_password: str
+
+
+ALPHA = TenantSpec("alpha", "Alpha University", "alpha.localhost", "admin@alpha.localhost", "alpha-admin-pass-2026")
+BETA = TenantSpec("beta", "Beta Malls", "beta.localhost", "admin@beta.localhost", "beta-admin-pass-2026")
+PLATFORM_DOMAIN = "localhost"
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: pytest.FixtureRequest) -> None:
+    with django_db_blocker.unblock():
+        platform_setup(domain=PLATFORM_DOMAIN)
+        for spec in (ALPHA, BETA):
+            tenant_create(
+                slug=spec.slug,
+                name=spec.name,
+                domain=spec.domain,
+                admin_email=spec.admin_email,
+                admin_password=spec.admin_password,
+            )
+
+
+@pytest.fixture(scope="session")
+def tenant(django_db_setup: None, django_db_blocker: pytest.FixtureRequest) -> Tenant:
+    """The organisation every database test runs in unless it says otherwise."""
+    with django_db_blocker.unblock():
+        return Tenant.objects.get(slug=ALPHA.slug)
+
+
+@pytest.fixture(scope="session")
+def other_tenant(django_db_setup: None, django_db_blocker: pytest.FixtureRequest) -> Tenant:
+    """A second organisation, for isolation tests."""
+    with django_db_blocker.unblock():
+        return Tenant.objects.get(slug=BETA.slug)
+
+
+@pytest.fixture(autouse=True)
+def _active_schema(request: pytest.FixtureRequest) -> Iterator[None]:
+    uses_db = request.node.get_closest_marker("django_db") or {"db", "transactional_db"} & set(request.fixturenames)
+    if not uses_db:
+        yield
+        return
+    if request.node.get_closest_marker("public_schema"):
+        connection.set_schema_to_public()
+    else:
+        connection.set_tenant(request.getfixturevalue("tenant"))
+    yield
+    connection.set_schema(get_public_schema_name())
+
+
+@pytest.fixture
+def alpha_client() -> Client:
+    """An anonymous browser on alpha's domain."""
+    return Client(HTTP_HOST=ALPHA.domain)
+
+
+@pytest.fixture
+def beta_client() -> Client:
+    return Client(HTTP_HOST=BETA.domain)
