@@ -3,7 +3,7 @@
 from django.core.exceptions import ImproperlyConfigured
 
 from evplatform.settings.base import *  # noqa: F403
-from evplatform.settings.base import SECRET_KEY, env
+from evplatform.settings.base import SECRET_KEY, STORAGES, env
 
 if len(SECRET_KEY) < 32:
     raise ImproperlyConfigured("SECRET_KEY must be set to a random string of at least 32 characters")
@@ -13,3 +13,5 @@ CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# Hashed, compressed static files served by WhiteNoise (run `collectstatic` at image build).
+STORAGES["staticfiles"] = {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"}
