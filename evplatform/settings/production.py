@@ -3,7 +3,7 @@
 from django.core.exceptions import ImproperlyConfigured
 
 from evplatform.settings.base import *  # noqa: F403
-from evplatform.settings.base import SECRET_KEY, STORAGES, env
+from evplatform.settings.base import MIDDLEWARE, SECRET_KEY, STORAGES, env
 
 if len(SECRET_KEY) < 32:
     raise ImproperlyConfigured("SECRET_KEY must be set to a random string of at least 32 characters")
@@ -15,3 +15,6 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 # Hashed, compressed static files served by WhiteNoise (run `collectstatic` at image build).
 STORAGES["staticfiles"] = {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"}
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1, "whitenoise.middleware.WhiteNoiseMiddleware"
+)
