@@ -17,12 +17,15 @@ def validate_timezone(value: str) -> None:
         raise ValidationError(f"{value!r} is not an IANA time zone (e.g. 'Europe/Berlin', 'America/New_York')")
 
 
+class Phases(models.IntegerChoices):
+    """Number of AC phases of a grid connection or a charger."""
+
+    SINGLE = 1, "single-phase"
+    THREE = 3, "three-phase"
+
+
 class Site(models.Model):
     """One grid connection with chargers behind it: a garage, a mall car park, a campus lot."""
-
-    class Phases(models.IntegerChoices):
-        SINGLE = 1, "single-phase"
-        THREE = 3, "three-phase"
 
     slug = models.SlugField(max_length=50, unique=True)
     name = models.CharField(max_length=200)

@@ -9,16 +9,12 @@ from decimal import Decimal
 from django.core.validators import MinValueValidator
 from django.db import models
 
-from balancing.models import Circuit, Site
+from balancing.models import Circuit, Phases, Site
 from tenants.validators import validate_charge_point_id
 
 
 class ChargingStation(models.Model):
     """One OCPP charging station, wired to a site (and optionally a circuit of its tree)."""
-
-    class Phases(models.IntegerChoices):
-        SINGLE = 1, "single-phase"
-        THREE = 3, "three-phase"
 
     class Wiring(models.TextChoices):
         """Which site phases the station's own L1 (L2, L3) are connected to (phase rotation)."""

@@ -1,0 +1,26 @@
+"""Every module that touches the database says which schema it runs in (CONVENTIONS: tenancy)."""
+
+import ast
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+LAYER_FILES = ("models.py", "services.py", "selectors.py", "tasks.py")
+APPS = ("tenants", "tenants/accounts", "balancing", "chargepoint", "billing")
+
+
+def layer_modules() -> list[Path]:
+    base = Path(settings.BASE_DIR)
+    return [base / app / name for app in APPS for name in LAYER_FILES if (base / app / name).exists()]
+
+
+@pytest.mark.parametrize("path", layer_modules(), ids=lambda p: str(p.relative_to(settings.BASE_DIR)))
+def test_module_docstring_names_its_schema(path: Path) -> None:
+    docstring = ast.get_docstring(ast.parse(path.read_text())) or ""
+    assert "Schema:" in docstring, f"{path.name}: say 'Schema: public', 'Schema: tenant' or 'Schema: every schema'"
+
+
+def test_the_marker_check_sees_the_layer_modules() -> None:
+    names = {str(p.relative_to(settings.BASE_DIR)) for p in layer_modules()}
+    assert {"tenants/models.py", "balancing/services.py", "chargepoint/models.py"} <= names
