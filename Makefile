@@ -29,10 +29,10 @@ migrate: setup
 demo: migrate
 	$(BIN)/python manage.py seed_demo
 
-run: demo
-	@mkdir -p .run
-	@echo "Starting web (http://localhost:8000/admin/, http://demo.localhost:8000/admin/), worker and beat; Ctrl-C stops all."
-	$(BIN)/honcho --procfile Procfile start
+# Finds the services (starting embedded PostgreSQL/Redis where none answers), migrates, loads the
+# demo and runs web, worker and beat in the foreground: see evplatform/runner.py.
+run: setup
+	$(BIN)/python -m evplatform.runner
 
 test: setup
 	$(BIN)/python -m pytest

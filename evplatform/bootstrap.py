@@ -8,6 +8,7 @@ little for the server (containers start in any order) and says clearly what is w
 import sys
 import time
 from typing import Any
+from urllib.parse import unquote
 
 import environ
 import psycopg
@@ -21,7 +22,7 @@ def ensure_database(url: str, *, wait_seconds: float = WAIT_SECONDS) -> bool:
     config = environ.Env.db_url_config(url)
     name = config["NAME"]
     params: dict[str, Any] = {
-        "host": config.get("HOST") or None,
+        "host": unquote(config.get("HOST") or "") or None,
         "port": config.get("PORT") or None,
         "user": config.get("USER") or None,
         "password": config.get("PASSWORD") or None,

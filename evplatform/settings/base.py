@@ -5,6 +5,7 @@ RabbitMQ (127.0.0.1:5672, guest/guest) and Redis (127.0.0.1:6379) run.
 """
 
 from pathlib import Path
+from urllib.parse import unquote
 
 import environ
 
@@ -18,9 +19,12 @@ SECRET_KEY = env.str("SECRET_KEY", default="")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", ".localhost", "127.0.0.1"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
-DATABASE_URL = env.str("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/evplatform")
-REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="amqp://guest:guest@127.0.0.1:5672//")
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/evplatform"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
+DATABASE_URL = env.str("DATABASE_URL", default=DEFAULT_DATABASE_URL)
+REDIS_URL = env.str("REDIS_URL", default=DEFAULT_REDIS_URL)
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=DEFAULT_BROKER_URL)
 # Prefix for the Celery queue names, so that two deployments (or the test suite and a running
 # `make run`) can share one broker without taking each other's tasks.
 CELERY_QUEUE_PREFIX = env.str("CELERY_QUEUE_PREFIX", default="")
@@ -97,6 +101,8 @@ ASGI_APPLICATION = "evplatform.asgi.application"
 DATABASES = {
     "default": env.db_url_config(DATABASE_URL, engine="django_tenants.postgresql_backend"),
 }
+# A Unix-socket directory is written percent-encoded in the URL: postgres://user@%2Frun%2Fpg/db
+DATABASES["default"]["HOST"] = unquote(DATABASES["default"]["HOST"])
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -37,3 +37,8 @@ def heartbeat_record(*, queue: str, token: str, sent_at: datetime, worker: str) 
         defaults={"token": token, "sent_at": sent_at, "completed_at": timezone.now(), "worker": worker},
     )
     return heartbeat
+
+
+def heartbeat_tokens() -> dict[str, str]:
+    """The last token each queue's worker stored for the active tenant."""
+    return dict(WorkerHeartbeat.objects.values_list("queue", "token"))
