@@ -48,6 +48,11 @@ class Site(models.Model):
         validators=[MinValueValidator(Decimal(0))],
         help_text="Cap on the site's total charging power (kW); empty for none.",
     )
+    free_vend = models.BooleanField(
+        default=True,
+        help_text="Accept any idTag (the usual case for shared workplace and residential chargers); "
+        "off: only the organisation's allowed tags may charge.",
+    )
     failsafe_a = models.DecimalField(
         max_digits=5,
         decimal_places=1,

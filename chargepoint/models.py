@@ -128,6 +128,13 @@ class ChargingSession(models.Model):
         max_digits=12, decimal_places=3, null=True, blank=True, help_text="Energy delivered (kWh)."
     )
     stop_reason = models.CharField(max_length=40, blank=True)
+    # What the car told us (OCPP 2.0.1 NotifyEVChargingNeeds) or the driver entered; the
+    # balancer's deadline-aware policy uses them where present.
+    departure_at = models.DateTimeField(null=True, blank=True)
+    energy_needed_kwh = models.DecimalField(max_digits=8, decimal_places=3, null=True, blank=True)
+    ev_max_current_a = models.DecimalField(
+        max_digits=5, decimal_places=1, null=True, blank=True, help_text="Highest current the car accepts (A)."
+    )
 
     class Meta:
         ordering = ["-started_at"]

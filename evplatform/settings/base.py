@@ -166,6 +166,10 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# --- OCPP gateway (chargepoint.gateway) ---------------------------------------------------
+
+# --- Balancing (balancing) ---------------------------------------------------------------
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
