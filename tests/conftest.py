@@ -7,10 +7,17 @@ a test ``public_schema`` to run it in ``public``); each test runs in a transacti
 rolled back, so nothing a test writes leaks into the next (django-tenants issues 450/664).
 """
 
+import os
+import signal
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.test import Client
 from django_tenants.utils import get_public_schema_name
@@ -84,3 +91,64 @@ def alpha_client() -> Client:
 @pytest.fixture
 def beta_client() -> Client:
     return Client(HTTP_HOST=BETA.domain)
+
+
+WORKER_START_SECONDS = 90
+
+
+def _database_url() -> str:
+    db = connection.settings_dict
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup: None, django_db_blocker, tmp_path_factory) -> Iterator[subprocess.Popen[str]]:
+    """A real `celery -A evplatform worker` on the test queues and database, for the whole session."""
+    with django_db_blocker.unblock():
+        database_url = _database_url()
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "evplatform.settings.test",
+        "DATABASE_URL": database_url,
+        "CELERY_QUEUE_PREFIX": settings.CELERY_QUEUE_PREFIX,
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "evplatform",
+        "worker",
+        "--pool=solo",
+        "--loglevel=INFO",
+        "--purge",
+        "--without-gossip",
+        "--without-mingle",
+        f"--hostname=test-worker-{os.getpid()}@%h",
+    ]
+    worker = subprocess.Popen(
+        command, cwd=settings.BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    ready = threading.Event()
+
+    def pump() -> None:
+        assert worker.stdout is not None
+        with Path(log_path).open("w") as log:
+            for line in worker.stdout:
+                log.write(line)
+                log.flush()
+                if " ready." in line:
+                    ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    if not ready.wait(WORKER_START_SECONDS):
+        worker.kill()
+        pytest.fail(f"celery worker did not become ready in {WORKER_START_SECONDS}s:\n{log_path.read_text()}")
+    yield worker
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        worker.kill()

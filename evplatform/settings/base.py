@@ -170,6 +170,11 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- Balancing (balancing) ---------------------------------------------------------------
 
+# A burst of charger events within this window becomes one balancing run per site.
+BALANCING_COALESCE_SECONDS = env.float("BALANCING_COALESCE_SECONDS", default=1.0)
+# Beat sweep: every site is rebalanced at least this often, even if an event was lost.
+BALANCING_SWEEP_SECONDS = env.float("BALANCING_SWEEP_SECONDS", default=60.0)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -1,0 +1,20 @@
+"""One Redis client per process for locks, coalescing keys and the gateway registry.
+
+Redis keeps nothing durable here (see ../shared/SERVICES.md): only state that can be rebuilt
+or lost without harm lives in it. Keys that belong to a tenant carry its schema name.
+"""
+
+from functools import lru_cache
+
+import redis
+from django.conf import settings
+
+
+@lru_cache(maxsize=1)
+def get_redis() -> "redis.Redis[bytes]":
+    return redis.Redis.from_url(settings.REDIS_URL, health_check_interval=30)
+
+
+def tenant_key(schema_name: str, *parts: object) -> str:
+    """A Redis key scoped to one tenant schema, e.g. ``evp:acme:rebalance:12``."""
+    return ":".join(["evp", schema_name, *(str(p) for p in parts)])
