@@ -1,9 +1,35 @@
-"""Organisation admin (tenant schema): sites and their circuit trees."""
+"""Organisation admin (tenant schema): sites, circuit trees, limits, balancing runs."""
+
+from typing import Any
 
 from django.contrib import admin
+from django.db import transaction
+from django.forms import ModelForm
+from django.http import HttpRequest
 
-from balancing.models import Circuit, Site
+from balancing.models import BalancingRun, Circuit, LimitOverride, ProfilePush, Site, SiteLimitSchedule
+from balancing.services import site_rebalance_request
 from evplatform.admin_sites import tenant_admin_site
+from tenants.accounts.services import audit_record
+
+
+class AuditedAdmin(admin.ModelAdmin):
+    """Every change made in the admin is audited (who, when, old, new) and rebalances the site."""
+
+    def save_model(self, request: HttpRequest, obj: Any, form: ModelForm, change: bool) -> None:
+        old = type(obj).objects.filter(pk=obj.pk).first() if change else None
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            audit_record(
+                actor=getattr(request.user, "email", "") or "admin",
+                action="update" if change else "create",
+                object_type=type(obj).__name__.lower(),
+                object_id=obj.pk,
+                label=str(obj),
+                changes=[(f, getattr(old, f, None), getattr(obj, f)) for f in form.changed_data],
+            )
+            site_id = obj.pk if isinstance(obj, Site) else obj.site_id
+            site_rebalance_request(site_id=site_id, reason=f"{type(obj).__name__} changed in admin")
 
 
 class CircuitInline(admin.TabularInline):
@@ -13,7 +39,7 @@ class CircuitInline(admin.TabularInline):
 
 
 @admin.register(Site, site=tenant_admin_site)
-class SiteAdmin(admin.ModelAdmin):
+class SiteAdmin(AuditedAdmin):
     list_display = ("name", "slug", "phases", "voltage_v", "limit_a", "demand_cap_kw", "timezone")
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
@@ -21,7 +47,39 @@ class SiteAdmin(admin.ModelAdmin):
 
 
 @admin.register(Circuit, site=tenant_admin_site)
-class CircuitAdmin(admin.ModelAdmin):
+class CircuitAdmin(AuditedAdmin):
     list_display = ("name", "site", "kind", "parent", "limit_a", "limit_kw")
     list_filter = ("site", "kind")
     search_fields = ("name",)
+
+
+@admin.register(SiteLimitSchedule, site=tenant_admin_site)
+class SiteLimitScheduleAdmin(AuditedAdmin):
+    list_display = ("name", "site", "weekdays", "start_time", "end_time", "limit_kw", "limit_a", "is_active")
+    list_filter = ("site", "is_active")
+
+
+@admin.register(LimitOverride, site=tenant_admin_site)
+class LimitOverrideAdmin(AuditedAdmin):
+    list_display = ("site", "reason", "limit_kw", "limit_a", "starts_at", "ends_at", "created_by")
+    list_filter = ("site",)
+
+
+class ProfilePushInline(admin.TabularInline):
+    model = ProfilePush
+    extra = 0
+    fields = ("station", "connector", "kind", "old_limit_a", "new_limit_a", "status", "error", "sent_at")
+    readonly_fields = fields
+    can_delete = False
+
+
+@admin.register(BalancingRun, site=tenant_admin_site)
+class BalancingRunAdmin(admin.ModelAdmin):
+    list_display = ("started_at", "site", "reason", "status", "solve_ms")
+    list_filter = ("site", "status")
+    date_hierarchy = "started_at"
+    readonly_fields = [f.name for f in BalancingRun._meta.fields]
+    inlines = (ProfilePushInline,)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

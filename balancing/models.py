@@ -123,3 +123,196 @@ class Circuit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.site.name} / {self.name}"
+
+
+class SiteLimitSchedule(models.Model):
+    """A recurring lower limit, e.g. a tighter cap in the utility's peak window (site local time)."""
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="limit_schedules")
+    name = models.CharField(max_length=100)
+    weekdays = models.CharField(
+        max_length=7, default="0123456", help_text="Days it applies, Monday=0 … Sunday=6, e.g. '01234'."
+    )
+    start_time = models.TimeField(help_text="Local time the window opens.")
+    end_time = models.TimeField(help_text="Local time it closes; before start_time means it runs past midnight.")
+    limit_kw = models.DecimalField(
+        max_digits=9, decimal_places=2, null=True, blank=True, validators=[MinValueValidator(Decimal(0))]
+    )
+    limit_a = models.DecimalField(
+        max_digits=7, decimal_places=1, null=True, blank=True, validators=[MinValueValidator(Decimal(0))]
+    )
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["site", "start_time"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(limit_kw__isnull=False) | models.Q(limit_a__isnull=False),
+                name="schedule_sets_a_limit",
+            ),
+            models.CheckConstraint(
+                condition=(models.Q(limit_kw__isnull=True) | models.Q(limit_kw__gte=0))
+                & (models.Q(limit_a__isnull=True) | models.Q(limit_a__gte=0)),
+                name="schedule_limits_non_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.site.name}: {self.name}"
+
+
+class LimitOverride(models.Model):
+    """A temporary limit set by a person (e.g. during maintenance), until it expires."""
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="overrides")
+    limit_kw = models.DecimalField(
+        max_digits=9, decimal_places=2, null=True, blank=True, validators=[MinValueValidator(Decimal(0))]
+    )
+    limit_a = models.DecimalField(
+        max_digits=7, decimal_places=1, null=True, blank=True, validators=[MinValueValidator(Decimal(0))]
+    )
+    reason = models.CharField(max_length=200)
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    created_by = models.CharField(max_length=254, help_text="Email of the person who set it.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-starts_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(ends_at__gt=models.F("starts_at")), name="override_ends_after_start"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(limit_kw__isnull=False) | models.Q(limit_a__isnull=False),
+                name="override_sets_a_limit",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.site.name}: {self.reason}"
+
+
+class BuildingLoadReading(models.Model):
+    """Non-EV load of the building behind the same grid connection, from a site meter."""
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="building_load")
+    measured_at = models.DateTimeField()
+    current_a = models.JSONField(help_text="Per-phase current [L1, L2, L3] (A).")
+    power_kw = models.DecimalField(max_digits=9, decimal_places=2)
+
+    class Meta:
+        ordering = ["site", "-measured_at"]
+        constraints = [models.UniqueConstraint(fields=["site", "measured_at"], name="building_load_unique_time")]
+        indexes = [models.Index(fields=["site", "-measured_at"], name="building_load_latest")]
+
+    def __str__(self) -> str:
+        return f"{self.site.name} building load {self.power_kw} kW @ {self.measured_at}"
+
+
+class ConnectorLimit(models.Model):
+    """What the books say is in force on one connector, and what we last asked for.
+
+    ``limit_a`` is what the platform plans with: it changes only when the charger accepted a
+    profile. A rejected or unanswered lowering keeps the old value, so the next run plans with
+    it (ARCHITECTURE, "Safety of pushes"). ``None`` means no profile of ours is known to be in
+    force (the charger's own default, i.e. its fail-safe or rating, applies).
+    """
+
+    connector = models.OneToOneField("chargepoint.Connector", on_delete=models.CASCADE, related_name="limit")
+    limit_a = models.DecimalField(max_digits=5, decimal_places=1, null=True, blank=True)
+    valid_until = models.DateTimeField(null=True, blank=True, help_text="When the TxProfile in force expires.")
+    transaction_id = models.CharField(max_length=64, blank=True, help_text="Transaction the profile is bound to.")
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    requested_a = models.DecimalField(max_digits=5, decimal_places=1, null=True, blank=True)
+    requested_at = models.DateTimeField(null=True, blank=True)
+    last_status = models.CharField(max_length=20, blank=True)
+    paused_since = models.DateTimeField(null=True, blank=True)
+    charging_since = models.DateTimeField(null=True, blank=True)
+    resumed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When it was last offered current after a pause."
+    )
+    no_resume_count = models.PositiveSmallIntegerField(
+        default=0, help_text="Times the car did not draw again after a pause (pausing avoids such cars)."
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(limit_a__isnull=True) | models.Q(limit_a__gte=0), name="connector_limit_non_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.connector}: {self.limit_a} A"
+
+
+class StationFailsafe(models.Model):
+    """The fail-safe default profile (TxDefaultProfile) a station stores and when it accepted it."""
+
+    station = models.OneToOneField("chargepoint.ChargingStation", on_delete=models.CASCADE, related_name="failsafe")
+    limit_a = models.DecimalField(max_digits=5, decimal_places=1)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    last_status = models.CharField(max_length=20, blank=True)
+    booted_at = models.DateTimeField(null=True, blank=True, help_text="Boot the confirmation belongs to.")
+
+    def __str__(self) -> str:
+        return f"{self.station}: fail-safe {self.limit_a} A"
+
+
+class BalancingRun(models.Model):
+    """One balancing of one site: what went in, what came out, what was pushed, what bound."""
+
+    class Status(models.TextChoices):
+        OK = "ok", "OK"
+        PARTIAL = "partial", "Some pushes failed"
+        FAILED = "failed", "Failed"
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="runs")
+    reason = models.CharField(max_length=100)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OK)
+    inputs_digest = models.CharField(max_length=64, help_text="SHA-256 of the engine input (canonical JSON).")
+    problem = models.JSONField()
+    result = models.JSONField(null=True, blank=True)
+    limits = models.JSONField(default=dict, help_text="Each limit considered and which one bound.")
+    solve_ms = models.FloatField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["site", "-started_at"], name="run_site_latest")]
+
+    def __str__(self) -> str:
+        return f"{self.site.name} {self.started_at:%Y-%m-%d %H:%M:%S} ({self.reason})"
+
+
+class ProfilePush(models.Model):
+    """One charging profile sent to one connector in a run, and the charger's answer."""
+
+    class Kind(models.TextChoices):
+        LOWER = "lower", "Lower"
+        RAISE = "raise", "Raise"
+        RENEW = "renew", "Renew validity"
+        FAILSAFE = "failsafe", "Fail-safe default"
+
+    run = models.ForeignKey(BalancingRun, on_delete=models.CASCADE, related_name="pushes")
+    station = models.ForeignKey("chargepoint.ChargingStation", on_delete=models.CASCADE, related_name="pushes")
+    connector = models.ForeignKey(
+        "chargepoint.Connector", on_delete=models.CASCADE, null=True, blank=True, related_name="pushes"
+    )
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    old_limit_a = models.DecimalField(max_digits=5, decimal_places=1, null=True, blank=True)
+    new_limit_a = models.DecimalField(max_digits=5, decimal_places=1)
+    payload = models.JSONField()
+    status = models.CharField(max_length=20, blank=True, help_text="Accepted, Rejected, CallError, Timeout, Offline.")
+    error = models.TextField(blank=True)
+    sent_at = models.DateTimeField()
+    answered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "sent_at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.new_limit_a} A: {self.status or 'pending'}"

@@ -33,3 +33,7 @@ def circuit_get(*, site: Site, name: str) -> Circuit:
     if circuit is None:
         raise CircuitNotFoundError(site, name)
     return circuit
+
+
+def site_ids() -> list[int]:
+    return list(Site.objects.order_by("pk").values_list("pk", flat=True))

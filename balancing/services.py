@@ -4,22 +4,38 @@ Create-or-update functions converge the stored row to their input and return wha
 so onboarding scripts can run them again safely.
 """
 
+import logging
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from balancing.models import Circuit, Site
+from balancing.models import BalancingRun, Circuit, Site
+from balancing.push import GatewayPusher, Pusher
 from balancing.selectors import circuit_get
-from evplatform.services import Outcome, describe_change, require_tenant_schema
+from evplatform.redis import get_redis, tenant_key
+from evplatform.services import Outcome, active_schema, describe_change, require_tenant_schema
+from tenants.accounts.services import audit_record
+
+logger = logging.getLogger(__name__)
+
+# A pending request older than this is forgotten, so a lost task cannot block a site forever.
+PENDING_TTL_S = 120
+# Longest a run may hold the site's lock (pushes wait up to 30 s per phase).
+RUN_LOCK_TTL_S = 120
+RUN_LOCK_WAIT_S = 2.0
 
 
-def _apply(obj: Site | Circuit, values: dict[str, object], changes: list[str]) -> None:
+def _apply(
+    obj: Site | Circuit, values: dict[str, object], changes: list[str], audit: list[tuple[str, object, object]]
+) -> None:
     for attr, value in values.items():
         old = getattr(obj, attr)
         if old != value:
             if obj.pk is not None:
                 changes.append(describe_change(attr, old, value))
+            audit.append((attr, None if obj.pk is None else old, value))
             setattr(obj, attr, value)
 
 
@@ -34,14 +50,20 @@ def site_create_or_update(
     demand_cap_kw: Decimal | None = None,
     failsafe_a: Decimal = Decimal("6"),
     timezone: str = "UTC",
+    actor: str = "system",
 ) -> Outcome[Site]:
-    """Create the site ``slug`` or bring it to these values. Raises ``ValidationError`` by field."""
+    """Create the site ``slug`` or bring it to these values. Raises ``ValidationError`` by field.
+
+    Every changed limit is audited with ``actor`` (an email, or ``system:<command>``), and a
+    change that matters to balancing asks for a run of the site.
+    """
     require_tenant_schema("site_create_or_update")
     site = Site.objects.select_for_update().filter(slug=slug).first()
     created = site is None
     if site is None:
         site = Site(slug=slug)
     changes: list[str] = []
+    audit: list[tuple[str, object, object]] = []
     _apply(
         site,
         {
@@ -54,6 +76,7 @@ def site_create_or_update(
             "timezone": timezone,
         },
         changes,
+        audit,
     )
     site.full_clean()
     if not created and phases == 1 and site.stations.filter(phases=3).exists():
@@ -65,6 +88,17 @@ def site_create_or_update(
             {"failsafe_a": f"fail-safe current {site.failsafe_a} A is above the site limit {site.limit_a} A"}
         )
     site.save()
+    if audit:
+        audit_record(
+            actor=actor,
+            action="create" if created else "update",
+            object_type="site",
+            object_id=site.pk,
+            label=site.name,
+            changes=audit,
+        )
+    if not created and audit:
+        site_rebalance_request(site_id=site.pk, reason="limits changed")
     return Outcome(site, created, changes)
 
 
@@ -77,6 +111,7 @@ def circuit_create_or_update(
     kind: str = Circuit.Kind.CIRCUIT,
     parent_name: str | None = None,
     limit_kw: Decimal | None = None,
+    actor: str = "system",
 ) -> Outcome[Circuit]:
     """Create circuit ``name`` under ``parent_name`` (or the grid connection), or update it."""
     require_tenant_schema("circuit_create_or_update")
@@ -92,7 +127,69 @@ def circuit_create_or_update(
             raise ValidationError({"parent": f"{parent_name!r} is below {name!r}; that would make a loop"})
         node = node.parent
     changes: list[str] = []
-    _apply(circuit, {"limit_a": limit_a, "kind": kind, "parent": parent, "limit_kw": limit_kw}, changes)
+    audit: list[tuple[str, object, object]] = []
+    _apply(circuit, {"limit_a": limit_a, "kind": kind, "parent": parent, "limit_kw": limit_kw}, changes, audit)
     circuit.full_clean()
     circuit.save()
+    if audit:
+        audit_record(
+            actor=actor,
+            action="create" if created else "update",
+            object_type="circuit",
+            object_id=circuit.pk,
+            label=f"{site.name} / {circuit.name}",
+            changes=audit,
+        )
+    if not created and audit:
+        site_rebalance_request(site_id=site.pk, reason="limits changed")
     return Outcome(circuit, created, changes)
+
+
+def site_rebalance_request(*, site_id: int, reason: str) -> bool:
+    """Ask for a balancing run of a site soon; a burst of requests becomes one run.
+
+    Call it in the site's tenant schema. Returns False when a run is already pending (the
+    pending run will see this change too). The task is sent after the current transaction
+    commits, so it reads what the caller wrote.
+    """
+    require_tenant_schema("site_rebalance_request")
+    schema = active_schema()
+    if not get_redis().set(tenant_key(schema, "rebalance-pending", site_id), reason[:100], nx=True, ex=PENDING_TTL_S):
+        return False
+    from balancing.tasks import balance_site
+
+    def send() -> None:
+        balance_site.apply_async(
+            kwargs={"site_id": site_id, "reason": reason[:100]},
+            countdown=settings.BALANCING_COALESCE_SECONDS,
+            headers={"_schema_name": schema},
+        )
+
+    transaction.on_commit(send)
+    return True
+
+
+def site_balance(*, site_id: int, reason: str, pusher: Pusher | None = None) -> BalancingRun | None:
+    """Run balancing for one site under its lock (one run per site at a time).
+
+    Returns the run, or None when the site no longer exists or another run holds the lock (then
+    a new request is queued, so the change that caused this call is not lost).
+    """
+    from balancing.runs import site_balance_run
+
+    require_tenant_schema("site_balance")
+    schema = active_schema()
+    redis = get_redis()
+    redis.delete(tenant_key(schema, "rebalance-pending", site_id))
+    site = Site.objects.filter(pk=site_id).first()
+    if site is None:
+        logger.info("site %s is gone; nothing to balance", site_id)
+        return None
+    lock = redis.lock(tenant_key(schema, "balance-lock", site_id), timeout=RUN_LOCK_TTL_S)
+    if not lock.acquire(blocking=True, blocking_timeout=RUN_LOCK_WAIT_S):
+        site_rebalance_request(site_id=site_id, reason=f"retry: {reason}")
+        return None
+    try:
+        return site_balance_run(site=site, reason=reason, pusher=pusher or GatewayPusher())
+    finally:
+        lock.release()

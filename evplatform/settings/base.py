@@ -168,12 +168,44 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- OCPP gateway (chargepoint.gateway) ---------------------------------------------------
 
+# Seconds between Heartbeats that BootNotification asks of a charger; a charger silent for
+# GATEWAY_STALE_FACTOR intervals is taken as offline by the sweep.
+GATEWAY_HEARTBEAT_INTERVAL_S = env.int("GATEWAY_HEARTBEAT_INTERVAL_S", default=300)
+# Telemetry goes to Celery in batches: one task per tenant schema per window (seconds), or
+# sooner when this many events wait.
+GATEWAY_BATCH_WINDOW_S = env.float("GATEWAY_BATCH_WINDOW_S", default=0.5)
+GATEWAY_BATCH_MAX_EVENTS = env.int("GATEWAY_BATCH_MAX_EVENTS", default=5000)
+# A frame larger than this (bytes) closes the connection with 1009; OCPP messages are small.
+GATEWAY_MAX_FRAME_BYTES = env.int("GATEWAY_MAX_FRAME_BYTES", default=65536)
+# Flood guard per connection: a token bucket of this many messages, refilled at this rate/s.
+GATEWAY_RATE_BURST = env.int("GATEWAY_RATE_BURST", default=60)
+GATEWAY_RATE_PER_S = env.float("GATEWAY_RATE_PER_S", default=10.0)
+# Seconds a connection may stay in the opening handshake and before its first message.
+GATEWAY_HANDSHAKE_TIMEOUT_S = env.float("GATEWAY_HANDSHAKE_TIMEOUT_S", default=10.0)
+# A successful password check is remembered this long (seconds), keyed by a hash of the
+# presented secret, so reconnect storms do not burn CPU on PBKDF2.
+GATEWAY_AUTH_CACHE_S = env.float("GATEWAY_AUTH_CACHE_S", default=60.0)
+GATEWAY_DB_THREADS = env.int("GATEWAY_DB_THREADS", default=4)
+# An instance announces itself in Redis with this TTL and refreshes it every third of it.
+GATEWAY_REGISTRY_TTL_S = env.int("GATEWAY_REGISTRY_TTL_S", default=15)
+# DataTransfer vendor ids the platform accepts; any other gets UnknownVendorId.
+GATEWAY_DATA_TRANSFER_VENDORS = env.list("GATEWAY_DATA_TRANSFER_VENDORS", default=[])
+GATEWAY_STALE_FACTOR = env.float("GATEWAY_STALE_FACTOR", default=2.5)
+CELERY_BEAT_SCHEDULE["chargepoint-offline-sweep"] = {
+    "task": "chargepoint.tasks.stations_offline_sweep_all",
+    "schedule": 60.0,
+}
+
 # --- Balancing (balancing) ---------------------------------------------------------------
 
 # A burst of charger events within this window becomes one balancing run per site.
 BALANCING_COALESCE_SECONDS = env.float("BALANCING_COALESCE_SECONDS", default=1.0)
 # Beat sweep: every site is rebalanced at least this often, even if an event was lost.
 BALANCING_SWEEP_SECONDS = env.float("BALANCING_SWEEP_SECONDS", default=60.0)
+CELERY_BEAT_SCHEDULE["balancing-sweep"] = {
+    "task": "balancing.tasks.sweep_all_sites",
+    "schedule": BALANCING_SWEEP_SECONDS,
+}
 
 LOGGING = {
     "version": 1,

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
 from evplatform.admin_sites import platform_admin_site, tenant_admin_site
-from tenants.accounts.models import User, WorkerHeartbeat
+from tenants.accounts.models import AuditEvent, User, WorkerHeartbeat
 
 
 class UserAdmin(DjangoUserAdmin):
@@ -29,3 +29,20 @@ class WorkerHeartbeatAdmin(admin.ModelAdmin):
 for site in (platform_admin_site, tenant_admin_site):
     site.register(User, UserAdmin)
     site.register(WorkerHeartbeat, WorkerHeartbeatAdmin)
+
+
+@admin.register(AuditEvent, site=tenant_admin_site)
+class AuditEventAdmin(admin.ModelAdmin):
+    list_display = ("at", "actor", "action", "object_type", "object_label", "field", "old_value", "new_value")
+    list_filter = ("object_type", "action")
+    search_fields = ("actor", "object_label")
+    date_hierarchy = "at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

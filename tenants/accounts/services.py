@@ -1,4 +1,4 @@
-"""Heartbeats: proof that workers serve every queue for a tenant. Schema: tenant."""
+"""Heartbeats (proof that workers serve every queue) and the audit trail. Schema: tenant."""
 
 import secrets
 from datetime import datetime
@@ -7,7 +7,7 @@ from django.utils import timezone
 from django_tenants.utils import tenant_context
 
 from evplatform.celery import QUEUES, queue_name
-from tenants.accounts.models import WorkerHeartbeat
+from tenants.accounts.models import AuditEvent, WorkerHeartbeat
 from tenants.models import Tenant
 
 
@@ -42,3 +42,30 @@ def heartbeat_record(*, queue: str, token: str, sent_at: datetime, worker: str) 
 def heartbeat_tokens() -> dict[str, str]:
     """The last token each queue's worker stored for the active tenant."""
     return dict(WorkerHeartbeat.objects.values_list("queue", "token"))
+
+
+def audit_record(
+    *,
+    actor: str,
+    action: str,
+    object_type: str,
+    object_id: object,
+    label: str,
+    changes: list[tuple[str, object, object]],
+) -> list[AuditEvent]:
+    """One audit row per changed field: who, when, what, old value, new value."""
+    return AuditEvent.objects.bulk_create(
+        [
+            AuditEvent(
+                actor=actor,
+                action=action,
+                object_type=object_type,
+                object_id=str(object_id),
+                object_label=label[:200],
+                field=field,
+                old_value="" if old is None else str(old),
+                new_value="" if new is None else str(new),
+            )
+            for field, old, new in changes
+        ]
+    )

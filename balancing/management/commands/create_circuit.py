@@ -45,6 +45,7 @@ class Command(BaseCommand):
                     parent_name=options["parent"],
                     limit_a=options["limit_a"],
                     limit_kw=options["limit_kw"],
+                    actor="system:create_circuit",
                 )
         except (ValidationError, ObjectDoesNotExist) as exc:
             raise command_error(exc, OPTION_NAMES) from exc

@@ -50,6 +50,7 @@ class Command(BaseCommand):
                     demand_cap_kw=options["demand_cap_kw"],
                     failsafe_a=options["failsafe_a"],
                     timezone=options["timezone"],
+                    actor="system:create_site",
                 )
         except ValidationError as exc:
             raise command_error(exc, OPTION_NAMES) from exc

@@ -1,0 +1,52 @@
+"""The one interface through which balancing reaches chargers. Schema: tenant (callers).
+
+``GatewayPusher`` sends through the gateway's command path (``chargepoint.commands``): the
+Redis registry finds the gateway instance holding each charger's socket. Tests may stand in
+another ``Pusher`` (a charger double); everything else in a run is real.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+PUSH_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class PushRequest:
+    charge_point_id: str
+    action: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PushAnswer:
+    status: str  # "Accepted", "Rejected", "CallError", "Timeout", "Offline", ...
+    error: str = ""
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == "Accepted"
+
+
+class Pusher(Protocol):
+    def send_many(self, requests: Sequence[PushRequest]) -> list[PushAnswer]:
+        """Send all requests at once; answers in the same order."""
+        ...
+
+
+class GatewayPusher:
+    """Pushes through the OCPP gateway's command path."""
+
+    def __init__(self, timeout_s: float = PUSH_TIMEOUT_S) -> None:
+        self.timeout_s = timeout_s
+
+    def send_many(self, requests: Sequence[PushRequest]) -> list[PushAnswer]:
+        if not requests:
+            return []
+        from chargepoint.commands import Command, command_send_many
+
+        results = command_send_many(
+            commands=[Command(r.charge_point_id, r.action, r.payload) for r in requests], timeout_s=self.timeout_s
+        )
+        return [PushAnswer(result.status, result.error) for result in results]

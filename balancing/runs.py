@@ -1,0 +1,292 @@
+"""One balancing run of one site: build, solve, check, push (break before make), record.
+
+Schema: tenant. Called by the ``balance_site`` task under the site's lock; see ARCHITECTURE.md,
+"Safety of pushes":
+
+- lowering profiles (and fail-safe defaults) go first; raises only after every one of them was
+  accepted. A rejected or unanswered lowering keeps the old value in the books, the run sends
+  no raise, and the next run keeps that charger at its booked value while retrying;
+- an offline charger keeps its last profile: its current is reserved (see ``problem``);
+- a profile is sent only when the limit moves by a step, its validity runs low, or the
+  transaction changed, so chargers are not flooded;
+- the engine's answer is checked against every invariant before anything is sent.
+"""
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.utils import timezone
+
+from balancing.engine import check, solve
+from balancing.models import BalancingRun, ProfilePush, Site, StationFailsafe
+from balancing.problem import STEP_A, BuiltProblem, EvseContext, build_problem
+from balancing.profiles import failsafe_profile, tx_profile
+from balancing.push import Pusher, PushRequest
+from chargepoint.models import ChargingStation, Connector
+
+logger = logging.getLogger(__name__)
+
+TX_PROFILE_VALIDITY = timedelta(minutes=15)
+RENEW_BEFORE = timedelta(minutes=5)
+RESUME_GRACE = timedelta(minutes=2)
+RESUMED_DRAW_A = 1.0
+FAILED_STATUSES = frozenset({"Rejected", "CallError", "Timeout", "Offline", "NotSupported", "NotImplemented"})
+
+
+@dataclass
+class PlannedPush:
+    kind: str
+    station: ChargingStation
+    connector: Connector | None
+    old_limit_a: float | None
+    new_limit_a: float
+    request: PushRequest
+    context: EvseContext | None = None
+    valid_to: datetime | None = None
+
+
+def _digest(problem: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(problem, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _effective_old_a(ctx: EvseContext, failsafe: StationFailsafe | None) -> float:
+    """What the charger may be drawing now under the books: our profile, else its default."""
+    limit, session = ctx.limit, ctx.session
+    same_tx = session is not None and limit.transaction_id == session.transaction_id
+    if limit.limit_a is not None and same_tx:
+        return float(limit.limit_a)
+    if failsafe is not None and failsafe.confirmed_at is not None:
+        return float(failsafe.limit_a)
+    return float(ctx.station.max_current_a)
+
+
+def _plan(site: Site, built: BuiltProblem, allocations: dict[str, float], now: datetime) -> list[PlannedPush]:
+    plans: list[PlannedPush] = []
+    failsafes = {f.station_id: f for f in StationFailsafe.objects.filter(station__site=site)}
+    seen_stations: set[int] = set()
+    valid_to = now + TX_PROFILE_VALIDITY
+    for evse_id, ctx in built.evses.items():
+        station = ctx.station
+        if station.pk not in seen_stations:
+            seen_stations.add(station.pk)
+            failsafe = failsafes.get(station.pk)
+            stale = (
+                failsafe is None
+                or failsafe.confirmed_at is None
+                or failsafe.limit_a != site.failsafe_a
+                or (station.last_boot_at is not None and (failsafe.booted_at or now) < station.last_boot_at)
+            )
+            if stale:
+                payload = failsafe_profile(
+                    ocpp_version=station.ocpp_version, limit_a=site.failsafe_a, number_phases=len(station.site_phases)
+                )
+                plans.append(
+                    PlannedPush(
+                        "failsafe",
+                        station,
+                        None,
+                        float(failsafe.limit_a) if failsafe else None,
+                        float(site.failsafe_a),
+                        PushRequest(station.charge_point_id, "SetChargingProfile", payload),
+                    )
+                )
+        session = ctx.session
+        if session is None:
+            continue  # no transaction to bind a TxProfile to; the fail-safe default governs a new one
+        target = allocations[evse_id]
+        old = _effective_old_a(ctx, failsafes.get(station.pk))
+        same_tx = ctx.limit.transaction_id == session.transaction_id and ctx.limit.limit_a is not None
+        renew_due = ctx.limit.valid_until is None or ctx.limit.valid_until - now < RENEW_BEFORE
+        if same_tx and abs(target - old) < STEP_A and not renew_due:
+            continue
+        kind = "lower" if target < old else "raise" if target > old else "renew"
+        payload = tx_profile(
+            ocpp_version=station.ocpp_version,
+            connector_id=ctx.connector.connector_id,
+            transaction_id=session.transaction_id,
+            limit_a=target,
+            number_phases=len(station.site_phases),
+            now=now,
+            valid_to=valid_to,
+        )
+        plans.append(
+            PlannedPush(
+                kind,
+                station,
+                ctx.connector,
+                old,
+                target,
+                PushRequest(station.charge_point_id, "SetChargingProfile", payload),
+                ctx,
+                valid_to,
+            )
+        )
+    return plans
+
+
+def _send(run: BalancingRun, plans: list[PlannedPush], pusher: Pusher, now: datetime) -> list[bool]:
+    if not plans:
+        return []
+    sent_at = timezone.now()
+    answers = pusher.send_many([p.request for p in plans])
+    answered_at = timezone.now()
+    ok: list[bool] = []
+    for plan, answer in zip(plans, answers, strict=True):
+        ProfilePush.objects.create(
+            run=run,
+            station=plan.station,
+            connector=plan.connector,
+            kind=plan.kind,
+            old_limit_a=None if plan.old_limit_a is None else Decimal(str(plan.old_limit_a)),
+            new_limit_a=Decimal(str(plan.new_limit_a)),
+            payload=plan.request.payload,
+            status=answer.status,
+            error=answer.error,
+            sent_at=sent_at,
+            answered_at=answered_at,
+        )
+        _book(plan, answer.accepted, answer.status, now)
+        ok.append(answer.accepted)
+    return ok
+
+
+def _book(plan: PlannedPush, accepted: bool, status: str, now: datetime) -> None:
+    """Update the books: only an accepted profile changes what we plan with."""
+    if plan.kind == "failsafe":
+        StationFailsafe.objects.update_or_create(
+            station=plan.station,
+            defaults={
+                "limit_a": Decimal(str(plan.new_limit_a)),
+                "confirmed_at": now if accepted else None,
+                "last_status": status,
+                "booted_at": plan.station.last_boot_at,
+            },
+        )
+        return
+    if plan.context is None or plan.context.session is None:
+        raise ValueError(f"a {plan.kind} push needs the EVSE's session")
+    limit = plan.context.limit
+    limit.requested_a = Decimal(str(plan.new_limit_a))
+    limit.requested_at = now
+    limit.last_status = status
+    if accepted:
+        was_paused = limit.limit_a is not None and limit.limit_a == 0
+        limit.limit_a = Decimal(str(plan.new_limit_a))
+        limit.valid_until = plan.valid_to
+        limit.transaction_id = plan.context.session.transaction_id
+        limit.confirmed_at = now
+        if plan.new_limit_a == 0:
+            limit.paused_since = limit.paused_since or now
+            limit.charging_since = None
+        else:
+            if was_paused:
+                limit.resumed_at = now
+            limit.paused_since = None
+            limit.charging_since = limit.charging_since or now
+    limit.save()
+
+
+def _track_resumes(built: BuiltProblem, now: datetime) -> None:
+    """A car offered current after a pause that still draws nothing is flagged (pausing avoids it)."""
+    for ctx in built.evses.values():
+        limit = ctx.limit
+        if limit.pk is None or limit.resumed_at is None or now - limit.resumed_at < RESUME_GRACE:
+            continue
+        if ctx.measured_a is not None and ctx.measured_a >= RESUMED_DRAW_A:
+            limit.resumed_at = None
+        elif ctx.connector.status == Connector.Status.SUSPENDED_EV:
+            limit.no_resume_count += 1
+            limit.resumed_at = None
+            logger.warning("car on %s did not resume after a pause", ctx.connector)
+        else:
+            continue
+        limit.save(update_fields=["resumed_at", "no_resume_count"])
+
+
+def _stuck(built: BuiltProblem) -> list[EvseContext]:
+    """EVSEs whose last lowering was not accepted: still at their booked value."""
+    stuck = []
+    for ctx in built.evses.values():
+        limit = ctx.limit
+        if (
+            limit.last_status in FAILED_STATUSES
+            and limit.requested_a is not None
+            and limit.limit_a is not None
+            and limit.requested_a < limit.limit_a
+            and ctx.session is not None
+            and limit.transaction_id == ctx.session.transaction_id
+        ):
+            stuck.append(ctx)
+    return stuck
+
+
+def _pin_stuck(built: BuiltProblem, stuck: list[EvseContext]) -> None:
+    """Plan around chargers that refused a lowering: they keep exactly their booked current."""
+    for ctx in stuck:
+        for evse in built.problem["evses"]:
+            if evse["id"] == f"{ctx.station.charge_point_id}/{ctx.connector.connector_id}":
+                booked = float(ctx.limit.limit_a or 0)
+                evse["min_a"] = evse["max_a"] = booked if booked > 0 else evse["min_a"]
+                evse.pop("ev_max_a", None)
+                evse["active"] = booked > 0
+
+
+def site_balance_run(*, site: Site, reason: str, pusher: Pusher, now: datetime | None = None) -> BalancingRun:
+    """Balance one site now and push the result. The caller holds the site's lock."""
+    now = now or timezone.now()
+    built = build_problem(site, now)
+    _track_resumes(built, now)
+    stuck = _stuck(built)
+    _pin_stuck(built, stuck)
+    run = BalancingRun.objects.create(
+        site=site,
+        reason=reason[:100],
+        started_at=now,
+        inputs_digest=_digest(built.problem),
+        problem=built.problem,
+        limits={
+            **built.limits.as_record(),
+            "reservations": [
+                {"evse": f"{r.station.charge_point_id}/{r.connector.connector_id}", "limit_a": r.limit_a, "why": r.why}
+                for r in built.reservations
+            ],
+            "stuck": [f"{c.station.charge_point_id}/{c.connector.connector_id}" for c in stuck],
+        },
+    )
+    started = time.perf_counter()
+    try:
+        result = solve(built.problem)
+        run.solve_ms = (time.perf_counter() - started) * 1000
+        run.result = result
+        violations = check(built.problem, result)
+        if violations:
+            raise RuntimeError("engine result violates limits: " + "; ".join(violations[:5]))
+    except Exception as exc:
+        run.status = BalancingRun.Status.FAILED
+        run.error = f"{type(exc).__name__}: {exc}"
+        run.finished_at = timezone.now()
+        run.save()
+        logger.exception("balancing run for site %s failed", site.slug)
+        raise
+
+    allocations = {k: float(v) for k, v in result["allocations_a"].items()}
+    plans = _plan(site, built, allocations, now)
+    first = [p for p in plans if p.kind in ("lower", "failsafe", "renew")]
+    raises = [p for p in plans if p.kind == "raise"]
+    first_ok = _send(run, first, pusher, now)
+    if all(first_ok):
+        raises_ok = _send(run, raises, pusher, now)
+    else:
+        raises_ok = []
+        run.error = f"{first_ok.count(False)} lowering(s) not accepted; raises held back until the next run"
+    all_ok = all(first_ok) and all(raises_ok)
+    run.status = BalancingRun.Status.OK if all_ok else BalancingRun.Status.PARTIAL
+    run.finished_at = timezone.now()
+    run.save()
+    return run
