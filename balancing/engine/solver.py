@@ -1,0 +1,362 @@
+"""The balancing policy: bounds per EVSE, who pauses, deadline floors, fair fill, notes.
+
+Stages, each keeping every limit:
+
+1. Fixed currents (``fixed_a``: an offline charger keeping its last profile, an unconfirmed
+   lowering) are booked first: nobody can change them.
+2. Bounds: each active EVSE may take 0 or a current in ``[lo, hi]`` on its step grid, where
+   ``hi`` is the smallest of the charger's max, the car's acceptance, the measured draw plus
+   a margin (capacity the car leaves unused goes to others) and the current that finishes
+   its energy need within one period.
+3. Admission: every admitted EVSE gets ``lo``; when not all fit, EVSEs are admitted in rotation
+   order (see ``_admission_key``) and the rest pause. Recently started ones are kept on for
+   ``min_on_s``; recently paused ones stay off for ``min_off_s``.
+4. Deadline floors: EVSEs that said how much energy they need and when they leave get the
+   current that finishes it in time (remaining energy / time left), least laxity first.
+5. Weighted max-min fair filling of what is left (``fill.water_fill``), then rounding down to
+   each step and handing the rounding slack back (``fill.discretise``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from balancing.engine.fill import EPS, Constraints, discretise, steps_down, water_fill
+from balancing.engine.model import PHASE_NAMES, Evse, Problem, parse_problem
+
+_KW = 3
+"""Position of the power constraint in a node's four constraint slots (L1, L2, L3, kW)."""
+
+
+@dataclass(slots=True)
+class _Site:
+    """Constraint system of a problem plus what the notes need to name each constraint."""
+
+    system: Constraints
+    cons_node: list[str]
+    cons_slot: list[int]
+    cons_limit: list[float]
+    node_chain: dict[str, list[str]]
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.1f}".rstrip("0").rstrip(".") if value != int(value) else f"{int(value)}"
+
+
+def _build_site(problem: Problem) -> _Site:
+    """One constraint per (node, phase) with a limit_a and per node with a limit_kw, if an EVSE is under it."""
+    node_by_id = {node.id: node for node in problem.nodes}
+    chains: dict[str, list[str]] = {}
+
+    def chain(node_id: str) -> list[str]:
+        found = chains.get(node_id)
+        if found is None:
+            parent = node_by_id[node_id].parent
+            found = [node_id] if parent is None else [node_id, *chain(parent)]
+            chains[node_id] = found
+        return found
+
+    cons_index: dict[tuple[str, int], int] = {}
+    capacity: list[float] = []
+    members: list[list[int]] = []
+    cons_node: list[str] = []
+    cons_slot: list[int] = []
+    evse_cons: list[list[int]] = []
+    evse_coef: list[list[float]] = []
+    kw_per_a = problem.voltage_v / 1000.0
+    for i, evse in enumerate(problem.evses):
+        cons: list[int] = []
+        coefs: list[float] = []
+        power_coef = len(evse.phases) * kw_per_a
+        for node_id in chain(evse.node):
+            node = node_by_id[node_id]
+            for slot in evse.phases:
+                limit = node.limit_a[slot]
+                if limit is None:
+                    continue
+                c = cons_index.get((node_id, slot))
+                if c is None:
+                    c = cons_index[node_id, slot] = len(capacity)
+                    capacity.append(limit)
+                    members.append([])
+                    cons_node.append(node_id)
+                    cons_slot.append(slot)
+                members[c].append(i)
+                cons.append(c)
+                coefs.append(1.0)
+            if node.limit_kw is not None:
+                c = cons_index.get((node_id, _KW))
+                if c is None:
+                    c = cons_index[node_id, _KW] = len(capacity)
+                    capacity.append(node.limit_kw)
+                    members.append([])
+                    cons_node.append(node_id)
+                    cons_slot.append(_KW)
+                members[c].append(i)
+                cons.append(c)
+                coefs.append(power_coef)
+        evse_cons.append(cons)
+        evse_coef.append(coefs)
+    for node in problem.nodes:
+        chain(node.id)
+    return _Site(Constraints(capacity, members, evse_cons, evse_coef), cons_node, cons_slot, list(capacity), chains)
+
+
+def _describe(site: _Site, c: int) -> str:
+    slot = site.cons_slot[c]
+    if slot == _KW:
+        return f"node {site.cons_node[c]} power ({_fmt(site.cons_limit[c])} kW)"
+    return f"node {site.cons_node[c]} {PHASE_NAMES[slot]} ({_fmt(site.cons_limit[c])} A)"
+
+
+@dataclass(slots=True)
+class _Plan:
+    """Per-EVSE working state of one solve, indexed like ``problem.evses``."""
+
+    lo: list[float]
+    hi: list[float]
+    hi_reason: list[str]
+    floors: list[float]
+    steps: list[float]
+    weights: list[float]
+    required_a: list[float | None]
+    laxity_s: list[float | None]
+
+
+def _ceil_steps(x_a: float, step_a: float) -> float:
+    return math.ceil(x_a / step_a - 1e-9) * step_a
+
+
+def _bounds(problem: Problem, evse: Evse) -> tuple[float, float, str, float | None, float | None]:
+    """Lowest and highest current (A) on the step grid, why the highest, required current and laxity."""
+    step = evse.step_a
+    lo = _ceil_steps(evse.min_a, step)
+    if lo <= 0:
+        lo = step
+    hi = evse.max_a
+    reason = f"charger max {_fmt(evse.max_a)} A"
+    if evse.ev_max_a is not None and evse.ev_max_a < hi:
+        hi = evse.ev_max_a
+        reason = f"car accepts {_fmt(evse.ev_max_a)} A"
+    measured, offered = evse.measured_a, evse.offered_a
+    margin = problem.unused_margin_a
+    if measured is not None and offered is not None and measured < offered - margin / 2:
+        held = max(measured + margin, lo)
+        if held < hi:
+            hi = held
+            reason = f"car draws {_fmt(measured)} A of {_fmt(offered)} A offered, held at {_fmt(held)} A"
+    required: float | None = None
+    laxity: float | None = None
+    amps_per_kw = 1000.0 / (len(evse.phases) * problem.voltage_v)
+    if evse.energy_needed_kwh is not None:
+        within_period = evse.energy_needed_kwh * amps_per_kw * 3600.0 / problem.period_s
+        cap = max(_ceil_steps(within_period, step), lo) if evse.energy_needed_kwh > 0 else 0.0
+        if cap < hi:
+            hi = cap
+            reason = "energy need met" if cap == 0 else f"{_fmt(evse.energy_needed_kwh)} kWh left, done within period"
+        if evse.departure is not None:
+            left_s = (evse.departure - problem.now).total_seconds()
+            if left_s > 0:
+                required = evse.energy_needed_kwh * amps_per_kw * 3600.0 / left_s
+                top = max(min(hi, evse.max_a), lo)
+                laxity = left_s - evse.energy_needed_kwh * amps_per_kw * 3600.0 / top
+    return lo, steps_down(hi, step) * step, reason, required, laxity
+
+
+def _admission_key(problem: Problem, evse: Evse, laxity: float | None) -> tuple[Any, ...]:
+    """Who keeps charging when not all can: lower tuples first.
+
+    Kept on during ``min_on_s`` first, then higher priority, then EVSEs with a deadline by least
+    laxity, then the rotation: least energy this session, longest waiting, shortest charging.
+    """
+    now = problem.now
+    on_s = (now - evse.charging_since).total_seconds() if evse.charging_since else 0.0
+    off_s = (now - evse.paused_since).total_seconds() if evse.paused_since else 0.0
+    protected = 0 if evse.charging_since is not None and on_s < problem.min_on_s else 1
+    urgency = (0, laxity) if laxity is not None else (1, 0.0)
+    return (protected, -evse.priority, urgency, evse.session_kwh or 0.0, -off_s, on_s, evse.id)
+
+
+def solve_problem(problem: Problem) -> dict[str, Any]:
+    """Allocate currents for a validated problem and return the result dict (see package docs)."""
+    site = _build_site(problem)
+    system = site.system
+    capacity = system.capacity
+    evse_cons = system.evse_cons
+    evse_coef = system.evse_coef
+    evses = problem.evses
+    n = len(evses)
+    allocation = [0.0] * n
+    reasons = [""] * n
+    warnings: list[str] = []
+    plan = _Plan(
+        lo=[0.0] * n,
+        hi=[0.0] * n,
+        hi_reason=[""] * n,
+        floors=[0.0] * n,
+        steps=[e.step_a for e in evses],
+        weights=[e.priority for e in evses],
+        required_a=[None] * n,
+        laxity_s=[None] * n,
+    )
+
+    for i, evse in enumerate(evses):
+        if evse.fixed_a is not None:
+            allocation[i] = evse.fixed_a
+            reasons[i] = f"fixed at {_fmt(evse.fixed_a)} A: the charger cannot take a new limit now"
+            for c, a in zip(evse_cons[i], evse_coef[i], strict=True):
+                capacity[c] -= a * evse.fixed_a
+    for c, left in enumerate(capacity):
+        if left < 0:
+            warnings.append(f"{_describe(site, c)} is overloaded by fixed currents alone: nothing else can charge")
+            capacity[c] = 0.0
+
+    now = problem.now
+    candidates: list[int] = []
+    for i, evse in enumerate(evses):
+        if evse.fixed_a is not None:
+            continue
+        if not evse.active:
+            reasons[i] = "inactive"
+            continue
+        lo, hi, hi_reason, required, laxity = _bounds(problem, evse)
+        plan.lo[i], plan.hi[i], plan.hi_reason[i] = lo, hi, hi_reason
+        plan.required_a[i], plan.laxity_s[i] = required, laxity
+        if hi < lo - EPS:
+            reasons[i] = (
+                "paused: energy need met"
+                if hi_reason == "energy need met"
+                else f"paused: {hi_reason}, below the minimum {_fmt(lo)} A"
+            )
+            continue
+        if evse.paused_since is not None:
+            off_s = (now - evse.paused_since).total_seconds()
+            if off_s < problem.min_off_s:
+                reasons[i] = f"paused: minimum off time ({_fmt(math.ceil(problem.min_off_s - off_s))} s left)"
+                continue
+        candidates.append(i)
+
+    candidates.sort(key=lambda i: _admission_key(problem, evses[i], plan.laxity_s[i]))
+    residual = list(capacity)
+    admitted: list[int] = []
+    for i in candidates:
+        lo = plan.lo[i]
+        blocked = -1
+        for c, a in zip(evse_cons[i], evse_coef[i], strict=True):
+            if residual[c] - a * lo < EPS:
+                blocked = c
+                break
+        if blocked >= 0:
+            reasons[i] = f"paused: rotation, not enough capacity at {_describe(site, blocked)} for {_fmt(lo)} A"
+            continue
+        for c, a in zip(evse_cons[i], evse_coef[i], strict=True):
+            residual[c] -= a * lo
+        admitted.append(i)
+        plan.floors[i] = lo
+
+    urgent = sorted(
+        (i for i in admitted if plan.required_a[i] is not None),
+        key=lambda i: (plan.laxity_s[i], evses[i].id),
+    )
+    for i in urgent:
+        required = plan.required_a[i]
+        if required is None:
+            continue
+        step = plan.steps[i]
+        target = min(plan.hi[i], _ceil_steps(required, step))
+        extra = target - plan.floors[i]
+        if extra <= EPS:
+            continue
+        for c, a in zip(evse_cons[i], evse_coef[i], strict=True):
+            extra = min(extra, (residual[c] - EPS) / a)
+        extra = steps_down(max(extra, 0.0), step) * step
+        if extra > 0:
+            plan.floors[i] += extra
+            for c, a in zip(evse_cons[i], evse_coef[i], strict=True):
+                residual[c] -= a * extra
+
+    continuous = water_fill(system, admitted, plan.floors, plan.hi, plan.weights)
+    values = discretise(system, admitted, continuous, plan.floors, plan.hi, plan.steps, plan.weights)
+
+    load = [0.0] * len(capacity)
+    for i in admitted:
+        x = values[i]
+        allocation[i] = x
+        for c, a in zip(evse_cons[i], evse_coef[i], strict=True):
+            load[c] += a * x
+    for i in admitted:
+        reasons[i] = _reason(site, load, plan, i, allocation[i])
+    return _result(problem, site, allocation, reasons, warnings)
+
+
+def _reason(site: _Site, load: list[float], plan: _Plan, i: int, x: float) -> str:
+    system = site.system
+    if x >= plan.hi[i] - EPS:
+        reason = plan.hi_reason[i]
+    else:
+        tightest = -1
+        tightest_room = math.inf
+        for c, a in zip(system.evse_cons[i], system.evse_coef[i], strict=True):
+            room = (system.capacity[c] - load[c]) / a
+            if room < tightest_room:
+                tightest, tightest_room = c, room
+        if tightest >= 0 and tightest_room < plan.steps[i] + EPS:
+            reason = f"limited by {_describe(site, tightest)}"
+        else:
+            reason = "rounded to its step"
+    required = plan.required_a[i]
+    if required is not None:
+        reason += f"; needs {required:.1f} A to finish by departure"
+    return reason
+
+
+def _tidy(x: float) -> float:
+    rounded = round(x, 6)
+    return rounded if abs(rounded - x) < 1e-9 else x
+
+
+def _result(
+    problem: Problem, site: _Site, allocation: list[float], reasons: list[str], warnings: list[str]
+) -> dict[str, Any]:
+    phase_count = problem.phase_count
+    node_a = {node.id: [0.0] * phase_count for node in problem.nodes}
+    node_kw = dict.fromkeys(node_a, 0.0)
+    kw_per_a = problem.voltage_v / 1000.0
+    chains = site.node_chain
+    allocations: dict[str, float] = {}
+    paused: list[str] = []
+    notes: list[str] = []
+    reason_map: dict[str, str] = {}
+    for evse, x, reason in zip(problem.evses, allocation, reasons, strict=True):
+        x = _tidy(x)
+        allocations[evse.id] = x
+        if x == 0 and (evse.active or evse.fixed_a is not None):
+            paused.append(evse.id)
+        reason_map[evse.id] = reason
+        notes.append(f"{evse.id}: {_fmt(x)} A, {reason}")
+        if x:
+            power = x * len(evse.phases) * kw_per_a
+            for node_id in chains[evse.node]:
+                row = node_a[node_id]
+                for slot in evse.phases:
+                    row[slot] += x
+                node_kw[node_id] += power
+    return {
+        "allocations_a": allocations,
+        "node_load_a": {k: [round(v, 6) for v in row] for k, row in node_a.items()},
+        "node_load_kw": {k: round(v, 6) for k, v in node_kw.items()},
+        "paused": paused,
+        "notes": notes,
+        "reasons": reason_map,
+        "warnings": warnings,
+    }
+
+
+def solve(problem: dict[str, Any]) -> dict[str, Any]:
+    """Balance one site: validate the problem dict and return the result dict.
+
+    Raises ProblemError (a ValueError) naming the field when the problem is malformed.
+    """
+    return solve_problem(parse_problem(problem))
