@@ -43,6 +43,9 @@ class ChargingStation(models.Model):
     phases = models.PositiveSmallIntegerField(choices=Phases.choices, default=Phases.THREE)
     wiring = models.CharField(max_length=6, choices=Wiring.choices, default=Wiring.L1L2L3)
     is_online = models.BooleanField(default=False)
+    # Start of the connection that made it online: a "disconnected" event of an older
+    # connection (a charger that reconnected, maybe through another gateway) changes nothing.
+    connected_at = models.DateTimeField(null=True, blank=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
     last_boot_at = models.DateTimeField(null=True, blank=True)
     registered_at = models.DateTimeField(auto_now_add=True)
@@ -199,3 +202,68 @@ class MeterSample(models.Model):
 
     def __str__(self) -> str:
         return f"{self.station.charge_point_id} {self.measurand} {self.value}{self.unit} @ {self.sampled_at}"
+
+
+class IdTag(models.Model):
+    """An idTag (RFID card, app token) allowed to charge where a site does not free-vend.
+
+    ``site`` empty: allowed at every site of the organisation.
+    """
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, null=True, blank=True, related_name="id_tags")
+    id_tag = models.CharField(max_length=36, help_text="As the charger sends it (OCPP idTag / idToken).")
+    label = models.CharField(max_length=100, blank=True, help_text="Whose card this is.")
+    is_active = models.BooleanField(default=True, help_text="Off: the tag is blocked.")
+    expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "allowed idTag"
+        ordering = ["id_tag"]
+        constraints = [
+            models.UniqueConstraint(fields=["site", "id_tag"], name="id_tag_unique_per_site", nulls_distinct=False),
+        ]
+
+    def __str__(self) -> str:
+        return self.id_tag
+
+
+class ChargerCommand(models.Model):
+    """One OCPP call the platform sent to a charger (a charging profile, a remote stop, ...).
+
+    Written by the sender (a worker) before the call leaves and again with the charger's answer,
+    so a command is on record even if Redis or the gateway lose it.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "Pending", "Pending"
+        ACCEPTED = "Accepted", "Accepted"
+        REJECTED = "Rejected", "Rejected"
+        CALL_ERROR = "CallError", "CALLERROR"
+        TIMEOUT = "Timeout", "No answer in time"
+        OFFLINE = "Offline", "Charger offline"
+        OTHER = "Other", "Other answer"
+
+    request_id = models.UUIDField(unique=True)
+    station = models.ForeignKey(
+        ChargingStation, on_delete=models.SET_NULL, null=True, blank=True, related_name="commands"
+    )
+    charge_point_id = models.CharField(max_length=48)
+    action = models.CharField(max_length=40)
+    payload = models.JSONField()
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    charger_status = models.CharField(max_length=40, blank=True, help_text="The status the charger answered.")
+    response = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    gateway = models.CharField(max_length=64, blank=True, help_text="Gateway instance that held the connection.")
+    requested_at = models.DateTimeField()
+    answered_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at"]
+        indexes = [models.Index(fields=["station", "requested_at"], name="command_station_requested")]
+
+    def __str__(self) -> str:
+        return f"{self.charge_point_id} {self.action} {self.status}"

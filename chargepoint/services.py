@@ -1,21 +1,30 @@
-"""Registering chargers. Schema: tenant, plus the public identity registry.
+"""Writes of the charger app. Schema: tenant, plus the public identity registry for onboarding.
 
 ``charger_register`` is the onboarding path that writes both sides: the station in the
 organisation's schema and its identity (id -> organisation, site, password hash) in public,
 in one transaction, so a charger is never half-registered.
+
+``telemetry_apply`` is what a worker does with a batch of gateway events (boot, status,
+transactions, meter values, online/offline) in the charger's tenant schema; the command
+record functions keep the platform's calls to chargers on file (``chargepoint.commands``).
 """
 
+import logging
 import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, schema_context, tenant_context
 
 from balancing.selectors import circuit_get, site_get
-from chargepoint.models import ChargingStation, Connector
-from evplatform.services import Outcome, describe_change
+from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector, MeterSample
+from evplatform.services import Outcome, describe_change, require_tenant_schema
 from tenants.models import ChargePointIdentity, Tenant
 from tenants.selectors import identity_find
 from tenants.validators import CHARGE_POINT_ID_RE
@@ -144,3 +153,360 @@ def charger_register(
             identity.full_clean()
             identity.save()
     return Outcome(station, created, changes)
+
+
+# --- Telemetry from the gateway (runs in a worker, in the charger's tenant schema) ----------------
+
+logger = logging.getLogger("chargepoint.telemetry")
+ENERGY_QUANTUM = Decimal("0.001")
+MAX_NEEDED_KWH = Decimal(10000)
+MAX_EV_CURRENT_A = Decimal(1000)
+
+
+@dataclass
+class TelemetryOutcome:
+    """What one batch did; ``rebalance`` maps site ids to why they need a balancing run."""
+
+    applied: int = 0
+    skipped: int = 0
+    samples: int = 0
+    rebalance: dict[int, str] = field(default_factory=dict)
+
+
+def transaction_id_next() -> int:
+    """The next OCPP 1.6 transactionId of this tenant (a PostgreSQL sequence: durable, unique)."""
+    require_tenant_schema("transaction_id_next")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT nextval('chargepoint_transaction_id_seq')")
+        row = cursor.fetchone()
+    if row is None:
+        raise RuntimeError("chargepoint_transaction_id_seq returned nothing")
+    return int(row[0])
+
+
+def _at(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _decimal(value: object) -> Decimal:
+    result = Decimal(str(value))
+    if not result.is_finite():
+        raise ValueError(f"{value!r} is not finite")
+    return result
+
+
+class _Batch:
+    """State of one telemetry batch: the stations, connectors and open sessions it touches."""
+
+    def __init__(self, stations: dict[str, ChargingStation]) -> None:
+        self.stations = stations
+        ids = [s.pk for s in stations.values()]
+        self.connectors = {(c.station_id, c.connector_id): c for c in Connector.objects.filter(station_id__in=ids)}
+        self.open_sessions = {
+            s.connector_id: s for s in ChargingSession.objects.filter(station_id__in=ids, stopped_at__isnull=True)
+        }
+        self.dirty_stations: set[int] = set()
+        self.dirty_connectors: dict[int, Connector] = {}
+        self.samples: list[MeterSample] = []
+        self.outcome = TelemetryOutcome()
+
+    def connector(self, station: ChargingStation, number: int) -> Connector:
+        found = self.connectors.get((station.pk, number))
+        if found is None:
+            if not 1 <= number <= MAX_CONNECTORS:
+                raise ValueError(f"connector {number} is outside 1-{MAX_CONNECTORS}")
+            found, _ = Connector.objects.get_or_create(station=station, connector_id=number)
+            self.connectors[(station.pk, number)] = found
+        return found
+
+    def session(self, station: ChargingStation, transaction_id: str) -> ChargingSession | None:
+        for session in self.open_sessions.values():
+            if session.station_id == station.pk and session.transaction_id == transaction_id:
+                return session
+        return ChargingSession.objects.filter(station=station, transaction_id=transaction_id).first()
+
+    def rebalance(self, station: ChargingStation, reason: str) -> None:
+        self.outcome.rebalance.setdefault(station.site_id, f"{station.charge_point_id}: {reason}")
+
+
+def _on_connected(batch: _Batch, station: ChargingStation, event: dict[str, Any]) -> None:
+    started = _at(event["connected_at"])
+    if station.connected_at is not None and started < station.connected_at:
+        return  # an older connection's news
+    was_online = station.is_online
+    station.is_online = True
+    station.connected_at = started
+    if event.get("ocpp_version") in ("1.6", "2.0.1"):
+        station.ocpp_version = event["ocpp_version"]
+    batch.dirty_stations.add(station.pk)
+    if not was_online:
+        batch.rebalance(station, "online")
+
+
+def _on_disconnected(batch: _Batch, station: ChargingStation, event: dict[str, Any]) -> None:
+    started = _at(event["connected_at"])
+    if station.connected_at is not None and started < station.connected_at:
+        return  # the charger has reconnected since: this connection no longer counts
+    if station.is_online:
+        station.is_online = False
+        batch.dirty_stations.add(station.pk)
+        batch.rebalance(station, "offline")
+
+
+def _on_boot(batch: _Batch, station: ChargingStation, event: dict[str, Any]) -> None:
+    for attr in ("vendor", "model", "serial_number", "firmware_version"):
+        setattr(station, attr, str(event.get(attr) or "")[:50])
+    if event.get("ocpp_version") in ("1.6", "2.0.1"):
+        station.ocpp_version = event["ocpp_version"]
+    station.last_boot_at = _at(event["ts"])
+    batch.dirty_stations.add(station.pk)
+    batch.rebalance(station, "boot")
+
+
+def _on_status(batch: _Batch, station: ChargingStation, event: dict[str, Any]) -> None:
+    connector = batch.connector(station, int(event["connector"]))
+    at = _at(event["at"])
+    if connector.status_changed_at is not None and at < connector.status_changed_at:
+        return  # older than what we have
+    status = event["status"] if event["status"] in Connector.Status.values else Connector.Status.UNKNOWN
+    changed = connector.status != status
+    connector.status = status
+    connector.error_code = str(event.get("error_code") or "")[:50]
+    connector.status_changed_at = at
+    batch.dirty_connectors[connector.pk] = connector
+    if changed:
+        batch.rebalance(station, f"connector {connector.connector_id} {status}")
+
+
+def _on_start(batch: _Batch, station: ChargingStation, event: dict[str, Any]) -> None:
+    connector = batch.connector(station, int(event["connector"]))
+    transaction_id = str(event["transaction_id"])[:64]
+    if ChargingSession.objects.filter(station=station, transaction_id=transaction_id).exists():
+        return  # already recorded (a redelivered batch)
+    started_at = _at(event["at"])
+    previous = batch.open_sessions.get(connector.pk)
+    if previous is not None:
+        # The charger never told us this one ended (a lost StopTransaction): close it here.
+        previous.stopped_at = max(started_at, previous.started_at)
+        previous.stop_reason = "Superseded"
+        previous.save(update_fields=["stopped_at", "stop_reason"])
+    session = ChargingSession.objects.create(
+        station=station,
+        connector=connector,
+        transaction_id=transaction_id,
+        id_tag=str(event.get("id_tag") or "")[:36],
+        started_at=started_at,
+        meter_start_wh=_decimal(event.get("meter_start_wh") or 0),
+    )
+    batch.open_sessions[connector.pk] = session
+    batch.rebalance(station, f"session {transaction_id} started")
+
+
+def _on_stop(batch: _Batch, station: ChargingStation, event: dict[str, Any]) -> None:
+    transaction_id = str(event["transaction_id"])[:64]
+    session = batch.session(station, transaction_id)
+    if session is None:
+        logger.warning("%s: stop of unknown transaction %s", station.charge_point_id, transaction_id)
+        return
+    if session.stopped_at is not None:
+        return
+    session.stopped_at = max(_at(event["at"]), session.started_at)
+    session.stop_reason = str(event.get("reason") or "")[:40]
+    if event.get("meter_stop_wh") is not None:
+        session.meter_stop_wh = _decimal(event["meter_stop_wh"])
+        session.energy_kwh = max(Decimal(0), (session.meter_stop_wh - session.meter_start_wh) / 1000).quantize(
+            ENERGY_QUANTUM
+        )
+    session.save(update_fields=["stopped_at", "stop_reason", "meter_stop_wh", "energy_kwh"])
+    batch.open_sessions.pop(session.connector_id, None)
+    batch.rebalance(station, f"session {transaction_id} stopped")
+
+
+def _on_meter(batch: _Batch, station: ChargingStation, event: dict[str, Any]) -> None:
+    number = event.get("connector")
+    connector = batch.connector(station, int(number)) if number else None
+    session = None
+    if event.get("transaction_id"):
+        session = batch.session(station, str(event["transaction_id"])[:64])
+    elif connector is not None:
+        session = batch.open_sessions.get(connector.pk)
+    for sample in event["samples"]:
+        batch.samples.append(
+            MeterSample(
+                station=station,
+                connector=connector,
+                session=session,
+                sampled_at=_at(sample["at"]),
+                measurand=str(sample["measurand"])[:64],
+                phase=str(sample.get("phase") or "")[:8],
+                location=str(sample.get("location") or "")[:10],
+                context=str(sample.get("context") or "")[:30],
+                value=_decimal(sample["value"]),
+                unit=str(sample.get("unit") or "")[:16],
+            )
+        )
+
+
+def _on_needs(batch: _Batch, station: ChargingStation, event: dict[str, Any]) -> None:
+    connector = batch.connector(station, int(event["connector"]))
+    session = batch.open_sessions.get(connector.pk)
+    if session is None:
+        logger.info("%s: charging needs for EVSE %s without a session", station.charge_point_id, event["connector"])
+        return
+    if event.get("departure_at"):
+        session.departure_at = _at(event["departure_at"])
+    if event.get("energy_needed_kwh") is not None:
+        session.energy_needed_kwh = min(max(_decimal(event["energy_needed_kwh"]), Decimal(0)), MAX_NEEDED_KWH)
+    if event.get("ev_max_current_a") is not None:
+        session.ev_max_current_a = min(max(_decimal(event["ev_max_current_a"]), Decimal(0)), MAX_EV_CURRENT_A)
+    session.save(update_fields=["departure_at", "energy_needed_kwh", "ev_max_current_a"])
+    batch.rebalance(station, "charging needs")
+
+
+def _on_seen(batch: _Batch, station: ChargingStation, event: dict[str, Any]) -> None:
+    pass  # last_seen_at is kept for every event
+
+
+_HANDLERS = {
+    "connected": _on_connected,
+    "disconnected": _on_disconnected,
+    "boot": _on_boot,
+    "status": _on_status,
+    "start": _on_start,
+    "stop": _on_stop,
+    "meter": _on_meter,
+    "needs": _on_needs,
+    "seen": _on_seen,
+}
+_SESSION_EVENTS = {"start", "stop", "needs"}
+
+
+def telemetry_apply(*, events: list[dict[str, Any]]) -> TelemetryOutcome:
+    """Apply one batch of gateway events in order, idempotently, in one transaction.
+
+    Re-running a batch (a worker died before acknowledging it) changes nothing: sessions are
+    keyed by transaction id, samples by the reading's natural key, states by their time.
+    An event that does not fit (unknown charger, broken field) is skipped and logged; it
+    does not cost the rest of the batch.
+    """
+    require_tenant_schema("telemetry_apply")
+    cp_ids = sorted({str(e.get("cp")) for e in events})
+    with transaction.atomic():
+        # Locked in id order: two batches of the same charger apply one after the other.
+        stations = {
+            s.charge_point_id: s
+            for s in ChargingStation.objects.select_for_update().filter(charge_point_id__in=cp_ids).order_by("pk")
+        }
+        batch = _Batch(stations)
+        for event in events:
+            station = stations.get(str(event.get("cp")))
+            handler = _HANDLERS.get(str(event.get("type")))
+            if station is None or handler is None:
+                batch.outcome.skipped += 1
+                logger.warning("skipped %s event of unknown charger %s", event.get("type"), event.get("cp"))
+                continue
+            try:
+                if event["type"] in _SESSION_EVENTS:
+                    with transaction.atomic():
+                        handler(batch, station, event)
+                else:
+                    handler(batch, station, event)
+                seen = _at(event["ts"])
+            except (KeyError, ValueError, TypeError, ArithmeticError, ValidationError, IntegrityError):
+                batch.outcome.skipped += 1
+                logger.warning("skipped malformed %s event of %s", event.get("type"), event.get("cp"), exc_info=True)
+                continue
+            if station.last_seen_at is None or seen > station.last_seen_at:
+                station.last_seen_at = seen
+                batch.dirty_stations.add(station.pk)
+            batch.outcome.applied += 1
+        dirty = [s for s in stations.values() if s.pk in batch.dirty_stations]
+        if dirty:
+            ChargingStation.objects.bulk_update(
+                dirty,
+                [
+                    "is_online",
+                    "connected_at",
+                    "last_seen_at",
+                    "last_boot_at",
+                    "ocpp_version",
+                    "vendor",
+                    "model",
+                    "serial_number",
+                    "firmware_version",
+                ],
+            )
+        if batch.dirty_connectors:
+            Connector.objects.bulk_update(
+                list(batch.dirty_connectors.values()), ["status", "error_code", "status_changed_at"]
+            )
+        if batch.samples:
+            MeterSample.objects.bulk_create(batch.samples, ignore_conflicts=True, batch_size=1000)
+            batch.outcome.samples = len(batch.samples)
+        if batch.outcome.rebalance:
+            reasons = dict(batch.outcome.rebalance)
+            transaction.on_commit(lambda: _request_rebalances(reasons))
+    return batch.outcome
+
+
+def _request_rebalances(reasons: dict[int, str]) -> None:
+    from balancing.services import site_rebalance_request  # balancing reads chargepoint: import late
+
+    for site_id, reason in reasons.items():
+        site_rebalance_request(site_id=site_id, reason=reason)
+
+
+def stations_offline_sweep(*, now: datetime, stale_after: timedelta) -> TelemetryOutcome:
+    """Chargers silent for ``stale_after`` (a gateway died without saying so) go offline."""
+    require_tenant_schema("stations_offline_sweep")
+    outcome = TelemetryOutcome()
+    with transaction.atomic():
+        stale = list(
+            ChargingStation.objects.select_for_update(skip_locked=True).filter(
+                is_online=True, last_seen_at__lt=now - stale_after
+            )
+        )
+        for station in stale:
+            station.is_online = False
+            outcome.rebalance.setdefault(station.site_id, f"{station.charge_point_id}: silent, taken offline")
+        ChargingStation.objects.bulk_update(stale, ["is_online"])
+        outcome.applied = len(stale)
+        if outcome.rebalance:
+            reasons = dict(outcome.rebalance)
+            transaction.on_commit(lambda: _request_rebalances(reasons))
+    return outcome
+
+
+# --- Command records (written by the sender, see chargepoint.commands) ----------------------------
+
+
+def command_records_create(
+    *, request_ids: list[uuid.UUID], commands: list[tuple[str, str, dict[str, Any]]], requested_at: datetime
+) -> list[ChargerCommand]:
+    """One Pending row per command (charge point id, action, payload), before anything is sent."""
+    require_tenant_schema("command_records_create")
+    stations = {
+        s.charge_point_id.lower(): s
+        for s in ChargingStation.objects.filter(charge_point_id__in=[cp for cp, _, _ in commands])
+    }
+    records = [
+        ChargerCommand(
+            request_id=request_id,
+            station=stations.get(cp.lower()),
+            charge_point_id=cp[:48],
+            action=action[:40],
+            payload=payload,
+            requested_at=requested_at,
+        )
+        for request_id, (cp, action, payload) in zip(request_ids, commands, strict=True)
+    ]
+    return ChargerCommand.objects.bulk_create(records)
+
+
+def command_records_finish(*, records: list[ChargerCommand]) -> None:
+    """Store the answers (status, response, error, timings) set on ``records``."""
+    require_tenant_schema("command_records_finish")
+    ChargerCommand.objects.bulk_update(
+        records, ["status", "charger_status", "response", "error", "gateway", "answered_at", "duration_ms"]
+    )

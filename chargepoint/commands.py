@@ -1,0 +1,153 @@
+"""Commands from workers to chargers: one OCPP call each, through the gateway that holds it.
+
+Schema: tenant (the caller's; every command is recorded there as a ``ChargerCommand``).
+
+The path: the Redis registry names the gateway instance holding the charger's connection
+(``keys.charger_key``) and whether that instance is alive (``keys.instance_key``); the
+command goes onto that instance's stream; the gateway sends it as an OCPP call and pushes the
+answer onto the batch's reply list, where the caller waits with BLPOP. A charger that is not
+connected (or whose gateway has died) is ``Offline`` at once; no answer by the deadline is
+``Timeout``. The record in PostgreSQL is written before the command leaves and completed with
+the answer, so nothing that must not be lost lives only in Redis.
+"""
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from chargepoint.gateway import keys
+from chargepoint.models import ChargerCommand
+from chargepoint.services import command_records_create, command_records_finish
+from evplatform.redis import get_redis
+from evplatform.services import active_schema, require_tenant_schema
+
+# Beyond the deadline the gateway answers Timeout itself; this is for its reply to arrive.
+REPLY_GRACE_S = 2.0
+OFFLINE = "Offline"
+TIMEOUT = "Timeout"
+CALL_ERROR = "CallError"
+KNOWN_STATUSES = {s.value for s in ChargerCommand.Status}
+
+
+@dataclass(frozen=True)
+class Command:
+    """One OCPP call to one charger; ``payload`` is camelCase for the charger's protocol version."""
+
+    charge_point_id: str
+    action: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """The charger's status ("Accepted", "Rejected", ...) or "CallError" | "Timeout" | "Offline"."""
+
+    status: str
+    payload: dict[str, Any] | None = None
+    error: str = ""
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == "Accepted"
+
+
+def command_send(*, command: Command, timeout_s: float = 30.0) -> CommandResult:
+    """Send one command and wait for its result (at most ``timeout_s`` plus a little)."""
+    return command_send_many(commands=[command], timeout_s=timeout_s)[0]
+
+
+def command_send_many(*, commands: list[Command], timeout_s: float = 30.0) -> list[CommandResult]:
+    """Send all commands at once (in parallel across chargers); results in the same order."""
+    require_tenant_schema("command_send_many")
+    if not commands:
+        return []
+    schema_name = active_schema()
+    redis = get_redis()
+    request_ids = [uuid.uuid4() for _ in commands]
+    requested_at = datetime.now(UTC)
+    started = time.monotonic()
+    records = command_records_create(
+        request_ids=request_ids,
+        commands=[(c.charge_point_id, c.action, c.payload) for c in commands],
+        requested_at=requested_at,
+    )
+    results: dict[str, CommandResult] = {}
+    gateways: dict[str, str] = {}
+    answered: dict[str, float] = {}
+    batch_reply = keys.reply_key(uuid.uuid4().hex)
+    deadline = time.time() + timeout_s
+
+    with redis.pipeline(transaction=False) as pipe:
+        for command in commands:
+            pipe.get(keys.charger_key(command.charge_point_id))
+        holders = [v.decode() if isinstance(v, bytes) else v for v in pipe.execute()]
+    live = _live_instances(redis, {h for h in holders if h})
+    with redis.pipeline(transaction=False) as pipe:
+        for request_id, command, holder in zip(request_ids, commands, holders, strict=True):
+            rid = str(request_id)
+            if not holder or holder not in live:
+                results[rid] = CommandResult(OFFLINE, error="charger not connected")
+                continue
+            gateways[rid] = holder
+            pipe.xadd(
+                keys.command_stream_key(holder),
+                {
+                    "id": rid,
+                    "cp": command.charge_point_id,
+                    "schema": schema_name,
+                    "action": command.action,
+                    "payload": json.dumps(command.payload),
+                    "reply": batch_reply,
+                    "deadline": repr(deadline),
+                },
+            )
+        pipe.execute()
+
+    waiting = {str(r) for r in request_ids} - results.keys()
+    while waiting:
+        remaining = deadline + REPLY_GRACE_S - time.time()
+        if remaining <= 0:
+            break
+        popped = redis.blpop([batch_reply], timeout=remaining)
+        if popped is None:
+            break
+        reply = json.loads(popped[1])
+        rid = str(reply.get("id", ""))
+        if rid in waiting:
+            waiting.discard(rid)
+            results[rid] = CommandResult(
+                str(reply.get("status") or CALL_ERROR), reply.get("payload"), str(reply.get("error") or "")
+            )
+            gateways[rid] = str(reply.get("gateway") or gateways.get(rid, ""))
+            answered[rid] = time.monotonic()
+    for rid in waiting:
+        results[rid] = CommandResult(TIMEOUT, error=f"no answer within {timeout_s:g}s")
+    redis.delete(batch_reply)
+
+    finished = time.monotonic()
+    ordered = [results[str(r)] for r in request_ids]
+    for record, result in zip(records, ordered, strict=True):
+        record.status = result.status if result.status in KNOWN_STATUSES else ChargerCommand.Status.OTHER
+        record.charger_status = result.status[:40]
+        record.response = result.payload
+        record.error = result.error[:2000]
+        record.gateway = gateways.get(str(record.request_id), "")[:64]
+        at = answered.get(str(record.request_id), finished)
+        record.answered_at = requested_at + timedelta(seconds=at - started)
+        record.duration_ms = int((at - started) * 1000)
+    command_records_finish(records=records)
+    return ordered
+
+
+def _live_instances(redis: Any, instance_ids: set[str]) -> set[str]:
+    if not instance_ids:
+        return set()
+    ordered = sorted(instance_ids)
+    with redis.pipeline(transaction=False) as pipe:
+        for instance_id in ordered:
+            pipe.exists(keys.instance_key(instance_id))
+        alive = pipe.execute()
+    return {i for i, ok in zip(ordered, alive, strict=True) if ok}

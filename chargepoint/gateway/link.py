@@ -1,0 +1,342 @@
+"""What the OCPP handlers of one connection may do: the gateway's services for a charger.
+
+Schema: the charger's tenant schema, named on each call. Telemetry becomes events for the
+worker (no DB write here). The two tenant reads the gateway must answer at once, the idTag
+allow-list (Authorize, StartTransaction) and a 1.6 transactionId, run in the gateway's DB
+threads inside ``schema_context(schema)`` for that one call, so no connection ever carries one
+charger's schema into another charger's work. Answers are cached briefly.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.db import close_old_connections
+from django_tenants.utils import schema_context
+
+from chargepoint.gateway import normalise
+from chargepoint.gateway.auth import ChargerIdentity
+from chargepoint.gateway.telemetry import TelemetryBuffer
+from chargepoint.selectors import idtag_status
+from chargepoint.services import transaction_id_next
+
+logger = logging.getLogger("chargepoint.gateway")
+T = TypeVar("T")
+AUTH_CACHE_SECONDS = 30.0
+MAX_ID_TAG_LENGTH = 36
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def ocpp_time(value: datetime | None = None) -> str:
+    """``2026-05-01T09:00:00.000Z``: the form every charger parses."""
+    value = value or utcnow()
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+class TenantReads:
+    """The gateway's few tenant-schema reads, in DB threads, with a short cache."""
+
+    def __init__(self, executor: Executor) -> None:
+        self._executor = executor
+        self._auth_cache: dict[tuple[str, str, str], tuple[str, float]] = {}
+
+    async def _run(self, schema_name: str, fn: Callable[[], T]) -> T:
+        def in_schema() -> T:
+            close_old_connections()
+            with schema_context(schema_name):
+                return fn()
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, in_schema)
+
+    async def authorization(self, identity: ChargerIdentity, id_tag: str) -> str:
+        if not id_tag or len(id_tag) > MAX_ID_TAG_LENGTH:
+            return "Invalid"
+        key = (identity.schema_name, identity.site_slug, id_tag)
+        hit = self._auth_cache.get(key)
+        now = time.monotonic()
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        status = await self._run(
+            identity.schema_name, lambda: idtag_status(site_slug=identity.site_slug, id_tag=id_tag, now=utcnow())
+        )
+        if len(self._auth_cache) > 50_000:
+            self._auth_cache.clear()
+        self._auth_cache[key] = (status, now + AUTH_CACHE_SECONDS)
+        return status
+
+    async def transaction_id(self, identity: ChargerIdentity) -> int:
+        return await self._run(identity.schema_name, transaction_id_next)
+
+
+class ChargerLink:
+    """One connection's context: who the charger is and where its events go."""
+
+    def __init__(
+        self,
+        *,
+        identity: ChargerIdentity,
+        ocpp_version: str,
+        telemetry: TelemetryBuffer,
+        reads: TenantReads,
+        gateway_id: str,
+    ) -> None:
+        self.identity = identity
+        self.ocpp_version = ocpp_version
+        self.connected_at = utcnow()
+        self._telemetry = telemetry
+        self._reads = reads
+        self.gateway_id = gateway_id
+        self.heartbeat_interval_s: int = settings.GATEWAY_HEARTBEAT_INTERVAL_S
+        self.data_transfer_vendors = set(settings.GATEWAY_DATA_TRANSFER_VENDORS)
+        # 2.0.1: which EVSE a transaction runs on (Updated/Ended events may omit it).
+        self.transaction_evse: dict[str, int] = {}
+
+    @property
+    def charge_point_id(self) -> str:
+        return self.identity.charge_point_id
+
+    # -- events for the worker -------------------------------------------------------------
+
+    def emit(self, kind: str, **fields: Any) -> None:
+        event = {"type": kind, "cp": self.identity.charge_point_id, "ts": utcnow().isoformat(), **fields}
+        self._telemetry.add(self.identity.schema_name, event)
+
+    def connected(self) -> None:
+        self.emit(
+            "connected",
+            connected_at=self.connected_at.isoformat(),
+            ocpp_version=self.ocpp_version,
+            gateway=self.gateway_id,
+        )
+
+    def disconnected(self, reason: str) -> None:
+        self.emit("disconnected", connected_at=self.connected_at.isoformat(), reason=reason[:100])
+
+    def boot(self, *, vendor: str, model: str, serial_number: str = "", firmware_version: str = "") -> None:
+        self.emit(
+            "boot",
+            vendor=vendor[:50],
+            model=model[:50],
+            serial_number=(serial_number or "")[:50],
+            firmware_version=(firmware_version or "")[:50],
+            ocpp_version=self.ocpp_version,
+        )
+
+    def heartbeat(self) -> None:
+        self.emit("seen")
+
+    def status(self, *, connector_id: int, status: str, error_code: str = "", at: str | None = None) -> None:
+        now = utcnow()
+        when = normalise.timestamp(at, now=now) if at else now
+        number = normalise.connector_id(connector_id)
+        if number == 0:  # the station as a whole: its connectors' own notifications follow
+            self.emit("seen")
+            return
+        self.emit("status", connector=number, status=status, error_code=(error_code or "")[:50], at=when.isoformat())
+
+    def meter_values(
+        self, *, connector_id: int, samples: list[dict[str, str]], transaction_id: str | None = None
+    ) -> None:
+        number = normalise.connector_id(connector_id)
+        if samples:
+            self.emit("meter", connector=number or None, transaction_id=transaction_id, samples=samples)
+
+    def transaction_started(
+        self, *, connector_id: int, transaction_id: str, id_tag: str, meter_start_wh: Decimal, at: datetime
+    ) -> None:
+        self.emit(
+            "start",
+            connector=normalise.connector_id(connector_id, allow_zero=False),
+            transaction_id=transaction_id,
+            id_tag=id_tag[:MAX_ID_TAG_LENGTH],
+            meter_start_wh=str(meter_start_wh),
+            at=at.isoformat(),
+        )
+
+    def transaction_stopped(
+        self, *, transaction_id: str, meter_stop_wh: Decimal | None, at: datetime, reason: str = ""
+    ) -> None:
+        self.emit(
+            "stop",
+            transaction_id=transaction_id,
+            meter_stop_wh=None if meter_stop_wh is None else str(meter_stop_wh),
+            at=at.isoformat(),
+            reason=(reason or "")[:40],
+        )
+
+    def charging_needs(
+        self,
+        *,
+        evse_id: int,
+        departure_at: datetime | None,
+        energy_needed_kwh: Decimal | None,
+        ev_max_current_a: Decimal | None,
+    ) -> None:
+        self.emit(
+            "needs",
+            connector=normalise.connector_id(evse_id, allow_zero=False),
+            departure_at=departure_at.isoformat() if departure_at else None,
+            energy_needed_kwh=None if energy_needed_kwh is None else str(energy_needed_kwh),
+            ev_max_current_a=None if ev_max_current_a is None else str(ev_max_current_a),
+        )
+
+    # -- answers that need the tenant ------------------------------------------------------
+
+    async def authorize(self, id_tag: str) -> str:
+        return await self._reads.authorization(self.identity, id_tag)
+
+    async def next_transaction_id(self) -> int:
+        return await self._reads.transaction_id(self.identity)
+
+    def data_transfer_status(self, vendor_id: str) -> str:
+        return "Accepted" if vendor_id in self.data_transfer_vendors else "UnknownVendorId"
+
+    # -- protocol-level services the handlers call -----------------------------------------
+
+    async def start_transaction(
+        self, *, connector_id: int, id_tag: str, meter_start: int, timestamp: str
+    ) -> tuple[int, str]:
+        """OCPP 1.6 StartTransaction: a transactionId at once (tenant sequence) and the tag's status."""
+        now = utcnow()
+        at = normalise.timestamp(timestamp, now=now)
+        number = normalise.connector_id(connector_id, allow_zero=False)
+        meter_start_wh = normalise.number(meter_start, field="meterStart", low=Decimal(0), high=normalise.MAX_ENERGY_WH)
+        status, transaction_id = await asyncio.gather(self.authorize(id_tag), self.next_transaction_id())
+        if status == "Accepted":
+            self.transaction_started(
+                connector_id=number,
+                transaction_id=str(transaction_id),
+                id_tag=id_tag,
+                meter_start_wh=meter_start_wh,
+                at=at,
+            )
+        return transaction_id, status
+
+    def stop_transaction(
+        self,
+        *,
+        transaction_id: int,
+        meter_stop: int,
+        timestamp: str,
+        reason: str | None = None,
+        transaction_data: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """OCPP 1.6 StopTransaction, with the meter values it may carry."""
+        now = utcnow()
+        at = normalise.timestamp(timestamp, now=now)
+        meter_stop_wh = normalise.number(meter_stop, field="meterStop", low=Decimal(0), high=normalise.MAX_ENERGY_WH)
+        samples = normalise.meter_values_16(transaction_data or [], now=now)
+        self.meter_values(connector_id=0, samples=samples, transaction_id=str(transaction_id))
+        self.transaction_stopped(
+            transaction_id=str(transaction_id), meter_stop_wh=meter_stop_wh, at=at, reason=reason or ""
+        )
+
+    def meter_values_16(
+        self, *, connector_id: int, meter_value: list[dict[str, Any]], transaction_id: int | None = None
+    ) -> None:
+        samples = normalise.meter_values_16(meter_value, now=utcnow())
+        self.meter_values(
+            connector_id=connector_id,
+            samples=samples,
+            transaction_id=None if transaction_id is None else str(transaction_id),
+        )
+
+    def boot_201(self, *, charging_station: dict[str, Any]) -> None:
+        self.boot(
+            vendor=str(charging_station.get("vendor_name", "")),
+            model=str(charging_station.get("model", "")),
+            serial_number=str(charging_station.get("serial_number") or ""),
+            firmware_version=str(charging_station.get("firmware_version") or ""),
+        )
+
+    async def authorize_token(self, id_token: dict[str, Any] | None) -> str | None:
+        """OCPP 2.0.1 idToken: ``NoAuthorization`` (free vend by design) is accepted as such."""
+        if not id_token:
+            return None
+        if id_token.get("type") == "NoAuthorization":
+            return "Accepted"
+        return await self.authorize(str(id_token.get("id_token", "")))
+
+    async def transaction_event(
+        self,
+        *,
+        event_type: str,
+        timestamp: str,
+        transaction_info: dict[str, Any],
+        meter_value: list[dict[str, Any]] | None = None,
+        evse: dict[str, Any] | None = None,
+        id_token: dict[str, Any] | None = None,
+    ) -> str | None:
+        """OCPP 2.0.1 TransactionEvent: start, meter values, charging state, end; the token's status."""
+        now = utcnow()
+        at = normalise.timestamp(timestamp, now=now)
+        transaction_id = str(transaction_info["transaction_id"])[:36]
+        if evse:
+            self.transaction_evse[transaction_id] = normalise.connector_id(evse.get("id"), allow_zero=False)
+        evse_id = self.transaction_evse.get(transaction_id)
+        samples = normalise.meter_values_201(meter_value or [], now=now)
+        energy_wh = normalise.energy_register_wh(samples)
+        status = await self.authorize_token(id_token)
+        if event_type == "Started":
+            if evse_id is None:
+                raise normalise.refuse("a Started TransactionEvent must name its evse")
+            self.transaction_started(
+                connector_id=evse_id,
+                transaction_id=transaction_id,
+                id_tag=str((id_token or {}).get("id_token", "")),
+                meter_start_wh=Decimal(energy_wh or 0),
+                at=at,
+            )
+        self.meter_values(connector_id=evse_id or 0, samples=samples, transaction_id=transaction_id)
+        connector_status = CHARGING_STATE_STATUS.get(str(transaction_info.get("charging_state")))
+        if connector_status and evse_id:
+            self.status(connector_id=evse_id, status=connector_status, at=timestamp)
+        if event_type == "Ended":
+            self.transaction_stopped(
+                transaction_id=transaction_id,
+                meter_stop_wh=None if energy_wh is None else Decimal(energy_wh),
+                at=at,
+                reason=str(transaction_info.get("stopped_reason") or ""),
+            )
+            self.transaction_evse.pop(transaction_id, None)
+        return status
+
+    def meter_values_201(self, *, evse_id: int, meter_value: list[dict[str, Any]]) -> None:
+        self.meter_values(connector_id=evse_id, samples=normalise.meter_values_201(meter_value, now=utcnow()))
+
+    def charging_needs_201(self, *, evse_id: int, charging_needs: dict[str, Any]) -> None:
+        """NotifyEVChargingNeeds: departure time and energy the car asks for go to the balancer."""
+        now = utcnow()
+        params = charging_needs.get("ac_charging_parameters") or charging_needs.get("dc_charging_parameters") or {}
+        departure = charging_needs.get("departure_time")
+        departure_at = normalise.timestamp(departure, now=now, field="departureTime") if departure else None
+        energy = params.get("energy_amount")
+        current = params.get("ev_max_current")
+        self.charging_needs(
+            evse_id=evse_id,
+            departure_at=departure_at,
+            energy_needed_kwh=None
+            if energy is None
+            else normalise.number(energy, field="energyAmount", low=Decimal(0), high=Decimal("1e7")) / 1000,
+            ev_max_current_a=None
+            if current is None or "ac_charging_parameters" not in charging_needs
+            else normalise.number(current, field="evMaxCurrent", low=Decimal(0), high=normalise.MAX_CURRENT_A),
+        )
+
+
+# OCPP 2.0.1 chargingState as the connector status the balancer reads (1.6 names).
+CHARGING_STATE_STATUS = {
+    "Charging": "Charging",
+    "EVConnected": "Preparing",
+    "SuspendedEV": "SuspendedEV",
+    "SuspendedEVSE": "SuspendedEVSE",
+}

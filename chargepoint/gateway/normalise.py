@@ -1,0 +1,164 @@
+"""Checking and normalising what a charger reports, before it leaves the gateway.
+
+Schema: none (pure functions). The library has checked the payload against the OCPP JSON
+schema; here come the checks a schema cannot make: numbers that are numbers and in range,
+timestamps that are plausible, units brought to A, V, W, Wh. What fails is refused with the
+CALLERROR the spec names (``PropertyConstraintViolation``), so the charger learns it.
+"""
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from ocpp.exceptions import PropertyConstraintViolationError
+
+MAX_CONNECTOR_ID = 16  # as many outlets as register_charger allows
+MAX_FUTURE = timedelta(days=1)  # charger clocks drift; a day ahead is a broken clock
+EARLIEST = datetime(2010, 1, 1, tzinfo=UTC)
+MAX_ABS_VALUE = Decimal("1e13")  # MeterSample.value: 14 integer digits
+VALUE_QUANTUM = Decimal("0.000001")
+MAX_ENERGY_WH = Decimal("1e12")
+MAX_CURRENT_A = Decimal(1000)
+
+# kilo-units become base units, so the balancer and billing read one unit per quantity.
+UNIT_SCALE = {
+    "kWh": ("Wh", Decimal(1000)),
+    "kW": ("W", Decimal(1000)),
+    "kvarh": ("varh", Decimal(1000)),
+    "kvar": ("var", Decimal(1000)),
+    "kVA": ("VA", Decimal(1000)),
+}
+DEFAULT_UNITS = (
+    ("Energy.", "Wh"),
+    ("Power.Factor", ""),
+    ("Power.", "W"),
+    ("Current.", "A"),
+    ("Voltage", "V"),
+    ("Frequency", "Hz"),
+    ("SoC", "Percent"),
+    ("Temperature", "Celsius"),
+    ("RPM", "RPM"),
+)
+DEFAULT_MEASURAND = "Energy.Active.Import.Register"
+
+
+def refuse(cause: str) -> PropertyConstraintViolationError:
+    return PropertyConstraintViolationError(details={"cause": cause})
+
+
+def timestamp(value: Any, *, now: datetime, field: str = "timestamp") -> datetime:
+    """An aware UTC datetime; naive values are taken as UTC (many chargers omit the Z)."""
+    if not isinstance(value, str):
+        raise refuse(f"{field} must be an ISO 8601 date-time")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise refuse(f"{field} {value[:40]!r} is not an ISO 8601 date-time") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    parsed = parsed.astimezone(UTC)
+    if parsed > now + MAX_FUTURE or parsed < EARLIEST:
+        raise refuse(f"{field} {value[:40]!r} is not plausible (charger clock?)")
+    return parsed
+
+
+def connector_id(value: Any, *, allow_zero: bool = True) -> int:
+    low = 0 if allow_zero else 1
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= MAX_CONNECTOR_ID:
+        raise refuse(f"connector/EVSE id {value!r} is outside {low}-{MAX_CONNECTOR_ID}")
+    return value
+
+
+def number(value: Any, *, field: str, low: Decimal = -MAX_ABS_VALUE, high: Decimal = MAX_ABS_VALUE) -> Decimal:
+    """A finite decimal within [low, high]; strings as OCPP 1.6 sends them, or JSON numbers."""
+    if isinstance(value, bool):
+        raise refuse(f"{field} {value!r} is not a number")
+    try:
+        result = Decimal(value if isinstance(value, str | int) else repr(value))
+    except (InvalidOperation, ValueError, TypeError):
+        raise refuse(f"{field} {str(value)[:40]!r} is not a number") from None
+    if not result.is_finite() or not low <= result <= high:
+        raise refuse(f"{field} {str(value)[:40]!r} is out of range")
+    return result.quantize(VALUE_QUANTUM)
+
+
+def _default_unit(measurand: str) -> str:
+    for prefix, unit in DEFAULT_UNITS:
+        if measurand.startswith(prefix):
+            return unit
+    return ""
+
+
+def _sample(
+    *, at: datetime, raw_value: Any, measurand: str, unit: str, phase: str, location: str, context: str
+) -> dict[str, str]:
+    value = number(raw_value, field=f"value of {measurand}")
+    if unit in UNIT_SCALE:
+        unit, scale = UNIT_SCALE[unit]
+        value = number(value * scale, field=f"value of {measurand}")
+    return {
+        "at": at.isoformat(),
+        "measurand": measurand,
+        "phase": phase,
+        "location": location,
+        "context": context,
+        "value": str(value),
+        "unit": unit,
+    }
+
+
+def meter_values_16(meter_value: list[dict[str, Any]], *, now: datetime) -> list[dict[str, str]]:
+    """OCPP 1.6 ``meterValue`` (snake_case keys) to normalised samples; signed data is skipped."""
+    samples = []
+    for entry in meter_value:
+        at = timestamp(entry.get("timestamp"), now=now)
+        for sv in entry.get("sampled_value", []):
+            if sv.get("format") == "SignedData":
+                continue
+            measurand = sv.get("measurand") or DEFAULT_MEASURAND
+            samples.append(
+                _sample(
+                    at=at,
+                    raw_value=sv.get("value"),
+                    measurand=measurand,
+                    unit=sv.get("unit") or _default_unit(measurand),
+                    phase=sv.get("phase") or "",
+                    location=sv.get("location") or "",
+                    context=sv.get("context") or "",
+                )
+            )
+    return samples
+
+
+def meter_values_201(meter_value: list[dict[str, Any]], *, now: datetime) -> list[dict[str, str]]:
+    """OCPP 2.0.1 ``meterValue`` to normalised samples (``unitOfMeasure.multiplier`` applied)."""
+    samples = []
+    for entry in meter_value:
+        at = timestamp(entry.get("timestamp"), now=now)
+        for sv in entry.get("sampled_value", []):
+            measurand = sv.get("measurand") or DEFAULT_MEASURAND
+            uom = sv.get("unit_of_measure") or {}
+            multiplier = uom.get("multiplier", 0)
+            if not isinstance(multiplier, int) or not -3 <= multiplier <= 3:
+                raise refuse(f"unitOfMeasure.multiplier {multiplier!r} is outside -3..3")
+            raw = number(sv.get("value"), field=f"value of {measurand}") * (Decimal(10) ** multiplier)
+            samples.append(
+                _sample(
+                    at=at,
+                    raw_value=raw,
+                    measurand=measurand,
+                    unit=uom.get("unit") or _default_unit(measurand),
+                    phase=sv.get("phase") or "",
+                    location=sv.get("location") or "",
+                    context=sv.get("context") or "",
+                )
+            )
+    return samples
+
+
+def energy_register_wh(samples: list[dict[str, str]]) -> str | None:
+    """The station-level energy register among samples (Wh), if one was sent."""
+    for sample in samples:
+        if sample["measurand"] == DEFAULT_MEASURAND and not sample["phase"] and sample["unit"] == "Wh":
+            return sample["value"]
+    return None

@@ -1,0 +1,129 @@
+"""What both protocol versions share on top of the ``ocpp`` library's ChargePoint.
+
+Schema: none. The library answers schema-invalid payloads and unknown actions with the right
+CALLERROR; it only logs a frame that is not OCPP-J at all (bad JSON, not a list) and would
+let a flood through. ``route_message`` (a public method) adds those checks before handing
+the frame to the library, and ``Channel`` gives 1.6 chargers the 1.6 spellings of two error
+codes (``FormationViolation``, ``OccurenceConstraintViolation``: OCPP-J 1.6 errata, "won't
+fix"). ``command_call`` sends a platform command (camelCase payload) through the library.
+"""
+
+import json
+import logging
+import re
+import time
+from types import ModuleType
+from typing import Any
+
+from ocpp.charge_point import camel_to_snake_case, remove_nones, serialize_as_dict, snake_to_camel_case
+from ocpp.exceptions import OCPPError
+from ocpp.messages import Call, CallError, unpack, validate_payload
+from websockets.asyncio.server import ServerConnection
+
+from chargepoint.gateway.link import ChargerLink
+
+logger = logging.getLogger("chargepoint.gateway")
+ERROR_CODES_16 = {
+    "FormatViolation": "FormationViolation",
+    "OccurrenceConstraintViolation": "OccurenceConstraintViolation",
+}
+UNIQUE_ID_RE = re.compile(r'^\s*\[\s*\d\s*,\s*"([^"\\]{1,36})"')
+CLOSE_POLICY = 1008
+CLOSE_UNSUPPORTED_DATA = 1003
+
+
+class Channel:
+    """The websocket as the library sees it (``recv``/``send``)."""
+
+    def __init__(self, websocket: ServerConnection, ocpp_version: str) -> None:
+        self.websocket = websocket
+        self.ocpp_version = ocpp_version
+
+    async def recv(self) -> str | bytes:
+        return await self.websocket.recv()
+
+    async def send(self, message: str) -> None:
+        if self.ocpp_version == "1.6" and message.startswith("[4,"):
+            frame = json.loads(message)
+            if frame[2] in ERROR_CODES_16:
+                frame[2] = ERROR_CODES_16[frame[2]]
+                message = json.dumps(frame, separators=(",", ":"))
+        await self.websocket.send(message)
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.websocket.close(code, reason)
+
+
+class TokenBucket:
+    """Flood guard: ``burst`` messages at once, ``rate_per_s`` sustained."""
+
+    def __init__(self, *, burst: int, rate_per_s: float) -> None:
+        self.capacity = float(burst)
+        self.tokens = float(burst)
+        self.rate = rate_per_s
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class GatewayChargePoint:
+    """Mixed in before a version's ``ocpp`` ChargePoint class (``ocpp16``, ``ocpp201``)."""
+
+    ocpp_version = ""
+    call_module: ModuleType
+    platform_actions: frozenset[str] = frozenset()
+
+    def __init__(self, *, link: ChargerLink, channel: Channel, bucket: TokenBucket, response_timeout: float = 30):
+        super().__init__(link.charge_point_id, channel, response_timeout=response_timeout)  # type: ignore[call-arg]
+        self.link = link
+        self.channel = channel
+        self.bucket = bucket
+        self.closing_reason = ""
+
+    async def route_message(self, raw_msg: str | bytes) -> None:
+        if not self.bucket.take():
+            self.closing_reason = "message rate limit exceeded"
+            logger.warning("%s: flood, closing", self.link.charge_point_id)
+            await self.channel.close(CLOSE_POLICY, self.closing_reason)
+            return
+        if isinstance(raw_msg, bytes):
+            self.closing_reason = "binary frames are not OCPP-J"
+            logger.warning("%s: binary frame, closing", self.link.charge_point_id)
+            await self.channel.close(CLOSE_UNSUPPORTED_DATA, self.closing_reason)
+            return
+        try:
+            unpack(raw_msg)
+        except OCPPError as error:
+            match = UNIQUE_ID_RE.match(raw_msg)
+            unique_id = match.group(1) if match else "-1"
+            logger.warning("%s: not an OCPP-J frame (%s): %.200r", self.link.charge_point_id, error.code, raw_msg)
+            await self.channel.send(CallError(unique_id, error.code, error.description, error.details or {}).to_json())
+            return
+        await super().route_message(raw_msg)  # type: ignore[misc]
+
+    async def command_call(self, action: str, payload: dict[str, Any]) -> tuple[str, dict[str, Any] | None, str]:
+        """Send one platform command; (status, response payload, error)."""
+        if action not in self.platform_actions:
+            return "CallError", None, f"{action} is not a platform command for OCPP {self.ocpp_version}"
+        request_cls = getattr(self.call_module, action)
+        try:
+            request = request_cls(**camel_to_snake_case(payload))
+            await validate_payload(
+                Call("0", action, remove_nones(snake_to_camel_case(serialize_as_dict(request)))), self.ocpp_version
+            )
+        except (TypeError, OCPPError) as exc:
+            return "CallError", None, f"invalid {action} payload, not sent: {exc}"
+        try:
+            response = await self.call(request, suppress=False)  # type: ignore[attr-defined]
+        except OCPPError as exc:
+            return "CallError", None, f"{exc.code}: {exc.description} {exc.details or ''}".strip()
+        answer = snake_to_camel_case(remove_nones(serialize_as_dict(response)))
+        status = answer.get("status", "Accepted") if isinstance(answer, dict) else "Accepted"
+        return str(status), answer, ""

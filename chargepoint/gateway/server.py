@@ -1,0 +1,337 @@
+"""One gateway instance: the websocket server, its chargers, its Redis registry and inbox.
+
+Schema: public (charger identities, through ``auth``); tenants only by name (see ``link``).
+
+- Handshake: path ``/ocpp/<charge_point_id>``, a subprotocol the charger offers (its first
+  choice among ``ocpp1.6``/``ocpp2.0.1``), HTTP Basic auth with the id and its password.
+  Refusals are HTTP 404/400/401 with a plain reason, and logged.
+- A second connection with the same id replaces the first (closed with 4000).
+- Redis: ``instance_key`` lives while the instance heartbeats; ``charger_key`` names the
+  instance that holds a charger; commands arrive on the instance's stream and their answers
+  go to the reply list the sender named (see ``chargepoint.commands``).
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import socket
+import ssl
+import time
+import uuid
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any, cast
+
+import ocpp.messages
+import redis.asyncio as aioredis
+from django.conf import settings
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed, InvalidHeader
+from websockets.headers import build_www_authenticate_basic, parse_authorization_basic
+from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
+
+from chargepoint.gateway import keys
+from chargepoint.gateway.auth import ChargerIdentity, CredentialVerifier
+from chargepoint.gateway.link import ChargerLink, TenantReads
+from chargepoint.gateway.protocol import Channel, GatewayChargePoint, TokenBucket
+from chargepoint.gateway.telemetry import Publish, TelemetryBuffer, publish_to_celery
+from chargepoint.ocpp16 import ChargePoint16
+from chargepoint.ocpp201 import ChargePoint201
+
+logger = logging.getLogger("chargepoint.gateway")
+
+PATH_RE = re.compile(r"^/ocpp/([A-Za-z0-9._~\-]{1,48})/?$")
+PROTOCOLS: dict[str, type[GatewayChargePoint]] = {"ocpp1.6": ChargePoint16, "ocpp2.0.1": ChargePoint201}
+CLOSE_REPLACED = 4000
+CLOSE_GOING_AWAY = 1001
+PING_INTERVAL_S = 60
+REPLY_TTL_S = 120
+COMMAND_READ_COUNT = 200
+# Compare-and-delete: forget the charger's entry only if it still names this instance.
+RELEASE_SCRIPT = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+
+
+@dataclass(frozen=True)
+class Admitted:
+    identity: ChargerIdentity
+    subprotocol: str
+
+
+def _refuse(connection: ServerConnection, status: HTTPStatus, text: str, *, basic: bool = False) -> Response:
+    response = connection.respond(status, text + "\n")
+    if basic:
+        response.headers["WWW-Authenticate"] = build_www_authenticate_basic("OCPP")
+    return response
+
+
+def _offered_subprotocols(headers: Headers) -> list[str]:
+    return [p.strip() for value in headers.get_all("Sec-WebSocket-Protocol") for p in value.split(",") if p.strip()]
+
+
+class Gateway:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 9000,
+        instance_id: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        publish: Publish = publish_to_celery,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.instance_id = instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.ssl_context = ssl_context
+        self.db = ThreadPoolExecutor(max_workers=settings.GATEWAY_DB_THREADS, thread_name_prefix="gw-db")
+        self.verifier = CredentialVerifier(executor=self.db, cache_seconds=settings.GATEWAY_AUTH_CACHE_S)
+        self.reads = TenantReads(self.db)
+        self.telemetry = TelemetryBuffer(
+            publish=publish, window_s=settings.GATEWAY_BATCH_WINDOW_S, max_events=settings.GATEWAY_BATCH_MAX_EVENTS
+        )
+        self.connections: dict[str, GatewayChargePoint] = {}
+        self._admitted: weakref.WeakKeyDictionary[ServerConnection, Admitted] = weakref.WeakKeyDictionary()
+        self._redis: aioredis.Redis | None = None
+        self._release: Any = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.ready = asyncio.Event()
+        self.refusals = 0
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        if self._redis is None:
+            raise RuntimeError("the gateway is not running")
+        return self._redis
+
+    # -- handshake -------------------------------------------------------------------------
+
+    async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        peer = connection.remote_address
+        match = PATH_RE.match(request.path.split("?", 1)[0])
+        if match is None:
+            return self._refused(
+                connection, peer, "-", HTTPStatus.NOT_FOUND, "use ws://HOST:PORT/ocpp/<charge_point_id>"
+            )
+        cp_id = match.group(1)
+        offered = _offered_subprotocols(request.headers)
+        chosen = next((p for p in offered if p in PROTOCOLS), None)
+        if chosen is None:
+            return self._refused(
+                connection,
+                peer,
+                cp_id,
+                HTTPStatus.BAD_REQUEST,
+                f"no shared subprotocol: offered {', '.join(offered) or 'none'}; this server speaks "
+                + ", ".join(PROTOCOLS),
+            )
+        authorization = request.headers.get("Authorization")
+        if authorization is None:
+            return self._refused(connection, peer, cp_id, HTTPStatus.UNAUTHORIZED, "missing credentials", basic=True)
+        try:
+            username, password = parse_authorization_basic(authorization)
+        except InvalidHeader:
+            return self._refused(
+                connection, peer, cp_id, HTTPStatus.UNAUTHORIZED, "unsupported credentials", basic=True
+            )
+        if username.lower() != cp_id.lower():
+            return self._refused(
+                connection, peer, cp_id, HTTPStatus.UNAUTHORIZED, "user name must be the charge point id", basic=True
+            )
+        verdict = await self.verifier.verify(cp_id, password)
+        if verdict.identity is None:
+            logger.warning("refused %s from %s: %s", cp_id, peer, verdict.reason)
+            self.refusals += 1
+            return _refuse(connection, HTTPStatus.UNAUTHORIZED, "unknown charger or wrong password", basic=True)
+        self._admitted[connection] = Admitted(verdict.identity, chosen)
+        return None
+
+    def _refused(
+        self, connection: ServerConnection, peer: Any, cp_id: str, status: HTTPStatus, text: str, *, basic: bool = False
+    ) -> Response:
+        logger.warning("refused %s from %s: %d %s", cp_id, peer, status, text)
+        self.refusals += 1
+        return _refuse(connection, status, text, basic=basic)
+
+    def select_subprotocol(self, connection: ServerConnection, subprotocols: Any) -> Subprotocol | None:
+        admitted = self._admitted.get(connection)
+        return Subprotocol(admitted.subprotocol) if admitted else None
+
+    # -- connections -----------------------------------------------------------------------
+
+    async def handle(self, websocket: ServerConnection) -> None:
+        admitted = self._admitted.pop(websocket, None)
+        if admitted is None:  # cannot happen: process_request admitted it
+            await websocket.close(1011, "not admitted")
+            return
+        identity = admitted.identity
+        link = ChargerLink(
+            identity=identity,
+            ocpp_version="1.6" if admitted.subprotocol == "ocpp1.6" else "2.0.1",
+            telemetry=self.telemetry,
+            reads=self.reads,
+            gateway_id=self.instance_id,
+        )
+        cp_cls = PROTOCOLS[admitted.subprotocol]
+        charge_point = cp_cls(
+            link=link,
+            channel=Channel(websocket, link.ocpp_version),
+            bucket=TokenBucket(burst=settings.GATEWAY_RATE_BURST, rate_per_s=settings.GATEWAY_RATE_PER_S),
+        )
+        key = identity.charge_point_id.lower()
+        previous = self.connections.get(key)
+        self.connections[key] = charge_point
+        if previous is not None:
+            previous.closing_reason = "replaced by a newer connection"
+            logger.info("%s: a new connection replaces the old one", identity.charge_point_id)
+            self._spawn(previous.channel.close(CLOSE_REPLACED, previous.closing_reason))
+        link.connected()
+        await self.redis.set(keys.charger_key(identity.charge_point_id), self.instance_id)
+        logger.info("%s connected (%s, %s)", identity.charge_point_id, admitted.subprotocol, identity.schema_name)
+        reason = "closed"
+        try:
+            await charge_point.start()  # type: ignore[attr-defined]
+        except ConnectionClosed as closed:
+            reason = charge_point.closing_reason or (closed.rcvd.reason if closed.rcvd else "") or "connection lost"
+            if closed.sent is not None and closed.sent.code == 1009:
+                reason = "frame too large"
+                logger.warning(
+                    "%s: frame larger than %d bytes, closed", identity.charge_point_id, settings.GATEWAY_MAX_FRAME_BYTES
+                )
+        except Exception:
+            logger.exception("%s: connection failed", identity.charge_point_id)
+            reason = "gateway error"
+        finally:
+            if self.connections.get(key) is charge_point:
+                del self.connections[key]
+                with contextlib.suppress(Exception):
+                    await self._release(keys=[keys.charger_key(identity.charge_point_id)], args=[self.instance_id])
+            link.disconnected(reason)
+            logger.info("%s disconnected: %s", identity.charge_point_id, reason)
+
+    # -- commands from workers ---------------------------------------------------------------
+
+    async def _consume_commands(self) -> None:
+        stream = keys.command_stream_key(self.instance_id)
+        last_id = "0-0"
+        while True:
+            try:
+                entries = await self.redis.xread({stream: last_id}, count=COMMAND_READ_COUNT, block=1000)
+            except (aioredis.ConnectionError, aioredis.TimeoutError):
+                logger.warning("command stream unavailable; retrying", exc_info=True)
+                await asyncio.sleep(1)
+                continue
+            ids = []
+            streams = cast(list[tuple[str, list[tuple[str, dict[str, str]]]]], entries or [])
+            for _stream, items in streams:
+                for entry_id, fields in items:
+                    last_id = entry_id
+                    ids.append(entry_id)
+                    self._spawn(self._execute(fields))
+            if ids:
+                await self.redis.xdel(stream, *ids)
+
+    async def _execute(self, fields: dict[str, str]) -> None:
+        request_id = fields.get("id", "")
+        started = time.time()
+        try:
+            deadline = float(fields["deadline"])
+            cp_id = fields["cp"]
+            charge_point = self.connections.get(cp_id.lower())
+            if charge_point is None or charge_point.link.identity.schema_name != fields.get("schema"):
+                status, payload, error = "Offline", None, "charger not connected to this gateway"
+            elif deadline <= started:
+                status, payload, error = "Timeout", None, "expired before it could be sent"
+            else:
+                try:
+                    status, payload, error = await asyncio.wait_for(
+                        charge_point.command_call(fields["action"], json.loads(fields["payload"])), deadline - started
+                    )
+                except TimeoutError:
+                    status, payload, error = "Timeout", None, "no answer from the charger in time"
+        except (KeyError, ValueError) as exc:
+            status, payload, error = "CallError", None, f"malformed command: {exc}"
+        except ConnectionClosed:
+            status, payload, error = "Offline", None, "connection closed during the call"
+        reply = {"id": request_id, "status": status, "payload": payload, "error": error, "gateway": self.instance_id}
+        reply_to = fields.get("reply")
+        if reply_to:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.lpush(reply_to, json.dumps(reply))
+                pipe.expire(reply_to, REPLY_TTL_S)
+                await pipe.execute()
+
+    # -- lifetime ----------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        ttl = settings.GATEWAY_REGISTRY_TTL_S
+        while True:
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.set(keys.instance_key(self.instance_id), f"{self.host}:{self.port}", ex=ttl)
+                    pipe.expire(keys.command_stream_key(self.instance_id), ttl * 4)
+                    # Re-assert the charger entries (a Redis restart forgets them).
+                    for cp in self.connections.values():
+                        pipe.set(keys.charger_key(cp.link.charge_point_id), self.instance_id)
+                    await pipe.execute()
+            except (aioredis.ConnectionError, aioredis.TimeoutError):
+                logger.warning("registry heartbeat failed", exc_info=True)
+            await asyncio.sleep(ttl / 3)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Serve until ``stop`` is set (or forever); then close connections and drain telemetry."""
+        stop = stop or asyncio.Event()
+        # Schema checks inline: a thread hop per message costs more than the check itself.
+        ocpp.messages.ASYNC_VALIDATION = False
+        self._redis = aioredis.from_url(settings.REDIS_URL, decode_responses=True, health_check_interval=30)
+        self._release = self._redis.register_script(RELEASE_SCRIPT)
+        background = [
+            asyncio.ensure_future(self.telemetry.run()),
+            asyncio.ensure_future(self._heartbeat()),
+            asyncio.ensure_future(self._consume_commands()),
+        ]
+        try:
+            async with serve(
+                self.handle,
+                self.host,
+                self.port,
+                process_request=self.process_request,
+                select_subprotocol=self.select_subprotocol,
+                subprotocols=[Subprotocol(p) for p in PROTOCOLS],
+                max_size=settings.GATEWAY_MAX_FRAME_BYTES,
+                compression=None,
+                ping_interval=PING_INTERVAL_S,
+                open_timeout=settings.GATEWAY_HANDSHAKE_TIMEOUT_S,
+                ssl=self.ssl_context,
+                backlog=2048,
+            ) as server:
+                if self.port == 0:
+                    self.port = next(iter(server.sockets)).getsockname()[1]
+                logger.info("gateway %s listening on %s:%d", self.instance_id, self.host, self.port)
+                self.ready.set()
+                await stop.wait()
+                for cp in list(self.connections.values()):
+                    cp.closing_reason = "gateway shutting down"
+                server.close(close_connections=True)
+                await server.wait_closed()
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            if not await self.telemetry.drain(timeout_s=30):
+                logger.error("gateway stopped with %d telemetry events unpublished", self.telemetry.waiting)
+            self.telemetry.close()
+            with contextlib.suppress(Exception):
+                await self.redis.delete(keys.instance_key(self.instance_id), keys.command_stream_key(self.instance_id))
+            await self.redis.aclose()
+            self.db.shutdown(wait=False)

@@ -1,0 +1,104 @@
+"""OCPP 2.0.1: the gateway's handlers for a 2.0.1 charging station.
+
+Schema: none directly; each handler calls a service of the connection's ``ChargerLink`` and
+returns the library's ``call_result``. EVSE ids are stored as connector ids (one outlet per
+EVSE, as the balancer sees it).
+"""
+
+import logging
+from typing import Any
+
+from ocpp.routing import on
+from ocpp.v201 import ChargePoint, call, call_result
+from ocpp.v201.enums import Action, RegistrationStatusEnumType
+
+from chargepoint.gateway.link import ocpp_time
+from chargepoint.gateway.protocol import GatewayChargePoint
+
+logger = logging.getLogger("chargepoint.gateway")
+
+
+class ChargePoint201(GatewayChargePoint, ChargePoint):
+    ocpp_version = "2.0.1"
+    call_module = call
+    platform_actions = frozenset(
+        {
+            "SetChargingProfile",
+            "ClearChargingProfile",
+            "GetCompositeSchedule",
+            "GetChargingProfiles",
+            "RequestStartTransaction",
+            "RequestStopTransaction",
+            "ChangeAvailability",
+            "GetVariables",
+            "SetVariables",
+            "Reset",
+            "TriggerMessage",
+        }
+    )
+
+    @on(Action.boot_notification)
+    def on_boot_notification(self, charging_station: dict[str, Any], reason: str, **kw: Any) -> Any:
+        self.link.boot_201(charging_station=charging_station)
+        return call_result.BootNotification(
+            current_time=ocpp_time(),
+            interval=self.link.heartbeat_interval_s,
+            status=RegistrationStatusEnumType.accepted,
+        )
+
+    @on(Action.heartbeat)
+    def on_heartbeat(self, **kw: Any) -> Any:
+        self.link.heartbeat()
+        return call_result.Heartbeat(current_time=ocpp_time())
+
+    @on(Action.status_notification)
+    def on_status_notification(
+        self, timestamp: str, connector_status: str, evse_id: int, connector_id: int, **kw: Any
+    ) -> Any:
+        self.link.status(connector_id=evse_id, status=connector_status, at=timestamp)
+        return call_result.StatusNotification()
+
+    @on(Action.authorize)
+    async def on_authorize(self, id_token: dict[str, Any], **kw: Any) -> Any:
+        return call_result.Authorize(id_token_info={"status": await self.link.authorize_token(id_token)})
+
+    @on(Action.transaction_event)
+    async def on_transaction_event(
+        self,
+        event_type: str,
+        timestamp: str,
+        trigger_reason: str,
+        seq_no: int,
+        transaction_info: dict[str, Any],
+        **kw: Any,
+    ) -> Any:
+        status = await self.link.transaction_event(
+            event_type=event_type,
+            timestamp=timestamp,
+            transaction_info=transaction_info,
+            meter_value=kw.get("meter_value"),
+            evse=kw.get("evse"),
+            id_token=kw.get("id_token"),
+        )
+        return call_result.TransactionEvent(id_token_info={"status": status} if status else None)
+
+    @on(Action.meter_values)
+    def on_meter_values(self, evse_id: int, meter_value: list[dict[str, Any]], **kw: Any) -> Any:
+        self.link.meter_values_201(evse_id=evse_id, meter_value=meter_value)
+        return call_result.MeterValues()
+
+    @on(Action.notify_ev_charging_needs)
+    def on_notify_ev_charging_needs(self, charging_needs: dict[str, Any], evse_id: int, **kw: Any) -> Any:
+        self.link.charging_needs_201(evse_id=evse_id, charging_needs=charging_needs)
+        return call_result.NotifyEVChargingNeeds(status="Accepted")
+
+    @on(Action.data_transfer)
+    def on_data_transfer(self, vendor_id: str, **kw: Any) -> Any:
+        logger.info("%s: DataTransfer from vendor %.50r", self.id, vendor_id)
+        return call_result.DataTransfer(status=self.link.data_transfer_status(vendor_id))
+
+    @on(Action.firmware_status_notification)
+    def on_firmware_status_notification(self, status: str, **kw: Any) -> Any:
+        logger.info("%s: firmware %s", self.id, status)
+        self.link.heartbeat()
+        return call_result.FirmwareStatusNotification()

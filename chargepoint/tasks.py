@@ -1,0 +1,49 @@
+"""Celery tasks of the charger app (``telemetry`` queue). Schema: tenant (the sweep fans out from public).
+
+The gateway sends ``telemetry_ingest`` with the charger's tenant schema in the task headers.
+Acknowledged only after it finished (acks_late, reject_on_worker_lost): a worker that dies
+mid-batch leaves the message on the broker, and the re-run is harmless (idempotent upserts).
+"""
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import OperationalError
+from django.utils import timezone
+from django_tenants.utils import get_public_schema_name, schema_context, tenant_context
+
+from chargepoint.services import stations_offline_sweep, telemetry_apply
+from evplatform.celery import PublicTask, app
+from tenants.selectors import tenant_list_active
+
+
+@app.task(
+    name="chargepoint.tasks.telemetry_ingest",
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    retry_backoff_max=30,
+    max_retries=None,
+)
+def telemetry_ingest(events: list[dict[str, Any]]) -> dict[str, int]:
+    """One gateway batch of one tenant: states, sessions and meter samples, in order."""
+    outcome = telemetry_apply(events=events)
+    return {"applied": outcome.applied, "skipped": outcome.skipped, "samples": outcome.samples}
+
+
+@app.task(name="chargepoint.tasks.stations_offline_sweep")
+def stations_offline_sweep_task() -> int:
+    """Chargers silent for several heartbeat intervals are taken offline (their gateway died)."""
+    stale_after = timedelta(seconds=settings.GATEWAY_HEARTBEAT_INTERVAL_S * settings.GATEWAY_STALE_FACTOR)
+    return stations_offline_sweep(now=timezone.now(), stale_after=stale_after).applied
+
+
+@app.task(base=PublicTask, name="chargepoint.tasks.stations_offline_sweep_all")
+def stations_offline_sweep_all() -> int:
+    """Beat: run the offline sweep in every active organisation."""
+    with schema_context(get_public_schema_name()):
+        tenants = tenant_list_active()
+    for tenant in tenants:
+        with tenant_context(tenant):
+            stations_offline_sweep_task.delay()
+    return len(tenants)
