@@ -22,7 +22,10 @@ import math
 from dataclasses import dataclass
 
 EPS = 1e-9
-"""Slack (A or kW) the solver keeps below every limit, so rounding never crosses one."""
+"""Float noise (A or kW) forgiven when testing whether a current fits a limit exactly.
+
+Far below what ``check`` tolerates (1e-6), so a limit met exactly (3 x 21 A on 63 A) counts
+as met, while float noise from steps like 0.1 A can never add up to a real overload."""
 
 
 @dataclass(slots=True)
@@ -206,7 +209,7 @@ def discretise(
             step = steps[i]
             cons = evse_cons[i]
             coefs = evse_coef[i]
-            if all(load[c] + a * step <= capacity[c] - EPS for c, a in zip(cons, coefs, strict=True)):
+            if all(load[c] + a * step <= capacity[c] + EPS for c, a in zip(cons, coefs, strict=True)):
                 result[i] += step
                 for c, a in zip(cons, coefs, strict=True):
                     load[c] += a * step
@@ -229,13 +232,13 @@ def _repair(
     """Lower currents on any constraint that float noise pushed over capacity (rare; never below a floor)."""
     capacity = system.capacity
     for c, members in enumerate(system.members):
-        if load[c] <= capacity[c] - EPS / 2:
+        if load[c] <= capacity[c] + EPS:
             continue
         over = sorted((i for i in members if i in result), key=lambda i: (-result[i] / weights[i], i))
         for i in over:
-            while load[c] > capacity[c] - EPS / 2 and result[i] - steps[i] >= floors[i] - EPS:
+            while load[c] > capacity[c] + EPS and result[i] - steps[i] >= floors[i] - EPS:
                 result[i] -= steps[i]
                 for c2, a in zip(system.evse_cons[i], system.evse_coef[i], strict=True):
                     load[c2] -= a * steps[i]
-            if load[c] <= capacity[c] - EPS / 2:
+            if load[c] <= capacity[c] + EPS:
                 break

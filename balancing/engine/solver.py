@@ -42,7 +42,8 @@ class _Site:
 
 
 def _fmt(value: float) -> str:
-    return f"{value:.1f}".rstrip("0").rstrip(".") if value != int(value) else f"{int(value)}"
+    """A current or power for a note: no trailing zeros, at most three decimals."""
+    return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
 def _build_site(problem: Problem) -> _Site:
@@ -245,7 +246,7 @@ def solve_problem(problem: Problem) -> dict[str, Any]:
         lo = plan.lo[i]
         blocked = -1
         for c, a in zip(evse_cons[i], evse_coef[i], strict=True):
-            if residual[c] - a * lo < EPS:
+            if residual[c] - a * lo < -EPS:
                 blocked = c
                 break
         if blocked >= 0:
@@ -270,7 +271,7 @@ def solve_problem(problem: Problem) -> dict[str, Any]:
         if extra <= EPS:
             continue
         for c, a in zip(evse_cons[i], evse_coef[i], strict=True):
-            extra = min(extra, (residual[c] - EPS) / a)
+            extra = min(extra, (residual[c] + EPS) / a)
         extra = steps_down(max(extra, 0.0), step) * step
         if extra > 0:
             plan.floors[i] += extra
