@@ -79,9 +79,7 @@ def lex_max_min(
         for i in free:
             probe = np.zeros(n + 1)
             probe[i] = -1.0
-            top = linprog(
-                probe, A_ub=np.array(rows), b_ub=np.array(limits), bounds=[*bounds, (t, t)], method="highs"
-            )
+            top = linprog(probe, A_ub=np.array(rows), b_ub=np.array(limits), bounds=[*bounds, (t, t)], method="highs")
             base = max(floors[i], weights[i] * t)
             if top.status != 0 or top.x[i] <= base + 1e-7:
                 newly[i] = min(base, caps[i])

@@ -114,12 +114,25 @@ def shuffled(problem: dict[str, Any], seed: int) -> dict[str, Any]:
 
 def evse(evse_id: str, node: str = "site", phases: tuple[str, ...] = ("L1",), **extra: Any) -> dict[str, Any]:
     """An active 6-32 A EVSE with 1 A steps, for hand-worked examples."""
-    return {"id": evse_id, "node": node, "phases": list(phases), "min_a": 6, "max_a": 32, "step_a": 1,
-            "active": True, **extra}
+    return {
+        "id": evse_id,
+        "node": node,
+        "phases": list(phases),
+        "min_a": 6,
+        "max_a": 32,
+        "step_a": 1,
+        "active": True,
+        **extra,
+    }
 
 
-def site(limit_a: list[float], *children: dict[str, Any], limit_kw: float | None = None,
-         evses: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
+def site(
+    limit_a: list[float],
+    *children: dict[str, Any],
+    limit_kw: float | None = None,
+    evses: list[dict[str, Any]] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     """A problem with a root node ``site`` and the given child nodes and EVSEs, at 230 V."""
     root: dict[str, Any] = {"id": "site", "parent": None, "limit_a": limit_a}
     if limit_kw is not None:
