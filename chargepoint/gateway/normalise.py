@@ -74,7 +74,9 @@ def number(value: Any, *, field: str, low: Decimal = -MAX_ABS_VALUE, high: Decim
     if isinstance(value, bool):
         raise refuse(f"{field} {value!r} is not a number")
     try:
-        result = Decimal(value if isinstance(value, str | int) else repr(value))
+        result = (
+            value if isinstance(value, Decimal) else Decimal(value if isinstance(value, str | int) else repr(value))
+        )
     except (InvalidOperation, ValueError, TypeError):
         raise refuse(f"{field} {str(value)[:40]!r} is not a number") from None
     if not result.is_finite() or not low <= result <= high:

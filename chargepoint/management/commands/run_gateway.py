@@ -31,6 +31,7 @@ class Command(BaseCommand):
             except (OSError, ssl.SSLError) as exc:
                 raise CommandError(f"--certfile/--keyfile: {exc}") from exc
         logging.getLogger("ocpp").setLevel(logging.INFO if options["log_frames"] else logging.WARNING)
+        logging.getLogger("websockets").setLevel(logging.WARNING)
         gateway = Gateway(
             host=options["host"], port=options["port"], instance_id=options["instance_id"], ssl_context=context
         )

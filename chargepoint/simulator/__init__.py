@@ -1,0 +1,1 @@
+"""Simulated chargers for demos, tests and benchmarks (``simulate_chargers``)."""
