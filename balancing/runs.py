@@ -24,7 +24,7 @@ from typing import Any
 from django.utils import timezone
 
 from balancing.engine import check, solve
-from balancing.models import BalancingRun, ProfilePush, Site, StationFailsafe
+from balancing.models import BalancingRun, ConnectorLimit, ProfilePush, Site, StationFailsafe
 from balancing.problem import STEP_A, BuiltProblem, EvseContext, build_problem
 from balancing.profiles import failsafe_profile, tx_profile
 from balancing.push import Pusher, PushRequest
@@ -130,45 +130,75 @@ def _plan(site: Site, built: BuiltProblem, allocations: dict[str, float], now: d
     return plans
 
 
+LIMIT_FIELDS = [
+    "limit_a",
+    "valid_until",
+    "transaction_id",
+    "confirmed_at",
+    "requested_a",
+    "requested_at",
+    "last_status",
+    "paused_since",
+    "charging_since",
+    "resumed_at",
+]
+
+
 def _send(run: BalancingRun, plans: list[PlannedPush], pusher: Pusher, now: datetime) -> list[bool]:
+    """Send one batch, record every push and its answer, and update the books (in bulk)."""
     if not plans:
         return []
     sent_at = timezone.now()
     answers = pusher.send_many([p.request for p in plans])
     answered_at = timezone.now()
-    ok: list[bool] = []
+    ProfilePush.objects.bulk_create(
+        [
+            ProfilePush(
+                run=run,
+                station=plan.station,
+                connector=plan.connector,
+                kind=plan.kind,
+                old_limit_a=None if plan.old_limit_a is None else Decimal(str(plan.old_limit_a)),
+                new_limit_a=Decimal(str(plan.new_limit_a)),
+                payload=plan.request.payload,
+                status=answer.status,
+                error=answer.error,
+                sent_at=sent_at,
+                answered_at=answered_at,
+            )
+            for plan, answer in zip(plans, answers, strict=True)
+        ]
+    )
+    new_limits: list[ConnectorLimit] = []
+    changed_limits: list[ConnectorLimit] = []
+    failsafes: list[StationFailsafe] = []
     for plan, answer in zip(plans, answers, strict=True):
-        ProfilePush.objects.create(
-            run=run,
-            station=plan.station,
-            connector=plan.connector,
-            kind=plan.kind,
-            old_limit_a=None if plan.old_limit_a is None else Decimal(str(plan.old_limit_a)),
-            new_limit_a=Decimal(str(plan.new_limit_a)),
-            payload=plan.request.payload,
-            status=answer.status,
-            error=answer.error,
-            sent_at=sent_at,
-            answered_at=answered_at,
-        )
-        _book(plan, answer.accepted, answer.status, now)
-        ok.append(answer.accepted)
-    return ok
+        if plan.kind == "failsafe":
+            failsafes.append(
+                StationFailsafe(
+                    station=plan.station,
+                    limit_a=Decimal(str(plan.new_limit_a)),
+                    confirmed_at=now if answer.accepted else None,
+                    last_status=answer.status,
+                    booted_at=plan.station.last_boot_at,
+                )
+            )
+            continue
+        limit = _book(plan, answer.accepted, answer.status, now)
+        (changed_limits if limit.pk else new_limits).append(limit)
+    ConnectorLimit.objects.bulk_create(new_limits)
+    ConnectorLimit.objects.bulk_update(changed_limits, LIMIT_FIELDS)
+    StationFailsafe.objects.bulk_create(
+        failsafes,
+        update_conflicts=True,
+        unique_fields=["station"],
+        update_fields=["limit_a", "confirmed_at", "last_status", "booted_at"],
+    )
+    return [answer.accepted for answer in answers]
 
 
-def _book(plan: PlannedPush, accepted: bool, status: str, now: datetime) -> None:
-    """Update the books: only an accepted profile changes what we plan with."""
-    if plan.kind == "failsafe":
-        StationFailsafe.objects.update_or_create(
-            station=plan.station,
-            defaults={
-                "limit_a": Decimal(str(plan.new_limit_a)),
-                "confirmed_at": now if accepted else None,
-                "last_status": status,
-                "booted_at": plan.station.last_boot_at,
-            },
-        )
-        return
+def _book(plan: PlannedPush, accepted: bool, status: str, now: datetime) -> ConnectorLimit:
+    """The books after one answer: only an accepted profile changes what we plan with."""
     if plan.context is None or plan.context.session is None:
         raise ValueError(f"a {plan.kind} push needs the EVSE's session")
     limit = plan.context.limit
@@ -189,7 +219,7 @@ def _book(plan: PlannedPush, accepted: bool, status: str, now: datetime) -> None
                 limit.resumed_at = now
             limit.paused_since = None
             limit.charging_since = limit.charging_since or now
-    limit.save()
+    return limit
 
 
 def _track_resumes(built: BuiltProblem, now: datetime) -> None:
@@ -228,13 +258,41 @@ def _stuck(built: BuiltProblem) -> list[EvseContext]:
 
 def _pin_stuck(built: BuiltProblem, stuck: list[EvseContext]) -> None:
     """Plan around chargers that refused a lowering: they keep exactly their booked current."""
+    ids = {f"{ctx.station.charge_point_id}/{ctx.connector.connector_id}": ctx for ctx in stuck}
+    for evse in built.problem["evses"]:
+        if evse["id"] in ids:
+            evse["fixed_a"] = float(ids[evse["id"]].limit.limit_a or 0)
+
+
+def _retries(stuck: list[EvseContext], now: datetime) -> list[PlannedPush]:
+    """Ask again for the lowering a charger refused; the plan does not count on it."""
+    valid_to = now + TX_PROFILE_VALIDITY
+    plans = []
     for ctx in stuck:
-        for evse in built.problem["evses"]:
-            if evse["id"] == f"{ctx.station.charge_point_id}/{ctx.connector.connector_id}":
-                booked = float(ctx.limit.limit_a or 0)
-                evse["min_a"] = evse["max_a"] = booked if booked > 0 else evse["min_a"]
-                evse.pop("ev_max_a", None)
-                evse["active"] = booked > 0
+        assert ctx.session is not None  # noqa: S101 - _stuck only returns EVSEs with a session
+        target = float(ctx.limit.requested_a or 0)
+        payload = tx_profile(
+            ocpp_version=ctx.station.ocpp_version,
+            connector_id=ctx.connector.connector_id,
+            transaction_id=ctx.session.transaction_id,
+            limit_a=target,
+            number_phases=len(ctx.station.site_phases),
+            now=now,
+            valid_to=valid_to,
+        )
+        plans.append(
+            PlannedPush(
+                "lower",
+                ctx.station,
+                ctx.connector,
+                float(ctx.limit.limit_a or 0),
+                target,
+                PushRequest(ctx.station.charge_point_id, "SetChargingProfile", payload),
+                ctx,
+                valid_to,
+            )
+        )
+    return plans
 
 
 def site_balance_run(*, site: Site, reason: str, pusher: Pusher, now: datetime | None = None) -> BalancingRun:
@@ -276,7 +334,9 @@ def site_balance_run(*, site: Site, reason: str, pusher: Pusher, now: datetime |
         raise
 
     allocations = {k: float(v) for k, v in result["allocations_a"].items()}
-    plans = _plan(site, built, allocations, now)
+    stuck_ids = {id(ctx) for ctx in stuck}
+    plans = [p for p in _plan(site, built, allocations, now) if id(p.context) not in stuck_ids]
+    plans += _retries(stuck, now)
     first = [p for p in plans if p.kind in ("lower", "failsafe", "renew")]
     raises = [p for p in plans if p.kind == "raise"]
     first_ok = _send(run, first, pusher, now)

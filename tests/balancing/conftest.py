@@ -1,0 +1,114 @@
+"""Fixtures for site balancing: a charger double standing in for the gateway's command path."""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from balancing.models import Circuit, Site
+from balancing.push import PushAnswer, PushRequest
+from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterSample
+from tests.factories import SiteFactory
+
+NOW = datetime(2026, 5, 1, 16, 30, tzinfo=UTC)
+
+
+@dataclass
+class ChargerDouble:
+    """Answers SetChargingProfile like chargers would; records each batch in order.
+
+    ``answers`` maps a charge point id to the status it returns (default "Accepted").
+    """
+
+    answers: dict[str, str] = field(default_factory=dict)
+    batches: list[list[PushRequest]] = field(default_factory=list)
+
+    def send_many(self, requests: Sequence[PushRequest]) -> list[PushAnswer]:
+        self.batches.append(list(requests))
+        return [PushAnswer(self.answers.get(r.charge_point_id, "Accepted")) for r in requests]
+
+    @property
+    def sent(self) -> list[PushRequest]:
+        return [r for batch in self.batches for r in batch]
+
+    def limits(self, batch: int | None = None) -> dict[str, float]:
+        """Charge point id -> limit of each TxProfile sent (in one batch, or in all)."""
+        requests = self.sent if batch is None else self.batches[batch]
+        out = {}
+        for r in requests:
+            profile = r.payload.get("csChargingProfiles") or r.payload.get("chargingProfile")
+            if profile["chargingProfilePurpose"] != "TxProfile":
+                continue
+            schedule = profile["chargingSchedule"]
+            schedule = schedule[0] if isinstance(schedule, list) else schedule
+            out[r.charge_point_id] = schedule["chargingSchedulePeriod"][0]["limit"]
+        return out
+
+
+@pytest.fixture
+def chargers() -> ChargerDouble:
+    return ChargerDouble()
+
+
+@pytest.fixture
+def garage() -> Site:
+    """The brochure's site: 3-phase 230 V, 63 A grid, 20 kW cap, one panel."""
+    site = SiteFactory(slug="garage", limit_a=Decimal("63"), demand_cap_kw=Decimal("20"), timezone="UTC")
+    Circuit.objects.create(site=site, name="Panel A", kind="panel", limit_a=Decimal("63"))
+    return site
+
+
+@pytest.fixture
+def plug_in() -> Callable[..., Connector]:
+    """A connected charger with a car plugged in and charging (open session)."""
+
+    def make(
+        site: Site,
+        cp_id: str,
+        *,
+        max_a: str = "32",
+        phases: int = 3,
+        wiring: str | None = None,
+        status: str = "Charging",
+        draw_a: float | None = None,
+        ocpp_version: str = "1.6",
+        online: bool = True,
+        session: bool = True,
+        circuit: Circuit | None = None,
+    ) -> Connector:
+        station = ChargingStation.objects.create(
+            charge_point_id=cp_id,
+            site=site,
+            circuit=circuit or site.circuits.first(),
+            max_current_a=Decimal(max_a),
+            phases=phases,
+            wiring=wiring or ("L1L2L3" if phases == 3 else "L1"),
+            ocpp_version=ocpp_version,
+            is_online=online,
+            last_seen_at=NOW,
+        )
+        connector = Connector.objects.create(station=station, connector_id=1, status=status)
+        if session:
+            ChargingSession.objects.create(
+                station=station,
+                connector=connector,
+                transaction_id=str(abs(hash(cp_id)) % 100000),
+                started_at=NOW - timedelta(minutes=30),
+                meter_start_wh=Decimal("0"),
+            )
+        if draw_a is not None:
+            for phase in station.site_phases:
+                MeterSample.objects.create(
+                    station=station,
+                    connector=connector,
+                    sampled_at=NOW - timedelta(seconds=20),
+                    measurand="Current.Import",
+                    phase=phase,
+                    value=Decimal(str(draw_a)),
+                    unit="A",
+                )
+        return connector
+
+    return make

@@ -1,0 +1,111 @@
+"""From rows to the engine's input: tree, phases, measurements, needs, offline reservations."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from balancing.models import Circuit, ConnectorLimit, StationFailsafe
+from balancing.problem import build_problem
+from chargepoint.models import ChargingSession, MeterSample
+from tests.balancing.conftest import NOW
+
+pytestmark = pytest.mark.django_db
+
+
+def evse(problem: dict, evse_id: str) -> dict:
+    return next(e for e in problem["evses"] if e["id"] == evse_id)
+
+
+def node(problem: dict, node_id: str) -> dict:
+    return next(n for n in problem["nodes"] if n["id"] == node_id)
+
+
+def test_the_tree_and_the_site_limits_become_nodes(garage) -> None:
+    panel = garage.circuits.get()
+    Circuit.objects.create(site=garage, name="Row 1", parent=panel, limit_a=Decimal("32"), limit_kw=Decimal("11"))
+
+    problem = build_problem(garage, NOW).problem
+
+    assert node(problem, "site") == {"id": "site", "parent": None, "limit_a": [63.0] * 3, "limit_kw": 20.0}
+    row = next(n for n in problem["nodes"] if n["parent"] == f"circuit-{panel.pk}")
+    assert row["limit_a"] == [32.0] * 3
+    assert row["limit_kw"] == 11.0
+    assert problem["voltage_v"] == 230.0
+
+
+def test_each_connector_is_an_evse_on_its_site_phases(garage, plug_in) -> None:
+    plug_in(garage, "CP-3PH", draw_a=15.5)
+    plug_in(garage, "CP-L2", phases=1, wiring="L2", max_a="16")
+    plug_in(garage, "CP-IDLE", session=False, status="Available")
+
+    problem = build_problem(garage, NOW).problem
+
+    three = evse(problem, "CP-3PH/1")
+    assert (three["phases"], three["max_a"], three["min_a"], three["active"]) == (["L1", "L2", "L3"], 32.0, 6.0, True)
+    assert three["measured_a"] == 15.5
+    assert evse(problem, "CP-L2/1")["phases"] == ["L2"]
+    assert evse(problem, "CP-IDLE/1")["active"] is False
+
+
+def test_stale_readings_are_not_taken_as_the_present_draw(garage, plug_in) -> None:
+    connector = plug_in(garage, "CP-1")
+    MeterSample.objects.create(
+        station=connector.station,
+        connector=connector,
+        sampled_at=NOW - timedelta(minutes=10),
+        measurand="Current.Import",
+        phase="L1",
+        value=Decimal("3"),
+        unit="A",
+    )
+    assert "measured_a" not in evse(build_problem(garage, NOW).problem, "CP-1/1")
+
+
+def test_the_cars_needs_become_remaining_energy_and_departure(garage, plug_in) -> None:
+    connector = plug_in(garage, "CP-1")
+    session = ChargingSession.objects.get(connector=connector)
+    session.energy_needed_kwh = Decimal("20")
+    session.departure_at = NOW + timedelta(hours=4)
+    session.ev_max_current_a = Decimal("16")
+    session.save()
+    MeterSample.objects.create(
+        station=connector.station,
+        connector=connector,
+        sampled_at=NOW - timedelta(seconds=10),
+        measurand="Energy.Active.Import.Register",
+        value=Decimal("5000"),
+        unit="Wh",
+    )
+
+    item = evse(build_problem(garage, NOW).problem, "CP-1/1")
+
+    assert item["ev_max_a"] == 16.0
+    assert item["session_kwh"] == 5.0
+    assert item["energy_needed_kwh"] == 15.0
+    assert item["departure"] == (NOW + timedelta(hours=4)).isoformat()
+
+
+def test_an_offline_charger_keeps_its_last_profile_reserved_on_every_node_above(garage, plug_in) -> None:
+    connector = plug_in(garage, "CP-OFF", online=False)
+    ConnectorLimit.objects.create(connector=connector, limit_a=Decimal("10"), valid_until=NOW + timedelta(minutes=5))
+
+    built = build_problem(garage, NOW)
+
+    assert "CP-OFF/1" not in built.evses
+    assert node(built.problem, "site")["limit_a"] == [53.0] * 3
+    assert node(built.problem, "site")["limit_kw"] == pytest.approx(20 - 3 * 10 * 230 / 1000)
+    panel = node(built.problem, f"circuit-{garage.circuits.get().pk}")
+    assert panel["limit_a"] == [53.0] * 3
+    assert built.reservations[0].why.startswith("offline: last profile")
+
+
+def test_after_its_profile_expires_an_offline_charger_is_held_at_its_failsafe(garage, plug_in) -> None:
+    connector = plug_in(garage, "CP-OFF", online=False, phases=1, wiring="L3")
+    ConnectorLimit.objects.create(connector=connector, limit_a=Decimal("16"), valid_until=NOW - timedelta(minutes=1))
+    StationFailsafe.objects.create(station=connector.station, limit_a=Decimal("6"), confirmed_at=NOW)
+
+    built = build_problem(garage, NOW)
+
+    assert node(built.problem, "site")["limit_a"] == [63.0, 63.0, 57.0]
+    assert "fail-safe" in built.reservations[0].why
