@@ -207,6 +207,8 @@ CELERY_BEAT_SCHEDULE["balancing-sweep"] = {
     "schedule": BALANCING_SWEEP_SECONDS,
 }
 
+# --- Billing (billing) -----------------------------------------------------------------
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
