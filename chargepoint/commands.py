@@ -26,6 +26,7 @@ from evplatform.services import active_schema, require_tenant_schema
 
 # Beyond the deadline the gateway answers Timeout itself; this is for its reply to arrive.
 REPLY_GRACE_S = 2.0
+BLOCK_CHUNK_S = 1.0
 OFFLINE = "Offline"
 TIMEOUT = "Timeout"
 CALL_ERROR = "CallError"
@@ -111,9 +112,10 @@ def command_send_many(*, commands: list[Command], timeout_s: float = 30.0) -> li
         remaining = deadline + REPLY_GRACE_S - time.time()
         if remaining <= 0:
             break
-        popped = redis.blpop([batch_reply], timeout=remaining)
+        # Short blocking reads: a client socket timeout must not end the wait early.
+        popped = redis.blpop([batch_reply], timeout=min(remaining, BLOCK_CHUNK_S))
         if popped is None:
-            break
+            continue
         reply = json.loads(popped[1])
         rid = str(reply.get("id", ""))
         if rid in waiting:

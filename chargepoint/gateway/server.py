@@ -19,17 +19,20 @@ import os
 import re
 import socket
 import ssl
+import threading
 import time
 import uuid
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from decimal import Decimal
 from http import HTTPStatus
 from typing import Any, cast
 
 import ocpp.messages
 import redis.asyncio as aioredis
 from django.conf import settings
+from django.db import connections
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidHeader
@@ -69,6 +72,13 @@ def _refuse(connection: ServerConnection, status: HTTPStatus, text: str, *, basi
     if basic:
         response.headers["WWW-Authenticate"] = build_www_authenticate_basic("OCPP")
     return response
+
+
+def _json_default(value: Any) -> Any:
+    # The library parses some 1.6 answers (GetCompositeSchedule) with Decimal floats.
+    if isinstance(value, Decimal):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _offered_subprotocols(headers: Headers) -> list[str]:
@@ -258,13 +268,30 @@ class Gateway:
             status, payload, error = "CallError", None, f"malformed command: {exc}"
         except ConnectionClosed:
             status, payload, error = "Offline", None, "connection closed during the call"
+        except Exception as exc:  # never leave a sender waiting for nothing
+            logger.exception("command %s failed in the gateway", request_id)
+            status, payload, error = "CallError", None, f"gateway error: {exc}"
         reply = {"id": request_id, "status": status, "payload": payload, "error": error, "gateway": self.instance_id}
         reply_to = fields.get("reply")
         if reply_to:
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.lpush(reply_to, json.dumps(reply))
+                pipe.lpush(reply_to, json.dumps(reply, default=_json_default))
                 pipe.expire(reply_to, REPLY_TTL_S)
                 await pipe.execute()
+
+    def _close_db_threads(self) -> None:
+        """Close each DB thread's connection (one barrier task per thread), then the pool."""
+        workers = settings.GATEWAY_DB_THREADS
+        barrier = threading.Barrier(workers)
+
+        def close() -> None:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait(5)
+            connections.close_all()
+
+        for future in [self.db.submit(close) for _ in range(workers)]:
+            future.result(30)
+        self.db.shutdown(wait=True)
 
     # -- lifetime ----------------------------------------------------------------------------
 
@@ -334,4 +361,4 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await self.redis.delete(keys.instance_key(self.instance_id), keys.command_stream_key(self.instance_id))
             await self.redis.aclose()
-            self.db.shutdown(wait=False)
+            await asyncio.get_running_loop().run_in_executor(None, self._close_db_threads)
