@@ -104,7 +104,8 @@ class GatewayChargePoint:
             match = UNIQUE_ID_RE.match(raw_msg)
             unique_id = match.group(1) if match else "-1"
             logger.warning("%s: not an OCPP-J frame (%s): %.200r", self.link.charge_point_id, error.code, raw_msg)
-            await self.channel.send(CallError(unique_id, error.code, error.description, error.details or {}).to_json())
+            details = {"cause": str((error.details or {}).get("cause", ""))[:200]}  # never echo the frame back
+            await self.channel.send(CallError(unique_id, error.code, error.description, details).to_json())
             return
         await super().route_message(raw_msg)  # type: ignore[misc]
 

@@ -1,0 +1,244 @@
+"""OCPP handlers fed frame by frame: what they answer and which events they hand to the worker."""
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from chargepoint.gateway.auth import ChargerIdentity
+from chargepoint.gateway.link import ChargerLink, TenantReads
+from chargepoint.gateway.protocol import Channel, TokenBucket
+from chargepoint.gateway.telemetry import TelemetryBuffer
+from chargepoint.ocpp16 import ChargePoint16
+from chargepoint.ocpp201 import ChargePoint201
+
+IDENTITY = ChargerIdentity("UNIT-1", "alpha", "north")
+
+
+class FakeSocket:
+    """Stands in for the websocket: what the handler sends, and how it was closed."""
+
+    def __init__(self) -> None:
+        self.sent: list[list] = []
+        self.closed: tuple[int, str] | None = None
+
+    async def send(self, message: str) -> None:
+        self.sent.append(json.loads(message))
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+
+class Harness:
+    def __init__(self, cls, version: str, *, burst: int = 100) -> None:
+        self.published: list[tuple[str, list[dict]]] = []
+        self.buffer = TelemetryBuffer(
+            publish=lambda s, e: self.published.append((s, e)), window_s=60, max_events=10_000
+        )
+        self.link = ChargerLink(
+            identity=IDENTITY,
+            ocpp_version=version,
+            telemetry=self.buffer,
+            reads=TenantReads(ThreadPoolExecutor(1)),
+            gateway_id="gw-unit",
+        )
+        self.socket = FakeSocket()
+        self.cp = cls(
+            link=self.link, channel=Channel(self.socket, version), bucket=TokenBucket(burst=burst, rate_per_s=0.001)
+        )
+
+    def feed(self, *frames: str) -> list[list]:
+        async def run() -> None:
+            for frame in frames:
+                await self.cp.route_message(frame)
+            await self.buffer.flush()
+
+        asyncio.run(run())
+        return self.socket.sent
+
+    @property
+    def events(self) -> list[dict]:
+        return [e for _, batch in self.published for e in batch]
+
+
+def test_16_boot_status_and_meter_values_are_answered_and_batched_into_one_hand_off() -> None:
+    h = Harness(ChargePoint16, "1.6")
+
+    sent = h.feed(
+        '[2,"1","BootNotification",{"chargePointVendor":"ACME","chargePointModel":"W1","firmwareVersion":"2.1"}]',
+        '[2,"2","StatusNotification",{"connectorId":1,"errorCode":"NoError","status":"Preparing"}]',
+        '[2,"3","MeterValues",{"connectorId":1,"transactionId":5,"meterValue":[{"timestamp":"2026-05-01T09:00:00Z",'
+        '"sampledValue":[{"value":"7.4","measurand":"Power.Active.Import","unit":"kW"}]}]}]',
+        '[2,"4","Heartbeat",{}]',
+    )
+
+    assert [f[0] for f in sent] == [3, 3, 3, 3]
+    assert sent[0][2]["status"] == "Accepted"
+    assert "currentTime" in sent[3][2]
+    assert len(h.published) == 1  # one task for the window, not one per message
+    schema, batch = h.published[0]
+    assert schema == "alpha"
+    assert [e["type"] for e in batch] == ["boot", "status", "meter", "seen"]
+    assert batch[0]["firmware_version"] == "2.1"
+    assert batch[2]["samples"][0]["value"] == "7400.000000"
+    assert batch[2]["transaction_id"] == "5"
+    assert all(e["cp"] == "UNIT-1" for e in batch)
+
+
+def test_16_stop_transaction_hands_over_its_meter_data_before_the_stop() -> None:
+    h = Harness(ChargePoint16, "1.6")
+
+    sent = h.feed(
+        '[2,"s","StopTransaction",{"meterStop":5000,"timestamp":"2026-05-01T10:00:00Z","transactionId":9,"idTag":"T",'
+        '"transactionData":[{"timestamp":"2026-05-01T10:00:00Z","sampledValue":[{"value":"5000"}]}]}]'
+    )
+
+    assert sent[0][2] == {"idTagInfo": {"status": "Accepted"}}
+    assert [e["type"] for e in h.events] == ["meter", "stop"]
+    assert h.events[1]["meter_stop_wh"] == "5000.000000"
+
+
+def test_16_a_negative_meter_stop_is_refused_and_nothing_is_handed_over() -> None:
+    h = Harness(ChargePoint16, "1.6")
+
+    sent = h.feed('[2,"s","StopTransaction",{"meterStop":-5,"timestamp":"2026-05-01T10:00:00Z","transactionId":9}]')
+
+    assert sent[0][:3] == [4, "s", "PropertyConstraintViolation"]
+    assert h.events == []
+
+
+def test_201_transaction_events_start_meter_state_and_end() -> None:
+    h = Harness(ChargePoint201, "2.0.1")
+    started = {
+        "eventType": "Started",
+        "timestamp": "2026-05-01T09:00:00Z",
+        "triggerReason": "CablePluggedIn",
+        "seqNo": 0,
+        "transactionInfo": {"transactionId": "tx-1", "chargingState": "EVConnected"},
+        "evse": {"id": 1, "connectorId": 1},
+        "idToken": {"idToken": "", "type": "NoAuthorization"},
+        "meterValue": [
+            {"timestamp": "2026-05-01T09:00:00Z", "sampledValue": [{"value": 1.5, "unitOfMeasure": {"unit": "kWh"}}]}
+        ],
+    }
+    ended = {
+        "eventType": "Ended",
+        "timestamp": "2026-05-01T10:00:00Z",
+        "triggerReason": "EVCommunicationLost",
+        "seqNo": 1,
+        "transactionInfo": {"transactionId": "tx-1", "stoppedReason": "EVDisconnected"},
+        "meterValue": [
+            {"timestamp": "2026-05-01T10:00:00Z", "sampledValue": [{"value": 9.5, "unitOfMeasure": {"unit": "kWh"}}]}
+        ],
+    }
+
+    sent = h.feed(json.dumps([2, "a", "TransactionEvent", started]), json.dumps([2, "b", "TransactionEvent", ended]))
+
+    assert sent[0][2] == {"idTokenInfo": {"status": "Accepted"}}
+    assert sent[1][2] == {}
+    kinds = [(e["type"], e.get("status")) for e in h.events]
+    assert kinds == [("start", None), ("meter", None), ("status", "Preparing"), ("meter", None), ("stop", None)]
+    assert h.events[0]["meter_start_wh"] == "1500.000000"
+    assert h.events[0]["connector"] == 1
+    assert h.events[4]["meter_stop_wh"] == "9500.000000"
+
+
+def test_201_notify_ev_charging_needs_hands_departure_and_energy_to_the_balancer() -> None:
+    h = Harness(ChargePoint201, "2.0.1")
+    needs = {
+        "evseId": 1,
+        "chargingNeeds": {
+            "requestedEnergyTransfer": "AC_three_phase",
+            "departureTime": "2026-05-01T17:00:00Z",
+            "acChargingParameters": {"energyAmount": 24000, "evMinCurrent": 6, "evMaxCurrent": 32, "evMaxVoltage": 400},
+        },
+    }
+
+    sent = h.feed(json.dumps([2, "n", "NotifyEVChargingNeeds", needs]))
+
+    assert sent[0][2] == {"status": "Accepted"}
+    (event,) = h.events
+    assert (event["type"], event["connector"], event["energy_needed_kwh"], event["ev_max_current_a"]) == (
+        "needs",
+        1,
+        "24.000000",
+        "32.000000",
+    )
+    assert event["departure_at"].startswith("2026-05-01T17:00:00")
+
+
+def test_a_201_transaction_without_its_evse_is_refused() -> None:
+    h = Harness(ChargePoint201, "2.0.1")
+    started = {
+        "eventType": "Started",
+        "timestamp": "2026-05-01T09:00:00Z",
+        "triggerReason": "CablePluggedIn",
+        "seqNo": 0,
+        "transactionInfo": {"transactionId": "tx-2"},
+    }
+
+    sent = h.feed(json.dumps([2, "a", "TransactionEvent", started]))
+
+    assert sent[0][2] == "PropertyConstraintViolation"
+
+
+@pytest.mark.parametrize(("cls", "version"), [(ChargePoint16, "1.6"), (ChargePoint201, "2.0.1")])
+def test_a_frame_that_is_no_ocpp_gets_a_callerror_with_the_id_it_had(cls, version) -> None:
+    h = Harness(cls, version)
+
+    sent = h.feed('[2,"abc","Heartbeat",{]')
+
+    code = "FormationViolation" if version == "1.6" else "FormatViolation"
+    assert sent == [[4, "abc", code, sent[0][3], {"cause": "Message is not valid JSON"}]]
+
+
+def test_a_binary_frame_closes_the_connection() -> None:
+    h = Harness(ChargePoint16, "1.6")
+
+    h.feed(b'[2,"1","Heartbeat",{}]')  # type: ignore[arg-type]
+
+    assert h.socket.closed == (1003, "binary frames are not OCPP-J")
+
+
+def test_more_messages_than_the_bucket_holds_close_the_connection() -> None:
+    h = Harness(ChargePoint16, "1.6", burst=3)
+
+    sent = h.feed(*[f'[2,"{n}","Heartbeat",{{}}]' for n in range(4)])
+
+    assert len(sent) == 3
+    assert h.socket.closed == (1008, "message rate limit exceeded")
+
+
+def test_data_transfer_is_accepted_only_for_configured_vendors(settings) -> None:
+    settings.GATEWAY_DATA_TRANSFER_VENDORS = ["com.acme"]
+    h = Harness(ChargePoint16, "1.6")
+
+    sent = h.feed('[2,"1","DataTransfer",{"vendorId":"com.acme"}]', '[2,"2","DataTransfer",{"vendorId":"com.other"}]')
+
+    assert [f[2]["status"] for f in sent] == ["Accepted", "UnknownVendorId"]
+
+
+def test_a_failed_publish_is_retried_in_order_and_nothing_is_lost() -> None:
+    published: list[list[dict]] = []
+    failures = {"left": 2}
+
+    def flaky(schema: str, events: list[dict]) -> None:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise ConnectionError("broker restarting")
+        published.append(events)
+
+    buffer = TelemetryBuffer(publish=flaky, window_s=60, max_events=10_000)
+
+    async def run() -> None:
+        buffer.add("alpha", {"n": 1})
+        await buffer.flush()
+        buffer.add("alpha", {"n": 2})
+        assert await buffer.drain(timeout_s=20)
+
+    asyncio.run(run())
+    buffer.close()
+
+    assert [e["n"] for batch in published for e in batch] == [1, 2]
+    assert buffer.failures == 2
