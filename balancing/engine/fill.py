@@ -2,17 +2,19 @@
 
 The site is a set of constraints ``sum_i coef[c][i] * x_i <= capacity[c]``: one per node and
 phase (coefficient 1 for an EVSE on that phase below the node) and one per node kW limit
-(coefficient phases * voltage / 1000). Every coefficient is positive, which is what makes
-progressive filling exact for weighted max-min fairness: raise a common level ``t`` and give
-every EVSE ``x_i = max(floor_i, weight_i * t)``, capped at ``cap_i``; when a constraint fills
-up, every EVSE under it stops. The result is the lexicographically max-min fair allocation of
-``x_i / weight_i`` among the vectors that give each EVSE at least its floor.
+(coefficient ``scale_i`` = phases * voltage / 1000 for every kW constraint of EVSE i). Every
+coefficient is positive, which is what makes progressive filling exact for weighted max-min
+fairness: raise a common level ``t`` and give every EVSE ``x_i = max(floor_i, weight_i * t)``,
+capped at ``cap_i``; when a constraint fills up, every EVSE under it stops. The result is the
+lexicographically max-min fair allocation of ``x_i / weight_i`` among the vectors that give
+each EVSE at least its floor.
 
-Cost: the level only stops at events (an EVSE joins when ``weight_i * t`` reaches its floor,
-an EVSE reaches its cap, a constraint fills). Each constraint keeps its load as ``F + R * t``
+Cost: the level only stops at events (EVSEs join when ``weight_i * t`` reaches their floor,
+reach their cap, or a constraint fills). Each constraint keeps its load as ``F + R * t``
 (frozen part plus growing rate), so an event touches only the constraints of the EVSEs it
-changes; the next constraint to fill comes from a heap with lazy deletion. That is
-``O((E * d + C) log C)`` for E EVSEs with d constraints each and C constraints.
+changes; the next constraint to fill comes from a heap. That is ``O(E * d + C log C)``-ish for
+E EVSEs with d constraints each and C constraints. Unit and scaled coefficients are kept in
+separate lists because a plain loop costs half of one that multiplies by a coefficient.
 """
 
 from __future__ import annotations
@@ -36,10 +38,38 @@ class Constraints:
     """Remaining capacity per constraint (A, or kW for power constraints), after fixed currents."""
     members: list[list[int]]
     """EVSE indices under each constraint."""
-    evse_cons: list[list[int]]
-    """Constraint indices of each EVSE."""
-    evse_coef: list[list[float]]
-    """Coefficient of each EVSE in each of its constraints (same order as ``evse_cons``)."""
+    unit: list[list[int]]
+    """Per EVSE, the constraints where its coefficient is 1 (node-phase current limits)."""
+    scaled: list[list[int]]
+    """Per EVSE, the constraints where its coefficient is ``scale[i]`` (node power limits)."""
+    scale: list[float]
+    """Per EVSE, its coefficient in the ``scaled`` constraints (kW per A)."""
+
+    def room(self, load: list[float], i: int) -> tuple[float, int]:
+        """Most current (A) EVSE ``i`` could add given ``load``, and the constraint that sets it (-1: none)."""
+        capacity = self.capacity
+        best = math.inf
+        which = -1
+        for c in self.unit[i]:
+            left = capacity[c] - load[c]
+            if left < best:
+                best, which = left, c
+        scale = self.scale[i]
+        for c in self.scaled[i]:
+            left = (capacity[c] - load[c]) / scale
+            if left < best:
+                best, which = left, c
+        return best, which
+
+    def add(self, load: list[float], i: int, amount_a: float) -> None:
+        """Book ``amount_a`` more (or less, if negative) of EVSE ``i`` into ``load``."""
+        for c in self.unit[i]:
+            load[c] += amount_a
+        scaled = self.scaled[i]
+        if scaled:
+            power = amount_a * self.scale[i]
+            for c in scaled:
+                load[c] += power
 
 
 def water_fill(
@@ -48,34 +78,43 @@ def water_fill(
     floors: list[float],
     caps: list[float],
     weights: list[float],
-) -> dict[int, float]:
+    floor_load: list[float] | None = None,
+) -> list[float]:
     """Continuous weighted max-min fair currents (A) for ``participants``, each within [floor, cap].
 
-    The floors must already fit every constraint (the admission stage makes sure of that).
-    Returns the current of each participant; other EVSEs are not counted.
+    The floors must already fit every constraint (the admission stage makes sure of that);
+    ``floor_load``, if the caller has it, is the load of those floors per constraint, which
+    saves a pass. Returns a list indexed like ``floors``; non-participants keep their floor.
+
+    A constraint's saturation level ``(capacity - F) / R`` only falls when an EVSE under it
+    starts growing and only rises when one stops, so the heap is pushed on joins alone; a
+    popped entry whose level has since risen is pushed again with the new level (lazy
+    increase-key), and one whose constraint no longer grows is dropped.
     """
     capacity = system.capacity
-    evse_cons = system.evse_cons
-    evse_coef = system.evse_coef
+    unit = system.unit
+    scaled = system.scaled
+    scale = system.scale
     members = system.members
     n_cons = len(capacity)
-    frozen_load = [0.0] * n_cons
+    if floor_load is None:
+        frozen_load = [0.0] * n_cons
+        for i in participants:
+            system.add(frozen_load, i, floors[i])
+    else:
+        frozen_load = list(floor_load)
     rate = [0.0] * n_cons
     growing_count = [0] * n_cons
-    version = [0] * n_cons
-    touched = [False] * n_cons
+    queued = [math.inf] * n_cons
+    saturated = [False] * n_cons
 
-    # 0 = waiting to join, 1 = growing, 2 = frozen
-    state: dict[int, int] = {}
-    value: dict[int, float] = {}
+    # 0 = waiting to join, 1 = growing, 2 = frozen, -1 = not taking part
+    state = [-1] * len(floors)
+    value = list(floors)
     joins: list[tuple[float, int]] = []
     cap_events: list[tuple[float, int]] = []
     for i in participants:
         floor = floors[i]
-        value[i] = floor
-        for c, a in zip(evse_cons[i], evse_coef[i], strict=True):
-            frozen_load[c] += a * floor
-            touched[c] = True
         if caps[i] <= floor + EPS:
             state[i] = 2
             continue
@@ -85,81 +124,120 @@ def water_fill(
         cap_events.append((caps[i] / w, i))
     joins.sort()
     cap_events.sort()
-    heap: list[tuple[float, int, int]] = []
-    saturated = [False] * n_cons
-    for c in range(n_cons):
-        if touched[c] and frozen_load[c] >= capacity[c] - EPS:
-            saturated[c] = True
-
-    def push(c: int) -> None:
-        version[c] += 1
-        if growing_count[c]:
-            heapq.heappush(heap, ((capacity[c] - frozen_load[c]) / rate[c], version[c], c))
-
-    def freeze(i: int, level: float) -> None:
-        x = weights[i] * level
-        if x < value[i]:
-            x = value[i]
-        value[i] = x
-        state[i] = 2
-        w = weights[i]
-        for c, a in zip(evse_cons[i], evse_coef[i], strict=True):
-            frozen_load[c] += a * x
-            growing_count[c] -= 1
-            if growing_count[c]:
-                rate[c] -= a * w
-            else:
-                rate[c] = 0.0
-            push(c)
-
     # EVSEs under a constraint already full at their floors never grow.
     for c in range(n_cons):
-        if saturated[c]:
+        if frozen_load[c] >= capacity[c] - EPS and members[c]:
+            saturated[c] = True
             for i in members[c]:
-                if state.get(i) == 0:
+                if state[i] == 0:
                     state[i] = 2
+    heap: list[tuple[float, int]] = []
+
+    def freeze(i: int, level: float) -> None:
+        w = weights[i]
+        x = w * level
+        if x < value[i]:
+            x = value[i]
+        if x > caps[i]:
+            x = caps[i]
+        value[i] = x
+        state[i] = 2
+        for c in unit[i]:
+            frozen_load[c] += x
+            count = growing_count[c] - 1
+            growing_count[c] = count
+            if count:
+                rate[c] -= w
+            else:
+                rate[c] = 0.0
+        if scaled[i]:
+            a = scale[i]
+            power = a * x
+            dr = a * w
+            for c in scaled[i]:
+                frozen_load[c] += power
+                count = growing_count[c] - 1
+                growing_count[c] = count
+                if count:
+                    rate[c] -= dr
+                else:
+                    rate[c] = 0.0
 
     ji = 0
     ci = 0
     n_joins = len(joins)
     n_caps = len(cap_events)
     inf = math.inf
+    heappop = heapq.heappop
+    heappush = heapq.heappush
     while True:
         t_join = joins[ji][0] if ji < n_joins else inf
         t_cap = cap_events[ci][0] if ci < n_caps else inf
-        while heap and (heap[0][1] != version[heap[0][2]] or saturated[heap[0][2]]):
-            heapq.heappop(heap)
-        t_sat = heap[0][0] if heap else inf
+        t_sat = inf
+        while heap:
+            t, c = heap[0]
+            if t != queued[c] or saturated[c] or not growing_count[c]:
+                heappop(heap)
+                if t == queued[c]:
+                    queued[c] = inf
+                continue
+            actual = (capacity[c] - frozen_load[c]) / rate[c]
+            if actual > t + EPS * (1.0 + abs(t)):
+                heappop(heap)
+                queued[c] = actual
+                heappush(heap, (actual, c))
+                continue
+            t_sat = t
+            break
         if t_join == inf and t_cap == inf and t_sat == inf:
             break
         if t_sat <= t_join and t_sat <= t_cap:
-            _, _, c = heapq.heappop(heap)
+            _, c = heappop(heap)
+            queued[c] = inf
             saturated[c] = True
             for i in members[c]:
-                s = state.get(i)
+                s = state[i]
                 if s == 1:
                     freeze(i, t_sat)
                 elif s == 0:
                     state[i] = 2
         elif t_join <= t_cap:
-            _, i = joins[ji]
-            ji += 1
-            if state[i] != 0:
-                continue
-            state[i] = 1
-            floor = value[i]
-            w = weights[i]
-            for c, a in zip(evse_cons[i], evse_coef[i], strict=True):
-                frozen_load[c] -= a * floor
-                rate[c] += a * w
-                growing_count[c] += 1
-                push(c)
+            touched: set[int] = set()
+            while ji < n_joins and joins[ji][0] == t_join:
+                i = joins[ji][1]
+                ji += 1
+                if state[i] != 0:
+                    continue
+                state[i] = 1
+                floor = value[i]
+                w = weights[i]
+                cons = unit[i]
+                for c in cons:
+                    frozen_load[c] -= floor
+                    rate[c] += w
+                    growing_count[c] += 1
+                touched.update(cons)
+                if scaled[i]:
+                    a = scale[i]
+                    power = a * floor
+                    dr = a * w
+                    for c in scaled[i]:
+                        frozen_load[c] -= power
+                        rate[c] += dr
+                        growing_count[c] += 1
+                    touched.update(scaled[i])
+            for c in touched:
+                if not saturated[c]:
+                    t = (capacity[c] - frozen_load[c]) / rate[c]
+                    if t < queued[c]:
+                        queued[c] = t
+                        heappush(heap, (t, c))
         else:
-            _, i = cap_events[ci]
-            ci += 1
-            if state[i] == 1:
-                freeze(i, t_cap)
-                value[i] = min(value[i], caps[i])
+            while ci < n_caps and cap_events[ci][0] == t_cap:
+                i = cap_events[ci][1]
+                ci += 1
+                if state[i] == 1:
+                    freeze(i, t_cap)
     return value
 
 
@@ -171,24 +249,24 @@ def steps_down(x_a: float, step_a: float) -> int:
 def discretise(
     system: Constraints,
     participants: list[int],
-    continuous: dict[int, float],
+    continuous: list[float],
     floors: list[float],
     caps: list[float],
     steps: list[float],
     weights: list[float],
-) -> dict[int, float]:
+) -> tuple[list[float], dict[int, int]]:
     """Round every current down to its step, then hand the freed capacity back one step at a time.
 
     Floors and caps are on the step grid. The hand-back goes to the lowest weighted level
     first (ties: the largest rounding loss, then index), so the result stays within one step
     of the continuous max-min allocation, and every addition is checked against every
-    constraint of the EVSE, so no limit is ever crossed.
+    constraint of the EVSE, so no limit is ever crossed. Returns the currents (indexed like
+    ``floors``) and, for each EVSE left below its cap, the constraint that stopped it.
     """
     capacity = system.capacity
-    evse_cons = system.evse_cons
-    evse_coef = system.evse_coef
     load = [0.0] * len(capacity)
-    result: dict[int, float] = {}
+    result = [0.0] * len(floors)
+    add = system.add
     for i in participants:
         step = steps[i]
         x = steps_down(continuous[i], step) * step
@@ -197,33 +275,33 @@ def discretise(
         if x > caps[i]:
             x = caps[i]
         result[i] = x
-        for c, a in zip(evse_cons[i], evse_coef[i], strict=True):
-            load[c] += a * x
+        add(load, i, x)
     _repair(system, participants, result, floors, steps, weights, load)
     candidates = [i for i in participants if result[i] + steps[i] <= caps[i] + EPS]
     lost = {i: continuous[i] - result[i] for i in candidates}
+    room = system.room
+    blocked_by: dict[int, int] = {}
     while candidates:
         candidates.sort(key=lambda i: ((result[i] + steps[i]) / weights[i], -lost[i], i))
         again: list[int] = []
         for i in candidates:
             step = steps[i]
-            cons = evse_cons[i]
-            coefs = evse_coef[i]
-            if all(load[c] + a * step <= capacity[c] + EPS for c, a in zip(cons, coefs, strict=True)):
+            left, which = room(load, i)
+            if left + EPS >= step:
                 result[i] += step
-                for c, a in zip(cons, coefs, strict=True):
-                    load[c] += a * step
+                add(load, i, step)
                 if result[i] + step <= caps[i] + EPS:
                     again.append(i)
-            # An EVSE that does not fit now never will: loads only grow in this loop.
+            else:
+                blocked_by[i] = which  # does not fit now, never will: loads only grow here
         candidates = again
-    return result
+    return result, blocked_by
 
 
 def _repair(
     system: Constraints,
     participants: list[int],
-    result: dict[int, float],
+    result: list[float],
     floors: list[float],
     steps: list[float],
     weights: list[float],
@@ -231,14 +309,16 @@ def _repair(
 ) -> None:
     """Lower currents on any constraint that float noise pushed over capacity (rare; never below a floor)."""
     capacity = system.capacity
+    taking_part: set[int] | None = None
     for c, members in enumerate(system.members):
         if load[c] <= capacity[c] + EPS:
             continue
-        over = sorted((i for i in members if i in result), key=lambda i: (-result[i] / weights[i], i))
+        if taking_part is None:
+            taking_part = set(participants)
+        over = sorted((i for i in members if i in taking_part), key=lambda i: (-result[i] / weights[i], i))
         for i in over:
             while load[c] > capacity[c] + EPS and result[i] - steps[i] >= floors[i] - EPS:
                 result[i] -= steps[i]
-                for c2, a in zip(system.evse_cons[i], system.evse_coef[i], strict=True):
-                    load[c2] -= a * steps[i]
+                system.add(load, i, -steps[i])
             if load[c] <= capacity[c] + EPS:
                 break

@@ -9,10 +9,11 @@ the order of the input lists.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 PHASE_NAMES = ("L1", "L2", "L3")
 _PHASE_INDEX = {name: i for i, name in enumerate(PHASE_NAMES)}
@@ -60,8 +61,7 @@ class ProblemError(ValueError):
         self.message = message
 
 
-@dataclass(frozen=True, slots=True)
-class Node:
+class Node(NamedTuple):
     """One node of the site tree; limits are per site phase (A) and for the whole subtree (kW)."""
 
     id: str
@@ -70,17 +70,19 @@ class Node:
     limit_kw: float | None
 
 
-@dataclass(frozen=True, slots=True)
-class Evse:
-    """One charging point (connector) with the state the glue knows about it; currents in A."""
+class Evse(NamedTuple):
+    """One charging point (connector) with the state the glue knows about it; currents in A.
+
+    A NamedTuple rather than a frozen dataclass: as immutable, and five times cheaper to
+    build, which matters at 10,000 EVSEs a call."""
 
     id: str
     node: str
     phases: tuple[int, ...]
     min_a: float
     max_a: float
-    step_a: float
     active: bool
+    step_a: float = DEFAULT_STEP_A
     ev_max_a: float | None = None
     measured_a: float | None = None
     offered_a: float | None = None
@@ -286,60 +288,92 @@ def _parse_phases(value: object, path: str, phase_count: int) -> tuple[int, ...]
     return tuple(sorted(indices))
 
 
-def _parse_evse(item: object, i: int, node_ids: set[str], phase_count: int) -> Evse:
+_OPTIONAL_NUMBERS = ("ev_max_a", "measured_a", "offered_a", "energy_needed_kwh", "session_kwh", "fixed_a")
+_OPTIONAL_TIMES = ("departure", "paused_since", "charging_since")
+_INF = math.inf
+
+
+def _phase_table(phase_count: int) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """Every valid ``phases`` list (any order) for the site, so the common case is one lookup."""
+    names = PHASE_NAMES[:phase_count]
+    table: dict[tuple[str, ...], tuple[int, ...]] = {}
+    for mask in range(1, 1 << phase_count):
+        chosen = [k for k in range(phase_count) if mask >> k & 1]
+        for order in itertools.permutations(chosen):
+            table[tuple(names[k] for k in order)] = tuple(chosen)
+    return table
+
+
+def _is_amps(value: object) -> bool:
+    """Fast path: an int or float in [0, inf); NaN fails the comparison and takes the slow path."""
+    cls = value.__class__
+    return (cls is float or cls is int) and 0 <= value < _INF  # type: ignore[operator]
+
+
+def _parse_evse(
+    item: object, i: int, node_ids: set[str], phase_count: int, phase_table: dict[tuple[str, ...], tuple[int, ...]]
+) -> Evse:
     path = f"evses[{i}]"
-    evse = _check_keys(item, _EVSE_KEYS, path)
-    evse_id = _text(evse, "id", path)
+    if not isinstance(item, dict) or not item.keys() <= _EVSE_KEYS:
+        _check_keys(item, _EVSE_KEYS, path)
+    evse: dict[str, Any] = item  # type: ignore[assignment]
+    evse_id = evse.get("id")
+    if evse_id.__class__ is not str or not evse_id:
+        evse_id = _text(evse, "id", path)
     node = evse.get("node")
-    if node is None:
-        raise ProblemError(f"{path}.node", "required node id is missing")
-    if not isinstance(node, str):
-        raise ProblemError(f"{path}.node", f"must be a node id string, not {_type_name(node)}")
-    if node not in node_ids:
+    if node.__class__ is not str or node not in node_ids:
+        if node is None:
+            raise ProblemError(f"{path}.node", "required node id is missing")
+        if not isinstance(node, str):
+            raise ProblemError(f"{path}.node", f"must be a node id string, not {_type_name(node)}")
         raise ProblemError(f"{path}.node", f"unknown node {node!r}")
-    phases = _parse_phases(evse.get("phases"), path, phase_count)
-    min_a = _required_number(evse, "min_a", path)
-    max_a = _required_number(evse, "max_a", path)
+    raw_phases = evse.get("phases")
+    phases = None
+    if isinstance(raw_phases, list):
+        try:
+            phases = phase_table.get(tuple(raw_phases))
+        except TypeError:
+            phases = None
+    if phases is None:
+        phases = _parse_phases(raw_phases, path, phase_count)
+    min_a: float = evse.get("min_a")  # type: ignore[assignment]
+    if not _is_amps(min_a):
+        min_a = _required_number(evse, "min_a", path)
+    max_a: float = evse.get("max_a")  # type: ignore[assignment]
+    if not _is_amps(max_a):
+        max_a = _required_number(evse, "max_a", path)
     if max_a < min_a:
         raise ProblemError(f"{path}.max_a", f"must be at least min_a ({min_a:g}), not {max_a:g}")
-    step_a = _number(evse, "step_a", path, required=False)
-    if step_a is None:
-        step_a = DEFAULT_STEP_A
-    elif step_a <= 0:
-        raise ProblemError(f"{path}.step_a", f"must be greater than 0, not {step_a:g}")
     active = evse.get("active")
-    if active is None:
-        raise ProblemError(f"{path}.active", "required boolean is missing")
-    if not isinstance(active, bool):
+    if active.__class__ is not bool:
+        if active is None:
+            raise ProblemError(f"{path}.active", "required boolean is missing")
         raise ProblemError(f"{path}.active", f"must be true or false, not {_type_name(active)}")
-    priority = _number(evse, "priority", path, required=False)
-    if priority is None:
-        priority = DEFAULT_PRIORITY
-    elif priority <= 0:
-        raise ProblemError(f"{path}.priority", f"must be greater than 0, not {priority:g}")
-    paused_since = _time(evse, "paused_since", path, required=False)
-    charging_since = _time(evse, "charging_since", path, required=False)
-    if paused_since is not None and charging_since is not None:
+    options: dict[str, Any] = {}
+    step_a = evse.get("step_a")
+    if step_a is not None:
+        if not _is_amps(step_a):
+            step_a = _required_number(evse, "step_a", path)
+        if step_a <= 0:
+            raise ProblemError(f"{path}.step_a", f"must be greater than 0, not {step_a:g}")
+        options["step_a"] = float(step_a)
+    priority = evse.get("priority")
+    if priority is not None:
+        if not _is_amps(priority):
+            priority = _required_number(evse, "priority", path)
+        if priority <= 0:
+            raise ProblemError(f"{path}.priority", f"must be greater than 0, not {priority:g}")
+        options["priority"] = float(priority)
+    for key in _OPTIONAL_NUMBERS:
+        value = evse.get(key)
+        if value is not None:
+            options[key] = float(value) if _is_amps(value) else _required_number(evse, key, path)
+    for key in _OPTIONAL_TIMES:
+        if evse.get(key) is not None:
+            options[key] = _time(evse, key, path, required=False)
+    if "paused_since" in options and "charging_since" in options:
         raise ProblemError(f"{path}.paused_since", "give paused_since or charging_since, not both")
-    return Evse(
-        id=evse_id,
-        node=node,
-        phases=phases,
-        min_a=min_a,
-        max_a=max_a,
-        step_a=step_a,
-        active=active,
-        ev_max_a=_number(evse, "ev_max_a", path, required=False),
-        measured_a=_number(evse, "measured_a", path, required=False),
-        offered_a=_number(evse, "offered_a", path, required=False),
-        priority=priority,
-        energy_needed_kwh=_number(evse, "energy_needed_kwh", path, required=False),
-        departure=_time(evse, "departure", path, required=False),
-        paused_since=paused_since,
-        charging_since=charging_since,
-        session_kwh=_number(evse, "session_kwh", path, required=False),
-        fixed_a=_number(evse, "fixed_a", path, required=False),
-    )
+    return Evse(id=evse_id, node=node, phases=phases, min_a=float(min_a), max_a=float(max_a), active=active, **options)
 
 
 def parse_problem(raw: object) -> Problem:
@@ -361,7 +395,8 @@ def parse_problem(raw: object) -> Problem:
     if not isinstance(raw_evses, list):
         raise ProblemError("evses", f"must be a list, not {_type_name(raw_evses)}")
     node_ids = {node.id for node in nodes}
-    evses = [_parse_evse(item, i, node_ids, phase_count) for i, item in enumerate(raw_evses)]
+    table = _phase_table(phase_count)
+    evses = [_parse_evse(item, i, node_ids, phase_count, table) for i, item in enumerate(raw_evses)]
     seen: dict[str, int] = {}
     for i, evse in enumerate(evses):
         if evse.id in seen:

@@ -69,15 +69,18 @@ def test_progressive_filling_equals_the_sequential_lp_exactly(data: st.DataObjec
     """The continuous fill, on random packing constraints with floors, caps and weights."""
     n = data.draw(st.integers(1, 7))
     m = data.draw(st.integers(1, 5))
-    rows = [[data.draw(st.sampled_from([0.0, 0.0, 1.0, 1.0, 0.69])) for _ in range(n)] for _ in range(m)]
+    power_row = [data.draw(st.booleans()) for _ in range(m)]
+    scale = [data.draw(st.sampled_from([0.23, 0.69, 1.5])) for _ in range(n)]
+    member = [[data.draw(st.booleans()) for _ in range(n)] for _ in range(m)]
+    rows = [[(scale[i] if power_row[c] else 1.0) if member[c][i] else 0.0 for i in range(n)] for c in range(m)]
     floors = [data.draw(st.sampled_from([0.0, 1.0, 6.0])) for _ in range(n)]
     caps = [f + data.draw(st.floats(0, 30)) for f in floors]
     weights = [data.draw(st.sampled_from([1.0, 2.0, 0.5])) for _ in range(n)]
     limits = [sum(r * f for r, f in zip(row, floors, strict=True)) + data.draw(st.floats(0, 50)) for row in rows]
-    members = [[i for i in range(n) if rows[c][i]] for c in range(m)]
-    evse_cons = [[c for c in range(m) if rows[c][i]] for i in range(n)]
-    evse_coef = [[rows[c][i] for c in range(m) if rows[c][i]] for i in range(n)]
-    system = Constraints(list(limits), members, evse_cons, evse_coef)
+    members = [[i for i in range(n) if member[c][i]] for c in range(m)]
+    unit = [[c for c in range(m) if member[c][i] and not power_row[c]] for i in range(n)]
+    scaled = [[c for c in range(m) if member[c][i] and power_row[c]] for i in range(n)]
+    system = Constraints(list(limits), members, unit, scaled, scale)
     ours = water_fill(system, list(range(n)), floors, caps, weights)
     import numpy as np
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from balancing.engine import solve
 from tests.balancing.engine.problems import evse, site
 
 
-def _pair(**slow: float) -> dict[str, float]:
+def _pair(**slow: Any) -> dict[str, float]:
     return solve(site([32], evses=[evse("slow", **slow), evse("other")]))["allocations_a"]
 
 
