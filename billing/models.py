@@ -1,1 +1,214 @@
-"""Billing models arrive with the billing issue. Schema: tenant."""
+"""Tariffs, interval energy, session draw estimates and the immutable monthly savings reports.
+
+Schema: tenant. Money is ``Decimal`` at full precision; it is rounded to the cent only where it
+is shown (the report files). Interval starts are UTC instants on the clock grid of the
+interval length; the site's time zone decides which month and tariff period an interval is in.
+"""
+
+from decimal import Decimal
+
+from django.core.validators import MinValueValidator
+from django.db import models
+
+from balancing.models import Site
+
+
+class Tariff(models.Model):
+    """One version of a site's utility tariff, valid from a date (site local) until the next.
+
+    ``record`` is the OpenEI URDB v7 rate record exactly as imported; ``billing.tariffs``
+    parses it. A new version never changes an old one: reports name the version they used.
+    """
+
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="tariffs")
+    version = models.PositiveIntegerField()
+    name = models.CharField(max_length=200)
+    utility = models.CharField(max_length=200, blank=True)
+    urdb_label = models.CharField(max_length=64, blank=True, help_text="URDB rate label, if known.")
+    valid_from = models.DateField(help_text="First day (site local) the tariff applies.")
+    valid_until = models.DateField(null=True, blank=True, help_text="First day it no longer applies; empty: open.")
+    record = models.JSONField(help_text="The URDB v7 rate record as imported.")
+    record_sha256 = models.CharField(max_length=64)
+    imported_at = models.DateTimeField(auto_now_add=True)
+    imported_by = models.CharField(max_length=254, blank=True)
+
+    class Meta:
+        ordering = ["site", "-valid_from", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["site", "version"], name="tariff_version_unique_per_site"),
+            models.CheckConstraint(
+                condition=models.Q(valid_until__isnull=True) | models.Q(valid_until__gt=models.F("valid_from")),
+                name="tariff_valid_until_after_from",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.site.slug} v{self.version}: {self.name} (from {self.valid_from})"
+
+
+def _money(default: str) -> models.DecimalField:
+    return models.DecimalField(
+        max_digits=12, decimal_places=2, default=Decimal(default), validators=[MinValueValidator(Decimal(0))]
+    )
+
+
+class InstallationCostModel(models.Model):
+    """What the electrical installation costs with and without load balancing, per site.
+
+    Defaults are the brochure's quote for four chargers (with: $2,290, without: $12,192); the
+    avoided capital cost of a site scales the difference by its number of chargers.
+    """
+
+    site = models.OneToOneField(Site, on_delete=models.CASCADE, related_name="installation_cost")
+    reference_chargers = models.PositiveIntegerField(default=4, help_text="Chargers the figures below are for.")
+    breaker_with_lb = _money("50")
+    breaker_without_lb = _money("200")
+    conduit_with_lb = _money("20")
+    conduit_without_lb = _money("1160")
+    wire_with_lb = _money("1400")
+    wire_without_lb = _money("8320")
+    junction_box_with_lb = _money("20")
+    junction_box_without_lb = _money("12")
+    labour_with_lb = _money("800")
+    labour_without_lb = _money("2500")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    COMPONENTS = ("breaker", "conduit", "wire", "junction_box", "labour")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(reference_chargers__gte=1), name="cost_reference_chargers_min_1")
+        ]
+
+    def __str__(self) -> str:
+        return f"installation cost model of {self.site.slug}"
+
+
+class IntervalEnergy(models.Model):
+    """Energy drawn in one interval by one station, or by the whole site (``station`` empty).
+
+    Rebuilt from meter register readings by the rollup; idempotent (an upsert per interval).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="interval_energy")
+    station = models.ForeignKey(
+        "chargepoint.ChargingStation", on_delete=models.CASCADE, null=True, blank=True, related_name="interval_energy"
+    )
+    start = models.DateTimeField(help_text="Interval start (UTC instant on the interval grid).")
+    minutes = models.PositiveSmallIntegerField(default=15)
+    energy_kwh = models.DecimalField(max_digits=14, decimal_places=6)
+    resets = models.PositiveIntegerField(default=0, help_text="Register resets or meter swaps seen in it.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["site", "station", "start"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["site", "station", "start"], name="interval_energy_unique", nulls_distinct=False
+            ),
+            models.CheckConstraint(condition=models.Q(energy_kwh__gte=0), name="interval_energy_non_negative"),
+        ]
+        indexes = [models.Index(fields=["site", "start"], name="interval_site_start")]
+
+    def __str__(self) -> str:
+        return f"{self.site_id}/{self.station_id or 'site'} {self.start:%Y-%m-%d %H:%M} {self.energy_kwh} kWh"
+
+
+class RollupCursor(models.Model):
+    """How far the rollup has read the meter samples (by id); one row per schema."""
+
+    name = models.CharField(max_length=40, unique=True)
+    last_sample_id = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.last_sample_id}"
+
+
+class SessionDraw(models.Model):
+    """What the rollup learned of one session's car from its samples, for the counterfactual."""
+
+    session = models.OneToOneField("chargepoint.ChargingSession", on_delete=models.CASCADE, related_name="draw")
+    observed_max_kw = models.DecimalField(
+        max_digits=9,
+        decimal_places=3,
+        null=True,
+        blank=True,
+        help_text="Highest draw seen while the limit in force was above the draw (kW).",
+    )
+    was_capped = models.BooleanField(default=False, help_text="The car was seen drawing at a limit of ours.")
+    register_energy_kwh = models.DecimalField(
+        max_digits=12, decimal_places=3, null=True, blank=True, help_text="Energy by the register so far (kWh)."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"draw of session {self.session_id}"
+
+
+class SiteMonthDemand(models.Model):
+    """Highest window demand of a site in one month, actual and unmanaged: the ratchet's memory."""
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="month_demands")
+    month = models.DateField(help_text="First day of the month (site local).")
+    actual_kw = models.DecimalField(max_digits=12, decimal_places=4)
+    unmanaged_kw = models.DecimalField(max_digits=12, decimal_places=4)
+    computed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["site", "month"]
+        constraints = [models.UniqueConstraint(fields=["site", "month"], name="site_month_demand_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.site_id} {self.month:%Y-%m}: {self.actual_kw} kW"
+
+
+class SavingsReport(models.Model):
+    """One version of a tenant's monthly savings report. Immutable: the database refuses updates.
+
+    ``data`` holds every figure (Decimals as strings) the files were rendered from, ``tariffs``
+    which tariff version each site was billed with, ``data_sha256`` the checksum of ``data``.
+    """
+
+    class Reason(models.TextChoices):
+        SCHEDULE = "schedule", "Month closed (beat)"
+        REQUEST = "request", "Requested"
+
+    month = models.DateField(help_text="First day of the reported month.")
+    version = models.PositiveIntegerField()
+    reason = models.CharField(max_length=10, choices=Reason.choices)
+    requested_by = models.CharField(max_length=254, blank=True)
+    generated_at = models.DateTimeField()
+    tariffs = models.JSONField(help_text="Site slug -> tariff id, version, name, record checksum.")
+    data = models.JSONField()
+    data_sha256 = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["-month", "-version"]
+        constraints = [models.UniqueConstraint(fields=["month", "version"], name="savings_report_version_unique")]
+
+    def __str__(self) -> str:
+        return f"savings {self.month:%Y-%m} v{self.version}"
+
+
+class SavingsReportFile(models.Model):
+    """One rendering (CSV, XLSX or PDF) of a report version, with its SHA-256. Immutable."""
+
+    class Format(models.TextChoices):
+        CSV = "csv", "CSV"
+        XLSX = "xlsx", "Excel (XLSX)"
+        PDF = "pdf", "PDF"
+
+    report = models.ForeignKey(SavingsReport, on_delete=models.CASCADE, related_name="files")
+    format = models.CharField(max_length=4, choices=Format.choices)
+    content = models.BinaryField()
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["report", "format"]
+        constraints = [models.UniqueConstraint(fields=["report", "format"], name="report_file_format_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.report} {self.format}"

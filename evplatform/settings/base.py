@@ -209,6 +209,19 @@ CELERY_BEAT_SCHEDULE["balancing-sweep"] = {
 
 # --- Billing (billing) -----------------------------------------------------------------
 
+# Meter samples are folded into 15-minute interval energy this often (seconds).
+BILLING_ROLLUP_SECONDS = env.float("BILLING_ROLLUP_SECONDS", default=300.0)
+CELERY_BEAT_SCHEDULE["billing-rollup"] = {
+    "task": "billing.tasks.roll_up_all_tenants",
+    "schedule": BILLING_ROLLUP_SECONDS,
+}
+# Hourly: a tenant's monthly savings report is generated once its last month has closed in the
+# time zone of every one of its sites (the task sends each month once).
+CELERY_BEAT_SCHEDULE["billing-monthly-reports"] = {
+    "task": "billing.tasks.monthly_reports_all_tenants",
+    "schedule": 3600.0,
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -1,0 +1,97 @@
+"""Organisation admin (tenant schema): tariffs, installation cost models, interval data, reports.
+
+Reports and their files are read-only here: a new version comes from regeneration.
+"""
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
+
+from billing.models import InstallationCostModel, IntervalEnergy, SavingsReport, SavingsReportFile, Tariff
+from billing.reports import CONTENT_TYPES
+from evplatform.admin_sites import tenant_admin_site
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Tariff, site=tenant_admin_site)
+class TariffAdmin(ReadOnlyAdmin):
+    list_display = ("site", "version", "name", "utility", "valid_from", "valid_until", "imported_at")
+    list_filter = ("site",)
+    readonly_fields = [f.name for f in Tariff._meta.fields]
+
+
+@admin.register(InstallationCostModel, site=tenant_admin_site)
+class InstallationCostModelAdmin(admin.ModelAdmin):
+    list_display = ("site", "reference_chargers", "updated_at")
+
+
+@admin.register(IntervalEnergy, site=tenant_admin_site)
+class IntervalEnergyAdmin(ReadOnlyAdmin):
+    list_display = ("site", "station", "start", "energy_kwh", "resets")
+    list_filter = ("site",)
+    date_hierarchy = "start"
+
+
+class ReportFileInline(admin.TabularInline):
+    model = SavingsReportFile
+    fields = ("format", "size_bytes", "sha256", "download")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    @admin.display(description="file")
+    def download(self, obj: SavingsReportFile) -> str:
+        from django.urls import reverse
+        from django.utils.html import format_html
+
+        url = reverse("tenant_admin:billing_savingsreport_download", args=[obj.pk])
+        return format_html('<a href="{}">download</a>', url)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(SavingsReport, site=tenant_admin_site)
+class SavingsReportAdmin(ReadOnlyAdmin):
+    list_display = ("month", "version", "reason", "requested_by", "generated_at", "data_sha256")
+    readonly_fields = ("month", "version", "reason", "requested_by", "generated_at", "tariffs", "data_sha256")
+    exclude = ("data",)
+    inlines = [ReportFileInline]
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_view_permission(request, obj)
+
+    def get_urls(self) -> list[Any]:
+        from django.urls import path
+
+        return [
+            path(
+                "file/<int:file_id>/",
+                self.admin_site.admin_view(self.download_view),
+                name="billing_savingsreport_download",
+            ),
+            *super().get_urls(),
+        ]
+
+    def download_view(self, request: HttpRequest, file_id: int) -> HttpResponse:
+        from django.core.exceptions import PermissionDenied
+        from django.shortcuts import get_object_or_404
+
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        stored = get_object_or_404(SavingsReportFile.objects.select_related("report"), pk=file_id)
+        response = HttpResponse(bytes(stored.content), content_type=CONTENT_TYPES[stored.format])
+        name = f"savings-{stored.report.month:%Y-%m}-v{stored.report.version}.{stored.format}"
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        return response

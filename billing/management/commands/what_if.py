@@ -1,0 +1,89 @@
+"""Replay sessions from a CSV unmanaged and through the balancing engine; write the comparison."""
+
+import json
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from billing.tariffs import TariffError, tariff_from_urdb
+from billing.whatif import (
+    DEFAULT_MAX_KW,
+    DEFAULT_PHASES,
+    DEFAULT_STEP_MINUTES,
+    DEFAULT_VOLTAGE_V,
+    WhatIfInputError,
+    sessions_from_csv,
+    what_if,
+)
+
+
+class Command(BaseCommand):
+    help = (
+        "What-if for planning and sales: unmanaged vs load-balanced peak, demand charge, energy cost and "
+        "savings of historical sessions under a kW limit and a URDB tariff; and the NEC 625.42 capacity answer."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--sessions", required=True, help="CSV: station_id,arrival,departure,energy_kwh[,max_kw]")
+        parser.add_argument("--limit-kw", required=True, type=float, help="load-balancing limit (EMS setting), kW")
+        parser.add_argument("--tariff", required=True, help="URDB v7 rate record (JSON)")
+        parser.add_argument("--timezone", required=True, help="IANA zone the demand windows follow")
+        parser.add_argument("--output", required=True, help="JSON file to write")
+        parser.add_argument(
+            "--voltage",
+            type=float,
+            default=DEFAULT_VOLTAGE_V,
+            help=f"line-to-neutral V of the chargers ({DEFAULT_VOLTAGE_V:g}; 230 with --phases 3 in Europe)",
+        )
+        parser.add_argument("--phases", type=int, choices=[1, 3], default=DEFAULT_PHASES)
+        parser.add_argument(
+            "--default-max-kw", type=float, default=DEFAULT_MAX_KW, help="max_kw where the CSV has none"
+        )
+        parser.add_argument("--step-minutes", type=int, default=DEFAULT_STEP_MINUTES, help="replay time step")
+        parser.add_argument("--panel-kw", type=float, default=None, help="panel capacity for EV (limit x 1.25)")
+        parser.add_argument("--charger-kw", type=float, default=None, help="charger rating for the capacity answer")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            tz = ZoneInfo(options["timezone"])
+        except (ZoneInfoNotFoundError, ValueError):
+            raise CommandError(f"--timezone: {options['timezone']!r} is not an IANA time zone") from None
+        if options["voltage"] <= 0:
+            raise CommandError("--voltage: must be > 0")
+        try:
+            record = json.loads(Path(options["tariff"]).read_text())
+        except OSError as exc:
+            raise CommandError(f"--tariff: cannot read {options['tariff']}: {exc.strerror}") from None
+        except json.JSONDecodeError as exc:
+            raise CommandError(f"--tariff: not JSON (line {exc.lineno}: {exc.msg})") from None
+        try:
+            spec = tariff_from_urdb(record)
+        except TariffError as exc:
+            raise CommandError(f"--tariff: {exc}") from None
+        try:
+            text = Path(options["sessions"]).read_text()
+        except OSError as exc:
+            raise CommandError(f"--sessions: cannot read {options['sessions']}: {exc.strerror}") from None
+        try:
+            sessions = sessions_from_csv(text, default_max_kw=options["default_max_kw"])
+            result = what_if(
+                sessions,
+                limit_kw=options["limit_kw"],
+                spec=spec,
+                tz=tz,
+                voltage_v=options["voltage"],
+                phases=options["phases"],
+                step_minutes=options["step_minutes"],
+                panel_kw=options["panel_kw"],
+                charger_kw=options["charger_kw"],
+            )
+        except WhatIfInputError as exc:
+            prefix = "" if str(exc).startswith("--") else "--sessions: "
+            raise CommandError(f"{prefix}{exc}") from None
+        Path(options["output"]).write_text(json.dumps(result, indent=2) + "\n")
+        self.stderr.write(
+            f"peak {result['unmanaged_peak_kw']} kW unmanaged -> {result['managed_peak_kw']} kW managed; "
+            f"savings {result['savings_total']:.2f} over {len(result['months'])} month(s) -> {options['output']}"
+        )

@@ -1,0 +1,78 @@
+"""The summary table every format shares: one row per site and a TOTAL row, money to the cent."""
+
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+CENT = Decimal("0.01")
+KW = Decimal("0.001")
+
+# (CSV column, path into a site section or the total, kind)
+COLUMNS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("site", ("slug",), "text"),
+    ("site_name", ("name",), "text"),
+    ("tariff", ("tariff", "name"), "text"),
+    ("tariff_version", ("tariff", "version"), "text"),
+    ("sessions", ("sessions",), "int"),
+    ("chargers", ("chargers",), "int"),
+    ("energy_delivered_kwh", ("energy_delivered_kwh",), "kwh"),
+    ("energy_not_delivered_kwh", ("energy_not_delivered_kwh",), "kwh"),
+    ("actual_peak_kw", ("actual", "peak_kw"), "kw"),
+    ("unmanaged_peak_kw", ("unmanaged", "peak_kw"), "kw"),
+    ("actual_flat_billing_demand_kw", ("actual", "flat_billing_kw"), "kw"),
+    ("unmanaged_flat_billing_demand_kw", ("unmanaged", "flat_billing_kw"), "kw"),
+    ("actual_tou_demand_kw", ("actual", "tou_demand_kw"), "periods_kw"),
+    ("unmanaged_tou_demand_kw", ("unmanaged", "tou_demand_kw"), "periods_kw"),
+    ("actual_demand_charge", ("actual", "demand_charge"), "money"),
+    ("unmanaged_demand_charge", ("unmanaged", "demand_charge"), "money"),
+    ("actual_energy_cost", ("actual", "energy_cost"), "money"),
+    ("unmanaged_energy_cost", ("unmanaged", "energy_cost"), "money"),
+    ("fixed_charge", ("actual", "fixed_charge"), "money"),
+    ("actual_bill", ("actual", "bill_total"), "money"),
+    ("unmanaged_bill", ("unmanaged", "bill_total"), "money"),
+    ("savings_demand_charge", ("savings", "demand_charge"), "money"),
+    ("savings_energy_cost", ("savings", "energy_cost"), "money"),
+    ("savings_total", ("savings", "total"), "money"),
+    ("avoided_capital_cost", ("avoided_capital_cost",), "money"),
+    ("rate_sources", ("rate_sources",), "sources"),
+)
+
+
+def money(value: Decimal | str) -> Decimal:
+    """Rounded to the cent, half up (the one place money is rounded)."""
+    return Decimal(value).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def _lookup(section: dict[str, Any], path: tuple[str, ...]) -> Any:
+    node: Any = section
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def cell(section: dict[str, Any], path: tuple[str, ...], kind: str) -> Any:
+    """One shown value: Decimal for numbers (rounded for display), str otherwise, None if absent."""
+    value = _lookup(section, path)
+    if value is None:
+        return None
+    if kind == "money":
+        return money(value)
+    if kind in ("kw", "kwh"):
+        return Decimal(value).quantize(KW, rounding=ROUND_HALF_UP)
+    if kind == "int":
+        return int(value)
+    if kind == "periods_kw":
+        return "; ".join(f"p{p}={Decimal(kw).quantize(KW, rounding=ROUND_HALF_UP)}" for p, kw in sorted(value.items()))
+    if kind == "sources":
+        return "; ".join(f"{k}={n}" for k, n in sorted(value.items()))
+    return str(value)
+
+
+def table(data: dict[str, Any]) -> list[list[Any]]:
+    """Rows of the summary: each site, then TOTAL (columns as in ``COLUMNS``)."""
+    rows = [[cell(site, path, kind) for _, path, kind in COLUMNS] for site in data["sites"]]
+    total = [cell(data["total"], path, kind) for _, path, kind in COLUMNS]
+    total[0] = "TOTAL"
+    rows.append(total)
+    return rows

@@ -1,0 +1,89 @@
+"""Billing tasks on the ``reports`` queue (the router maps the billing app to it).
+
+Schema: tenant (``roll_up_intervals``, ``generate_savings_report``); public for the beat
+fan-outs (``roll_up_all_tenants``, ``monthly_reports_all_tenants``), which enter each tenant.
+"""
+
+from datetime import datetime
+
+from django.core.cache import cache
+from django.utils import timezone
+from django_tenants.utils import schema_context, tenant_context
+
+from billing.selectors import report_latest, site_list, site_timezone
+from billing.services import intervals_rebuild_month, intervals_roll_up, savings_report_generate
+from billing.tariffs import previous_months
+from evplatform.celery import PublicTask, app
+from tenants.selectors import tenant_list_active
+
+REPORT_SENT_MEMORY_S = 6 * 3600  # a scheduled report is not sent again for this long
+ROLLUP_MAX_BATCHES_PER_TASK = 50  # 50 x 20,000 samples; the next beat run goes on from the cursor
+
+
+@app.task(name="billing.tasks.roll_up_intervals")
+def roll_up_intervals() -> int:
+    """Fold new meter samples of the tenant into interval energy; returns the samples read."""
+    return intervals_roll_up(max_batches=ROLLUP_MAX_BATCHES_PER_TASK).samples
+
+
+@app.task(base=PublicTask, name="billing.tasks.roll_up_all_tenants")
+def roll_up_all_tenants() -> int:
+    """Beat: one rollup task per active tenant."""
+    with schema_context("public"):
+        tenants = tenant_list_active()
+    for tenant in tenants:
+        with tenant_context(tenant):
+            roll_up_intervals.delay()
+    return len(tenants)
+
+
+@app.task(name="billing.tasks.generate_savings_report")
+def generate_savings_report(
+    *, month: str, reason: str = "request", requested_by: str = "", rebuild: bool = True
+) -> int:
+    """Store a new version of the tenant's report for ``month`` (YYYY-MM); returns its id.
+
+    ``rebuild`` first recomputes the month's intervals from the raw readings, so late readings
+    that the incremental rollup has not seen yet are in.
+    """
+    year, number = (int(part) for part in month.split("-"))
+    if rebuild:
+        intervals_rebuild_month(year=year, month=number)
+    return savings_report_generate(year=year, month=number, reason=reason, requested_by=requested_by).pk
+
+
+def month_closed_everywhere(now: datetime) -> str | None:
+    """The month (YYYY-MM) that has closed in every site's zone and is the latest to do so."""
+    sites = site_list()
+    if not sites:
+        return None
+    months = []
+    for site in sites:
+        local = now.astimezone(site_timezone(site))
+        months.append(previous_months(local.year, local.month, 1)[0])
+    closed = min(months)
+    return f"{closed.year:04d}-{closed.month:02d}"
+
+
+@app.task(base=PublicTask, name="billing.tasks.monthly_reports_all_tenants")
+def monthly_reports_all_tenants() -> int:
+    """Beat: for each tenant whose last month has closed at all its sites, generate it once."""
+    from datetime import date
+
+    with schema_context("public"):
+        tenants = tenant_list_active()
+    sent = 0
+    now = timezone.now()
+    for tenant in tenants:
+        with tenant_context(tenant):
+            month = month_closed_everywhere(now)
+            if month is None:
+                continue
+            year, number = (int(part) for part in month.split("-"))
+            if report_latest(month=date(year, number, 1)) is not None:
+                continue
+            if not cache.add(f"billing:report-sent:{month}", now.isoformat(), REPORT_SENT_MEMORY_S):
+                continue  # sent within the last hours and still running
+            generate_savings_report.delay(month=month, reason="schedule")
+            sent += 1
+    return sent

@@ -1,0 +1,369 @@
+"""What-if estimator: replay historical sessions unmanaged and through the real balancing engine.
+
+Pure (no Django). Sessions come from a CSV (``station_id,arrival,departure,energy_kwh`` and
+optionally ``max_kw``; ISO 8601 times with offsets). Unmanaged, each car draws ``max_kw``
+from arrival until it has ``energy_kwh`` or leaves. Managed, time runs in steps on the clock
+grid (``step_minutes``, 15 by default): each step the engine (``balancing.engine.solve``)
+shares one node of ``limit_kw`` among the cars present; a car never draws more than its
+``max_kw``, nor after it has its energy, nor after it has left.
+
+Electrical assumptions (state them when quoting the figures): every charger is connected at
+``voltage_v`` line-to-neutral on ``phases`` phases (default 240 V single-phase, the usual US
+Level 2 charger; use 230 V three-phase for European sites), so a car's current is
+``max_kw * 1000 / (voltage_v * phases)`` A, with the IEC 61851 / J1772 minimum of 6 A. The
+node has no per-phase current limit: only the kW limit.
+
+A car present only part of a step is booked for the whole step (its share of the limit is
+reserved) but draws only for the time it is there: the managed peak never exceeds the limit.
+
+Capacity (NEC 625.42): without an energy management system every charger counts at its
+rating as a continuous load (125 %); with one, the EMS setting is the load to size for, and
+the number of chargers is bounded by giving each at least its minimum current.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from balancing.engine import solve
+from billing.intervals import interval_floor, spread_energy
+from billing.tariffs import TariffSpec, bill_month
+
+REQUIRED_COLUMNS = ("station_id", "arrival", "departure", "energy_kwh")
+MIN_CURRENT_A = 6.0
+CONTINUOUS_LOAD_FACTOR = Decimal("1.25")
+DEFAULT_VOLTAGE_V = 240.0
+DEFAULT_PHASES = 1
+DEFAULT_MAX_KW = 7.2
+DEFAULT_STEP_MINUTES = 15
+CENT = Decimal("0.01")
+ZERO = Decimal(0)
+
+
+class WhatIfInputError(ValueError):
+    """Bad input; the message names the row (file line) and the column, or the option."""
+
+
+@dataclass(frozen=True)
+class PlannedSession:
+    row: int
+    station_id: str
+    arrival: datetime
+    departure: datetime
+    energy_kwh: float
+    max_kw: float
+
+
+def _time(value: str, row: int, column: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise WhatIfInputError(f"row {row}: {column}: {value!r} is not an ISO 8601 time") from None
+    if parsed.tzinfo is None:
+        raise WhatIfInputError(f"row {row}: {column}: {value!r} has no UTC offset (write e.g. +02:00 or Z)")
+    return parsed
+
+
+def _positive(value: str, row: int, column: str, *, allow_zero: bool) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise WhatIfInputError(f"row {row}: {column}: {value!r} is not a number") from None
+    if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+        raise WhatIfInputError(f"row {row}: {column}: {value!r} must be {'>= 0' if allow_zero else '> 0'}")
+    return number
+
+
+def sessions_from_csv(text: str, *, default_max_kw: float = DEFAULT_MAX_KW) -> list[PlannedSession]:
+    """Parse the sessions CSV; a ``WhatIfInputError`` names the first bad row and column."""
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise WhatIfInputError(f"row 1: header: missing column(s) {', '.join(missing)}")
+    sessions = []
+    for row_number, row in enumerate(reader, start=2):
+        if not any((value or "").strip() for value in row.values() if isinstance(value, str)):
+            continue
+        for column in REQUIRED_COLUMNS:
+            if not (row.get(column) or "").strip():
+                raise WhatIfInputError(f"row {row_number}: {column}: empty")
+        arrival = _time(row["arrival"], row_number, "arrival")
+        departure = _time(row["departure"], row_number, "departure")
+        if departure <= arrival:
+            raise WhatIfInputError(f"row {row_number}: departure: not after arrival")
+        energy = _positive(row["energy_kwh"], row_number, "energy_kwh", allow_zero=True)
+        raw_max = (row.get("max_kw") or "").strip()
+        max_kw = _positive(raw_max, row_number, "max_kw", allow_zero=False) if raw_max else default_max_kw
+        sessions.append(PlannedSession(row_number, row["station_id"].strip(), arrival, departure, energy, max_kw))
+    if not sessions:
+        raise WhatIfInputError("row 2: no sessions in the file")
+    return sessions
+
+
+def _dec(value: float) -> Decimal:
+    return Decimal(repr(value))
+
+
+def _money(value: Decimal) -> float:
+    return float(value.quantize(CENT, rounding=ROUND_HALF_UP))
+
+
+def _kw(value: Decimal | float) -> float:
+    return float(Decimal(str(value)).quantize(Decimal("0.001"), rounding=ROUND_HALF_UP))
+
+
+def unmanaged_profile(sessions: list[PlannedSession], step_minutes: int) -> tuple[dict[datetime, Decimal], float]:
+    """Interval kWh with every car at ``max_kw`` from arrival; and the energy delivered."""
+    out: dict[datetime, Decimal] = {}
+    delivered = 0.0
+    for s in sessions:
+        hours = min(s.energy_kwh / s.max_kw, (s.departure - s.arrival).total_seconds() / 3600)
+        energy = s.max_kw * hours
+        delivered += energy
+        spread_energy(out, s.arrival, s.arrival + timedelta(hours=hours), _dec(energy), step_minutes)
+    return out, delivered
+
+
+@dataclass
+class _Car:
+    session: PlannedSession
+    evse_id: str
+    max_a: float
+    remaining_kwh: float
+    delivered_kwh: float = 0.0
+
+
+def managed_profile(
+    sessions: list[PlannedSession], *, limit_kw: float, voltage_v: float, phases: int, step_minutes: int
+) -> tuple[dict[datetime, Decimal], float, int]:
+    """Interval kWh with the engine sharing ``limit_kw`` each step; energy delivered; solves."""
+    step = timedelta(minutes=step_minutes)
+    kw_per_a = voltage_v * phases / 1000
+    phase_names = ["L1"] if phases == 1 else ["L1", "L2", "L3"]
+    ordered = sorted(sessions, key=lambda s: (s.arrival, s.row))
+    cars: list[_Car] = []
+    out: dict[datetime, Decimal] = {}
+    cache: dict[tuple[Any, ...], dict[str, float]] = {}
+    solves = 0
+    delivered_total = 0.0
+    next_index = 0
+    t = interval_floor(ordered[0].arrival, step_minutes)
+    while next_index < len(ordered) or cars:
+        if not cars and next_index < len(ordered) and ordered[next_index].arrival >= t + step:
+            t = interval_floor(ordered[next_index].arrival, step_minutes)
+        t_end = t + step
+        while next_index < len(ordered) and ordered[next_index].arrival < t_end:
+            s = ordered[next_index]
+            cars.append(_Car(s, f"{s.station_id}#{s.row}", s.max_kw / kw_per_a, s.energy_kwh))
+            next_index += 1
+        present = []
+        for car in cars:
+            begin, end = max(t, car.session.arrival), min(t_end, car.session.departure)
+            if end > begin and car.remaining_kwh > 1e-9:
+                present.append((car, (end - begin).total_seconds() / 3600))
+        if present:
+            evses = []
+            rotate = sum(min(MIN_CURRENT_A, car.max_a) for car, _ in present) * kw_per_a > limit_kw
+            for car, hours in present:
+                min_a = min(MIN_CURRENT_A, car.max_a)
+                needed_a = car.remaining_kwh / hours / kw_per_a
+                evse = {
+                    "id": car.evse_id,
+                    "node": "site",
+                    "phases": phase_names,
+                    "min_a": min_a,
+                    "max_a": car.max_a,
+                    "step_a": 0.1,
+                    "active": True,
+                    "ev_max_a": round(max(min_a, min(car.max_a, needed_a)), 3),
+                }
+                if rotate:
+                    evse["session_kwh"] = round(car.delivered_kwh, 6)
+                evses.append(evse)
+            key = tuple((e["id"], e["max_a"], e["ev_max_a"], e.get("session_kwh")) for e in evses)
+            allocation = cache.get(key)
+            if allocation is None:
+                problem = {
+                    "voltage_v": voltage_v,
+                    "phases": phases,
+                    "now": t.isoformat(),
+                    "period_s": step_minutes * 60,
+                    "nodes": [{"id": "site", "parent": None, "limit_kw": limit_kw}],
+                    "evses": evses,
+                }
+                allocation = solve(problem)["allocations_a"]
+                solves += 1
+                if len(cache) > 50_000:
+                    cache.clear()
+                cache[key] = allocation
+            step_kwh = 0.0
+            for car, hours in present:
+                energy = min(allocation.get(car.evse_id, 0.0) * kw_per_a * hours, car.remaining_kwh)
+                car.remaining_kwh -= energy
+                car.delivered_kwh += energy
+                step_kwh += energy
+            if step_kwh > 0:
+                out[t] = out.get(t, ZERO) + _dec(step_kwh)
+                delivered_total += step_kwh
+        cars = [c for c in cars if c.session.departure > t_end and c.remaining_kwh > 1e-9]
+        t = t_end
+    return out, delivered_total, solves
+
+
+def _months(intervals: list[dict[datetime, Decimal]], tz: ZoneInfo) -> list[tuple[int, int]]:
+    months = {(at.astimezone(tz).year, at.astimezone(tz).month) for series in intervals for at in series}
+    return sorted(months)
+
+
+def capacity(*, panel_kw: Decimal, charger_kw: Decimal, voltage_v: float, phases: int) -> dict[str, Any]:
+    """Chargers a panel takes without and with load management (NEC 625.42)."""
+    ems_setting_kw = panel_kw / CONTINUOUS_LOAD_FACTOR
+    min_kw = _dec(MIN_CURRENT_A * voltage_v * phases / 1000)
+    return {
+        "panel_kw": _kw(panel_kw),
+        "charger_kw": _kw(charger_kw),
+        "without_load_balancing": int(panel_kw // (charger_kw * CONTINUOUS_LOAD_FACTOR)),
+        "ems_setting_kw": _kw(ems_setting_kw),
+        "with_load_balancing": int(ems_setting_kw // min_kw),
+        "with_load_balancing_all_at_full_rate": int(ems_setting_kw // charger_kw),
+        "minimum_kw_per_charger": _kw(min_kw),
+        "rule": "NEC 625.42: without an EMS each charger counts at its rating as a continuous load (x1.25); "
+        "with an EMS the EMS setting is the load (x1.25 for continuous), and each charger needs at least "
+        f"{MIN_CURRENT_A:g} A to charge when all charge together.",
+    }
+
+
+def what_if(
+    sessions: list[PlannedSession],
+    *,
+    limit_kw: float,
+    spec: TariffSpec,
+    tz: ZoneInfo,
+    voltage_v: float = DEFAULT_VOLTAGE_V,
+    phases: int = DEFAULT_PHASES,
+    step_minutes: int = DEFAULT_STEP_MINUTES,
+    panel_kw: float | None = None,
+    charger_kw: float | None = None,
+) -> dict[str, Any]:
+    """The unmanaged vs managed comparison, per month and in total, with the capacity answer."""
+    if limit_kw <= 0:
+        raise WhatIfInputError("--limit-kw: must be > 0")
+    if step_minutes <= 0 or 60 % step_minutes:
+        raise WhatIfInputError("--step-minutes: must divide an hour (5, 10, 15, 30, 60)")
+    if spec.demand_window_minutes % step_minutes:
+        raise WhatIfInputError(
+            f"--step-minutes: the tariff's {spec.demand_window_minutes}-min demand window is not a multiple of it"
+        )
+    unmanaged, delivered_unmanaged = unmanaged_profile(sessions, step_minutes)
+    managed, delivered_managed, solves = managed_profile(
+        sessions, limit_kw=limit_kw, voltage_v=voltage_v, phases=phases, step_minutes=step_minutes
+    )
+    months = []
+    totals = {k: ZERO for k in ("du", "dm", "eu", "em", "fixed")}
+    peak_u = peak_m = ZERO
+    history_u: list[Decimal] = []
+    history_m: list[Decimal] = []
+    for year, month in _months([unmanaged, managed], tz):
+        bill_u = bill_month(
+            spec,
+            unmanaged,
+            tz=tz,
+            year=year,
+            month=month,
+            interval_minutes=step_minutes,
+            ratchet_reference_kw=max(history_u[-11:], default=ZERO),
+        )
+        bill_m = bill_month(
+            spec,
+            managed,
+            tz=tz,
+            year=year,
+            month=month,
+            interval_minutes=step_minutes,
+            ratchet_reference_kw=max(history_m[-11:], default=ZERO),
+        )
+        history_u.append(bill_u.peak_kw)
+        history_m.append(bill_m.peak_kw)
+        peak_u, peak_m = max(peak_u, bill_u.peak_kw), max(peak_m, bill_m.peak_kw)
+        totals["du"] += bill_u.demand_charge
+        totals["dm"] += bill_m.demand_charge
+        totals["eu"] += bill_u.energy_cost
+        totals["em"] += bill_m.energy_cost
+        totals["fixed"] += bill_m.fixed_charge
+        months.append(
+            {
+                "month": f"{year:04d}-{month:02d}",
+                "unmanaged_peak_kw": _kw(bill_u.peak_kw),
+                "managed_peak_kw": _kw(bill_m.peak_kw),
+                "billing_demand_unmanaged_kw": _billing_demands(bill_u),
+                "billing_demand_managed_kw": _billing_demands(bill_m),
+                "energy_unmanaged_kwh": _kw(bill_u.energy_kwh),
+                "energy_managed_kwh": _kw(bill_m.energy_kwh),
+                "demand_charge_unmanaged": _money(bill_u.demand_charge),
+                "demand_charge_managed": _money(bill_m.demand_charge),
+                "energy_cost_unmanaged": _money(bill_u.energy_cost),
+                "energy_cost_managed": _money(bill_m.energy_cost),
+                "fixed_charges": _money(bill_m.fixed_charge),
+                "savings_total": _money(_savings(bill_u.demand_charge, bill_m.demand_charge, bill_u, bill_m)),
+            }
+        )
+    requested = sum(s.energy_kwh for s in sessions)
+    shortfall_kwh = max(delivered_unmanaged - delivered_managed, 0.0)
+    average_price = totals["eu"] / _dec(delivered_unmanaged) if delivered_unmanaged > 0 else ZERO
+    shortfall_value = _dec(shortfall_kwh) * average_price
+    savings = (totals["du"] - totals["dm"]) + (totals["eu"] - totals["em"]) - shortfall_value
+    chosen_charger_kw = charger_kw or Counter(s.max_kw for s in sessions).most_common(1)[0][0]
+    return {
+        "unmanaged_peak_kw": _kw(peak_u),
+        "managed_peak_kw": _kw(peak_m),
+        "energy_requested_kwh": _kw(requested),
+        "energy_delivered_kwh": _kw(delivered_managed),
+        "energy_delivered_unmanaged_kwh": _kw(delivered_unmanaged),
+        "energy_not_delivered_because_of_limit_kwh": _kw(shortfall_kwh),
+        "demand_charge_unmanaged": _money(totals["du"]),
+        "demand_charge_managed": _money(totals["dm"]),
+        "energy_cost_unmanaged": _money(totals["eu"]),
+        "energy_cost_managed": _money(totals["em"]),
+        "fixed_charges": _money(totals["fixed"]),
+        "savings_total": _money(savings),
+        "months": months,
+        "capacity": capacity(
+            panel_kw=_dec(panel_kw) if panel_kw else _dec(limit_kw) * CONTINUOUS_LOAD_FACTOR,
+            charger_kw=_dec(chosen_charger_kw),
+            voltage_v=voltage_v,
+            phases=phases,
+        ),
+        "assumptions": {
+            "tariff": spec.name,
+            "timezone": str(tz),
+            "limit_kw": limit_kw,
+            "voltage_v": voltage_v,
+            "phases": phases,
+            "step_minutes": step_minutes,
+            "demand_window_minutes": spec.demand_window_minutes,
+            "sessions": len(sessions),
+            "engine_solves": solves,
+            "savings_note": "savings_total = demand charge savings + energy cost savings, less the energy not "
+            "delivered because of the limit priced at the unmanaged average price (no kWh savings are claimed).",
+        },
+    }
+
+
+def _billing_demands(bill: Any) -> dict[str, float]:
+    out = {"flat": _kw(bill.flat_billing_kw)}
+    out.update({f"tou_period_{p}": _kw(kw) for p, kw in sorted(bill.tou_demand_kw.items())})
+    return out
+
+
+def _savings(demand_u: Decimal, demand_m: Decimal, bill_u: Any, bill_m: Any) -> Decimal:
+    shortfall = max(bill_u.energy_kwh - bill_m.energy_kwh, ZERO)
+    price = bill_u.energy_cost / bill_u.energy_kwh if bill_u.energy_kwh > 0 else ZERO
+    return (demand_u - demand_m) + (bill_u.energy_cost - bill_m.energy_cost) - shortfall * price
