@@ -15,11 +15,14 @@ from chargepoint.gateway.link import ocpp_time
 from chargepoint.gateway.protocol import GatewayChargePoint
 
 logger = logging.getLogger("chargepoint.gateway")
+# The frequent messages: checked by the gateway's compiled schemas (gateway.schemas).
+PREVALIDATED = ("MeterValues", "Heartbeat", "StatusNotification")
 
 
 class ChargePoint16(GatewayChargePoint, ChargePoint):
     ocpp_version = "1.6"
     call_module = call
+    prevalidated_actions = frozenset(PREVALIDATED)
     platform_actions = frozenset(
         {
             "SetChargingProfile",
@@ -47,12 +50,12 @@ class ChargePoint16(GatewayChargePoint, ChargePoint):
             current_time=ocpp_time(), interval=self.link.heartbeat_interval_s, status=RegistrationStatus.accepted
         )
 
-    @on(Action.heartbeat)
+    @on(Action.heartbeat, skip_schema_validation=True)
     def on_heartbeat(self) -> Any:
         self.link.heartbeat()
         return call_result.Heartbeat(current_time=ocpp_time())
 
-    @on(Action.status_notification)
+    @on(Action.status_notification, skip_schema_validation=True)
     def on_status_notification(
         self, connector_id: int, error_code: str, status: str, timestamp: str | None = None, **kw: Any
     ) -> Any:
@@ -83,7 +86,7 @@ class ChargePoint16(GatewayChargePoint, ChargePoint):
         )
         return call_result.StopTransaction(id_tag_info={"status": "Accepted"} if kw.get("id_tag") else None)
 
-    @on(Action.meter_values)
+    @on(Action.meter_values, skip_schema_validation=True)
     def on_meter_values(self, connector_id: int, meter_value: list[dict[str, Any]], **kw: Any) -> Any:
         self.link.meter_values_16(
             connector_id=connector_id, meter_value=meter_value, transaction_id=kw.get("transaction_id")

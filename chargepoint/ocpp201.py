@@ -16,11 +16,14 @@ from chargepoint.gateway.link import ocpp_time
 from chargepoint.gateway.protocol import GatewayChargePoint
 
 logger = logging.getLogger("chargepoint.gateway")
+# The frequent messages: checked by the gateway's compiled schemas (gateway.schemas).
+PREVALIDATED = ("MeterValues", "Heartbeat", "StatusNotification", "TransactionEvent")
 
 
 class ChargePoint201(GatewayChargePoint, ChargePoint):
     ocpp_version = "2.0.1"
     call_module = call
+    prevalidated_actions = frozenset(PREVALIDATED)
     platform_actions = frozenset(
         {
             "SetChargingProfile",
@@ -46,12 +49,12 @@ class ChargePoint201(GatewayChargePoint, ChargePoint):
             status=RegistrationStatusEnumType.accepted,
         )
 
-    @on(Action.heartbeat)
+    @on(Action.heartbeat, skip_schema_validation=True)
     def on_heartbeat(self, **kw: Any) -> Any:
         self.link.heartbeat()
         return call_result.Heartbeat(current_time=ocpp_time())
 
-    @on(Action.status_notification)
+    @on(Action.status_notification, skip_schema_validation=True)
     def on_status_notification(
         self, timestamp: str, connector_status: str, evse_id: int, connector_id: int, **kw: Any
     ) -> Any:
@@ -62,7 +65,7 @@ class ChargePoint201(GatewayChargePoint, ChargePoint):
     async def on_authorize(self, id_token: dict[str, Any], **kw: Any) -> Any:
         return call_result.Authorize(id_token_info={"status": await self.link.authorize_token(id_token)})
 
-    @on(Action.transaction_event)
+    @on(Action.transaction_event, skip_schema_validation=True)
     async def on_transaction_event(
         self,
         event_type: str,
@@ -82,7 +85,7 @@ class ChargePoint201(GatewayChargePoint, ChargePoint):
         )
         return call_result.TransactionEvent(id_token_info={"status": status} if status else None)
 
-    @on(Action.meter_values)
+    @on(Action.meter_values, skip_schema_validation=True)
     def on_meter_values(self, evse_id: int, meter_value: list[dict[str, Any]], **kw: Any) -> Any:
         self.link.meter_values_201(evse_id=evse_id, meter_value=meter_value)
         return call_result.MeterValues()

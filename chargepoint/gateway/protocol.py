@@ -20,6 +20,7 @@ from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, CallError, unpack, validate_payload
 from websockets.asyncio.server import ServerConnection
 
+from chargepoint.gateway import schemas
 from chargepoint.gateway.link import ChargerLink
 
 logger = logging.getLogger("chargepoint.gateway")
@@ -79,6 +80,8 @@ class GatewayChargePoint:
     ocpp_version = ""
     call_module: ModuleType
     platform_actions: frozenset[str] = frozenset()
+    # Handlers registered with skip_schema_validation: checked here, compiled (see schemas).
+    prevalidated_actions: frozenset[str] = frozenset()
 
     def __init__(self, *, link: ChargerLink, channel: Channel, bucket: TokenBucket, response_timeout: float = 30):
         super().__init__(link.charge_point_id, channel, response_timeout=response_timeout)  # type: ignore[call-arg]
@@ -99,10 +102,14 @@ class GatewayChargePoint:
             await self.channel.close(CLOSE_UNSUPPORTED_DATA, self.closing_reason)
             return
         try:
-            unpack(raw_msg)
+            msg = unpack(raw_msg)
+            if isinstance(msg, Call) and msg.action in self.prevalidated_actions:
+                schemas.validate_request(self.ocpp_version, msg.action, msg.payload)
         except OCPPError as error:
             match = UNIQUE_ID_RE.match(raw_msg)
             unique_id = match.group(1) if match else "-1"
+            if "msg" in locals() and isinstance(msg, Call):
+                unique_id = str(msg.unique_id)
             logger.warning("%s: not an OCPP-J frame (%s): %.200r", self.link.charge_point_id, error.code, raw_msg)
             details = {"cause": str((error.details or {}).get("cause", ""))[:200]}  # never echo the frame back
             await self.channel.send(CallError(unique_id, error.code, error.description, details).to_json())

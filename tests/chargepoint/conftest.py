@@ -2,7 +2,8 @@
 
 The gateway and the Celery worker are other connections (threads, a process): they cannot see
 rows a test writes inside its rolled-back transaction. So the chargers they work with are
-written here, committed, once per session (``gw_fleet``), and removed at the end.
+written here, committed, once per test module (``gw_fleet``), and removed after it, so that
+no other suite sees them.
 """
 
 import asyncio
@@ -67,7 +68,7 @@ def _site(slug: str, **values: Any) -> Site:
     return site
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def gw_fleet(tenant, django_db_blocker) -> Iterator[Fleet]:
     with django_db_blocker.unblock():
         with tenant_context(tenant):
@@ -168,7 +169,7 @@ def bg() -> Iterator[BackgroundLoop]:
     loop.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def gateway(bg: BackgroundLoop, gw_fleet: Fleet, django_db_blocker) -> Iterator[RunningGateway]:
     """A real gateway (this process, background loop) publishing to the test queues.
 

@@ -1,0 +1,527 @@
+"""Benchmark the OCPP gateway on this machine (load to 127.0.0.1 only, bounded in count and time).
+
+Run:  .venv/bin/python bench/gateway_bench.py [--only throughput,connections,plugin] [--chargers 5000]
+
+1. throughput: the most MeterValues per second one gateway process answers, side by side with
+   a bare ``ocpp``-library server that only acknowledges (bench/gateway_bare_server.py), same
+   load generator, same connections.
+2. connections: N chargers held by one gateway process, each sending MeterValues every
+   ``--meter-interval`` s; round-trip p50/p99 in the steady state, gateway RSS and CPU.
+3. plugin: 1,000 chargers over 100 sites (10 each, 9 charging); the 10th car of each site
+   plugs in; time from its StatusNotification(Preparing) until every charger of that site has
+   received a SetChargingProfile (through telemetry worker, balancer, command path). Needs
+   the balancing glue (balance_site) and runs a real Celery worker.
+
+Uses its own database (``evplatform_gwbench``, created and migrated here), tenant ``gwbench``,
+and queue/Redis prefix ``gwbench.`` (purged at the end), so it disturbs no other run.
+"""
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evplatform.settings.local")
+BASE_URL = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/evplatform")
+os.environ["DATABASE_URL"] = urlunsplit(urlsplit(BASE_URL)._replace(path="/evplatform_gwbench"))
+os.environ["CELERY_QUEUE_PREFIX"] = "gwbench."
+os.environ.setdefault("LOG_LEVEL", "WARNING")
+
+PASSWORD = "gateway-bench-secret-2026"
+TENANT = "gwbench"
+CONN_SITE = "conn"
+CONN_PREFIX = "GWB-C"
+PLUG_PREFIX = "GWB-S"
+HOST = "127.0.0.1"
+BARE_PORT, GATEWAY_PORT = 9301, 9302
+
+
+def meter_frame(uid: str, current_a: float = 16.0) -> str:
+    values = [
+        {"value": f"{current_a:.1f}", "measurand": "Current.Import", "phase": p, "unit": "A"}
+        for p in ("L1", "L2", "L3")
+    ]
+    values.append({"value": "12345.6", "measurand": "Energy.Active.Import.Register", "unit": "Wh"})
+    values.append({"value": f"{current_a * 0.69:.3f}", "measurand": "Power.Active.Import", "unit": "kW"})
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return json.dumps(
+        [2, uid, "MeterValues", {"connectorId": 1, "meterValue": [{"timestamp": stamp, "sampledValue": values}]}]
+    )
+
+
+def auth(cp: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{cp}:{PASSWORD}".encode()).decode()}
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+# -- setup ------------------------------------------------------------------------------------
+
+
+def prepare(conn_chargers: int, sites: int, per_site: int) -> None:
+    from evplatform.bootstrap import ensure_database
+
+    ensure_database(os.environ["DATABASE_URL"])
+    import django
+
+    django.setup()
+    from decimal import Decimal
+
+    from django.contrib.auth.hashers import make_password
+    from django.core.management import call_command
+    from django.utils import timezone
+    from django_tenants.utils import schema_context, tenant_context
+
+    from balancing.models import Site
+    from chargepoint.models import ChargingStation, Connector
+    from tenants.models import ChargePointIdentity
+    from tenants.services import tenant_create
+
+    print("preparing database evplatform_gwbench ...", flush=True)
+    call_command("migrate_schemas", interactive=False, verbosity=0)
+    tenant = tenant_create(
+        slug=TENANT,
+        name="Gateway bench",
+        domain="gwbench.localhost",
+        admin_email="bench@gwbench.localhost",
+        admin_password="gwbench-admin-pass-2026",  # noqa: S106 - a throwaway tenant in the bench database
+    ).obj
+    password_hash = make_password(PASSWORD)  # one hash for all: the gateway verifies it once
+    wanted: dict[str, list[str]] = {CONN_SITE: [f"{CONN_PREFIX}{n}" for n in range(1, conn_chargers + 1)]}
+    for s in range(1, sites + 1):
+        wanted[f"plug-{s}"] = [f"{PLUG_PREFIX}{s}-{c}" for c in range(1, per_site + 1)]
+    with tenant_context(tenant):
+        existing = set(ChargingStation.objects.values_list("charge_point_id", flat=True))
+        for slug, ids in wanted.items():
+            site, _ = Site.objects.get_or_create(
+                slug=slug,
+                defaults={
+                    "name": slug,
+                    "limit_a": Decimal("100000") if slug == CONN_SITE else Decimal("63"),
+                    "timezone": "UTC",
+                },
+            )
+            new = [cp for cp in ids if cp not in existing]
+            stations = ChargingStation.objects.bulk_create(
+                [ChargingStation(charge_point_id=cp, site=site, max_current_a=Decimal(16)) for cp in new],
+                batch_size=1000,
+            )
+            Connector.objects.bulk_create([Connector(station=st, connector_id=1) for st in stations], batch_size=1000)
+    with schema_context("public"):
+        known = set(ChargePointIdentity.objects.filter(tenant=tenant).values_list("charge_point_id", flat=True))
+        ChargePointIdentity.objects.filter(tenant=tenant).update(password_hash=password_hash)
+        ChargePointIdentity.objects.bulk_create(
+            [
+                ChargePointIdentity(
+                    charge_point_id=cp,
+                    tenant=tenant,
+                    site_slug=slug,
+                    password_hash=password_hash,
+                    password_changed_at=timezone.now(),
+                )
+                for slug, ids in wanted.items()
+                for cp in ids
+                if cp not in known
+            ],
+            batch_size=1000,
+        )
+    declare_queues(purge=True)
+
+
+def declare_queues(*, purge: bool) -> None:
+    from evplatform.celery import app
+
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        for queue in app.conf.task_queues:
+            bound = queue.bind(channel)
+            bound.declare()
+            if purge:
+                bound.purge()
+
+
+def reset_sessions() -> None:
+    """Every plug-in run starts from idle chargers (no sessions, no limits left from before)."""
+    from django_tenants.utils import tenant_context
+
+    from balancing.models import BalancingRun, ConnectorLimit
+    from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector, MeterSample
+    from tenants.models import Tenant
+
+    with tenant_context(Tenant.objects.get(slug=TENANT)):
+        MeterSample.objects.all().delete()
+        ChargingSession.objects.all().delete()
+        ChargerCommand.objects.all().delete()
+        BalancingRun.objects.all().delete()
+        ConnectorLimit.objects.all().delete()
+        Connector.objects.update(status="Unknown", status_changed_at=None)
+        ChargingStation.objects.update(is_online=False, connected_at=None)
+    from evplatform.redis import get_redis
+
+    redis = get_redis()
+    for key in redis.scan_iter(match=f"evp:{TENANT}:*"):
+        redis.delete(key)
+
+
+# -- processes ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def process(args: list[str], ready: str | None, name: str, env: dict[str, str] | None = None) -> Iterator[Any]:
+    import psutil
+
+    proc = subprocess.Popen(  # noqa: S603 - our own scripts
+        [sys.executable, *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        if ready:
+            deadline = time.monotonic() + 60
+            assert proc.stdout is not None
+            while time.monotonic() < deadline:
+                line = proc.stdout.readline()
+                if not line:
+                    raise SystemExit(f"{name} exited before it was ready")
+                if ready in line:
+                    break
+        else:
+            time.sleep(3)
+        # Keep reading its output, or a chatty process blocks on a full pipe.
+        threading.Thread(target=lambda: [None for _ in proc.stdout or []], daemon=True).start()
+        yield psutil.Process(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def gateway_process() -> Any:
+    return process(
+        ["manage.py", "run_gateway", "--host", HOST, "--port", str(GATEWAY_PORT)],
+        "listening on",
+        "gateway",
+        {"LOG_LEVEL": "INFO", "GATEWAY_RATE_PER_S": "1000", "GATEWAY_RATE_BURST": "1000"},
+    )
+
+
+# -- load generators ----------------------------------------------------------------------------
+
+
+async def connect(port: int, cp: str, with_auth: bool) -> Any:
+    import websockets
+
+    return await websockets.connect(
+        f"ws://{HOST}:{port}/ocpp/{cp}",
+        subprotocols=[websockets.Subprotocol("ocpp1.6")],
+        additional_headers=auth(cp) if with_auth else {},
+        compression=None,
+        ping_interval=None,
+        open_timeout=60,
+        max_queue=None,
+    )
+
+
+async def throughput(port: int, *, with_auth: bool, connections: int, seconds: float) -> float:
+    """MeterValues answered per second with ``connections`` chargers sending back to back."""
+    sockets = await asyncio.gather(*[connect(port, f"{CONN_PREFIX}{n}", with_auth) for n in range(1, connections + 1)])
+    done = 0
+    counting = False
+    stop = time.monotonic() + seconds + 2
+
+    async def pump(ws: Any, n: int) -> None:
+        nonlocal done
+        i = 0
+        while time.monotonic() < stop:
+            i += 1
+            await ws.send(meter_frame(f"{n}-{i}"))
+            await ws.recv()
+            if counting:
+                done += 1
+
+    tasks = [asyncio.ensure_future(pump(ws, n)) for n, ws in enumerate(sockets)]
+    await asyncio.sleep(2)  # warm-up
+    counting = True
+    started = time.monotonic()
+    await asyncio.gather(*tasks)
+    rate = done / (time.monotonic() - started)
+    await asyncio.gather(*[ws.close() for ws in sockets])
+    return rate
+
+
+def run_throughput(args: argparse.Namespace) -> dict[str, float]:
+    results: dict[str, list[float]] = {"bare": [], "gateway": []}
+    for _ in range(args.rounds):
+        with process(["bench/gateway_bare_server.py", str(BARE_PORT)], "ready", "bare server"):
+            results["bare"].append(
+                asyncio.run(throughput(BARE_PORT, with_auth=False, connections=args.conns, seconds=args.seconds))
+            )
+        with gateway_process():
+            results["gateway"].append(
+                asyncio.run(throughput(GATEWAY_PORT, with_auth=True, connections=args.conns, seconds=args.seconds))
+            )
+        print(f"  round: bare {results['bare'][-1]:.0f}/s, gateway {results['gateway'][-1]:.0f}/s", flush=True)
+    bare, ours = statistics.median(results["bare"]), statistics.median(results["gateway"])
+    print(
+        f"throughput ({args.conns} connections, {args.seconds:g}s, median of {args.rounds}): "
+        f"bare ocpp server {bare:.0f} MeterValues/s, gateway {ours:.0f}/s = {100 * ours / bare:.0f}% of bare",
+        flush=True,
+    )
+    return {"bare_per_s": bare, "gateway_per_s": ours}
+
+
+async def hold_connections(args: argparse.Namespace, gw: Any) -> dict[str, float]:
+    n = args.chargers
+    sem = asyncio.Semaphore(200)
+    sockets: list[Any] = []
+    failures = 0
+    t0 = time.monotonic()
+
+    async def open_one(i: int) -> None:
+        nonlocal failures
+        async with sem:
+            try:
+                sockets.append(await connect(GATEWAY_PORT, f"{CONN_PREFIX}{i}", True))
+            except Exception:  # a refused or timed-out connection is counted, not fatal
+                failures += 1
+
+    await asyncio.gather(*[open_one(i) for i in range(1, n + 1)])
+    ramp_s = time.monotonic() - t0
+    print(f"  {len(sockets)} connected in {ramp_s:.1f}s ({failures} failed)", flush=True)
+    rtts: list[float] = []
+    errors = 0
+    end = time.monotonic() + args.hold
+    measure_from = time.monotonic() + args.meter_interval  # one full interval of warm-up
+
+    async def charger(ws: Any, i: int) -> None:
+        nonlocal errors
+        await asyncio.sleep(random.uniform(0, args.meter_interval))  # noqa: S311 - spread the load
+        k = 0
+        while time.monotonic() < end:
+            k += 1
+            sent = time.monotonic()
+            try:
+                await ws.send(meter_frame(f"{i}-{k}"))
+                answer = await asyncio.wait_for(ws.recv(), 30)
+            except Exception:
+                errors += 1
+                return
+            if not answer.startswith("[3,"):
+                errors += 1
+            if sent >= measure_from:
+                rtts.append((time.monotonic() - sent) * 1000)
+            await asyncio.sleep(max(0.0, args.meter_interval - (time.monotonic() - sent)))
+
+    cpu_before = gw.cpu_times()
+    wall_before = time.monotonic()
+    await asyncio.gather(*[charger(ws, i) for i, ws in enumerate(sockets)])
+    cpu = gw.cpu_times()
+    cpu_pct = 100 * ((cpu.user + cpu.system) - (cpu_before.user + cpu_before.system)) / (time.monotonic() - wall_before)
+    rss_mb = gw.memory_info().rss / 2**20
+    await asyncio.gather(*[ws.close() for ws in sockets], return_exceptions=True)
+    result = {
+        "connected": float(len(sockets)),
+        "failed": float(failures),
+        "rate_per_s": len(sockets) / args.meter_interval,
+        "p50_ms": pct(rtts, 50),
+        "p99_ms": pct(rtts, 99),
+        "max_ms": max(rtts, default=float("nan")),
+        "errors": float(errors),
+        "gateway_cpu_pct": cpu_pct,
+        "gateway_rss_mb": rss_mb,
+    }
+    print(
+        f"connections: {len(sockets)} held ({failures} failed), MeterValues every {args.meter_interval:g}s "
+        f"({result['rate_per_s']:.0f}/s): round trip p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, "
+        f"max {result['max_ms']:.0f} ms, {errors} errors; gateway CPU {cpu_pct:.0f}% of a core, RSS {rss_mb:.0f} MB",
+        flush=True,
+    )
+    return result
+
+
+def run_connections(args: argparse.Namespace) -> dict[str, float]:
+    with gateway_process() as gw:
+        return asyncio.run(hold_connections(args, gw))
+
+
+class PlugCharger:
+    """A light 1.6 client: answers every platform call Accepted and notes SetChargingProfile times."""
+
+    def __init__(self, cp: str) -> None:
+        self.cp = cp
+        self.ws: Any = None
+        self.profiles: list[float] = []
+        self.pending: dict[str, asyncio.Future[Any]] = {}
+        self.n = 0
+
+    async def start(self) -> None:
+        self.ws = await connect(GATEWAY_PORT, self.cp, True)
+        self.reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        async for raw in self.ws:
+            frame = json.loads(raw)
+            if frame[0] == 2:
+                if frame[2] == "SetChargingProfile":
+                    self.profiles.append(time.monotonic())
+                await self.ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
+            elif frame[1] in self.pending:
+                self.pending.pop(frame[1]).set_result(frame)
+
+    async def call(self, action: str, payload: dict[str, Any]) -> Any:
+        self.n += 1
+        uid = f"{self.cp}-{self.n}"
+        future = asyncio.get_running_loop().create_future()
+        self.pending[uid] = future
+        await self.ws.send(json.dumps([2, uid, action, payload]))
+        return await asyncio.wait_for(future, 30)
+
+    async def status(self, status: str) -> None:
+        await self.call("StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": status})
+
+    async def plug_in(self) -> None:
+        await self.status("Preparing")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        await self.call("StartTransaction", {"connectorId": 1, "idTag": "BENCH", "meterStart": 0, "timestamp": stamp})
+        await self.status("Charging")
+
+    async def meter(self, current_a: float) -> None:
+        frame = json.loads(meter_frame("x", current_a))
+        await self.call("MeterValues", frame[3])
+
+
+async def plugin_latency(args: argparse.Namespace) -> dict[str, float]:
+    sites = {
+        s: [PlugCharger(f"{PLUG_PREFIX}{s}-{c}") for c in range(1, args.per_site + 1)] for s in range(1, args.sites + 1)
+    }
+    everyone = [c for group in sites.values() for c in group]
+    sem = asyncio.Semaphore(100)
+
+    async def bring_up(c: PlugCharger, charging: bool) -> None:
+        async with sem:
+            await c.start()
+            await c.call("BootNotification", {"chargePointVendor": "Bench", "chargePointModel": "B1"})
+            await c.status("Available")
+            if charging:
+                await c.plug_in()
+                await c.meter(10.0)
+
+    await asyncio.gather(*[bring_up(c, i % args.per_site != args.per_site - 1) for i, c in enumerate(everyone)])
+    print(
+        f"  {len(everyone)} chargers up, {args.per_site - 1} of {args.per_site} charging per site; settling ...",
+        flush=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # quiet: no profile for 5 s
+        last = max((p for c in everyone for p in c.profiles), default=0.0)
+        if last and time.monotonic() - last > 5:
+            break
+        await asyncio.sleep(1)
+    latencies: list[float] = []
+    missing = 0
+
+    async def plug_site(s: int, delay: float) -> None:
+        nonlocal missing
+        await asyncio.sleep(delay)
+        group = sites[s]
+        newcomer = group[-1]
+        t0 = time.monotonic()
+        await newcomer.plug_in()
+        end = t0 + 30
+        while time.monotonic() < end:
+            if all(any(p >= t0 for p in c.profiles) for c in group):
+                break
+            await asyncio.sleep(0.02)
+        got = [min((p for p in c.profiles if p >= t0), default=None) for c in group]
+        if any(g is None for g in got):
+            missing += 1
+            return
+        latencies.append(max(g for g in got if g is not None) - t0)
+
+    order = list(sites)
+    random.shuffle(order)
+    await asyncio.gather(*[plug_site(s, i * args.spread / len(order)) for i, s in enumerate(order)])
+    for c in everyone:
+        c.reader.cancel()
+    await asyncio.gather(*[c.ws.close() for c in everyone], return_exceptions=True)
+    result = {
+        "sites": float(len(latencies)),
+        "missing": float(missing),
+        "p50_s": pct(latencies, 50),
+        "p95_s": pct(latencies, 95),
+        "max_s": max(latencies, default=float("nan")),
+    }
+    print(
+        f"plug-in: {len(everyone)} chargers over {args.sites} sites, plug-ins spread over {args.spread:g}s: "
+        f"SetChargingProfile at every charger of the site p50 {result['p50_s']:.2f}s, p95 {result['p95_s']:.2f}s, "
+        f"max {result['max_s']:.2f}s; {missing} sites incomplete after 30s",
+        flush=True,
+    )
+    return result
+
+
+def run_plugin(args: argparse.Namespace) -> dict[str, float]:
+    reset_sessions()
+    worker = ["-m", "celery", "-A", "evplatform", "worker", "--loglevel=WARNING", "--without-gossip"]
+    worker += ["--without-mingle", f"--concurrency={args.worker_concurrency}", f"--hostname=gwbench-{os.getpid()}@%h"]
+    with process(worker, None, "worker"), gateway_process():
+        time.sleep(3)  # the worker connects to the broker
+        return asyncio.run(plugin_latency(args))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="throughput,connections,plugin")
+    parser.add_argument("--chargers", type=int, default=5000, help="connections bench: chargers held")
+    parser.add_argument("--meter-interval", type=float, default=10.0)
+    parser.add_argument("--hold", type=float, default=60.0, help="connections bench: seconds of steady load")
+    parser.add_argument("--conns", type=int, default=50, help="throughput bench: connections")
+    parser.add_argument("--seconds", type=float, default=10.0, help="throughput bench: seconds measured")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sites", type=int, default=100)
+    parser.add_argument("--per-site", type=int, default=10)
+    parser.add_argument("--spread", type=float, default=10.0, help="plug-in bench: seconds over which sites plug in")
+    parser.add_argument("--worker-concurrency", type=int, default=2)
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    prepare(max(args.chargers, args.conns), args.sites, args.per_site)
+    report: dict[str, Any] = {}
+    try:
+        if "throughput" in only:
+            report["throughput"] = run_throughput(args)
+        if "connections" in only:
+            report["connections"] = run_connections(args)
+        if "plugin" in only:
+            report["plugin"] = run_plugin(args)
+    finally:
+        declare_queues(purge=True)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
