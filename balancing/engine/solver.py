@@ -260,8 +260,9 @@ def solve_problem(problem: Problem) -> dict[str, Any]:
         if fixed:
             capacity[c] -= fixed
     for c, left in enumerate(capacity):
-        if left < 0:
+        if left < -EPS:
             warnings.append(f"{_describe(site, c)} is overloaded by fixed currents alone: nothing else can charge")
+        if left < 0:
             capacity[c] = 0.0
 
     now = problem.now

@@ -165,3 +165,13 @@ def test_cli_exits_2_on_input_that_is_not_a_problem(text: str) -> None:
     assert done.returncode == 2
     assert done.stderr.startswith("error: ")
     assert done.stderr.count("\n") == 1
+
+
+def test_the_engine_imports_nothing_from_django_or_numeric_libraries() -> None:
+    code = (
+        "import json, sys, balancing.engine; "
+        "print(json.dumps(sorted(m for m in sys.modules "
+        "if m.split('.')[0] in {'django', 'celery', 'numpy', 'scipy', 'evplatform', 'tenants'})))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert json.loads(done.stdout) == []
