@@ -4,6 +4,7 @@ Reads only (the caller stores what it returns). Every amount stays at full preci
 is written as a string; the renderers round to the cent with ROUND_HALF_UP.
 """
 
+import calendar
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -267,27 +268,37 @@ def _get(section: dict[str, Any], path: tuple[str, ...]) -> Any:
     return node
 
 
-def _curves(totals: dict[str, dict[datetime, Decimal]], tz_name: str) -> dict[str, Any]:
-    """Tenant-wide charts: daily peak (kW, all sites together) and the load duration curve."""
+def _curves(totals: dict[str, dict[datetime, Decimal]], tz_name: str, year: int, month: int) -> dict[str, Any]:
+    """Tenant-wide charts: daily peak (kW, all sites together) and the load duration curve.
+
+    Every day of the month is on the daily chart and every interval on the duration curve
+    (intervals without load count as 0 kW), so managed and unmanaged are drawn to the same scale.
+    """
     from zoneinfo import ZoneInfo
 
     tz = ZoneInfo(tz_name)
+    start, end = month_bounds(year, month, tz)
+    slots = int((end - start).total_seconds() // (DEFAULT_INTERVAL_MINUTES * 60))
     hours = Decimal(DEFAULT_INTERVAL_MINUTES) / 60
-    daily: dict[str, dict[str, Decimal]] = {}
+    days = calendar.monthrange(year, month)[1]
+    daily = {date(year, month, d).isoformat(): {"actual": ZERO, "unmanaged": ZERO} for d in range(1, days + 1)}
     curves: dict[str, list[str]] = {}
     for key, series in totals.items():
-        kws = [kwh / hours for kwh in series.values()]
+        kws = []
         for at, kwh in series.items():
+            kw = kwh / hours
+            kws.append(kw)
             day = at.astimezone(tz).date().isoformat()
-            entry = daily.setdefault(day, {"actual": ZERO, "unmanaged": ZERO})
-            entry[key] = max(entry[key], kwh / hours)
-        ordered = sorted(kws, reverse=True)
+            if day in daily:
+                daily[day][key] = max(daily[day][key], kw)
+        ordered = sorted(kws, reverse=True) + [ZERO] * max(slots - len(kws), 0)
         if len(ordered) > LOAD_DURATION_POINTS:
             step = (len(ordered) - 1) / (LOAD_DURATION_POINTS - 1)
             ordered = [ordered[round(i * step)] for i in range(LOAD_DURATION_POINTS)]
         curves[key] = [_s(kw.quantize(Decimal("0.001"))) for kw in ordered]
     return {
         "timezone": tz_name,
+        "intervals": slots,
         "daily_peak_kw": [
             [day, _s(v["actual"].quantize(Decimal("0.001"))), _s(v["unmanaged"].quantize(Decimal("0.001")))]
             for day, v in sorted(daily.items())
@@ -311,7 +322,7 @@ def report_data_build(
         "currency": "USD",
         "sites": sections,
         "total": _total(sections),
-        "charts": _curves(totals, sites[0].timezone if sites else "UTC"),
+        "charts": _curves(totals, sites[0].timezone if sites else "UTC", year, month),
         "methodology": METHODOLOGY,
     }
     return data, computed

@@ -7,9 +7,8 @@ import io
 from decimal import Decimal
 from typing import Any
 
-from reportlab.graphics.charts.legends import LineLegend  # type: ignore[import-untyped]
 from reportlab.graphics.charts.lineplots import LinePlot  # type: ignore[import-untyped]
-from reportlab.graphics.shapes import Drawing, String  # type: ignore[import-untyped]
+from reportlab.graphics.shapes import Drawing, Line, String  # type: ignore[import-untyped]
 from reportlab.lib import colors  # type: ignore[import-untyped]
 from reportlab.lib.pagesizes import landscape, letter  # type: ignore[import-untyped]
 from reportlab.lib.styles import getSampleStyleSheet  # type: ignore[import-untyped]
@@ -67,15 +66,14 @@ def _chart(title: str, series: list[list[tuple[float, float]]], x_label: str) ->
     plot.lines[0].strokeWidth = plot.lines[1].strokeWidth = 1.5
     plot.yValueAxis.valueMin = 0
     plot.xValueAxis.labelTextFormat = "%d"
+    plot.xValueAxis.valueMin = 1
     drawing.add(plot)
     drawing.add(String(plot.x + plot.width / 2 - 40, 8, x_label, fontSize=8))
-    legend = LineLegend()
-    legend.x, legend.y = plot.x + plot.width - 180, 3.2 * inch - 14
-    legend.colorNamePairs = [(MANAGED_COLOUR, "managed (actual)"), (UNMANAGED_COLOUR, "unmanaged (counterfactual)")]
-    legend.columnMaximum = 1
-    legend.deltax = 90
-    legend.fontSize = 8
-    drawing.add(legend)
+    x = plot.x + plot.width - 260
+    for colour, label in ((MANAGED_COLOUR, "managed (actual)"), (UNMANAGED_COLOUR, "unmanaged (counterfactual)")):
+        drawing.add(Line(x, 3.2 * inch - 11, x + 18, 3.2 * inch - 11, strokeColor=colour, strokeWidth=2))
+        drawing.add(String(x + 22, 3.2 * inch - 14, label, fontSize=8))
+        x += 120
     return drawing
 
 
@@ -102,7 +100,8 @@ def render_pdf(data: dict[str, Any]) -> bytes:
         ),
         Spacer(1, 8),
     ]
-    header = [Paragraph(f"<b>{name}</b>", styles["BodyText"]) for name, _, _ in PDF_COLUMNS]
+    header_style = styles["BodyText"].clone("header", fontSize=7, leading=8)
+    header = [Paragraph(f"<b>{name}</b>", header_style) for name, _, _ in PDF_COLUMNS]
     rows: list[list[Any]] = [header]
     for section in [*data["sites"], data["total"]]:
         row = [_shown(cell(section, path, kind), kind) for _, path, kind in PDF_COLUMNS]

@@ -1,0 +1,261 @@
+"""The monthly savings report: figures worked out by hand, the three formats, immutable versions,
+the command, and one tenant never seeing another's report."""
+
+import base64
+import contextlib
+import csv
+import io
+import re
+import zlib
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import DatabaseError, connection, transaction
+from django_tenants.utils import tenant_context
+
+from balancing.models import Site
+from billing.models import SavingsReport, SavingsReportFile, SessionDraw, SiteMonthDemand
+from billing.services import intervals_roll_up, savings_report_generate, tariff_import
+from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterSample
+from tests.billing.conftest import LA, simple_record
+from tests.factories import SiteFactory
+
+pytestmark = pytest.mark.django_db
+OCT_5_10AM = datetime(2026, 10, 5, 10, tzinfo=LA)
+
+
+def mall_site(slug: str = "mall", *, record=None) -> Site:
+    """Two 32 A chargers at 250 V single-phase (8 kW each); two cars, 8 kWh each, 10:00-12:30 local.
+
+    Managed, each drew 4 kW 10:00-12:00 (registers every 15 minutes); unmanaged, each car would
+    have drawn its declared 32 A = 8 kW from 10:00 until 11:00.
+    """
+    site = SiteFactory(slug=slug, timezone="America/Los_Angeles", voltage_v=Decimal(250), phases=1)
+    tariff_import(
+        site=site,
+        record=record or simple_record(flat_rate="10", energy_rates=("0.10",), fixed="100"),
+        valid_from=date(2026, 1, 1),
+    )
+    for n in (1, 2):
+        station = ChargingStation.objects.create(
+            charge_point_id=f"{slug.upper()}-{n}", site=site, max_current_a=Decimal(32), phases=1, wiring="L1"
+        )
+        connector = Connector.objects.create(station=station, connector_id=1)
+        session = ChargingSession.objects.create(
+            station=station,
+            connector=connector,
+            transaction_id=str(n),
+            started_at=OCT_5_10AM,
+            stopped_at=OCT_5_10AM + timedelta(hours=2, minutes=30),
+            meter_start_wh=Decimal(0),
+            meter_stop_wh=Decimal(8000),
+            energy_kwh=Decimal(8),
+            ev_max_current_a=Decimal(32),
+            energy_needed_kwh=Decimal(10) if n == 1 else None,
+        )
+        if n == 1:  # held at our limit and left 2 kWh short of what it asked for
+            SessionDraw.objects.create(session=session, was_capped=True)
+        MeterSample.objects.bulk_create(
+            MeterSample(
+                station=station,
+                connector=connector,
+                sampled_at=(OCT_5_10AM + timedelta(minutes=15 * i)).astimezone(UTC),
+                measurand="Energy.Active.Import.Register",
+                value=Decimal(1000 * i),
+                unit="Wh",
+            )
+            for i in range(9)
+        )
+    intervals_roll_up()
+    return site
+
+
+def rows(report: SavingsReport) -> dict[str, dict[str, str]]:
+    content = bytes(SavingsReportFile.objects.get(report=report, format="csv").content).decode()
+    return {row["site"]: row for row in csv.DictReader(io.StringIO(content))}
+
+
+def test_report_figures_match_the_hand_calculation() -> None:
+    mall_site()
+
+    report = savings_report_generate(year=2026, month=10, reason="request")
+
+    mall = rows(report)["mall"]
+    assert mall["sessions"] == "2"
+    assert mall["energy_delivered_kwh"] == "16.000"
+    assert mall["energy_not_delivered_kwh"] == "2.000"
+    assert mall["actual_peak_kw"] == "8.000"
+    assert mall["unmanaged_peak_kw"] == "16.000"
+    assert mall["actual_demand_charge"] == "80.00"  # 8 kW x $10
+    assert mall["unmanaged_demand_charge"] == "160.00"  # 16 kW x $10
+    assert mall["actual_energy_cost"] == mall["unmanaged_energy_cost"] == "1.60"  # same 16 kWh
+    assert mall["fixed_charge"] == "100.00"
+    assert mall["actual_bill"] == "181.60"
+    assert mall["unmanaged_bill"] == "261.60"
+    assert mall["savings_demand_charge"] == "80.00"
+    assert mall["savings_energy_cost"] == "0.00"
+    assert mall["savings_total"] == "80.00"
+    assert mall["avoided_capital_cost"] == "4951.00"  # (12,192 - 2,290) x 2 chargers / 4
+    assert mall["rate_sources"] == "declared=2"
+    assert mall["tariff_version"] == "1"
+    assert rows(report)["TOTAL"]["savings_total"] == "80.00"
+    assert report.tariffs["mall"]["version"] == 1
+
+
+def test_the_ratchet_remembers_earlier_months() -> None:
+    site = mall_site(record=simple_record(flat_rate="10", ratchet=[0.8] * 12))
+    SiteMonthDemand.objects.create(site=site, month=date(2026, 8, 1), actual_kw=Decimal(20), unmanaged_kw=Decimal(30))
+
+    mall = rows(savings_report_generate(year=2026, month=10, reason="request"))["mall"]
+
+    assert mall["actual_flat_billing_demand_kw"] == "16.000"  # 80 % of 20 kW beats this month's 8 kW
+    assert mall["unmanaged_flat_billing_demand_kw"] == "24.000"  # 80 % of 30 kW beats 16 kW
+    assert SiteMonthDemand.objects.get(site=site, month=date(2026, 10, 1)).actual_kw == Decimal(8)
+
+
+def test_regenerating_stores_a_new_version_and_keeps_the_old_one() -> None:
+    mall_site()
+    first = savings_report_generate(year=2026, month=10, reason="schedule")
+    first_files = {f.format: (f.sha256, bytes(f.content)) for f in first.files.all()}
+
+    second = savings_report_generate(year=2026, month=10, reason="request", requested_by="finance@alpha")
+
+    assert (first.version, second.version) == (1, 2)
+    assert {f.format: (f.sha256, bytes(f.content)) for f in first.files.all()} == first_files
+    assert set(first_files) == {"csv", "xlsx", "pdf"}
+    for stored in second.files.all():
+        import hashlib
+
+        assert stored.sha256 == hashlib.sha256(bytes(stored.content)).hexdigest()
+
+
+def test_the_database_refuses_to_change_a_stored_report() -> None:
+    mall_site()
+    report = savings_report_generate(year=2026, month=10, reason="request")
+
+    with pytest.raises(DatabaseError, match="immutable"), transaction.atomic():
+        SavingsReport.objects.filter(pk=report.pk).update(requested_by="someone else")
+    with pytest.raises(DatabaseError, match="immutable"), transaction.atomic():
+        SavingsReportFile.objects.filter(report=report).update(content=b"forged")
+
+
+def test_the_xlsx_opens_with_the_same_figures_and_its_charts() -> None:
+    from openpyxl import load_workbook
+
+    mall_site()
+    report = savings_report_generate(year=2026, month=10, reason="request")
+
+    workbook = load_workbook(io.BytesIO(bytes(report.files.get(format="xlsx").content)))
+
+    assert workbook.sheetnames == ["Summary", "Daily peaks", "Load duration", "Methodology"]
+    summary = workbook["Summary"]
+    header = [c.value for c in summary[4]]
+    mall = dict(zip(header, [c.value for c in summary[5]], strict=True))
+    assert mall["site"] == "mall"
+    assert mall["savings_total"] == pytest.approx(80.0)
+    assert len(workbook["Daily peaks"]._charts) == 1
+    daily = {row[0]: row[1:] for row in workbook["Daily peaks"].iter_rows(min_row=2, values_only=True)}
+    assert len(daily) == 31
+    assert daily["2026-10-05"] == (pytest.approx(8.0), pytest.approx(16.0))
+    assert daily["2026-10-06"] == (0, 0)
+
+
+def pdf_text(content: bytes) -> str:
+    """Text drawn on the pages: every content stream decoded (ASCII85, then Flate), no PDF library."""
+    text = []
+    for stream in re.findall(rb"stream\r?\n(.*?)endstream", content, re.S):
+        data = stream.strip()
+        if data.endswith(b"~>"):
+            data = base64.a85decode(data.removeprefix(b"<~").removesuffix(b"~>"))
+        with contextlib.suppress(zlib.error):
+            data = zlib.decompress(data)
+        text.append(data.decode("latin-1"))
+    return "\n".join(text)
+
+
+def test_the_pdf_is_a_complete_pdf_with_the_summary_charts_and_methodology() -> None:
+    mall_site()
+    content = bytes(savings_report_generate(year=2026, month=10, reason="request").files.get(format="pdf").content)
+
+    assert content.startswith(b"%PDF-")
+    assert content.rstrip().endswith(b"%%EOF")
+    pages = re.search(rb"/Type /Pages\s*/Count (\d+)", content) or re.search(rb"/Count (\d+)", content)
+    assert pages is not None
+    assert int(pages.group(1)) >= 2
+    text = pdf_text(content)
+    assert "mall" in text
+    assert "80.00" in text
+    assert "Methodology" in text
+    assert "Load duration curve" in text
+
+
+def test_the_command_writes_the_latest_version_and_generates_one_if_missing(tmp_path: Path, tenant) -> None:
+    mall_site()
+    output = tmp_path / "october.csv"
+
+    call_command("savings_report", "--tenant", "alpha", "--month", "2026-10", "--format", "csv", "--output", output)
+    call_command(
+        "savings_report", "--tenant", "alpha", "--month", "2026-10", "--format", "pdf", "--output", tmp_path / "o.pdf"
+    )
+
+    assert SavingsReport.objects.count() == 1
+    assert output.read_bytes() == bytes(SavingsReportFile.objects.get(format="csv").content)
+    assert (tmp_path / "o.pdf").read_bytes().startswith(b"%PDF-")
+
+    call_command(
+        "savings_report",
+        "--tenant",
+        "alpha",
+        "--month",
+        "2026-10",
+        "--format",
+        "csv",
+        "--output",
+        output,
+        "--regenerate",
+    )
+    assert list(SavingsReport.objects.values_list("version", flat=True).order_by("version")) == [1, 2]
+
+
+@pytest.mark.parametrize("month", ["2026-13", "2026-1", "october", "1999-12"])
+def test_an_unknown_month_is_refused_naming_the_option_and_writes_nothing(tmp_path: Path, month: str) -> None:
+    mall_site()
+    output = tmp_path / "report.csv"
+
+    with pytest.raises(CommandError, match=r"^--month: .*YYYY-MM"):
+        call_command("savings_report", "--tenant", "alpha", "--month", month, "--format", "csv", "--output", output)
+
+    assert not output.exists()
+    assert not SavingsReport.objects.exists()
+
+
+def test_a_tenant_never_sees_another_tenants_report_or_sites(tenant, other_tenant, tmp_path: Path) -> None:
+    mall_site("alpha-mall")
+    alpha_report = savings_report_generate(year=2026, month=10, reason="request")
+
+    with tenant_context(other_tenant):
+        assert not SavingsReport.objects.exists()
+        mall_site("beta-mall")
+        call_command(
+            "savings_report",
+            "--tenant",
+            "beta",
+            "--month",
+            "2026-10",
+            "--format",
+            "csv",
+            "--output",
+            tmp_path / "b.csv",
+        )
+        beta_reports = list(SavingsReport.objects.all())
+        assert [r.month for r in beta_reports] == [date(2026, 10, 1)]
+        beta_slugs = [s["slug"] for s in beta_reports[0].data["sites"]]
+    connection.set_tenant(tenant)
+
+    assert beta_slugs == ["beta-mall"]
+    assert [s["slug"] for s in alpha_report.data["sites"]] == ["alpha-mall"]
+    assert "alpha-mall" not in (tmp_path / "b.csv").read_text()
+    assert SavingsReport.objects.count() == 1

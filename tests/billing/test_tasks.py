@@ -1,0 +1,100 @@
+"""Rollup and report tasks through a real worker (RabbitMQ, PostgreSQL) in the tenant's schema."""
+
+import time
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django_tenants.utils import tenant_context
+
+from balancing.models import Site
+from billing.models import IntervalEnergy, RollupCursor, SavingsReport, SessionDraw, SiteMonthDemand, Tariff
+from billing.services import tariff_import
+from billing.tasks import generate_savings_report, month_closed_everywhere, roll_up_intervals
+from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterSample
+from tests.billing.conftest import simple_record
+
+pytestmark = pytest.mark.django_db
+WAIT_S = 60
+START = datetime(2026, 9, 14, 16, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def committed_site(other_tenant, django_db_blocker):
+    """A site in beta with 2 hours of register readings at 6 kW, committed for the worker."""
+    with django_db_blocker.unblock(), tenant_context(other_tenant):
+        site = Site.objects.create(slug="billing-worker", name="Billing worker", limit_a=Decimal(63), timezone="UTC")
+        tariff_import(site=site, record=simple_record(flat_rate="10"), valid_from=date(2026, 1, 1))
+        station = ChargingStation.objects.create(charge_point_id="BILL-W-1", site=site, max_current_a=Decimal(16))
+        connector = Connector.objects.create(station=station, connector_id=1)
+        MeterSample.objects.bulk_create(
+            MeterSample(
+                station=station,
+                connector=connector,
+                sampled_at=START + timedelta(minutes=5 * i),
+                measurand="Energy.Active.Import.Register",
+                value=Decimal(500 * i),
+                unit="Wh",
+            )
+            for i in range(25)
+        )
+    yield site
+    with django_db_blocker.unblock(), tenant_context(other_tenant):
+        SavingsReport.objects.all().delete()
+        SiteMonthDemand.objects.filter(site=site).delete()
+        IntervalEnergy.objects.filter(site=site).delete()
+        SessionDraw.objects.filter(session__station__site=site).delete()
+        ChargingSession.objects.filter(station__site=site).delete()
+        MeterSample.objects.filter(station__site=site).delete()
+        ChargingStation.objects.filter(site=site).delete()
+        Tariff.objects.filter(site=site).delete()
+        RollupCursor.objects.all().delete()
+        site.delete()
+
+
+def wait_for(check, what: str):
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.2)
+    pytest.fail(f"{what} did not happen within {WAIT_S}s")
+
+
+def test_the_rollup_task_fills_the_sites_intervals_in_its_tenant(celery_worker, tenant, other_tenant, committed_site):
+    with tenant_context(other_tenant):
+        roll_up_intervals.delay()
+
+    def site_rows():
+        with tenant_context(other_tenant):
+            return list(IntervalEnergy.objects.filter(site=committed_site, station__isnull=True).order_by("start"))
+
+    rows = wait_for(lambda: len(site_rows()) == 8 and site_rows(), "the rollup")
+    assert [r.energy_kwh for r in rows] == [Decimal("1.5")] * 8  # 6 kW for 2 hours
+    assert not IntervalEnergy.objects.exists()  # alpha (active here) got nothing
+
+
+def test_the_report_task_stores_a_version_in_the_tenant_that_sent_it(celery_worker, other_tenant, committed_site):
+    with tenant_context(other_tenant):
+        generate_savings_report.delay(month="2026-09", reason="request", requested_by="test")
+
+    def stored():
+        with tenant_context(other_tenant):
+            return SavingsReport.objects.filter(month=date(2026, 9, 1)).first()
+
+    report = wait_for(stored, "the report")
+    with tenant_context(other_tenant):
+        assert sorted(report.files.values_list("format", flat=True)) == ["csv", "pdf", "xlsx"]
+        site = report.data["sites"][0]
+        assert site["slug"] == "billing-worker"
+        assert site["actual"]["demand_charge"].startswith("60")  # 6 kW x $10
+    assert not SavingsReport.objects.exists()
+
+
+def test_the_month_to_report_is_the_last_one_closed_in_every_sites_zone(other_tenant, committed_site):
+    with tenant_context(other_tenant):
+        Site.objects.create(slug="honolulu", name="Honolulu", limit_a=Decimal(63), timezone="Pacific/Honolulu")
+        # 1 Oct 05:00 UTC: September closed in UTC, but it is still 30 Sep 19:00 in Honolulu.
+        assert month_closed_everywhere(datetime(2026, 10, 1, 5, tzinfo=UTC)) == "2026-08"
+        assert month_closed_everywhere(datetime(2026, 10, 1, 11, tzinfo=UTC)) == "2026-09"
