@@ -1,8 +1,8 @@
-"""Organisation admin (tenant schema): chargers, connectors, sessions and meter samples."""
+"""Organisation admin (tenant schema): chargers, connectors, sessions, meter samples, idTags, commands."""
 
 from django.contrib import admin
 
-from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterSample
+from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector, IdTag, MeterSample
 from evplatform.admin_sites import tenant_admin_site
 
 
@@ -55,6 +55,32 @@ class MeterSampleAdmin(admin.ModelAdmin):
     list_filter = ("measurand",)
     search_fields = ("station__charge_point_id",)
     date_hierarchy = "sampled_at"
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(IdTag, site=tenant_admin_site)
+class IdTagAdmin(admin.ModelAdmin):
+    """The allow-list a site uses when it does not free-vend (Site.free_vend off)."""
+
+    list_display = ("id_tag", "label", "site", "is_active", "expires_at", "updated_at")
+    list_filter = ("site", "is_active")
+    search_fields = ("id_tag", "label")
+
+
+@admin.register(ChargerCommand, site=tenant_admin_site)
+class ChargerCommandAdmin(admin.ModelAdmin):
+    """What the platform asked of chargers and what they answered (read only)."""
+
+    list_display = ("requested_at", "charge_point_id", "action", "status", "charger_status", "duration_ms")
+    list_filter = ("action", "status")
+    search_fields = ("charge_point_id", "request_id")
+    date_hierarchy = "requested_at"
     show_full_result_count = False
 
     def has_add_permission(self, request):

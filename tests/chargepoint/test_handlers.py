@@ -242,3 +242,13 @@ def test_a_failed_publish_is_retried_in_order_and_nothing_is_lost() -> None:
 
     assert [e["n"] for batch in published for e in batch] == [1, 2]
     assert buffer.failures == 2
+
+
+@pytest.mark.parametrize("cls", [ChargePoint16, ChargePoint201])
+def test_every_action_that_skips_the_library_check_is_checked_by_the_gateway(cls) -> None:
+    h = Harness(cls, cls.ocpp_version)
+
+    skipping = {action for action, route in h.cp.route_map.items() if route.get("_skip_schema_validation")}
+
+    assert skipping == set(cls.prevalidated_actions)
+    assert skipping  # the hot path is on
