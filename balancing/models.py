@@ -279,6 +279,13 @@ class BalancingRun(models.Model):
     limits = models.JSONField(default=dict, help_text="Each limit considered and which one bound.")
     solve_ms = models.FloatField(null=True, blank=True)
     error = models.TextField(blank=True)
+    # Site-level figures of this run, for charts and the overview without unpacking JSON.
+    measured_kw = models.FloatField(null=True, blank=True, help_text="What the chargers drew (kW).")
+    allocated_kw = models.FloatField(null=True, blank=True, help_text="What the run allowed them (kW).")
+    limit_kw = models.FloatField(null=True, blank=True, help_text="The binding power limit at the root (kW).")
+    phase_measured_a = models.JSONField(default=list, help_text="Draw per site phase (A).")
+    phase_allocated_a = models.JSONField(default=list, help_text="Allocation per site phase (A).")
+    phase_limit_a = models.JSONField(default=list, help_text="Root current limit per phase (A).")
 
     class Meta:
         ordering = ["-started_at"]

@@ -295,6 +295,25 @@ def _retries(stuck: list[EvseContext], now: datetime) -> list[PlannedPush]:
     return plans
 
 
+def _summarise(run: BalancingRun, built: BuiltProblem, result: dict[str, Any], site: Site) -> None:
+    """Site-level totals of the run: drawn, allocated and allowed, in kW and per phase."""
+    phases = ["L1", "L2", "L3"][: site.phases]
+    voltage = float(site.voltage_v)
+    measured = [0.0] * len(phases)
+    for evse in built.problem["evses"]:
+        for phase in evse["phases"]:
+            measured[phases.index(phase)] += float(evse.get("measured_a") or 0.0)
+    root = next(n for n in built.problem["nodes"] if n["parent"] is None)
+    allocated = list(result.get("node_load_a", {}).get(root["id"], [0.0] * len(phases)))
+    reserved_kw = sum(r.limit_a * len(r.station.site_phases) * voltage / 1000 for r in built.reservations)
+    run.phase_measured_a = [round(x, 2) for x in measured]
+    run.phase_allocated_a = [round(float(x), 2) for x in allocated]
+    run.phase_limit_a = [round(x, 2) for x in built.limits.limit_a]
+    run.measured_kw = round(sum(measured) * voltage / 1000, 3)
+    run.allocated_kw = round(float(result.get("node_load_kw", {}).get(root["id"], 0.0)) + reserved_kw, 3)
+    run.limit_kw = built.limits.limit_kw
+
+
 def site_balance_run(*, site: Site, reason: str, pusher: Pusher, now: datetime | None = None) -> BalancingRun:
     """Balance one site now and push the result. The caller holds the site's lock."""
     now = now or timezone.now()
@@ -333,6 +352,7 @@ def site_balance_run(*, site: Site, reason: str, pusher: Pusher, now: datetime |
         logger.exception("balancing run for site %s failed", site.slug)
         raise
 
+    _summarise(run, built, result, site)
     allocations = {k: float(v) for k, v in result["allocations_a"].items()}
     stuck_ids = {id(ctx) for ctx in stuck}
     plans = [p for p in _plan(site, built, allocations, now) if id(p.context) not in stuck_ids]

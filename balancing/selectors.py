@@ -1,8 +1,15 @@
 """Reads of sites and circuits. Schema: tenant."""
 
-from django.core.exceptions import ObjectDoesNotExist
+import zoneinfo
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
 
-from balancing.models import Circuit, Site
+from django.core.exceptions import ObjectDoesNotExist
+from django.db.models import Count, Q
+
+from balancing.models import BalancingRun, Circuit, ProfilePush, Site
+from chargepoint.models import ChargingStation
 
 
 class SiteNotFoundError(ObjectDoesNotExist):
@@ -37,3 +44,142 @@ def circuit_get(*, site: Site, name: str) -> Circuit:
 
 def site_ids() -> list[int]:
     return list(Site.objects.order_by("pk").values_list("pk", flat=True))
+
+
+# --- Portal and API reads -------------------------------------------------------------------
+
+ALERT_WINDOW = timedelta(hours=1)
+AT_CAP_FOR = timedelta(minutes=30)
+AT_CAP_SHARE = 0.98
+
+
+@dataclass
+class SiteRow:
+    """One line of the sites overview."""
+
+    site: Site
+    load_kw: float | None
+    limit_kw: float | None
+    load_share: float | None
+    online: int
+    charging: int
+    faulted: int
+    stations: int
+    peak_today_kw: float | None
+    alerts: list[str] = field(default_factory=list)
+    last_run_at: datetime | None = None
+
+
+def _site_day_start(site: Site, now: datetime) -> datetime:
+    local = now.astimezone(zoneinfo.ZoneInfo(site.timezone))
+    return local.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def site_overview(*, now: datetime, search: str = "", sort: str = "name") -> list[SiteRow]:
+    """Every site with its live load against its limit, charger counts, today's peak and alerts.
+
+    A constant number of queries whatever the number of sites.
+    """
+    from chargepoint.models import Connector
+
+    sites = list(
+        Site.objects.filter(Q(name__icontains=search) | Q(slug__icontains=search)) if search else Site.objects.all()
+    )
+    ids = [s.pk for s in sites]
+    latest_runs = {
+        run.site_id: run
+        for run in BalancingRun.objects.filter(site_id__in=ids).order_by("site_id", "-started_at").distinct("site_id")
+    }
+    station_counts = {
+        row["site_id"]: row
+        for row in ChargingStation.objects.filter(site_id__in=ids)
+        .values("site_id")
+        .annotate(total=Count("id"), online=Count("id", filter=Q(is_online=True)))
+    }
+    connector_counts = {
+        row["station__site_id"]: row
+        for row in Connector.objects.filter(station__site_id__in=ids)
+        .values("station__site_id")
+        .annotate(
+            charging=Count("id", filter=Q(status=Connector.Status.CHARGING)),
+            faulted=Count("id", filter=Q(status=Connector.Status.FAULTED)),
+        )
+    }
+    earliest_day = min((_site_day_start(s, now) for s in sites), default=now)
+    peaks: dict[int, float] = {}
+    by_id = {s.pk: s for s in sites}
+    day_rows = BalancingRun.objects.filter(
+        site_id__in=ids, started_at__gte=earliest_day, measured_kw__isnull=False
+    ).values_list("site_id", "started_at", "measured_kw")
+    for site_id, started_at, measured_kw in day_rows:
+        if measured_kw is not None and started_at >= _site_day_start(by_id[site_id], now):
+            peaks[site_id] = max(peaks.get(site_id, 0.0), measured_kw)
+    rejected = set(
+        ProfilePush.objects.filter(run__site_id__in=ids, sent_at__gte=now - ALERT_WINDOW)
+        .exclude(status="Accepted")
+        .values_list("run__site_id", flat=True)
+    )
+    recent_runs: dict[int, list[tuple[float | None, float | None]]] = {}
+    for row in BalancingRun.objects.filter(site_id__in=ids, started_at__gte=now - AT_CAP_FOR).values_list(
+        "site_id", "allocated_kw", "limit_kw"
+    ):
+        recent_runs.setdefault(row[0], []).append((row[1], row[2]))
+
+    rows = []
+    for site in sites:
+        run = latest_runs.get(site.pk)
+        counts = station_counts.get(site.pk, {"total": 0, "online": 0})
+        conn = connector_counts.get(site.pk, {"charging": 0, "faulted": 0})
+        limit_kw = (
+            run.limit_kw
+            if run and run.limit_kw is not None
+            else (float(site.demand_cap_kw) if site.demand_cap_kw is not None else None)
+        )
+        load_kw = run.measured_kw if run else None
+        alerts = []
+        offline = counts["total"] - counts["online"]
+        if offline:
+            alerts.append(f"{offline} charger{'s' if offline > 1 else ''} offline")
+        if site.pk in rejected:
+            alerts.append("a charger refused a profile in the last hour")
+        history = recent_runs.get(site.pk, [])
+        if len(history) >= 3 and all(a is not None and lim and a >= AT_CAP_SHARE * lim for a, lim in history):
+            alerts.append("at its limit for 30 minutes")
+        rows.append(
+            SiteRow(
+                site=site,
+                load_kw=load_kw,
+                limit_kw=limit_kw,
+                load_share=(load_kw / limit_kw) if load_kw is not None and limit_kw else None,
+                online=counts["online"],
+                charging=conn["charging"],
+                faulted=conn["faulted"],
+                stations=counts["total"],
+                peak_today_kw=peaks.get(site.pk),
+                alerts=alerts,
+                last_run_at=run.started_at if run else None,
+            )
+        )
+    keys = {
+        "name": lambda r: r.site.name.lower(),
+        "load": lambda r: -(r.load_kw or 0.0),
+        "share": lambda r: -(r.load_share or 0.0),
+        "alerts": lambda r: -len(r.alerts),
+        "peak": lambda r: -(r.peak_today_kw or 0.0),
+        "chargers": lambda r: -r.stations,
+    }
+    return sorted(rows, key=keys.get(sort, keys["name"]))
+
+
+def site_runs(*, site: Site, limit: int = 20) -> list[BalancingRun]:
+    return list(BalancingRun.objects.filter(site=site).order_by("-started_at")[:limit])
+
+
+def site_load_series(*, site: Site, since: datetime) -> list[dict[str, Any]]:
+    """Measured and allocated site power, and the limit, per balancing run since ``since``."""
+    rows = (
+        BalancingRun.objects.filter(site=site, started_at__gte=since)
+        .order_by("started_at")
+        .values("started_at", "measured_kw", "allocated_kw", "limit_kw", "phase_measured_a", "phase_limit_a")
+    )
+    return [dict(row) for row in rows]

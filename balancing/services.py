@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from balancing.models import BalancingRun, Circuit, Site
+from balancing.models import BalancingRun, Circuit, Site, SiteLimitSchedule
 from balancing.push import GatewayPusher, Pusher
 from balancing.selectors import circuit_get
 from evplatform.redis import get_redis, tenant_key
@@ -193,3 +193,40 @@ def site_balance(*, site_id: int, reason: str, pusher: Pusher | None = None) -> 
         return site_balance_run(site=site, reason=reason, pusher=pusher or GatewayPusher())
     finally:
         lock.release()
+
+
+@transaction.atomic
+def schedule_create(*, schedule: SiteLimitSchedule, actor: str) -> SiteLimitSchedule:
+    """Store a validated (unsaved) limit schedule, audit it and rebalance its site."""
+    require_tenant_schema("schedule_create")
+    schedule.full_clean()
+    schedule.save()
+    audit_record(
+        actor=actor,
+        action="create",
+        object_type="schedule",
+        object_id=schedule.pk,
+        label=f"{schedule.site.name}: {schedule.name}",
+        changes=[
+            (f, None, getattr(schedule, f)) for f in ("weekdays", "start_time", "end_time", "limit_kw", "limit_a")
+        ],
+    )
+    site_rebalance_request(site_id=schedule.site_id, reason="schedule added")
+    return schedule
+
+
+@transaction.atomic
+def schedule_delete(*, schedule: SiteLimitSchedule, actor: str) -> None:
+    """Remove a limit schedule, audit it and rebalance its site."""
+    require_tenant_schema("schedule_delete")
+    audit_record(
+        actor=actor,
+        action="delete",
+        object_type="schedule",
+        object_id=schedule.pk,
+        label=f"{schedule.site.name}: {schedule.name}",
+        changes=[("limit_kw", schedule.limit_kw, None), ("limit_a", schedule.limit_a, None)],
+    )
+    site_id = schedule.site_id
+    schedule.delete()
+    site_rebalance_request(site_id=site_id, reason="schedule removed")

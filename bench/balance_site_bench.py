@@ -13,6 +13,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -41,7 +42,7 @@ def main() -> None:
     from django_tenants.utils import tenant_context
 
     from balancing.models import BalancingRun, Circuit, ConnectorLimit, Site
-    from balancing.push import PushAnswer
+    from balancing.push import PushAnswer, PushRequest
     from balancing.runs import site_balance_run
     from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterSample
     from tenants.services import tenant_create
@@ -57,7 +58,7 @@ def main() -> None:
     ).obj
 
     class AcceptAll:
-        def send_many(self, requests):  # type: ignore[no-untyped-def]
+        def send_many(self, requests: Sequence[PushRequest]) -> list[PushAnswer]:
             return [PushAnswer("Accepted") for _ in requests]
 
     with tenant_context(tenant):

@@ -11,7 +11,7 @@ from django.conf import settings
 
 
 @lru_cache(maxsize=1)
-def get_redis() -> "redis.Redis[bytes]":
+def get_redis() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL, health_check_interval=30)
 
 

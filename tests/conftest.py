@@ -152,3 +152,19 @@ def celery_worker(django_db_setup: None, django_db_blocker, tmp_path_factory) ->
         worker.wait(timeout=30)
     except subprocess.TimeoutExpired:
         worker.kill()
+
+
+@pytest.fixture
+def make_user():
+    """A user of the active tenant with a role, signed in on a client for that tenant's domain."""
+    from tenants.accounts.models import User
+
+    def make(role: str, *, host: str = ALPHA.domain, email: str | None = None) -> tuple[User, Client]:
+        user = User.objects.create_user(
+            email=email or f"{role}.user@{host}", password="correct-horse-battery-9", role=role
+        )
+        client = Client(HTTP_HOST=host)
+        client.force_login(user)
+        return user, client
+
+    return make

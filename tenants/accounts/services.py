@@ -1,13 +1,16 @@
 """Heartbeats (proof that workers serve every queue) and the audit trail. Schema: tenant."""
 
 import secrets
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 from django_tenants.utils import tenant_context
 
 from evplatform.celery import QUEUES, queue_name
-from tenants.accounts.models import AuditEvent, WorkerHeartbeat
+from tenants.accounts.models import AuditEvent, Role, User, WorkerHeartbeat
 from tenants.models import Tenant
 
 
@@ -51,7 +54,7 @@ def audit_record(
     object_type: str,
     object_id: object,
     label: str,
-    changes: list[tuple[str, object, object]],
+    changes: Sequence[tuple[str, Any, Any]],
 ) -> list[AuditEvent]:
     """One audit row per changed field: who, when, what, old value, new value."""
     return AuditEvent.objects.bulk_create(
@@ -69,3 +72,41 @@ def audit_record(
             for field, old, new in changes
         ]
     )
+
+
+def user_invite(*, email: str, full_name: str, role: str, actor: str) -> tuple[User, bool]:
+    """Add a person to the organisation with a role; they set their password via the reset link.
+
+    Returns the user and whether it is new. An existing user keeps its password.
+    """
+    email = email.strip().lower()
+    user = User.objects.filter(email__iexact=email).first()
+    created = user is None
+    if user is None:
+        # A random password nobody knows: the person sets their own through the reset link.
+        user = User.objects.create_user(email=email, password=secrets.token_urlsafe(32), full_name=full_name, role=role)
+        audit_record(
+            actor=actor,
+            action="create",
+            object_type="user",
+            object_id=user.pk,
+            label=email,
+            changes=[("role", None, role)],
+        )
+    return user, created
+
+
+def user_update(*, user: User, role: str, is_active: bool, actor: str) -> list[str]:
+    """Change a person's role or access; audited. An admin cannot lock themself out."""
+    if user.email == actor and (role != Role.ADMIN or not is_active):
+        raise ValidationError("You cannot remove your own admin role or deactivate yourself.")
+    changes = [(f, getattr(user, f), v) for f, v in (("role", role), ("is_active", is_active)) if getattr(user, f) != v]
+    for field_name, _, value in changes:
+        setattr(user, field_name, value)
+    if changes:
+        user.is_staff = user.is_superuser = user.role == Role.ADMIN
+        user.save()
+        audit_record(
+            actor=actor, action="update", object_type="user", object_id=user.pk, label=user.email, changes=changes
+        )
+    return [c[0] for c in changes]

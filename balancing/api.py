@@ -1,0 +1,204 @@
+"""REST API for sites, circuits, limit schedules, live status and balancing runs. Schema: tenant."""
+
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, serializers, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from balancing.models import BalancingRun, Circuit, Site, SiteLimitSchedule
+from balancing.selectors import site_overview
+from balancing.services import schedule_create, schedule_delete, site_create_or_update
+from evplatform.api import time_range
+from evplatform.permissions import CHANGE_LIMITS, RoleForWrites, actor_of
+
+
+class SiteSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Site
+        fields = [
+            "slug",
+            "name",
+            "timezone",
+            "voltage_v",
+            "phases",
+            "limit_a",
+            "demand_cap_kw",
+            "failsafe_a",
+            "free_vend",
+        ]
+        read_only_fields = ["slug", "name", "timezone", "voltage_v", "phases", "free_vend"]
+
+
+class CircuitSerializer(serializers.ModelSerializer):
+    site: "serializers.SlugRelatedField[Site]" = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    parent_name = serializers.CharField(source="parent.name", read_only=True, default=None)
+
+    class Meta:
+        model = Circuit
+        fields = ["id", "site", "name", "kind", "parent_name", "limit_a", "limit_kw"]
+
+
+class ScheduleSerializer(serializers.ModelSerializer):
+    site: "serializers.SlugRelatedField[Site]" = serializers.SlugRelatedField(
+        slug_field="slug", queryset=Site.objects.all()
+    )
+
+    class Meta:
+        model = SiteLimitSchedule
+        fields = ["id", "site", "name", "weekdays", "start_time", "end_time", "limit_kw", "limit_a", "is_active"]
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("limit_kw") is None and attrs.get("limit_a") is None:
+            raise serializers.ValidationError({"limit_kw": ["set limit_kw, limit_a or both"]})
+        weekdays = attrs.get("weekdays", "")
+        if not weekdays or any(ch not in "0123456" for ch in weekdays):
+            raise serializers.ValidationError({"weekdays": ["digits 0 (Monday) to 6 (Sunday), e.g. 01234"]})
+        return attrs
+
+
+class RunSerializer(serializers.ModelSerializer):
+    site: "serializers.SlugRelatedField[Site]" = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+
+    class Meta:
+        model = BalancingRun
+        fields = [
+            "id",
+            "site",
+            "reason",
+            "started_at",
+            "finished_at",
+            "status",
+            "inputs_digest",
+            "measured_kw",
+            "allocated_kw",
+            "limit_kw",
+            "phase_measured_a",
+            "phase_allocated_a",
+            "phase_limit_a",
+            "limits",
+            "result",
+            "solve_ms",
+            "error",
+        ]
+
+
+class SiteViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet):
+    """Sites and their grid-connection limits. Energy managers and admins may change the limits."""
+
+    queryset = Site.objects.order_by("name")
+    serializer_class = SiteSerializer
+    lookup_field = "slug"
+    permission_classes = [RoleForWrites]
+    write_roles = CHANGE_LIMITS
+
+    def perform_update(self, serializer: serializers.BaseSerializer) -> None:
+        site = serializer.instance
+        if not isinstance(site, Site):
+            raise ValidationError({"slug": ["unknown site"]})
+        data = {**SiteSerializer(site).data, **serializer.validated_data}
+        try:
+            serializer.instance = site_create_or_update(
+                slug=site.slug,
+                name=site.name,
+                limit_a=data["limit_a"],
+                voltage_v=site.voltage_v,
+                phases=site.phases,
+                demand_cap_kw=data["demand_cap_kw"],
+                failsafe_a=data["failsafe_a"],
+                timezone=site.timezone,
+                actor=actor_of(self.request),
+            ).obj
+        except DjangoValidationError as exc:
+            raise ValidationError(exc.message_dict) from exc
+
+    @extend_schema(responses={200: dict})
+    @action(detail=True, methods=["get"])
+    def status(self, request: Request, slug: str | None = None) -> Response:
+        """Live status: load against limit, charger counts, today's peak, alerts."""
+        site = get_object_or_404(Site, slug=slug)
+        row = next(r for r in site_overview(now=timezone.now(), search=site.slug) if r.site.pk == site.pk)
+        return Response(
+            {
+                "site": site.slug,
+                "load_kw": row.load_kw,
+                "limit_kw": row.limit_kw,
+                "load_share": row.load_share,
+                "chargers": row.stations,
+                "online": row.online,
+                "charging": row.charging,
+                "faulted": row.faulted,
+                "peak_today_kw": row.peak_today_kw,
+                "alerts": row.alerts,
+                "last_run_at": row.last_run_at,
+            }
+        )
+
+
+class CircuitViewSet(viewsets.ReadOnlyModelViewSet):
+    """The circuit tree of each site (filter with ``?site=<slug>``)."""
+
+    serializer_class = CircuitSerializer
+    permission_classes = [RoleForWrites]
+
+    def get_queryset(self) -> Any:
+        qs = Circuit.objects.select_related("site", "parent").order_by("site__slug", "name")
+        site = self.request.query_params.get("site")
+        return qs.filter(site__slug=site) if site else qs
+
+
+class ScheduleViewSet(viewsets.ModelViewSet):
+    """Recurring lower limits of a site (site local time). Changes need the energy manager role."""
+
+    serializer_class = ScheduleSerializer
+    permission_classes = [RoleForWrites]
+    write_roles = CHANGE_LIMITS
+    http_method_names = ["get", "post", "delete", "head", "options"]
+
+    def get_queryset(self) -> Any:
+        qs = SiteLimitSchedule.objects.select_related("site").order_by("site__slug", "start_time")
+        site = self.request.query_params.get("site")
+        return qs.filter(site__slug=site) if site else qs
+
+    def perform_create(self, serializer: serializers.BaseSerializer) -> None:
+        try:
+            serializer.instance = schedule_create(
+                schedule=SiteLimitSchedule(**serializer.validated_data), actor=actor_of(self.request)
+            )
+        except DjangoValidationError as exc:
+            raise ValidationError(exc.message_dict) from exc
+
+    def perform_destroy(self, instance: SiteLimitSchedule) -> None:
+        schedule_delete(schedule=instance, actor=actor_of(self.request))
+
+
+@extend_schema(
+    parameters=[
+        OpenApiParameter("site", str, description="site slug"),
+        OpenApiParameter("since", str, description="ISO 8601 time with zone"),
+        OpenApiParameter("until", str, description="ISO 8601 time with zone"),
+    ]
+)
+class RunViewSet(viewsets.ReadOnlyModelViewSet):
+    """Balancing runs: what went in, what came out, what bound, what was pushed."""
+
+    serializer_class = RunSerializer
+    permission_classes = [RoleForWrites]
+
+    def get_queryset(self) -> Any:
+        qs = BalancingRun.objects.select_related("site").order_by("-started_at")
+        params = self.request.query_params
+        if params.get("site"):
+            qs = qs.filter(site__slug=params["site"])
+        since, until = time_range(params)
+        if since:
+            qs = qs.filter(started_at__gte=since)
+        if until:
+            qs = qs.filter(started_at__lt=until)
+        return qs

@@ -1,0 +1,216 @@
+"""Portal pages for sites: the overview, a site's live page, its settings. Schema: tenant.
+
+Thin edges: parse the request, call a selector or a service, render. Every signed-in user may
+read; changing load-management settings needs the energy manager or admin role, is confirmed
+on a second step, audited and followed by a balancing run.
+"""
+
+from datetime import timedelta
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from balancing import services
+from balancing.forms import ScheduleForm, SiteLimitsForm
+from balancing.models import Circuit, Site, SiteLimitSchedule
+from balancing.selectors import site_load_series, site_overview, site_runs
+from chargepoint.models import ChargingStation
+from evplatform.permissions import CHANGE_LIMITS, actor_of, has_role, role_required
+
+RANGES = {"hour": timedelta(hours=1), "day": timedelta(days=1), "month": timedelta(days=31)}
+SORTS = ("name", "load", "share", "peak", "chargers", "alerts")
+
+
+@login_required
+def overview(request: HttpRequest) -> HttpResponse:
+    search = request.GET.get("q", "").strip()[:100]
+    sort = request.GET.get("sort", "name")
+    rows = site_overview(now=timezone.now(), search=search, sort=sort if sort in SORTS else "name")
+    context = {"rows": rows, "q": search, "sort": sort, "nav": "sites", "sorts": SORTS}
+    template = "portal/_site_rows.html" if request.headers.get("HX-Request") else "portal/overview.html"
+    return render(request, template, context)
+
+
+def _tree(site: Site, node_load: dict[str, list[float]]) -> list[dict[str, Any]]:
+    circuits = list(Circuit.objects.filter(site=site).order_by("name"))
+    children: dict[int | None, list[Circuit]] = {}
+    for c in circuits:
+        children.setdefault(c.parent_id, []).append(c)
+
+    def build(parent: int | None) -> list[dict[str, Any]]:
+        return [
+            {"circuit": c, "load_a": node_load.get(f"circuit-{c.pk}"), "children": build(c.pk)}
+            for c in children.get(parent, [])
+        ]
+
+    return build(None)
+
+
+@login_required
+def site_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    site = get_object_or_404(Site, slug=slug)
+    runs = site_runs(site=site, limit=10)
+    last = runs[0] if runs else None
+    result = (last.result or {}) if last else {}
+    allocations = result.get("allocations_a", {})
+    reasons = result.get("reasons", {})
+    measured = {e["id"]: e.get("measured_a") for e in (last.problem or {}).get("evses", [])} if last else {}
+    stations = list(
+        ChargingStation.objects.filter(site=site).prefetch_related("connectors").order_by("charge_point_id")
+    )
+    chargers = [
+        {
+            "station": s,
+            "connector": c,
+            "allocation_a": allocations.get(f"{s.charge_point_id}/{c.connector_id}"),
+            "measured_a": measured.get(f"{s.charge_point_id}/{c.connector_id}"),
+            "reason": reasons.get(f"{s.charge_point_id}/{c.connector_id}", ""),
+        }
+        for s in stations
+        for c in s.connectors.all()
+    ]
+    range_name = request.GET.get("range", "hour")
+    context = {
+        "site": site,
+        "runs": runs,
+        "last": last,
+        "chargers": chargers,
+        "tree": _tree(site, result.get("node_load_a", {})),
+        "root_load": result.get("node_load_a", {}).get("site"),
+        "range": range_name if range_name in RANGES else "hour",
+        "ranges": list(RANGES),
+        "can_change": has_role(request.user, CHANGE_LIMITS),
+        "nav": "sites",
+    }
+    template = "portal/_site_live.html" if request.headers.get("HX-Request") else "portal/site.html"
+    return render(request, template, context)
+
+
+@login_required
+def site_chart(request: HttpRequest, slug: str) -> JsonResponse:
+    """Vega-Lite spec with data: site load against its limit over the chosen range."""
+    site = get_object_or_404(Site, slug=slug)
+    window = RANGES.get(request.GET.get("range", "hour"), RANGES["hour"])
+    series = site_load_series(site=site, since=timezone.now() - window)
+    rows: list[dict[str, Any]] = []
+    for point in series:
+        at = point["started_at"].isoformat()
+        for name, key in (("drawn", "measured_kw"), ("allowed", "allocated_kw"), ("limit", "limit_kw")):
+            if point[key] is not None:
+                rows.append({"time": at, "series": name, "kW": point[key]})
+        if request.GET.get("phases") and site.phases == 3:
+            for i, phase in enumerate(("L1", "L2", "L3")):
+                values = point["phase_measured_a"] or []
+                if i < len(values):
+                    rows.append({"time": at, "series": f"{phase} drawn (A)", "kW": values[i]})
+    spec = {
+        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "description": f"Load of {site.name} against its limit",
+        "width": "container",
+        "height": 260,
+        "data": {"values": rows},
+        "mark": {"type": "line", "interpolate": "step-after"},
+        "encoding": {
+            "x": {"field": "time", "type": "temporal", "title": None},
+            "y": {"field": "kW", "type": "quantitative", "title": "A" if request.GET.get("phases") else "kW"},
+            "color": {
+                "field": "series",
+                "type": "nominal",
+                "title": None,
+                "scale": {"domain": ["drawn", "allowed", "limit"], "range": ["#0b5cad", "#13733b", "#b3261e"]}
+                if not request.GET.get("phases")
+                else {},
+            },
+            "strokeDash": {"condition": {"test": "datum.series === 'limit'", "value": [6, 4]}, "value": [1, 0]},
+            "tooltip": [{"field": "time", "type": "temporal"}, {"field": "series"}, {"field": "kW", "format": ".1f"}],
+        },
+    }
+    return JsonResponse(spec)
+
+
+@role_required(CHANGE_LIMITS)
+def site_settings(request: HttpRequest, slug: str) -> HttpResponse:
+    site = get_object_or_404(Site, slug=slug)
+    initial = {"limit_a": site.limit_a, "demand_cap_kw": site.demand_cap_kw, "failsafe_a": site.failsafe_a}
+    form = SiteLimitsForm(request.POST or None, initial=initial)
+    confirming = False
+    changes: list[tuple[str, Any, Any]] = []
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        changes = [
+            (str(form.fields[name].label or name), initial[name], data[name])
+            for name in ("limit_a", "demand_cap_kw", "failsafe_a")
+            if data[name] != initial[name]
+        ]
+        if not changes:
+            messages.info(request, "Nothing changed.")
+            return redirect("portal:site", slug=site.slug)
+        if data.get("confirm"):
+            try:
+                services.site_create_or_update(
+                    slug=site.slug,
+                    name=site.name,
+                    limit_a=data["limit_a"],
+                    voltage_v=site.voltage_v,
+                    phases=site.phases,
+                    demand_cap_kw=data["demand_cap_kw"],
+                    failsafe_a=data["failsafe_a"],
+                    timezone=site.timezone,
+                    actor=actor_of(request),
+                )
+            except ValidationError as exc:
+                for field, errors in exc.message_dict.items():
+                    form.add_error(field if field in form.fields else None, errors)
+            else:
+                messages.success(request, "Limits saved; the site is being rebalanced with them.")
+                return redirect("portal:site", slug=site.slug)
+        else:
+            confirming = True
+    context = {
+        "site": site,
+        "form": form,
+        "confirming": confirming,
+        "changes": changes,
+        "schedules": SiteLimitSchedule.objects.filter(site=site).order_by("start_time"),
+        "schedule_form": ScheduleForm(),
+        "nav": "sites",
+    }
+    return render(request, "portal/site_settings.html", context)
+
+
+@require_POST
+@role_required(CHANGE_LIMITS)
+def schedule_add(request: HttpRequest, slug: str) -> HttpResponse:
+    site = get_object_or_404(Site, slug=slug)
+    form = ScheduleForm(request.POST)
+    if not form.is_valid():
+        messages.error(
+            request,
+            "Schedule not added: "
+            + "; ".join(
+                f"{k}: {' '.join(str(e) for e in v)}" if k != "__all__" else " ".join(str(e) for e in v)
+                for k, v in form.errors.items()
+            ),
+        )
+        return redirect("portal:site-settings", slug=site.slug)
+    schedule = form.save(commit=False)
+    schedule.site = site
+    services.schedule_create(schedule=schedule, actor=actor_of(request))
+    messages.success(request, f"Schedule '{schedule.name}' added.")
+    return redirect("portal:site-settings", slug=site.slug)
+
+
+@require_POST
+@role_required(CHANGE_LIMITS)
+def schedule_delete(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    site = get_object_or_404(Site, slug=slug)
+    schedule = get_object_or_404(SiteLimitSchedule, site=site, pk=pk)
+    services.schedule_delete(schedule=schedule, actor=actor_of(request))
+    messages.success(request, "Schedule removed.")
+    return redirect("portal:site-settings", slug=site.slug)

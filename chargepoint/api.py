@@ -1,0 +1,187 @@
+"""REST API for chargers, sessions, meter readings and charger commands. Schema: tenant."""
+
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from balancing.models import Circuit, Site
+from chargepoint.actions import ACTIONS, charger_action
+from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterSample
+from evplatform.api import time_range
+from evplatform.permissions import CHARGER_ACTIONS, RoleForWrites, actor_of
+
+READINGS_MAX_DAYS = 31
+TIME_PARAMS = [
+    OpenApiParameter("since", str, description="ISO 8601 time with zone"),
+    OpenApiParameter("until", str, description="ISO 8601 time with zone"),
+]
+
+
+class ConnectorSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Connector
+        fields = ["connector_id", "status", "error_code", "status_changed_at", "max_current_a"]
+
+
+class ChargerSerializer(serializers.ModelSerializer):
+    site: "serializers.SlugRelatedField[Site]" = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    circuit: "serializers.SlugRelatedField[Circuit]" = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    connectors = ConnectorSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = ChargingStation
+        fields = [
+            "charge_point_id",
+            "site",
+            "circuit",
+            "vendor",
+            "model",
+            "serial_number",
+            "firmware_version",
+            "ocpp_version",
+            "max_current_a",
+            "phases",
+            "wiring",
+            "is_online",
+            "last_seen_at",
+            "last_boot_at",
+            "connectors",
+        ]
+
+
+class SessionSerializer(serializers.ModelSerializer):
+    charge_point_id = serializers.CharField(source="station.charge_point_id", read_only=True)
+    connector_id = serializers.IntegerField(source="connector.connector_id", read_only=True)
+
+    class Meta:
+        model = ChargingSession
+        fields = [
+            "id",
+            "charge_point_id",
+            "connector_id",
+            "transaction_id",
+            "id_tag",
+            "started_at",
+            "stopped_at",
+            "meter_start_wh",
+            "meter_stop_wh",
+            "energy_kwh",
+            "stop_reason",
+            "departure_at",
+            "energy_needed_kwh",
+            "ev_max_current_a",
+        ]
+
+
+class ReadingSerializer(serializers.ModelSerializer):
+    charge_point_id = serializers.CharField(source="station.charge_point_id", read_only=True)
+    connector_id = serializers.IntegerField(source="connector.connector_id", read_only=True, default=0)
+
+    class Meta:
+        model = MeterSample
+        fields = [
+            "charge_point_id",
+            "connector_id",
+            "sampled_at",
+            "measurand",
+            "phase",
+            "location",
+            "context",
+            "value",
+            "unit",
+        ]
+
+
+class CommandSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=ACTIONS)
+    connector_id = serializers.IntegerField(min_value=0, default=0)
+
+
+class ChargerViewSet(viewsets.ReadOnlyModelViewSet):
+    """Chargers (filter with ``?site=<slug>``); POST ``commands`` to act on one."""
+
+    serializer_class = ChargerSerializer
+    lookup_field = "charge_point_id"
+    lookup_value_regex = r"[A-Za-z0-9._~-]+"
+    permission_classes = [RoleForWrites]
+    write_roles = CHARGER_ACTIONS
+
+    def get_queryset(self) -> Any:
+        qs = ChargingStation.objects.select_related("site", "circuit").prefetch_related("connectors")
+        site = self.request.query_params.get("site")
+        return (qs.filter(site__slug=site) if site else qs).order_by("charge_point_id")
+
+    @extend_schema(
+        request=CommandSerializer,
+        responses={
+            200: inline_serializer(
+                "CommandResult", {"status": serializers.CharField(), "error": serializers.CharField()}
+            )
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def commands(self, request: Request, charge_point_id: str | None = None) -> Response:
+        """Remote stop, availability or reset; answers with the charger's status."""
+        station = self.get_object()
+        body = CommandSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            outcome = charger_action(
+                station=station,
+                action=body.validated_data["action"],
+                connector_id=body.validated_data["connector_id"],
+                actor=actor_of(request),
+            )
+        except DjangoValidationError as exc:
+            raise ValidationError(exc.message_dict) from exc
+        code = status.HTTP_200_OK if outcome.result.accepted else status.HTTP_502_BAD_GATEWAY
+        return Response({"status": outcome.result.status, "error": outcome.result.error}, status=code)
+
+
+def _time_filtered(qs: Any, params: Any, field: str, max_days: int | None = None) -> Any:
+    since, until = time_range(params, max_days=max_days)
+    if since:
+        qs = qs.filter(**{f"{field}__gte": since})
+    if until:
+        qs = qs.filter(**{f"{field}__lt": until})
+    return qs
+
+
+@extend_schema(parameters=[OpenApiParameter("charger", str), OpenApiParameter("site", str), *TIME_PARAMS])
+class SessionViewSet(viewsets.ReadOnlyModelViewSet):
+    """Charging sessions, newest first."""
+
+    serializer_class = SessionSerializer
+    permission_classes = [RoleForWrites]
+
+    def get_queryset(self) -> Any:
+        params = self.request.query_params
+        qs = ChargingSession.objects.select_related("station", "connector").order_by("-started_at")
+        if params.get("charger"):
+            qs = qs.filter(station__charge_point_id=params["charger"])
+        if params.get("site"):
+            qs = qs.filter(station__site__slug=params["site"])
+        return _time_filtered(qs, params, "started_at")
+
+
+@extend_schema(parameters=[OpenApiParameter("charger", str), OpenApiParameter("measurand", str), *TIME_PARAMS])
+class ReadingViewSet(viewsets.ReadOnlyModelViewSet):
+    """Meter readings, oldest first, paged; at most 31 days per request."""
+
+    serializer_class = ReadingSerializer
+    permission_classes = [RoleForWrites]
+
+    def get_queryset(self) -> Any:
+        params = self.request.query_params
+        qs = MeterSample.objects.select_related("station", "connector").order_by("sampled_at", "id")
+        if params.get("charger"):
+            qs = qs.filter(station__charge_point_id=params["charger"])
+        if params.get("measurand"):
+            qs = qs.filter(measurand=params["measurand"])
+        return _time_filtered(qs, params, "sampled_at", max_days=READINGS_MAX_DAYS)

@@ -1,0 +1,92 @@
+"""Portal page of one charger: status, connectors, sessions, meter history, profiles, actions.
+
+Schema: tenant.
+"""
+
+from datetime import timedelta
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from balancing.models import ProfilePush
+from chargepoint.actions import ACTIONS, charger_action
+from chargepoint.models import ChargingSession, ChargingStation, MeterSample
+from evplatform.permissions import CHARGER_ACTIONS, actor_of, has_role, role_required
+
+HISTORY = timedelta(hours=6)
+
+
+@login_required
+def charger_detail(request: HttpRequest, charge_point_id: str) -> HttpResponse:
+    station = get_object_or_404(
+        ChargingStation.objects.select_related("site", "circuit"), charge_point_id=charge_point_id
+    )
+    context = {
+        "station": station,
+        "connectors": station.connectors.all(),
+        "sessions": ChargingSession.objects.filter(station=station).order_by("-started_at")[:20],
+        "pushes": ProfilePush.objects.filter(station=station).select_related("run").order_by("-sent_at")[:20],
+        "can_act": has_role(request.user, CHARGER_ACTIONS),
+        "actions": ACTIONS,
+        "nav": "sites",
+    }
+    return render(request, "portal/charger.html", context)
+
+
+@login_required
+def charger_chart(request: HttpRequest, charge_point_id: str) -> JsonResponse:
+    """Vega-Lite spec: the charger's current per phase over the last hours."""
+    station = get_object_or_404(ChargingStation, charge_point_id=charge_point_id)
+    rows = [
+        {"time": t.isoformat(), "phase": phase or "total", "A": float(value)}
+        for t, phase, value in MeterSample.objects.filter(
+            station=station, measurand="Current.Import", sampled_at__gte=timezone.now() - HISTORY
+        )
+        .order_by("sampled_at")
+        .values_list("sampled_at", "phase", "value")[:5000]
+    ]
+    spec = {
+        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "width": "container",
+        "height": 220,
+        "data": {"values": rows},
+        "mark": {"type": "line", "interpolate": "step-after"},
+        "encoding": {
+            "x": {"field": "time", "type": "temporal", "title": None},
+            "y": {"field": "A", "type": "quantitative", "title": "Current (A)"},
+            "color": {"field": "phase", "type": "nominal", "title": None},
+        },
+    }
+    return JsonResponse(spec)
+
+
+@require_POST
+@role_required(CHARGER_ACTIONS)
+def charger_act(request: HttpRequest, charge_point_id: str) -> HttpResponse:
+    station = get_object_or_404(ChargingStation, charge_point_id=charge_point_id)
+    action = request.POST.get("action", "")
+    try:
+        connector_id = int(request.POST.get("connector_id", "0"))
+        outcome = charger_action(
+            station=station,
+            action=action,
+            connector_id=connector_id,
+            actor=actor_of(request),
+        )
+    except (ValueError, ValidationError) as exc:
+        text = " ".join(exc.messages) if isinstance(exc, ValidationError) else "connector must be a number"
+        messages.error(request, f"Not sent: {text}")
+    else:
+        level = messages.SUCCESS if outcome.result.accepted else messages.ERROR
+        messages.add_message(
+            request,
+            level,
+            f"{action.replace('_', ' ')}: the charger answered {outcome.result.status}"
+            + (f" ({outcome.result.error})" if outcome.result.error else ""),
+        )
+    return redirect("portal:charger", charge_point_id=station.charge_point_id)

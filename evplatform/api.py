@@ -1,0 +1,57 @@
+"""REST API plumbing shared by every app: one error body shape.
+
+Every error answers ``{"error": {"status": 400, "code": "invalid", "message": "...",
+"fields": {"limit_a": ["..."]}}}`` so integrators parse one format.
+"""
+
+from typing import Any
+
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    detail: Any = response.data
+    body: dict[str, Any] = {"status": response.status_code}
+    if isinstance(exc, exceptions.ValidationError) and isinstance(detail, dict):
+        body["code"] = "invalid"
+        body["message"] = "Some fields are not valid."
+        body["fields"] = detail
+    else:
+        codes = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"
+        body["code"] = codes if isinstance(codes, str) else "error"
+        body["message"] = detail.get("detail", str(detail)) if isinstance(detail, dict) else str(detail)
+        if isinstance(detail, list):
+            body["message"] = " ".join(str(d) for d in detail)
+    response.data = {"error": body}
+    return response
+
+
+def time_range(params: Any, *, max_days: int | None = None) -> tuple[Any, Any]:
+    """``since``/``until`` query parameters as aware datetimes; a clear 400 naming the bad one."""
+    from datetime import timedelta
+
+    from django.utils.dateparse import parse_datetime
+
+    bounds: list[Any] = []
+    for name in ("since", "until"):
+        raw = params.get(name)
+        if not raw:
+            bounds.append(None)
+            continue
+        value = parse_datetime(raw)
+        if value is None or value.tzinfo is None:
+            raise exceptions.ValidationError(
+                {name: [f"{raw!r} is not an ISO 8601 time with a zone, e.g. 2026-05-01T00:00:00Z"]}
+            )
+        bounds.append(value)
+    since, until = bounds
+    if since and until and until < since:
+        raise exceptions.ValidationError({"until": ["must not be before since"]})
+    if max_days and since and until and until - since > timedelta(days=max_days):
+        raise exceptions.ValidationError({"until": [f"the range may span at most {max_days} days"]})
+    return since, until

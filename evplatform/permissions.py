@@ -1,0 +1,66 @@
+"""Who may do what inside an organisation: one table used by portal views and the API.
+
+Roles (tenants.accounts.models.Role): everyone signed in may read; load-management settings
+and charger actions need the energy manager or admin role (NEC 750.30: changeable only by
+qualified people); reports are for finance (and admins, energy managers may read them); users,
+tokens and roles are the admin's.
+"""
+
+from collections.abc import Callable, Iterable
+from functools import wraps
+from typing import Any
+
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from rest_framework.permissions import SAFE_METHODS, BasePermission
+from rest_framework.request import Request
+
+from tenants.accounts.models import Role
+
+CHANGE_LIMITS = frozenset({Role.ADMIN, Role.ENERGY_MANAGER})
+CHARGER_ACTIONS = frozenset({Role.ADMIN, Role.ENERGY_MANAGER})
+READ_REPORTS = frozenset({Role.ADMIN, Role.FINANCE, Role.ENERGY_MANAGER})
+MANAGE_REPORTS = frozenset({Role.ADMIN, Role.FINANCE})
+MANAGE_USERS = frozenset({Role.ADMIN})
+READ_AUDIT = frozenset({Role.ADMIN, Role.ENERGY_MANAGER})
+
+
+def has_role(user: Any, roles: Iterable[str]) -> bool:
+    return bool(user and user.is_authenticated and user.is_active and user.role in roles)
+
+
+def actor_of(request: Any) -> str:
+    """The email recorded in the audit log for whoever made this request."""
+    return str(getattr(request.user, "email", "") or "anonymous")
+
+
+def role_required(roles: Iterable[str]) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """Portal view decorator: sign-in first, then 403 for a role that may not."""
+    allowed = frozenset(roles)
+
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not request.user.is_authenticated:
+                return redirect_to_login(request.get_full_path())
+            if not has_role(request.user, allowed):
+                raise PermissionDenied("Your role may not do this.")
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+class RoleForWrites(BasePermission):
+    """API: any signed-in user reads; writes need one of the view's ``write_roles``."""
+
+    message = "Your role may not change this."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if not (request.user and request.user.is_authenticated):
+            return False
+        if request.method in SAFE_METHODS:
+            return has_role(request.user, getattr(view, "read_roles", Role.values))
+        return has_role(request.user, getattr(view, "write_roles", ()))

@@ -1,0 +1,17 @@
+"""REST API v1 routes (tenant domains)."""
+
+from rest_framework.routers import DefaultRouter
+
+from balancing.api import CircuitViewSet, RunViewSet, ScheduleViewSet, SiteViewSet
+from chargepoint.api import ChargerViewSet, ReadingViewSet, SessionViewSet
+
+router = DefaultRouter()
+router.register("sites", SiteViewSet, basename="site")
+router.register("circuits", CircuitViewSet, basename="circuit")
+router.register("schedules", ScheduleViewSet, basename="schedule")
+router.register("runs", RunViewSet, basename="run")
+router.register("chargers", ChargerViewSet, basename="charger")
+router.register("sessions", SessionViewSet, basename="session")
+router.register("readings", ReadingViewSet, basename="reading")
+
+urlpatterns = router.urls

@@ -1,0 +1,26 @@
+"""The portal's pages on a tenant's domain, one namespace across the apps that serve them."""
+
+from django.urls import path
+
+from balancing import views as site_views
+from chargepoint import views as charger_views
+from tenants.accounts import views as account_views
+
+app_name = "portal"
+
+urlpatterns = [
+    path("", site_views.overview, name="overview"),
+    path("sites/<slug:slug>/", site_views.site_detail, name="site"),
+    path("sites/<slug:slug>/chart.json", site_views.site_chart, name="site-chart"),
+    path("sites/<slug:slug>/settings/", site_views.site_settings, name="site-settings"),
+    path("sites/<slug:slug>/schedules/", site_views.schedule_add, name="schedule-add"),
+    path("sites/<slug:slug>/schedules/<int:pk>/delete/", site_views.schedule_delete, name="schedule-delete"),
+    path("chargers/<str:charge_point_id>/", charger_views.charger_detail, name="charger"),
+    path("chargers/<str:charge_point_id>/chart.json", charger_views.charger_chart, name="charger-chart"),
+    path("chargers/<str:charge_point_id>/act/", charger_views.charger_act, name="charger-act"),
+    path("users/", account_views.users, name="users"),
+    path("users/<int:pk>/", account_views.user_change, name="user-change"),
+    path("tokens/", account_views.tokens, name="tokens"),
+    path("tokens/<int:pk>/revoke/", account_views.token_revoke, name="token-revoke"),
+    path("audit/", account_views.audit, name="audit"),
+]

@@ -1,0 +1,101 @@
+"""Portal pages for people, API tokens and the audit log. Schema: tenant."""
+
+from datetime import timedelta
+from typing import cast
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import PasswordResetForm
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from evplatform.permissions import MANAGE_USERS, READ_AUDIT, actor_of, role_required
+from tenants.accounts.forms import TokenForm, UserInviteForm, UserRoleForm
+from tenants.accounts.models import ApiToken, AuditEvent, User
+from tenants.accounts.services import user_invite, user_update
+from tenants.accounts.tokens import api_token_create
+
+AUDIT_PAGE_SIZE = 50
+
+
+@role_required(MANAGE_USERS)
+def users(request: HttpRequest) -> HttpResponse:
+    form = UserInviteForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user, created = user_invite(actor=actor_of(request), **form.cleaned_data)
+        if created:
+            reset = PasswordResetForm({"email": user.email})
+            if reset.is_valid():
+                reset.save(request=request, use_https=request.is_secure())
+            messages.success(request, f"{user.email} added; they were sent a link to set their password.")
+        else:
+            messages.info(request, f"{user.email} already has an account.")
+        return redirect("portal:users")
+    context = {"users": User.objects.order_by("email"), "form": form, "nav": "users", "roles": UserRoleForm()}
+    return render(request, "portal/users.html", context)
+
+
+@require_POST
+@role_required(MANAGE_USERS)
+def user_change(request: HttpRequest, pk: int) -> HttpResponse:
+    person = get_object_or_404(User, pk=pk)
+    form = UserRoleForm(request.POST)
+    if form.is_valid():
+        try:
+            changed = user_update(
+                user=person,
+                role=form.cleaned_data["role"],
+                is_active=form.cleaned_data["is_active"],
+                actor=actor_of(request),
+            )
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+        else:
+            messages.success(request, f"{person.email}: {', '.join(changed) or 'nothing'} changed.")
+    return redirect("portal:users")
+
+
+@login_required
+def tokens(request: HttpRequest) -> HttpResponse:
+    form = TokenForm(request.POST or None)
+    raw = None
+    if request.method == "POST" and form.is_valid():
+        _, raw = api_token_create(
+            user=cast(User, request.user),
+            name=form.cleaned_data["name"],
+            expires_at=timezone.now() + timedelta(days=form.cleaned_data["expires_in_days"]),
+        )
+        form = TokenForm()
+    context = {
+        "tokens": ApiToken.objects.filter(user=cast(User, request.user)).order_by("-created_at"),
+        "form": form,
+        "raw": raw,
+        "nav": "tokens",
+    }
+    return render(request, "portal/tokens.html", context)
+
+
+@require_POST
+@login_required
+def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+    token = get_object_or_404(ApiToken, pk=pk, user=cast(User, request.user))
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+        messages.success(request, f"Token '{token.name}' revoked.")
+    return redirect("portal:tokens")
+
+
+@role_required(READ_AUDIT)
+def audit(request: HttpRequest) -> HttpResponse:
+    events = AuditEvent.objects.order_by("-at")
+    kind = request.GET.get("type", "")
+    if kind:
+        events = events.filter(object_type=kind)
+    page = Paginator(events, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
+    types = AuditEvent.objects.order_by().values_list("object_type", flat=True).distinct()
+    return render(request, "portal/audit.html", {"page": page, "type": kind, "types": types, "nav": "audit"})
