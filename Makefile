@@ -34,7 +34,17 @@ demo: migrate
 run: setup
 	$(BIN)/python -m evplatform.runner
 
-test: setup
+# Browser tests drive Debian's chromium (Playwright cannot download a browser here).
+CHROMIUM ?= /usr/bin/chromium
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core \
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core; }; \
+	else \
+		echo "The browser tests need Debian's chromium: sudo apt-get install chromium fonts-dejavu-core"; exit 1; \
+	fi
+
+test: setup $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 lint: setup

@@ -98,17 +98,22 @@ def site_chart(request: HttpRequest, slug: str) -> JsonResponse:
     site = get_object_or_404(Site, slug=slug)
     window = RANGES.get(request.GET.get("range", "hour"), RANGES["hour"])
     series = site_load_series(site=site, since=timezone.now() - window)
+    per_phase = bool(request.GET.get("phases")) and site.phases == 3
     rows: list[dict[str, Any]] = []
     for point in series:
         at = point["started_at"].isoformat()
+        if per_phase:
+            for values, label in (
+                (point["phase_measured_a"] or [], "{} drawn"),
+                (point["phase_limit_a"] or [], "limit"),
+            ):
+                for i, phase in enumerate(("L1", "L2", "L3")[: len(values)]):
+                    name = label.format(phase) if "{}" in label else f"{phase} limit"
+                    rows.append({"time": at, "series": name, "value": values[i]})
+            continue
         for name, key in (("drawn", "measured_kw"), ("allowed", "allocated_kw"), ("limit", "limit_kw")):
             if point[key] is not None:
-                rows.append({"time": at, "series": name, "kW": point[key]})
-        if request.GET.get("phases") and site.phases == 3:
-            for i, phase in enumerate(("L1", "L2", "L3")):
-                values = point["phase_measured_a"] or []
-                if i < len(values):
-                    rows.append({"time": at, "series": f"{phase} drawn (A)", "kW": values[i]})
+                rows.append({"time": at, "series": name, "value": point[key]})
     spec = {
         "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
         "description": f"Load of {site.name} against its limit",
@@ -118,17 +123,24 @@ def site_chart(request: HttpRequest, slug: str) -> JsonResponse:
         "mark": {"type": "line", "interpolate": "step-after"},
         "encoding": {
             "x": {"field": "time", "type": "temporal", "title": None},
-            "y": {"field": "kW", "type": "quantitative", "title": "A" if request.GET.get("phases") else "kW"},
+            "y": {"field": "value", "type": "quantitative", "title": "A per phase" if per_phase else "kW"},
             "color": {
                 "field": "series",
                 "type": "nominal",
                 "title": None,
                 "scale": {"domain": ["drawn", "allowed", "limit"], "range": ["#0b5cad", "#13733b", "#b3261e"]}
-                if not request.GET.get("phases")
+                if not per_phase
                 else {},
             },
-            "strokeDash": {"condition": {"test": "datum.series === 'limit'", "value": [6, 4]}, "value": [1, 0]},
-            "tooltip": [{"field": "time", "type": "temporal"}, {"field": "series"}, {"field": "kW", "format": ".1f"}],
+            "strokeDash": {
+                "condition": {"test": "indexof(datum.series, 'limit') >= 0", "value": [6, 4]},
+                "value": [1, 0],
+            },
+            "tooltip": [
+                {"field": "time", "type": "temporal"},
+                {"field": "series"},
+                {"field": "value", "format": ".1f"},
+            ],
         },
     }
     return JsonResponse(spec)

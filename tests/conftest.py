@@ -168,3 +168,56 @@ def make_user():
         return user, client
 
     return make
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def web_server(django_db_setup: None, django_db_blocker) -> Iterator[str]:
+    """The real web process (runserver, static files on) on the test database; yields its port.
+
+    pytest-django's live_server would flush the database after each test, dropping the
+    session's tenants; a separate process on committed data is closer to production anyway.
+    """
+    import time
+    import urllib.request
+
+    with django_db_blocker.unblock():
+        database_url = _database_url()
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "evplatform.settings.test",
+        "DATABASE_URL": database_url,
+        "CELERY_QUEUE_PREFIX": settings.CELERY_QUEUE_PREFIX,
+    }
+    server = subprocess.Popen(
+        [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload", "--insecure"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/healthz", headers={"Host": ALPHA.domain})
+            with urllib.request.urlopen(request, timeout=2):  # noqa: S310 - our own local server
+                break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                pytest.fail("the web server did not start")
+            time.sleep(0.3)
+    yield str(port)
+    server.terminate()
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.kill()

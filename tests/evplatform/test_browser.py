@@ -1,0 +1,155 @@
+"""The portal in a real headless Chromium (Debian's, driven by Playwright) against a real server.
+
+Screenshots of the main pages are saved under test-artifacts/ for people to look at.
+"""
+
+import os
+import time
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+from django_tenants.utils import tenant_context
+from playwright.sync_api import Page, expect, sync_playwright
+
+from balancing.models import BalancingRun, Circuit, Site
+from tenants.accounts.models import Role, User
+from tests.conftest import ALPHA
+
+pytestmark = pytest.mark.django_db
+ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts"
+PASSWORD = "browser-test-pass-2026"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+@pytest.fixture(scope="module")
+def portal_data(tenant, django_db_blocker):
+    """Committed demo-like data in alpha (the server process reads it), removed afterwards."""
+    with django_db_blocker.unblock(), tenant_context(tenant):
+        site = Site.objects.create(
+            slug="browser-mall",
+            name="Browser Mall Garage",
+            limit_a=Decimal("63"),
+            demand_cap_kw=Decimal("20"),
+            timezone="UTC",
+        )
+        Circuit.objects.create(site=site, name="Panel A", kind="panel", limit_a=Decimal("63"))
+        now = timezone.now()
+        for minutes in range(60, 0, -2):
+            BalancingRun.objects.create(
+                site=site,
+                reason="sweep",
+                started_at=now - timedelta(minutes=minutes),
+                inputs_digest="b" * 64,
+                problem={"evses": []},
+                result={"allocations_a": {}, "node_load_a": {"site": [28, 28, 28]}},
+                measured_kw=15 + (minutes % 10) / 2,
+                allocated_kw=19.3,
+                limit_kw=20.0,
+                phase_measured_a=[22, 21, 23],
+                phase_limit_a=[63, 63, 63],
+                limits={"bound_kw": "demand_cap"},
+            )
+        users = {
+            role: User.objects.create_user(email=f"{role}.browser@alpha.localhost", password=PASSWORD, role=role)
+            for role in (Role.ENERGY_MANAGER, Role.SITE_VIEWER)
+        }
+    yield site
+    with django_db_blocker.unblock(), tenant_context(tenant):
+        BalancingRun.objects.filter(site=site).delete()
+        site.circuits.all().delete()
+        site.delete()
+        for user in users.values():
+            user.delete()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    # Playwright's sync API runs an event loop in this thread; Django's ORM calls made by the
+    # test itself (not by the server, a separate process) are still plain synchronous calls.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS)
+        yield chromium
+        chromium.close()
+    os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+def open_page(browser, web_server: str) -> Page:
+    context = browser.new_context(
+        base_url=f"http://{ALPHA.domain}:{web_server}", viewport={"width": 1280, "height": 900}
+    )
+    return context.new_page()
+
+
+def sign_in(page: Page, email: str) -> None:
+    page.goto("/accounts/login/")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/")
+
+
+def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_an_energy_manager_signs_in_sees_the_sites_and_the_live_chart(browser, web_server, portal_data) -> None:
+    page = open_page(browser, web_server)
+    sign_in(page, "energy_manager.browser@alpha.localhost")
+
+    expect(page.get_by_role("link", name="Browser Mall Garage")).to_be_visible()
+    shot(page, "overview")
+    page.get_by_role("link", name="Browser Mall Garage").click()
+    chart = page.locator("#load-chart")
+    expect(chart).to_have_attribute("data-drawn", "true", timeout=15000)
+    assert page.locator("#load-chart svg path").count() > 0
+    shot(page, "site")
+
+
+def test_a_limit_changed_in_the_portal_is_used_by_the_next_balancing_run(
+    browser, web_server, portal_data, celery_worker, tenant
+) -> None:
+    page = open_page(browser, web_server)
+    sign_in(page, "energy_manager.browser@alpha.localhost")
+    page.goto(f"/sites/{portal_data.slug}/settings/")
+    page.get_by_label("Demand cap (kW)").fill("15")
+    page.get_by_role("button", name="Review changes").click()
+    expect(page.get_by_text("Please confirm these changes")).to_be_visible()
+    shot(page, "confirm-limit")
+    page.get_by_role("button", name="Confirm and apply").click()
+    expect(page.get_by_text("Limits saved")).to_be_visible()
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with tenant_context(tenant):
+            run = BalancingRun.objects.filter(site=portal_data, reason="limits changed").first()
+        if run is not None:
+            break
+        time.sleep(0.3)
+    assert run is not None, "no balancing run followed the change"
+    assert run.limit_kw == 15.0
+    assert run.problem["nodes"][0]["limit_kw"] == 15.0
+
+
+def test_a_site_viewer_cannot_change_limits(browser, web_server, portal_data) -> None:
+    page = open_page(browser, web_server)
+    sign_in(page, "site_viewer.browser@alpha.localhost")
+    page.goto(f"/sites/{portal_data.slug}/")
+    expect(page.get_by_role("link", name="Change limits")).to_have_count(0)
+    response = page.goto(f"/sites/{portal_data.slug}/settings/")
+    assert response is not None
+    assert response.status == 403
