@@ -79,6 +79,7 @@ class RunSerializer(serializers.ModelSerializer):
             "measured_kw",
             "allocated_kw",
             "limit_kw",
+            "unmanaged_kw",
             "phase_measured_a",
             "phase_allocated_a",
             "phase_limit_a",

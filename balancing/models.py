@@ -283,6 +283,9 @@ class BalancingRun(models.Model):
     measured_kw = models.FloatField(null=True, blank=True, help_text="What the chargers drew (kW).")
     allocated_kw = models.FloatField(null=True, blank=True, help_text="What the run allowed them (kW).")
     limit_kw = models.FloatField(null=True, blank=True, help_text="The binding power limit at the root (kW).")
+    unmanaged_kw = models.FloatField(
+        null=True, blank=True, help_text="What the plugged-in cars would take without balancing (kW)."
+    )
     phase_measured_a = models.JSONField(default=list, help_text="Draw per site phase (A).")
     phase_allocated_a = models.JSONField(default=list, help_text="Allocation per site phase (A).")
     phase_limit_a = models.JSONField(default=list, help_text="Root current limit per phase (A).")

@@ -312,6 +312,15 @@ def _summarise(run: BalancingRun, built: BuiltProblem, result: dict[str, Any], s
     run.measured_kw = round(sum(measured) * voltage / 1000, 3)
     run.allocated_kw = round(float(result.get("node_load_kw", {}).get(root["id"], 0.0)) + reserved_kw, 3)
     run.limit_kw = built.limits.limit_kw
+    # Unmanaged, every active car would take what it accepts (or the charger's rating).
+    run.unmanaged_kw = round(
+        sum(
+            min(float(e["max_a"]), float(e.get("ev_max_a", e["max_a"]))) * len(e["phases"]) * voltage / 1000
+            for e in built.problem["evses"]
+            if e["active"]
+        ),
+        3,
+    )
 
 
 def site_balance_run(*, site: Site, reason: str, pusher: Pusher, now: datetime | None = None) -> BalancingRun:

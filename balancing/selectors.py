@@ -180,6 +180,8 @@ def site_load_series(*, site: Site, since: datetime) -> list[dict[str, Any]]:
     rows = (
         BalancingRun.objects.filter(site=site, started_at__gte=since)
         .order_by("started_at")
-        .values("started_at", "measured_kw", "allocated_kw", "limit_kw", "phase_measured_a", "phase_limit_a")
+        .values(
+            "started_at", "measured_kw", "allocated_kw", "limit_kw", "unmanaged_kw", "phase_measured_a", "phase_limit_a"
+        )
     )
     return [dict(row) for row in rows]

@@ -111,7 +111,12 @@ def site_chart(request: HttpRequest, slug: str) -> JsonResponse:
                     name = label.format(phase) if "{}" in label else f"{phase} limit"
                     rows.append({"time": at, "series": name, "value": values[i]})
             continue
-        for name, key in (("drawn", "measured_kw"), ("allowed", "allocated_kw"), ("limit", "limit_kw")):
+        for name, key in (
+            ("drawn", "measured_kw"),
+            ("allowed", "allocated_kw"),
+            ("limit", "limit_kw"),
+            ("unmanaged", "unmanaged_kw"),
+        ):
             if point[key] is not None:
                 rows.append({"time": at, "series": name, "value": point[key]})
     spec = {
@@ -128,7 +133,10 @@ def site_chart(request: HttpRequest, slug: str) -> JsonResponse:
                 "field": "series",
                 "type": "nominal",
                 "title": None,
-                "scale": {"domain": ["drawn", "allowed", "limit"], "range": ["#0b5cad", "#13733b", "#b3261e"]}
+                "scale": {
+                    "domain": ["drawn", "allowed", "limit", "unmanaged"],
+                    "range": ["#0b5cad", "#13733b", "#b3261e", "#8a5a00"],
+                }
                 if not per_phase
                 else {},
             },

@@ -37,6 +37,8 @@ def test_the_seed_scenario_holds_four_cars_under_20_kw(garage, plug_in, chargers
     assert all(6 <= a < 16 for a in limits.values())  # all charge, all below their rating
     assert record.status == BalancingRun.Status.OK
     assert record.limits["bound_kw"] == "demand_cap"
+    assert record.unmanaged_kw == pytest.approx(4 * 16 * KW_PER_A_3PH)  # above the cap: the brochure's picture
+    assert record.allocated_kw <= 20.0 < record.unmanaged_kw
     assert len(record.inputs_digest) == 64
     assert record.result["allocations_a"] == {f"CP-{n}/1": limits[f"CP-{n}"] for n in range(1, 5)}
 
