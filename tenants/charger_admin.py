@@ -90,12 +90,8 @@ def charger_move(
 
     with tenant_context(old_tenant):
         old = ChargingStation.objects.get(charge_point_id=identity.charge_point_id)
-        spec = {
-            "max_current_a": Decimal(old.max_current_a),
-            "phases": old.phases,
-            "wiring": old.wiring,
-            "connectors": max(1, Connector.objects.filter(station=old).count()),
-        }
+        rating_a, phases, wiring = Decimal(old.max_current_a), int(old.phases), str(old.wiring)
+        connectors = max(1, Connector.objects.filter(station=old).count())
     password = charger_password_generate()
     with transaction.atomic():
         with schema_context(get_public_schema_name()):
@@ -108,7 +104,10 @@ def charger_move(
             charge_point_id=identity.charge_point_id,
             password=password,
             circuit_name=circuit_name,
-            **spec,
+            max_current_a=rating_a,
+            phases=phases,
+            wiring=wiring,
+            connectors=connectors,
         )
         with tenant_context(old_tenant):
             # The old home keeps the history but must not reserve capacity for a charger that left.
