@@ -1,5 +1,7 @@
 """Tariffs, interval rollups, counterfactual load and monthly savings reports.
 
-Schema: tenant. Filled in by the billing issue; installed now so that every tenant schema
-created from here on carries its migrations.
+Schema: tenant. Pure parts (no Django): ``tariffs`` (URDB v7 records and monthly bills),
+``intervals`` and ``rollups`` (register readings -> interval energy), ``counterfactual``
+(the unmanaged load) and ``whatif`` (replay through ``balancing.engine``). The rest is the
+usual rooms: models, selectors, services, tasks, admin, reports, management commands.
 """

@@ -35,6 +35,7 @@ def spread_energy(
         out[first] = out.get(first, ZERO) + energy_kwh
         return
     total = Decimal((end - start).total_seconds())
+    full_slot = energy_kwh * (minutes * 60) / total
     slot = first
     remaining = energy_kwh
     while slot < end:
@@ -42,7 +43,7 @@ def spread_energy(
         if slot_end >= end:
             out[slot] = out.get(slot, ZERO) + remaining
             break
-        part = energy_kwh * Decimal((slot_end - max(slot, start)).total_seconds()) / total
+        part = full_slot if slot >= start else energy_kwh * Decimal((slot_end - start).total_seconds()) / total
         out[slot] = out.get(slot, ZERO) + part
         remaining -= part
         slot = slot_end

@@ -255,16 +255,25 @@ def window_start(start: datetime, local: datetime, window_minutes: int) -> datet
 
 
 def window_demands_kw(
-    intervals: Mapping[datetime, Decimal], *, tz: ZoneInfo, window_minutes: int, interval_minutes: int
+    intervals: Mapping[datetime, Decimal],
+    *,
+    tz: ZoneInfo,
+    window_minutes: int,
+    interval_minutes: int,
+    local_times: Mapping[datetime, datetime] | None = None,
 ) -> dict[datetime, Decimal]:
-    """Average kW of each demand window: energy in it / its length. Keys are UTC window starts."""
+    """Average kW of each demand window: energy in it / its length. Keys are UTC window starts.
+
+    ``local_times`` may hold each interval start already in ``tz`` (saves converting twice).
+    """
     if window_minutes % interval_minutes:
         raise TariffError(
             "demandwindow", f"{window_minutes} min is not a multiple of the {interval_minutes}-min interval data"
         )
     energy: dict[datetime, Decimal] = {}
     for start, kwh in intervals.items():
-        key = window_start(start, start.astimezone(tz), window_minutes)
+        local = local_times[start] if local_times is not None else start.astimezone(tz)
+        key = start if window_minutes == interval_minutes else window_start(start, local, window_minutes)
         energy[key] = energy.get(key, ZERO) + kwh
     hours = Decimal(window_minutes) / 60
     return {key: kwh / hours for key, kwh in energy.items()}
@@ -313,8 +322,9 @@ def bill_month(
     month_start, month_end = month_bounds(year, month, tz)
     inside = {start: kwh for start, kwh in intervals.items() if month_start <= start < month_end}
     bill = MonthBill()
+    local_times = {start: start.astimezone(tz) for start in inside}
     for start, kwh in inside.items():
-        period = spec.energy_period(start.astimezone(tz))
+        period = spec.energy_period(local_times[start])
         bill.energy_kwh_by_period[period] = bill.energy_kwh_by_period.get(period, ZERO) + kwh
         bill.energy_kwh += kwh
     for period, kwh in sorted(bill.energy_kwh_by_period.items()):
@@ -323,11 +333,15 @@ def bill_month(
         bill.energy_cost += cost
 
     demands = window_demands_kw(
-        inside, tz=tz, window_minutes=spec.demand_window_minutes, interval_minutes=interval_minutes
+        inside,
+        tz=tz,
+        window_minutes=spec.demand_window_minutes,
+        interval_minutes=interval_minutes,
+        local_times=local_times,
     )
     for key in sorted(demands):
         kw = demands[key]
-        local = key.astimezone(tz)
+        local = local_times.get(key) or key.astimezone(tz)
         bill.windows_kw.append(kw)
         if kw > bill.peak_kw or bill.peak_at is None:
             bill.peak_kw, bill.peak_at = kw, key

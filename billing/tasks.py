@@ -37,7 +37,15 @@ def roll_up_all_tenants() -> int:
     return len(tenants)
 
 
-@app.task(name="billing.tasks.generate_savings_report")
+REPORT_SOFT_TIME_LIMIT_S = 3600  # a month of raw readings of a large tenant is re-read first
+REPORT_TIME_LIMIT_S = 3900
+
+
+@app.task(
+    name="billing.tasks.generate_savings_report",
+    soft_time_limit=REPORT_SOFT_TIME_LIMIT_S,
+    time_limit=REPORT_TIME_LIMIT_S,
+)
 def generate_savings_report(
     *, month: str, reason: str = "request", requested_by: str = "", rebuild: bool = True
 ) -> int:

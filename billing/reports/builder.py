@@ -16,9 +16,9 @@ from billing.counterfactual import scaled_to, unmanaged_intervals
 from billing.intervals import DEFAULT_INTERVAL_MINUTES, ZERO
 from billing.models import InstallationCostModel, SiteMonthDemand
 from billing.selectors import (
+    SessionFacts,
     installation_cost,
-    site_interval_resets,
-    site_intervals,
+    site_intervals_and_resets,
     site_list,
     site_sessions,
     site_timezone,
@@ -103,17 +103,17 @@ def _components(bill: MonthBill) -> dict[str, Any]:
 
 def _month_profiles(
     site: Site, year: int, month: int
-) -> tuple[dict[datetime, Decimal], dict[datetime, Decimal], Counter[str], list[Any]]:
-    """Actual and unmanaged interval kWh of the site's local month, rate sources, sessions."""
+) -> tuple[dict[datetime, Decimal], dict[datetime, Decimal], Counter[str], list[SessionFacts], int]:
+    """Actual and unmanaged interval kWh of the site's local month, rate sources, sessions, resets."""
     tz = site_timezone(site)
     start, end = month_bounds(year, month, tz)
-    actual = site_intervals(site=site, start=start, end=end)
+    actual, resets = site_intervals_and_resets(site=site, start=start, end=end)
     sessions = site_sessions(site=site, start=start, end=end)
-    raw, sources = unmanaged_intervals([load for _, load in sessions], minutes=DEFAULT_INTERVAL_MINUTES)
+    raw, sources = unmanaged_intervals([facts.load for facts in sessions], minutes=DEFAULT_INTERVAL_MINUTES)
     inside = {k: v for k, v in raw.items() if start <= k < end}
     metered = sum(actual.values(), ZERO)
     unmanaged = scaled_to(inside, metered) if sum(inside.values(), ZERO) > 0 else dict(actual)
-    return actual, unmanaged, sources, sessions
+    return actual, unmanaged, sources, sessions, resets
 
 
 def _peak(intervals: dict[datetime, Decimal], site: Site, spec: TariffSpec) -> Decimal:
@@ -140,7 +140,7 @@ def _ratchet_references(
         if row is not None:
             actual_kw, unmanaged_kw = row.actual_kw, row.unmanaged_kw
         else:
-            actual, unmanaged, _, _ = _month_profiles(site, first.year, first.month)
+            actual, unmanaged, _, _, _ = _month_profiles(site, first.year, first.month)
             if not actual and not unmanaged:
                 continue
             actual_kw, unmanaged_kw = _peak(actual, site, spec), _peak(unmanaged, site, spec)
@@ -163,7 +163,7 @@ def _site_section(
     start, end = month_bounds(year, month, tz)
     tariff = tariff_in_force(site=site, on=date(year, month, 1))
     spec = tariff_spec(tariff) if tariff is not None else NO_TARIFF
-    actual, unmanaged, sources, sessions = _month_profiles(site, year, month)
+    actual, unmanaged, sources, sessions, resets = _month_profiles(site, year, month)
     ref_actual, ref_unmanaged = _ratchet_references(site, spec, year, month, computed)
     kwargs: dict[str, Any] = {"tz": tz, "year": year, "month": month, "interval_minutes": DEFAULT_INTERVAL_MINUTES}
     bill_actual = bill_month(spec, actual, ratchet_reference_kw=ref_actual, **kwargs)
@@ -173,15 +173,14 @@ def _site_section(
         for at, kwh in series.items():
             totals[key][at] = totals[key].get(at, ZERO) + kwh
 
-    in_month = [s for s, _ in sessions if start <= s.started_at < end]
+    in_month = [f for f in sessions if start <= f.load.started_at < end]
     not_delivered = ZERO
-    for session, load in sessions:
-        stopped = session.stopped_at
-        draw = getattr(session, "draw", None)
-        if stopped is None or not start <= stopped < end or session.energy_needed_kwh is None:
+    for facts in sessions:
+        stopped, needed = facts.load.stopped_at, facts.energy_needed_kwh
+        if stopped is None or not start <= stopped < end or needed is None or not facts.was_capped:
             continue
-        if draw is not None and draw.was_capped and load.energy_kwh < session.energy_needed_kwh:
-            not_delivered += session.energy_needed_kwh - load.energy_kwh
+        if facts.load.energy_kwh < needed:
+            not_delivered += needed - facts.load.energy_kwh
     chargers = station_count(site=site)
     cost_with, cost_without, avoided = _avoided_capital(installation_cost(site=site), chargers)
     daily = [
@@ -206,7 +205,7 @@ def _site_section(
         "sessions": len(in_month),
         "energy_delivered_kwh": _s(bill_actual.energy_kwh),
         "energy_not_delivered_kwh": _s(not_delivered),
-        "register_resets": site_interval_resets(site=site, start=start, end=end),
+        "register_resets": resets,
         "rate_sources": dict(sorted(sources.items())),
         "chargers": chargers,
         "actual": _components(bill_actual),
