@@ -19,6 +19,7 @@ and queue/Redis prefix ``gwbench.`` (purged at the end), so it disturbs no other
 import argparse
 import asyncio
 import base64
+import gc
 import json
 import os
 import random
@@ -26,6 +27,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -42,7 +44,7 @@ os.environ["DATABASE_URL"] = urlunsplit(urlsplit(BASE_URL)._replace(path="/evpla
 os.environ["CELERY_QUEUE_PREFIX"] = "gwbench."
 os.environ.setdefault("LOG_LEVEL", "WARNING")
 
-PASSWORD = "gateway-bench-secret-2026"
+PASSWORD = "gateway-bench-secret-2026"  # noqa: S105 - the bench database's throwaway chargers
 TENANT = "gwbench"
 CONN_SITE = "conn"
 CONN_PREFIX = "GWB-C"
@@ -201,7 +203,8 @@ def process(args: list[str], ready: str | None, name: str, env: dict[str, str] |
     try:
         if ready:
             deadline = time.monotonic() + 60
-            assert proc.stdout is not None
+            if proc.stdout is None:
+                raise SystemExit(f"{name}: no output pipe")
             while time.monotonic() < deadline:
                 line = proc.stdout.readline()
                 if not line:
@@ -211,7 +214,14 @@ def process(args: list[str], ready: str | None, name: str, env: dict[str, str] |
         else:
             time.sleep(3)
         # Keep reading its output, or a chatty process blocks on a full pipe.
-        threading.Thread(target=lambda: [None for _ in proc.stdout or []], daemon=True).start()
+        log_path = Path(tempfile.gettempdir()) / f"gateway-bench-{name.replace(' ', '-')}.log"
+
+        def drain() -> None:
+            with log_path.open("w") as log:
+                for line in proc.stdout or []:
+                    log.write(line)
+
+        threading.Thread(target=drain, daemon=True).start()
         yield psutil.Process(proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -296,6 +306,8 @@ def run_throughput(args: argparse.Namespace) -> dict[str, float]:
 
 
 async def hold_connections(args: argparse.Namespace, gw: Any) -> dict[str, float]:
+    import psutil
+
     n = args.chargers
     sem = asyncio.Semaphore(200)
     sockets: list[Any] = []
@@ -312,9 +324,12 @@ async def hold_connections(args: argparse.Namespace, gw: Any) -> dict[str, float
 
     await asyncio.gather(*[open_one(i) for i in range(1, n + 1)])
     ramp_s = time.monotonic() - t0
+    gc.freeze()  # the load generator's own GC pauses are not the gateway's latency
     print(f"  {len(sockets)} connected in {ramp_s:.1f}s ({failures} failed)", flush=True)
     rtts: list[float] = []
     errors = 0
+    error_samples: list[str] = []
+    me = psutil.Process()
     end = time.monotonic() + args.hold
     measure_from = time.monotonic() + args.meter_interval  # one full interval of warm-up
 
@@ -328,20 +343,30 @@ async def hold_connections(args: argparse.Namespace, gw: Any) -> dict[str, float
             try:
                 await ws.send(meter_frame(f"{i}-{k}"))
                 answer = await asyncio.wait_for(ws.recv(), 30)
-            except Exception:
+            except Exception as exc:
                 errors += 1
+                if len(error_samples) < 5:
+                    error_samples.append(repr(exc)[:200])
                 return
             if not answer.startswith("[3,"):
                 errors += 1
+                if len(error_samples) < 5:
+                    error_samples.append(answer[:200])
             if sent >= measure_from:
                 rtts.append((time.monotonic() - sent) * 1000)
             await asyncio.sleep(max(0.0, args.meter_interval - (time.monotonic() - sent)))
 
     cpu_before = gw.cpu_times()
+    my_before = me.cpu_times()
     wall_before = time.monotonic()
     await asyncio.gather(*[charger(ws, i) for i, ws in enumerate(sockets)])
     cpu = gw.cpu_times()
-    cpu_pct = 100 * ((cpu.user + cpu.system) - (cpu_before.user + cpu_before.system)) / (time.monotonic() - wall_before)
+    mine = me.cpu_times()
+    wall = time.monotonic() - wall_before
+    cpu_pct = 100 * ((cpu.user + cpu.system) - (cpu_before.user + cpu_before.system)) / wall
+    load_pct = 100 * ((mine.user + mine.system) - (my_before.user + my_before.system)) / wall
+    for sample in error_samples:
+        print(f"  error: {sample}", flush=True)
     rss_mb = gw.memory_info().rss / 2**20
     await asyncio.gather(*[ws.close() for ws in sockets], return_exceptions=True)
     result = {
@@ -354,11 +379,13 @@ async def hold_connections(args: argparse.Namespace, gw: Any) -> dict[str, float
         "errors": float(errors),
         "gateway_cpu_pct": cpu_pct,
         "gateway_rss_mb": rss_mb,
+        "load_generator_cpu_pct": load_pct,
     }
     print(
         f"connections: {len(sockets)} held ({failures} failed), MeterValues every {args.meter_interval:g}s "
         f"({result['rate_per_s']:.0f}/s): round trip p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, "
-        f"max {result['max_ms']:.0f} ms, {errors} errors; gateway CPU {cpu_pct:.0f}% of a core, RSS {rss_mb:.0f} MB",
+        f"max {result['max_ms']:.0f} ms, {errors} errors; gateway CPU {cpu_pct:.0f}% of a core, RSS {rss_mb:.0f} MB "
+        f"(load generator {load_pct:.0f}%)",
         flush=True,
     )
     return result

@@ -13,6 +13,7 @@ Schema: public (charger identities, through ``auth``); tenants only by name (see
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -56,6 +57,14 @@ CLOSE_REPLACED = 4000
 CLOSE_GOING_AWAY = 1001
 PING_INTERVAL_S = 60
 REPLY_TTL_S = 120
+REGISTRY_TICK_S = 0.05
+REDIS_CONNECTIONS = 16
+REASSERT_CHUNK = 500
+LAG_PROBE_S = 0.1
+GC_THRESHOLDS = (20_000, 50, 50)
+GC_FREEZE_S = 30.0
+GC_RELEASE_S = 1800.0
+LAG_WARN_S = 0.1
 COMMAND_READ_COUNT = 200
 # Compare-and-delete: forget the charger's entry only if it still names this instance.
 RELEASE_SCRIPT = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
@@ -109,6 +118,8 @@ class Gateway:
         self._admitted: weakref.WeakKeyDictionary[ServerConnection, Admitted] = weakref.WeakKeyDictionary()
         self._redis: aioredis.Redis | None = None
         self._release: Any = None
+        self._registry_changes: dict[str, tuple[str, bool]] = {}
+        self._registry_wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.ready = asyncio.Event()
         self.refusals = 0
@@ -201,7 +212,8 @@ class Gateway:
             logger.info("%s: a new connection replaces the old one", identity.charge_point_id)
             self._spawn(previous.channel.close(CLOSE_REPLACED, previous.closing_reason))
         link.connected()
-        await self.redis.set(keys.charger_key(identity.charge_point_id), self.instance_id)
+        self._registry_changes[key] = (identity.charge_point_id, True)
+        self._registry_wake.set()
         logger.info("%s connected (%s, %s)", identity.charge_point_id, admitted.subprotocol, identity.schema_name)
         reason = "closed"
         try:
@@ -219,8 +231,8 @@ class Gateway:
         finally:
             if self.connections.get(key) is charge_point:
                 del self.connections[key]
-                with contextlib.suppress(Exception):
-                    await self._release(keys=[keys.charger_key(identity.charge_point_id)], args=[self.instance_id])
+                self._registry_changes[key] = (identity.charge_point_id, False)
+                self._registry_wake.set()
             link.disconnected(reason)
             logger.info("%s disconnected: %s", identity.charge_point_id, reason)
 
@@ -296,19 +308,87 @@ class Gateway:
     # -- lifetime ----------------------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
+        """Keep the instance entry alive; if Redis lost it (a restart), re-assert every charger."""
         ttl = settings.GATEWAY_REGISTRY_TTL_S
         while True:
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.set(keys.instance_key(self.instance_id), f"{self.host}:{self.port}", ex=ttl)
+                    pipe.set(keys.instance_key(self.instance_id), f"{self.host}:{self.port}", ex=ttl, get=True)
                     pipe.expire(keys.command_stream_key(self.instance_id), ttl * 4)
-                    # Re-assert the charger entries (a Redis restart forgets them).
-                    for cp in self.connections.values():
-                        pipe.set(keys.charger_key(cp.link.charge_point_id), self.instance_id)
-                    await pipe.execute()
+                    previous, _ = await pipe.execute()
+                if previous is None and self.connections:
+                    await self._reassert_chargers()
             except (aioredis.ConnectionError, aioredis.TimeoutError):
                 logger.warning("registry heartbeat failed", exc_info=True)
             await asyncio.sleep(ttl / 3)
+
+    async def _reassert_chargers(self) -> None:
+        logger.warning("registry entry was missing (Redis restarted?): re-asserting %d chargers", len(self.connections))
+        ids = [cp.link.charge_point_id for cp in list(self.connections.values())]
+        for start in range(0, len(ids), REASSERT_CHUNK):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for cp_id in ids[start : start + REASSERT_CHUNK]:
+                    pipe.set(keys.charger_key(cp_id), self.instance_id)
+                await pipe.execute()
+
+    async def _write_registry(self) -> None:
+        """Connects and disconnects reach Redis in one pipeline per tick, not one round trip each."""
+        while True:
+            await self._registry_wake.wait()
+            await asyncio.sleep(REGISTRY_TICK_S)
+            self._registry_wake.clear()
+            changes, self._registry_changes = self._registry_changes, {}
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for cp_id, connected in changes.values():
+                        if connected:
+                            pipe.set(keys.charger_key(cp_id), self.instance_id)
+                        else:
+                            await self._release(keys=[keys.charger_key(cp_id)], args=[self.instance_id], client=pipe)
+                    await pipe.execute()
+            except (aioredis.ConnectionError, aioredis.TimeoutError):
+                logger.warning("registry update failed; the heartbeat re-asserts it", exc_info=True)
+
+    async def _watch_loop(self) -> None:
+        """Log when the event loop was held up: every charger's answers wait meanwhile."""
+        loop = asyncio.get_running_loop()
+        started: dict[str, float] = {}
+
+        def gc_timer(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                started["t"] = time.perf_counter()
+            elif info.get("generation") == 2:
+                pause = time.perf_counter() - started.get("t", time.perf_counter())
+                if pause > LAG_WARN_S:
+                    logger.warning("full garbage collection took %.0f ms", pause * 1000)
+
+        gc.callbacks.append(gc_timer)
+        while True:
+            before = loop.time()
+            await asyncio.sleep(LAG_PROBE_S)
+            lag = loop.time() - before - LAG_PROBE_S
+            if lag > LAG_WARN_S:
+                logger.warning("event loop held up for %.0f ms", lag * 1000)
+
+    async def _tame_gc(self) -> None:
+        """Keep full garbage collections off the answers' path.
+
+        Thousands of connections are thousands of long-lived object graphs; a full collection
+        walks them all (a quarter to half a second per 2,000 connections here), holding the
+        loop. So young collections run less often, and what has lived a while is frozen out of
+        the collector's walk. Frozen cycles that die later are only reclaimed after the
+        periodic unfreeze, so memory is bounded by what dies within one release period.
+        """
+        gc.set_threshold(*GC_THRESHOLDS)
+        loop = asyncio.get_running_loop()
+        released = loop.time()
+        while True:
+            await asyncio.sleep(GC_FREEZE_S)
+            if loop.time() - released > GC_RELEASE_S:
+                gc.unfreeze()
+                gc.collect()
+                released = loop.time()
+            gc.freeze()  # O(1): moves the tracked objects out of the collector's walk
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -320,12 +400,18 @@ class Gateway:
         stop = stop or asyncio.Event()
         # Schema checks inline: a thread hop per message costs more than the check itself.
         ocpp.messages.ASYNC_VALIDATION = False
-        self._redis = aioredis.from_url(settings.REDIS_URL, decode_responses=True, health_check_interval=30)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.REDIS_URL, max_connections=REDIS_CONNECTIONS, timeout=30, decode_responses=True
+        )
+        self._redis = aioredis.Redis(connection_pool=pool, health_check_interval=30)
         self._release = self._redis.register_script(RELEASE_SCRIPT)
         background = [
             asyncio.ensure_future(self.telemetry.run()),
             asyncio.ensure_future(self._heartbeat()),
             asyncio.ensure_future(self._consume_commands()),
+            asyncio.ensure_future(self._write_registry()),
+            asyncio.ensure_future(self._watch_loop()),
+            asyncio.ensure_future(self._tame_gc()),
         ]
         try:
             async with serve(
