@@ -3,6 +3,7 @@
 Reports and their files are read-only here: a new version comes from regeneration.
 """
 
+from functools import partial
 from typing import Any
 
 from django.contrib import admin
@@ -68,6 +69,20 @@ class SavingsReportAdmin(ReadOnlyAdmin):
     readonly_fields = ("month", "version", "reason", "requested_by", "generated_at", "tariffs", "data_sha256")
     exclude = ("data",)
     inlines = [ReportFileInline]
+    actions = ["regenerate"]
+
+    @admin.action(description="Regenerate as a new version (the selected ones stay as they are)")
+    def regenerate(self, request: HttpRequest, queryset: Any) -> None:
+        from django.db import transaction
+
+        from billing.tasks import generate_savings_report
+
+        months = sorted({f"{report.month:%Y-%m}" for report in queryset})
+        who = getattr(request.user, "email", "") or "admin"
+        for month in months:
+            send = partial(generate_savings_report.delay, month=month, reason="request", requested_by=who)
+            transaction.on_commit(send)
+        self.message_user(request, f"Regeneration queued for {', '.join(months)}; a new version appears when done.")
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return super().has_view_permission(request, obj)

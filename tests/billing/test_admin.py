@@ -51,3 +51,19 @@ def test_another_tenants_admin_cannot_fetch_the_file(tenant, other_tenant, beta_
     response = beta_client.get(f"/admin/billing/savingsreport/file/{stored.pk}/")
 
     assert response.status_code == 404
+
+
+def test_regenerate_in_the_admin_queues_a_new_version_after_commit(
+    tenant, alpha_client, django_capture_on_commit_callbacks
+) -> None:
+    mall_site()
+    report = savings_report_generate(year=2026, month=10, reason="request")
+    alpha_client.force_login(admin_of(tenant, ALPHA.admin_email))
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = alpha_client.post(
+            "/admin/billing/savingsreport/", {"action": "regenerate", "_selected_action": [report.pk]}
+        )
+
+    assert response.status_code == 302
+    assert len(callbacks) == 1
