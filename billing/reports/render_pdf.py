@@ -22,7 +22,7 @@ from reportlab.platypus import (  # type: ignore[import-untyped]
     TableStyle,
 )
 
-from billing.reports.rows import cell
+from billing.reports.rows import cell, money
 
 PDF_COLUMNS = (
     ("Site", ("slug",), "text"),
@@ -77,6 +77,57 @@ def _chart(title: str, series: list[list[tuple[float, float]]], x_label: str) ->
     return drawing
 
 
+def _periods(values: dict[str, str], money: bool) -> str:
+    if not values:
+        return "-"
+    return ", ".join(
+        f"p{p} {Decimal(v):,.2f}" if money else f"p{p} {Decimal(v):,.1f}" for p, v in sorted(values.items())
+    )
+
+
+def _demand_table(data: dict[str, Any], header_style: Any) -> Table:
+    """Each demand component per site: billing kW and charge, managed vs unmanaged."""
+    names = (
+        "Site",
+        "Flat billing kW managed",
+        "Flat billing kW unmanaged",
+        "Flat demand $ managed",
+        "Flat demand $ unmanaged",
+        "TOU demand kW managed",
+        "TOU demand kW unmanaged",
+        "TOU demand $ managed",
+        "TOU demand $ unmanaged",
+    )
+    rows: list[list[Any]] = [[Paragraph(f"<b>{name}</b>", header_style) for name in names]]
+    for site in data["sites"]:
+        actual, unmanaged = site["actual"], site["unmanaged"]
+        rows.append(
+            [
+                site["slug"],
+                f"{Decimal(actual['flat_billing_kw']):,.1f}",
+                f"{Decimal(unmanaged['flat_billing_kw']):,.1f}",
+                f"{money(actual['flat_demand_charge']):,.2f}",
+                f"{money(unmanaged['flat_demand_charge']):,.2f}",
+                _periods(actual["tou_demand_kw"], money=False),
+                _periods(unmanaged["tou_demand_kw"], money=False),
+                _periods({p: str(money(v)) for p, v in actual["tou_demand_charge"].items()}, money=True),
+                _periods({p: str(money(v)) for p, v in unmanaged["tou_demand_charge"].items()}, money=True),
+            ]
+        )
+    table = Table(rows, repeatRows=1)
+    table.setStyle(
+        TableStyle(
+            [
+                ("FONTSIZE", (0, 1), (-1, -1), 7),
+                ("ALIGN", (1, 1), (-1, -1), "RIGHT"),
+                ("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
+                ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#eeeeee")),
+            ]
+        )
+    )
+    return table
+
+
 def render_pdf(data: dict[str, Any]) -> bytes:
     styles = getSampleStyleSheet()
     buffer = io.BytesIO()
@@ -119,7 +170,7 @@ def render_pdf(data: dict[str, Any]) -> bytes:
             ]
         )
     )
-    story += [table, Spacer(1, 10)]
+    story += [table, Spacer(1, 10), _demand_table(data, header_style), Spacer(1, 10)]
     for site in data["sites"]:
         tariff = site["tariff"]
         line = (
