@@ -36,6 +36,10 @@ from evplatform.services import require_tenant_schema
 
 ROLLUP_BATCH_SAMPLES = 20_000
 ROLLUP_CURSOR = "meter_samples"
+# Ids are taken at insert but seen at commit: a batch that commits after a later one has ids
+# below the cursor. Each run reads the register samples this far below the cursor again (the
+# recompute is idempotent), so such a batch is not lost; the monthly rebuild is the backstop.
+ROLLUP_REVISIT_IDS = 2_000
 REGISTER = "Energy.Active.Import.Register"
 POWER = "Power.Active.Import"
 CURRENT = "Current.Import"
@@ -255,6 +259,8 @@ def intervals_roll_up(*, batch_size: int = ROLLUP_BATCH_SAMPLES, max_batches: in
         batches += 1
         with transaction.atomic():
             cursor, _ = RollupCursor.objects.select_for_update().get_or_create(name=ROLLUP_CURSOR)
+            if batches == 1 and cursor.last_sample_id > 0:
+                _revisit(cursor.last_sample_id, outcome)
             rows = list(
                 MeterSample.objects.filter(id__gt=cursor.last_sample_id)
                 .order_by("id")
@@ -278,6 +284,17 @@ def intervals_roll_up(*, batch_size: int = ROLLUP_BATCH_SAMPLES, max_batches: in
         if len(rows) < batch_size:
             break
     return outcome
+
+
+def _revisit(cursor_id: int, outcome: RollupOutcome) -> None:
+    spans: dict[int, list[datetime]] = {}
+    for station_id, at in MeterSample.objects.filter(
+        id__gt=max(cursor_id - ROLLUP_REVISIT_IDS, 0), id__lte=cursor_id, measurand=REGISTER
+    ).values_list("station_id", "sampled_at"):
+        span = spans.setdefault(station_id, [at, at])
+        span[0], span[1] = min(span[0], at), max(span[1], at)
+    if spans:
+        outcome.intervals += _stations_rebuild(spans, RollupOutcome())
 
 
 def _stations_rebuild(spans: dict[int, list[datetime]], outcome: RollupOutcome) -> int:

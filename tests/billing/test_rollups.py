@@ -127,6 +127,30 @@ def test_a_late_reading_recomputes_the_intervals_it_touches_and_no_others(statio
     assert intervals(station, site_total=True) == {at(0): Decimal("1.5"), at(15): Decimal("0.5")}
 
 
+def test_a_batch_that_commits_after_a_later_one_is_not_lost(station) -> None:
+    connector = Connector.objects.create(station=station, connector_id=1)
+    register(station, connector, 0, 0)
+    in_flight = register(station, connector, 15, 1200)  # its id is taken, its commit comes late
+    register(station, connector, 30, 2000)
+    late_id = in_flight.pk
+    in_flight.delete()
+    intervals_roll_up()
+    assert intervals(station) == {at(0): Decimal(1), at(15): Decimal(1)}
+
+    MeterSample.objects.create(  # now it commits, below the cursor
+        id=late_id,
+        station=station,
+        connector=connector,
+        sampled_at=at(15),
+        measurand="Energy.Active.Import.Register",
+        value=Decimal(1200),
+        unit="Wh",
+    )
+    intervals_roll_up()
+
+    assert intervals(station) == {at(0): Decimal("1.2"), at(15): Decimal("0.8")}
+
+
 def test_running_the_rollup_again_changes_nothing(station) -> None:
     connector = Connector.objects.create(station=station, connector_id=1)
     for minutes, wh in [(0, 0), (15, 1000)]:
