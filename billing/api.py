@@ -20,7 +20,17 @@ class ReportSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = SavingsReport
-        fields = ["id", "month", "version", "reason", "requested_by", "generated_at", "tariffs", "data_sha256", "formats"]
+        fields = [
+            "id",
+            "month",
+            "version",
+            "reason",
+            "requested_by",
+            "generated_at",
+            "tariffs",
+            "data_sha256",
+            "formats",
+        ]
 
     def get_formats(self, report: SavingsReport) -> list[str]:
         return sorted(f.format for f in report.files.all())
@@ -43,9 +53,14 @@ class ReportViewSet(viewsets.ReadOnlyModelViewSet):
             qs = qs.filter(month=f"{month}-01")
         return qs
 
-    @extend_schema(parameters=[OpenApiParameter("file_format", str, enum=list(CONTENT_TYPES), location="query",
-                                                 description="csv, xlsx or pdf")],
-                   responses={200: bytes})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "file_format", str, enum=list(CONTENT_TYPES), location="query", description="csv, xlsx or pdf"
+            )
+        ],
+        responses={200: bytes},
+    )
     @action(detail=True, methods=["get"], url_path="download")
     def download(self, request: Request, pk: str | None = None) -> Any:
         """The stored file of this version, byte for byte (its SHA-256 in ``X-Content-SHA256``)."""
@@ -58,8 +73,10 @@ class ReportViewSet(viewsets.ReadOnlyModelViewSet):
         tenant_slug = getattr(getattr(request, "tenant", None), "slug", "tenant")
         return report_file_response(report=report, file_format=file_format, tenant_slug=tenant_slug)
 
-    @extend_schema(request=inline_serializer("RegenerateRequest", {"month": serializers.CharField()}),
-                   responses={202: inline_serializer("RegenerateQueued", {"month": serializers.CharField()})})
+    @extend_schema(
+        request=inline_serializer("RegenerateRequest", {"month": serializers.CharField()}),
+        responses={202: inline_serializer("RegenerateQueued", {"month": serializers.CharField()})},
+    )
     @action(detail=False, methods=["post"])
     def regenerate(self, request: Request) -> Response:
         """Queue a new version of a month's report (finance and admins)."""

@@ -34,7 +34,9 @@ def report_request(*, month: str, requested_by: str) -> None:
     """Queue a new version of ``month``'s report once the current transaction commits."""
     from billing.tasks import generate_savings_report
 
-    transaction.on_commit(partial(generate_savings_report.delay, month=month, reason="request", requested_by=requested_by))
+    transaction.on_commit(
+        partial(generate_savings_report.delay, month=month, reason="request", requested_by=requested_by)
+    )
 
 
 @role_required(READ_REPORTS)
@@ -43,7 +45,9 @@ def reports(request: HttpRequest) -> HttpResponse:
     for report in SavingsReport.objects.prefetch_related("files").order_by("-month", "-version"):
         by_month[report.month].append(report)
     context = {
-        "months": [{"month": month, "latest": versions[0], "older": versions[1:]} for month, versions in by_month.items()],
+        "months": [
+            {"month": month, "latest": versions[0], "older": versions[1:]} for month, versions in by_month.items()
+        ],
         "can_manage": has_role(request.user, MANAGE_REPORTS),
         "nav": "reports",
     }

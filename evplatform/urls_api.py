@@ -3,6 +3,7 @@
 from rest_framework.routers import DefaultRouter
 
 from balancing.api import CircuitViewSet, RunViewSet, ScheduleViewSet, SiteViewSet
+from billing.api import ReportViewSet
 from chargepoint.api import ChargerViewSet, ReadingViewSet, SessionViewSet
 
 router = DefaultRouter()
@@ -13,5 +14,6 @@ router.register("runs", RunViewSet, basename="run")
 router.register("chargers", ChargerViewSet, basename="charger")
 router.register("sessions", SessionViewSet, basename="session")
 router.register("readings", ReadingViewSet, basename="reading")
+router.register("reports", ReportViewSet, basename="report")
 
 urlpatterns = router.urls

@@ -3,6 +3,7 @@
 from django.urls import path
 
 from balancing import views as site_views
+from billing import views as report_views
 from chargepoint import views as charger_views
 from tenants.accounts import views as account_views
 
@@ -18,6 +19,9 @@ urlpatterns = [
     path("chargers/<str:charge_point_id>/", charger_views.charger_detail, name="charger"),
     path("chargers/<str:charge_point_id>/chart.json", charger_views.charger_chart, name="charger-chart"),
     path("chargers/<str:charge_point_id>/act/", charger_views.charger_act, name="charger-act"),
+    path("reports/", report_views.reports, name="reports"),
+    path("reports/<int:pk>/<str:file_format>/", report_views.report_download, name="report-download"),
+    path("reports/regenerate/", report_views.report_regenerate, name="report-regenerate"),
     path("users/", account_views.users, name="users"),
     path("users/<int:pk>/", account_views.user_change, name="user-change"),
     path("tokens/", account_views.tokens, name="tokens"),

@@ -64,7 +64,7 @@ def portal_data(tenant, django_db_blocker):
             )
         users = {
             role: User.objects.create_user(email=f"{role}.browser@alpha.localhost", password=PASSWORD, role=role)
-            for role in (Role.ENERGY_MANAGER, Role.SITE_VIEWER)
+            for role in (Role.ENERGY_MANAGER, Role.SITE_VIEWER, Role.FINANCE)
         }
     yield site
     with django_db_blocker.unblock(), tenant_context(tenant):
@@ -153,3 +153,49 @@ def test_a_site_viewer_cannot_change_limits(browser, web_server, portal_data) ->
     response = page.goto(f"/sites/{portal_data.slug}/settings/")
     assert response is not None
     assert response.status == 403
+
+
+@pytest.fixture(scope="module")
+def finance_report(tenant, django_db_blocker):
+    """A stored October report in alpha (committed for the server), removed afterwards."""
+    from billing.models import IntervalEnergy, SavingsReport, SessionDraw, SiteMonthDemand, Tariff
+    from billing.services import savings_report_generate
+    from chargepoint.models import ChargingSession, ChargingStation, MeterSample
+    from tests.billing.test_reports import mall_site
+
+    with django_db_blocker.unblock(), tenant_context(tenant):
+        site = mall_site("browser-report")
+        report = savings_report_generate(year=2026, month=10, reason="request", requested_by="browser test")
+    yield report
+    with django_db_blocker.unblock(), tenant_context(tenant):
+        SavingsReport.objects.filter(pk=report.pk).delete()
+        SiteMonthDemand.objects.filter(site=site).delete()
+        IntervalEnergy.objects.filter(site=site).delete()
+        SessionDraw.objects.filter(session__station__site=site).delete()
+        MeterSample.objects.filter(station__site=site).delete()
+        ChargingSession.objects.filter(station__site=site).delete()
+        ChargingStation.objects.filter(site=site).delete()
+        Tariff.objects.filter(site=site).delete()
+        site.delete()
+
+
+def test_finance_downloads_the_monthly_report_as_a_pdf_that_opens(
+    browser, web_server, portal_data, finance_report
+) -> None:
+    import io
+
+    from pypdf import PdfReader
+
+    page = open_page(browser, web_server)
+    sign_in(page, "finance.browser@alpha.localhost")
+    page.get_by_role("link", name="Reports").click()
+    expect(page.get_by_text("October 2026")).to_be_visible()
+    shot(page, "reports")
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="PDF").first.click()
+    download = download_info.value
+    assert download.suggested_filename == "savings-alpha-2026-10-v1.pdf"
+    content = Path(download.path()).read_bytes()
+    pdf = PdfReader(io.BytesIO(content))
+    assert len(pdf.pages) >= 1
+    assert "October 2026" in pdf.pages[0].extract_text() or "2026-10" in pdf.pages[0].extract_text()

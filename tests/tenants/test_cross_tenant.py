@@ -21,6 +21,7 @@ PORTAL = [
     "/users/",
     "/tokens/",
     "/audit/",
+    "/reports/",
 ]
 API = [
     "/api/v1/sites/",
@@ -33,6 +34,7 @@ API = [
     "/api/v1/chargers/ALPHA-CP/",
     "/api/v1/sessions/",
     "/api/v1/readings/",
+    "/api/v1/reports/",
 ]
 
 
