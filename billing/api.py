@@ -80,7 +80,7 @@ class ReportViewSet(viewsets.ReadOnlyModelViewSet):
     @action(detail=False, methods=["post"])
     def regenerate(self, request: Request) -> Response:
         """Queue a new version of a month's report (finance and admins)."""
-        month = str(request.data.get("month", ""))
+        month = str(request.data.get("month", "") if isinstance(request.data, dict) else "")
         if not MONTH_RE.match(month):
             raise ValidationError({"month": [f"{month!r} is not a month in the form YYYY-MM"]})
         report_request(month=month, requested_by=actor_of(request))
