@@ -21,12 +21,18 @@ MONTH_PATTERN = re.compile(r"^(\d{4})-(\d{2})$")
 SESSION_LOOKBACK_DAYS = 7  # a session that began this long before a month may still draw in it
 
 
-def month_parse(value: str) -> tuple[int, int]:
-    """``YYYY-MM`` -> (year, month); a ``ValidationError`` on ``month`` otherwise."""
+def month_parse(value: str, *, today: date | None = None) -> tuple[int, int]:
+    """``YYYY-MM`` -> (year, month); a ``ValidationError`` on ``month`` otherwise.
+
+    With ``today``, a month that has not begun yet (anywhere) is refused too.
+    """
     found = MONTH_PATTERN.match(value or "")
     if not found or not 1 <= int(found.group(2)) <= 12 or int(found.group(1)) < 2000:
         raise ValidationError({"month": f"{value!r} is not a month; write YYYY-MM, e.g. 2026-10"})
-    return int(found.group(1)), int(found.group(2))
+    year, month = int(found.group(1)), int(found.group(2))
+    if today is not None and date(year, month, 1) > today + timedelta(days=1):
+        raise ValidationError({"month": f"{value} has not begun yet: there is nothing to report"})
+    return year, month
 
 
 def site_list() -> list[Site]:

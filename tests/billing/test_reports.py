@@ -220,12 +220,23 @@ def test_the_command_writes_the_latest_version_and_generates_one_if_missing(tmp_
     assert list(SavingsReport.objects.values_list("version", flat=True).order_by("version")) == [1, 2]
 
 
-@pytest.mark.parametrize("month", ["2026-13", "2026-1", "october", "1999-12"])
-def test_an_unknown_month_is_refused_naming_the_option_and_writes_nothing(tmp_path: Path, month: str) -> None:
+@pytest.mark.parametrize(
+    ("month", "problem"),
+    [
+        ("2026-13", "is not a month; write YYYY-MM"),
+        ("2026-1", "is not a month"),
+        ("october", "is not a month"),
+        ("1999-12", "is not a month"),
+        ("2999-01", "has not begun yet"),
+    ],
+)
+def test_an_unknown_month_is_refused_naming_the_option_and_writes_nothing(
+    tmp_path: Path, month: str, problem: str
+) -> None:
     mall_site()
     output = tmp_path / "report.csv"
 
-    with pytest.raises(CommandError, match=r"^--month: .*YYYY-MM"):
+    with pytest.raises(CommandError, match=rf"^--month: .*{problem}"):
         call_command("savings_report", "--tenant", "alpha", "--month", month, "--format", "csv", "--output", output)
 
     assert not output.exists()

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 from django_tenants.utils import tenant_context
 
 from billing.reports import FORMATS
@@ -32,7 +33,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         tenant = tenant_arg(options["tenant"])
         try:
-            year, month = month_parse(options["month"])
+            year, month = month_parse(options["month"], today=timezone.now().date())
         except ValidationError as exc:
             raise command_error(exc, {"month": "--month"}) from exc
         output = options["output"]
