@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 DEPS_STAMP := $(VENV)/.deps-installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test lint format setup migrate demo clean
+.PHONY: run test lint format setup migrate demo clean bench bench-engine bench-acn bench-balance bench-gateway bench-billing
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed; set PYTHON=python3.x")'
@@ -46,6 +46,25 @@ $(CHROMIUM):
 
 test: setup $(CHROMIUM)
 	$(BIN)/python -m pytest
+
+# Benchmarks print their figures (README, "Performance"); they use the running services and
+# their own databases, never the dev data. Each takes from seconds to a few minutes.
+bench: bench-engine bench-acn bench-balance bench-gateway bench-billing
+
+bench-engine: setup
+	$(BIN)/python bench/engine_bench.py
+
+bench-acn: setup
+	$(BIN)/python bench/acn_compare.py
+
+bench-balance: setup
+	$(BIN)/python bench/balance_site_bench.py
+
+bench-gateway: setup
+	$(BIN)/python bench/gateway_bench.py
+
+bench-billing: setup
+	$(BIN)/python bench/billing_bench.py
 
 lint: setup
 	$(BIN)/ruff check .
