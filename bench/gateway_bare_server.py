@@ -7,6 +7,7 @@ library and websockets does per MeterValues on this machine. Listens on 127.0.0.
 """
 
 import asyncio
+import contextlib
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -35,10 +36,8 @@ class BareChargePoint(ChargePoint):
 
 async def handle(websocket: Any) -> None:
     cp = BareChargePoint(websocket.request.path.rsplit("/", 1)[-1], websocket)
-    try:
+    with contextlib.suppress(websockets.ConnectionClosed):
         await cp.start()
-    except websockets.ConnectionClosed:
-        pass
 
 
 async def main(port: int) -> None:

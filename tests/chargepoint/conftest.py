@@ -122,7 +122,7 @@ class BackgroundLoop:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def spawn(self, coro: Coroutine[Any, Any, T]) -> "asyncio.Future[T]":
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[return-value]
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)

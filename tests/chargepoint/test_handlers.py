@@ -196,7 +196,7 @@ def test_a_frame_that_is_no_ocpp_gets_a_callerror_with_the_id_it_had(cls, versio
 def test_a_binary_frame_closes_the_connection() -> None:
     h = Harness(ChargePoint16, "1.6")
 
-    h.feed(b'[2,"1","Heartbeat",{}]')  # type: ignore[arg-type]
+    h.feed(b'[2,"1","Heartbeat",{}]')
 
     assert h.socket.closed == (1003, "binary frames are not OCPP-J")
 
