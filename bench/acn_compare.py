@@ -183,11 +183,19 @@ class EngineAlgorithm(BaseAlgorithm):
     """
 
     def __init__(
-        self, layout: Layout, period_min: int, start: datetime = START, *, tell_departure: bool = True
+        self,
+        layout: Layout,
+        period_min: int,
+        start: datetime = START,
+        *,
+        tell_departure: bool = True,
+        deadline_first: bool = False,
     ) -> None:
-        """``tell_departure=False`` withholds departures, leaving plain max-min fairness (for comparison)."""
+        """``tell_departure=False`` withholds departures, leaving plain max-min fairness (for comparison);
+        ``deadline_first`` sets the problem option of that name."""
         super().__init__()
         self.tell_departure = tell_departure
+        self.deadline_first = deadline_first
         self.max_recompute = 1
         self.layout = layout
         self.period_min = period_min
@@ -233,6 +241,7 @@ class EngineAlgorithm(BaseAlgorithm):
             "nodes": self.layout.nodes(),
             "evses": evses,
             "period_s": self.period_min * 60,
+            "deadline_first": self.deadline_first,
         }
         allocations = solve(problem)["allocations_a"]
         for station, session in by_station.items():
@@ -317,6 +326,7 @@ def offline_optimum_kwh(layout: Layout, sessions: list[Session], period_min: int
 
 ALGORITHMS: dict[str, Callable[[Layout, int], BaseAlgorithm]] = {
     "ours (balancing.engine)": lambda layout, period: EngineAlgorithm(layout, period),
+    "ours, deadline_first": lambda layout, period: EngineAlgorithm(layout, period, deadline_first=True),
     "ours, no departures (max-min)": lambda layout, period: EngineAlgorithm(layout, period, tell_departure=False),
     "ACN round robin": lambda layout, period: RoundRobin(first_come_first_served),
     "ACN earliest deadline first": lambda layout, period: SortedSchedulingAlgo(earliest_deadline_first),

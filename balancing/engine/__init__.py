@@ -26,6 +26,10 @@ Top level:
   much less than offered (see ``measured_a``).
 - ``period_s`` (s > 0, default 300): time until the next run; an EVSE with
   ``energy_needed_kwh`` gets at most the current that delivers it within this period.
+- ``deadline_first`` (bool, default false): when not every car can charge, give the
+  deadline-aware EVSEs their required current (least laxity first) before other EVSEs get
+  their minimum. More energy is delivered by departure under very tight caps, but more EVSEs
+  pause than strictly needed; by default the fewest pause and required currents come next.
 
 Node:
 

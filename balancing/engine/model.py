@@ -26,7 +26,18 @@ DEFAULT_STEP_A = 1.0
 DEFAULT_PRIORITY = 1.0
 
 _PROBLEM_KEYS = frozenset(
-    {"voltage_v", "nodes", "evses", "now", "phases", "min_on_s", "min_off_s", "unused_margin_a", "period_s"}
+    {
+        "voltage_v",
+        "nodes",
+        "evses",
+        "now",
+        "phases",
+        "min_on_s",
+        "min_off_s",
+        "unused_margin_a",
+        "period_s",
+        "deadline_first",
+    }
 )
 _NODE_KEYS = frozenset({"id", "parent", "limit_a", "limit_kw"})
 _EVSE_KEYS = frozenset(
@@ -109,6 +120,7 @@ class Problem:
     unused_margin_a: float
     period_s: float
     root: str
+    deadline_first: bool = False
 
 
 def _type_name(value: object) -> str:
@@ -411,7 +423,11 @@ def parse_problem(raw: object) -> Problem:
     period_s = option("period_s", DEFAULT_PERIOD_S)
     if period_s <= 0:
         raise ProblemError("period_s", f"must be greater than 0, not {period_s:g}")
+    deadline_first = problem.get("deadline_first", False)
+    if not isinstance(deadline_first, bool):
+        raise ProblemError("deadline_first", f"must be true or false, not {_type_name(deadline_first)}")
     return Problem(
+        deadline_first=deadline_first,
         voltage_v=voltage_v,
         phase_count=phase_count,
         nodes=nodes,

@@ -9,8 +9,11 @@ Stages, each keeping every limit:
    a margin (capacity the car leaves unused goes to others) and the current that finishes
    its energy need within one period.
 3. Admission: every admitted EVSE gets ``lo``; when not all fit, EVSEs are admitted in rotation
-   order (see ``_admission_key``) and the rest pause. Recently started ones are kept on for
-   ``min_on_s``; recently paused ones stay off for ``min_off_s``.
+   order (see ``_admission_key``) and the rest pause, so the fewest pause. Recently started
+   ones are kept on for ``min_on_s``; recently paused ones stay off for ``min_off_s``. With
+   the problem's ``deadline_first``, a deadline-aware EVSE asks here for its required current
+   (below) instead of its minimum: needs of cars leaving soon come before the minimums of
+   cars that can wait, at the price of more pauses.
 4. Deadline floors: EVSEs that said how much energy they need and when they leave get the
    current that finishes it in time (remaining energy / time left), least laxity first.
 5. Weighted max-min fair filling of what is left (``fill.water_fill``), then rounding down to
@@ -290,13 +293,21 @@ def solve_problem(problem: Problem) -> dict[str, Any]:
                 continue
         candidates.append(i)
 
+    # What each candidate asks for at admission: its minimum; with ``deadline_first``, a
+    # deadline-aware EVSE asks for the current that finishes its energy by departure, so that
+    # needs of cars leaving soon come before the minimums of cars that can wait.
+    wants = plan.floors
+    for i in candidates:
+        want = plan.lo[i]
+        required = plan.required_a[i]
+        if required is not None and problem.deadline_first:
+            want = max(want, min(plan.hi[i], _ceil_steps(required, plan.steps[i])))
+        wants[i] = want
     floor_load = [0.0] * len(capacity)
     for i in candidates:
-        book(floor_load, i, plan.lo[i])
+        book(floor_load, i, wants[i])
     if all(load <= cap + EPS for load, cap in zip(floor_load, capacity, strict=True)):
-        admitted = candidates  # everyone fits at their minimum: nobody needs to pause
-        for i in admitted:
-            plan.floors[i] = plan.lo[i]
+        admitted = candidates  # everyone fits with what they ask for: nobody needs to pause
         candidates = []
     else:
         floor_load = [0.0] * len(capacity)
@@ -307,10 +318,13 @@ def solve_problem(problem: Problem) -> dict[str, Any]:
         left, blocked = room(floor_load, i)
         if left + EPS < lo:
             reasons[i] = f"paused: rotation, not enough capacity at {_describe(site, blocked)} for {_fmt(lo)} A"
+            wants[i] = 0.0
             continue
-        book(floor_load, i, lo)
+        step = plan.steps[i]
+        take = max(lo, min(wants[i], steps_down(left + EPS, step) * step))
+        wants[i] = take
+        book(floor_load, i, take)
         admitted.append(i)
-        plan.floors[i] = lo
 
     urgent = sorted(
         (i for i in admitted if plan.required_a[i] is not None),

@@ -78,6 +78,7 @@ def problems(
         problem["min_off_s"] = draw(st.sampled_from([0, 60, 300]))
         problem["unused_margin_a"] = draw(st.sampled_from([0, 1, 2, 4.5]))
         problem["period_s"] = draw(st.sampled_from([60, 300, 900]))
+        problem["deadline_first"] = draw(st.booleans())
     return problem
 
 

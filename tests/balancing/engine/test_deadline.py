@@ -50,6 +50,17 @@ def test_the_least_laxity_gets_its_required_current_first_when_not_all_can() -> 
     assert check(problem, result) == []
 
 
+def test_deadline_first_gives_a_car_leaving_soon_its_need_before_others_get_their_minimum() -> None:
+    # 12 A: by default the fewest pause (two cars at 6 A); with deadline_first the car leaving
+    # in an hour with 3 kWh to go (13 A needed) takes all 12 A and the others wait.
+    cars = [evse("plain"), evse("late", **_leaving_in(8, 10)), evse("soon", **_leaving_in(1, 3))]
+    assert solve(site([12], evses=cars))["allocations_a"] == {"late": 6, "plain": 0, "soon": 6}
+    problem = site([12], evses=cars, deadline_first=True)
+    result = solve(problem)
+    assert result["allocations_a"] == {"late": 0, "plain": 0, "soon": 12}
+    assert check(problem, result) == []
+
+
 def test_when_not_all_can_charge_cars_with_deadlines_go_first_by_least_laxity() -> None:
     problem = site(
         [12],
@@ -78,7 +89,7 @@ def test_in_acn_sim_a_day_of_sessions_gets_more_energy_than_every_acn_algorithm_
     """A small ACN-Sim run: 20 EVSEs, one workday, 10 kW transformer, 10-minute periods."""
     layout = Layout(n_evses=20, cap_kw=10.0)
     sessions = generate_sessions(layout, days=1, period_min=10, seed=2019, weekday_sessions=22, weekend_sessions=0)
-    names = [name for name in ALGORITHMS if name != "ours, no departures (max-min)"]
+    names = [name for name in ALGORITHMS if not name.startswith("ours, ")]
     outcomes, optimum_kwh = compare(layout, sessions, period_min=10, names=names)
     ours = outcomes[0]
     assert ours.name == "ours (balancing.engine)"
