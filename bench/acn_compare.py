@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from acnportal import acnsim  # type: ignore[import-untyped]
-from acnportal.acnsim.events import EventQueue, PluginEvent  # type: ignore[import-untyped]
-from acnportal.acnsim.models.battery import Battery  # type: ignore[import-untyped]
-from acnportal.acnsim.models.ev import EV  # type: ignore[import-untyped]
-from acnportal.acnsim.models.evse import FiniteRatesEVSE  # type: ignore[import-untyped]
-from acnportal.algorithms import (  # type: ignore[import-untyped]
+from acnportal import acnsim  # type: ignore[import-untyped, unused-ignore]
+from acnportal.acnsim.events import EventQueue, PluginEvent  # type: ignore[import-untyped, unused-ignore]
+from acnportal.acnsim.models.battery import Battery  # type: ignore[import-untyped, unused-ignore]
+from acnportal.acnsim.models.ev import EV  # type: ignore[import-untyped, unused-ignore]
+from acnportal.acnsim.models.evse import FiniteRatesEVSE  # type: ignore[import-untyped, unused-ignore]
+from acnportal.algorithms import (  # type: ignore[import-untyped, unused-ignore]
     BaseAlgorithm,
     RoundRobin,
     SortedSchedulingAlgo,
@@ -45,8 +45,8 @@ from acnportal.algorithms import (  # type: ignore[import-untyped]
     first_come_first_served,
     least_laxity_first,
 )
-from scipy.optimize import linprog  # type: ignore[import-untyped]
-from scipy.sparse import coo_matrix  # type: ignore[import-untyped]
+from scipy.optimize import linprog  # type: ignore[import-untyped, unused-ignore]
+from scipy.sparse import coo_matrix  # type: ignore[import-untyped, unused-ignore]
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.optimize import linprog  # type: ignore[import-untyped]
-from scipy.sparse import coo_matrix, hstack, vstack  # type: ignore[import-untyped]
+from scipy.optimize import linprog  # type: ignore[import-untyped, unused-ignore]
+from scipy.sparse import coo_matrix, hstack, vstack  # type: ignore[import-untyped, unused-ignore]
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.optimize import linprog  # type: ignore[import-untyped]
+from scipy.optimize import linprog  # type: ignore[import-untyped, unused-ignore]
 
 
 def constraint_matrix(problem: dict[str, Any], ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
