@@ -337,17 +337,22 @@ class Gateway:
             await self._registry_wake.wait()
             await asyncio.sleep(REGISTRY_TICK_S)
             self._registry_wake.clear()
-            changes, self._registry_changes = self._registry_changes, {}
-            try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for cp_id, connected in changes.values():
-                        if connected:
-                            pipe.set(keys.charger_key(cp_id), self.instance_id)
-                        else:
-                            await self._release(keys=[keys.charger_key(cp_id)], args=[self.instance_id], client=pipe)
-                    await pipe.execute()
-            except (aioredis.ConnectionError, aioredis.TimeoutError):
-                logger.warning("registry update failed; the heartbeat re-asserts it", exc_info=True)
+            await self._flush_registry()
+
+    async def _flush_registry(self) -> None:
+        changes, self._registry_changes = self._registry_changes, {}
+        if not changes:
+            return
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for cp_id, connected in changes.values():
+                    if connected:
+                        pipe.set(keys.charger_key(cp_id), self.instance_id)
+                    else:
+                        await self._release(keys=[keys.charger_key(cp_id)], args=[self.instance_id], client=pipe)
+                await pipe.execute()
+        except (aioredis.ConnectionError, aioredis.TimeoutError):
+            logger.warning("registry update failed; the heartbeat re-asserts it", exc_info=True)
 
     async def _watch_loop(self) -> None:
         """Log when the event loop was held up: every charger's answers wait meanwhile."""
@@ -363,12 +368,15 @@ class Gateway:
                     logger.warning("full garbage collection took %.0f ms", pause * 1000)
 
         gc.callbacks.append(gc_timer)
-        while True:
-            before = loop.time()
-            await asyncio.sleep(LAG_PROBE_S)
-            lag = loop.time() - before - LAG_PROBE_S
-            if lag > LAG_WARN_S:
-                logger.warning("event loop held up for %.0f ms", lag * 1000)
+        try:
+            while True:
+                before = loop.time()
+                await asyncio.sleep(LAG_PROBE_S)
+                lag = loop.time() - before - LAG_PROBE_S
+                if lag > LAG_WARN_S:
+                    logger.warning("event loop held up for %.0f ms", lag * 1000)
+        finally:
+            gc.callbacks.remove(gc_timer)
 
     async def _tame_gc(self) -> None:
         """Keep full garbage collections off the answers' path.
@@ -379,16 +387,21 @@ class Gateway:
         the collector's walk. Frozen cycles that die later are only reclaimed after the
         periodic unfreeze, so memory is bounded by what dies within one release period.
         """
+        previous = gc.get_threshold()
         gc.set_threshold(*GC_THRESHOLDS)
         loop = asyncio.get_running_loop()
         released = loop.time()
-        while True:
-            await asyncio.sleep(GC_FREEZE_S)
-            if loop.time() - released > GC_RELEASE_S:
-                gc.unfreeze()
-                gc.collect()
-                released = loop.time()
-            gc.freeze()  # O(1): moves the tracked objects out of the collector's walk
+        try:
+            while True:
+                await asyncio.sleep(GC_FREEZE_S)
+                if loop.time() - released > GC_RELEASE_S:
+                    gc.unfreeze()
+                    gc.collect()
+                    released = loop.time()
+                gc.freeze()  # O(1): moves the tracked objects out of the collector's walk
+        finally:
+            gc.set_threshold(*previous)
+            gc.unfreeze()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -441,6 +454,7 @@ class Gateway:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            await self._flush_registry()  # the closed connections' entries go with them
             if not await self.telemetry.drain(timeout_s=30):
                 logger.error("gateway stopped with %d telemetry events unpublished", self.telemetry.waiting)
             self.telemetry.close()

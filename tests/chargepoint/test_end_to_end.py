@@ -135,7 +135,10 @@ def test_a_charger_that_drops_and_reconnects_keeps_its_session_and_gets_commands
         session = wait_until(lambda: open_session(cp), timeout=E2E_TIMEOUT_S, what="session recorded")
         bg.run(sim.charger.drop_connection())
         wait_until(lambda: sim.state.connects >= 2 and sim.charger.connected.is_set(), what="reconnected")
-        wait_until(lambda: get_redis().get(keys.charger_key(cp)), what="registry entry back")
+        wait_until(
+            lambda: (get_redis().get(keys.charger_key(cp)) or b"").decode() == gateway.gateway.instance_id,
+            what="registry entry back",
+        )
         result = command_send(
             command=Command(cp, "GetCompositeSchedule", {"connectorId": 1, "duration": 60}), timeout_s=10
         )
