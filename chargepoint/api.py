@@ -127,7 +127,8 @@ class ChargerViewSet(viewsets.ReadOnlyModelViewSet):
     )
     @action(detail=True, methods=["post"])
     def commands(self, request: Request, charge_point_id: str | None = None) -> Response:
-        """Remote stop, availability or reset; answers with the charger's status."""
+        """Remote stop, availability or reset; 200 with the charger's answer (Accepted, Rejected, ...),
+        409 when the charger is offline or did not answer in time."""
         station = self.get_object()
         body = CommandSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -140,8 +141,20 @@ class ChargerViewSet(viewsets.ReadOnlyModelViewSet):
             )
         except DjangoValidationError as exc:
             raise ValidationError(exc.message_dict) from exc
-        code = status.HTTP_200_OK if outcome.result.accepted else status.HTTP_502_BAD_GATEWAY
-        return Response({"status": outcome.result.status, "error": outcome.result.error}, status=code)
+        body = {"status": outcome.result.status, "error": outcome.result.error}
+        if outcome.result.status in ("Offline", "Timeout"):
+            # Not our failure, and nothing the caller can fix by retrying at once: the charger is away.
+            return Response(
+                {
+                    "error": {
+                        "status": 409,
+                        "code": outcome.result.status.lower(),
+                        "message": f"the charger did not answer: {outcome.result.status}",
+                    }
+                },
+                status=status.HTTP_409_CONFLICT,
+            )
+        return Response(body)
 
 
 def _time_filtered(qs: Any, params: Any, field: str, max_days: int | None = None) -> Any:
