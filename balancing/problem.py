@@ -20,6 +20,9 @@ MIN_CURRENT_A = 6.0  # IEC 61851 / SAE J1772 lowest pilot current
 STEP_A = 1.0
 # A reading older than this says nothing about what the car draws now.
 MEASUREMENT_MAX_AGE = timedelta(minutes=2)
+# A car gets this long under our profile to ramp up before a low draw counts as "not using it";
+# otherwise a car that has just started (still at 0 A) would be held down or paused.
+RAMP_UP = timedelta(seconds=60)
 ACTIVE_STATUSES = frozenset(
     {
         Connector.Status.PREPARING,
@@ -156,7 +159,13 @@ def build_problem(site: Site, now: datetime) -> BuiltProblem:
             "step_a": STEP_A,
             "active": active,
         }
-        if measured is not None:
+        ramped = (
+            session is not None
+            and limit.transaction_id == session.transaction_id
+            and limit.confirmed_at is not None
+            and now - limit.confirmed_at >= RAMP_UP
+        )
+        if measured is not None and ramped:
             evse["measured_a"] = round(measured, 2)
         if limit.limit_a is not None:
             evse["offered_a"] = float(limit.limit_a)

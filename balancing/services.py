@@ -145,20 +145,22 @@ def circuit_create_or_update(
     return Outcome(circuit, created, changes)
 
 
-def site_rebalance_request(*, site_id: int, reason: str) -> bool:
+def site_rebalance_request(*, site_id: int, reason: str) -> None:
     """Ask for a balancing run of a site soon; a burst of requests becomes one run.
 
-    Call it in the site's tenant schema. Returns False when a run is already pending (the
-    pending run will see this change too). The task is sent after the current transaction
-    commits, so it reads what the caller wrote.
+    Call it in the site's tenant schema. The request takes effect when the current transaction
+    commits (so the run reads what the caller wrote, and a rolled-back change asks for
+    nothing); while a run is already pending, further requests join it.
     """
     require_tenant_schema("site_rebalance_request")
     schema = active_schema()
-    if not get_redis().set(tenant_key(schema, "rebalance-pending", site_id), reason[:100], nx=True, ex=PENDING_TTL_S):
-        return False
-    from balancing.tasks import balance_site
 
     def send() -> None:
+        key = tenant_key(schema, "rebalance-pending", site_id)
+        if not get_redis().set(key, reason[:100], nx=True, ex=PENDING_TTL_S):
+            return  # the pending run will see this change too
+        from balancing.tasks import balance_site
+
         balance_site.apply_async(
             kwargs={"site_id": site_id, "reason": reason[:100]},
             countdown=settings.BALANCING_COALESCE_SECONDS,
@@ -166,7 +168,6 @@ def site_rebalance_request(*, site_id: int, reason: str) -> bool:
         )
 
     transaction.on_commit(send)
-    return True
 
 
 def site_balance(*, site_id: int, reason: str, pusher: Pusher | None = None) -> BalancingRun | None:

@@ -16,5 +16,9 @@ def get_redis() -> redis.Redis:
 
 
 def tenant_key(schema_name: str, *parts: object) -> str:
-    """A Redis key scoped to one tenant schema, e.g. ``evp:acme:rebalance:12``."""
-    return ":".join(["evp", schema_name, *(str(p) for p in parts)])
+    """A Redis key scoped to one deployment and tenant schema, e.g. ``evp:acme:rebalance:12``.
+
+    The deployment prefix (``CELERY_QUEUE_PREFIX``) keeps the tests and a running `make run`
+    apart on one Redis, as it does for their queues.
+    """
+    return ":".join([f"evp{settings.CELERY_QUEUE_PREFIX}", schema_name, *(str(p) for p in parts)])

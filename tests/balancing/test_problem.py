@@ -34,8 +34,18 @@ def test_the_tree_and_the_site_limits_become_nodes(garage) -> None:
     assert problem["voltage_v"] == 230.0
 
 
+def book(connector, limit_a: str = "16", confirmed_ago: timedelta = timedelta(minutes=5)) -> None:
+    ConnectorLimit.objects.create(
+        connector=connector,
+        limit_a=Decimal(limit_a),
+        transaction_id=connector.sessions.get().transaction_id,
+        confirmed_at=NOW - confirmed_ago,
+        valid_until=NOW + timedelta(minutes=10),
+    )
+
+
 def test_each_connector_is_an_evse_on_its_site_phases(garage, plug_in) -> None:
-    plug_in(garage, "CP-3PH", draw_a=15.5)
+    book(plug_in(garage, "CP-3PH", draw_a=15.5))
     plug_in(garage, "CP-L2", phases=1, wiring="L2", max_a="16")
     plug_in(garage, "CP-IDLE", session=False, status="Available")
 
@@ -109,3 +119,14 @@ def test_after_its_profile_expires_an_offline_charger_is_held_at_its_failsafe(ga
 
     assert node(built.problem, "site")["limit_a"] == [63.0, 63.0, 57.0]
     assert "fail-safe" in built.reservations[0].why
+
+
+def test_a_car_that_has_just_started_is_not_judged_by_its_zero_draw(garage, plug_in) -> None:
+    fresh = plug_in(garage, "CP-NEW", draw_a=0.0)
+    book(fresh, confirmed_ago=timedelta(seconds=20))
+    plug_in(garage, "CP-UNBOOKED", draw_a=0.0)
+
+    problem = build_problem(garage, NOW).problem
+
+    assert "measured_a" not in evse(problem, "CP-NEW/1")
+    assert "measured_a" not in evse(problem, "CP-UNBOOKED/1")

@@ -133,6 +133,7 @@ def test_a_car_that_draws_less_lets_the_others_have_the_rest(garage, plug_in, ch
             limit_a=14,
             transaction_id=c.sessions.get().transaction_id,
             valid_until=NOW + TX_PROFILE_VALIDITY,
+            confirmed_at=NOW - timedelta(minutes=5),
         )
 
     run(garage, chargers)

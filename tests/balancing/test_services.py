@@ -23,19 +23,30 @@ def site():
 
 
 def test_a_burst_of_requests_becomes_one_pending_run(site, django_capture_on_commit_callbacks) -> None:
-    with django_capture_on_commit_callbacks() as callbacks:
-        first = site_rebalance_request(site_id=site.pk, reason="plug-in")
-        second = site_rebalance_request(site_id=site.pk, reason="status")
+    key = tenant_key(connection.schema_name, "rebalance-pending", site.pk)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        site_rebalance_request(site_id=site.pk, reason="plug-in")
+        site_rebalance_request(site_id=site.pk, reason="status")
 
-    assert (first, second) == (True, False)
-    assert len(callbacks) == 1
-    assert get_redis().get(tenant_key(connection.schema_name, "rebalance-pending", site.pk)) == b"plug-in"
+    assert len(callbacks) == 2
+    assert get_redis().get(key) == b"plug-in"  # the second joined the first
 
 
-def test_requests_are_scoped_per_tenant_schema(site) -> None:
-    site_rebalance_request(site_id=site.pk, reason="x")
+def test_a_rolled_back_change_asks_for_no_run(site) -> None:
+    from django.db import transaction
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        site_rebalance_request(site_id=site.pk, reason="doomed")
+        raise RuntimeError("roll back")
+    assert not get_redis().exists(tenant_key(connection.schema_name, "rebalance-pending", site.pk))
+
+
+def test_requests_are_scoped_per_tenant_schema_and_deployment(site, django_capture_on_commit_callbacks) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        site_rebalance_request(site_id=site.pk, reason="x")
     assert get_redis().exists(tenant_key("alpha", "rebalance-pending", site.pk))
     assert not get_redis().exists(tenant_key("beta", "rebalance-pending", site.pk))
+    assert tenant_key("alpha", "x").startswith("evptest.:alpha:")
 
 
 def test_a_site_being_balanced_is_not_balanced_twice_at_once(site, django_capture_on_commit_callbacks) -> None:
