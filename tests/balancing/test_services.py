@@ -35,9 +35,13 @@ def test_a_burst_of_requests_becomes_one_pending_run(site, django_capture_on_com
 def test_a_rolled_back_change_asks_for_no_run(site) -> None:
     from django.db import transaction
 
-    with pytest.raises(RuntimeError), transaction.atomic():
-        site_rebalance_request(site_id=site.pk, reason="doomed")
-        raise RuntimeError("roll back")
+    def doomed_change() -> None:
+        with transaction.atomic():
+            site_rebalance_request(site_id=site.pk, reason="doomed")
+            raise RuntimeError("roll back")
+
+    with pytest.raises(RuntimeError):
+        doomed_change()
     assert not get_redis().exists(tenant_key(connection.schema_name, "rebalance-pending", site.pk))
 
 
