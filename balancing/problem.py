@@ -169,9 +169,11 @@ def build_problem(site: Site, now: datetime) -> BuiltProblem:
             evse["measured_a"] = round(measured, 2)
         if limit.limit_a is not None:
             evse["offered_a"] = float(limit.limit_a)
-        if limit.paused_since is not None:
+        this_session = session is not None and limit.transaction_id == session.transaction_id
+        # On/off spells belong to a session: a new car does not inherit the last one's pause.
+        if limit.paused_since is not None and this_session:
             evse["paused_since"] = limit.paused_since.isoformat()
-        if limit.charging_since is not None:
+        if limit.charging_since is not None and this_session:
             evse["charging_since"] = limit.charging_since.isoformat()
         if limit.no_resume_count:
             evse["resumes_after_pause"] = False

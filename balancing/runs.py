@@ -49,6 +49,7 @@ class PlannedPush:
     request: PushRequest
     context: EvseContext | None = None
     valid_to: datetime | None = None
+    active: bool = True  # the car wants energy: a 0 A profile is then a pause, not idle
 
 
 def _digest(problem: dict[str, Any]) -> str:
@@ -68,6 +69,7 @@ def _effective_old_a(ctx: EvseContext, failsafe: StationFailsafe | None) -> floa
 
 def _plan(site: Site, built: BuiltProblem, allocations: dict[str, float], now: datetime) -> list[PlannedPush]:
     plans: list[PlannedPush] = []
+    active_ids = {e["id"]: bool(e["active"]) for e in built.problem["evses"]}
     failsafes = {f.station_id: f for f in StationFailsafe.objects.filter(station__site=site)}
     seen_stations: set[int] = set()
     valid_to = now + TX_PROFILE_VALIDITY
@@ -125,6 +127,7 @@ def _plan(site: Site, built: BuiltProblem, allocations: dict[str, float], now: d
                 PushRequest(station.charge_point_id, "SetChargingProfile", payload),
                 ctx,
                 valid_to,
+                active=active_ids.get(evse_id, False),
             )
         )
     return plans
@@ -206,13 +209,17 @@ def _book(plan: PlannedPush, accepted: bool, status: str, now: datetime) -> Conn
     limit.requested_at = now
     limit.last_status = status
     if accepted:
-        was_paused = limit.limit_a is not None and limit.limit_a == 0
+        if limit.transaction_id != plan.context.session.transaction_id:
+            # A new session starts with a clean slate for rotation and resume tracking.
+            limit.paused_since = limit.charging_since = limit.resumed_at = None
+        was_paused = limit.limit_a is not None and limit.limit_a == 0 and limit.paused_since is not None
         limit.limit_a = Decimal(str(plan.new_limit_a))
         limit.valid_until = plan.valid_to
         limit.transaction_id = plan.context.session.transaction_id
         limit.confirmed_at = now
         if plan.new_limit_a == 0:
-            limit.paused_since = limit.paused_since or now
+            # Only a car that wanted energy was paused; an idle connector is not waiting its turn.
+            limit.paused_since = (limit.paused_since or now) if plan.active else None
             limit.charging_since = None
         else:
             if was_paused:

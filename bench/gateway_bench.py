@@ -518,11 +518,34 @@ async def plugin_latency(args: argparse.Namespace) -> dict[str, float]:
 
 
 def run_plugin(args: argparse.Namespace) -> dict[str, float]:
+    """The production layout: telemetry and reports on a prefork worker; balancing, which
+    mostly waits for chargers' answers, on its own thread-pool worker (``--balancing-threads``;
+    0 puts balancing on the one prefork worker too)."""
     reset_sessions()
-    worker = ["-m", "celery", "-A", "evplatform", "worker", "--loglevel=INFO", "--without-gossip"]
-    worker += ["--without-mingle", f"--concurrency={args.worker_concurrency}", f"--hostname=gwbench-{os.getpid()}@%h"]
-    with process(worker, None, "worker"), gateway_process():
-        time.sleep(3)  # the worker connects to the broker
+    base = ["-m", "celery", "-A", "evplatform", "worker", "--loglevel=INFO", "--without-gossip", "--without-mingle"]
+    env = {"BALANCING_COALESCE_SECONDS": str(args.coalesce_s)}
+    prefix = os.environ["CELERY_QUEUE_PREFIX"]
+    if args.balancing_threads:
+        main = [
+            *base,
+            f"--concurrency={args.worker_concurrency}",
+            f"-Q{prefix}telemetry,{prefix}reports",
+            f"--hostname=gwbench-{os.getpid()}@%h",
+        ]
+        balancer = [
+            *base,
+            "-P",
+            "threads",
+            f"--concurrency={args.balancing_threads}",
+            f"-Q{prefix}balancing",
+            f"--hostname=gwbench-bal-{os.getpid()}@%h",
+        ]
+        with process(main, None, "worker", env), process(balancer, None, "balancer", env), gateway_process():
+            time.sleep(3)  # the workers connect to the broker
+            return asyncio.run(plugin_latency(args))
+    worker = [*base, f"--concurrency={args.worker_concurrency}", f"--hostname=gwbench-{os.getpid()}@%h"]
+    with process(worker, None, "worker", env), gateway_process():
+        time.sleep(3)
         return asyncio.run(plugin_latency(args))
 
 
@@ -539,6 +562,8 @@ def main() -> None:
     parser.add_argument("--per-site", type=int, default=10)
     parser.add_argument("--spread", type=float, default=10.0, help="plug-in bench: seconds over which sites plug in")
     parser.add_argument("--worker-concurrency", type=int, default=2)
+    parser.add_argument("--balancing-threads", type=int, default=16, help="plug-in bench: 0 = no separate worker")
+    parser.add_argument("--coalesce-s", type=float, default=0.3, help="plug-in bench: BALANCING_COALESCE_SECONDS")
     args = parser.parse_args()
     only = set(args.only.split(","))
     prepare(max(args.chargers, args.conns), args.sites, args.per_site)

@@ -258,7 +258,7 @@ CELERY_BEAT_SCHEDULE["chargepoint-offline-sweep"] = {
 # --- Balancing (balancing) ---------------------------------------------------------------
 
 # A burst of charger events within this window becomes one balancing run per site.
-BALANCING_COALESCE_SECONDS = env.float("BALANCING_COALESCE_SECONDS", default=1.0)
+BALANCING_COALESCE_SECONDS = env.float("BALANCING_COALESCE_SECONDS", default=0.3)
 # Beat sweep: every site is rebalanced at least this often, even if an event was lost.
 BALANCING_SWEEP_SECONDS = env.float("BALANCING_SWEEP_SECONDS", default=60.0)
 CELERY_BEAT_SCHEDULE["balancing-sweep"] = {

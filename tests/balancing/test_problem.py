@@ -130,3 +130,16 @@ def test_a_car_that_has_just_started_is_not_judged_by_its_zero_draw(garage, plug
 
     assert "measured_a" not in evse(problem, "CP-NEW/1")
     assert "measured_a" not in evse(problem, "CP-UNBOOKED/1")
+
+
+def test_a_new_session_does_not_inherit_the_last_ones_pause(garage, plug_in) -> None:
+    connector = plug_in(garage, "CP-1")
+    ConnectorLimit.objects.create(
+        connector=connector,
+        limit_a=Decimal("0"),
+        transaction_id="an-old-session",
+        paused_since=NOW,
+        confirmed_at=NOW,
+    )
+    item = evse(build_problem(garage, NOW).problem, "CP-1/1")
+    assert "paused_since" not in item

@@ -187,3 +187,16 @@ def test_a_car_that_does_not_resume_after_a_pause_is_flagged(garage, plug_in, ch
     limit = ConnectorLimit.objects.get(connector=connector)
     assert limit.no_resume_count == 1
     assert limit.resumed_at is None
+
+
+def test_an_idle_connector_given_0_a_is_not_counted_as_paused(garage, plug_in, chargers) -> None:
+    idle = plug_in(garage, "CP-IDLE", max_a="16", status="Finishing")  # session still open, car done
+    run(garage, chargers)
+    limit = ConnectorLimit.objects.get(connector=idle)
+    assert limit.limit_a == 0
+    assert limit.paused_since is None
+
+    idle.status = "Charging"  # it wants energy again: it must not sit out a minimum off time
+    idle.save()
+    run(garage, chargers, now=NOW + timedelta(seconds=30))
+    assert ConnectorLimit.objects.get(connector=idle).limit_a > 0
