@@ -69,6 +69,9 @@ EVSE (one connector):
   on or off spell began, for the minimum on/off times and the rotation.
 - ``session_kwh`` (kWh, optional): energy delivered this session, for the rotation: when not
   all can charge, the ones that received least go first, then the longest waiting.
+- ``resumes_after_pause`` (bool, default true): false for a car known not to resume charging
+  by itself after its current went to 0 (some cars fall asleep). Unless already paused, it is
+  kept on like an EVSE within ``min_on_s``: paused only when the limits leave no other way.
 - ``fixed_a`` (A, optional): a current the engine cannot change now (an offline charger
   keeping its last profile, a lowering not yet confirmed). It is allocated as given, even if
   inactive, and booked before anything else is shared.

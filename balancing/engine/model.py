@@ -59,6 +59,7 @@ _EVSE_KEYS = frozenset(
         "charging_since",
         "session_kwh",
         "fixed_a",
+        "resumes_after_pause",
     }
 )
 
@@ -104,6 +105,7 @@ class Evse(NamedTuple):
     charging_since: datetime | None = None
     session_kwh: float | None = None
     fixed_a: float | None = None
+    resumes_after_pause: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,6 +385,11 @@ def _parse_evse(
     for key in _OPTIONAL_TIMES:
         if evse.get(key) is not None:
             options[key] = _time(evse, key, path, required=False)
+    resumes = evse.get("resumes_after_pause")
+    if resumes is not None:
+        if not isinstance(resumes, bool):
+            raise ProblemError(f"{path}.resumes_after_pause", f"must be true or false, not {_type_name(resumes)}")
+        options["resumes_after_pause"] = resumes
     if "paused_since" in options and "charging_since" in options:
         raise ProblemError(f"{path}.paused_since", "give paused_since or charging_since, not both")
     return Evse(id=evse_id, node=node, phases=phases, min_a=float(min_a), max_a=float(max_a), active=active, **options)

@@ -219,13 +219,16 @@ def _bounds(problem: Problem, evse: Evse) -> tuple[float, float, str, float | No
 def _admission_key(problem: Problem, evse: Evse, laxity: float | None) -> tuple[Any, ...]:
     """Who keeps charging when not all can: lower tuples first.
 
-    Kept on during ``min_on_s`` first, then higher priority, then EVSEs with a deadline by least
+    Kept on first: EVSEs within ``min_on_s`` of starting, and cars known not to resume after a
+    pause (unless already paused); then higher priority, then EVSEs with a deadline by least
     laxity, then the rotation: least energy this session, longest waiting, shortest charging.
     """
     now = problem.now
     on_s = (now - evse.charging_since).total_seconds() if evse.charging_since else 0.0
     off_s = (now - evse.paused_since).total_seconds() if evse.paused_since else 0.0
-    protected = 0 if evse.charging_since is not None and on_s < problem.min_on_s else 1
+    recently_on = evse.charging_since is not None and on_s < problem.min_on_s
+    would_not_resume = not evse.resumes_after_pause and evse.paused_since is None
+    protected = 0 if recently_on or would_not_resume else 1
     urgency = (0, laxity) if laxity is not None else (1, 0.0)
     return (protected, -evse.priority, urgency, evse.session_kwh or 0.0, -off_s, on_s, evse.id)
 
@@ -318,6 +321,8 @@ def solve_problem(problem: Problem) -> dict[str, Any]:
         left, blocked = room(floor_load, i)
         if left + EPS < lo:
             reasons[i] = f"paused: rotation, not enough capacity at {_describe(site, blocked)} for {_fmt(lo)} A"
+            if not evses[i].resumes_after_pause:
+                reasons[i] += " (this car may not resume by itself)"
             wants[i] = 0.0
             continue
         step = plan.steps[i]

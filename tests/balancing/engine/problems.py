@@ -101,6 +101,8 @@ def _draw_options(draw: st.DrawFn, evse: dict[str, Any]) -> None:
         evse["session_kwh"] = draw(amps(50))
     if draw(st.integers(0, 9)) == 0:
         evse["fixed_a"] = draw(amps(32))
+    if draw(st.integers(0, 4)) == 0:
+        evse["resumes_after_pause"] = draw(st.booleans())
 
 
 def shuffled(problem: dict[str, Any], seed: int) -> dict[str, Any]:

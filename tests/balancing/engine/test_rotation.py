@@ -151,3 +151,25 @@ def test_cars_take_turns_without_ever_switching_faster_than_the_minimum_on_and_o
         assert all(length >= 5 for _, length, at_edge in spells if not at_edge), spells
     energy = [sum(row[car] for row in history) for car in range(5)]
     assert max(energy) - min(energy) <= 0.25 * max(energy)
+
+
+def test_a_car_that_would_not_resume_after_a_pause_is_kept_on_and_another_takes_the_pause() -> None:
+    # Room for two at 6 A; "sleepy" has had the most energy, so the rotation would pause it.
+    cars = {
+        "sleepy": {"charging_since": iso(NOW - timedelta(hours=2)), "session_kwh": 12},
+        "some": {"charging_since": iso(NOW - timedelta(hours=1)), "session_kwh": 5},
+        "waiting": {"paused_since": iso(NOW - timedelta(minutes=20)), "session_kwh": 5},
+    }
+    assert solve(_rotation_site(**cars))["paused"] == ["sleepy"]
+    cars["sleepy"]["resumes_after_pause"] = False
+    result = solve(_rotation_site(**cars))
+    assert result["paused"] == ["some"]
+    assert result["allocations_a"]["sleepy"] > 0
+
+
+def test_a_car_that_would_not_resume_still_pauses_when_the_limit_leaves_no_other_way() -> None:
+    problem = site([8], evses=[evse("sleepy", resumes_after_pause=False), evse("other", resumes_after_pause=False)])
+    result = solve(problem)
+    assert result["paused"] == ["sleepy"]
+    assert result["reasons"]["sleepy"].endswith("(this car may not resume by itself)")
+    assert check(problem, result) == []

@@ -87,6 +87,7 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("evse not object", _set(["evses", 0], "CP1"), "evses[0]: must be an object, not str"),
     ("two limits", _set(["nodes", 1, "limit_a"], [63, 63]), "nodes[1].limit_a: must have 1 (single-phase site) or 3"),
     ("one limit on 3 phases", _set(["nodes", 1, "limit_a"], [63]), "nodes[1].limit_a: 1 value given but the site"),
+    ("resume flag", _set(["evses", 0, "resumes_after_pause"], "no"), "evses[0].resumes_after_pause: must be true"),
     ("both spells", lambda p: p["evses"][0].update(paused_since=p["now"], charging_since=p["now"]), "exclusive"),
 ]
 
