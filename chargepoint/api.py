@@ -141,7 +141,7 @@ class ChargerViewSet(viewsets.ReadOnlyModelViewSet):
             )
         except DjangoValidationError as exc:
             raise ValidationError(exc.message_dict) from exc
-        body = {"status": outcome.result.status, "error": outcome.result.error}
+        answer = {"status": outcome.result.status, "error": outcome.result.error}
         if outcome.result.status in ("Offline", "Timeout"):
             # Not our failure, and nothing the caller can fix by retrying at once: the charger is away.
             return Response(
@@ -154,7 +154,7 @@ class ChargerViewSet(viewsets.ReadOnlyModelViewSet):
                 },
                 status=status.HTTP_409_CONFLICT,
             )
-        return Response(body)
+        return Response(answer)
 
 
 def _time_filtered(qs: Any, params: Any, field: str, max_days: int | None = None) -> Any:
