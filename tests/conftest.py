@@ -41,7 +41,7 @@ PLATFORM_DOMAIN = "localhost"
 
 
 @pytest.fixture(scope="session")
-def django_db_setup(django_db_setup: None, django_db_blocker: pytest.FixtureRequest) -> None:
+def django_db_setup(django_db_setup: None, django_db_blocker: pytest.FixtureRequest) -> Iterator[None]:
     with django_db_blocker.unblock():
         platform_setup(domain=PLATFORM_DOMAIN)
         for spec in (ALPHA, BETA):
@@ -52,6 +52,14 @@ def django_db_setup(django_db_setup: None, django_db_blocker: pytest.FixtureRequ
                 admin_email=spec.admin_email,
                 admin_password=spec.admin_password,
             )
+    yield
+    # Worker, server and gateway processes have been stopped by now, but a backend of theirs can
+    # linger for a moment; end those so that the test database can be dropped.
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        )
 
 
 @pytest.fixture(scope="session")
