@@ -70,6 +70,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+	$(BIN)/mypy --strict balancing/engine
 
 format: setup
 	$(BIN)/ruff format .
