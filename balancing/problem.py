@@ -148,8 +148,13 @@ def build_problem(site: Site, now: datetime) -> BuiltProblem:
             if (connector.pk, CURRENT_IMPORT, p) in samples
         ]
         measured = max((float(c) for c in currents), default=None)
-        max_a = float(min(station.max_current_a, connector.max_current_a or station.max_current_a))
+        ratings = [station.max_current_a, connector.max_current_a or station.max_current_a]
+        if connector.external_limit_a is not None:  # set outside the platform: never offer more
+            ratings.append(connector.external_limit_a)
+        max_a = float(min(ratings))
         active = session is not None and connector.status in ACTIVE_STATUSES
+        if max_a < MIN_CURRENT_A:  # an outside limit below the lowest pilot current: it may only pause
+            max_a, active = MIN_CURRENT_A, False
         evse: dict[str, Any] = {
             "id": evse_id(connector),
             "node": parent,

@@ -100,6 +100,13 @@ class Connector(models.Model):
         validators=[MinValueValidator(Decimal(0))],
         help_text="Lower rating than the station's, if this outlet has one (A).",
     )
+    # A limit the charger reports that someone else set (OCPP 2.0.1 NotifyChargingLimit: a local
+    # EMS, the grid operator, the site owner); the balancer never offers more than it.
+    external_limit_a = models.DecimalField(
+        max_digits=5, decimal_places=1, null=True, blank=True, validators=[MinValueValidator(Decimal(0))]
+    )
+    external_limit_source = models.CharField(max_length=20, blank=True)
+    external_limit_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["station", "connector_id"]

@@ -95,6 +95,24 @@ class ChargePoint201(GatewayChargePoint, ChargePoint):
         self.link.charging_needs_201(evse_id=evse_id, charging_needs=charging_needs)
         return call_result.NotifyEVChargingNeeds(status="Accepted")
 
+    @on(Action.notify_charging_limit)
+    def on_notify_charging_limit(
+        self,
+        charging_limit: dict[str, Any],
+        evse_id: int | None = None,
+        charging_schedule: list[dict[str, Any]] | None = None,
+        **kw: Any,
+    ) -> Any:
+        self.link.charging_limit_201(
+            evse_id=evse_id, source=charging_limit.get("charging_limit_source", ""), schedules=charging_schedule
+        )
+        return call_result.NotifyChargingLimit()
+
+    @on(Action.cleared_charging_limit)
+    def on_cleared_charging_limit(self, charging_limit_source: str, evse_id: int | None = None, **kw: Any) -> Any:
+        self.link.charging_limit_201(evse_id=evse_id, source=charging_limit_source, schedules=None)
+        return call_result.ClearedChargingLimit()
+
     @on(Action.data_transfer)
     def on_data_transfer(self, vendor_id: str, **kw: Any) -> Any:
         logger.info("%s: DataTransfer from vendor %.50r", self.id, vendor_id)

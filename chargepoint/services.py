@@ -364,6 +364,20 @@ def _on_needs(batch: _Batch, station: ChargingStation, event: dict[str, Any]) ->
     batch.rebalance(station, "charging needs")
 
 
+def _on_limit(batch: _Batch, station: ChargingStation, event: dict[str, Any]) -> None:
+    """A limit set outside the platform (or its removal) on one EVSE or, with 0, all of them."""
+    number = int(event["connector"])
+    connectors = [batch.connector(station, number)] if number else list(station.connectors.all())
+    raw = event.get("limit_a")
+    limit = None if raw is None else min(max(_decimal(raw), Decimal(0)), MAX_EV_CURRENT_A)
+    for connector in connectors:
+        connector.external_limit_a = limit
+        connector.external_limit_source = str(event.get("source", ""))[:20] if limit is not None else ""
+        connector.external_limit_at = _at(event["ts"])
+        connector.save(update_fields=["external_limit_a", "external_limit_source", "external_limit_at"])
+    batch.rebalance(station, "charger reported a limit" if limit is not None else "charger cleared a limit")
+
+
 def _on_seen(batch: _Batch, station: ChargingStation, event: dict[str, Any]) -> None:
     pass  # last_seen_at is kept for every event
 
@@ -377,6 +391,7 @@ _HANDLERS = {
     "stop": _on_stop,
     "meter": _on_meter,
     "needs": _on_needs,
+    "limit": _on_limit,
     "seen": _on_seen,
 }
 _SESSION_EVENTS = {"start", "stop", "needs"}

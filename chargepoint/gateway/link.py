@@ -313,6 +313,33 @@ class ChargerLink:
     def meter_values_201(self, *, evse_id: int, meter_value: list[dict[str, Any]]) -> None:
         self.meter_values(connector_id=evse_id, samples=normalise.meter_values_201(meter_value, now=utcnow()))
 
+    def charging_limit_201(self, *, evse_id: int | None, source: str, schedules: list[dict[str, Any]] | None) -> None:
+        """NotifyChargingLimit / ClearedChargingLimit: a limit set outside the platform.
+
+        The first period of the first schedule is kept, in amperes (a schedule in watts is
+        converted at 230 V on its number of phases, 3 if not given); no schedule, or a cleared
+        limit, removes it.
+        """
+        limit_a: Decimal | None = None
+        for schedule in schedules or []:
+            periods = schedule.get("charging_schedule_period") or []
+            if not periods:
+                continue
+            limit = normalise.number(periods[0].get("limit"), field="limit", low=Decimal(0), high=Decimal("1e6"))
+            if schedule.get("charging_rate_unit") == "W":
+                phases = normalise.number(
+                    periods[0].get("number_phases") or 3, field="numberPhases", low=Decimal(1), high=Decimal(3)
+                )
+                limit = limit / (Decimal(230) * phases)
+            limit_a = min(limit, Decimal("999.9")).quantize(Decimal("0.1"))
+            break
+        self.emit(
+            "limit",
+            connector=0 if evse_id is None else normalise.connector_id(evse_id),
+            limit_a=None if limit_a is None else str(limit_a),
+            source=str(source)[:20],
+        )
+
     def charging_needs_201(self, *, evse_id: int, charging_needs: dict[str, Any]) -> None:
         """NotifyEVChargingNeeds: departure time and energy the car asks for go to the balancer."""
         now = utcnow()
