@@ -4,7 +4,7 @@ from decimal import Decimal
 
 from django import forms
 
-from balancing.models import SiteLimitSchedule
+from balancing.models import Circuit, SiteLimitSchedule
 
 
 class SiteLimitsForm(forms.Form):
@@ -46,3 +46,18 @@ class ScheduleForm(forms.ModelForm):
         if data.get("limit_kw") is None and data.get("limit_a") is None:
             raise forms.ValidationError("Set a power limit (kW), a current limit (A), or both.")
         return data
+
+
+class CircuitForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    kind = forms.ChoiceField(choices=Circuit.Kind.choices, initial=Circuit.Kind.CIRCUIT)
+    parent = forms.CharField(max_length=100, required=False, label="Below (circuit name; empty: the grid connection)")
+    limit_a = forms.DecimalField(label="Limit per phase (A)", min_value=Decimal(0), max_digits=7, decimal_places=1)
+    limit_kw = forms.DecimalField(
+        label="Power limit (kW)", required=False, min_value=Decimal(0), max_digits=9, decimal_places=2
+    )
+
+
+class TariffUploadForm(forms.Form):
+    record = forms.FileField(label="URDB v7 rate record (JSON)")
+    valid_from = forms.DateField(label="Valid from (site local date)", widget=forms.DateInput(attrs={"type": "date"}))

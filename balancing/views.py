@@ -10,19 +10,20 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from balancing import services
-from balancing.forms import ScheduleForm, SiteLimitsForm
+from balancing.forms import CircuitForm, ScheduleForm, SiteLimitsForm, TariffUploadForm
 from balancing.models import Circuit, Site, SiteLimitSchedule
 from balancing.selectors import site_load_series, site_overview, site_runs
 from chargepoint.models import ChargingStation
 from evplatform.permissions import CHANGE_LIMITS, actor_of, has_role, role_required
 
+TARIFF_MAX_BYTES = 512 * 1024
 RANGES = {"hour": timedelta(hours=1), "day": timedelta(days=1), "month": timedelta(days=31)}
 SORTS = ("name", "load", "share", "peak", "chargers", "alerts")
 
@@ -199,6 +200,10 @@ def site_settings(request: HttpRequest, slug: str) -> HttpResponse:
         "changes": changes,
         "schedules": SiteLimitSchedule.objects.filter(site=site).order_by("start_time"),
         "schedule_form": ScheduleForm(),
+        "circuits": Circuit.objects.filter(site=site).select_related("parent").order_by("name"),
+        "circuit_form": CircuitForm(),
+        "tariffs": site.tariffs.order_by("-version"),
+        "tariff_form": TariffUploadForm(),
         "nav": "sites",
     }
     return render(request, "portal/site_settings.html", context)
@@ -233,4 +238,80 @@ def schedule_delete(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     schedule = get_object_or_404(SiteLimitSchedule, site=site, pk=pk)
     services.schedule_delete(schedule=schedule, actor=actor_of(request))
     messages.success(request, "Schedule removed.")
+    return redirect("portal:site-settings", slug=site.slug)
+
+
+def _errors(exc: ValidationError) -> str:
+    if hasattr(exc, "error_dict"):
+        return "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())
+    return " ".join(exc.messages)
+
+
+@require_POST
+@role_required(CHANGE_LIMITS)
+def circuit_save(request: HttpRequest, slug: str) -> HttpResponse:
+    """Add a circuit, or change one (found by name): audited, and the site is rebalanced."""
+    site = get_object_or_404(Site, slug=slug)
+    form = CircuitForm(request.POST)
+    if not form.is_valid():
+        messages.error(
+            request,
+            "Circuit not saved: " + "; ".join(f"{k}: {' '.join(str(e) for e in v)}" for k, v in form.errors.items()),
+        )
+        return redirect("portal:site-settings", slug=site.slug)
+    data = form.cleaned_data
+    try:
+        outcome = services.circuit_create_or_update(
+            site=site,
+            name=data["name"].strip(),
+            kind=data["kind"],
+            parent_name=data["parent"].strip() or None,
+            limit_a=data["limit_a"],
+            limit_kw=data["limit_kw"],
+            actor=actor_of(request),
+        )
+    except (ValidationError, ObjectDoesNotExist) as exc:
+        text = _errors(exc) if isinstance(exc, ValidationError) else str(exc)
+        messages.error(request, f"Circuit not saved: {text}")
+    else:
+        verb = (
+            "added"
+            if outcome.created
+            else ("updated: " + "; ".join(outcome.changes) if outcome.changes else "unchanged")
+        )
+        messages.success(request, f"Circuit '{outcome.obj.name}' {verb}.")
+    return redirect("portal:site-settings", slug=site.slug)
+
+
+@require_POST
+@role_required(CHANGE_LIMITS)
+def tariff_upload(request: HttpRequest, slug: str) -> HttpResponse:
+    """Import a URDB v7 rate record as the site's next tariff version (audited)."""
+    import json
+
+    from billing.services import tariff_import
+
+    site = get_object_or_404(Site, slug=slug)
+    form = TariffUploadForm(request.POST, request.FILES)
+    if not form.is_valid():
+        messages.error(
+            request,
+            "Tariff not imported: " + "; ".join(f"{k}: {' '.join(str(e) for e in v)}" for k, v in form.errors.items()),
+        )
+        return redirect("portal:site-settings", slug=site.slug)
+    upload = form.cleaned_data["record"]
+    if upload.size > TARIFF_MAX_BYTES:
+        messages.error(request, f"Tariff not imported: the file is larger than {TARIFF_MAX_BYTES // 1024} KiB.")
+        return redirect("portal:site-settings", slug=site.slug)
+    try:
+        record = json.loads(upload.read().decode("utf-8-sig"))
+        tariff = tariff_import(
+            site=site, record=record, valid_from=form.cleaned_data["valid_from"], actor=actor_of(request)
+        )
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        messages.error(request, f"Tariff not imported: the file is not JSON ({exc}).")
+    except ValidationError as exc:
+        messages.error(request, f"Tariff not imported: {_errors(exc)}")
+    else:
+        messages.success(request, f"Tariff '{tariff.name}' imported as version {tariff.version}.")
     return redirect("portal:site-settings", slug=site.slug)

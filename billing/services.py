@@ -82,7 +82,7 @@ def tariff_import(*, site: Site, record: dict[str, Any], valid_from: date, actor
         if latest is not None and (latest.valid_until is None or latest.valid_until > valid_from):
             latest.valid_until = valid_from
             latest.save(update_fields=["valid_until"])
-        return Tariff.objects.create(
+        tariff = Tariff.objects.create(
             site=site,
             version=(latest.version + 1) if latest else 1,
             name=spec.name[:200],
@@ -93,6 +93,18 @@ def tariff_import(*, site: Site, record: dict[str, Any], valid_from: date, actor
             record_sha256=_sha256(canonical_json(record)),
             imported_by=actor,
         )
+        if actor:
+            from tenants.accounts.services import audit_record
+
+            audit_record(
+                actor=actor,
+                action="import",
+                object_type="tariff",
+                object_id=tariff.pk,
+                label=f"{site.name}: {tariff.name} v{tariff.version}",
+                changes=[("valid_from", None, valid_from), ("record_sha256", None, tariff.record_sha256)],
+            )
+        return tariff
 
 
 # --- rollups ------------------------------------------------------------------------------
