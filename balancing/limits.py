@@ -8,7 +8,6 @@ engine sees, so one place decides and the run's record says which limit bound.
 import zoneinfo
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
 
 from balancing.models import BuildingLoadReading, LimitOverride, Site, SiteLimitSchedule
 
@@ -115,7 +114,3 @@ def site_limits(site: Site, now: datetime) -> SiteLimits:
     if note:
         source_a += f" ({note})"
     return SiteLimits(limit_a, limit_kw, source_a, source_kw, candidates, building_a, building_kw)
-
-
-def decimal_or_none(value: float | None) -> Decimal | None:
-    return None if value is None else Decimal(str(value))

@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from balancing.engine import check, solve
 from balancing.models import BalancingRun, ConnectorLimit, ProfilePush, Site, StationFailsafe
-from balancing.problem import STEP_A, BuiltProblem, EvseContext, build_problem
+from balancing.problem import STEP_A, BuiltProblem, EvseContext, build_problem, evse_id
 from balancing.profiles import failsafe_profile, tx_profile
 from balancing.push import Pusher, PushRequest
 from chargepoint.models import ChargingStation, Connector
@@ -72,8 +72,7 @@ def _plan(site: Site, built: BuiltProblem, allocations: dict[str, float], now: d
     active_ids = {e["id"]: bool(e["active"]) for e in built.problem["evses"]}
     failsafes = {f.station_id: f for f in StationFailsafe.objects.filter(station__site=site)}
     seen_stations: set[int] = set()
-    valid_to = now + TX_PROFILE_VALIDITY
-    for evse_id, ctx in built.evses.items():
+    for key, ctx in built.evses.items():
         station = ctx.station
         if station.pk not in seen_stations:
             seen_stations.add(station.pk)
@@ -101,36 +100,33 @@ def _plan(site: Site, built: BuiltProblem, allocations: dict[str, float], now: d
         session = ctx.session
         if session is None:
             continue  # no transaction to bind a TxProfile to; the fail-safe default governs a new one
-        target = allocations[evse_id]
+        target = allocations[key]
         old = _effective_old_a(ctx, failsafes.get(station.pk))
         same_tx = ctx.limit.transaction_id == session.transaction_id and ctx.limit.limit_a is not None
         renew_due = ctx.limit.valid_until is None or ctx.limit.valid_until - now < RENEW_BEFORE
         if same_tx and abs(target - old) < STEP_A and not renew_due:
             continue
         kind = "lower" if target < old else "raise" if target > old else "renew"
-        payload = tx_profile(
-            ocpp_version=station.ocpp_version,
-            connector_id=ctx.connector.connector_id,
-            transaction_id=session.transaction_id,
-            limit_a=target,
-            number_phases=len(station.site_phases),
-            now=now,
-            valid_to=valid_to,
-        )
-        plans.append(
-            PlannedPush(
-                kind,
-                station,
-                ctx.connector,
-                old,
-                target,
-                PushRequest(station.charge_point_id, "SetChargingProfile", payload),
-                ctx,
-                valid_to,
-                active=active_ids.get(evse_id, False),
-            )
-        )
+        plans.append(_tx_push(ctx, kind=kind, old=old, target=target, now=now, active=active_ids.get(key, False)))
     return plans
+
+
+def _tx_push(ctx: EvseContext, *, kind: str, old: float, target: float, now: datetime, active: bool) -> PlannedPush:
+    """A TxProfile for the EVSE's running transaction, limited to ``target`` A."""
+    if ctx.session is None:
+        raise ValueError(f"a {kind} push needs the EVSE's session")
+    valid_to = now + TX_PROFILE_VALIDITY
+    payload = tx_profile(
+        ocpp_version=ctx.station.ocpp_version,
+        connector_id=ctx.connector.connector_id,
+        transaction_id=ctx.session.transaction_id,
+        limit_a=target,
+        number_phases=len(ctx.station.site_phases),
+        now=now,
+        valid_to=valid_to,
+    )
+    request = PushRequest(ctx.station.charge_point_id, "SetChargingProfile", payload)
+    return PlannedPush(kind, ctx.station, ctx.connector, old, target, request, ctx, valid_to, active=active)
 
 
 LIMIT_FIELDS = [
@@ -265,7 +261,7 @@ def _stuck(built: BuiltProblem) -> list[EvseContext]:
 
 def _pin_stuck(built: BuiltProblem, stuck: list[EvseContext]) -> None:
     """Plan around chargers that refused a lowering: they keep exactly their booked current."""
-    ids = {f"{ctx.station.charge_point_id}/{ctx.connector.connector_id}": ctx for ctx in stuck}
+    ids = {evse_id(ctx.connector): ctx for ctx in stuck}
     for evse in built.problem["evses"]:
         if evse["id"] in ids:
             evse["fixed_a"] = float(ids[evse["id"]].limit.limit_a or 0)
@@ -273,33 +269,17 @@ def _pin_stuck(built: BuiltProblem, stuck: list[EvseContext]) -> None:
 
 def _retries(stuck: list[EvseContext], now: datetime) -> list[PlannedPush]:
     """Ask again for the lowering a charger refused; the plan does not count on it."""
-    valid_to = now + TX_PROFILE_VALIDITY
-    plans = []
-    for ctx in stuck:
-        assert ctx.session is not None  # noqa: S101 - _stuck only returns EVSEs with a session
-        target = float(ctx.limit.requested_a or 0)
-        payload = tx_profile(
-            ocpp_version=ctx.station.ocpp_version,
-            connector_id=ctx.connector.connector_id,
-            transaction_id=ctx.session.transaction_id,
-            limit_a=target,
-            number_phases=len(ctx.station.site_phases),
+    return [
+        _tx_push(
+            ctx,
+            kind="lower",
+            old=float(ctx.limit.limit_a or 0),
+            target=float(ctx.limit.requested_a or 0),
             now=now,
-            valid_to=valid_to,
+            active=True,
         )
-        plans.append(
-            PlannedPush(
-                "lower",
-                ctx.station,
-                ctx.connector,
-                float(ctx.limit.limit_a or 0),
-                target,
-                PushRequest(ctx.station.charge_point_id, "SetChargingProfile", payload),
-                ctx,
-                valid_to,
-            )
-        )
-    return plans
+        for ctx in stuck
+    ]
 
 
 def _summarise(run: BalancingRun, built: BuiltProblem, result: dict[str, Any], site: Site) -> None:
@@ -346,10 +326,9 @@ def site_balance_run(*, site: Site, reason: str, pusher: Pusher, now: datetime |
         limits={
             **built.limits.as_record(),
             "reservations": [
-                {"evse": f"{r.station.charge_point_id}/{r.connector.connector_id}", "limit_a": r.limit_a, "why": r.why}
-                for r in built.reservations
+                {"evse": evse_id(r.connector), "limit_a": r.limit_a, "why": r.why} for r in built.reservations
             ],
-            "stuck": [f"{c.station.charge_point_id}/{c.connector.connector_id}" for c in stuck],
+            "stuck": [evse_id(c.connector) for c in stuck],
         },
     )
     started = time.perf_counter()

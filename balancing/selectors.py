@@ -6,10 +6,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist
-from django.db.models import Count, Q
+from django.db.models import Count, Max, Q
 
 from balancing.models import BalancingRun, Circuit, ProfilePush, Site
-from chargepoint.models import ChargingStation
+from chargepoint.models import ChargingStation, Connector
 
 
 class SiteNotFoundError(ObjectDoesNotExist):
@@ -80,8 +80,6 @@ def site_overview(*, now: datetime, search: str = "", sort: str = "name") -> lis
 
     A constant number of queries whatever the number of sites.
     """
-    from chargepoint.models import Connector
-
     sites = list(
         Site.objects.filter(Q(name__icontains=search) | Q(slug__icontains=search)) if search else Site.objects.all()
     )
@@ -105,15 +103,16 @@ def site_overview(*, now: datetime, search: str = "", sort: str = "name") -> lis
             faulted=Count("id", filter=Q(status=Connector.Status.FAULTED)),
         )
     }
-    earliest_day = min((_site_day_start(s, now) for s in sites), default=now)
-    peaks: dict[int, float] = {}
-    by_id = {s.pk: s for s in sites}
-    day_rows = BalancingRun.objects.filter(
-        site_id__in=ids, started_at__gte=earliest_day, measured_kw__isnull=False
-    ).values_list("site_id", "started_at", "measured_kw")
-    for site_id, started_at, measured_kw in day_rows:
-        if measured_kw is not None and started_at >= _site_day_start(by_id[site_id], now):
-            peaks[site_id] = max(peaks.get(site_id, 0.0), measured_kw)
+    # Today's peak per site, its day starting at midnight in the site's own zone: one query.
+    today = Q(pk__in=[])
+    for site in sites:
+        today |= Q(site_id=site.pk, started_at__gte=_site_day_start(site, now))
+    peaks: dict[int, float] = dict(
+        BalancingRun.objects.filter(today, measured_kw__isnull=False)
+        .values("site_id")
+        .annotate(peak=Max("measured_kw"))
+        .values_list("site_id", "peak")
+    )
     rejected = set(
         ProfilePush.objects.filter(run__site_id__in=ids, sent_at__gte=now - ALERT_WINDOW)
         .exclude(status="Accepted")
@@ -172,7 +171,10 @@ def site_overview(*, now: datetime, search: str = "", sort: str = "name") -> lis
 
 
 def site_runs(*, site: Site, limit: int = 20) -> list[BalancingRun]:
-    return list(BalancingRun.objects.filter(site=site).order_by("-started_at")[:limit])
+    """The latest runs, each with ``push_count`` (profiles sent) annotated."""
+    return list(
+        BalancingRun.objects.filter(site=site).annotate(push_count=Count("pushes")).order_by("-started_at")[:limit]
+    )
 
 
 def site_load_series(*, site: Site, since: datetime) -> list[dict[str, Any]]:

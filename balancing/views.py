@@ -11,6 +11,7 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
+from django.forms import BaseForm
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -19,6 +20,7 @@ from django.views.decorators.http import require_POST
 from balancing import services
 from balancing.forms import CircuitForm, ScheduleForm, SiteLimitsForm, TariffUploadForm
 from balancing.models import Circuit, Site, SiteLimitSchedule
+from balancing.problem import evse_id
 from balancing.selectors import site_load_series, site_overview, site_runs
 from chargepoint.models import ChargingStation
 from evplatform.permissions import CHANGE_LIMITS, actor_of, has_role, role_required
@@ -69,9 +71,9 @@ def site_detail(request: HttpRequest, slug: str) -> HttpResponse:
         {
             "station": s,
             "connector": c,
-            "allocation_a": allocations.get(f"{s.charge_point_id}/{c.connector_id}"),
-            "measured_a": measured.get(f"{s.charge_point_id}/{c.connector_id}"),
-            "reason": reasons.get(f"{s.charge_point_id}/{c.connector_id}", ""),
+            "allocation_a": allocations.get(evse_id(c)),
+            "measured_a": measured.get(evse_id(c)),
+            "reason": reasons.get(evse_id(c), ""),
         }
         for s in stations
         for c in s.connectors.all()
@@ -104,13 +106,9 @@ def site_chart(request: HttpRequest, slug: str) -> JsonResponse:
     for point in series:
         at = point["started_at"].isoformat()
         if per_phase:
-            for values, label in (
-                (point["phase_measured_a"] or [], "{} drawn"),
-                (point["phase_limit_a"] or [], "limit"),
-            ):
-                for i, phase in enumerate(("L1", "L2", "L3")[: len(values)]):
-                    name = label.format(phase) if "{}" in label else f"{phase} limit"
-                    rows.append({"time": at, "series": name, "value": values[i]})
+            for key, suffix in (("phase_measured_a", "drawn"), ("phase_limit_a", "limit")):
+                for phase, value in zip(("L1", "L2", "L3"), point[key] or [], strict=False):
+                    rows.append({"time": at, "series": f"{phase} {suffix}", "value": value})
             continue
         for name, key in (
             ("drawn", "measured_kw"),
@@ -215,14 +213,7 @@ def schedule_add(request: HttpRequest, slug: str) -> HttpResponse:
     site = get_object_or_404(Site, slug=slug)
     form = ScheduleForm(request.POST)
     if not form.is_valid():
-        messages.error(
-            request,
-            "Schedule not added: "
-            + "; ".join(
-                f"{k}: {' '.join(str(e) for e in v)}" if k != "__all__" else " ".join(str(e) for e in v)
-                for k, v in form.errors.items()
-            ),
-        )
+        messages.error(request, "Schedule not added: " + _form_errors(form))
         return redirect("portal:site-settings", slug=site.slug)
     schedule = form.save(commit=False)
     schedule.site = site
@@ -241,6 +232,14 @@ def schedule_delete(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     return redirect("portal:site-settings", slug=site.slug)
 
 
+def _form_errors(form: BaseForm) -> str:
+    """A form's errors in one line, each after the field it is about."""
+    return "; ".join(
+        " ".join(str(e) for e in errors) if field == "__all__" else f"{field}: {' '.join(str(e) for e in errors)}"
+        for field, errors in form.errors.items()
+    )
+
+
 def _errors(exc: ValidationError) -> str:
     if hasattr(exc, "error_dict"):
         return "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())
@@ -254,10 +253,7 @@ def circuit_save(request: HttpRequest, slug: str) -> HttpResponse:
     site = get_object_or_404(Site, slug=slug)
     form = CircuitForm(request.POST)
     if not form.is_valid():
-        messages.error(
-            request,
-            "Circuit not saved: " + "; ".join(f"{k}: {' '.join(str(e) for e in v)}" for k, v in form.errors.items()),
-        )
+        messages.error(request, "Circuit not saved: " + _form_errors(form))
         return redirect("portal:site-settings", slug=site.slug)
     data = form.cleaned_data
     try:
@@ -294,10 +290,7 @@ def tariff_upload(request: HttpRequest, slug: str) -> HttpResponse:
     site = get_object_or_404(Site, slug=slug)
     form = TariffUploadForm(request.POST, request.FILES)
     if not form.is_valid():
-        messages.error(
-            request,
-            "Tariff not imported: " + "; ".join(f"{k}: {' '.join(str(e) for e in v)}" for k, v in form.errors.items()),
-        )
+        messages.error(request, "Tariff not imported: " + _form_errors(form))
         return redirect("portal:site-settings", slug=site.slug)
     upload = form.cleaned_data["record"]
     if upload.size > TARIFF_MAX_BYTES:

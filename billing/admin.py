@@ -3,14 +3,12 @@
 Reports and their files are read-only here: a new version comes from regeneration.
 """
 
-from functools import partial
 from typing import Any
 
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 
 from billing.models import InstallationCostModel, IntervalEnergy, SavingsReport, SavingsReportFile, Tariff
-from billing.reports import CONTENT_TYPES
 from evplatform.admin_sites import tenant_admin_site
 
 
@@ -73,15 +71,12 @@ class SavingsReportAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Regenerate as a new version (the selected ones stay as they are)")
     def regenerate(self, request: HttpRequest, queryset: Any) -> None:
-        from django.db import transaction
-
-        from billing.tasks import generate_savings_report
+        from billing.services import savings_report_request
 
         months = sorted({f"{report.month:%Y-%m}" for report in queryset})
         who = getattr(request.user, "email", "") or "admin"
         for month in months:
-            send = partial(generate_savings_report.delay, month=month, reason="request", requested_by=who)
-            transaction.on_commit(send)
+            savings_report_request(month=month, requested_by=who)
         self.message_user(request, f"Regeneration queued for {', '.join(months)}; a new version appears when done.")
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -105,8 +100,8 @@ class SavingsReportAdmin(ReadOnlyAdmin):
 
         if not self.has_view_permission(request):
             raise PermissionDenied
+        from billing.views import report_file_response
+
         stored = get_object_or_404(SavingsReportFile.objects.select_related("report"), pk=file_id)
-        response = HttpResponse(bytes(stored.content), content_type=CONTENT_TYPES[stored.format])
-        name = f"savings-{stored.report.month:%Y-%m}-v{stored.report.version}.{stored.format}"
-        response["Content-Disposition"] = f'attachment; filename="{name}"'
-        return response
+        tenant_slug = getattr(getattr(request, "tenant", None), "slug", "tenant")
+        return report_file_response(report=stored.report, file_format=stored.format, tenant_slug=tenant_slug)

@@ -10,7 +10,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from billing.models import SavingsReport
-from billing.views import CONTENT_TYPES, MONTH_RE, report_file_response, report_request
+from billing.reports import CONTENT_TYPES
+from billing.services import savings_report_request
+from billing.views import MONTH_RE, report_file_response
 from evplatform.permissions import MANAGE_REPORTS, READ_REPORTS, RoleForWrites, actor_of
 
 
@@ -83,5 +85,5 @@ class ReportViewSet(viewsets.ReadOnlyModelViewSet):
         month = str(request.data.get("month", "") if isinstance(request.data, dict) else "")
         if not MONTH_RE.match(month):
             raise ValidationError({"month": [f"{month!r} is not a month in the form YYYY-MM"]})
-        report_request(month=month, requested_by=actor_of(request))
+        savings_report_request(month=month, requested_by=actor_of(request))
         return Response({"month": month}, status=status.HTTP_202_ACCEPTED)

@@ -409,3 +409,12 @@ def savings_report_generate(
             if attempt == REPORT_VERSION_RETRIES - 1:
                 raise
     raise RuntimeError("unreachable")
+
+
+def savings_report_request(*, month: str, requested_by: str) -> None:
+    """Queue a new version of ``month``'s (YYYY-MM) report once the current transaction commits."""
+    from billing.tasks import generate_savings_report
+
+    transaction.on_commit(
+        lambda: generate_savings_report.delay(month=month, reason="request", requested_by=requested_by)
+    )

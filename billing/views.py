@@ -7,36 +7,22 @@ queues a new version on the ``reports`` queue and never touches a stored one.
 import re
 from collections import defaultdict
 from datetime import date
-from functools import partial
 
 from django.contrib import messages
-from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from billing.models import SavingsReport, SavingsReportFile
+from billing.reports import CONTENT_TYPES
+from billing.services import savings_report_request
 from evplatform.permissions import MANAGE_REPORTS, READ_REPORTS, actor_of, has_role, role_required
 
 MONTH_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
-CONTENT_TYPES = {
-    "csv": "text/csv; charset=utf-8",
-    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-    "pdf": "application/pdf",
-}
 
 
 def report_filename(report: SavingsReport, file_format: str, tenant_slug: str) -> str:
     return f"savings-{tenant_slug}-{report.month:%Y-%m}-v{report.version}.{file_format}"
-
-
-def report_request(*, month: str, requested_by: str) -> None:
-    """Queue a new version of ``month``'s report once the current transaction commits."""
-    from billing.tasks import generate_savings_report
-
-    transaction.on_commit(
-        partial(generate_savings_report.delay, month=month, reason="request", requested_by=requested_by)
-    )
 
 
 @role_required(READ_REPORTS)
@@ -79,6 +65,6 @@ def report_regenerate(request: HttpRequest) -> HttpResponse:
     if not MONTH_RE.match(month):
         messages.error(request, f"Not queued: {month!r} is not a month in the form YYYY-MM.")
     else:
-        report_request(month=month, requested_by=actor_of(request))
+        savings_report_request(month=month, requested_by=actor_of(request))
         messages.success(request, f"A new version of {month} is being prepared; it appears here when done.")
     return redirect("portal:reports")

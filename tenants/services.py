@@ -46,6 +46,21 @@ def _user_ensure(*, email: str, password: str | None, role: str, staff: bool, ch
     return user
 
 
+def _domain_owner(domain: str, tenant: Tenant | None) -> Domain | None:
+    """The domain's row if ``tenant`` already has it; a ValidationError if another organisation does."""
+    owner = Domain.objects.select_related("tenant").filter(domain__iexact=domain).first()
+    if owner is not None and (tenant is None or owner.tenant_id != tenant.pk):
+        raise ValidationError({"domain": f"{domain!r} already belongs to organisation {owner.tenant.slug!r}"})
+    return owner
+
+
+def _domain_add(tenant: Tenant, domain: str, changes: list[str]) -> None:
+    """Give ``tenant`` the domain; the first one it gets is its primary domain."""
+    has_primary = Domain.objects.filter(tenant=tenant, is_primary=True).exists()
+    Domain.objects.create(domain=domain, tenant=tenant, is_primary=not has_primary)
+    changes.append(f"domain {domain} added")
+
+
 def tenant_create(*, slug: str, name: str, domain: str, admin_email: str, admin_password: str) -> Outcome[Tenant]:
     """Create an organisation with its schema, a domain and its first admin, or converge to it.
 
@@ -78,9 +93,7 @@ def tenant_create(*, slug: str, name: str, domain: str, admin_email: str, admin_
 
     with schema_context(get_public_schema_name()), transaction.atomic():
         tenant = Tenant.objects.select_for_update().filter(slug=slug).first()
-        owner = Domain.objects.select_related("tenant").filter(domain__iexact=domain).first()
-        if owner is not None and (tenant is None or owner.tenant_id != tenant.pk):
-            raise ValidationError({"domain": f"{domain!r} already belongs to organisation {owner.tenant.slug!r}"})
+        owner = _domain_owner(domain, tenant)
 
         admin_exists = False
         if tenant is not None:
@@ -104,9 +117,7 @@ def tenant_create(*, slug: str, name: str, domain: str, admin_email: str, admin_
             tenant.save(verbosity=0)
 
         if owner is None:
-            has_primary = Domain.objects.filter(tenant=tenant, is_primary=True).exists()
-            Domain.objects.create(domain=domain, tenant=tenant, is_primary=not has_primary)
-            changes.append(f"domain {domain} added")
+            _domain_add(tenant, domain, changes)
 
         with tenant_context(tenant):
             _user_ensure(email=admin_email, password=admin_password, role=Role.ADMIN, staff=True, changes=changes)
@@ -128,13 +139,9 @@ def platform_setup(
         if tenant is None:
             tenant = Tenant(schema_name=public, slug="platform", name="Platform")
             tenant.save(verbosity=0)
-        owner = Domain.objects.select_related("tenant").filter(domain__iexact=domain).first()
-        if owner is not None and owner.tenant_id != tenant.pk:
-            raise ValidationError({"domain": f"{domain!r} already belongs to organisation {owner.tenant.slug!r}"})
+        owner = _domain_owner(domain, tenant)
         if owner is None:
-            has_primary = Domain.objects.filter(tenant=tenant, is_primary=True).exists()
-            Domain.objects.create(domain=domain, tenant=tenant, is_primary=not has_primary)
-            changes.append(f"domain {domain} added")
+            _domain_add(tenant, domain, changes)
         if superuser_email:
             email = superuser_email.strip().lower()
             try:

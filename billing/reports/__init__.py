@@ -8,7 +8,7 @@ from billing.reports.render_xlsx import render_xlsx
 
 FORMATS = ("csv", "xlsx", "pdf")
 CONTENT_TYPES = {
-    "csv": "text/csv",
+    "csv": "text/csv; charset=utf-8",
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
     "pdf": "application/pdf",
 }

@@ -25,6 +25,27 @@ def confirm_failsafes(site) -> None:
         )
 
 
+def book(connector, limit_a, **fields) -> ConnectorLimit:
+    """What the books say is in force on ``connector`` for its open session."""
+    return ConnectorLimit.objects.create(
+        connector=connector,
+        limit_a=limit_a,
+        transaction_id=connector.sessions.get().transaction_id,
+        valid_until=NOW + TX_PROFILE_VALIDITY,
+        **fields,
+    )
+
+
+def two_cars_booked_at_20_and_6_a(garage, plug_in):
+    """Books: A holds 20 A, B only 6 A; a fair split of 20 kW gives each about 14 A."""
+    a = plug_in(garage, "CP-A", max_a="32")
+    b = plug_in(garage, "CP-B", max_a="32")
+    confirm_failsafes(garage)
+    book(a, 20)
+    book(b, 6)
+    return a, b
+
+
 def test_the_seed_scenario_holds_four_cars_under_20_kw(garage, plug_in, chargers) -> None:
     for n in range(1, 5):
         plug_in(garage, f"CP-{n}", max_a="16")
@@ -57,17 +78,7 @@ def test_fail_safe_defaults_go_first_and_are_booked(garage, plug_in, chargers) -
 
 
 def test_lowerings_go_before_raises(garage, plug_in, chargers) -> None:
-    a = plug_in(garage, "CP-A", max_a="32")
-    b = plug_in(garage, "CP-B", max_a="32")
-    confirm_failsafes(garage)
-    # Books: A holds 20 A, B only 6 A; a fair split of 20 kW gives each about 14 A.
-    tx = {c.pk: c.sessions.get().transaction_id for c in (a, b)}
-    ConnectorLimit.objects.create(
-        connector=a, limit_a=20, transaction_id=tx[a.pk], valid_until=NOW + TX_PROFILE_VALIDITY
-    )
-    ConnectorLimit.objects.create(
-        connector=b, limit_a=6, transaction_id=tx[b.pk], valid_until=NOW + TX_PROFILE_VALIDITY
-    )
+    two_cars_booked_at_20_and_6_a(garage, plug_in)
 
     run(garage, chargers)
 
@@ -79,16 +90,7 @@ def test_lowerings_go_before_raises(garage, plug_in, chargers) -> None:
 
 
 def test_a_rejected_lowering_keeps_the_old_value_and_holds_every_raise(garage, plug_in, chargers) -> None:
-    a = plug_in(garage, "CP-A", max_a="32")
-    b = plug_in(garage, "CP-B", max_a="32")
-    confirm_failsafes(garage)
-    tx = {c.pk: c.sessions.get().transaction_id for c in (a, b)}
-    ConnectorLimit.objects.create(
-        connector=a, limit_a=20, transaction_id=tx[a.pk], valid_until=NOW + TX_PROFILE_VALIDITY
-    )
-    ConnectorLimit.objects.create(
-        connector=b, limit_a=6, transaction_id=tx[b.pk], valid_until=NOW + TX_PROFILE_VALIDITY
-    )
+    a, b = two_cars_booked_at_20_and_6_a(garage, plug_in)
     chargers.answers["CP-A"] = "Rejected"
 
     record = run(garage, chargers)
@@ -128,13 +130,7 @@ def test_a_car_that_draws_less_lets_the_others_have_the_rest(garage, plug_in, ch
     confirm_failsafes(garage)
     for cp in ("CP-FULL", "CP-HUNGRY"):
         c = garage.stations.get(charge_point_id=cp).connectors.get()
-        ConnectorLimit.objects.create(
-            connector=c,
-            limit_a=14,
-            transaction_id=c.sessions.get().transaction_id,
-            valid_until=NOW + TX_PROFILE_VALIDITY,
-            confirmed_at=NOW - timedelta(minutes=5),
-        )
+        book(c, 14, confirmed_at=NOW - timedelta(minutes=5))
 
     run(garage, chargers)
 
@@ -146,12 +142,7 @@ def test_a_car_that_draws_less_lets_the_others_have_the_rest(garage, plug_in, ch
 
 def test_an_offline_charger_is_not_pushed_and_its_current_stays_reserved(garage, plug_in, chargers) -> None:
     off = plug_in(garage, "CP-OFF", max_a="32", online=False)
-    ConnectorLimit.objects.create(
-        connector=off,
-        limit_a=16,
-        transaction_id=off.sessions.get().transaction_id,
-        valid_until=NOW + TX_PROFILE_VALIDITY,
-    )
+    book(off, 16)
     plug_in(garage, "CP-ON", max_a="32")
 
     record = run(garage, chargers)
@@ -174,13 +165,7 @@ def test_an_invalid_engine_answer_is_never_pushed(garage, plug_in, chargers, mon
 
 def test_a_car_that_does_not_resume_after_a_pause_is_flagged(garage, plug_in, chargers) -> None:
     connector = plug_in(garage, "CP-1", max_a="16", status="SuspendedEV", draw_a=0.0)
-    ConnectorLimit.objects.create(
-        connector=connector,
-        limit_a=Decimal("10"),
-        transaction_id=connector.sessions.get().transaction_id,
-        valid_until=NOW + TX_PROFILE_VALIDITY,
-        resumed_at=NOW - timedelta(minutes=5),
-    )
+    book(connector, Decimal("10"), resumed_at=NOW - timedelta(minutes=5))
 
     run(garage, chargers)
 

@@ -136,7 +136,10 @@ def test_a_limit_changed_in_the_portal_is_used_by_the_next_balancing_run(
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         with tenant_context(tenant):
-            run = BalancingRun.objects.filter(site=portal_data, reason="limits changed").first()
+            # The run's row is written when it starts; wait until the run has finished.
+            run = BalancingRun.objects.filter(
+                site=portal_data, reason="limits changed", finished_at__isnull=False
+            ).first()
         if run is not None:
             break
         time.sleep(0.3)

@@ -47,10 +47,17 @@ def plain_problems(draw: st.DrawFn, *, uniform_step: bool) -> dict[str, Any]:
 @LP
 @given(plain_problems(uniform_step=True))
 def test_allocation_is_within_one_step_of_the_sequential_lp_max_min(problem: dict[str, Any]) -> None:
+    """Each EVSE gets its LP share within a step. More than a step above it is only leftover that
+    no other EVSE could take (e.g. half a three-phase step's power, which buys a single-phase car
+    two steps): then nobody else is below its share rounded down to the step."""
     result = solve(problem)
+    got = result["allocations_a"]
     ids, reference = _lp_for_charging(problem, result)
+    short = [i for i, lp_a in zip(ids, reference, strict=True) if got[i] < math.floor(lp_a + 1e-6) - 1e-6]
     for evse_id, lp_a in zip(ids, reference, strict=True):
-        assert abs(result["allocations_a"][evse_id] - lp_a) <= 1 + 1e-6, (evse_id, lp_a, result["notes"])
+        assert got[evse_id] >= lp_a - 1 - 1e-6, (evse_id, lp_a, result["notes"])
+        if got[evse_id] > lp_a + 1 + 1e-6:
+            assert not short, (evse_id, lp_a, short, result["notes"])
 
 
 @LP
