@@ -7,6 +7,7 @@ DEBUG = False
 SECRET_KEY = env.str("SECRET_KEY", default="test-only-not-secret")
 ALLOWED_HOSTS = [".localhost", "localhost", "testserver"]
 CELERY_QUEUE_PREFIX = env.str("CELERY_QUEUE_PREFIX", default="test.")
-CACHES["default"]["KEY_PREFIX"] = "evplatform-test"
+# Two checkouts can test at once with their own DATABASE_URL (test_<name>) and this prefix.
+CACHES["default"]["KEY_PREFIX"] = f"evplatform-{CELERY_QUEUE_PREFIX}"
 # Hashing is deliberately slow in production; tests hash many passwords.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
