@@ -26,10 +26,12 @@ Top level:
   much less than offered (see ``measured_a``).
 - ``period_s`` (s > 0, default 300): time until the next run; an EVSE with
   ``energy_needed_kwh`` gets at most the current that delivers it within this period.
-- ``deadline_first`` (bool, default false): when not every car can charge, give the
-  deadline-aware EVSEs their required current (least laxity first) before other EVSEs get
-  their minimum. More energy is delivered by departure under very tight caps, but more EVSEs
-  pause than strictly needed; by default the fewest pause and required currents come next.
+- ``deadline_first`` (bool, default true): when not every car can charge, the deadline-aware
+  EVSEs (below) ask for their required current, least laxity first, before other EVSEs get
+  their minimum: the most energy is delivered by departure, at the price of more pauses.
+  False: the fewest EVSEs pause (everyone's minimum first) and required currents come next.
+  Either way, a sliver of a limit below the next EVSE's minimum is not stranded: an admitted
+  EVSE above its own minimum lends what admits the next one (36 A: 30 + 6 A, not 32 A alone).
 
 Node:
 
@@ -63,8 +65,8 @@ EVSE (one connector):
 - ``energy_needed_kwh`` (kWh, optional) and ``departure`` (timestamp, optional): with both
   (and departure in the future) the EVSE is deadline-aware: it is first given the current
   that finishes its energy by departure (least laxity first), then shares the rest fairly;
-  when not all can charge, deadline-aware EVSEs go first by least laxity. Without them, plain
-  max-min fairness applies.
+  when not all can charge, deadline-aware EVSEs go first by least laxity (see
+  ``deadline_first``). Without them, plain max-min fairness applies.
 - ``charging_since`` / ``paused_since`` (timestamps, optional, exclusive): when its present
   on or off spell began, for the minimum on/off times and the rotation.
 - ``session_kwh`` (kWh, optional): energy delivered this session, for the rotation: when not

@@ -122,7 +122,7 @@ class Problem:
     unused_margin_a: float
     period_s: float
     root: str
-    deadline_first: bool = False
+    deadline_first: bool = True
 
 
 def _type_name(value: object) -> str:
@@ -430,7 +430,7 @@ def parse_problem(raw: object) -> Problem:
     period_s = option("period_s", DEFAULT_PERIOD_S)
     if period_s <= 0:
         raise ProblemError("period_s", f"must be greater than 0, not {period_s:g}")
-    deadline_first = problem.get("deadline_first", False)
+    deadline_first = problem.get("deadline_first", True)
     if not isinstance(deadline_first, bool):
         raise ProblemError("deadline_first", f"must be true or false, not {_type_name(deadline_first)}")
     return Problem(

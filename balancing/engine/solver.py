@@ -9,11 +9,13 @@ Stages, each keeping every limit:
    a margin (capacity the car leaves unused goes to others) and the current that finishes
    its energy need within one period.
 3. Admission: every admitted EVSE gets ``lo``; when not all fit, EVSEs are admitted in rotation
-   order (see ``_admission_key``) and the rest pause, so the fewest pause. Recently started
-   ones are kept on for ``min_on_s``; recently paused ones stay off for ``min_off_s``. With
-   the problem's ``deadline_first``, a deadline-aware EVSE asks here for its required current
+   order (see ``_admission_key``) and the rest pause. Recently started ones are kept on for
+   ``min_on_s``; recently paused ones stay off for ``min_off_s``. With the problem's
+   ``deadline_first`` (the default), a deadline-aware EVSE asks here for its required current
    (below) instead of its minimum: needs of cars leaving soon come before the minimums of
-   cars that can wait, at the price of more pauses.
+   cars that can wait, at the price of more pauses; without it the fewest pause. When what
+   is left for the next EVSE is a sliver below its minimum, an admitted EVSE above its own
+   minimum lends the difference (``_lend``), so the sliver is used instead of stranded.
 4. Deadline floors: EVSEs that said how much energy they need and when they leave get the
    current that finishes it in time (remaining energy / time left), least laxity first.
 5. Weighted max-min fair filling of what is left (``fill.water_fill``), then rounding down to
@@ -316,9 +318,12 @@ def solve_problem(problem: Problem) -> dict[str, Any]:
         floor_load = [0.0] * len(capacity)
         admitted = []
         candidates.sort(key=lambda i: _admission_key(problem, evses[i], plan.laxity_s[i]))
+    lenders: list[int] = []  # admitted EVSEs that asked for more than their minimum, most urgent first
     for i in candidates:
         lo = plan.lo[i]
         left, blocked = room(floor_load, i)
+        if left + EPS < lo and left > EPS and lenders and _lend(system, floor_load, plan, wants, lenders, i):
+            left = lo  # a less urgent EVSE gave up enough for this one's minimum
         if left + EPS < lo:
             reasons[i] = f"paused: rotation, not enough capacity at {_describe(site, blocked)} for {_fmt(lo)} A"
             if not evses[i].resumes_after_pause:
@@ -330,6 +335,8 @@ def solve_problem(problem: Problem) -> dict[str, Any]:
         wants[i] = take
         book(floor_load, i, take)
         admitted.append(i)
+        if take > lo + EPS:
+            lenders.append(i)
 
     urgent = sorted(
         (i for i in admitted if plan.required_a[i] is not None),
@@ -356,6 +363,36 @@ def solve_problem(problem: Problem) -> dict[str, Any]:
         allocation[i] = values[i]
         reasons[i] = _reason(site, blocked_by, plan, i, values[i])
     return _result(problem, site, allocation, reasons, warnings)
+
+
+_LEND_TRIES = 16
+"""How many admitted EVSEs are asked to lend current to one that would pause (bounds the cost)."""
+
+
+def _lend(system: Constraints, load: list[float], plan: _Plan, wants: list[float], lenders: list[int], i: int) -> bool:
+    """Admit EVSE ``i`` at its minimum by lowering a less urgent admitted EVSE that asked for more.
+
+    Used when only a sliver below ``i``'s minimum is left (e.g. 4 A of a 36 A phase after one
+    car took 32 A): that sliver would be stranded, while lending ``minimum - sliver`` from an
+    EVSE above its own minimum puts the whole limit to use. Lenders are tried least urgent
+    first; one whose lowering does not free the constraint that blocks ``i`` is left as it was.
+    """
+    lo = plan.lo[i]
+    for j in reversed(lenders[-_LEND_TRIES:]):
+        short = lo - system.room(load, i)[0]
+        give = _ceil_steps(short, plan.steps[j])
+        if give >= lo - EPS:
+            return False  # lending would only move current around, not put the sliver to use
+        if wants[j] - give < plan.lo[j] - EPS:
+            continue
+        system.add(load, j, -give)
+        if system.room(load, i)[0] + EPS >= lo:
+            wants[j] -= give
+            if wants[j] <= plan.lo[j] + EPS:
+                lenders.remove(j)
+            return True
+        system.add(load, j, give)
+    return False
 
 
 def _reason(site: _Site, blocked_by: dict[int, int], plan: _Plan, i: int, x: float) -> str:

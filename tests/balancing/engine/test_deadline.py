@@ -33,8 +33,8 @@ def test_a_car_needing_less_than_the_fair_share_leaves_the_rest_to_others() -> N
     assert solve(problem)["allocations_a"] == {"light": 16, "other": 16}
 
 
-def test_the_least_laxity_gets_its_required_current_first_when_not_all_can() -> None:
-    # Both need 20 A; "urgent" has 1 h of slack less. 40 A: both get 6 A, then urgent's 20 A first.
+def test_by_default_cars_with_deadlines_get_their_required_current_before_others_get_their_minimum() -> None:
+    # Both need 20 A; 40 A: the least laxity first, then the other; the car without a deadline waits.
     problem = site(
         [40],
         evses=[
@@ -44,31 +44,55 @@ def test_the_least_laxity_gets_its_required_current_first_when_not_all_can() -> 
         ],
     )
     result = solve(problem)
-    assert result["allocations_a"]["urgent"] == 20
-    assert result["allocations_a"]["relaxed"] == 14
-    assert result["allocations_a"]["plain"] == 6
+    assert result["allocations_a"] == {"relaxed": 20, "urgent": 20, "plain": 0}
+    assert result["paused"] == ["plain"]
     assert check(problem, result) == []
 
 
-def test_deadline_first_gives_a_car_leaving_soon_its_need_before_others_get_their_minimum() -> None:
-    # 12 A: by default the fewest pause (two cars at 6 A); with deadline_first the car leaving
-    # in an hour with 3 kWh to go (13 A needed) takes all 12 A and the others wait.
+def test_with_deadline_first_off_the_fewest_pause_and_least_laxity_gets_its_need_next() -> None:
+    # The same 40 A: everyone gets 6 A first, then urgent's 20 A, then relaxed the rest.
+    problem = site(
+        [40],
+        evses=[
+            evse("relaxed", **_leaving_in(3, 20 * 0.23 * 3)),
+            evse("urgent", **_leaving_in(2, 20 * 0.23 * 2)),
+            evse("plain"),
+        ],
+        deadline_first=False,
+    )
+    result = solve(problem)
+    assert result["allocations_a"] == {"relaxed": 14, "urgent": 20, "plain": 6}
+    assert check(problem, result) == []
+
+
+def test_a_car_leaving_soon_gets_its_need_before_others_get_their_minimum_unless_deadline_first_is_off() -> None:
+    # 12 A: the car leaving in an hour with 3 kWh to go (13 A needed) takes all 12 A and the
+    # others wait; with deadline_first off the fewest pause (two cars at 6 A, least laxity first).
     cars = [evse("plain"), evse("late", **_leaving_in(8, 10)), evse("soon", **_leaving_in(1, 3))]
-    assert solve(site([12], evses=cars))["allocations_a"] == {"late": 6, "plain": 0, "soon": 6}
-    problem = site([12], evses=cars, deadline_first=True)
+    problem = site([12], evses=cars)
     result = solve(problem)
     assert result["allocations_a"] == {"late": 0, "plain": 0, "soon": 12}
     assert check(problem, result) == []
+    fewest = solve(site([12], evses=cars, deadline_first=False))
+    assert fewest["allocations_a"] == {"late": 6, "plain": 0, "soon": 6}
+    assert fewest["paused"] == ["plain"]
 
 
-def test_when_not_all_can_charge_cars_with_deadlines_go_first_by_least_laxity() -> None:
-    problem = site(
-        [12],
-        evses=[evse("plain"), evse("late", **_leaving_in(8, 10)), evse("soon", **_leaving_in(1, 3))],
-    )
+def test_a_sliver_below_the_minimum_is_not_stranded_the_urgent_car_lends_what_admits_another() -> None:
+    # 36 A: the urgent car needs 32 A; giving it 32 would strand 4 A (below the 6 A minimum).
+    # It lends 2 A so the other car charges at 6 A and all 36 A are used.
+    problem = site([36], evses=[evse("urgent", **_leaving_in(1, 32 * 0.23)), evse("plain")])
     result = solve(problem)
-    assert result["paused"] == ["plain"]
-    assert result["allocations_a"] == {"late": 6, "plain": 0, "soon": 6}
+    assert result["allocations_a"] == {"urgent": 30, "plain": 6}
+    assert check(problem, result) == []
+
+
+def test_nothing_is_lent_when_it_would_only_move_current_from_one_car_to_another() -> None:
+    # 28.99 A: the urgent car takes 28 A; admitting the other at 6 A would take 6 A from it and
+    # still leave the 0.99 A unused, so nobody is lowered.
+    problem = site([28.99], evses=[evse("urgent", **_leaving_in(1, 32 * 0.23)), evse("plain")])
+    result = solve(problem)
+    assert result["allocations_a"] == {"urgent": 28, "plain": 0}
 
 
 def test_a_car_is_not_offered_more_than_finishes_its_energy_within_the_period() -> None:
