@@ -15,11 +15,11 @@ ABS_TOL = 1e-6
 """Float slack (A or kW) allowed over a limit, far below what a charger can resolve."""
 
 
-def _over(load: float, limit: float) -> bool:
-    return load > limit + ABS_TOL + 1e-9 * abs(limit)
+def _over(load: float, limit: float, tolerance: float) -> bool:
+    return load > limit + tolerance + 1e-9 * abs(limit)
 
 
-def check(problem: dict[str, Any], result: dict[str, Any]) -> list[str]:
+def check(problem: dict[str, Any], result: dict[str, Any], *, tolerance: float = ABS_TOL) -> list[str]:
     """Return the list of invariant violations of ``result`` for ``problem``; empty means valid.
 
     Checked: every EVSE has an allocation and nothing else does; inactive EVSEs get 0 (unless
@@ -27,7 +27,9 @@ def check(problem: dict[str, Any], result: dict[str, Any]) -> list[str]:
     ``[min_a, min(max_a, ev_max_a)]`` on their ``step_a`` grid; per node and phase the sum of
     currents below it stays within ``limit_a`` and the power within ``limit_kw``. Where fixed
     currents alone exceed a limit, nothing else below that limit may charge. Raises
-    ProblemError if the problem itself is malformed.
+    ProblemError if the problem itself is malformed. ``tolerance``: float slack forgiven over a
+    limit (A or kW); the default suits checking a result before it is pushed; a negative value
+    demands that much to spare.
     """
     parsed = parse_problem(problem)
     violations: list[str] = []
@@ -93,19 +95,19 @@ def check(problem: dict[str, Any], result: dict[str, Any]) -> list[str]:
             if limit is None:
                 continue
             phase = PHASE_NAMES[slot]
-            if _over(fixed_a[node.id][slot], limit):
+            if _over(fixed_a[node.id][slot], limit, tolerance):
                 if free_under[node.id][slot]:
                     violations.append(
                         f"node {node.id} {phase}: fixed currents alone exceed {limit:g} A, yet others charge"
                     )
-            elif _over(load_a[node.id][slot], limit):
+            elif _over(load_a[node.id][slot], limit, tolerance):
                 violations.append(f"node {node.id} {phase}: {load_a[node.id][slot]:.6g} A > limit {limit:g} A")
         if node.limit_kw is not None:
-            if _over(fixed_kw[node.id], node.limit_kw):
+            if _over(fixed_kw[node.id], node.limit_kw, tolerance):
                 if free_kw[node.id]:
                     violations.append(
                         f"node {node.id} power: fixed currents alone exceed {node.limit_kw:g} kW, yet others charge"
                     )
-            elif _over(load_kw[node.id], node.limit_kw):
+            elif _over(load_kw[node.id], node.limit_kw, tolerance):
                 violations.append(f"node {node.id} power: {load_kw[node.id]:.6g} kW > limit {node.limit_kw:g} kW")
     return violations

@@ -319,10 +319,19 @@ def solve_problem(problem: Problem) -> dict[str, Any]:
         admitted = []
         candidates.sort(key=lambda i: _admission_key(problem, evses[i], plan.laxity_s[i]))
     lenders: list[int] = []  # admitted EVSEs that asked for more than their minimum, most urgent first
+    absorbs = [False] * len(capacity)  # per constraint: an admitted EVSE under it can still rise
+    # Only EVSEs asking for more than their minimum can lend: without any, skip the bookkeeping.
+    lending = problem.deadline_first and any(plan.required_a[i] is not None for i in candidates)
     for i in candidates:
         lo = plan.lo[i]
         left, blocked = room(floor_load, i)
-        if left + EPS < lo and left > EPS and lenders and _lend(system, floor_load, plan, wants, lenders, i):
+        if (
+            left + EPS < lo
+            and left > EPS
+            and lenders
+            and not absorbs[blocked]
+            and _lend(system, floor_load, plan, wants, lenders, i, absorbs)
+        ):
             left = lo  # a less urgent EVSE gave up enough for this one's minimum
         if left + EPS < lo:
             reasons[i] = f"paused: rotation, not enough capacity at {_describe(site, blocked)} for {_fmt(lo)} A"
@@ -335,8 +344,11 @@ def solve_problem(problem: Problem) -> dict[str, Any]:
         wants[i] = take
         book(floor_load, i, take)
         admitted.append(i)
-        if take > lo + EPS:
-            lenders.append(i)
+        if lending:
+            if take > lo + EPS:
+                lenders.append(i)
+            if take < plan.hi[i] - EPS:
+                _can_rise(system, i, absorbs)
 
     urgent = sorted(
         (i for i in admitted if plan.required_a[i] is not None),
@@ -369,7 +381,24 @@ _LEND_TRIES = 16
 """How many admitted EVSEs are asked to lend current to one that would pause (bounds the cost)."""
 
 
-def _lend(system: Constraints, load: list[float], plan: _Plan, wants: list[float], lenders: list[int], i: int) -> bool:
+def _can_rise(system: Constraints, i: int, absorbs: list[bool]) -> None:
+    """Mark the constraints of admitted EVSE ``i``, which is below its highest current: the fair
+    filling will give it what is left there, so nothing left there is stranded."""
+    for c in system.unit[i]:
+        absorbs[c] = True
+    for c in system.scaled[i]:
+        absorbs[c] = True
+
+
+def _lend(
+    system: Constraints,
+    load: list[float],
+    plan: _Plan,
+    wants: list[float],
+    lenders: list[int],
+    i: int,
+    absorbs: list[bool],
+) -> bool:
     """Admit EVSE ``i`` at its minimum by lowering a less urgent admitted EVSE that asked for more.
 
     Used when only a sliver below ``i``'s minimum is left (e.g. 4 A of a 36 A phase after one
@@ -390,6 +419,7 @@ def _lend(system: Constraints, load: list[float], plan: _Plan, wants: list[float
             wants[j] -= give
             if wants[j] <= plan.lo[j] + EPS:
                 lenders.remove(j)
+            _can_rise(system, j, absorbs)
             return True
         system.add(load, j, give)
     return False

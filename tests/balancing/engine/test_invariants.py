@@ -49,14 +49,17 @@ def test_same_input_gives_the_same_json_output(problem: dict[str, Any]) -> None:
 def test_every_charging_evse_is_at_its_top_or_held_by_a_full_limit(problem: dict[str, Any]) -> None:
     """No capacity is wasted: raising any charging EVSE by one step would cross a limit or its own top."""
     result = solve(problem)
-    base = check(problem, result)
+    # Counted as wasted only if one more step fits with 2 uA to spare (a negative tolerance):
+    # a limit left with 0.99999994 A after a tiny fixed current cannot take a 1 A step, although
+    # check's default slack of 1e-6 would let it.
+    base = check(problem, result, tolerance=-2e-6)
     for evse in problem["evses"]:
         x = result["allocations_a"][evse["id"]]
         if x == 0 or "fixed_a" in evse:
             continue
         raised = {**result, "allocations_a": {**result["allocations_a"], evse["id"]: x + evse.get("step_a", 1)}}
         reason = result["reasons"][evse["id"]]
-        if check(problem, raised) == base and reason.startswith("limited by"):
+        if check(problem, raised, tolerance=-2e-6) == base and reason.startswith("limited by"):
             raise AssertionError(f"{evse['id']} could take one more step: {reason}")
 
 
