@@ -66,7 +66,10 @@ EVSE (one connector):
   (and departure in the future) the EVSE is deadline-aware: it is first given the current
   that finishes its energy by departure (least laxity first), then shares the rest fairly;
   when not all can charge, deadline-aware EVSEs go first by least laxity (see
-  ``deadline_first``). Without them, plain max-min fairness applies.
+  ``deadline_first``). Without them, plain max-min fairness applies. A car whose
+  ``energy_needed_kwh`` takes less than ``min_a`` for one period (its last few hundred Wh)
+  comes last when not all can charge: it would leave most of its pilot, and so of the limit,
+  unused.
 - ``charging_since`` / ``paused_since`` (timestamps, optional, exclusive): when its present
   on or off spell began, for the minimum on/off times and the rotation.
 - ``session_kwh`` (kWh, optional): energy delivered this session, for the rotation: when not

@@ -222,7 +222,8 @@ def _admission_key(problem: Problem, evse: Evse, laxity: float | None) -> tuple[
     """Who keeps charging when not all can: lower tuples first.
 
     Kept on first: EVSEs within ``min_on_s`` of starting, and cars known not to resume after a
-    pause (unless already paused); then higher priority, then EVSEs with a deadline by least
+    pause (unless already paused); then higher priority; cars that would finish with less than
+    their minimum current within the period come last; then EVSEs with a deadline by least
     laxity, then the rotation: least energy this session, longest waiting, shortest charging.
     """
     now = problem.now
@@ -232,7 +233,13 @@ def _admission_key(problem: Problem, evse: Evse, laxity: float | None) -> tuple[
     would_not_resume = not evse.resumes_after_pause and evse.paused_since is None
     protected = 0 if recently_on or would_not_resume else 1
     urgency = (0, laxity) if laxity is not None else (1, 0.0)
-    return (protected, -evse.priority, urgency, evse.session_kwh or 0.0, -off_s, on_s, evse.id)
+    # A car whose remaining energy takes less than its minimum current for one period would
+    # leave most of its pilot unused (the rest of the limit stays idle): it comes after the rest.
+    tail = 0
+    if evse.energy_needed_kwh is not None:
+        amps = evse.energy_needed_kwh * 1000.0 / (len(evse.phases) * problem.voltage_v) * 3600.0 / problem.period_s
+        tail = 1 if amps < evse.min_a else 0
+    return (protected, -evse.priority, tail, urgency, evse.session_kwh or 0.0, -off_s, on_s, evse.id)
 
 
 def solve_problem(problem: Problem) -> dict[str, Any]:

@@ -103,6 +103,18 @@ def test_a_car_is_not_offered_more_than_finishes_its_energy_within_the_period() 
     assert result["reasons"]["nearly-full"] == "0.1 kWh left, done within period"
 
 
+def test_when_not_all_can_charge_a_car_finishing_below_its_minimum_waits_for_spare_current() -> None:
+    # 10 A, room for one: 0.1 kWh needs 5.2 A for one period, so a 6 A pilot would leave part
+    # of the limit idle; the other car uses all 10 A, whatever their laxities.
+    problem = site([10], evses=[evse("nearly-full", **_leaving_in(0.5, 0.1)), evse("other", **_leaving_in(8, 30))])
+    result = solve(problem)
+    assert result["allocations_a"] == {"nearly-full": 0, "other": 10}
+    assert result["reasons"]["nearly-full"].startswith("paused: rotation")
+    # With room for both at their minimum, it finishes at 6 A.
+    both = solve(site([16], evses=[evse("nearly-full", **_leaving_in(0.5, 0.1)), evse("other")]))
+    assert both["allocations_a"] == {"nearly-full": 6, "other": 10}
+
+
 def test_a_car_whose_energy_need_is_met_pauses() -> None:
     result = solve(site([32], evses=[evse("done", **_leaving_in(2, 0)), evse("other")]))
     assert result["allocations_a"] == {"done": 0, "other": 32}
