@@ -71,6 +71,20 @@ class Constraints:
             for c in scaled:
                 load[c] += power
 
+    def add_each(self, load: list[float], evses: list[int], amounts_a: list[float]) -> None:
+        """``add`` for each EVSE of ``evses`` in turn, its amount taken from ``amounts_a`` (indexed by EVSE)."""
+        unit = self.unit
+        scaled = self.scaled
+        scale = self.scale
+        for i in evses:
+            amount_a = amounts_a[i]
+            for c in unit[i]:
+                load[c] += amount_a
+            if scaled[i]:
+                power = amount_a * scale[i]
+                for c in scaled[i]:
+                    load[c] += power
+
 
 def water_fill(
     system: Constraints,
@@ -132,36 +146,47 @@ def water_fill(
                 if state[i] == 0:
                     state[i] = 2
     heap: list[tuple[float, int]] = []
+    growing = 0
 
-    def freeze(i: int, level: float) -> None:
-        w = weights[i]
-        x = w * level
-        if x < value[i]:
-            x = value[i]
-        if x > caps[i]:
-            x = caps[i]
-        value[i] = x
-        state[i] = 2
-        for c in unit[i]:
-            frozen_load[c] += x
-            count = growing_count[c] - 1
-            growing_count[c] = count
-            if count:
-                rate[c] -= w
-            else:
-                rate[c] = 0.0
-        if scaled[i]:
-            a = scale[i]
-            power = a * x
-            dr = a * w
-            for c in scaled[i]:
-                frozen_load[c] += power
+    def freeze(group: list[int], level: float) -> int:
+        """Stop the growing EVSEs of ``group`` at ``level`` (waiting ones stop too); returns how many grew."""
+        stopped = 0
+        for i in group:
+            s = state[i]
+            if s != 1:
+                if s == 0:
+                    state[i] = 2
+                continue
+            stopped += 1
+            w = weights[i]
+            x = w * level
+            if x < value[i]:
+                x = value[i]
+            if x > caps[i]:
+                x = caps[i]
+            value[i] = x
+            state[i] = 2
+            for c in unit[i]:
+                frozen_load[c] += x
                 count = growing_count[c] - 1
                 growing_count[c] = count
                 if count:
-                    rate[c] -= dr
+                    rate[c] -= w
                 else:
                     rate[c] = 0.0
+            if scaled[i]:
+                a = scale[i]
+                power = a * x
+                dr = a * w
+                for c in scaled[i]:
+                    frozen_load[c] += power
+                    count = growing_count[c] - 1
+                    growing_count[c] = count
+                    if count:
+                        rate[c] -= dr
+                    else:
+                        rate[c] = 0.0
+        return stopped
 
     ji = 0
     ci = 0
@@ -171,6 +196,8 @@ def water_fill(
     heappop = heapq.heappop
     heappush = heapq.heappush
     while True:
+        if not growing and ji == n_joins:
+            break  # nothing grows or will: what is left in the heap and the cap events changes nothing
         t_join = joins[ji][0] if ji < n_joins else inf
         t_cap = cap_events[ci][0] if ci < n_caps else inf
         t_sat = inf
@@ -195,12 +222,7 @@ def water_fill(
             _, c = heappop(heap)
             queued[c] = inf
             saturated[c] = True
-            for i in members[c]:
-                s = state[i]
-                if s == 1:
-                    freeze(i, t_sat)
-                elif s == 0:
-                    state[i] = 2
+            growing -= freeze(members[c], t_sat)
         elif t_join <= t_cap:
             touched: set[int] = set()
             while ji < n_joins and joins[ji][0] == t_join:
@@ -209,6 +231,7 @@ def water_fill(
                 if state[i] != 0:
                     continue
                 state[i] = 1
+                growing += 1
                 floor = value[i]
                 w = weights[i]
                 cons = unit[i]
@@ -226,18 +249,27 @@ def water_fill(
                         rate[c] += dr
                         growing_count[c] += 1
                     touched.update(scaled[i])
+            fresh: list[tuple[float, int]] = []
             for c in touched:
                 if not saturated[c]:
                     t = (capacity[c] - frozen_load[c]) / rate[c]
                     if t < queued[c]:
                         queued[c] = t
-                        heappush(heap, (t, c))
+                        fresh.append((t, c))
+            if len(fresh) > len(heap):  # the same entries, pushed in one O(n) go
+                heap += fresh
+                heapq.heapify(heap)
+            else:
+                for entry in fresh:
+                    heappush(heap, entry)
         else:
+            capped: list[int] = []
             while ci < n_caps and cap_events[ci][0] == t_cap:
                 i = cap_events[ci][1]
                 ci += 1
                 if state[i] == 1:
-                    freeze(i, t_cap)
+                    capped.append(i)
+            growing -= freeze(capped, t_cap)
     return value
 
 
