@@ -20,7 +20,9 @@ separate lists because a plain loop costs half of one that multiplies by a coeff
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
+import operator
 from dataclasses import dataclass
 
 EPS = 1e-9
@@ -256,7 +258,10 @@ def water_fill(
                     if t < queued[c]:
                         queued[c] = t
                         fresh.append((t, c))
-            if len(fresh) > len(heap):  # the same entries, pushed in one O(n) go
+            if len(fresh) > len(heap):
+                # Many at once: drop the entries these supersede (popping would only discard
+                # them) and rebuild the heap in O(n) rather than pushing one by one.
+                heap = [entry for entry in heap if entry[0] == queued[entry[1]]]
                 heap += fresh
                 heapq.heapify(heap)
             else:
@@ -298,35 +303,58 @@ def discretise(
     capacity = system.capacity
     load = [0.0] * len(capacity)
     result = [0.0] * len(floors)
-    add = system.add
+    floor = math.floor
     for i in participants:
         step = steps[i]
-        x = steps_down(continuous[i], step) * step
+        x = floor(continuous[i] / step + 1e-9) * step  # steps_down, inlined
         if x < floors[i]:
             x = floors[i]
         if x > caps[i]:
             x = caps[i]
         result[i] = x
-        add(load, i, x)
-    _repair(system, participants, result, floors, steps, weights, load)
+    system.add_each(load, participants, result)
+    if any(map(operator.gt, load, map(operator.add, capacity, itertools.repeat(EPS)))):
+        _repair(system, participants, result, floors, steps, weights, load)
     candidates = [i for i in participants if result[i] + steps[i] <= caps[i] + EPS]
     lost = {i: continuous[i] - result[i] for i in candidates}
-    room = system.room
+    unit = system.unit
+    scaled = system.scaled
+    scale = system.scale
+    inf = math.inf
     blocked_by: dict[int, int] = {}
+    # Each round goes by (level, -lost, index): sorted once by the fixed part, then each round
+    # by level alone, which keeps the ties in that order (the sort is stable).
+    candidates.sort(key=lambda i: (-lost[i], i))
     while candidates:
-        candidates.sort(key=lambda i: ((result[i] + steps[i]) / weights[i], -lost[i], i))
-        again: list[int] = []
-        for i in candidates:
+        level = {i: (result[i] + steps[i]) / weights[i] for i in candidates}
+        again: set[int] = set()
+        for i in sorted(candidates, key=level.__getitem__):
             step = steps[i]
-            left, which = room(load, i)
+            # system.room and system.add, inlined: this loop runs once per step handed back
+            left = inf
+            which = -1
+            for c in unit[i]:
+                room = capacity[c] - load[c]
+                if room < left:
+                    left, which = room, c
+            a = scale[i]
+            for c in scaled[i]:
+                room = (capacity[c] - load[c]) / a
+                if room < left:
+                    left, which = room, c
             if left + EPS >= step:
                 result[i] += step
-                add(load, i, step)
+                for c in unit[i]:
+                    load[c] += step
+                if scaled[i]:
+                    power = step * a
+                    for c in scaled[i]:
+                        load[c] += power
                 if result[i] + step <= caps[i] + EPS:
-                    again.append(i)
+                    again.add(i)
             else:
                 blocked_by[i] = which  # does not fit now, never will: loads only grow here
-        candidates = again
+        candidates = [i for i in candidates if i in again]
     return result, blocked_by
 
 

@@ -373,7 +373,7 @@ def _fast_evse(item: object, node_ids: set[str], phase_table: dict[tuple[str, ..
     None sends the item through ``_parse_evse``, which accepts it too (the same EVSE) or
     raises the error naming the field, so errors and their order do not depend on this path.
     """
-    if item.__class__ is not dict or not item.keys() <= _EVSE_KEYS:
+    if item.__class__ is not dict:
         return None
     evse: dict[str, Any] = item
     get = evse.get
@@ -397,31 +397,36 @@ def _fast_evse(item: object, node_ids: set[str], phase_table: dict[tuple[str, ..
     cls = max_a.__class__
     if not ((cls is float or cls is int) and min_a <= max_a < _INF):
         return None
-    present = 6
-    step_a = get("step_a")
+    present = 6  # keys read so far; if that is all the dict holds, no key is unknown
+    step_a: Any = get("step_a")
     if step_a is None:
         step_a = DEFAULT_STEP_A
     else:
-        step_a = _amps_or_none(step_a)
-        if step_a is None or step_a <= 0:
+        cls = step_a.__class__
+        if not ((cls is float or cls is int) and 0 < step_a < _INF):
             return None
+        step_a = float(step_a)
         present += 1
-    priority = get("priority")
+    priority: Any = get("priority")
     if priority is None:
         priority = DEFAULT_PRIORITY
     else:
-        priority = _amps_or_none(priority)
-        if priority is None or priority <= 0:
+        cls = priority.__class__
+        if not ((cls is float or cls is int) and 0 < priority < _INF):
             return None
+        priority = float(priority)
         present += 1
-    ev_max_a = get("ev_max_a")
+    ev_max_a: Any = get("ev_max_a")
     if ev_max_a is not None:
-        ev_max_a = _amps_or_none(ev_max_a)
-        if ev_max_a is None:
+        cls = ev_max_a.__class__
+        if not ((cls is float or cls is int) and 0 <= ev_max_a < _INF):
             return None
+        ev_max_a = float(ev_max_a)
         present += 1
     if len(evse) == present:
         return Evse(evse_id, node, phases, float(min_a), float(max_a), active, step_a, ev_max_a, priority=priority)
+    if not evse.keys() <= _EVSE_KEYS:
+        return None
     numbers: list[float | None] = []
     for key in ("measured_a", "offered_a", "energy_needed_kwh", "session_kwh", "fixed_a"):
         value = get(key)

@@ -400,6 +400,13 @@ def _tidy(x: float) -> float:
     return rounded if abs(rounded - x) < 1e-9 else x
 
 
+def _show(x: float, shown: dict[float, tuple[float, str]]) -> tuple[float, str]:
+    """A current as the result gives it (float noise tidied) and as a note prints it."""
+    tidy = _tidy(x)
+    pair = shown[x] = (tidy, _fmt(tidy))
+    return pair
+
+
 def _round6(x: float) -> float:
     """``round(x, 6)``, skipping the costly rounding for whole numbers (which it returns unchanged)."""
     return x if x.is_integer() else round(x, 6)
@@ -412,26 +419,23 @@ def _result(
     node_a = {node.id: [0.0] * phase_count for node in problem.nodes}
     node_kw = dict.fromkeys(node_a, 0.0)
     kw_per_a = problem.voltage_v / 1000.0
-    allocations: dict[str, float] = {}
+    evses = problem.evses
+    ids = [evse.id for evse in evses]
+    # Few distinct currents repeat many times: tidy and print each once. 0.0 and -0.0 are one
+    # key but print apart, so zeros are not memoised.
+    shown: dict[float, tuple[float, str]] = {}
+    pairs = [(shown.get(x) if x else None) or _show(x, shown) for x in allocation]
+    tidied = [x for x, _ in pairs]
+    notes = [f"{evse_id}: {text} A, {reason}" for evse_id, (_, text), reason in zip(ids, pairs, reasons, strict=True)]
     paused: list[str] = []
-    notes: list[str] = []
-    reason_map: dict[str, str] = {}
-    shown: dict[float, tuple[float, str]] = {}  # current -> (tidied, its text): few distinct ones repeat
-    for evse, x, reason in zip(problem.evses, allocation, reasons, strict=True):
-        tidy = shown.get(x)
-        if tidy is None or not x:  # 0.0 and -0.0 are one key but tidy apart
-            tidy = shown[x] = (_tidy(x), _fmt(_tidy(x)))
-        x, text = tidy
-        allocations[evse.id] = x
-        if x == 0 and (evse.active or evse.fixed_a is not None):
-            paused.append(evse.id)
-        reason_map[evse.id] = reason
-        notes.append(f"{evse.id}: {text} A, {reason}")
+    for evse, x in zip(evses, tidied, strict=True):
         if x:
             row = node_a[evse.node]
             for slot in evse.phases:
                 row[slot] += x
             node_kw[evse.node] += x * len(evse.phases) * kw_per_a
+        elif evse.active or evse.fixed_a is not None:
+            paused.append(evse.id)
     for node in reversed(site.order):
         if node.parent is not None:
             row, up = node_a[node.id], node_a[node.parent]
@@ -439,12 +443,12 @@ def _result(
                 up[slot] += row[slot]
             node_kw[node.parent] += node_kw[node.id]
     return {
-        "allocations_a": allocations,
+        "allocations_a": dict(zip(ids, tidied, strict=True)),
         "node_load_a": {k: [_round6(v) for v in row] for k, row in node_a.items()},
         "node_load_kw": {k: _round6(v) for k, v in node_kw.items()},
         "paused": paused,
         "notes": notes,
-        "reasons": reason_map,
+        "reasons": dict(zip(ids, reasons, strict=True)),
         "warnings": warnings,
     }
 
