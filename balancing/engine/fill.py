@@ -20,7 +20,9 @@ separate lists because a plain loop costs half of one that multiplies by a coeff
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
+import operator
 from dataclasses import dataclass
 
 EPS = 1e-9
@@ -70,6 +72,20 @@ class Constraints:
             power = amount_a * self.scale[i]
             for c in scaled:
                 load[c] += power
+
+    def add_each(self, load: list[float], evses: list[int], amounts_a: list[float]) -> None:
+        """``add`` for each EVSE of ``evses`` in turn, its amount taken from ``amounts_a`` (indexed by EVSE)."""
+        unit = self.unit
+        scaled = self.scaled
+        scale = self.scale
+        for i in evses:
+            amount_a = amounts_a[i]
+            for c in unit[i]:
+                load[c] += amount_a
+            if scaled[i]:
+                power = amount_a * scale[i]
+                for c in scaled[i]:
+                    load[c] += power
 
 
 def water_fill(
@@ -132,36 +148,47 @@ def water_fill(
                 if state[i] == 0:
                     state[i] = 2
     heap: list[tuple[float, int]] = []
+    growing = 0
 
-    def freeze(i: int, level: float) -> None:
-        w = weights[i]
-        x = w * level
-        if x < value[i]:
-            x = value[i]
-        if x > caps[i]:
-            x = caps[i]
-        value[i] = x
-        state[i] = 2
-        for c in unit[i]:
-            frozen_load[c] += x
-            count = growing_count[c] - 1
-            growing_count[c] = count
-            if count:
-                rate[c] -= w
-            else:
-                rate[c] = 0.0
-        if scaled[i]:
-            a = scale[i]
-            power = a * x
-            dr = a * w
-            for c in scaled[i]:
-                frozen_load[c] += power
+    def freeze(group: list[int], level: float) -> int:
+        """Stop the growing EVSEs of ``group`` at ``level`` (waiting ones stop too); returns how many grew."""
+        stopped = 0
+        for i in group:
+            s = state[i]
+            if s != 1:
+                if s == 0:
+                    state[i] = 2
+                continue
+            stopped += 1
+            w = weights[i]
+            x = w * level
+            if x < value[i]:
+                x = value[i]
+            if x > caps[i]:
+                x = caps[i]
+            value[i] = x
+            state[i] = 2
+            for c in unit[i]:
+                frozen_load[c] += x
                 count = growing_count[c] - 1
                 growing_count[c] = count
                 if count:
-                    rate[c] -= dr
+                    rate[c] -= w
                 else:
                     rate[c] = 0.0
+            if scaled[i]:
+                a = scale[i]
+                power = a * x
+                dr = a * w
+                for c in scaled[i]:
+                    frozen_load[c] += power
+                    count = growing_count[c] - 1
+                    growing_count[c] = count
+                    if count:
+                        rate[c] -= dr
+                    else:
+                        rate[c] = 0.0
+        return stopped
 
     ji = 0
     ci = 0
@@ -171,6 +198,8 @@ def water_fill(
     heappop = heapq.heappop
     heappush = heapq.heappush
     while True:
+        if not growing and ji == n_joins:
+            break  # nothing grows or will: what is left in the heap and the cap events changes nothing
         t_join = joins[ji][0] if ji < n_joins else inf
         t_cap = cap_events[ci][0] if ci < n_caps else inf
         t_sat = inf
@@ -195,12 +224,7 @@ def water_fill(
             _, c = heappop(heap)
             queued[c] = inf
             saturated[c] = True
-            for i in members[c]:
-                s = state[i]
-                if s == 1:
-                    freeze(i, t_sat)
-                elif s == 0:
-                    state[i] = 2
+            growing -= freeze(members[c], t_sat)
         elif t_join <= t_cap:
             touched: set[int] = set()
             while ji < n_joins and joins[ji][0] == t_join:
@@ -209,6 +233,7 @@ def water_fill(
                 if state[i] != 0:
                     continue
                 state[i] = 1
+                growing += 1
                 floor = value[i]
                 w = weights[i]
                 cons = unit[i]
@@ -226,18 +251,30 @@ def water_fill(
                         rate[c] += dr
                         growing_count[c] += 1
                     touched.update(scaled[i])
+            fresh: list[tuple[float, int]] = []
             for c in touched:
                 if not saturated[c]:
                     t = (capacity[c] - frozen_load[c]) / rate[c]
                     if t < queued[c]:
                         queued[c] = t
-                        heappush(heap, (t, c))
+                        fresh.append((t, c))
+            if len(fresh) > len(heap):
+                # Many at once: drop the entries these supersede (popping would only discard
+                # them) and rebuild the heap in O(n) rather than pushing one by one.
+                heap = [entry for entry in heap if entry[0] == queued[entry[1]]]
+                heap += fresh
+                heapq.heapify(heap)
+            else:
+                for entry in fresh:
+                    heappush(heap, entry)
         else:
+            capped: list[int] = []
             while ci < n_caps and cap_events[ci][0] == t_cap:
                 i = cap_events[ci][1]
                 ci += 1
                 if state[i] == 1:
-                    freeze(i, t_cap)
+                    capped.append(i)
+            growing -= freeze(capped, t_cap)
     return value
 
 
@@ -266,35 +303,58 @@ def discretise(
     capacity = system.capacity
     load = [0.0] * len(capacity)
     result = [0.0] * len(floors)
-    add = system.add
+    floor = math.floor
     for i in participants:
         step = steps[i]
-        x = steps_down(continuous[i], step) * step
+        x = floor(continuous[i] / step + 1e-9) * step  # steps_down, inlined
         if x < floors[i]:
             x = floors[i]
         if x > caps[i]:
             x = caps[i]
         result[i] = x
-        add(load, i, x)
-    _repair(system, participants, result, floors, steps, weights, load)
+    system.add_each(load, participants, result)
+    if any(map(operator.gt, load, map(operator.add, capacity, itertools.repeat(EPS)))):
+        _repair(system, participants, result, floors, steps, weights, load)
     candidates = [i for i in participants if result[i] + steps[i] <= caps[i] + EPS]
     lost = {i: continuous[i] - result[i] for i in candidates}
-    room = system.room
+    unit = system.unit
+    scaled = system.scaled
+    scale = system.scale
+    inf = math.inf
     blocked_by: dict[int, int] = {}
+    # Each round goes by (level, -lost, index): sorted once by the fixed part, then each round
+    # by level alone, which keeps the ties in that order (the sort is stable).
+    candidates.sort(key=lambda i: (-lost[i], i))
     while candidates:
-        candidates.sort(key=lambda i: ((result[i] + steps[i]) / weights[i], -lost[i], i))
-        again: list[int] = []
-        for i in candidates:
+        level = {i: (result[i] + steps[i]) / weights[i] for i in candidates}
+        again: set[int] = set()
+        for i in sorted(candidates, key=level.__getitem__):
             step = steps[i]
-            left, which = room(load, i)
+            # system.room and system.add, inlined: this loop runs once per step handed back
+            left = inf
+            which = -1
+            for c in unit[i]:
+                room = capacity[c] - load[c]
+                if room < left:
+                    left, which = room, c
+            a = scale[i]
+            for c in scaled[i]:
+                room = (capacity[c] - load[c]) / a
+                if room < left:
+                    left, which = room, c
             if left + EPS >= step:
                 result[i] += step
-                add(load, i, step)
+                for c in unit[i]:
+                    load[c] += step
+                if scaled[i]:
+                    power = step * a
+                    for c in scaled[i]:
+                        load[c] += power
                 if result[i] + step <= caps[i] + EPS:
-                    again.append(i)
+                    again.add(i)
             else:
                 blocked_by[i] = which  # does not fit now, never will: loads only grow here
-        candidates = again
+        candidates = [i for i in candidates if i in again]
     return result, blocked_by
 
 

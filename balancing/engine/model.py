@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -205,6 +206,10 @@ def _limit_a(node: dict[str, Any], path: str) -> list[float | None] | None:
         raise ProblemError(field, f"must have 1 (single-phase site) or 3 values, not {len(value)}")
     limits: list[float | None] = []
     for i, entry in enumerate(value):
+        cls = entry.__class__
+        if (cls is float or cls is int) and 0 <= entry < _INF:
+            limits.append(float(entry))
+            continue
         if entry is None:
             limits.append(None)
             continue
@@ -227,8 +232,10 @@ def _parse_nodes(raw: object, phase_hint: int | None) -> tuple[tuple[Node, ...],
     roots: list[str] = []
     for i, item in enumerate(raw):
         path = f"nodes[{i}]"
-        node = _check_keys(item, _NODE_KEYS, path)
-        node_id = _text(node, "id", path)
+        node = item if item.__class__ is dict and item.keys() <= _NODE_KEYS else _check_keys(item, _NODE_KEYS, path)
+        node_id = node.get("id")
+        if node_id.__class__ is not str or not node_id:
+            node_id = _text(node, "id", path)
         if node_id in seen:
             raise ProblemError(f"{path}.id", f"duplicate node id {node_id!r} (also {seen[node_id]})")
         seen[node_id] = path
@@ -246,7 +253,8 @@ def _parse_nodes(raw: object, phase_hint: int | None) -> tuple[tuple[Node, ...],
     for _, parent, _, _, path in parsed:
         if parent is not None and parent not in parent_of:
             raise ProblemError(f"{path}.parent", f"unknown node {parent!r}")
-    _reject_cycles(parent_of, {node_id: path for node_id, _, _, _, path in parsed})
+    if not _all_reach(root, parent_of):
+        _reject_cycles(parent_of, {node_id: path for node_id, _, _, _, path in parsed})
 
     if phase_hint is not None:
         phase_count = phase_hint
@@ -262,8 +270,20 @@ def _parse_nodes(raw: object, phase_hint: int | None) -> tuple[tuple[Node, ...],
         else:
             per_phase = tuple(limit[:phase_count])
         nodes.append(Node(node_id, parent, per_phase, limit_kw))
-    nodes.sort(key=lambda n: n.id)
+    nodes.sort(key=_by_id)
     return tuple(nodes), root, phase_count
+
+
+def _all_reach(root: str, parent_of: dict[str, str | None]) -> bool:
+    """Whether every node is below ``root`` (the cheap test; ``_reject_cycles`` names the cycle)."""
+    children: dict[str, list[str]] = {}
+    for node_id, parent in parent_of.items():
+        if parent is not None:
+            children.setdefault(parent, []).append(node_id)
+    order = [root]
+    for node_id in order:
+        order.extend(children.get(node_id, ()))
+    return len(order) == len(parent_of)
 
 
 def _reject_cycles(parent_of: dict[str, str | None], path_of: dict[str, str]) -> None:
@@ -305,6 +325,8 @@ def _parse_phases(value: object, path: str, phase_count: int) -> tuple[int, ...]
 _OPTIONAL_NUMBERS = ("ev_max_a", "measured_a", "offered_a", "energy_needed_kwh", "session_kwh", "fixed_a")
 _OPTIONAL_TIMES = ("departure", "paused_since", "charging_since")
 _INF = math.inf
+_by_id = operator.itemgetter(0)
+"""Sort key of a ``Node`` or an ``Evse``: its id (the first field)."""
 
 
 def _phase_table(phase_count: int) -> dict[tuple[str, ...], tuple[int, ...]]:
@@ -322,6 +344,134 @@ def _is_amps(value: object) -> bool:
     """Fast path: an int or float in [0, inf); NaN fails the comparison and takes the slow path."""
     cls = value.__class__
     return (cls is float or cls is int) and 0 <= value < _INF  # type: ignore[operator]
+
+
+def _amps_or_none(value: object) -> float | None:
+    """``value`` as a float if it is a well-formed current, else None (then the full parser reports it)."""
+    cls = value.__class__
+    if (cls is float or cls is int) and 0 <= value < _INF:  # type: ignore[operator]
+        return float(value)  # type: ignore[arg-type]
+    return None
+
+
+def _time_or_none(value: object) -> datetime | None:
+    """``value`` as an aware datetime if it is a well-formed timestamp, else None."""
+    if value.__class__ is not str:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        return None
+    return moment
+
+
+def _fast_evse(item: object, node_ids: set[str], phase_table: dict[tuple[str, ...], tuple[int, ...]]) -> Evse | None:
+    """The EVSE of a well-formed ``item`` without building error paths, or None if anything is unusual.
+
+    None sends the item through ``_parse_evse``, which accepts it too (the same EVSE) or
+    raises the error naming the field, so errors and their order do not depend on this path.
+    """
+    if item.__class__ is not dict:
+        return None
+    evse: dict[str, Any] = item
+    get = evse.get
+    evse_id = get("id")
+    node = get("node")
+    if evse_id.__class__ is not str or not evse_id or node.__class__ is not str or node not in node_ids:
+        return None
+    raw_phases = get("phases")
+    if raw_phases.__class__ is not list:
+        return None
+    try:
+        phases = phase_table.get(tuple(raw_phases))
+    except TypeError:
+        return None
+    min_a: Any = get("min_a")
+    max_a: Any = get("max_a")
+    active = get("active")
+    cls = min_a.__class__
+    if phases is None or not ((cls is float or cls is int) and 0 <= min_a < _INF) or active.__class__ is not bool:
+        return None
+    cls = max_a.__class__
+    if not ((cls is float or cls is int) and min_a <= max_a < _INF):
+        return None
+    present = 6  # keys read so far; if that is all the dict holds, no key is unknown
+    step_a: Any = get("step_a")
+    if step_a is None:
+        step_a = DEFAULT_STEP_A
+    else:
+        cls = step_a.__class__
+        if not ((cls is float or cls is int) and 0 < step_a < _INF):
+            return None
+        step_a = float(step_a)
+        present += 1
+    priority: Any = get("priority")
+    if priority is None:
+        priority = DEFAULT_PRIORITY
+    else:
+        cls = priority.__class__
+        if not ((cls is float or cls is int) and 0 < priority < _INF):
+            return None
+        priority = float(priority)
+        present += 1
+    ev_max_a: Any = get("ev_max_a")
+    if ev_max_a is not None:
+        cls = ev_max_a.__class__
+        if not ((cls is float or cls is int) and 0 <= ev_max_a < _INF):
+            return None
+        ev_max_a = float(ev_max_a)
+        present += 1
+    if len(evse) == present:
+        return Evse(evse_id, node, phases, float(min_a), float(max_a), active, step_a, ev_max_a, priority=priority)
+    if not evse.keys() <= _EVSE_KEYS:
+        return None
+    numbers: list[float | None] = []
+    for key in ("measured_a", "offered_a", "energy_needed_kwh", "session_kwh", "fixed_a"):
+        value = get(key)
+        if value is not None:
+            value = _amps_or_none(value)
+            if value is None:
+                return None
+        numbers.append(value)
+    times: list[datetime | None] = []
+    for key in _OPTIONAL_TIMES:
+        value = get(key)
+        if value is not None:
+            value = _time_or_none(value)
+            if value is None:
+                return None
+        times.append(value)
+    departure, paused_since, charging_since = times
+    if paused_since is not None and charging_since is not None:
+        return None
+    resumes = get("resumes_after_pause")
+    if resumes is None:
+        resumes = True
+    elif resumes.__class__ is not bool:
+        return None
+    measured_a, offered_a, energy_needed_kwh, session_kwh, fixed_a = numbers
+    return Evse(
+        evse_id,
+        node,
+        phases,
+        float(min_a),
+        float(max_a),
+        active,
+        step_a,
+        ev_max_a,
+        measured_a=measured_a,
+        offered_a=offered_a,
+        priority=priority,
+        energy_needed_kwh=energy_needed_kwh,
+        departure=departure,
+        paused_since=paused_since,
+        charging_since=charging_since,
+        session_kwh=session_kwh,
+        fixed_a=fixed_a,
+        resumes_after_pause=resumes,
+    )
 
 
 def _parse_evse(
@@ -415,13 +565,17 @@ def parse_problem(raw: object) -> Problem:
         raise ProblemError("evses", f"must be a list, not {_type_name(raw_evses)}")
     node_ids = {node.id for node in nodes}
     table = _phase_table(phase_count)
-    evses = [_parse_evse(item, i, node_ids, phase_count, table) for i, item in enumerate(raw_evses)]
-    seen: dict[str, int] = {}
-    for i, evse in enumerate(evses):
-        if evse.id in seen:
-            raise ProblemError(f"evses[{i}].id", f"duplicate EVSE id {evse.id!r} (also evses[{seen[evse.id]}])")
-        seen[evse.id] = i
-    evses.sort(key=lambda e: e.id)
+    evses = [
+        _fast_evse(item, node_ids, table) or _parse_evse(item, i, node_ids, phase_count, table)
+        for i, item in enumerate(raw_evses)
+    ]
+    if len({evse.id for evse in evses}) != len(evses):
+        seen: dict[str, int] = {}
+        for i, evse in enumerate(evses):
+            if evse.id in seen:
+                raise ProblemError(f"evses[{i}].id", f"duplicate EVSE id {evse.id!r} (also evses[{seen[evse.id]}])")
+            seen[evse.id] = i
+    evses.sort(key=_by_id)
 
     def option(key: str, default: float) -> float:
         value = _number(problem, key, "", required=False)

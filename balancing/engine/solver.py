@@ -44,8 +44,11 @@ class _Site:
     cons_node: list[str]
     cons_slot: list[int]
     cons_limit: list[float]
-    node_chain: dict[str, list[str]]
+    order: list[Node]
+    """The nodes, every parent before its children."""
     described: dict[int, str] = field(default_factory=dict)
+    limited_by: dict[int, str] = field(default_factory=dict)
+    """Reason text per blocking constraint, built once."""
 
 
 _FORMATTED: dict[float, str] = {}
@@ -66,70 +69,74 @@ def _build_site(problem: Problem) -> _Site:
 
     Each node gets, per phase, the list of constraints from itself up to the root, built once
     from its parent's list, so an EVSE's constraints are a concatenation, not a tree walk.
+    A node without a limit on a phase shares its parent's list (they are never modified).
     """
     capacity: list[float] = []
     cons_node: list[str] = []
     cons_slot: list[int] = []
     phase_chain: dict[str, list[list[int]]] = {}
     kw_chain: dict[str, list[int]] = {}
-    node_chain: dict[str, list[str]] = {}
     order = _top_down(problem)
     own_index: dict[str, list[int]] = {}
     for node in order:
-        own: list[list[int]] = []
+        node_id = node.id
+        own = [-1, -1, -1, -1]
         for slot, limit in enumerate(node.limit_a):
-            if limit is None:
-                own.append([])
-            else:
-                own.append([len(capacity)])
+            if limit is not None:
+                own[slot] = len(capacity)
                 capacity.append(limit)
-                cons_node.append(node.id)
+                cons_node.append(node_id)
                 cons_slot.append(slot)
-        own_kw: list[int] = []
         if node.limit_kw is not None:
-            own_kw.append(len(capacity))
+            own[_KW] = len(capacity)
             capacity.append(node.limit_kw)
-            cons_node.append(node.id)
+            cons_node.append(node_id)
             cons_slot.append(_KW)
-        own_index[node.id] = [own[k][0] if own[k] else -1 for k in range(len(own))] + [-1] * (3 - len(own))
-        own_index[node.id].append(own_kw[0] if own_kw else -1)
+        own_index[node_id] = own
         if node.parent is None:
-            phase_chain[node.id] = own
-            kw_chain[node.id] = own_kw
-            node_chain[node.id] = [node.id]
+            above: list[list[int]] = [[], [], []]
+            above_kw: list[int] = []
         else:
             above = phase_chain[node.parent]
-            phase_chain[node.id] = [own[k] + above[k] for k in range(len(own))]
-            kw_chain[node.id] = own_kw + kw_chain[node.parent]
-            node_chain[node.id] = [node.id, *node_chain[node.parent]]
+            above_kw = kw_chain[node.parent]
+        phase_chain[node_id] = [above[k] if own[k] < 0 else [own[k], *above[k]] for k in range(len(node.limit_a))]
+        kw_chain[node_id] = above_kw if own[_KW] < 0 else [own[_KW], *above_kw]
     unit: list[list[int]] = []
     scaled: list[list[int]] = []
     scale: list[float] = []
     kw_per_a = problem.voltage_v / 1000.0
     below: dict[str, list[list[int]]] = {node.id: [[], [], [], []] for node in order}
     for i, evse in enumerate(problem.evses):
-        chains = phase_chain[evse.node]
-        cons = chains[evse.phases[0]] if len(evse.phases) == 1 else [c for slot in evse.phases for c in chains[slot]]
-        attached = below[evse.node]
-        for slot in evse.phases:
+        node_id = evse.node
+        phases = evse.phases
+        chains = phase_chain[node_id]
+        attached = below[node_id]
+        if len(phases) == 1:
+            slot = phases[0]
+            unit.append(chains[slot])
             attached[slot].append(i)
+        else:
+            unit.append([c for slot in phases for c in chains[slot]])
+            for slot in phases:
+                attached[slot].append(i)
         attached[_KW].append(i)
-        unit.append(cons)
-        scaled.append(kw_chain[evse.node])
-        scale.append(len(evse.phases) * kw_per_a)
+        scaled.append(kw_chain[node_id])
+        scale.append(len(phases) * kw_per_a)
     # Members of a node's constraints are the EVSEs of its subtree: gather them bottom-up.
-    members: list[list[int]] = [[] for _ in capacity]
+    members: list[list[int]] = [[]] * len(capacity)  # every entry is replaced below
     for node in reversed(order):
         lists = below[node.id]
         if node.parent is not None:
             up = below[node.parent]
-            for slot in range(4):
-                up[slot].extend(lists[slot])
+            up[0].extend(lists[0])
+            up[1].extend(lists[1])
+            up[2].extend(lists[2])
+            up[3].extend(lists[3])
         for slot, c in enumerate(own_index[node.id]):
             if c >= 0:
                 members[c] = lists[slot]
     system = Constraints(capacity, members, unit, scaled, scale)
-    return _Site(system, cons_node, cons_slot, list(capacity), node_chain)
+    return _Site(system, cons_node, cons_slot, list(capacity), order)
 
 
 def _top_down(problem: Problem) -> list[Node]:
@@ -271,26 +278,40 @@ def solve_problem(problem: Problem) -> dict[str, Any]:
             allocation[i] = evse.fixed_a
             reasons[i] = f"fixed at {_fmt(evse.fixed_a)} A: the charger cannot take a new limit now"
             book(fixed_load, i, evse.fixed_a)
-    for c, fixed in enumerate(fixed_load):
-        if fixed:
-            capacity[c] -= fixed
-    for c, left in enumerate(capacity):
-        if left < -EPS:
-            warnings.append(f"{_describe(site, c)} is overloaded by fixed currents alone: nothing else can charge")
-        if left < 0:
-            capacity[c] = 0.0
+    if any(fixed_load):
+        for c, fixed in enumerate(fixed_load):
+            if fixed:
+                capacity[c] -= fixed
+    if min(capacity, default=0.0) < 0:
+        for c, left in enumerate(capacity):
+            if left < -EPS:
+                warnings.append(f"{_describe(site, c)} is overloaded by fixed currents alone: nothing else can charge")
+            if left < 0:
+                capacity[c] = 0.0
 
     now = problem.now
     candidates: list[int] = []
+    # Without a measured draw or an energy need, bounds depend on four fields that repeat
+    # across a site. Zeros stay out of the memo: 0.0 and -0.0 are one key but print apart.
+    bounds_of: dict[tuple[float, float, float, float | None], tuple[float, float, str, None, None]] = {}
+    plan_lo, plan_hi, plan_reason = plan.lo, plan.hi, plan.hi_reason
     for i, evse in enumerate(evses):
         if evse.fixed_a is not None:
             continue
         if not evse.active:
             reasons[i] = "inactive"
             continue
-        lo, hi, hi_reason, required, laxity = _bounds(problem, evse)
-        plan.lo[i], plan.hi[i], plan.hi_reason[i] = lo, hi, hi_reason
-        plan.required_a[i], plan.laxity_s[i] = required, laxity
+        if evse.measured_a is None and evse.energy_needed_kwh is None and evse.max_a and evse.ev_max_a != 0:
+            key = (evse.step_a, evse.min_a, evse.max_a, evse.ev_max_a)
+            simple = bounds_of.get(key)
+            if simple is None:
+                lo, hi, hi_reason, _, _ = _bounds(problem, evse)
+                simple = bounds_of[key] = (lo, hi, hi_reason, None, None)
+            lo, hi, hi_reason, required, laxity = simple
+        else:
+            lo, hi, hi_reason, required, laxity = _bounds(problem, evse)
+            plan.required_a[i], plan.laxity_s[i] = required, laxity
+        plan_lo[i], plan_hi[i], plan_reason[i] = lo, hi, hi_reason
         if hi < lo - EPS:
             reasons[i] = (
                 "paused: energy need met"
@@ -316,8 +337,7 @@ def solve_problem(problem: Problem) -> dict[str, Any]:
             want = max(want, min(plan.hi[i], _ceil_steps(required, plan.steps[i])))
         wants[i] = want
     floor_load = [0.0] * len(capacity)
-    for i in candidates:
-        book(floor_load, i, wants[i])
+    system.add_each(floor_load, candidates, wants)
     if all(load <= cap + EPS for load, cap in zip(floor_load, capacity, strict=True)):
         admitted = candidates  # everyone fits with what they ask for: nobody needs to pause
         candidates = []
@@ -437,16 +457,33 @@ def _reason(site: _Site, blocked_by: dict[int, int], plan: _Plan, i: int, x: flo
         reason = plan.hi_reason[i]
     else:
         c = blocked_by.get(i, -1)
-        reason = f"limited by {_describe(site, c)}" if c >= 0 else "rounded to its step"
+        reason = site.limited_by.get(c) or _limited_by(site, c)
     required = plan.required_a[i]
     if required is not None:
         reason += f"; needs {required:.1f} A to finish by departure"
     return reason
 
 
+def _limited_by(site: _Site, c: int) -> str:
+    text = site.limited_by[c] = f"limited by {_describe(site, c)}" if c >= 0 else "rounded to its step"
+    return text
+
+
 def _tidy(x: float) -> float:
     rounded = round(x, 6)
     return rounded if abs(rounded - x) < 1e-9 else x
+
+
+def _show(x: float, shown: dict[float, tuple[float, str]]) -> tuple[float, str]:
+    """A current as the result gives it (float noise tidied) and as a note prints it."""
+    tidy = _tidy(x)
+    pair = shown[x] = (tidy, _fmt(tidy))
+    return pair
+
+
+def _round6(x: float) -> float:
+    """``round(x, 6)``, skipping the costly rounding for whole numbers (which it returns unchanged)."""
+    return x if x.is_integer() else round(x, 6)
 
 
 def _result(
@@ -456,35 +493,36 @@ def _result(
     node_a = {node.id: [0.0] * phase_count for node in problem.nodes}
     node_kw = dict.fromkeys(node_a, 0.0)
     kw_per_a = problem.voltage_v / 1000.0
-    allocations: dict[str, float] = {}
+    evses = problem.evses
+    ids = [evse.id for evse in evses]
+    # Few distinct currents repeat many times: tidy and print each once. 0.0 and -0.0 are one
+    # key but print apart, so zeros are not memoised.
+    shown: dict[float, tuple[float, str]] = {}
+    pairs = [(shown.get(x) if x else None) or _show(x, shown) for x in allocation]
+    tidied = [x for x, _ in pairs]
+    notes = [f"{evse_id}: {text} A, {reason}" for evse_id, (_, text), reason in zip(ids, pairs, reasons, strict=True)]
     paused: list[str] = []
-    notes: list[str] = []
-    reason_map: dict[str, str] = {}
-    for evse, x, reason in zip(problem.evses, allocation, reasons, strict=True):
-        x = _tidy(x)
-        allocations[evse.id] = x
-        if x == 0 and (evse.active or evse.fixed_a is not None):
-            paused.append(evse.id)
-        reason_map[evse.id] = reason
-        notes.append(f"{evse.id}: {_fmt(x)} A, {reason}")
+    for evse, x in zip(evses, tidied, strict=True):
         if x:
             row = node_a[evse.node]
             for slot in evse.phases:
                 row[slot] += x
             node_kw[evse.node] += x * len(evse.phases) * kw_per_a
-    for node in reversed(_top_down(problem)):
+        elif evse.active or evse.fixed_a is not None:
+            paused.append(evse.id)
+    for node in reversed(site.order):
         if node.parent is not None:
             row, up = node_a[node.id], node_a[node.parent]
             for slot in range(phase_count):
                 up[slot] += row[slot]
             node_kw[node.parent] += node_kw[node.id]
     return {
-        "allocations_a": allocations,
-        "node_load_a": {k: [round(v, 6) for v in row] for k, row in node_a.items()},
-        "node_load_kw": {k: round(v, 6) for k, v in node_kw.items()},
+        "allocations_a": dict(zip(ids, tidied, strict=True)),
+        "node_load_a": {k: [_round6(v) for v in row] for k, row in node_a.items()},
+        "node_load_kw": {k: _round6(v) for k, v in node_kw.items()},
         "paused": paused,
         "notes": notes,
-        "reasons": reason_map,
+        "reasons": dict(zip(ids, reasons, strict=True)),
         "warnings": warnings,
     }
 
