@@ -367,7 +367,7 @@ def solve_problem(problem: Problem) -> dict[str, Any]:
             wants[i] = 0.0
             continue
         step = plan.steps[i]
-        take = max(lo, min(wants[i], steps_down(left + EPS, step) * step))
+        take = wants[i] if left == math.inf else max(lo, min(wants[i], steps_down(left + EPS, step) * step))
         wants[i] = take
         book(floor_load, i, take)
         admitted.append(i)

@@ -24,6 +24,20 @@ def test_fewest_evses_pause_when_the_site_cannot_give_everyone_6_a() -> None:
     assert paused_reason == "paused: rotation, not enough capacity at node site L1 (20 A) for 6 A"
 
 
+def test_a_car_with_no_limit_above_it_charges_fully_while_a_full_panel_rotates() -> None:
+    # The root has no current limit: "free" has infinite room, while the 10 A panel fits one car.
+    problem = {
+        "voltage_v": 230,
+        "now": iso(NOW),
+        "nodes": [{"id": "site", "parent": None}, {"id": "panel", "parent": "site", "limit_a": [10, 10, 10]}],
+        "evses": [evse("free", "site"), evse("a", "panel"), evse("b", "panel")],
+    }
+    result = solve(problem)
+    assert result["allocations_a"]["free"] == 32
+    assert sorted([result["allocations_a"]["a"], result["allocations_a"]["b"]]) == [0, 10]
+    assert check(problem, result) == []
+
+
 @st.composite
 def laminar_sites(draw: st.DrawFn) -> dict[str, Any]:
     """Three-phase trees with single-phase 6 A-minimum cars: a laminar family, where fewest-paused is exact."""
