@@ -31,6 +31,7 @@ class SiteSerializer(serializers.ModelSerializer):
             "limit_a",
             "demand_cap_kw",
             "failsafe_a",
+            "max_raise_a",
             "free_vend",
         ]
         read_only_fields = ["slug", "name", "timezone", "voltage_v", "phases", "free_vend"]
@@ -113,6 +114,7 @@ class SiteViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Updat
                 phases=site.phases,
                 demand_cap_kw=data["demand_cap_kw"],
                 failsafe_a=data["failsafe_a"],
+                max_raise_a=data["max_raise_a"],
                 timezone=site.timezone,
                 actor=actor_of(self.request),
             ).obj

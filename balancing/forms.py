@@ -22,6 +22,14 @@ class SiteLimitsForm(forms.Form):
     failsafe_a = forms.DecimalField(
         label="Fail-safe current per charger (A)", min_value=Decimal(0), max_digits=5, decimal_places=1
     )
+    max_raise_a = forms.DecimalField(
+        label="Largest raise per run (A)",
+        required=False,
+        min_value=Decimal(1),
+        max_digits=5,
+        decimal_places=1,
+        help_text="Chargers' currents rise by at most this much per balancing run; empty: at once.",
+    )
     confirm = forms.BooleanField(required=False, widget=forms.HiddenInput, help_text="Set on the confirmation step.")
 
 

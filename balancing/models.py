@@ -60,6 +60,15 @@ class Site(models.Model):
         validators=[MinValueValidator(Decimal(0))],
         help_text="Per-charger current (A) a charger keeps when it cannot reach the platform.",
     )
+    max_raise_a = models.DecimalField(
+        max_digits=5,
+        decimal_places=1,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal("1"))],
+        help_text="Most a charger's current rises in one balancing run (A), so load comes on in steps "
+        "(e.g. while a building meter lags); empty: at once.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -72,6 +81,10 @@ class Site(models.Model):
                 name="site_demand_cap_kw_non_negative",
             ),
             models.CheckConstraint(condition=models.Q(failsafe_a__gte=0), name="site_failsafe_a_non_negative"),
+            models.CheckConstraint(
+                condition=models.Q(max_raise_a__isnull=True) | models.Q(max_raise_a__gte=1),
+                name="site_max_raise_a_at_least_1",
+            ),
             models.CheckConstraint(condition=models.Q(voltage_v__gt=0), name="site_voltage_v_positive"),
             models.CheckConstraint(condition=models.Q(phases__in=[1, 3]), name="site_phases_1_or_3"),
         ]

@@ -199,6 +199,8 @@ def build_problem(site: Site, now: datetime) -> BuiltProblem:
         "evses": evses,
         "now": now.isoformat(),
     }
+    if site.max_raise_a is not None:
+        built.problem["max_raise_a"] = float(site.max_raise_a)
     return built
 
 

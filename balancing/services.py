@@ -49,6 +49,7 @@ def site_create_or_update(
     phases: int = 3,
     demand_cap_kw: Decimal | None = None,
     failsafe_a: Decimal = Decimal("6"),
+    max_raise_a: Decimal | None = None,
     timezone: str = "UTC",
     actor: str = "system",
 ) -> Outcome[Site]:
@@ -73,6 +74,7 @@ def site_create_or_update(
             "phases": phases,
             "demand_cap_kw": demand_cap_kw,
             "failsafe_a": failsafe_a,
+            "max_raise_a": max_raise_a,
             "timezone": timezone,
         },
         changes,

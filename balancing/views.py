@@ -156,7 +156,12 @@ def site_chart(request: HttpRequest, slug: str) -> JsonResponse:
 @role_required(CHANGE_LIMITS)
 def site_settings(request: HttpRequest, slug: str) -> HttpResponse:
     site = get_object_or_404(Site, slug=slug)
-    initial = {"limit_a": site.limit_a, "demand_cap_kw": site.demand_cap_kw, "failsafe_a": site.failsafe_a}
+    initial = {
+        "limit_a": site.limit_a,
+        "demand_cap_kw": site.demand_cap_kw,
+        "failsafe_a": site.failsafe_a,
+        "max_raise_a": site.max_raise_a,
+    }
     form = SiteLimitsForm(request.POST or None, initial=initial)
     confirming = False
     changes: list[tuple[str, Any, Any]] = []
@@ -164,7 +169,7 @@ def site_settings(request: HttpRequest, slug: str) -> HttpResponse:
         data = form.cleaned_data
         changes = [
             (str(form.fields[name].label or name), initial[name], data[name])
-            for name in ("limit_a", "demand_cap_kw", "failsafe_a")
+            for name in ("limit_a", "demand_cap_kw", "failsafe_a", "max_raise_a")
             if data[name] != initial[name]
         ]
         if not changes:
@@ -180,6 +185,7 @@ def site_settings(request: HttpRequest, slug: str) -> HttpResponse:
                     phases=site.phases,
                     demand_cap_kw=data["demand_cap_kw"],
                     failsafe_a=data["failsafe_a"],
+                    max_raise_a=data["max_raise_a"],
                     timezone=site.timezone,
                     actor=actor_of(request),
                 )

@@ -33,6 +33,11 @@ Top level:
   Either way, a sliver of a limit below the next EVSE's minimum is not stranded: an admitted
   EVSE above its own minimum lends what admits the next one (36 A: 30 + 6 A, not 32 A alone).
 
+- ``max_raise_a`` (A > 0, optional): raises in steps. An EVSE's current rises by at most
+  this much per run above its ``offered_a`` (a car without ``offered_a`` starts at most at
+  ``max(min_a, max_raise_a)``), so a site's load comes on gradually, e.g. while a building
+  meter lags; lowerings are never held back. Absent: raises take effect at once.
+
 Node:
 
 - ``id`` (non-empty string, unique, required); ``parent`` (node id or null, required for

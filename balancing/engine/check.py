@@ -24,7 +24,8 @@ def check(problem: dict[str, Any], result: dict[str, Any], *, tolerance: float =
 
     Checked: every EVSE has an allocation and nothing else does; inactive EVSEs get 0 (unless
     they carry ``fixed_a``, which must be kept as given); others get 0 or a current in
-    ``[min_a, min(max_a, ev_max_a)]`` on their ``step_a`` grid; per node and phase the sum of
+    ``[min_a, min(max_a, ev_max_a)]`` on their ``step_a`` grid, and with ``max_raise_a`` at most
+    that much above ``offered_a`` (or the lowest allowed current, if higher); per node and phase the sum of
     currents below it stays within ``limit_a`` and the power within ``limit_kw``. Where fixed
     currents alone exceed a limit, nothing else below that limit may charge. Raises
     ProblemError if the problem itself is malformed. ``tolerance``: float slack forgiven over a
@@ -70,6 +71,13 @@ def check(problem: dict[str, Any], result: dict[str, Any], *, tolerance: float =
                 violations.append(f"{where}: {x:g} A is below min_a {evse.min_a:g} A (and not 0)")
             if x > top + ABS_TOL:
                 violations.append(f"{where}: {x:g} A is above the allowed {top:g} A")
+            if parsed.max_raise_a is not None:
+                lowest = max(math.ceil(evse.min_a / evse.step_a - 1e-9), 1) * evse.step_a
+                base = evse.offered_a or 0.0
+                if x > max(base + parsed.max_raise_a, lowest) + ABS_TOL:
+                    violations.append(
+                        f"{where}: {x:g} A rises more than max_raise_a {parsed.max_raise_a:g} A above {base:g} A"
+                    )
             steps = x / evse.step_a
             if abs(steps - round(steps)) > 1e-6:
                 violations.append(f"{where}: {x:g} A is not a multiple of step_a {evse.step_a:g} A")

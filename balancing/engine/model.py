@@ -38,6 +38,7 @@ _PROBLEM_KEYS = frozenset(
         "unused_margin_a",
         "period_s",
         "deadline_first",
+        "max_raise_a",
     }
 )
 _NODE_KEYS = frozenset({"id", "parent", "limit_a", "limit_kw"})
@@ -124,6 +125,7 @@ class Problem:
     period_s: float
     root: str
     deadline_first: bool = True
+    max_raise_a: float | None = None
 
 
 def _type_name(value: object) -> str:
@@ -587,8 +589,12 @@ def parse_problem(raw: object) -> Problem:
     deadline_first = problem.get("deadline_first", True)
     if not isinstance(deadline_first, bool):
         raise ProblemError("deadline_first", f"must be true or false, not {_type_name(deadline_first)}")
+    max_raise_a = _number(problem, "max_raise_a", "", required=False)
+    if max_raise_a is not None and max_raise_a <= 0:
+        raise ProblemError("max_raise_a", f"must be greater than 0, not {max_raise_a:g}")
     return Problem(
         deadline_first=deadline_first,
+        max_raise_a=max_raise_a,
         voltage_v=voltage_v,
         phase_count=phase_count,
         nodes=nodes,

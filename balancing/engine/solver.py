@@ -207,6 +207,12 @@ def _bounds(problem: Problem, evse: Evse) -> tuple[float, float, str, float | No
         if held < hi:
             hi = held
             reason = f"car draws {_fmt(measured)} A of {_fmt(offered)} A offered, held at {_fmt(held)} A"
+    if problem.max_raise_a is not None:
+        base = offered or 0.0
+        stepped = max(base + problem.max_raise_a, lo)
+        if stepped < hi:
+            hi = stepped
+            reason = f"raised at most {_fmt(problem.max_raise_a)} A per run, from {_fmt(base)} A"
     required: float | None = None
     laxity: float | None = None
     amps_per_kw = 1000.0 / (len(evse.phases) * problem.voltage_v)
@@ -301,7 +307,13 @@ def solve_problem(problem: Problem) -> dict[str, Any]:
         if not evse.active:
             reasons[i] = "inactive"
             continue
-        if evse.measured_a is None and evse.energy_needed_kwh is None and evse.max_a and evse.ev_max_a != 0:
+        if (
+            evse.measured_a is None
+            and evse.energy_needed_kwh is None
+            and evse.max_a
+            and evse.ev_max_a != 0
+            and (evse.offered_a is None or problem.max_raise_a is None)
+        ):
             key = (evse.step_a, evse.min_a, evse.max_a, evse.ev_max_a)
             simple = bounds_of.get(key)
             if simple is None:

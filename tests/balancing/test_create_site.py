@@ -59,6 +59,7 @@ def test_create_site_for_an_unknown_tenant_says_so() -> None:
         ("--demand-cap-kw", "-1", "--demand-cap-kw: Ensure this value is greater than or equal to 0"),
         ("--timezone", "Mars/Olympus", "--timezone: 'Mars/Olympus' is not an IANA time zone"),
         ("--failsafe-a", "200", "--failsafe-a: fail-safe current 200 A is above the site limit 100 A"),
+        ("--max-raise-a", "0.5", "--max-raise-a: Ensure this value is greater than or equal to 1"),
     ],
 )
 def test_create_site_rejects_bad_values_and_stores_nothing(option: str, value: str, message: str) -> None:

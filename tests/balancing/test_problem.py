@@ -143,3 +143,10 @@ def test_a_new_session_does_not_inherit_the_last_ones_pause(garage, plug_in) -> 
     )
     item = evse(build_problem(garage, NOW).problem, "CP-1/1")
     assert "paused_since" not in item
+
+
+def test_a_site_that_raises_in_steps_says_how_far_per_run(garage) -> None:
+    assert "max_raise_a" not in build_problem(garage, NOW).problem
+    garage.max_raise_a = Decimal("4")
+    garage.save()
+    assert build_problem(garage, NOW).problem["max_raise_a"] == 4.0

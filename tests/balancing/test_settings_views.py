@@ -88,3 +88,17 @@ def test_viewers_and_finance_cannot_change_circuits_or_tariffs(make_user, site, 
     assert client.post("/sites/mall/circuits/", {"name": "X", "kind": "panel", "limit_a": "1"}).status_code == 403
     assert client.post("/sites/mall/tariffs/", {}).status_code == 403
     assert not Circuit.objects.filter(site=site).exists()
+
+
+def test_an_energy_manager_sets_stepped_raises_after_confirming_and_it_is_audited(make_user, site) -> None:
+    _, client = make_user(Role.ENERGY_MANAGER)
+    values = {"limit_a": site.limit_a, "demand_cap_kw": site.demand_cap_kw or "", "failsafe_a": site.failsafe_a}
+    asked = client.post("/sites/mall/settings/", {**values, "max_raise_a": "4"}).content.decode()
+    assert "Largest raise per run (A)" in asked  # the confirmation step lists the change
+    site.refresh_from_db()
+    assert site.max_raise_a is None
+
+    client.post("/sites/mall/settings/", {**values, "max_raise_a": "4", "confirm": "on"})
+    site.refresh_from_db()
+    assert site.max_raise_a == Decimal("4")
+    assert AuditEvent.objects.filter(object_type="site", field="max_raise_a", new_value="4").exists()

@@ -76,6 +76,22 @@ def test_an_energy_manager_changes_limits_a_viewer_cannot(token_client) -> None:
     assert Site.objects.get(slug="mall").demand_cap_kw == Decimal("10")
 
 
+def test_stepped_raises_are_set_and_cleared_through_the_api(token_client) -> None:
+    SiteFactory(slug="mall")
+    client = token_client(Role.ENERGY_MANAGER)
+    ok = client.patch("/api/v1/sites/mall/", {"max_raise_a": "4"}, content_type="application/json")
+    assert ok.status_code == 200
+    assert ok.json()["max_raise_a"] == "4.0"
+    assert Site.objects.get(slug="mall").max_raise_a == Decimal("4")
+    bad = client.patch("/api/v1/sites/mall/", {"max_raise_a": "0.5"}, content_type="application/json")
+    assert bad.status_code == 400
+    assert "max_raise_a" in bad.json()["error"]["fields"]
+    assert Site.objects.get(slug="mall").max_raise_a == Decimal("4")
+    cleared = client.patch("/api/v1/sites/mall/", {"max_raise_a": None}, content_type="application/json")
+    assert cleared.status_code == 200
+    assert Site.objects.get(slug="mall").max_raise_a is None
+
+
 def test_invalid_values_name_the_field(token_client) -> None:
     SiteFactory(slug="mall")
     response = token_client(Role.ADMIN).patch("/api/v1/sites/mall/", {"limit_a": "-3"}, content_type="application/json")

@@ -17,6 +17,7 @@ OPTION_NAMES = {
     "limit_a": "--limit-a",
     "demand_cap_kw": "--demand-cap-kw",
     "failsafe_a": "--failsafe-a",
+    "max_raise_a": "--max-raise-a",
     "timezone": "--timezone",
 }
 
@@ -35,6 +36,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--failsafe-a", type=decimal_arg, default=decimal_arg("6"), help="offline current per charger (A)"
         )
+        parser.add_argument(
+            "--max-raise-a",
+            type=decimal_arg,
+            default=None,
+            help="most a charger's current rises in one run (A); default: at once",
+        )
         parser.add_argument("--timezone", default="UTC", help="IANA zone, e.g. Europe/Berlin (UTC)")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -49,6 +56,7 @@ class Command(BaseCommand):
                     limit_a=options["limit_a"],
                     demand_cap_kw=options["demand_cap_kw"],
                     failsafe_a=options["failsafe_a"],
+                    max_raise_a=options["max_raise_a"],
                     timezone=options["timezone"],
                     actor="system:create_site",
                 )

@@ -81,6 +81,8 @@ def problems(
         problem["unused_margin_a"] = draw(st.sampled_from([0, 1, 2, 4.5]))
         problem["period_s"] = draw(st.sampled_from([60, 300, 900]))
         problem["deadline_first"] = draw(st.booleans())
+        if draw(st.booleans()):
+            problem["max_raise_a"] = draw(st.sampled_from([0.5, 2, 4, 10]))
     return problem
 
 
