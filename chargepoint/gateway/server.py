@@ -217,7 +217,7 @@ class Gateway:
         logger.info("%s connected (%s, %s)", identity.charge_point_id, admitted.subprotocol, identity.schema_name)
         reason = "closed"
         try:
-            await charge_point.start()  # type: ignore[attr-defined]
+            await charge_point.start()
         except ConnectionClosed as closed:
             reason = charge_point.closing_reason or (closed.rcvd.reason if closed.rcvd else "") or "connection lost"
             if closed.sent is not None and closed.sent.code == 1009:
