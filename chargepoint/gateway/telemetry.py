@@ -31,7 +31,7 @@ logger = logging.getLogger("chargepoint.gateway.telemetry")
 
 Event = dict[str, Any]
 Publish = Callable[[str, list[Event]], None]
-RETRY_MAX_SECONDS = 5.0
+RETRY_MAX_SECONDS = 2.0
 # A silent broker (a cut without a reset) must not hold the publisher forever.
 CONFIRM_TIMEOUT_S = 10.0
 
@@ -85,6 +85,7 @@ class TelemetryBuffer:
         self.published_batches = 0
         self.published_events = 0
         self.failures = 0
+        self._failing = False
 
     def add(self, schema_name: str, event: Event) -> "asyncio.Future[bool]":
         """Queue one event; the future resolves when its batch is on the broker (True)."""
@@ -161,20 +162,23 @@ class TelemetryBuffer:
             batch = self._backlog[0]
             try:
                 self._publish(batch.schema_name, batch.events)
-            except Exception:
+            except Exception as exc:
                 self.failures += 1
                 logger.warning(
-                    "publishing %d telemetry events of %s failed; retrying in %.1fs",
+                    "publishing %d telemetry events of %s failed (%s); retrying in %.1fs",
                     len(batch.events),
                     batch.schema_name,
+                    exc,
                     delay,
-                    exc_info=True,
+                    exc_info=not self._failing,  # the first failure of an outage in full, then a line each
                 )
+                self._failing = True
                 time.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_SECONDS)
                 if delay >= RETRY_MAX_SECONDS:
                     return  # let the loop take new events into the backlog, then try again
                 continue
+            self._failing = False
             self._backlog.popleft()
             self._backlog_events -= len(batch.events)
             self.published_batches += 1
