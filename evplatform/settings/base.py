@@ -233,7 +233,7 @@ GATEWAY_HEARTBEAT_INTERVAL_S = env.int("GATEWAY_HEARTBEAT_INTERVAL_S", default=3
 # Telemetry goes to Celery in batches: one task per tenant schema per window (seconds), or
 # sooner when this many events wait. A data-bearing message is answered once its batch is
 # confirmed by the broker, so the window is part of every such round trip.
-GATEWAY_BATCH_WINDOW_S = env.float("GATEWAY_BATCH_WINDOW_S", default=0.02)
+GATEWAY_BATCH_WINDOW_S = env.float("GATEWAY_BATCH_WINDOW_S", default=0.01)
 GATEWAY_BATCH_MAX_EVENTS = env.int("GATEWAY_BATCH_MAX_EVENTS", default=500)
 # A data-bearing message whose events are not on the broker after this many seconds (it is
 # unreachable) is answered CALLERROR InternalError, the charger's cue to send it again;
