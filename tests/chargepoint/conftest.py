@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 import pytest
 import websockets
 from django.conf import settings
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django_tenants.utils import get_public_schema_name, schema_context, tenant_context
 from ocpp.exceptions import OCPPError
 from ocpp.messages import CallError, CallResult, unpack
@@ -110,10 +111,27 @@ def gw_fleet(tenant, django_db_blocker) -> Iterator[Fleet]:
             ChargerCommand.objects.filter(station__in=stations).delete()
             stations.delete()  # cascades to connectors and the balancer's rows about them
             IdTag.objects.filter(site__in=sites).delete()
-            Site.objects.filter(pk__in=[s.pk for s in sites]).delete()
+            _delete_sites([s.pk for s in sites])
         with schema_context(get_public_schema_name()):
             ChargePointIdentity.objects.filter(site_slug__in=[SITE_SLUG, SEED_SITE_SLUG, ALLOW_LIST_SITE_SLUG]).delete()
         connection.set_schema_to_public()
+
+
+def _delete_sites(site_ids: list[int], attempts: int = 20) -> None:
+    """Delete the fleet's sites, also when the worker is writing a balancing run for one.
+
+    A run the session's worker commits while the delete collects related rows fails the
+    delete's foreign-key check at commit: wait a moment and delete again, run included.
+    """
+    for attempt in range(attempts):
+        try:
+            with transaction.atomic():
+                Site.objects.filter(pk__in=site_ids).delete()
+            return
+        except IntegrityError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5)
 
 
 class BackgroundLoop:
@@ -214,8 +232,6 @@ async def roundtrip(ws: ClientConnection, frame: str, timeout: float = 10) -> An
 
 
 def wait_until(condition: Callable[[], Any], *, timeout: float = 30, interval: float = 0.2, what: str = "") -> Any:
-    import time
-
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
