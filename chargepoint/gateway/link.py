@@ -145,9 +145,11 @@ class ChargerLink:
         batch = self._last_batch
         if batch is None or (batch.done() and batch.result()):
             return
+        started = time.monotonic()
         try:
             async with asyncio.timeout(self.ack_timeout_s):
                 stored = await asyncio.shield(batch)
+            self._telemetry.ack_waits.append(time.monotonic() - started)
         except TimeoutError:
             logger.warning("%s: telemetry not on the broker after %.0fs", self.charge_point_id, self.ack_timeout_s)
             raise InternalError(description="not stored yet, send it again") from None

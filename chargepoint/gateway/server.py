@@ -72,6 +72,7 @@ GC_RELEASE_S = 1800.0
 # The publisher thread waits this long at most for the GIL after the broker's confirm.
 SWITCH_INTERVAL_S = 0.001
 LAG_WARN_S = 0.1
+ACK_REPORT_S = 60.0
 COMMAND_READ_COUNT = 200
 # Compare-and-delete: forget the charger's entry only if it still names this instance.
 RELEASE_SCRIPT = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
@@ -376,6 +377,7 @@ class Gateway:
                     logger.warning("garbage collection (generation %s) took %.0f ms", generation, pause * 1000)
 
         gc.callbacks.append(gc_timer)
+        reported = loop.time()
         try:
             while True:
                 before = loop.time()
@@ -383,8 +385,22 @@ class Gateway:
                 lag = loop.time() - before - LAG_PROBE_S
                 if lag > LAG_WARN_S:
                     logger.warning("event loop held up for %.0f ms", lag * 1000)
+                if loop.time() - reported >= ACK_REPORT_S:
+                    reported = loop.time()
+                    self._report_ack_waits()
         finally:
             gc.callbacks.remove(gc_timer)
+
+    def _report_ack_waits(self) -> None:
+        waits, self.telemetry.ack_waits = sorted(self.telemetry.ack_waits), []
+        if waits:
+            logger.info(
+                "%d answers waited for the broker's confirm: p50 %.1f ms, p99 %.1f ms, max %.0f ms",
+                len(waits),
+                waits[len(waits) // 2] * 1000,
+                waits[min(len(waits) - 1, len(waits) * 99 // 100)] * 1000,
+                waits[-1] * 1000,
+            )
 
     async def _tame_gc(self) -> None:
         """Keep garbage collections short: every pause holds every charger's answer.

@@ -86,6 +86,8 @@ class TelemetryBuffer:
         self.published_events = 0
         self.failures = 0
         self._failing = False
+        # Seconds data-bearing answers waited for their batch's confirm (the gateway logs and clears it).
+        self.ack_waits: list[float] = []
 
     def add(self, schema_name: str, event: Event) -> "asyncio.Future[bool]":
         """Queue one event; the future resolves when its batch is on the broker (True)."""
