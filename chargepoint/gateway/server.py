@@ -8,8 +8,9 @@ Schema: public (charger identities, through ``auth``); tenants only by name (see
 - A second connection with the same id replaces the first (closed with 4000).
 - Messages that carry data are answered once RabbitMQ confirmed their batch (``telemetry``,
   ``link.stored``), BootNotification and Heartbeat at once. With 5,000 chargers sending
-  MeterValues every 10 s the round trip was p50 ~18 ms, p99 100-150 ms on the shared 2-core
-  development machine (``bench/gateway_bench.py``; bench/README.md has the details).
+  MeterValues every 10 s the round trip was p50 18-23 ms, p99 91-177 ms on the 2-core
+  development machine while other work kept both cores busy; the wait for the confirm alone
+  p50 14-17 ms, p99 59-104 ms (``bench/gateway_bench.py``, details in bench/README.md).
 - Redis: ``instance_key`` lives while the instance heartbeats; ``charger_key`` names the
   instance that holds a charger; commands arrive on the instance's stream and their answers
   go to the reply list the sender named (see ``chargepoint.commands``).
@@ -29,6 +30,7 @@ import threading
 import time
 import uuid
 import weakref
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
@@ -50,7 +52,7 @@ from chargepoint.gateway import keys
 from chargepoint.gateway.auth import ChargerIdentity, CredentialVerifier
 from chargepoint.gateway.link import ChargerLink, TenantReads
 from chargepoint.gateway.protocol import Channel, GatewayChargePoint, TokenBucket
-from chargepoint.gateway.telemetry import Publish, TelemetryBuffer, publish_to_celery
+from chargepoint.gateway.telemetry import Publish, TelemetryBuffer, publish_to_celery, telemetry_queue_depth
 from chargepoint.ocpp16 import ChargePoint16
 from chargepoint.ocpp201 import ChargePoint201
 
@@ -111,6 +113,7 @@ class Gateway:
         instance_id: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         publish: Publish = publish_to_celery,
+        queue_depth: Callable[[], int] | None = telemetry_queue_depth,
     ) -> None:
         self.host = host
         self.port = port
@@ -120,7 +123,11 @@ class Gateway:
         self.verifier = CredentialVerifier(executor=self.db, cache_seconds=settings.GATEWAY_AUTH_CACHE_S)
         self.reads = TenantReads(self.db)
         self.telemetry = TelemetryBuffer(
-            publish=publish, window_s=settings.GATEWAY_BATCH_WINDOW_S, max_events=settings.GATEWAY_BATCH_MAX_EVENTS
+            publish=publish,
+            window_s=settings.GATEWAY_BATCH_WINDOW_S,
+            max_window_s=settings.GATEWAY_BATCH_WINDOW_MAX_S,
+            max_events=settings.GATEWAY_BATCH_MAX_EVENTS,
+            queue_depth=queue_depth,
         )
         self.connections: dict[str, GatewayChargePoint] = {}
         self._admitted: weakref.WeakKeyDictionary[ServerConnection, Admitted] = weakref.WeakKeyDictionary()

@@ -16,6 +16,12 @@ and is retried with backoff until it is on the broker; its senders keep waiting 
 gives up after a bound and answers InternalError, so the charger retries, see ``link``).
 Memory is the limit: past ``max_backlog`` events the oldest batches are dropped with an error
 in the log, and their senders are told they were not stored, rather than the gateway dying.
+
+Every task costs the worker a fixed overhead (transaction, row locks, tenant switch), so when
+the workers fall behind, small batches make them fall further behind. With a ``queue_depth``
+probe the publisher looks at the telemetry queue about once a second and stretches the
+window by ``WINDOW_S_PER_WAITING_TASK`` for each task waiting there, up to ``max_window_s``:
+answers take a little longer while the workers catch up, instead of seconds longer later.
 """
 
 import asyncio
@@ -32,6 +38,8 @@ logger = logging.getLogger("chargepoint.gateway.telemetry")
 Event = dict[str, Any]
 Publish = Callable[[str, list[Event]], None]
 RETRY_MAX_SECONDS = 2.0
+WINDOW_S_PER_WAITING_TASK = 0.002
+DEPTH_PROBE_S = 1.0
 # A silent broker (a cut without a reset) must not hold the publisher forever.
 CONFIRM_TIMEOUT_S = 10.0
 
@@ -47,6 +55,17 @@ def publish_to_celery(schema_name: str, events: list[Event]) -> None:
         retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.3, "interval_max": 0.5},
         confirm_timeout=CONFIRM_TIMEOUT_S,
     )
+
+
+def telemetry_queue_depth() -> int:
+    """Tasks waiting in the telemetry queue (publisher thread; one passive declare)."""
+    from evplatform.celery import QUEUE_TELEMETRY, app, queue_name
+
+    with app.pool.acquire(block=True, timeout=5) as connection:
+        _name, count, _consumers = connection.default_channel.queue_declare(
+            queue=queue_name(QUEUE_TELEMETRY), passive=True
+        )
+    return int(count)
 
 
 class Batch:
@@ -69,9 +88,22 @@ def _settle(future: "asyncio.Future[bool]", value: bool) -> None:
 
 
 class TelemetryBuffer:
-    def __init__(self, *, publish: Publish, window_s: float, max_events: int, max_backlog: int = 2_000_000) -> None:
+    def __init__(
+        self,
+        *,
+        publish: Publish,
+        window_s: float,
+        max_events: int,
+        max_backlog: int = 2_000_000,
+        max_window_s: float | None = None,
+        queue_depth: Callable[[], int] | None = None,
+    ) -> None:
         self._publish = publish
+        self._min_window_s = window_s
+        self._max_window_s = max(window_s, max_window_s or window_s)
         self._window_s = window_s
+        self._queue_depth = queue_depth
+        self._probed_at = 0.0
         self._max_events = max_events
         self._max_backlog = max_backlog
         self._current: dict[str, Batch] = {}
@@ -157,8 +189,28 @@ class TelemetryBuffer:
             _settle(dropped.stored, False)
             logger.error("telemetry backlog full: dropped %d events of %s", len(dropped.events), dropped.schema_name)
 
+    @property
+    def window_s(self) -> float:
+        return self._window_s
+
+    def _adapt_window(self) -> None:
+        """Publisher thread: stretch the window while tasks wait in the queue (see module doc)."""
+        now = time.monotonic()
+        if self._queue_depth is None or now - self._probed_at < DEPTH_PROBE_S:
+            return
+        self._probed_at = now
+        try:
+            depth = self._queue_depth()
+        except Exception:  # the broker is away: the publish below finds out and retries
+            return
+        window_s = min(self._max_window_s, self._min_window_s + depth * WINDOW_S_PER_WAITING_TASK)
+        if (window_s > self._window_s * 2) or (window_s < self._window_s / 2):
+            logger.info("%d telemetry tasks waiting: batch window %.0f ms", depth, window_s * 1000)
+        self._window_s = window_s
+
     def _publish_backlog(self, loop: asyncio.AbstractEventLoop) -> None:
         """Publisher thread: send batches in order; stop at the first failure (retried later)."""
+        self._adapt_window()
         delay = 0.5
         while self._backlog:
             batch = self._backlog[0]

@@ -362,3 +362,31 @@ def test_a_repeated_16_start_transaction_gets_the_transaction_id_of_its_first_tr
     )
 
     assert [f[2]["transactionId"] for f in sent] == [100, 100, 101]
+
+
+def test_the_batch_window_stretches_while_tasks_wait_in_the_queue_and_shrinks_after() -> None:
+    depth = {"now": 50}
+    buffer = TelemetryBuffer(
+        publish=lambda s, e: None,
+        window_s=0.01,
+        max_window_s=0.2,
+        max_events=10_000,
+        queue_depth=lambda: depth["now"],
+    )
+
+    async def publish_one() -> float:
+        buffer._probed_at = 0.0  # probe now rather than within the second
+        buffer.add("alpha", {"n": 1})
+        await buffer.flush()
+        return buffer.window_s
+
+    behind = asyncio.run(publish_one())
+    depth["now"] = 500
+    far_behind = asyncio.run(publish_one())
+    depth["now"] = 0
+    caught_up = asyncio.run(publish_one())
+    buffer.close()
+
+    assert behind == pytest.approx(0.11)  # 10 ms + 2 ms per waiting task
+    assert far_behind == pytest.approx(0.2)  # capped
+    assert caught_up == pytest.approx(0.01)
