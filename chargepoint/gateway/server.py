@@ -8,9 +8,10 @@ Schema: public (charger identities, through ``auth``); tenants only by name (see
 - A second connection with the same id replaces the first (closed with 4000).
 - Messages that carry data are answered once RabbitMQ confirmed their batch (``telemetry``,
   ``link.stored``), BootNotification and Heartbeat at once. With 5,000 chargers sending
-  MeterValues every 10 s the round trip was p50 18-23 ms, p99 91-177 ms on the 2-core
-  development machine while other work kept both cores busy; the wait for the confirm alone
-  p50 14-17 ms, p99 59-104 ms (``bench/gateway_bench.py``, details in bench/README.md).
+  MeterValues every 10 s the round trip was p50 16 ms, p99 45 ms on the 2-core development
+  machine beside one other busy process (p99 90-180 ms when other work kept both cores busy);
+  the wait for the confirm alone p50 13 ms, p99 28-41 ms (``bench/gateway_bench.py``, details
+  in bench/README.md).
 - Redis: ``instance_key`` lives while the instance heartbeats; ``charger_key`` names the
   instance that holds a charger; commands arrive on the instance's stream and their answers
   go to the reply list the sender named (see ``chargepoint.commands``).

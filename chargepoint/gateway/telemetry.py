@@ -38,7 +38,7 @@ logger = logging.getLogger("chargepoint.gateway.telemetry")
 Event = dict[str, Any]
 Publish = Callable[[str, list[Event]], None]
 RETRY_MAX_SECONDS = 2.0
-WINDOW_S_PER_WAITING_TASK = 0.002
+WINDOW_S_PER_WAITING_TASK = 0.01
 DEPTH_PROBE_S = 1.0
 # A silent broker (a cut without a reset) must not hold the publisher forever.
 CONFIRM_TIMEOUT_S = 10.0
@@ -204,8 +204,10 @@ class TelemetryBuffer:
         except Exception:  # the broker is away: the publish below finds out and retries
             return
         window_s = min(self._max_window_s, self._min_window_s + depth * WINDOW_S_PER_WAITING_TASK)
-        if (window_s > self._window_s * 2) or (window_s < self._window_s / 2):
+        if window_s > self._window_s * 2:
             logger.info("%d telemetry tasks waiting: batch window %.0f ms", depth, window_s * 1000)
+        elif window_s < self._window_s / 2:
+            logger.debug("%d telemetry tasks waiting: batch window %.0f ms", depth, window_s * 1000)
         self._window_s = window_s
 
     def _publish_backlog(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -236,7 +236,7 @@ GATEWAY_HEARTBEAT_INTERVAL_S = env.int("GATEWAY_HEARTBEAT_INTERVAL_S", default=3
 GATEWAY_BATCH_WINDOW_S = env.float("GATEWAY_BATCH_WINDOW_S", default=0.01)
 GATEWAY_BATCH_MAX_EVENTS = env.int("GATEWAY_BATCH_MAX_EVENTS", default=500)
 # While telemetry tasks wait in the queue (the workers are behind), the window stretches up
-# to this, 2 ms per waiting task: fewer, bigger tasks until the workers have caught up.
+# to this, 10 ms per waiting task: fewer, bigger tasks until the workers have caught up.
 GATEWAY_BATCH_WINDOW_MAX_S = env.float("GATEWAY_BATCH_WINDOW_MAX_S", default=0.2)
 # A data-bearing message whose events are not on the broker after this many seconds (it is
 # unreachable) is answered CALLERROR InternalError, the charger's cue to send it again;
