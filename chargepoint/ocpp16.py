@@ -2,6 +2,8 @@
 
 Schema: none directly; each handler calls a service of the connection's ``ChargerLink`` and
 returns the library's ``call_result``. Validation errors raise the CALLERROR the spec names.
+The handlers of messages that carry data (status, transactions, meter values) answer only
+once their events are on the broker (``link.stored``); Boot and Heartbeat answer at once.
 """
 
 import logging
@@ -56,10 +58,11 @@ class ChargePoint16(GatewayChargePoint, ChargePoint):
         return call_result.Heartbeat(current_time=ocpp_time())
 
     @on(Action.status_notification, skip_schema_validation=True)
-    def on_status_notification(
+    async def on_status_notification(
         self, connector_id: int, error_code: str, status: str, timestamp: str | None = None, **kw: Any
     ) -> Any:
         self.link.status(connector_id=connector_id, status=status, error_code=error_code, at=timestamp)
+        await self.link.stored()
         return call_result.StatusNotification()
 
     @on(Action.authorize)
@@ -73,10 +76,11 @@ class ChargePoint16(GatewayChargePoint, ChargePoint):
         transaction_id, status = await self.link.start_transaction(
             connector_id=connector_id, id_tag=id_tag, meter_start=meter_start, timestamp=timestamp
         )
+        await self.link.stored()
         return call_result.StartTransaction(transaction_id=transaction_id, id_tag_info={"status": status})
 
     @on(Action.stop_transaction)
-    def on_stop_transaction(self, meter_stop: int, timestamp: str, transaction_id: int, **kw: Any) -> Any:
+    async def on_stop_transaction(self, meter_stop: int, timestamp: str, transaction_id: int, **kw: Any) -> Any:
         self.link.stop_transaction(
             transaction_id=transaction_id,
             meter_stop=meter_stop,
@@ -84,13 +88,15 @@ class ChargePoint16(GatewayChargePoint, ChargePoint):
             reason=kw.get("reason"),
             transaction_data=kw.get("transaction_data"),
         )
+        await self.link.stored()
         return call_result.StopTransaction(id_tag_info={"status": "Accepted"} if kw.get("id_tag") else None)
 
     @on(Action.meter_values, skip_schema_validation=True)
-    def on_meter_values(self, connector_id: int, meter_value: list[dict[str, Any]], **kw: Any) -> Any:
+    async def on_meter_values(self, connector_id: int, meter_value: list[dict[str, Any]], **kw: Any) -> Any:
         self.link.meter_values_16(
             connector_id=connector_id, meter_value=meter_value, transaction_id=kw.get("transaction_id")
         )
+        await self.link.stored()
         return call_result.MeterValues()
 
     @on(Action.data_transfer)

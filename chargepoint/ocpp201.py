@@ -2,7 +2,9 @@
 
 Schema: none directly; each handler calls a service of the connection's ``ChargerLink`` and
 returns the library's ``call_result``. EVSE ids are stored as connector ids (one outlet per
-EVSE, as the balancer sees it).
+EVSE, as the balancer sees it). The handlers of messages that carry data (status, transaction
+events, meter values, charging needs and limits) answer only once their events are on the
+broker (``link.stored``); Boot and Heartbeat answer at once.
 """
 
 import logging
@@ -55,10 +57,11 @@ class ChargePoint201(GatewayChargePoint, ChargePoint):
         return call_result.Heartbeat(current_time=ocpp_time())
 
     @on(Action.status_notification, skip_schema_validation=True)
-    def on_status_notification(
+    async def on_status_notification(
         self, timestamp: str, connector_status: str, evse_id: int, connector_id: int, **kw: Any
     ) -> Any:
         self.link.status(connector_id=evse_id, status=connector_status, at=timestamp)
+        await self.link.stored()
         return call_result.StatusNotification()
 
     @on(Action.authorize)
@@ -83,20 +86,23 @@ class ChargePoint201(GatewayChargePoint, ChargePoint):
             evse=kw.get("evse"),
             id_token=kw.get("id_token"),
         )
+        await self.link.stored()
         return call_result.TransactionEvent(id_token_info={"status": status} if status else None)
 
     @on(Action.meter_values, skip_schema_validation=True)
-    def on_meter_values(self, evse_id: int, meter_value: list[dict[str, Any]], **kw: Any) -> Any:
+    async def on_meter_values(self, evse_id: int, meter_value: list[dict[str, Any]], **kw: Any) -> Any:
         self.link.meter_values_201(evse_id=evse_id, meter_value=meter_value)
+        await self.link.stored()
         return call_result.MeterValues()
 
     @on(Action.notify_ev_charging_needs)
-    def on_notify_ev_charging_needs(self, charging_needs: dict[str, Any], evse_id: int, **kw: Any) -> Any:
+    async def on_notify_ev_charging_needs(self, charging_needs: dict[str, Any], evse_id: int, **kw: Any) -> Any:
         self.link.charging_needs_201(evse_id=evse_id, charging_needs=charging_needs)
+        await self.link.stored()
         return call_result.NotifyEVChargingNeeds(status="Accepted")
 
     @on(Action.notify_charging_limit)
-    def on_notify_charging_limit(
+    async def on_notify_charging_limit(
         self,
         charging_limit: dict[str, Any],
         evse_id: int | None = None,
@@ -106,11 +112,13 @@ class ChargePoint201(GatewayChargePoint, ChargePoint):
         self.link.charging_limit_201(
             evse_id=evse_id, source=charging_limit.get("charging_limit_source", ""), schedules=charging_schedule
         )
+        await self.link.stored()
         return call_result.NotifyChargingLimit()
 
     @on(Action.cleared_charging_limit)
-    def on_cleared_charging_limit(self, charging_limit_source: str, evse_id: int | None = None, **kw: Any) -> Any:
+    async def on_cleared_charging_limit(self, charging_limit_source: str, evse_id: int | None = None, **kw: Any) -> Any:
         self.link.charging_limit_201(evse_id=evse_id, source=charging_limit_source, schedules=None)
+        await self.link.stored()
         return call_result.ClearedChargingLimit()
 
     @on(Action.data_transfer)

@@ -1,15 +1,25 @@
 """What the OCPP handlers of one connection may do: the gateway's services for a charger.
 
 Schema: the charger's tenant schema, named on each call. Telemetry becomes events for the
-worker (no DB write here). The two tenant reads the gateway must answer at once, the idTag
-allow-list (Authorize, StartTransaction) and a 1.6 transactionId, run in the gateway's DB
-threads inside ``schema_context(schema)`` for that one call, so no connection ever carries one
-charger's schema into another charger's work. Answers are cached briefly.
+worker (no DB write here). A handler of a data-bearing message awaits ``stored()`` before it
+answers: the charger's acknowledgement means the events are on the broker. If they are not
+there within ``GATEWAY_ACK_TIMEOUT_S`` (the broker is unreachable) the answer is a CALLERROR
+InternalError: OCPP 1.6 (transaction-related messages, TransactionMessageAttempts) and 2.0.1
+(E13, MessageAttemptsTransactionEvent) have the charger send a transaction-related message
+again after a CALLERROR or no answer, and the worker stores a reading sent twice once (unique
+readings, idempotent upserts). A repeated 1.6 StartTransaction gets the transactionId its
+first try got, so it opens no second session.
+
+The two tenant reads the gateway must answer at once, the idTag allow-list (Authorize,
+StartTransaction) and a 1.6 transactionId, run in the gateway's DB threads inside
+``schema_context(schema)`` for that one call, so no connection ever carries one charger's
+schema into another charger's work. Answers are cached briefly.
 """
 
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Executor
 from datetime import UTC, datetime
@@ -19,6 +29,7 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.db import close_old_connections
 from django_tenants.utils import schema_context
+from ocpp.exceptions import InternalError
 
 from chargepoint.gateway import normalise
 from chargepoint.gateway.auth import ChargerIdentity
@@ -30,6 +41,7 @@ logger = logging.getLogger("chargepoint.gateway")
 T = TypeVar("T")
 AUTH_CACHE_SECONDS = 30.0
 MAX_ID_TAG_LENGTH = 36
+STARTS_REMEMBERED = 20_000
 
 
 def utcnow() -> datetime:
@@ -48,6 +60,8 @@ class TenantReads:
     def __init__(self, executor: Executor) -> None:
         self._executor = executor
         self._auth_cache: dict[tuple[str, str, str], tuple[str, float]] = {}
+        # (schema, charger, connector, timestamp, meterStart) -> the transactionId it was given
+        self._starts: OrderedDict[tuple[Any, ...], int] = OrderedDict()
 
     async def _run(self, schema_name: str, fn: Callable[[], T]) -> T:
         def in_schema() -> T:
@@ -73,8 +87,17 @@ class TenantReads:
         self._auth_cache[key] = (status, now + AUTH_CACHE_SECONDS)
         return status
 
-    async def transaction_id(self, identity: ChargerIdentity) -> int:
-        return await self._run(identity.schema_name, transaction_id_next)
+    async def transaction_id(self, identity: ChargerIdentity, start: tuple[Any, ...]) -> int:
+        """A new id from the tenant's sequence, or the one a repeat of the same start got."""
+        key = (identity.schema_name, identity.charge_point_id, *start)
+        known = self._starts.get(key)
+        if known is not None:
+            return known
+        transaction_id = await self._run(identity.schema_name, transaction_id_next)
+        self._starts[key] = transaction_id
+        while len(self._starts) > STARTS_REMEMBERED:
+            self._starts.popitem(last=False)
+        return transaction_id
 
 
 class ChargerLink:
@@ -96,6 +119,8 @@ class ChargerLink:
         self._reads = reads
         self.gateway_id = gateway_id
         self.heartbeat_interval_s: int = settings.GATEWAY_HEARTBEAT_INTERVAL_S
+        self.ack_timeout_s: float = settings.GATEWAY_ACK_TIMEOUT_S
+        self._last_batch: asyncio.Future[bool] | None = None
         self.data_transfer_vendors = set(settings.GATEWAY_DATA_TRANSFER_VENDORS)
         # 2.0.1: which EVSE a transaction runs on (Updated/Ended events may omit it).
         self.transaction_evse: dict[str, int] = {}
@@ -108,7 +133,28 @@ class ChargerLink:
 
     def emit(self, kind: str, **fields: Any) -> None:
         event = {"type": kind, "cp": self.identity.charge_point_id, "ts": utcnow().isoformat(), **fields}
-        self._telemetry.add(self.identity.schema_name, event)
+        self._last_batch = self._telemetry.add(self.identity.schema_name, event)
+
+    async def stored(self) -> None:
+        """Return once every event this connection emitted is on the broker.
+
+        Batches are published in order, so the last one standing for all is enough. Raises
+        InternalError (the charger's cue to send again) after ``ack_timeout_s`` or if the
+        batch was dropped; the events stay in line meanwhile and land once (see module doc).
+        """
+        batch = self._last_batch
+        if batch is None or (batch.done() and batch.result()):
+            return
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.ack_timeout_s):
+                stored = await asyncio.shield(batch)
+            self._telemetry.ack_waits.append(time.monotonic() - started)
+        except TimeoutError:
+            logger.warning("%s: telemetry not on the broker after %.0fs", self.charge_point_id, self.ack_timeout_s)
+            raise InternalError(description="not stored yet, send it again") from None
+        if not stored:
+            raise InternalError(description="not stored, send it again")
 
     def connected(self) -> None:
         self.emit(
@@ -194,8 +240,8 @@ class ChargerLink:
     async def authorize(self, id_tag: str) -> str:
         return await self._reads.authorization(self.identity, id_tag)
 
-    async def next_transaction_id(self) -> int:
-        return await self._reads.transaction_id(self.identity)
+    async def next_transaction_id(self, *start: Any) -> int:
+        return await self._reads.transaction_id(self.identity, start)
 
     def data_transfer_status(self, vendor_id: str) -> str:
         return "Accepted" if vendor_id in self.data_transfer_vendors else "UnknownVendorId"
@@ -210,7 +256,9 @@ class ChargerLink:
         at = normalise.timestamp(timestamp, now=now)
         number = normalise.connector_id(connector_id, allow_zero=False)
         meter_start_wh = normalise.number(meter_start, field="meterStart", low=Decimal(0), high=normalise.MAX_ENERGY_WH)
-        status, transaction_id = await asyncio.gather(self.authorize(id_tag), self.next_transaction_id())
+        status, transaction_id = await asyncio.gather(
+            self.authorize(id_tag), self.next_transaction_id(number, at, meter_start_wh, id_tag)
+        )
         if status == "Accepted":
             self.transaction_started(
                 connector_id=number,

@@ -6,8 +6,13 @@ let a flood through. ``route_message`` (a public method) adds those checks befor
 the frame to the library, and ``Channel`` gives 1.6 chargers the 1.6 spellings of two error
 codes (``FormationViolation``, ``OccurenceConstraintViolation``: OCPP-J 1.6 errata, "won't
 fix"). ``command_call`` sends a platform command (camelCase payload) through the library.
+
+``start`` reads the frames: the charger's calls are answered in order by a task of their own,
+since a data-bearing call waits until its events are on the broker; meanwhile the charger's
+answers to our commands still reach the library's ``call``.
 """
 
+import asyncio
 import json
 import logging
 import re
@@ -29,6 +34,7 @@ ERROR_CODES_16 = {
     "OccurrenceConstraintViolation": "OccurenceConstraintViolation",
 }
 UNIQUE_ID_RE = re.compile(r'^\s*\[\s*\d\s*,\s*"([^"\\]{1,36})"')
+CALL_RE = re.compile(r"^\s*\[\s*2\s*,")
 CLOSE_POLICY = 1008
 CLOSE_UNSUPPORTED_DATA = 1003
 
@@ -89,6 +95,34 @@ class GatewayChargePoint:
         self.channel = channel
         self.bucket = bucket
         self.closing_reason = ""
+
+    async def start(self) -> None:
+        """Read frames until the connection closes (raises ConnectionClosed then)."""
+        calls: asyncio.Queue[str] = asyncio.Queue()
+        answering = asyncio.ensure_future(self._answer_calls(calls))
+        try:
+            while True:
+                raw = await self.channel.recv()
+                self.logger.info("%s: receive message %s", self.id, raw)  # type: ignore[attr-defined]
+                if answering.done():
+                    answering.result()  # its failure (the connection closed under a send) ends this one
+                if self.closing_reason:
+                    continue  # closing: what still arrives is not answered
+                if isinstance(raw, str) and CALL_RE.match(raw):
+                    if calls.qsize() >= self.bucket.capacity:  # OCPP-J: one call at a time
+                        self.closing_reason = "message rate limit exceeded (calls sent without waiting)"
+                        logger.warning("%s: flood of unanswered calls, closing", self.link.charge_point_id)
+                        await self.channel.close(CLOSE_POLICY, self.closing_reason)
+                        continue
+                    calls.put_nowait(raw)
+                else:
+                    await self.route_message(raw)
+        finally:
+            answering.cancel()
+
+    async def _answer_calls(self, calls: "asyncio.Queue[str]") -> None:
+        while True:
+            await self.route_message(await calls.get())
 
     async def route_message(self, raw_msg: str | bytes) -> None:
         if not self.bucket.take():

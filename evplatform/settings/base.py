@@ -231,9 +231,17 @@ CELERY_BEAT_SCHEDULE = {
 # GATEWAY_STALE_FACTOR intervals is taken as offline by the sweep.
 GATEWAY_HEARTBEAT_INTERVAL_S = env.int("GATEWAY_HEARTBEAT_INTERVAL_S", default=300)
 # Telemetry goes to Celery in batches: one task per tenant schema per window (seconds), or
-# sooner when this many events wait.
-GATEWAY_BATCH_WINDOW_S = env.float("GATEWAY_BATCH_WINDOW_S", default=0.5)
-GATEWAY_BATCH_MAX_EVENTS = env.int("GATEWAY_BATCH_MAX_EVENTS", default=5000)
+# sooner when this many events wait. A data-bearing message is answered once its batch is
+# confirmed by the broker, so the window is part of every such round trip.
+GATEWAY_BATCH_WINDOW_S = env.float("GATEWAY_BATCH_WINDOW_S", default=0.01)
+GATEWAY_BATCH_MAX_EVENTS = env.int("GATEWAY_BATCH_MAX_EVENTS", default=500)
+# While telemetry tasks wait in the queue (the workers are behind), the window stretches up
+# to this, 10 ms per waiting task: fewer, bigger tasks until the workers have caught up.
+GATEWAY_BATCH_WINDOW_MAX_S = env.float("GATEWAY_BATCH_WINDOW_MAX_S", default=0.2)
+# A data-bearing message whose events are not on the broker after this many seconds (it is
+# unreachable) is answered CALLERROR InternalError, the charger's cue to send it again;
+# below the usual 30 s message timeout of chargers, so they hear a definite failure.
+GATEWAY_ACK_TIMEOUT_S = env.float("GATEWAY_ACK_TIMEOUT_S", default=20.0)
 # A frame larger than this (bytes) closes the connection with 1009; OCPP messages are small.
 GATEWAY_MAX_FRAME_BYTES = env.int("GATEWAY_MAX_FRAME_BYTES", default=65536)
 # Flood guard per connection: a token bucket of this many messages, refilled at this rate/s.

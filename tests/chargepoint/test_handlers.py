@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -31,10 +32,12 @@ class FakeSocket:
 
 
 class Harness:
-    def __init__(self, cls, version: str, *, burst: int = 100) -> None:
+    """A handler on a fake socket; its buffer flushes every 10 ms, as the gateway's does."""
+
+    def __init__(self, cls, version: str, *, burst: int = 100, publish=None) -> None:
         self.published: list[tuple[str, list[dict]]] = []
         self.buffer = TelemetryBuffer(
-            publish=lambda s, e: self.published.append((s, e)), window_s=60, max_events=10_000
+            publish=publish or (lambda s, e: self.published.append((s, e))), window_s=0.01, max_events=10_000
         )
         self.link = ChargerLink(
             identity=IDENTITY,
@@ -48,10 +51,16 @@ class Harness:
             link=self.link, channel=Channel(self.socket, version), bucket=TokenBucket(burst=burst, rate_per_s=0.001)
         )
 
-    def feed(self, *frames: str) -> list[list]:
+    def feed(self, *frames: str, ack_timeout_s: float = 10) -> list[list]:
+        self.link.ack_timeout_s = ack_timeout_s
+
         async def run() -> None:
-            for frame in frames:
-                await self.cp.route_message(frame)
+            flushing = asyncio.ensure_future(self.buffer.run())
+            try:
+                for frame in frames:
+                    await self.cp.route_message(frame)
+            finally:
+                flushing.cancel()
             await self.buffer.flush()
 
         asyncio.run(run())
@@ -62,7 +71,7 @@ class Harness:
         return [e for _, batch in self.published for e in batch]
 
 
-def test_16_boot_status_and_meter_values_are_answered_and_batched_into_one_hand_off() -> None:
+def test_16_boot_status_and_meter_values_are_answered_with_their_events_handed_off() -> None:
     h = Harness(ChargePoint16, "1.6")
 
     sent = h.feed(
@@ -76,9 +85,8 @@ def test_16_boot_status_and_meter_values_are_answered_and_batched_into_one_hand_
     assert [f[0] for f in sent] == [3, 3, 3, 3]
     assert sent[0][2]["status"] == "Accepted"
     assert "currentTime" in sent[3][2]
-    assert len(h.published) == 1  # one task for the window, not one per message
-    schema, batch = h.published[0]
-    assert schema == "alpha"
+    assert {schema for schema, _ in h.published} == {"alpha"}
+    batch = h.events
     assert [e["type"] for e in batch] == ["boot", "status", "meter", "seen"]
     assert batch[0]["firmware_version"] == "2.1"
     assert batch[2]["samples"][0]["value"] == "7400.000000"
@@ -252,3 +260,133 @@ def test_every_action_that_skips_the_library_check_is_checked_by_the_gateway(cls
 
     assert skipping == set(cls.prevalidated_actions)
     assert skipping  # the hot path is on
+
+
+METER_16 = (
+    '[2,"m{n}","MeterValues",{{"connectorId":1,"meterValue":[{{"timestamp":"2026-05-01T09:00:0{n}Z",'
+    '"sampledValue":[{{"value":"{n}","measurand":"Current.Import","unit":"A"}}]}}]}}]'
+)
+
+
+def test_meter_values_are_answered_only_once_their_batch_is_on_the_broker() -> None:
+    confirmed = threading.Event()
+    published: list[list[dict]] = []
+
+    def slow_broker(schema: str, events: list[dict]) -> None:
+        confirmed.wait(10)
+        published.append(events)
+
+    h = Harness(ChargePoint16, "1.6", publish=slow_broker)
+
+    async def run() -> tuple[list, list]:
+        flushing = asyncio.ensure_future(h.buffer.run())
+        handling = asyncio.ensure_future(h.cp.route_message(METER_16.format(n=1)))
+        await asyncio.sleep(0.3)
+        before = list(h.socket.sent)
+        confirmed.set()
+        await asyncio.wait_for(handling, 5)
+        flushing.cancel()
+        return before, h.socket.sent
+
+    before, after = asyncio.run(run())
+    h.buffer.close()
+
+    assert before == []  # no answer while the batch is not on the broker
+    assert after == [[3, "m1", {}]]
+    assert [e["type"] for batch in published for e in batch] == ["meter"]
+
+
+def test_readings_the_broker_does_not_take_in_time_get_internal_error_and_still_land_once() -> None:
+    published: list[list[dict]] = []
+    broker_up = threading.Event()
+
+    def down_then_up(schema: str, events: list[dict]) -> None:
+        if not broker_up.is_set():
+            raise ConnectionError("broker unreachable")
+        published.append(events)
+
+    h = Harness(ChargePoint16, "1.6", publish=down_then_up)
+
+    sent = h.feed(METER_16.format(n=1), ack_timeout_s=0.3)
+    broker_up.set()
+    assert asyncio.run(h.buffer.drain(timeout_s=20))
+    h.buffer.close()
+
+    assert sent[0][:3] == [4, "m1", "InternalError"]  # the charger's cue to send it again
+    assert [e["samples"][0]["value"] for batch in published for e in batch] == ["1.000000"]
+
+
+def test_messages_of_many_chargers_in_one_window_are_one_hand_off() -> None:
+    published: list[tuple[str, list[dict]]] = []
+    buffer = TelemetryBuffer(publish=lambda s, e: published.append((s, e)), window_s=0.05, max_events=10_000)
+    harnesses = []
+    for n in range(5):
+        h = Harness(ChargePoint16, "1.6")
+        h.link = ChargerLink(
+            identity=ChargerIdentity(f"UNIT-{n}", "alpha", "north"),
+            ocpp_version="1.6",
+            telemetry=buffer,
+            reads=TenantReads(ThreadPoolExecutor(1)),
+            gateway_id="gw-unit",
+        )
+        h.cp.link = h.link
+        harnesses.append(h)
+
+    async def run() -> None:
+        flushing = asyncio.ensure_future(buffer.run())
+        await asyncio.gather(*[h.cp.route_message(METER_16.format(n=1)) for h in harnesses])
+        flushing.cancel()
+
+    asyncio.run(run())
+    buffer.close()
+
+    assert len(published) == 1  # one task for the window, not one per message
+    assert sorted(e["cp"] for e in published[0][1]) == [f"UNIT-{n}" for n in range(5)]
+    assert all(h.socket.sent[0][0] == 3 for h in harnesses)
+
+
+def test_a_repeated_16_start_transaction_gets_the_transaction_id_of_its_first_try() -> None:
+    h = Harness(ChargePoint16, "1.6")
+    issued = iter(range(100, 200))
+
+    async def from_sequence(schema_name, fn):
+        return next(issued)
+
+    h.link._reads._run = from_sequence
+    start = '[2,"{uid}","StartTransaction",{{"connectorId":1,"idTag":"","meterStart":10,"timestamp":"{ts}"}}]'
+
+    sent = h.feed(
+        start.format(uid="a", ts="2026-05-01T09:00:00Z"),
+        start.format(uid="b", ts="2026-05-01T09:00:00Z"),  # the charger's retry after an error
+        start.format(uid="c", ts="2026-05-01T11:00:00Z"),  # a new session
+    )
+
+    assert [f[2]["transactionId"] for f in sent] == [100, 100, 101]
+
+
+def test_the_batch_window_stretches_while_tasks_wait_in_the_queue_and_shrinks_after() -> None:
+    depth = {"now": 5}
+    buffer = TelemetryBuffer(
+        publish=lambda s, e: None,
+        window_s=0.01,
+        max_window_s=0.2,
+        max_events=10_000,
+        queue_depth=lambda: depth["now"],
+    )
+
+    async def publish_one() -> float:
+        buffer._probed_at = 0.0  # probe now rather than within the second
+        buffer.add("alpha", {"n": 1})
+        await buffer.flush()
+        return buffer.window_s
+
+    behind = asyncio.run(publish_one())
+    depth["now"] = 500
+    far_behind = asyncio.run(publish_one())
+    depth["now"] = 0
+    caught_up = asyncio.run(publish_one())
+    buffer.close()
+
+    assert behind == pytest.approx(0.06)  # 10 ms + 10 ms per waiting task
+    assert far_behind == pytest.approx(0.2)  # capped
+    assert caught_up == pytest.approx(0.01)
