@@ -1,9 +1,9 @@
 """Turn a site's rows into the engine's input (and nothing else). Schema: tenant.
 
 The engine (``balancing.engine``) sees plain dicts: the tree of nodes with their limits, and
-one EVSE per connector of an online station. What cannot be changed right now is taken out of
-the limits before the engine sees them: the current an offline charger may still draw under
-its last profile (or its fail-safe default) is reserved on every node above it.
+one EVSE per connector of an online station. What cannot be changed right now is an EVSE with
+``fixed_a``: the current an offline charger may still draw under its last profile (or its
+fail-safe default), which the engine books on every node above it before sharing the rest.
 """
 
 from dataclasses import dataclass, field
@@ -106,7 +106,6 @@ def build_problem(site: Site, now: datetime) -> BuiltProblem:
     }
     if limits.limit_kw is not None:
         nodes[ROOT_ID]["limit_kw"] = limits.limit_kw
-    parents = {c.pk: c.parent_id for c in circuits}
     for circuit in circuits:
         node: dict[str, Any] = {
             "id": node_id(circuit),
@@ -138,9 +137,22 @@ def build_problem(site: Site, now: datetime) -> BuiltProblem:
         phases = [p for p in station.site_phases if p in phase_names]
         if not station.is_online:
             if session is not None or (limit.limit_a or 0) > 0:
+                # The engine books what it may draw on every node above it (``fixed_a``) and
+                # warns when that alone overloads a limit; nothing is pushed to it.
                 reserved, why = _reserved_a(station, limit, now)
                 built.reservations.append(Reservation(station, connector, reserved, why))
-                _reserve(nodes, parents, station.circuit, phases, phase_names, reserved, float(site.voltage_v))
+                evses.append(
+                    {
+                        "id": evse_id(connector),
+                        "node": parent,
+                        "phases": phases,
+                        "min_a": 0.0,
+                        "max_a": max(reserved, float(station.max_current_a)),
+                        "step_a": STEP_A,
+                        "active": False,
+                        "fixed_a": reserved,
+                    }
+                )
             continue
         currents = [
             samples[(connector.pk, CURRENT_IMPORT, p)].value
@@ -208,28 +220,3 @@ def _session_kwh(session: ChargingSession, register: MeterSample | None) -> floa
     if register is not None and register.value >= session.meter_start_wh:
         return float(register.value - session.meter_start_wh) / 1000.0
     return float(session.energy_kwh or 0)
-
-
-def _reserve(
-    nodes: dict[str, dict[str, Any]],
-    parents: dict[int, int | None],
-    circuit: Circuit | None,
-    phases: list[str],
-    phase_names: list[str],
-    reserved_a: float,
-    voltage_v: float,
-) -> None:
-    """Take an offline charger's possible draw out of every node above it (never below zero)."""
-    chain: list[str] = []
-    pk = circuit.pk if circuit is not None else None
-    while pk is not None:
-        chain.append(f"circuit-{pk}")
-        pk = parents.get(pk)
-    chain.append(ROOT_ID)
-    for name in chain:
-        node = nodes[name]
-        for phase in phases:
-            index = phase_names.index(phase)
-            node["limit_a"][index] = max(0.0, node["limit_a"][index] - reserved_a)
-        if "limit_kw" in node:
-            node["limit_kw"] = max(0.0, node["limit_kw"] - reserved_a * len(phases) * voltage_v / 1000.0)

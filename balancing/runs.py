@@ -292,12 +292,12 @@ def _summarise(run: BalancingRun, built: BuiltProblem, result: dict[str, Any], s
             measured[phases.index(phase)] += float(evse.get("measured_a") or 0.0)
     root = next(n for n in built.problem["nodes"] if n["parent"] is None)
     allocated = list(result.get("node_load_a", {}).get(root["id"], [0.0] * len(phases)))
-    reserved_kw = sum(r.limit_a * len(r.station.site_phases) * voltage / 1000 for r in built.reservations)
     run.phase_measured_a = [round(x, 2) for x in measured]
     run.phase_allocated_a = [round(float(x), 2) for x in allocated]
     run.phase_limit_a = [round(x, 2) for x in built.limits.limit_a]
     run.measured_kw = round(sum(measured) * voltage / 1000, 3)
-    run.allocated_kw = round(float(result.get("node_load_kw", {}).get(root["id"], 0.0)) + reserved_kw, 3)
+    # Offline chargers' reserved currents are in the engine's loads (they are fixed EVSEs).
+    run.allocated_kw = round(float(result.get("node_load_kw", {}).get(root["id"], 0.0)), 3)
     run.limit_kw = built.limits.limit_kw
     # Unmanaged, every active car would take what it accepts (or the charger's rating).
     run.unmanaged_kw = round(

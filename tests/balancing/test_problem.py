@@ -5,6 +5,7 @@ from decimal import Decimal
 
 import pytest
 
+from balancing.engine import solve
 from balancing.models import Circuit, ConnectorLimit, StationFailsafe
 from balancing.problem import build_problem
 from chargepoint.models import ChargingSession, MeterSample
@@ -96,18 +97,20 @@ def test_the_cars_needs_become_remaining_energy_and_departure(garage, plug_in) -
     assert item["departure"] == (NOW + timedelta(hours=4)).isoformat()
 
 
-def test_an_offline_charger_keeps_its_last_profile_reserved_on_every_node_above(garage, plug_in) -> None:
+def test_an_offline_charger_keeps_its_last_profile_reserved_as_a_fixed_current(garage, plug_in) -> None:
     connector = plug_in(garage, "CP-OFF", online=False)
     ConnectorLimit.objects.create(connector=connector, limit_a=Decimal("10"), valid_until=NOW + timedelta(minutes=5))
 
     built = build_problem(garage, NOW)
 
-    assert "CP-OFF/1" not in built.evses
-    assert node(built.problem, "site")["limit_a"] == [53.0] * 3
-    assert node(built.problem, "site")["limit_kw"] == pytest.approx(20 - 3 * 10 * 230 / 1000)
-    panel = node(built.problem, f"circuit-{garage.circuits.get().pk}")
-    assert panel["limit_a"] == [53.0] * 3
+    assert "CP-OFF/1" not in built.evses  # nothing is pushed to it
+    offline = evse(built.problem, "CP-OFF/1")
+    assert (offline["fixed_a"], offline["active"], offline["phases"]) == (10.0, False, ["L1", "L2", "L3"])
+    assert node(built.problem, "site")["limit_a"] == [63.0] * 3  # the engine books it, the limit stays
     assert built.reservations[0].why.startswith("offline: last profile")
+    result = solve(built.problem)
+    assert result["allocations_a"]["CP-OFF/1"] == 10.0
+    assert result["node_load_kw"]["site"] == pytest.approx(3 * 10 * 230 / 1000)
 
 
 def test_after_its_profile_expires_an_offline_charger_is_held_at_its_failsafe(garage, plug_in) -> None:
@@ -117,8 +120,24 @@ def test_after_its_profile_expires_an_offline_charger_is_held_at_its_failsafe(ga
 
     built = build_problem(garage, NOW)
 
-    assert node(built.problem, "site")["limit_a"] == [63.0, 63.0, 57.0]
+    offline = evse(built.problem, "CP-OFF/1")
+    assert (offline["fixed_a"], offline["phases"]) == (6.0, ["L3"])
     assert "fail-safe" in built.reservations[0].why
+
+
+def test_offline_reservations_that_alone_overload_a_limit_are_warned_about(garage, plug_in) -> None:
+    for k in range(3):
+        connector = plug_in(garage, f"CP-OFF{k}", online=False, max_a="32")
+        ConnectorLimit.objects.create(
+            connector=connector, limit_a=Decimal("32"), valid_until=NOW + timedelta(minutes=5)
+        )
+    plug_in(garage, "CP-ON", max_a="32")
+
+    built = build_problem(garage, NOW)
+    result = solve(built.problem)
+
+    assert result["allocations_a"]["CP-ON/1"] == 0  # 96 A already booked on a 63 A connection
+    assert any("overloaded by fixed currents alone" in w for w in result["warnings"])
 
 
 def test_a_car_that_has_just_started_is_not_judged_by_its_zero_draw(garage, plug_in) -> None:

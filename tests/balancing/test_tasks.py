@@ -72,7 +72,9 @@ def test_balance_site_runs_in_the_worker_in_the_sites_tenant(celery_worker, othe
     assert run.reason == "test"
     assert run.status == BalancingRun.Status.OK
     assert run.limits["reservations"][0]["evse"] == "WORKER-CP-1/1"  # offline: its 10 A stay booked
-    assert run.problem["nodes"][0]["limit_a"] == [53.0, 53.0, 53.0]
+    offline = next(e for e in run.problem["evses"] if e["id"] == "WORKER-CP-1/1")
+    assert offline["fixed_a"] == 10.0
+    assert run.result["allocations_a"]["WORKER-CP-1/1"] == 10.0
 
 
 def test_the_beat_sweep_balances_every_site(celery_worker, other_tenant, committed_site) -> None:

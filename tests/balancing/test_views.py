@@ -90,6 +90,18 @@ def test_the_site_page_and_its_chart_carry_the_runs(make_user) -> None:
     }
 
 
+def test_the_site_page_shows_the_engines_warnings_of_the_last_run(make_user) -> None:
+    site = SiteFactory(slug="mall")
+    run = record_run(site)
+    run.result["warnings"] = ["node site L1 (63 A) is overloaded by fixed currents alone: nothing else can charge"]
+    run.save()
+    _, client = make_user(Role.SITE_VIEWER)
+
+    live = client.get("/sites/mall/", headers={"HX-Request": "true"}).content.decode()
+
+    assert "node site L1 (63 A) is overloaded by fixed currents alone" in live
+
+
 def test_an_energy_manager_changes_a_limit_after_confirming_and_it_is_audited(make_user) -> None:
     site = SiteFactory(slug="mall", limit_a=Decimal("63"), demand_cap_kw=Decimal("20"))
     _, client = make_user(Role.ENERGY_MANAGER)
