@@ -33,16 +33,19 @@ def test_a_car_needing_less_than_the_fair_share_leaves_the_rest_to_others() -> N
     assert solve(problem)["allocations_a"] == {"light": 16, "other": 16}
 
 
+def _two_needing_20_a_and_a_plain_car(**options: Any) -> dict[str, Any]:
+    """40 A; "relaxed" and "urgent" both need 20 A, urgent with 1 h less slack; "plain" has no deadline."""
+    cars = [
+        evse("relaxed", **_leaving_in(3, 20 * 0.23 * 3)),
+        evse("urgent", **_leaving_in(2, 20 * 0.23 * 2)),
+        evse("plain"),
+    ]
+    return site([40], evses=cars, **options)
+
+
 def test_by_default_cars_with_deadlines_get_their_required_current_before_others_get_their_minimum() -> None:
-    # Both need 20 A; 40 A: the least laxity first, then the other; the car without a deadline waits.
-    problem = site(
-        [40],
-        evses=[
-            evse("relaxed", **_leaving_in(3, 20 * 0.23 * 3)),
-            evse("urgent", **_leaving_in(2, 20 * 0.23 * 2)),
-            evse("plain"),
-        ],
-    )
+    # The least laxity first, then the other; the car without a deadline waits.
+    problem = _two_needing_20_a_and_a_plain_car()
     result = solve(problem)
     assert result["allocations_a"] == {"relaxed": 20, "urgent": 20, "plain": 0}
     assert result["paused"] == ["plain"]
@@ -50,16 +53,8 @@ def test_by_default_cars_with_deadlines_get_their_required_current_before_others
 
 
 def test_with_deadline_first_off_the_fewest_pause_and_least_laxity_gets_its_need_next() -> None:
-    # The same 40 A: everyone gets 6 A first, then urgent's 20 A, then relaxed the rest.
-    problem = site(
-        [40],
-        evses=[
-            evse("relaxed", **_leaving_in(3, 20 * 0.23 * 3)),
-            evse("urgent", **_leaving_in(2, 20 * 0.23 * 2)),
-            evse("plain"),
-        ],
-        deadline_first=False,
-    )
+    # Everyone gets 6 A first, then urgent's 20 A, then relaxed the rest.
+    problem = _two_needing_20_a_and_a_plain_car(deadline_first=False)
     result = solve(problem)
     assert result["allocations_a"] == {"relaxed": 14, "urgent": 20, "plain": 6}
     assert check(problem, result) == []
