@@ -5,6 +5,8 @@ rebuilt by the gateways' heartbeats and reconnecting chargers, a lost command is
 sender has recorded in PostgreSQL.
 """
 
+import hashlib
+
 from django.conf import settings
 
 
@@ -26,6 +28,12 @@ def charger_key(charge_point_id: str) -> str:
 def command_stream_key(instance_id: str) -> str:
     """The instance's inbox: one stream entry per command."""
     return f"{_prefix()}cmd:{instance_id}"
+
+
+def start_key(schema_name: str, charge_point_id: str, start: tuple[object, ...]) -> str:
+    """The transactionId a StartTransaction got, for a retry that reaches another instance."""
+    digest = hashlib.sha256(repr((schema_name, charge_point_id.lower(), *start)).encode()).hexdigest()[:32]
+    return f"{_prefix()}start:{digest}"
 
 
 def reply_key(batch_id: str) -> str:

@@ -8,7 +8,8 @@ InternalError: OCPP 1.6 (transaction-related messages, TransactionMessageAttempt
 (E13, MessageAttemptsTransactionEvent) have the charger send a transaction-related message
 again after a CALLERROR or no answer, and the worker stores a reading sent twice once (unique
 readings, idempotent upserts). A repeated 1.6 StartTransaction gets the transactionId its
-first try got, so it opens no second session.
+first try got, so it opens no second session, also when the retry reaches another gateway
+instance (the ids given are kept in Redis for ``STARTS_TTL_S``; without Redis, per instance).
 
 The two tenant reads the gateway must answer at once, the idTag allow-list (Authorize,
 StartTransaction) and a 1.6 transactionId, run in the gateway's DB threads inside
@@ -26,12 +27,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
+import redis.asyncio as aioredis
 from django.conf import settings
 from django.db import close_old_connections
 from django_tenants.utils import schema_context
 from ocpp.exceptions import InternalError
 
-from chargepoint.gateway import normalise
+from chargepoint.gateway import keys, normalise
 from chargepoint.gateway.auth import ChargerIdentity
 from chargepoint.gateway.telemetry import TelemetryBuffer
 from chargepoint.selectors import idtag_status
@@ -42,6 +44,7 @@ T = TypeVar("T")
 AUTH_CACHE_SECONDS = 30.0
 MAX_ID_TAG_LENGTH = 36
 STARTS_REMEMBERED = 20_000
+STARTS_TTL_S = 24 * 3600
 
 
 def utcnow() -> datetime:
@@ -57,8 +60,9 @@ def ocpp_time(value: datetime | None = None) -> str:
 class TenantReads:
     """The gateway's few tenant-schema reads, in DB threads, with a short cache."""
 
-    def __init__(self, executor: Executor) -> None:
+    def __init__(self, executor: Executor, redis: Callable[[], aioredis.Redis] | None = None) -> None:
         self._executor = executor
+        self._redis = redis  # shared memory of the ids given, across gateway instances
         self._auth_cache: dict[tuple[str, str, str], tuple[str, float]] = {}
         # (schema, charger, connector, timestamp, meterStart) -> the transactionId it was given
         self._starts: OrderedDict[tuple[Any, ...], int] = OrderedDict()
@@ -93,11 +97,45 @@ class TenantReads:
         known = self._starts.get(key)
         if known is not None:
             return known
+        shared = keys.start_key(identity.schema_name, identity.charge_point_id, start) if self._redis else None
+        if shared is not None:
+            known = await self._shared_start(shared)
+            if known is not None:
+                self._remember(key, known)
+                return known
         transaction_id = await self._run(identity.schema_name, transaction_id_next)
+        if shared is not None:
+            transaction_id = await self._share_start(shared, transaction_id)
+        self._remember(key, transaction_id)
+        return transaction_id
+
+    def _remember(self, key: tuple[Any, ...], transaction_id: int) -> None:
         self._starts[key] = transaction_id
         while len(self._starts) > STARTS_REMEMBERED:
             self._starts.popitem(last=False)
-        return transaction_id
+
+    async def _shared_start(self, key: str) -> int | None:
+        if self._redis is None:
+            return None
+        try:
+            value = await self._redis().get(key)
+        except (aioredis.ConnectionError, aioredis.TimeoutError):
+            logger.warning("Redis unreachable: a StartTransaction retried through another gateway gets a new id")
+            return None
+        return None if value is None else int(value)
+
+    async def _share_start(self, key: str, transaction_id: int) -> int:
+        """Record the id; if another instance recorded one first for the same start, use that."""
+        if self._redis is None:
+            return transaction_id
+        try:
+            client = self._redis()
+            if await client.set(key, transaction_id, nx=True, ex=STARTS_TTL_S):
+                return transaction_id
+            value = await client.get(key)
+        except (aioredis.ConnectionError, aioredis.TimeoutError):
+            return transaction_id
+        return transaction_id if value is None else int(value)
 
 
 class ChargerLink:

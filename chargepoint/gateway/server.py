@@ -122,7 +122,7 @@ class Gateway:
         self.ssl_context = ssl_context
         self.db = ThreadPoolExecutor(max_workers=settings.GATEWAY_DB_THREADS, thread_name_prefix="gw-db")
         self.verifier = CredentialVerifier(executor=self.db, cache_seconds=settings.GATEWAY_AUTH_CACHE_S)
-        self.reads = TenantReads(self.db)
+        self.reads = TenantReads(self.db, redis=lambda: self.redis)
         self.telemetry = TelemetryBuffer(
             publish=publish,
             window_s=settings.GATEWAY_BATCH_WINDOW_S,

@@ -6,7 +6,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import redis.asyncio as aioredis
 
+from chargepoint.gateway import keys
 from chargepoint.gateway.auth import ChargerIdentity
 from chargepoint.gateway.link import ChargerLink, TenantReads
 from chargepoint.gateway.protocol import Channel, TokenBucket
@@ -362,6 +364,60 @@ def test_a_repeated_16_start_transaction_gets_the_transaction_id_of_its_first_tr
     )
 
     assert [f[2]["transactionId"] for f in sent] == [100, 100, 101]
+
+
+def test_a_start_transaction_retried_through_another_gateway_gets_the_same_id(settings) -> None:
+    """Two gateway instances share the ids they gave in Redis (the real one); without it, per instance."""
+    issued = iter(range(500, 600))
+
+    async def from_sequence(schema_name, fn):
+        return next(issued)
+
+    start = (1, "2026-05-01T09:00:00Z", 10, "TAG-1")
+    other_start = (1, "2026-05-01T11:00:00Z", 10, "TAG-1")
+
+    async def run() -> tuple[int, ...]:
+        client = aioredis.from_url(settings.REDIS_URL, decode_responses=True)
+        await client.delete(keys.start_key("alpha", IDENTITY.charge_point_id, start))
+        await client.delete(keys.start_key("alpha", IDENTITY.charge_point_id, other_start))
+        first, second = (
+            TenantReads(ThreadPoolExecutor(1), redis=lambda: client),
+            TenantReads(ThreadPoolExecutor(1), redis=lambda: client),
+        )
+        first._run = second._run = from_sequence
+        try:
+            retried = (
+                await first.transaction_id(IDENTITY, start),
+                await second.transaction_id(IDENTITY, start),  # the retry, on the other gateway
+            )
+            # Both at once: each draws an id, the first to record it wins, the other takes that.
+            raced = await asyncio.gather(
+                first.transaction_id(IDENTITY, other_start), second.transaction_id(IDENTITY, other_start)
+            )
+            return (*retried, *raced)
+        finally:
+            await client.aclose()
+
+    ids = asyncio.run(run())
+    assert ids[:2] == (500, 500)
+    assert ids[2] == ids[3] in (501, 502)
+
+
+def test_without_redis_a_gateway_still_gives_a_start_its_id() -> None:
+    async def run() -> int:
+        unreachable = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+        reads = TenantReads(ThreadPoolExecutor(1), redis=lambda: unreachable)
+
+        async def from_sequence(schema_name, fn):
+            return 7
+
+        reads._run = from_sequence
+        try:
+            return await reads.transaction_id(IDENTITY, (1, "2026-05-01T09:00:00Z", 10, ""))
+        finally:
+            await unreachable.aclose()
+
+    assert asyncio.run(run()) == 7
 
 
 def test_the_batch_window_stretches_while_tasks_wait_in_the_queue_and_shrinks_after() -> None:
