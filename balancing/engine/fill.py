@@ -127,8 +127,11 @@ def water_fill(
     # 0 = waiting to join, 1 = growing, 2 = frozen, -1 = not taking part
     state = [-1] * len(floors)
     value = list(floors)
-    joins: list[tuple[float, int]] = []
-    cap_events: list[tuple[float, int]] = []
+    # Levels at which each EVSE joins and reaches its cap; events go by (level, index), sorted
+    # by index first and then stably by the level alone (float keys compare much faster).
+    join_at = [0.0] * len(floors)
+    cap_at = [0.0] * len(floors)
+    joins: list[int] = []
     for i in participants:
         floor = floors[i]
         if caps[i] <= floor + EPS:
@@ -136,10 +139,12 @@ def water_fill(
             continue
         state[i] = 0
         w = weights[i]
-        joins.append((floor / w, i))
-        cap_events.append((caps[i] / w, i))
+        join_at[i] = floor / w
+        cap_at[i] = caps[i] / w
+        joins.append(i)
     joins.sort()
-    cap_events.sort()
+    cap_events = sorted(joins, key=cap_at.__getitem__)
+    joins.sort(key=join_at.__getitem__)
     # EVSEs under a constraint already full at their floors never grow.
     for c in range(n_cons):
         if frozen_load[c] >= capacity[c] - EPS and members[c]:
@@ -200,8 +205,8 @@ def water_fill(
     while True:
         if not growing and ji == n_joins:
             break  # nothing grows or will: what is left in the heap and the cap events changes nothing
-        t_join = joins[ji][0] if ji < n_joins else inf
-        t_cap = cap_events[ci][0] if ci < n_caps else inf
+        t_join = join_at[joins[ji]] if ji < n_joins else inf
+        t_cap = cap_at[cap_events[ci]] if ci < n_caps else inf
         t_sat = inf
         while heap:
             t, c = heap[0]
@@ -227,8 +232,8 @@ def water_fill(
             growing -= freeze(members[c], t_sat)
         elif t_join <= t_cap:
             touched: set[int] = set()
-            while ji < n_joins and joins[ji][0] == t_join:
-                i = joins[ji][1]
+            while ji < n_joins and join_at[joins[ji]] == t_join:
+                i = joins[ji]
                 ji += 1
                 if state[i] != 0:
                     continue
@@ -269,8 +274,8 @@ def water_fill(
                     heappush(heap, entry)
         else:
             capped: list[int] = []
-            while ci < n_caps and cap_events[ci][0] == t_cap:
-                i = cap_events[ci][1]
+            while ci < n_caps and cap_at[cap_events[ci]] == t_cap:
+                i = cap_events[ci]
                 ci += 1
                 if state[i] == 1:
                     capped.append(i)
@@ -322,9 +327,11 @@ def discretise(
     scale = system.scale
     inf = math.inf
     blocked_by: dict[int, int] = {}
-    # Each round goes by (level, -lost, index): sorted once by the fixed part, then each round
-    # by level alone, which keeps the ties in that order (the sort is stable).
-    candidates.sort(key=lambda i: (-lost[i], i))
+    # Each round goes by (level, -lost, index): sorted once by the fixed part (by index, then
+    # by loss, largest first), then each round by level alone, which keeps the ties in that
+    # order (every sort is stable, also in reverse).
+    candidates.sort()
+    candidates.sort(key=lost.__getitem__, reverse=True)
     while candidates:
         level = {i: (result[i] + steps[i]) / weights[i] for i in candidates}
         again: set[int] = set()
