@@ -14,7 +14,7 @@ from rest_framework.response import Response
 
 from balancing.models import BalancingRun, Circuit, Site, SiteLimitSchedule
 from balancing.selectors import site_overview
-from balancing.services import schedule_create, schedule_delete, site_create_or_update
+from balancing.services import schedule_create, schedule_delete, site_limits_update
 from evplatform.api import time_range
 from evplatform.permissions import CHANGE_LIMITS, RoleForWrites, actor_of
 
@@ -106,18 +106,7 @@ class SiteViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Updat
             raise ValidationError({"slug": ["unknown site"]})
         data = {**SiteSerializer(site).data, **serializer.validated_data}
         try:
-            serializer.instance = site_create_or_update(
-                slug=site.slug,
-                name=site.name,
-                limit_a=data["limit_a"],
-                voltage_v=site.voltage_v,
-                phases=site.phases,
-                demand_cap_kw=data["demand_cap_kw"],
-                failsafe_a=data["failsafe_a"],
-                max_raise_a=data["max_raise_a"],
-                timezone=site.timezone,
-                actor=actor_of(self.request),
-            ).obj
+            serializer.instance = site_limits_update(site=site, limits=data, actor=actor_of(self.request)).obj
         except DjangoValidationError as exc:
             raise ValidationError(exc.message_dict) from exc
 

@@ -5,7 +5,9 @@ so onboarding scripts can run them again safely.
 """
 
 import logging
+from collections.abc import Mapping
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -102,6 +104,23 @@ def site_create_or_update(
     if not created and audit:
         site_rebalance_request(site_id=site.pk, reason="limits changed")
     return Outcome(site, created, changes)
+
+
+SITE_LIMIT_FIELDS = ("limit_a", "demand_cap_kw", "failsafe_a", "max_raise_a")
+"""The load-management settings people change on an existing site (portal and API)."""
+
+
+def site_limits_update(*, site: Site, limits: Mapping[str, Any], actor: str) -> Outcome[Site]:
+    """Bring ``site``'s ``SITE_LIMIT_FIELDS`` to ``limits``; everything else about it stays."""
+    return site_create_or_update(
+        slug=site.slug,
+        name=site.name,
+        voltage_v=site.voltage_v,
+        phases=site.phases,
+        timezone=site.timezone,
+        actor=actor,
+        **{name: limits[name] for name in SITE_LIMIT_FIELDS},
+    )
 
 
 @transaction.atomic

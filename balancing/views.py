@@ -156,12 +156,7 @@ def site_chart(request: HttpRequest, slug: str) -> JsonResponse:
 @role_required(CHANGE_LIMITS)
 def site_settings(request: HttpRequest, slug: str) -> HttpResponse:
     site = get_object_or_404(Site, slug=slug)
-    initial = {
-        "limit_a": site.limit_a,
-        "demand_cap_kw": site.demand_cap_kw,
-        "failsafe_a": site.failsafe_a,
-        "max_raise_a": site.max_raise_a,
-    }
+    initial = {name: getattr(site, name) for name in services.SITE_LIMIT_FIELDS}
     form = SiteLimitsForm(request.POST or None, initial=initial)
     confirming = False
     changes: list[tuple[str, Any, Any]] = []
@@ -169,7 +164,7 @@ def site_settings(request: HttpRequest, slug: str) -> HttpResponse:
         data = form.cleaned_data
         changes = [
             (str(form.fields[name].label or name), initial[name], data[name])
-            for name in ("limit_a", "demand_cap_kw", "failsafe_a", "max_raise_a")
+            for name in services.SITE_LIMIT_FIELDS
             if data[name] != initial[name]
         ]
         if not changes:
@@ -177,18 +172,7 @@ def site_settings(request: HttpRequest, slug: str) -> HttpResponse:
             return redirect("portal:site", slug=site.slug)
         if data.get("confirm"):
             try:
-                services.site_create_or_update(
-                    slug=site.slug,
-                    name=site.name,
-                    limit_a=data["limit_a"],
-                    voltage_v=site.voltage_v,
-                    phases=site.phases,
-                    demand_cap_kw=data["demand_cap_kw"],
-                    failsafe_a=data["failsafe_a"],
-                    max_raise_a=data["max_raise_a"],
-                    timezone=site.timezone,
-                    actor=actor_of(request),
-                )
+                services.site_limits_update(site=site, limits=data, actor=actor_of(request))
             except ValidationError as exc:
                 for field, errors in exc.message_dict.items():
                     form.add_error(field if field in form.fields else None, errors)

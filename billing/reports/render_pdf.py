@@ -114,6 +114,11 @@ def _demand_table(data: dict[str, Any], header_style: Any) -> Table:
                 _periods({p: str(money(v)) for p, v in unmanaged["tou_demand_charge"].items()}, money=True),
             ]
         )
+    return _table(rows)
+
+
+def _table(rows: list[list[Any]], *extra_style: tuple[Any, ...]) -> Table:
+    """A report table: small figures right-aligned, grid, shaded header row (repeated per page)."""
     table = Table(rows, repeatRows=1)
     table.setStyle(
         TableStyle(
@@ -122,6 +127,7 @@ def _demand_table(data: dict[str, Any], header_style: Any) -> Table:
                 ("ALIGN", (1, 1), (-1, -1), "RIGHT"),
                 ("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
                 ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#eeeeee")),
+                *extra_style,
             ]
         )
     )
@@ -158,18 +164,7 @@ def render_pdf(data: dict[str, Any]) -> bytes:
         row = [_shown(cell(section, path, kind), kind) for _, path, kind in PDF_COLUMNS]
         rows.append(row)
     rows[-1][0] = "TOTAL"
-    table = Table(rows, repeatRows=1)
-    table.setStyle(
-        TableStyle(
-            [
-                ("FONTSIZE", (0, 1), (-1, -1), 7),
-                ("ALIGN", (1, 1), (-1, -1), "RIGHT"),
-                ("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
-                ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#eeeeee")),
-                ("FONTNAME", (0, -1), (-1, -1), "Helvetica-Bold"),
-            ]
-        )
-    )
+    table = _table(rows, ("FONTNAME", (0, -1), (-1, -1), "Helvetica-Bold"))
     story += [table, Spacer(1, 10), _demand_table(data, header_style), Spacer(1, 10)]
     for site in data["sites"]:
         tariff = site["tariff"]

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -97,45 +97,36 @@ class TenantReads:
         known = self._starts.get(key)
         if known is not None:
             return known
-        shared = keys.start_key(identity.schema_name, identity.charge_point_id, start) if self._redis else None
-        if shared is not None:
-            known = await self._shared_start(shared)
-            if known is not None:
-                self._remember(key, known)
-                return known
-        transaction_id = await self._run(identity.schema_name, transaction_id_next)
-        if shared is not None:
-            transaction_id = await self._share_start(shared, transaction_id)
-        self._remember(key, transaction_id)
-        return transaction_id
 
-    def _remember(self, key: tuple[Any, ...], transaction_id: int) -> None:
-        self._starts[key] = transaction_id
+        async def draw() -> int:
+            return await self._run(identity.schema_name, transaction_id_next)
+
+        if self._redis is None:
+            known = await draw()
+        else:
+            shared = keys.start_key(identity.schema_name, identity.charge_point_id, start)
+            known = await self._shared_id(self._redis(), shared, draw)
+        self._starts[key] = known
         while len(self._starts) > STARTS_REMEMBERED:
             self._starts.popitem(last=False)
+        return known
 
-    async def _shared_start(self, key: str) -> int | None:
-        if self._redis is None:
-            return None
+    async def _shared_id(self, client: aioredis.Redis, key: str, draw: Callable[[], Awaitable[int]]) -> int:
+        """The id another instance recorded for this start, or a new one recorded (first writer wins)."""
+        drawn: int | None = None
         try:
-            value = await self._redis().get(key)
+            value = await client.get(key)
+            if value is None:
+                drawn = await draw()
+                if await client.set(key, drawn, nx=True, ex=STARTS_TTL_S):
+                    return drawn
+                value = await client.get(key)
         except (aioredis.ConnectionError, aioredis.TimeoutError):
             logger.warning("Redis unreachable: a StartTransaction retried through another gateway gets a new id")
-            return None
-        return None if value is None else int(value)
-
-    async def _share_start(self, key: str, transaction_id: int) -> int:
-        """Record the id; if another instance recorded one first for the same start, use that."""
-        if self._redis is None:
-            return transaction_id
-        try:
-            client = self._redis()
-            if await client.set(key, transaction_id, nx=True, ex=STARTS_TTL_S):
-                return transaction_id
-            value = await client.get(key)
-        except (aioredis.ConnectionError, aioredis.TimeoutError):
-            return transaction_id
-        return transaction_id if value is None else int(value)
+            value = None
+        if value is not None:
+            return int(value)
+        return drawn if drawn is not None else await draw()
 
 
 class ChargerLink:

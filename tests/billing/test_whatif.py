@@ -113,11 +113,8 @@ def test_a_missing_column_is_named() -> None:
         sessions_from_csv("station_id,arrival,departure\n")
 
 
-def test_the_command_writes_the_comparison_with_the_issue_keys(tmp_path: Path, b19) -> None:
-    sessions = write(tmp_path, "s.csv", FOUR_CARS)
-    tariff = write(tmp_path, "b19.json", json.dumps(b19))
-    output = tmp_path / "out.json"
-
+def run_what_if_command(sessions: Path, tariff: Path, output: Path, *, timezone: str = "UTC") -> None:
+    """The what_if command at a 20 kW limit."""
     call_command(
         "what_if",
         "--sessions",
@@ -127,10 +124,18 @@ def test_the_command_writes_the_comparison_with_the_issue_keys(tmp_path: Path, b
         "--tariff",
         tariff,
         "--timezone",
-        "America/Los_Angeles",
+        timezone,
         "--output",
         output,
     )
+
+
+def test_the_command_writes_the_comparison_with_the_issue_keys(tmp_path: Path, b19) -> None:
+    sessions = write(tmp_path, "s.csv", FOUR_CARS)
+    tariff = write(tmp_path, "b19.json", json.dumps(b19))
+    output = tmp_path / "out.json"
+
+    run_what_if_command(sessions, tariff, output, timezone="America/Los_Angeles")
 
     result = json.loads(output.read_text())
     for key in (
@@ -158,19 +163,7 @@ def test_the_command_refuses_a_bad_row_and_writes_nothing(tmp_path: Path) -> Non
     output = tmp_path / "out.json"
 
     with pytest.raises(CommandError, match=r"--sessions: row 6: arrival: 'yesterday'"):
-        call_command(
-            "what_if",
-            "--sessions",
-            sessions,
-            "--limit-kw",
-            "20",
-            "--tariff",
-            tariff,
-            "--timezone",
-            "UTC",
-            "--output",
-            output,
-        )
+        run_what_if_command(sessions, tariff, output)
     assert not output.exists()
 
 
@@ -182,19 +175,7 @@ def test_the_command_refuses_a_tariff_missing_fields_and_writes_nothing(tmp_path
     output = tmp_path / "out.json"
 
     with pytest.raises(CommandError, match=r"--tariff: energyweekdayschedule: missing"):
-        call_command(
-            "what_if",
-            "--sessions",
-            sessions,
-            "--limit-kw",
-            "20",
-            "--tariff",
-            tariff,
-            "--timezone",
-            "UTC",
-            "--output",
-            output,
-        )
+        run_what_if_command(sessions, tariff, output)
     assert not output.exists()
 
 
