@@ -23,6 +23,7 @@ import pytest
 import websockets
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import ProtectedError
 from django_tenants.utils import get_public_schema_name, schema_context, tenant_context
 from ocpp.exceptions import OCPPError
 from ocpp.messages import CallError, CallResult, unpack
@@ -104,31 +105,31 @@ def gw_fleet(tenant, django_db_blocker) -> Iterator[Fleet]:
     yield Fleet(site.pk, seed_site.pk, closed.pk)
     with django_db_blocker.unblock():
         with tenant_context(tenant):
-            sites = [site, seed_site, closed]
-            stations = ChargingStation.objects.filter(site__in=sites)
-            MeterSample.objects.filter(station__in=stations).delete()
-            ChargingSession.objects.filter(station__in=stations).delete()
-            ChargerCommand.objects.filter(station__in=stations).delete()
-            stations.delete()  # cascades to connectors and the balancer's rows about them
-            IdTag.objects.filter(site__in=sites).delete()
-            _delete_sites([s.pk for s in sites])
+            _delete_fleet([site.pk, seed_site.pk, closed.pk])
         with schema_context(get_public_schema_name()):
             ChargePointIdentity.objects.filter(site_slug__in=[SITE_SLUG, SEED_SITE_SLUG, ALLOW_LIST_SITE_SLUG]).delete()
         connection.set_schema_to_public()
 
 
-def _delete_sites(site_ids: list[int], attempts: int = 20) -> None:
-    """Delete the fleet's sites, also when the worker is writing a balancing run for one.
+def _delete_fleet(site_ids: list[int], attempts: int = 20) -> None:
+    """Delete the fleet's sites and everything about them, also while the worker still writes.
 
-    A run the session's worker commits while the delete collects related rows fails the
-    delete's foreign-key check at commit: wait a moment and delete again, run included.
+    A telemetry batch or balancing run the session's worker commits while the delete collects
+    related rows makes it fail (a protected session, a foreign-key check at commit): wait a
+    moment and delete again, in one transaction, what was just written included.
     """
     for attempt in range(attempts):
         try:
             with transaction.atomic():
+                stations = ChargingStation.objects.filter(site__in=site_ids)
+                MeterSample.objects.filter(station__in=stations).delete()
+                ChargingSession.objects.filter(station__in=stations).delete()
+                ChargerCommand.objects.filter(station__in=stations).delete()
+                stations.delete()  # cascades to connectors and the balancer's rows about them
+                IdTag.objects.filter(site__in=site_ids).delete()
                 Site.objects.filter(pk__in=site_ids).delete()
             return
-        except IntegrityError:
+        except (IntegrityError, ProtectedError):
             if attempt == attempts - 1:
                 raise
             time.sleep(0.5)
