@@ -69,6 +69,39 @@ class Site(models.Model):
         help_text="Most a charger's current rises in one balancing run (A), so load comes on in steps "
         "(e.g. while a building meter lags); empty: at once.",
     )
+    failsafe_auto = models.BooleanField(
+        default=True,
+        help_text="Size the fail-safe current to the site: all its chargers at their fail-safe together stay "
+        "within every limit (recomputed when chargers are added, moved or removed). Off: failsafe_a as set, "
+        "refused when it breaks a limit.",
+    )
+    idle_default_zero = models.BooleanField(
+        default=False,
+        help_text="Idle connectors get a 0 A default, so a car that plugs in waits for its first profile "
+        "instead of starting at the fail-safe current.",
+    )
+    building_allowance_kw = models.DecimalField(
+        max_digits=9,
+        decimal_places=2,
+        default=Decimal("0"),
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="Building load (kW) the fail-safe sizing leaves room for under the demand cap.",
+    )
+
+    class Escalation(models.TextChoices):
+        NONE = "none", "Alert only"
+        STOP = "stop", "Stop the session (RemoteStop)"
+        UNAVAILABLE = "unavailable", "Make the connector unavailable when the session ends"
+
+    overdraw_escalation = models.CharField(
+        max_length=12,
+        choices=Escalation.choices,
+        default=Escalation.NONE,
+        help_text="What to do with a charger that keeps drawing more than it was offered (opt-in).",
+    )
+    overdraw_escalation_after_s = models.PositiveIntegerField(
+        default=300, help_text="Seconds of overdraw before the escalation acts."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -223,6 +256,122 @@ class BuildingLoadReading(models.Model):
         return f"{self.site.name} building load {self.power_kw} kW @ {self.measured_at}"
 
 
+class SiteMeterReading(models.Model):
+    """The site's meter at the grid connection: the closed loop's eye on what the site really draws.
+
+    ``includes_chargers`` true (the usual grid-connection meter): the chargers' draw is part of
+    the figures; false: a building-only meter (non-EV load). Readings arrive through the REST API,
+    from an OCPP meter identity (connector 0) and over MQTT; ``source`` says which.
+    """
+
+    class Source(models.TextChoices):
+        API = "api", "REST API"
+        OCPP = "ocpp", "OCPP meter"
+        MQTT = "mqtt", "MQTT"
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="meter_readings")
+    measured_at = models.DateTimeField()
+    received_at = models.DateTimeField(auto_now_add=True)
+    source = models.CharField(max_length=8, choices=Source.choices)
+    current_a = models.JSONField(default=list, help_text="Per-phase current [L1, L2, L3] (A); [] if unknown.")
+    power_kw = models.DecimalField(max_digits=9, decimal_places=2, null=True, blank=True)
+    includes_chargers = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["site", "-measured_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["site", "source", "measured_at"], name="site_meter_unique_time"),
+            models.CheckConstraint(
+                condition=models.Q(power_kw__isnull=True) | models.Q(power_kw__gte=0),
+                name="site_meter_power_non_negative",
+            ),
+        ]
+        indexes = [models.Index(fields=["site", "-measured_at"], name="site_meter_latest")]
+
+    def __str__(self) -> str:
+        return f"{self.site.name} meter {self.power_kw} kW @ {self.measured_at}"
+
+
+class SiteAlert(models.Model):
+    """A condition an operator must see: open until it clears, one row per condition (no flood)."""
+
+    class Kind(models.TextChoices):
+        OVERDRAW = "overdraw", "Draws more than offered"
+        REFUSES = "refuses", "Refuses charging profiles"
+        NEVER_ACCEPTED = "never_accepted", "Never accepted a limit"
+        SLEEPING_CAR = "sleeping_car", "Car does not resume after a pause"
+        SITE_OVER_LIMIT = "site_over_limit", "Site meter over the limit"
+        OFFLINE = "offline", "Charger offline"
+        FAILSAFE = "failsafe", "Fail-safe does not fit the site"
+        ESCALATED = "escalated", "Escalation applied"
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="alerts")
+    station = models.ForeignKey(
+        "chargepoint.ChargingStation", on_delete=models.CASCADE, null=True, blank=True, related_name="alerts"
+    )
+    connector = models.ForeignKey(
+        "chargepoint.Connector", on_delete=models.CASCADE, null=True, blank=True, related_name="alerts"
+    )
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    detail = models.TextField(help_text="What happened, naming the charger and what it did.")
+    vendor = models.CharField(max_length=50, blank=True)
+    model = models.CharField(max_length=50, blank=True)
+    firmware_version = models.CharField(max_length=50, blank=True)
+    opened_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    cleared_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-opened_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["site", "station", "connector", "kind"],
+                condition=models.Q(cleared_at__isnull=True),
+                nulls_distinct=False,
+                name="site_alert_one_open_per_condition",
+            ),
+        ]
+        indexes = [models.Index(fields=["site", "cleared_at", "-opened_at"], name="site_alert_open")]
+
+    def __str__(self) -> str:
+        return f"{self.site.name}: {self.get_kind_display()} ({self.detail[:60]})"
+
+
+class ChargerModelCompliance(models.Model):
+    """How one charger model (vendor, model, firmware) treats our profiles, learnt from every site.
+
+    ``accepted_ignored`` counts profiles answered Accepted whose limit the draw never followed;
+    the reaction time is from the accept to the draw coming within the limit. A model that
+    ignores TxProfiles gets its limit as a station-wide maximum profile (``use_station_max``).
+    """
+
+    vendor = models.CharField(max_length=50, blank=True)
+    model = models.CharField(max_length=50, blank=True)
+    firmware_version = models.CharField(max_length=50, blank=True)
+    profiles_accepted = models.PositiveIntegerField(default=0)
+    profiles_rejected = models.PositiveIntegerField(default=0)
+    accepted_ignored = models.PositiveIntegerField(default=0)
+    reactions = models.PositiveIntegerField(default=0, help_text="Accepted lowerings the draw followed.")
+    reaction_s_total = models.FloatField(default=0.0, help_text="Sum of their reaction times (s).")
+    use_station_max = models.BooleanField(
+        default=False, help_text="Send limits as ChargePointMaxProfile / ChargingStationMaxProfile."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["vendor", "model", "firmware_version"]
+        constraints = [
+            models.UniqueConstraint(fields=["vendor", "model", "firmware_version"], name="compliance_unique_model")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.vendor} {self.model} {self.firmware_version}".strip()
+
+    @property
+    def mean_reaction_s(self) -> float | None:
+        return self.reaction_s_total / self.reactions if self.reactions else None
+
+
 class ConnectorLimit(models.Model):
     """What the books say is in force on one connector, and what we last asked for.
 
@@ -247,6 +396,18 @@ class ConnectorLimit(models.Model):
     )
     no_resume_count = models.PositiveSmallIntegerField(
         default=0, help_text="Times the car did not draw again after a pause (pausing avoids such cars)."
+    )
+    # Closed loop: readings in a row above what the books allow, and since when.
+    overdraw_count = models.PositiveSmallIntegerField(default=0)
+    overdraw_since = models.DateTimeField(null=True, blank=True)
+    overdraw_a = models.DecimalField(
+        max_digits=6, decimal_places=1, null=True, blank=True, help_text="Latest draw above the limit (A)."
+    )
+    last_reading_at = models.DateTimeField(
+        null=True, blank=True, help_text="The reading the overdraw count last looked at."
+    )
+    accepted_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the limit in force was accepted, for the reaction time."
     )
 
     class Meta:

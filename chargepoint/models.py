@@ -48,6 +48,13 @@ class ChargingStation(models.Model):
     connected_at = models.DateTimeField(null=True, blank=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
     last_boot_at = models.DateTimeField(null=True, blank=True)
+    # The gateway instance holding its connection: when that instance's heartbeat stops, its
+    # chargers are taken offline without waiting for their own silence.
+    gateway_id = models.CharField(max_length=64, blank=True)
+    is_site_meter = models.BooleanField(
+        default=False,
+        help_text="Its connector-0 readings (Current.Import, Power.Active.Import) are the site's meter.",
+    )
     registered_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -273,6 +273,19 @@ CELERY_BEAT_SCHEDULE["balancing-sweep"] = {
     "task": "balancing.tasks.sweep_all_sites",
     "schedule": BALANCING_SWEEP_SECONDS,
 }
+# TxProfiles expire this long after they are sent (the charger then falls back to its fail-safe
+# default) and are renewed when less than BALANCING_TX_RENEW_BEFORE_S of it is left.
+BALANCING_TX_PROFILE_VALIDITY_S = env.float("BALANCING_TX_PROFILE_VALIDITY_S", default=900.0)
+BALANCING_TX_RENEW_BEFORE_S = env.float("BALANCING_TX_RENEW_BEFORE_S", default=300.0)
+# Closed loop: a charger drawing more than it was offered by more than this (A, or this share
+# of the offer, whichever is larger) for this many readings in a row is non-compliant and is
+# booked at its measured draw.
+BALANCING_OVERDRAW_TOLERANCE_A = env.float("BALANCING_OVERDRAW_TOLERANCE_A", default=1.0)
+BALANCING_OVERDRAW_TOLERANCE_SHARE = env.float("BALANCING_OVERDRAW_TOLERANCE_SHARE", default=0.10)
+BALANCING_OVERDRAW_READINGS = env.int("BALANCING_OVERDRAW_READINGS", default=2)
+# Longest a balancing run waits for the chargers' answers to one batch of profiles (s); a
+# lost answer is a Timeout then, and the site's lock is released soon after.
+BALANCING_PUSH_TIMEOUT_S = env.float("BALANCING_PUSH_TIMEOUT_S", default=10.0)
 
 # --- Billing (billing) -----------------------------------------------------------------
 
