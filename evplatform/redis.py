@@ -1,6 +1,6 @@
 """One Redis client per process for locks, coalescing keys and the gateway registry.
 
-Redis keeps nothing durable here (see ../shared/SERVICES.md): only state that can be rebuilt
+Redis keeps nothing durable here (it may run without persistence): only state that can be rebuilt
 or lost without harm lives in it. Keys that belong to a tenant carry its schema name.
 """
 

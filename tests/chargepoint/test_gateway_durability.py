@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection
 
+from bench.tcpproxy import TcpProxy
 from chargepoint.models import MeterSample
 from tests.chargepoint.conftest import GatewayProcess, ws_connect
-from tests.conftest import _free_port
 
 pytestmark = pytest.mark.django_db
 
@@ -60,50 +60,10 @@ async def answer(ws: ClientConnection, timeout: float) -> list[Any]:
             await ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
 
 
-class TcpProxy:
-    """A TCP relay on the test's background loop: ``cut`` drops its connections and refuses new ones."""
-
-    def __init__(self, bg, upstream: tuple[str, int]) -> None:
-        self.bg = bg
-        self.upstream = upstream
-        self.port = _free_port()
-        self.server: asyncio.Server | None = None
-        self.writers: set[asyncio.StreamWriter] = set()
-        self.connections = 0
-        bg.run(self.restore())
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-        except OSError:
-            writer.transport.abort()
-            return
-        self.connections += 1
-        self.writers |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self.writers -= {writer, up_writer}
-
-    async def restore(self) -> None:
-        self.server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
-
-    async def cut(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        for writer in list(self.writers):
-            writer.transport.abort()
-
-
 @pytest.fixture
 def proxy(bg) -> Any:
-    relay = TcpProxy(bg, ("127.0.0.1", 5672))
+    relay = TcpProxy(("127.0.0.1", 5672))
+    bg.run(relay.start())
     yield relay
     bg.run(relay.cut())
 
