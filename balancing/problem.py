@@ -157,6 +157,7 @@ class BuiltProblem:
     limits: SiteLimits
     reservations: list[Reservation] = field(default_factory=list)
     failsafes: dict[int, StationFailsafe] = field(default_factory=dict)
+    stations: list[ChargingStation] = field(default_factory=list)  # online, in charge point id order
     chargers_a: list[float] = field(default_factory=list)  # chargers' latest draw per site phase
     chargers_kw: float = 0.0
 
@@ -356,6 +357,7 @@ def build_problem(site: Site, now: datetime) -> BuiltProblem:
     registers = _latest_samples([c for c in online if c.pk in open_sessions], now - MEASUREMENT_MAX_AGE)
 
     built = BuiltProblem(problem={}, evses={}, limits=limits, failsafes=failsafes)
+    built.stations = list({c.station_id: c.station for c in online}.values())
     drawn_a = [0.0] * len(phase_names)
     evses: list[dict[str, Any]] = []
     for connector in connectors:

@@ -110,30 +110,9 @@ def _digest(problem: dict[str, Any]) -> str:
 
 
 def _plan(site: Site, built: BuiltProblem, allocations: dict[str, float], now: datetime) -> list[PlannedPush]:
-    plans: list[PlannedPush] = []
+    plans = _failsafe_plans(site, built, now)
     active_ids = {e["id"]: bool(e["active"]) for e in built.problem["evses"]}
-    seen_stations: set[int] = set()
-    default_a = failsafe_default_a(site)
     for key, ctx in built.evses.items():
-        station = ctx.station
-        if station.pk not in seen_stations:
-            seen_stations.add(station.pk)
-            failsafe = built.failsafes.get(station.pk)
-            if failsafe_stale(site, station, failsafe, now):
-                payload = failsafe_profile(
-                    ocpp_version=station.ocpp_version, limit_a=default_a, number_phases=len(station.site_phases)
-                )
-                plans.append(
-                    PlannedPush(
-                        "failsafe",
-                        station,
-                        None,
-                        float(failsafe.limit_a) if failsafe else None,
-                        default_a,
-                        PushRequest(station.charge_point_id, "SetChargingProfile", payload),
-                        purpose="failsafe",
-                    )
-                )
         session = ctx.session
         if session is None:
             continue
@@ -159,6 +138,43 @@ def _plan(site: Site, built: BuiltProblem, allocations: dict[str, float], now: d
         if same_tx and abs(target - old) < STEP_A and not renew_due:
             continue
         plans.append(_tx_push(ctx, kind=_kind(old, target), old=old, target=target, now=now, active=active))
+    return plans
+
+
+def _failsafe_plans(site: Site, built: BuiltProblem, now: datetime) -> list[PlannedPush]:
+    """The default profile for every online station whose default is stale (idle ones too).
+
+    A station that refused it is asked again at most every ``REFUSED_RETRY``.
+    """
+    default_a = failsafe_default_a(site)
+    stale = [s for s in built.stations if failsafe_stale(site, s, built.failsafes.get(s.pk), now)]
+    refused = [s.pk for s in stale if (f := built.failsafes.get(s.pk)) is not None and f.last_status in FAILED_STATUSES]
+    tried = set()
+    if refused:
+        tried = set(
+            ProfilePush.objects.filter(
+                station_id__in=refused, kind=ProfilePush.Kind.FAILSAFE, run__started_at__gt=now - REFUSED_RETRY
+            ).values_list("station_id", flat=True)
+        )
+    plans = []
+    for station in stale:
+        if station.pk in tried:
+            continue
+        failsafe = built.failsafes.get(station.pk)
+        payload = failsafe_profile(
+            ocpp_version=station.ocpp_version, limit_a=default_a, number_phases=len(station.site_phases)
+        )
+        plans.append(
+            PlannedPush(
+                "failsafe",
+                station,
+                None,
+                float(failsafe.limit_a) if failsafe else None,
+                default_a,
+                PushRequest(station.charge_point_id, "SetChargingProfile", payload),
+                purpose="failsafe",
+            )
+        )
     return plans
 
 
@@ -231,6 +247,12 @@ def _send(run: BalancingRun, plans: list[PlannedPush], pusher: Pusher, now: date
     accepted: Counter[int] = Counter()
     refused: Counter[int] = Counter()
     stations: dict[int, ChargingStation] = {}
+    refused_defaults: list[int] = []
+    confirmed_defaults = set(
+        StationFailsafe.objects.filter(
+            station__in=[p.station for p in plans if p.purpose == "failsafe"], confirmed_at__isnull=False
+        ).values_list("station_id", flat=True)
+    )
     for plan, answer in zip(plans, answers, strict=True):
         stations[plan.station.pk] = plan.station
         if answer.accepted:
@@ -238,6 +260,10 @@ def _send(run: BalancingRun, plans: list[PlannedPush], pusher: Pusher, now: date
         elif answer.status in REFUSED_STATUSES:
             refused[plan.station.pk] += 1
         if plan.purpose == "failsafe":
+            known = plan.station.pk in confirmed_defaults
+            if not answer.accepted and known:
+                refused_defaults.append(plan.station.pk)  # the charger keeps the default it confirmed
+                continue
             failsafes.append(
                 StationFailsafe(
                     station=plan.station,
@@ -260,6 +286,10 @@ def _send(run: BalancingRun, plans: list[PlannedPush], pusher: Pusher, now: date
         unique_fields=["station"],
         update_fields=["limit_a", "confirmed_at", "last_status", "booted_at"],
     )
+    if refused_defaults:
+        statuses = {p.station.pk: a.status for p, a in zip(plans, answers, strict=True) if p.purpose == "failsafe"}
+        for pk in refused_defaults:
+            StationFailsafe.objects.filter(station_id=pk).update(last_status=statuses[pk])
     for pk, station in stations.items():
         if accepted[pk] or refused[pk]:
             compliance_note(station=station, accepted=accepted[pk], rejected=refused[pk])
@@ -570,10 +600,11 @@ def _closed_loop(site: Site, built: BuiltProblem, pushed: list[PlannedPush], now
             f"{label} draws {float(limit.overdraw_a or 0):.1f} A, offered {ctx.allowed_a:g} A{_charger(ctx)}",
             why="draws within its limit again",
         )
+        accepted_now = ctx.session is not None and limit.transaction_id == ctx.session.transaction_id
         alert(
             ctx,
             SiteAlert.Kind.NEVER_ACCEPTED,
-            ctx.never_accepted,
+            ctx.never_accepted and not (accepted_now and limit.limit_a is not None),
             f"{label} never accepted a limit for transaction {ctx.session.transaction_id if ctx.session else ''} "
             f"(last answer {limit.last_status}); planned at {ctx.fixed_a or 0:g} A{_charger(ctx)}",
             why="accepted a limit",
