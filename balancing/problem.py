@@ -275,7 +275,11 @@ def overdraw_tolerance_a(allowed_a: float) -> float:
 
 
 def _judge_overdraw(ctx: EvseContext) -> None:
-    """Non-compliant: its last ``BALANCING_OVERDRAW_READINGS`` readings after the grace all over."""
+    """Non-compliant: its last ``BALANCING_OVERDRAW_READINGS`` readings after the grace all over.
+
+    Once non-compliant it stays so until a reading complies: without fresh readings it is still
+    booked at its last draw above the limit.
+    """
     needed = max(1, int(settings.BALANCING_OVERDRAW_READINGS))
     grace = timedelta(seconds=settings.BALANCING_OVERDRAW_GRACE_S)
     counted = [r for r in ctx.readings if ctx.allowed_since is None or r.at > ctx.allowed_since + grace][:needed]
@@ -285,9 +289,17 @@ def _judge_overdraw(ctx: EvseContext) -> None:
         if reading.current_a <= ceiling:
             break
         streak.append(reading)
+    limit, session = ctx.limit, ctx.session
+    episode_open = (
+        limit.overdraw_since is not None
+        and limit.overdraw_count >= needed
+        and session is not None
+        and limit.overdraw_since >= session.started_at
+    )
+    complied = len(streak) < len(counted)
     ctx.overdraw_readings = streak
-    ctx.overdraw = len(streak) >= needed
-    ctx.overdraw_began = ctx.overdraw and ctx.limit.overdraw_count < needed
+    ctx.overdraw = len(streak) >= needed or (episode_open and not complied)
+    ctx.overdraw_began = ctx.overdraw and not episode_open
 
 
 def _judge_sleep(ctx: EvseContext, last_draw: datetime | None, now: datetime) -> None:
@@ -321,24 +333,6 @@ def _never_accepted(ctx: EvseContext) -> bool:
 
 def build_problem(site: Site, now: datetime) -> BuiltProblem:
     """The engine input for ``site`` at ``now``, with the context to act on its answer."""
-    limits = site_limits(site, now)
-    phase_names = ["L1", "L2", "L3"][: site.phases]
-    circuits = list(Circuit.objects.filter(site=site).order_by("pk"))
-    nodes: dict[str, dict[str, Any]] = {
-        ROOT_ID: {"id": ROOT_ID, "parent": None, "limit_a": list(limits.limit_a)},
-    }
-    if limits.limit_kw is not None:
-        nodes[ROOT_ID]["limit_kw"] = limits.limit_kw
-    for circuit in circuits:
-        node: dict[str, Any] = {
-            "id": node_id(circuit),
-            "parent": ROOT_ID if circuit.parent_id is None else f"circuit-{circuit.parent_id}",
-            "limit_a": [float(circuit.limit_a)] * site.phases,
-        }
-        if circuit.limit_kw is not None:
-            node["limit_kw"] = float(circuit.limit_kw)
-        nodes[node["id"]] = node
-
     connectors = list(
         Connector.objects.filter(station__site=site, station__is_site_meter=False)
         .select_related("station", "station__circuit")
@@ -355,10 +349,38 @@ def build_problem(site: Site, now: datetime) -> BuiltProblem:
     readings = _recent_readings(online, ratings, now, keep)
     last_draws = _last_draws([c for c in online if c.pk in open_sessions], now)
     registers = _latest_samples([c for c in online if c.pk in open_sessions], now - MEASUREMENT_MAX_AGE)
+    phase_names = ["L1", "L2", "L3"][: site.phases]
+    drawn_a = [0.0] * len(phase_names)
+    for connector in online:
+        latest = readings.get(connector.pk)
+        if connector.pk in open_sessions and latest:
+            for phase in connector.station.site_phases:
+                if phase in phase_names:
+                    drawn_a[phase_names.index(phase)] += latest[0].current_a
+    chargers_a = [round(x, 2) for x in drawn_a]
+    chargers_kw = round(sum(drawn_a) * float(site.voltage_v) / 1000, 3)
+    # The chargers' draw lets the arbiter tell the building's load from a site meter's total
+    # (``site_limits(..., chargers_a=chargers_a, chargers_kw=chargers_kw)`` once it takes them).
+    limits = site_limits(site, now)
+    circuits = list(Circuit.objects.filter(site=site).order_by("pk"))
+    nodes: dict[str, dict[str, Any]] = {
+        ROOT_ID: {"id": ROOT_ID, "parent": None, "limit_a": list(limits.limit_a)},
+    }
+    if limits.limit_kw is not None:
+        nodes[ROOT_ID]["limit_kw"] = limits.limit_kw
+    for circuit in circuits:
+        node: dict[str, Any] = {
+            "id": node_id(circuit),
+            "parent": ROOT_ID if circuit.parent_id is None else f"circuit-{circuit.parent_id}",
+            "limit_a": [float(circuit.limit_a)] * site.phases,
+        }
+        if circuit.limit_kw is not None:
+            node["limit_kw"] = float(circuit.limit_kw)
+        nodes[node["id"]] = node
 
     built = BuiltProblem(problem={}, evses={}, limits=limits, failsafes=failsafes)
     built.stations = list({c.station_id: c.station for c in online}.values())
-    drawn_a = [0.0] * len(phase_names)
+    built.chargers_a, built.chargers_kw = chargers_a, chargers_kw
     evses: list[dict[str, Any]] = []
     for connector in connectors:
         station = connector.station
@@ -392,8 +414,6 @@ def build_problem(site: Site, now: datetime) -> BuiltProblem:
         ctx = EvseContext(station, connector, session, limit, None, rating_a=float(station.max_current_a))
         ctx.readings = readings.get(connector.pk, [])
         ctx.measured_a = ctx.readings[0].current_a if ctx.readings else None
-        for phase in phases:
-            drawn_a[phase_names.index(phase)] += ctx.measured_a or 0.0
         _allowance(ctx, failsafe)
         ctx.never_accepted = _never_accepted(ctx)
         if not ctx.never_accepted:
@@ -414,7 +434,7 @@ def build_problem(site: Site, now: datetime) -> BuiltProblem:
         }
         cap_a = PLAUSIBLE_SHARE * ctx.rating_a
         if ctx.overdraw:
-            worst = max(r.current_a for r in ctx.overdraw_readings)
+            worst = max([r.current_a for r in ctx.overdraw_readings] or [float(limit.overdraw_a or 0)])
             ctx.fixed_a = min(ceil_step(worst), cap_a)
             ctx.fixed_why = f"draws {worst:.1f} A, offered {ctx.allowed_a:g} A"
         elif ctx.never_accepted:
@@ -463,8 +483,6 @@ def build_problem(site: Site, now: datetime) -> BuiltProblem:
     }
     if site.max_raise_a is not None:
         built.problem["max_raise_a"] = float(site.max_raise_a)
-    built.chargers_a = [round(x, 2) for x in drawn_a]
-    built.chargers_kw = round(sum(drawn_a) * float(site.voltage_v) / 1000, 3)
     return built
 
 

@@ -542,7 +542,6 @@ def _closed_loop(site: Site, built: BuiltProblem, pushed: list[PlannedPush], now
 
     Returns the alert lines of this run (for the run's record).
     """
-    needed = max(1, int(settings.BALANCING_OVERDRAW_READINGS))
     open_alerts = set(
         SiteAlert.objects.filter(site=site, cleared_at__isnull=True, connector__isnull=False).values_list(
             "connector_id", "kind"
@@ -569,9 +568,12 @@ def _closed_loop(site: Site, built: BuiltProblem, pushed: list[PlannedPush], now
         if ctx.overdraw:
             streak = ctx.overdraw_readings
             fresh = [r for r in streak if limit.last_reading_at is None or r.at > limit.last_reading_at]
-            limit.overdraw_count = min(32767, needed if ctx.overdraw_began else limit.overdraw_count + len(fresh))
-            limit.overdraw_since = limit.overdraw_since or streak[-1].at
-            limit.overdraw_a = Decimal(str(round(streak[0].current_a, 1)))
+            if ctx.overdraw_began:
+                limit.overdraw_count, limit.overdraw_since = len(streak), streak[-1].at
+            else:
+                limit.overdraw_count = min(32767, limit.overdraw_count + len(fresh))
+            if streak:
+                limit.overdraw_a = Decimal(str(round(streak[0].current_a, 1)))
             if ctx.overdraw_began and ctx.allowed_basis == "profile":
                 record = compliance_note(station=ctx.station, ignored=1)
                 if record.accepted_ignored >= IGNORED_FOR_STATION_MAX and not record.use_station_max:
@@ -638,6 +640,14 @@ def _closed_loop(site: Site, built: BuiltProblem, pushed: list[PlannedPush], now
                 if pk == connector.pk:
                     alert_clear(site=site, kind=kind, now=now, connector=connector, why="session ended")
 
+    # The arbiter says when the site meter shows the site over a limit (``SiteLimits.site_over_limit``).
+    over = bool(getattr(built.limits, "site_over_limit", False))
+    if over:
+        detail = str(getattr(built.limits, "site_over_limit_detail", "")) or "site meter over the limit"
+        alert_raise(site=site, kind=SiteAlert.Kind.SITE_OVER_LIMIT, detail=detail, now=now)
+        lines.append(f"{SiteAlert.Kind.SITE_OVER_LIMIT}: {detail}")
+    else:
+        alert_clear(site=site, kind=SiteAlert.Kind.SITE_OVER_LIMIT, now=now, why="site meter within the limits")
     ConnectorLimit.objects.bulk_update([limit for limit in changed if limit.pk is not None], LOOP_FIELDS)
     ConnectorLimit.objects.bulk_create([limit for limit in changed if limit.pk is None])
     return lines

@@ -147,6 +147,21 @@ def test_a_charger_that_ignores_its_profile_is_booked_at_its_draw_and_the_others
     assert ChargerModelCompliance.objects.get(vendor="Acme").accepted_ignored == 1
 
 
+def test_a_non_compliant_charger_stays_booked_at_its_draw_while_no_reading_comes(
+    garage, three_at_9_a, chargers
+) -> None:
+    one, two, three = three_at_9_a
+    reading(three, -20, 16.0)
+    reading(three, -10, 16.0)
+    run(garage, chargers)
+
+    silent = run(garage, chargers, now=NOW + timedelta(minutes=3))  # its readings are too old now
+
+    assert silent.result["allocations_a"]["CP-3/1"] == 16.0
+    assert len(open_alerts(SiteAlert.Kind.OVERDRAW)) == 1
+    assert site_total_kw(limit_of(one), limit_of(two), 16.0) <= CAP_KW
+
+
 def test_one_reading_over_and_readings_within_the_reaction_grace_do_not_make_a_charger_non_compliant(
     garage, three_at_9_a, chargers
 ) -> None:
