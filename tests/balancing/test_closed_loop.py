@@ -260,6 +260,38 @@ def test_a_charger_that_rejects_every_profile_does_not_hold_back_the_other_raise
     assert open_alerts(SiteAlert.Kind.REFUSES) == []
 
 
+def test_a_raise_that_no_longer_fits_next_to_a_refused_lowering_is_not_sent(
+    garage, plug_in, chargers, django_capture_on_commit_callbacks
+) -> None:
+    a = plug_in(garage, "CP-A", max_a="32")
+    b = plug_in(garage, "CP-B", max_a="32")
+    c = plug_in(garage, "CP-C", max_a="32")
+    for connector in (a, b, c):
+        confirm_failsafe(connector)
+    book(a, 20)
+    book(b, 6)
+    book(c, 6)
+    chargers.answers["CP-A"] = "Rejected"
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        record = run(garage, chargers)
+
+    # Fair shares (about 9.66 A each) lower A and raise B and C. A refuses: with A at 20 A only
+    # 8.98 A are left, room for one car's minimum, so the second solution pauses one of B and C.
+    # That one still draws its 6 A, so it is fixed there and the site solved again: 2.98 A left,
+    # not enough for the other one either. No raise fits: none is sent.
+    assert len(chargers.batches) == 1
+    assert record.limits["resolved_after_refusal"] == {"refused": ["CP-A/1"], "raises": {}}
+    assert (limit_of(b), limit_of(c)) == (6, 6)
+    assert len(callbacks) == 1  # a follow-up run is asked for at once
+
+    # The follow-up run plans around A's 20 A: one of B and C is paused, the site is back under.
+    chargers.batches.clear()
+    run(garage, chargers, now=NOW + timedelta(seconds=1))
+    assert site_total_kw(20, limit_of(b), limit_of(c)) <= CAP_KW
+    assert sorted([limit_of(b), limit_of(c)]) == [0, 8]
+
+
 def test_a_charger_that_never_accepted_is_planned_at_its_rating_until_a_reading_comes(
     garage, plug_in, chargers
 ) -> None:
