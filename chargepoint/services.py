@@ -371,6 +371,8 @@ def _rebalance_if_over_books(
         return
     allowed = float(limit.limit_a)
     drawn = float(max(currents))
+    if limit.overdraw_since is not None and limit.overdraw_a is not None:
+        allowed = max(allowed, float(limit.overdraw_a))  # already booked at its draw: news only if it grows
     if drawn > allowed + overdraw_tolerance_a(allowed):
         batch.rebalance(station, f"connector {connector.connector_id} draws {drawn:.1f} A over {allowed:g} A")
 

@@ -101,10 +101,12 @@ def three_at_9_a(garage, plug_in):
     return connectors
 
 
+@pytest.mark.parametrize("ocpp_version", ["1.6", "2.0.1"])
 def test_a_charger_that_ignores_its_profile_is_booked_at_its_draw_and_the_others_are_lowered(
-    garage, three_at_9_a, chargers
+    garage, three_at_9_a, chargers, ocpp_version
 ) -> None:
     one, two, three = three_at_9_a
+    garage.stations.update(ocpp_version=ocpp_version)
     make_ignoring(three)
     for connector in (one, two):
         reading(connector, -20, 9.0)
@@ -575,3 +577,10 @@ def test_a_reading_above_the_books_asks_for_a_rebalance_at_once(garage, plug_in)
 
     assert within.rebalance == {}
     assert over.rebalance == {garage.pk: "CP-1: connector 1 draws 10.5 A over 9 A"}
+
+    # Once a run booked it at its draw (16 A), the same draw is no news; more is.
+    ConnectorLimit.objects.filter(connector=connector).update(
+        overdraw_count=2, overdraw_since=NOW, overdraw_a=Decimal("16")
+    )
+    assert telemetry_apply(events=[meter(3, "16.8")]).rebalance == {}  # within 16 A + 1.6 A
+    assert telemetry_apply(events=[meter(4, "18")]).rebalance == {garage.pk: "CP-1: connector 1 draws 18.0 A over 16 A"}
