@@ -7,6 +7,7 @@ Every test asserts on the SITE TOTAL: what each charger may really draw (its mea
 it does not follow its limit, its limit or fixed booking otherwise) stays within the cap.
 """
 
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
@@ -20,6 +21,7 @@ from balancing.models import (
     SiteAlert,
     StationFailsafe,
 )
+from balancing.push import PushAnswer
 from balancing.runs import site_balance_run
 from chargepoint.models import ChargingSession, Connector, MeterSample
 from tenants.accounts.models import AuditEvent
@@ -584,3 +586,101 @@ def test_a_reading_above_the_books_asks_for_a_rebalance_at_once(garage, plug_in)
     )
     assert telemetry_apply(events=[meter(3, "16.8")]).rebalance == {}  # within 16 A + 1.6 A
     assert telemetry_apply(events=[meter(4, "18")]).rebalance == {garage.pk: "CP-1: connector 1 draws 18.0 A over 16 A"}
+
+
+# --- A fleet over time: chargers that obey, ignore or refuse, read every 10 s, balanced every 10 s ---
+
+
+@dataclass
+class SimCharger:
+    """A charger with a car: draws what its limit in force allows, or (``ignores``) its car's rate."""
+
+    rating_a: float
+    car_a: float
+    mode: str = "obeys"  # "obeys", "ignores" (accepts, draws its car's rate), "rejects" (refuses all)
+    tx_a: float | None = None
+    default_a: float | None = None
+
+    def draw_a(self) -> float:
+        if self.mode == "ignores":
+            return self.car_a
+        in_force = self.tx_a if self.tx_a is not None else self.default_a
+        return min(self.car_a, self.rating_a if in_force is None else in_force)
+
+
+@dataclass
+class Fleet:
+    """The command path of a simulated fleet: applies (or refuses) the profiles it is sent."""
+
+    chargers: dict[str, SimCharger]
+
+    def send_many(self, requests):
+        answers = []
+        for request in requests:
+            charger = self.chargers[request.charge_point_id]
+            if charger.mode == "rejects":
+                answers.append(PushAnswer("Rejected"))
+                continue
+            profile = request.payload.get("csChargingProfiles") or request.payload["chargingProfile"]
+            schedule = profile["chargingSchedule"]
+            schedule = schedule[0] if isinstance(schedule, list) else schedule
+            limit = float(schedule["chargingSchedulePeriod"][0]["limit"])
+            if profile["chargingProfilePurpose"] == "TxDefaultProfile":
+                charger.default_a = limit
+            elif profile["chargingProfilePurpose"] == "TxProfile":
+                charger.tx_a = limit
+            answers.append(PushAnswer("Accepted"))
+        return answers
+
+    def total_a(self) -> float:
+        return sum(c.draw_a() for c in self.chargers.values())
+
+
+def simulate(site, fleet: Fleet, connectors: dict, seconds: int) -> list[tuple[int, float]]:
+    """Every 10 s each charger reports its draw, then the site is balanced; returns (t, site A) after each run."""
+    return simulate_from(site, fleet, connectors, start=0, seconds=seconds)
+
+
+@pytest.mark.parametrize("ocpp_version", ["1.6", "2.0.1"])
+@pytest.mark.parametrize("mode", ["ignores", "rejects"])
+def test_a_fleet_with_a_misbehaving_charger_stays_under_the_cap_from_two_readings_on(
+    garage, plug_in, ocpp_version, mode
+) -> None:
+    # Four 32 A chargers, cars taking 16 A each: 64 A = 44.2 kW unmanaged on a 28.98 A (20 kW) cap.
+    # CP-X does not follow: it keeps drawing its car's 16 A. Detected after two readings (20 s) at
+    # most, the others then share 28.98 - 16 = 12.98 A: two at 6 A, one paused (19.32 kW).
+    fleet = Fleet({cp: SimCharger(32.0, 16.0) for cp in ("CP-1", "CP-2", "CP-3")})
+    fleet.chargers["CP-X"] = SimCharger(32.0, 16.0, mode=mode)
+    connectors = {cp: plug_in(garage, cp, max_a="32", ocpp_version=ocpp_version) for cp in fleet.chargers}
+
+    totals = simulate(garage, fleet, connectors, seconds=120)
+
+    cap_a = CAP_KW / KW_PER_A
+    late = [(t, total) for t, total in totals if t >= 20]
+    assert all(total <= cap_a for _, total in late), late
+    behaving = [c.draw_a() for cp, c in fleet.chargers.items() if cp != "CP-X"]
+    assert sum(behaving) >= 0.8 * (cap_a - 16.0)  # they use at least 80 % of what the cap leaves them
+    kind = SiteAlert.Kind.OVERDRAW if mode == "ignores" else SiteAlert.Kind.NEVER_ACCEPTED
+    assert [a.connector.station.charge_point_id for a in open_alerts(kind)] == ["CP-X"]
+
+    # CP-X's car leaves: the others share the whole cap again.
+    ChargingSession.objects.filter(connector=connectors["CP-X"]).update(stopped_at=NOW + timedelta(seconds=125))
+    Connector.objects.filter(pk=connectors["CP-X"].pk).update(status="Available")
+    fleet.chargers["CP-X"].car_a = 0.0
+    del connectors["CP-X"]
+    after = simulate_from(garage, fleet, connectors, start=130, seconds=400)
+    assert all(total <= cap_a for _, total in after)
+    assert open_alerts(kind) == []
+    # CP-X's idle connector keeps headroom for its default (6 A, or its rating if it refused it).
+    headroom = 6.0 if mode == "ignores" else 32.0
+    assert sum(c.draw_a() for cp, c in fleet.chargers.items() if cp != "CP-X") >= 0.8 * (cap_a - headroom)
+
+
+def simulate_from(site, fleet: Fleet, connectors: dict, start: int, seconds: int) -> list[tuple[int, float]]:
+    totals = []
+    for t in range(start, seconds + 1, 10):
+        for cp, connector in connectors.items():
+            reading(connector, t - 1, fleet.chargers[cp].draw_a())
+        run(site, fleet, now=NOW + timedelta(seconds=t))
+        totals.append((t, fleet.total_a()))
+    return totals
