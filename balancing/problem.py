@@ -214,6 +214,7 @@ def _recent_readings(
     """
     rows = (
         MeterSample.objects.filter(
+            station_id__in={c.station_id for c in connectors},  # the (station, measurand, time) index
             connector__in=connectors,
             measurand=CURRENT_IMPORT,
             sampled_at__gte=now - MEASUREMENT_MAX_AGE,
@@ -245,6 +246,7 @@ def _last_draws(connectors: list[Connector], now: datetime) -> dict[int, datetim
     """When each connector last drew at least ``RESUMED_DRAW_A`` within ``RESUME_GRACE`` (one aggregate)."""
     rows = (
         MeterSample.objects.filter(
+            station_id__in={c.station_id for c in connectors},
             connector__in=connectors,
             measurand=CURRENT_IMPORT,
             sampled_at__gte=now - RESUME_GRACE,
