@@ -346,6 +346,35 @@ def _on_meter(batch: _Batch, station: ChargingStation, event: dict[str, Any]) ->
                 unit=str(sample.get("unit") or "")[:16],
             )
         )
+    if connector is not None and session is not None:
+        _rebalance_if_over_books(batch, station, connector, session, event["samples"])
+
+
+def _rebalance_if_over_books(
+    batch: _Batch, station: ChargingStation, connector: Connector, session: ChargingSession, samples: list[Any]
+) -> None:
+    """A Current.Import above the connector's accepted limit (plus tolerance) asks for a run now.
+
+    So an overdraw is acted on one meter interval plus one run after it shows, not at the next
+    sweep; the run itself decides whether the charger is non-compliant.
+    """
+    currents = [_decimal(s["value"]) for s in samples if s.get("measurand") == "Current.Import"]
+    if not currents:
+        return
+    from balancing.models import ConnectorLimit
+    from balancing.problem import overdraw_tolerance_a
+
+    limit = ConnectorLimit.objects.filter(
+        connector=connector, transaction_id=session.transaction_id, limit_a__isnull=False
+    ).first()
+    if limit is None or limit.limit_a is None:
+        return
+    allowed = float(limit.limit_a)
+    drawn = float(max(currents))
+    if limit.overdraw_since is not None and limit.overdraw_a is not None:
+        allowed = max(allowed, float(limit.overdraw_a))  # already booked at its draw: news only if it grows
+    if drawn > allowed + overdraw_tolerance_a(allowed):
+        batch.rebalance(station, f"connector {connector.connector_id} draws {drawn:.1f} A over {allowed:g} A")
 
 
 def _on_needs(batch: _Batch, station: ChargingStation, event: dict[str, Any]) -> None:

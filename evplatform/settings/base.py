@@ -283,6 +283,9 @@ BALANCING_TX_RENEW_BEFORE_S = env.float("BALANCING_TX_RENEW_BEFORE_S", default=3
 BALANCING_OVERDRAW_TOLERANCE_A = env.float("BALANCING_OVERDRAW_TOLERANCE_A", default=1.0)
 BALANCING_OVERDRAW_TOLERANCE_SHARE = env.float("BALANCING_OVERDRAW_TOLERANCE_SHARE", default=0.10)
 BALANCING_OVERDRAW_READINGS = env.int("BALANCING_OVERDRAW_READINGS", default=2)
+# Readings sampled within this many seconds after a limit was accepted are the charger's
+# reaction time, not an overdraw: they do not count.
+BALANCING_OVERDRAW_GRACE_S = env.float("BALANCING_OVERDRAW_GRACE_S", default=5.0)
 # Longest a balancing run waits for the chargers' answers to one batch of profiles (s); a
 # lost answer is a Timeout then, and the site's lock is released soon after.
 BALANCING_PUSH_TIMEOUT_S = env.float("BALANCING_PUSH_TIMEOUT_S", default=10.0)
