@@ -11,7 +11,7 @@ power in kilowatts, times timezone-aware.
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -191,3 +191,82 @@ def site_meter_record(
     if reason:
         site_rebalance_request(site_id=site.pk, reason=reason)
     return MeterOutcome(reading, created=True, rebalance_reason=reason)
+
+
+# --- An OCPP meter identity (a station registered with --site-meter) on connector 0 ---------------
+
+CURRENT_IMPORT = "Current.Import"
+POWER_IMPORT = "Power.Active.Import"
+PHASE_INDEX = {"L1": 0, "L2": 1, "L3": 2, "L1-N": 0, "L2-N": 1, "L3-N": 2}
+
+
+@dataclass
+class SamplesOutcome:
+    """What one MeterValues message of a site meter gave: readings stored, and those refused with why."""
+
+    stored: int = 0
+    duplicates: int = 0
+    refused: list[str] = field(default_factory=list)
+
+
+def _reading_from_samples(site: Site, samples: list[dict[str, Any]]) -> tuple[list[Any], Any]:
+    """Per-phase currents (A) and total power (kW) of one sampled time; units as ``normalise`` left them."""
+    currents: dict[int, Any] = {}
+    total_w: Any = None
+    phase_w: dict[int, Any] = {}
+    for sample in samples:
+        if sample.get("location") == "EV":
+            continue
+        phase = str(sample.get("phase") or "")
+        index = PHASE_INDEX.get(phase, 0 if not phase and site.phases == 1 else None)
+        if sample.get("measurand") == CURRENT_IMPORT and sample.get("unit", "A") == "A" and index is not None:
+            currents[index] = sample["value"]
+        elif sample.get("measurand") == POWER_IMPORT and sample.get("unit", "W") == "W":
+            if not phase:
+                total_w = sample["value"]
+            elif phase in PHASE_INDEX:
+                phase_w[PHASE_INDEX[phase]] = sample["value"]
+    if total_w is None and phase_w:
+        total_w = sum(_finite(v, field="power_kw", what="phase power") for v in phase_w.values())
+    power_kw = None if total_w is None else _finite(total_w, field="power_kw", what="power") / 1000
+    current_a = [currents[i] for i in sorted(currents)]
+    return current_a, power_kw
+
+
+def site_meter_record_samples(*, site: Site, samples: list[dict[str, Any]], now: datetime) -> SamplesOutcome:
+    """Record the readings of a site meter's MeterValues (connector 0 / EVSE 0) as ``source="ocpp"``.
+
+    ``samples`` are the gateway's normalised samples (``at``, ``measurand``, ``phase``, ``value``,
+    ``unit`` in A and W). Each sampled time with ``Current.Import`` per phase and/or a
+    ``Power.Active.Import`` becomes one reading (phase powers are summed when no total is sent);
+    other measurands (energy registers, voltages) are not part of a reading. A refused reading
+    is logged with its reason and does not cost the others.
+    """
+    outcome = SamplesOutcome()
+    by_time: dict[str, list[dict[str, Any]]] = {}
+    for sample in samples:
+        if sample.get("measurand") in (CURRENT_IMPORT, POWER_IMPORT):
+            by_time.setdefault(str(sample.get("at")), []).append(sample)
+    for at, group in by_time.items():
+        try:
+            measured_at = datetime.fromisoformat(at)
+            current_a, power_kw = _reading_from_samples(site, group)
+            result = site_meter_record(
+                site=site,
+                measured_at=measured_at,
+                current_a=current_a,
+                power_kw=power_kw,
+                source=SiteMeterReading.Source.OCPP,
+                now=now,
+            )
+        except ValidationError as exc:
+            why = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in exc.message_dict.items())
+        except ValueError as exc:
+            why = f"measured_at: {exc}"
+        else:
+            outcome.stored += int(result.created)
+            outcome.duplicates += int(not result.created)
+            continue
+        outcome.refused.append(f"{at}: {why}")
+        logger.warning("site %s: OCPP meter reading at %s refused: %s", site.slug, at, why)
+    return outcome
