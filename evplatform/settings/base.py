@@ -293,7 +293,8 @@ BALANCING_PUSH_TIMEOUT_S = env.float("BALANCING_PUSH_TIMEOUT_S", default=10.0)
 BALANCING_SITE_METER_MAX_AGE_S = env.float("BALANCING_SITE_METER_MAX_AGE_S", default=60.0)
 # MQTT broker of the site meters (mqtt:// or mqtts://, optional user:password@) and the topic
 # prefix: readings arrive on <prefix>/<tenant schema>/<site slug>/meter.
-MQTT_URL = env.str("MQTT_URL", default="mqtt://127.0.0.1:1883")
+DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
+MQTT_URL = env.str("MQTT_URL", default=DEFAULT_MQTT_URL)
 MQTT_TOPIC_PREFIX = env.str("MQTT_TOPIC_PREFIX", default="evp")
 
 # --- Billing (billing) -----------------------------------------------------------------
