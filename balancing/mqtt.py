@@ -159,15 +159,21 @@ class MeterSubscriber:
         self.client.reconnect_delay_set(min_delay=MIN_RECONNECT_DELAY_S, max_delay=MAX_RECONNECT_DELAY_S)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
             logger.warning("mqtt: broker %s refused the connection: %s", self.address.host, reason)
             return
-        client.subscribe(subscription(self.prefix), qos=QOS)
-        logger.info("mqtt: connected to %s:%s, subscribed to %s", self.address.host, self.address.port,
-                    subscription(self.prefix))  # fmt: skip
+        logger.info("mqtt: connected to %s:%s", self.address.host, self.address.port)
+        client.subscribe(subscription(self.prefix), qos=QOS)  # again after every reconnect
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
+        if any(r.is_failure for r in reasons):
+            logger.error("mqtt: broker refused the subscription to %s: %s", subscription(self.prefix), reasons)
+            return
+        logger.info("mqtt: subscribed to %s", subscription(self.prefix))
         self.subscribed.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
