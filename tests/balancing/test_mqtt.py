@@ -262,3 +262,26 @@ def test_run_mqtt_meters_reconnects_when_the_broker_comes_back(e2e_site: Site) -
     finally:
         assert meters.stop() == 0, meters.log()
         proxy.close()
+
+
+def test_run_mqtt_meters_waits_for_a_broker_that_is_not_there_and_stops_cleanly(e2e_site: Site) -> None:
+    proxy = ThreadedTcpProxy(MOSQUITTO)
+    proxy.cut()
+    meters = MeterProcess(args=["--url", f"mqtt://127.0.0.1:{proxy.port}"])
+    try:
+        meters.wait_for(lambda: "connecting to" in meters.log(), "first connection attempt")
+        time.sleep(3)  # attempts at 1 s, then 2 s: none reaches a broker
+        assert meters.process.poll() is None
+        assert meters.subscriptions == 0
+        proxy.restore()
+        meters.wait_for(lambda: meters.subscriptions >= 1, "subscription once the broker answers", timeout=30)
+    finally:
+        assert meters.stop() == 0, meters.log()
+        proxy.close()
+
+
+def test_run_mqtt_meters_refuses_a_url_that_is_not_mqtt() -> None:
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="MQTT_URL 'http://broker' must look like mqtt://"):
+        call_command("run_mqtt_meters", "--url", "http://broker")
