@@ -76,11 +76,14 @@ def charger_register(
     wiring: str | None = None,
     circuit_name: str | None = None,
     connectors: int = 1,
+    is_site_meter: bool = False,
 ) -> Outcome[ChargingStation]:
     """Register a charger at a site (or bring its registration to these values).
 
     Raises ``ValidationError`` naming the bad field, and the selectors' not-found errors for
     an unknown site or circuit. The id must not belong to another organisation.
+    ``is_site_meter``: an OCPP identity that is the site's meter, reporting on connector 0; it
+    gets no connectors, so balancing never plans it as a charger.
     """
     wiring = wiring or str(WIRING_BY_PHASES.get(phases, ""))
     _validate(
@@ -121,6 +124,7 @@ def charger_register(
                 "max_current_a": max_current_a,
                 "phases": phases,
                 "wiring": wiring,
+                "is_site_meter": is_site_meter,
             }
             for attr, value in values.items():
                 old = getattr(station, attr) if not created else None
@@ -130,7 +134,11 @@ def charger_register(
             station.full_clean()
             station.save()
             existing = set(station.connectors.values_list("connector_id", flat=True))
-            for number in range(1, connectors + 1):
+            if is_site_meter and existing:
+                raise ValidationError(
+                    {"is_site_meter": f"{charge_point_id!r} is registered as a charger with connectors; not a meter"}
+                )
+            for number in range(1, 0 if is_site_meter else connectors + 1):
                 if number not in existing:
                     Connector.objects.create(station=station, connector_id=number)
                     if not created:
@@ -325,6 +333,11 @@ def _on_stop(batch: _Batch, station: ChargingStation, event: dict[str, Any]) -> 
 
 def _on_meter(batch: _Batch, station: ChargingStation, event: dict[str, Any]) -> None:
     number = event.get("connector")
+    if station.is_site_meter and not number and not event.get("transaction_id"):
+        from balancing.meter import site_meter_record_samples  # balancing reads chargepoint: import late
+
+        site_meter_record_samples(site=station.site, samples=event["samples"], now=timezone.now())
+        return
     connector = batch.connector(station, int(number)) if number else None
     session = None
     if event.get("transaction_id"):

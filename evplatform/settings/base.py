@@ -290,6 +290,16 @@ BALANCING_OVERDRAW_GRACE_S = env.float("BALANCING_OVERDRAW_GRACE_S", default=5.0
 # lost answer is a Timeout then, and the site's lock is released soon after.
 BALANCING_PUSH_TIMEOUT_S = env.float("BALANCING_PUSH_TIMEOUT_S", default=10.0)
 
+# --- Site meter inputs (balancing.meter, balancing.mqtt) ---------------------------------
+
+# A site meter reading older than this (s) is stale: refused on arrival, and not used by a run.
+BALANCING_SITE_METER_MAX_AGE_S = env.float("BALANCING_SITE_METER_MAX_AGE_S", default=60.0)
+# MQTT broker of the site meters (mqtt:// or mqtts://, optional user:password@) and the topic
+# prefix: readings arrive on <prefix>/<tenant schema>/<site slug>/meter.
+DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
+MQTT_URL = env.str("MQTT_URL", default=DEFAULT_MQTT_URL)
+MQTT_TOPIC_PREFIX = env.str("MQTT_TOPIC_PREFIX", default="evp")
+
 # --- Billing (billing) -----------------------------------------------------------------
 
 # Meter samples are folded into 15-minute interval energy this often (seconds).
