@@ -1,11 +1,20 @@
-"""Reads of chargers, allowed idTags and command records. Schema: tenant."""
+"""Reads of chargers, allowed idTags and command records. Schema: tenant.
 
+``gateway_instances_gone`` reads the gateway registry in Redis (no schema).
+"""
+
+import logging
 from datetime import datetime
 
+from django.conf import settings
 from django.db.models import Q
 
 from balancing.models import Site
+from chargepoint.gateway import keys
 from chargepoint.models import ChargerCommand, ChargingStation, IdTag
+from evplatform.redis import REDIS_ERRORS, get_redis
+
+logger = logging.getLogger(__name__)
 
 ACCEPTED = "Accepted"
 BLOCKED = "Blocked"
@@ -47,3 +56,39 @@ def stations_by_id(*, charge_point_ids: list[str]) -> dict[str, ChargingStation]
 
 def command_list(*, charge_point_id: str, limit: int = 50) -> list[ChargerCommand]:
     return list(ChargerCommand.objects.filter(charge_point_id=charge_point_id)[:limit])
+
+
+def station_gateway_ids_online() -> set[str]:
+    """The gateway instances holding this tenant's online chargers (as their last connection said)."""
+    return set(
+        ChargingStation.objects.filter(is_online=True)
+        .exclude(gateway_id="")
+        .values_list("gateway_id", flat=True)
+        .distinct()
+    )
+
+
+def gateway_instances_gone(*, instance_ids: set[str]) -> set[str] | None:
+    """Those of ``instance_ids`` whose heartbeat key (``keys.instance_key``) has expired.
+
+    None when Redis cannot tell: it did not answer (which says nothing about the gateways),
+    or it restarted less than a registry TTL ago (the live instances have not announced
+    themselves again yet; they do every third of the TTL).
+    """
+    if not instance_ids:
+        return set()
+    ordered = sorted(instance_ids)
+    redis = get_redis()
+    try:
+        uptime_s = int(redis.info("server").get("uptime_in_seconds", 0))
+        if uptime_s < settings.GATEWAY_REGISTRY_TTL_S:
+            logger.info("Redis restarted %d s ago: gateway liveness not judged yet", uptime_s)
+            return None
+        with redis.pipeline(transaction=False) as pipe:
+            for instance_id in ordered:
+                pipe.exists(keys.instance_key(instance_id))
+            alive = pipe.execute()
+    except REDIS_ERRORS as exc:
+        logger.warning("Redis unreachable (%s): gateway liveness not judged", exc)
+        return None
+    return {i for i, ok in zip(ordered, alive, strict=True) if not ok}
