@@ -156,6 +156,7 @@ class Gateway:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._beat_redis: aioredis.Redis | None = None
         self._reasserting = False
+        self._redis_failing: dict[str, float] = {}  # what failed -> since (loop time)
         self.ready = asyncio.Event()
         self.refusals = 0
         self.lost_replies = 0
@@ -280,10 +281,11 @@ class Gateway:
         while True:
             try:
                 entries = await self.redis.xread({stream: last_id}, count=COMMAND_READ_COUNT, block=1000)
-            except REDIS_ERRORS:
-                logger.warning("command stream unavailable; retrying", exc_info=True)
+            except REDIS_ERRORS as exc:
+                self._redis_failed("reading commands", exc)
                 await asyncio.sleep(1)
                 continue
+            self._redis_ok("reading commands")
             ids = []
             streams = cast(list[tuple[str, list[tuple[str, dict[str, str]]]]], entries or [])
             for _stream, items in streams:
@@ -384,13 +386,25 @@ class Gateway:
                         pipe.set(keys.instance_key(self.instance_id), f"{self.host}:{self.port}", ex=ttl, get=True)
                         pipe.expire(keys.command_stream_key(self.instance_id), ttl * 4)
                         previous, _ = await pipe.execute()
+                self._redis_ok("the registry heartbeat")
                 if previous is None and self.connections and not self._reasserting:
                     self._reasserting = True
                     self._spawn(self._reassert_chargers())
-            except BEAT_ERRORS:
-                logger.warning("registry heartbeat failed", exc_info=True)
+            except BEAT_ERRORS as exc:
+                self._redis_failed("the registry heartbeat", exc)
                 pause = HEARTBEAT_RETRY_S
             await asyncio.sleep(pause)
+
+    def _redis_failed(self, what: str, error: BaseException) -> None:
+        """Log the first failure of an outage (per activity); the retries that follow stay quiet."""
+        if what not in self._redis_failing:
+            self._redis_failing[what] = time.monotonic()
+            logger.warning("%s failed: Redis %s; retrying", what, error or type(error).__name__)
+
+    def _redis_ok(self, what: str) -> None:
+        since = self._redis_failing.pop(what, None)
+        if since is not None:
+            logger.warning("%s works again after %.1f s", what, time.monotonic() - since)
 
     async def _reassert_chargers(self) -> None:
         """Our instance key had expired: the workers may have taken our chargers offline.
