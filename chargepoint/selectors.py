@@ -12,7 +12,7 @@ from django.db.models import Q
 from balancing.models import Site
 from chargepoint.gateway import keys
 from chargepoint.models import ChargerCommand, ChargingStation, IdTag
-from evplatform.redis import REDIS_ERRORS, get_redis
+from evplatform.redis import REDIS_ERRORS, get_redis, redis_outage
 
 logger = logging.getLogger(__name__)
 
@@ -72,23 +72,25 @@ def gateway_instances_gone(*, instance_ids: set[str]) -> set[str] | None:
     """Those of ``instance_ids`` whose heartbeat key (``keys.instance_key``) has expired.
 
     None when Redis cannot tell: it did not answer (which says nothing about the gateways),
-    or it restarted less than a registry TTL ago (the live instances have not announced
-    themselves again yet; they do every third of the TTL).
+    or it restarted, or came back to this process, less than a registry TTL ago (the live
+    instances may not have announced themselves again yet).
     """
     if not instance_ids:
         return set()
     ordered = sorted(instance_ids)
     redis = get_redis()
+    ttl_s = settings.GATEWAY_REGISTRY_TTL_S
     try:
         uptime_s = int(redis.info("server").get("uptime_in_seconds", 0))
-        if uptime_s < settings.GATEWAY_REGISTRY_TTL_S:
-            logger.info("Redis restarted %d s ago: gateway liveness not judged yet", uptime_s)
-            return None
         with redis.pipeline(transaction=False) as pipe:
             for instance_id in ordered:
                 pipe.exists(keys.instance_key(instance_id))
             alive = pipe.execute()
     except REDIS_ERRORS as exc:
-        logger.warning("Redis unreachable (%s): gateway liveness not judged", exc)
+        redis_outage.failed(exc, "gateway liveness is not judged")
+        return None
+    redis_outage.answered()
+    if uptime_s < ttl_s or redis_outage.recovered_within(ttl_s):
+        logger.info("Redis was away less than %d s ago: gateway liveness not judged yet", ttl_s)
         return None
     return {i for i, ok in zip(ordered, alive, strict=True) if not ok}

@@ -11,6 +11,7 @@ record functions keep the platform's calls to chargers on file (``chargepoint.co
 
 import logging
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -37,6 +38,9 @@ MIN_CHARGING_CURRENT_A = Decimal(6)  # IEC 61851 / SAE J1772 lowest pilot curren
 MAX_STATION_CURRENT_A = Decimal(1000)
 WIRING_BY_PHASES = {1: ChargingStation.Wiring.L1, 3: ChargingStation.Wiring.L1L2L3}
 MAX_CONNECTORS = 16
+# A missing gateway heartbeat key is looked at again after this (s): twice the gateway's
+# retry after a failed heartbeat (``chargepoint.gateway.server.HEARTBEAT_RETRY_S``).
+GATEWAY_RECHECK_S = 2.0
 
 
 def _validate(
@@ -515,6 +519,12 @@ def stations_gateway_sweep() -> TelemetryOutcome:
     outcome = TelemetryOutcome()
     holders = station_gateway_ids_online()
     gone = gateway_instances_gone(instance_ids=holders) if holders else None
+    if gone:
+        # A live instance whose heartbeat failed while Redis was away writes its key again within
+        # a second of Redis answering: only what is still missing a moment later is gone.
+        time.sleep(GATEWAY_RECHECK_S)
+        again = gateway_instances_gone(instance_ids=gone)
+        gone = None if again is None else gone & again
     if not gone:
         return outcome
     with transaction.atomic():

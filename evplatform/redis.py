@@ -74,12 +74,15 @@ class RedisOutage:
     logged (with what the caller does instead) and so is the recovery, nothing in between.
     ``skip`` is true while Redis is down and was tried less than ``probe_interval_s`` ago, so
     a burst of requests during an outage does not pay the retries of each attempt.
+    ``recovered_within`` tells readers of expiring keys that Redis was away a moment ago (the
+    keys' owners may not have written them again yet).
     """
 
     def __init__(self, probe_interval_s: float = REDIS_PROBE_INTERVAL_S) -> None:
         self.probe_interval_s = probe_interval_s
         self._lock = threading.Lock()
         self.down_since: float | None = None
+        self.recovered_at: float | None = None
         self._last_probe = 0.0
 
     @property
@@ -109,9 +112,14 @@ class RedisOutage:
         with self._lock:
             if self.down_since is None:
                 return
-            down_s = time.monotonic() - self.down_since
+            now = time.monotonic()
+            down_s = now - self.down_since
             self.down_since = None
+            self.recovered_at = now
         logger.warning("Redis answers again after %.1f s", down_s)
+
+    def recovered_within(self, seconds: float) -> bool:
+        return self.recovered_at is not None and time.monotonic() - self.recovered_at < seconds
 
 
 redis_outage = RedisOutage()

@@ -111,12 +111,12 @@ def redis_cut(redis_proxy: ThreadedTcpProxy, settings) -> Iterator[ThreadedTcpPr
     """This process's Redis client goes through the proxy, which is cut; restored afterwards."""
     settings.REDIS_URL = f"redis://127.0.0.1:{redis_proxy.port}/0"
     get_redis.cache_clear()
-    redis_outage.down_since = None
+    redis_outage.down_since = redis_outage.recovered_at = None
     redis_proxy.cut()
     yield redis_proxy
     redis_proxy.restore()
     get_redis.cache_clear()
-    redis_outage.down_since = None
+    redis_outage.down_since = redis_outage.recovered_at = None
 
 
 @pytest.fixture(scope="module")

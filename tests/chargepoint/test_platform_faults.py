@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import re
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
@@ -73,6 +74,14 @@ def connected(cp: str, gateway: str, at: datetime) -> dict[str, Any]:
         "ocpp_version": "1.6",
         "gateway": gateway,
     }
+
+
+@pytest.fixture(autouse=True)
+def _redis_judged_afresh() -> Iterator[None]:
+    """This process's memory of a Redis outage does not leak from one test into the next."""
+    redis_outage.down_since = redis_outage.recovered_at = None
+    yield
+    redis_outage.down_since = redis_outage.recovered_at = None
 
 
 @pytest.fixture
@@ -180,6 +189,40 @@ def test_the_liveness_sweep_changes_nothing_while_redis_is_down(bg, settings) ->
     station.refresh_from_db()
     assert station.is_online  # an unreachable Redis says nothing about the gateways
     assert outcome.applied == 0
+
+
+def test_a_gateway_that_announces_itself_again_within_the_recheck_keeps_its_chargers() -> None:
+    """Redis just came back: the live instance's next heartbeat (within a second) writes its key again."""
+    station = ChargingStationFactory(charge_point_id="FAULT-BACK-1")
+    telemetry_apply(events=[connected("FAULT-BACK-1", "fault-gw-back", timezone.now())])
+    heartbeat = threading.Timer(0.5, lambda: get_redis().set(keys.instance_key("fault-gw-back"), "x", ex=30))
+    heartbeat.start()
+    try:
+        outcome = stations_gateway_sweep()
+    finally:
+        heartbeat.join(5)
+        get_redis().delete(keys.instance_key("fault-gw-back"))
+
+    station.refresh_from_db()
+    assert (station.is_online, station.gateway_id) == (True, "fault-gw-back")
+    assert outcome.applied == 0
+
+
+def test_the_liveness_sweep_waits_a_registry_ttl_after_redis_came_back() -> None:
+    station = ChargingStationFactory(charge_point_id="FAULT-DEAD-4")
+    telemetry_apply(events=[connected("FAULT-DEAD-4", "fault-gw-dead-4", timezone.now())])
+    redis_outage.down_since = time.monotonic() - 30  # this worker saw Redis fail until now
+
+    first = stations_gateway_sweep()
+    station.refresh_from_db()
+    assert station.is_online  # the live instances may not have re-announced yet
+    assert first.applied == 0
+
+    redis_outage.recovered_at = time.monotonic() - django_settings.GATEWAY_REGISTRY_TTL_S  # a TTL later
+    later = stations_gateway_sweep()
+    station.refresh_from_db()
+    assert not station.is_online
+    assert later.applied == 1
 
 
 def test_the_liveness_sweep_waits_a_registry_ttl_after_redis_restarted(monkeypatch) -> None:
