@@ -15,6 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, connection, transaction
+from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import LockError
 
 from balancing.models import BalancingRun, Circuit, Site, SiteLimitSchedule
@@ -34,6 +35,9 @@ RUN_LOCK_BATCHES = 3  # lowerings, raises, and the pushes of a re-solve
 RUN_LOCK_MARGIN_S = 30.0
 RUN_LOCK_WAIT_S = 2.0
 RUN_LOCK_POLL_S = 0.1
+# A run that could not reach the chargers because Redis was down is run again this much later
+# (seconds), until Redis is back, so a site does not wait for the beat sweep after an outage.
+REDIS_DOWN_RETRY_S = 10.0
 
 
 def _apply(
@@ -216,7 +220,8 @@ def site_balance(*, site_id: int, reason: str, pusher: Pusher | None = None) -> 
     a new request is queued, so the change that caused this call is not lost). The lock is
     Redis's and, always, a PostgreSQL advisory lock of the site: with Redis unreachable (or
     reachable for some workers only) the advisory lock alone still keeps runs apart, and a
-    run still happens.
+    run still happens. A run whose pushes failed while Redis was down asks for another one
+    ``REDIS_DOWN_RETRY_S`` later, so the site is balanced soon after Redis is back.
     """
     from balancing.runs import site_balance_run
 
@@ -232,10 +237,19 @@ def site_balance(*, site_id: int, reason: str, pusher: Pusher | None = None) -> 
             site_rebalance_request(site_id=site_id, reason=f"retry: {reason}")
             return None
         try:
-            return site_balance_run(site=site, reason=reason, pusher=pusher or GatewayPusher())
+            run = site_balance_run(site=site, reason=reason, pusher=pusher or GatewayPusher())
         finally:
             if not pending_forgotten:  # Redis was down at the start: requests would join a run that is over
                 _pending_forget(schema=schema, site_id=site_id)
+    if run.status != BalancingRun.Status.OK and redis_outage.is_down:
+        # Its pushes could not reach the chargers (their command path is Redis): again soon.
+        try:
+            _balance_site_publish(
+                schema=schema, site_id=site_id, reason="retry: Redis unreachable", countdown_s=REDIS_DOWN_RETRY_S
+            )
+        except KombuOperationalError:
+            logger.exception("site %s: the broker is unreachable too; the beat sweep will run it", site_id)
+    return run
 
 
 def run_lock_ttl_s() -> float:
@@ -245,12 +259,12 @@ def run_lock_ttl_s() -> float:
     return RUN_LOCK_BATCHES * (float(settings.BALANCING_PUSH_TIMEOUT_S) + REPLY_GRACE_S) + RUN_LOCK_MARGIN_S
 
 
-def _balance_site_publish(*, schema: str, site_id: int, reason: str) -> None:
+def _balance_site_publish(*, schema: str, site_id: int, reason: str, countdown_s: float | None = None) -> None:
     from balancing.tasks import balance_site
 
     balance_site.apply_async(
         kwargs={"site_id": site_id, "reason": reason},
-        countdown=settings.BALANCING_COALESCE_SECONDS,
+        countdown=settings.BALANCING_COALESCE_SECONDS if countdown_s is None else countdown_s,
         headers={"_schema_name": schema},
     )
 

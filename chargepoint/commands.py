@@ -28,7 +28,7 @@ from typing import Any
 from chargepoint.gateway import keys
 from chargepoint.models import ChargerCommand
 from chargepoint.services import command_records_create, command_records_finish
-from evplatform.redis import REDIS_ERRORS, get_redis
+from evplatform.redis import REDIS_ERRORS, get_redis, redis_outage
 from evplatform.services import active_schema, require_tenant_schema
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ OFFLINE = "Offline"
 TIMEOUT = "Timeout"
 CALL_ERROR = "CallError"
 KNOWN_STATUSES = {s.value for s in ChargerCommand.Status}
+REDIS_UNREACHABLE = "Redis unreachable: the charger's gateway is unknown"
 
 
 @dataclass(frozen=True)
@@ -94,13 +95,20 @@ def command_send_many(*, commands: list[Command], timeout_s: float = 30.0) -> li
     deadline = time.time() + timeout_s
 
     offline_why = "charger not connected"
-    try:
-        holders = _holders(redis, commands)
-        live = _live_instances(redis, {h for h in holders if h})
-    except REDIS_ERRORS as exc:
-        logger.warning("%d command(s) not sent: Redis unreachable (%s)", len(commands), exc)
-        holders, live = [None] * len(commands), set()
-        offline_why = "Redis unreachable: the charger's gateway is unknown"
+    holders: list[str | None] = [None] * len(commands)
+    live: set[str] = set()
+    if redis_outage.skip():
+        offline_why = REDIS_UNREACHABLE
+    else:
+        try:
+            holders = _holders(redis, commands)
+            live = _live_instances(redis, {h for h in holders if h})
+        except REDIS_ERRORS as exc:
+            redis_outage.failed(exc, "commands to chargers are Offline")
+            holders = [None] * len(commands)
+            offline_why = REDIS_UNREACHABLE
+        else:
+            redis_outage.answered()
     entries: list[tuple[str, dict[str, str]]] = []
     for request_id, command, holder in zip(request_ids, commands, holders, strict=True):
         rid = str(request_id)

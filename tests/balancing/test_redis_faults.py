@@ -26,11 +26,18 @@ from django.db.models import ProtectedError
 from django.utils import timezone
 from django_tenants.utils import schema_context, tenant_context
 
-from balancing.models import BalancingRun, Site
+from balancing.models import BalancingRun, ProfilePush, Site
 from balancing.push import PushAnswer, PushRequest
-from balancing.services import RUN_LOCK_WAIT_S, site_advisory_lock_key, site_balance, site_rebalance_request
+from balancing.services import (
+    REDIS_DOWN_RETRY_S,
+    RUN_LOCK_WAIT_S,
+    site_advisory_lock_key,
+    site_balance,
+    site_rebalance_request,
+)
 from balancing.tasks import sweep_all_sites
 from bench.tcpproxy import ThreadedTcpProxy
+from chargepoint.commands import REDIS_UNREACHABLE
 from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector
 from evplatform.redis import get_redis, redis_outage, tenant_key
 from tests.conftest import _database_url
@@ -192,6 +199,33 @@ def test_a_rebalance_request_reaches_the_worker_while_redis_is_down(
     outage_logs = [r for r in caplog.records if "Redis unreachable" in r.getMessage()]
     assert len(outage_logs) == 1  # once per outage, not per request
     assert "straight to the broker" in outage_logs[0].getMessage()
+
+
+def test_a_run_that_could_not_reach_the_chargers_runs_again_once_redis_is_back(
+    worker_behind_proxy, redis_cut, other_tenant, committed_site, django_capture_on_commit_callbacks
+) -> None:
+    since = timezone.now()
+    with tenant_context(other_tenant), django_capture_on_commit_callbacks(execute=True):
+        site_rebalance_request(site_id=SITE_ID, reason="status while Redis is down")
+    during = wait_for_run(
+        other_tenant, lambda r: r.reason.startswith("status while") and r.finished_at is not None, "during the outage"
+    )
+    with tenant_context(other_tenant):
+        assert {p.error for p in ProfilePush.objects.filter(run=during)} == {REDIS_UNREACHABLE}
+
+    redis_cut.restore()
+    back_at = timezone.now()
+    after = wait_for_run(
+        other_tenant,
+        lambda r: r.reason == "retry: Redis unreachable" and r.started_at >= back_at and r.finished_at is not None,
+        "once Redis is back",
+    )
+
+    assert (after.started_at - back_at).total_seconds() <= REDIS_DOWN_RETRY_S + 5
+    assert during.started_at >= since
+    with tenant_context(other_tenant):
+        # The charger's gateway was looked up this time: it is simply not connected.
+        assert {p.error for p in ProfilePush.objects.filter(run=after)} == {"charger not connected"}
 
 
 def test_the_beat_sweep_reaches_the_worker_while_redis_is_down(
