@@ -37,7 +37,7 @@ from balancing.services import (
 )
 from balancing.tasks import sweep_all_sites
 from bench.tcpproxy import ThreadedTcpProxy
-from chargepoint.commands import REDIS_UNREACHABLE
+from chargepoint.commands import REDIS_UNREACHABLE, REPLY_GRACE_S
 from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector
 from evplatform.redis import get_redis, redis_outage, tenant_key
 from tests.conftest import _database_url
@@ -248,11 +248,14 @@ def test_the_beat_sweep_reaches_the_worker_while_redis_is_down(
 class BlockingPusher:
     """A charger double that holds the run inside its pushes until the test lets it go."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_enter: Any = None) -> None:
         self.entered = threading.Event()
         self.release = threading.Event()
+        self.on_enter = on_enter
 
     def send_many(self, requests: Sequence[PushRequest]) -> list[PushAnswer]:
+        if self.on_enter is not None:
+            self.on_enter()
         self.entered.set()
         self.release.wait(30)
         return [PushAnswer("Accepted") for _ in requests]
@@ -327,8 +330,13 @@ def test_a_run_waits_for_the_postgresql_lock_even_when_redis_answers(other_tenan
     assert not get_redis().exists(tenant_key(other_tenant.schema_name, "balance-lock", SITE_ID))  # released
 
 
-def test_a_run_releases_both_locks(other_tenant, committed_site) -> None:
-    pusher = BlockingPusher()
+def test_a_run_holds_the_redis_lock_long_enough_for_its_pushes_and_releases_both_locks(
+    other_tenant, committed_site, settings
+) -> None:
+    settings.BALANCING_PUSH_TIMEOUT_S = 20.0
+    lock_key = tenant_key(other_tenant.schema_name, "balance-lock", SITE_ID)
+    ttls_s: list[float] = []
+    pusher = BlockingPusher(on_enter=lambda: ttls_s.append(get_redis().pttl(lock_key) / 1000))
     pusher.release.set()
     with tenant_context(other_tenant):
         run = site_balance(site_id=SITE_ID, reason="locks", pusher=pusher)
@@ -337,5 +345,8 @@ def test_a_run_releases_both_locks(other_tenant, committed_site) -> None:
             advisory_held = cursor.fetchone()[0]
 
     assert isinstance(run, BalancingRun)
+    # Two batches of pushes at their longest (the setting plus the reply grace) fit in the lock's life.
+    assert ttls_s
+    assert min(ttls_s) > 2 * (20.0 + REPLY_GRACE_S)
     assert advisory_held == 0
-    assert not get_redis().exists(tenant_key(other_tenant.schema_name, "balance-lock", SITE_ID))
+    assert not get_redis().exists(lock_key)

@@ -250,6 +250,14 @@ def test_the_stale_charger_sweep_still_takes_silent_chargers_offline() -> None:
     assert outcome.applied == 1
 
 
+def test_beat_runs_the_liveness_sweep_every_few_seconds_and_drops_stale_ones() -> None:
+    entry = next(
+        e for e in django_settings.CELERY_BEAT_SCHEDULE.values() if e["task"] == stations_gateway_sweep_all.name
+    )
+    assert entry["schedule"] == django_settings.GATEWAY_LIVENESS_SWEEP_S == 5.0
+    assert entry["options"]["expires"] <= 2 * entry["schedule"]
+
+
 # --- Command replies while the gateway's Redis is away ----------------------------------------
 
 
