@@ -26,7 +26,7 @@ from django.db.models import ProtectedError
 from django.utils import timezone
 from django_tenants.utils import schema_context, tenant_context
 
-from balancing.models import BalancingRun, ProfilePush, Site
+from balancing.models import BalancingRun, ConnectorLimit, ProfilePush, Site, StationFailsafe
 from balancing.push import PushAnswer, PushRequest
 from balancing.services import (
     REDIS_DOWN_RETRY_S,
@@ -339,6 +339,9 @@ def test_a_run_holds_the_redis_lock_long_enough_for_its_pushes_and_releases_both
     pusher = BlockingPusher(on_enter=lambda: ttls_s.append(get_redis().pttl(lock_key) / 1000))
     pusher.release.set()
     with tenant_context(other_tenant):
+        # Forget what earlier runs booked (in this test's transaction), so this run pushes again.
+        ConnectorLimit.objects.filter(connector__station__site_id=SITE_ID).delete()
+        StationFailsafe.objects.filter(station__site_id=SITE_ID).delete()
         run = site_balance(site_id=SITE_ID, reason="locks", pusher=pusher)
         with connection.cursor() as cursor:
             cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
