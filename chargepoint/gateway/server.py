@@ -93,6 +93,7 @@ REPLY_RETRY_CAP_S = 1.0
 # After a failed heartbeat the next one comes this soon, not a third of the TTL later.
 HEARTBEAT_RETRY_S = 1.0
 REASSERT_RETRY_S = 1.0
+REGISTRY_RETRY_S = 1.0
 BEAT_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, TimeoutError)
 # Compare-and-delete: forget the charger's entry only if it still names this instance.
 RELEASE_SCRIPT = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
@@ -436,17 +437,24 @@ class Gateway:
             self._reasserting = False
 
     async def _write_registry(self) -> None:
-        """Connects and disconnects reach Redis in one pipeline per tick, not one round trip each."""
+        """Connects and disconnects reach Redis in one pipeline per tick, not one round trip each.
+
+        Changes that Redis refused are kept (a newer change of the same charger wins) and sent
+        again every ``REGISTRY_RETRY_S``, so a charger that connected during an outage is
+        reachable for commands once Redis is back, not only after it reconnects.
+        """
         while True:
             await self._registry_wake.wait()
             await asyncio.sleep(REGISTRY_TICK_S)
             self._registry_wake.clear()
-            await self._flush_registry()
+            if not await self._flush_registry():
+                await asyncio.sleep(REGISTRY_RETRY_S)
+                self._registry_wake.set()
 
-    async def _flush_registry(self) -> None:
+    async def _flush_registry(self) -> bool:
         changes, self._registry_changes = self._registry_changes, {}
         if not changes:
-            return
+            return True
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for cp_id, connected in changes.values():
@@ -455,8 +463,12 @@ class Gateway:
                     else:
                         await self._release(keys=[keys.charger_key(cp_id)], args=[self.instance_id], client=pipe)
                 await pipe.execute()
-        except REDIS_ERRORS:
-            logger.warning("registry update failed; the heartbeat re-asserts it", exc_info=True)
+        except REDIS_ERRORS as exc:
+            self._redis_failed("updating the registry", exc)
+            self._registry_changes = {**changes, **self._registry_changes}
+            return False
+        self._redis_ok("updating the registry")
+        return True
 
     async def _watch_loop(self) -> None:
         """Log when the event loop was held up: every charger's answers wait meanwhile."""

@@ -435,6 +435,26 @@ def test_a_reply_lost_for_good_is_a_timeout_by_the_push_deadline_and_the_site_is
     assert len(lost_logs) == proxied_gateway.gateway.lost_replies - lost_before
 
 
+def test_a_charger_that_connects_while_redis_is_away_is_registered_once_it_is_back(
+    proxied_gateway, redis_back, gw_fleet, bg
+) -> None:
+    cp = gw_fleet.chargers_16[3]
+    get_redis().delete(keys.charger_key(cp))
+    bg.run(redis_back.cut())
+    charger = Charger(proxied_gateway, cp, lambda: asyncio.sleep(0))
+    proxied_gateway.bg.run(charger.start())  # admitted and booted: neither needs Redis
+    try:
+        time.sleep(1.5)
+        assert not registered(proxied_gateway, cp)
+        bg.run(redis_back.restore())
+        wait_until(lambda: registered(proxied_gateway, cp), timeout=10, what="the registry entry written late")
+        result = command_send(command=Command(cp, "SetChargingProfile", SET_PROFILE_16), timeout_s=10)
+    finally:
+        proxied_gateway.bg.run(charger.stop())
+
+    assert result.status == "Accepted"
+
+
 def test_a_live_gateway_whose_key_expired_announces_its_chargers_again(
     proxied_gateway, redis_back, gw_fleet, published
 ) -> None:
