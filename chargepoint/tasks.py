@@ -1,5 +1,7 @@
 """Celery tasks of the charger app (``telemetry`` queue). Schema: tenant (the sweeps fan out from public).
 
+The gateway liveness sweep is sent to the ``balancing`` queue instead (see its docstring).
+
 The gateway sends ``telemetry_ingest`` with the charger's tenant schema in the task headers.
 Acknowledged only after it finished (acks_late, reject_on_worker_lost): a worker that dies
 mid-batch leaves the message on the broker, and the re-run is harmless (idempotent upserts).
