@@ -11,6 +11,7 @@ record functions keep the platform's calls to chargers on file (``chargepoint.co
 
 import logging
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,7 @@ from django_tenants.utils import get_public_schema_name, schema_context, tenant_
 
 from balancing.selectors import circuit_get, site_get
 from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector, MeterSample
+from chargepoint.selectors import gateway_instances_gone, station_gateway_ids_online
 from evplatform.services import Outcome, describe_change, require_tenant_schema
 from tenants.models import ChargePointIdentity, Tenant
 from tenants.selectors import identity_find
@@ -36,6 +38,9 @@ MIN_CHARGING_CURRENT_A = Decimal(6)  # IEC 61851 / SAE J1772 lowest pilot curren
 MAX_STATION_CURRENT_A = Decimal(1000)
 WIRING_BY_PHASES = {1: ChargingStation.Wiring.L1, 3: ChargingStation.Wiring.L1L2L3}
 MAX_CONNECTORS = 16
+# A missing gateway heartbeat key is looked at again after this (s): twice the gateway's
+# retry after a failed heartbeat (``chargepoint.gateway.server.HEARTBEAT_RETRY_S``).
+GATEWAY_RECHECK_S = 2.0
 
 
 def _validate(
@@ -245,6 +250,7 @@ def _on_connected(batch: _Batch, station: ChargingStation, event: dict[str, Any]
     was_online = station.is_online
     station.is_online = True
     station.connected_at = started
+    station.gateway_id = str(event.get("gateway") or "")[:64]
     if event.get("ocpp_version") in ("1.6", "2.0.1"):
         station.ocpp_version = event["ocpp_version"]
     batch.dirty_stations.add(station.pk)
@@ -256,6 +262,9 @@ def _on_disconnected(batch: _Batch, station: ChargingStation, event: dict[str, A
     started = _at(event["connected_at"])
     if station.connected_at is not None and started < station.connected_at:
         return  # the charger has reconnected since: this connection no longer counts
+    if station.gateway_id:
+        station.gateway_id = ""
+        batch.dirty_stations.add(station.pk)
     if station.is_online:
         station.is_online = False
         batch.dirty_stations.add(station.pk)
@@ -484,6 +493,7 @@ def telemetry_apply(*, events: list[dict[str, Any]]) -> TelemetryOutcome:
                 dirty,
                 [
                     "is_online",
+                    "gateway_id",
                     "connected_at",
                     "last_seen_at",
                     "last_boot_at",
@@ -526,12 +536,57 @@ def stations_offline_sweep(*, now: datetime, stale_after: timedelta) -> Telemetr
         )
         for station in stale:
             station.is_online = False
+            station.gateway_id = ""
             outcome.rebalance.setdefault(station.site_id, f"{station.charge_point_id}: silent, taken offline")
-        ChargingStation.objects.bulk_update(stale, ["is_online"])
+        ChargingStation.objects.bulk_update(stale, ["is_online", "gateway_id"])
         outcome.applied = len(stale)
         if outcome.rebalance:
             reasons = dict(outcome.rebalance)
             transaction.on_commit(lambda: _request_rebalances(reasons))
+    return outcome
+
+
+def stations_gateway_sweep() -> TelemetryOutcome:
+    """Online chargers whose gateway instance is gone (its heartbeat key expired) go offline.
+
+    A killed gateway says nothing, and its chargers may stay silent for minutes (their
+    heartbeat interval) before the stale sweep would notice; its registry key expires within
+    ``GATEWAY_REGISTRY_TTL_S``. Nothing changes while Redis cannot tell (see
+    ``gateway_instances_gone``). Each affected site is rebalanced ("gateway <id> gone"): its
+    offline chargers keep their last limit booked. A charger that reconnects elsewhere comes
+    back online with its new connection's ``connected`` event; a live instance that had lost
+    its key announces its chargers again.
+    """
+    require_tenant_schema("stations_gateway_sweep")
+    outcome = TelemetryOutcome()
+    holders = station_gateway_ids_online()
+    gone = gateway_instances_gone(instance_ids=holders) if holders else None
+    if gone:
+        # A live instance whose heartbeat failed while Redis was away writes its key again within
+        # a second of Redis answering: only what is still missing a moment later is gone.
+        time.sleep(GATEWAY_RECHECK_S)
+        again = gateway_instances_gone(instance_ids=gone)
+        gone = None if again is None else gone & again
+    if not gone:
+        return outcome
+    with transaction.atomic():
+        # Re-checked on the locked rows: a charger that reconnected through a live instance meanwhile stays.
+        stations = list(
+            ChargingStation.objects.select_for_update(skip_locked=True).filter(is_online=True, gateway_id__in=gone)
+        )
+        for station in stations:
+            outcome.rebalance.setdefault(station.site_id, f"gateway {station.gateway_id} gone")
+            station.is_online = False
+            station.gateway_id = ""
+        ChargingStation.objects.bulk_update(stations, ["is_online", "gateway_id"])
+        outcome.applied = len(stations)
+        if outcome.rebalance:
+            reasons = dict(outcome.rebalance)
+            transaction.on_commit(lambda: _request_rebalances(reasons))
+    if stations:
+        logger.warning(
+            "gateway instance(s) %s gone: %d charger(s) taken offline", ", ".join(sorted(gone)), len(stations)
+        )
     return outcome
 
 

@@ -262,6 +262,14 @@ CELERY_BEAT_SCHEDULE["chargepoint-offline-sweep"] = {
     "task": "chargepoint.tasks.stations_offline_sweep_all",
     "schedule": 60.0,
 }
+# A gateway instance whose registry key (GATEWAY_REGISTRY_TTL_S) has expired is dead: its
+# chargers are taken offline by this sweep (seconds between runs), within 30 s of its death.
+GATEWAY_LIVENESS_SWEEP_S = env.float("GATEWAY_LIVENESS_SWEEP_S", default=5.0)
+CELERY_BEAT_SCHEDULE["chargepoint-gateway-liveness"] = {
+    "task": "chargepoint.tasks.stations_gateway_sweep_all",
+    "schedule": GATEWAY_LIVENESS_SWEEP_S,
+    "options": {"expires": 2 * GATEWAY_LIVENESS_SWEEP_S},
+}
 
 # --- Balancing (balancing) ---------------------------------------------------------------
 
