@@ -24,6 +24,7 @@ from django_tenants.utils import get_public_schema_name, schema_context, tenant_
 
 from balancing.selectors import circuit_get, site_get
 from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector, MeterSample
+from chargepoint.resync import station_resync_request
 from evplatform.services import Outcome, describe_change, require_tenant_schema
 from tenants.models import ChargePointIdentity, Tenant
 from tenants.selectors import identity_find
@@ -242,6 +243,7 @@ def _on_connected(batch: _Batch, station: ChargingStation, event: dict[str, Any]
     batch.dirty_stations.add(station.pk)
     if not was_online:
         batch.rebalance(station, "online")
+    station_resync_request(station_id=station.pk, reason="connected")  # after commit, at most once a minute
 
 
 def _on_disconnected(batch: _Batch, station: ChargingStation, event: dict[str, Any]) -> None:

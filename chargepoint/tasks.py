@@ -1,4 +1,6 @@
-"""Celery tasks of the charger app (``telemetry`` queue). Schema: tenant (the sweep fans out from public).
+"""Celery tasks of the charger app (``telemetry`` queue; the resync on ``balancing``).
+
+Schema: tenant (the sweep fans out from public).
 
 The gateway sends ``telemetry_ingest`` with the charger's tenant schema in the task headers.
 Acknowledged only after it finished (acks_late, reject_on_worker_lost): a worker that dies
@@ -13,8 +15,9 @@ from django.db import OperationalError
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, schema_context, tenant_context
 
+from chargepoint.resync import station_resync
 from chargepoint.services import stations_offline_sweep, telemetry_apply
-from evplatform.celery import PublicTask, app
+from evplatform.celery import QUEUE_BALANCING, PublicTask, app, queue_name
 from tenants.selectors import tenant_list_active
 
 
@@ -47,3 +50,16 @@ def stations_offline_sweep_all() -> int:
         with tenant_context(tenant):
             stations_offline_sweep_task.delay()
     return len(tenants)
+
+
+@app.task(name="chargepoint.tasks.station_resync", queue=queue_name(QUEUE_BALANCING))
+def station_resync_task(*, station_id: int, reason: str = "") -> dict[str, Any]:
+    """Ask a charger what it does (triggers, composite schedules) and act on a mismatch; at most once a minute."""
+    outcome = station_resync(station_id=station_id)
+    return {
+        "reason": reason,
+        "throttled": outcome.throttled,
+        "triggers": outcome.triggers,
+        "applied_a": {c.connector_id: c.applied_a for c in outcome.checks},
+        "mismatches": [c.connector_id for c in outcome.mismatches],
+    }
