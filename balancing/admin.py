@@ -116,10 +116,10 @@ class SiteAlertAdmin(admin.ModelAdmin):
     date_hierarchy = "opened_at"
     list_select_related = ("site", "station", "connector__station")
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [f.name for f in SiteAlert._meta.fields]
-
     def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
