@@ -2,8 +2,9 @@
 
 Schema: tenant.
 
-When a charger comes back online (a reconnect) or a balancing run is in doubt about it,
-``station_resync`` sends, through the gateway's command path (``chargepoint.commands``):
+When a charger comes back online (a reconnect after an earlier connection) or a balancing run is
+in doubt about it, ``station_resync`` sends, through the gateway's command path
+(``chargepoint.commands``):
 
 - TriggerMessage StatusNotification and MeterValues (OCPP 1.6: for the whole charger; 2.0.1:
   per EVSE), so its connector states and draw are fresh for the next run;
@@ -18,7 +19,7 @@ not a number, far above any rating, another connector's) is rejected and changes
 
 A station is resynced at most once a minute (a Redis key per station), however often it
 reconnects; ``station_resync_request`` enqueues the ``station_resync`` task on the balancing
-queue after the caller's transaction commits.
+queue a few seconds after the caller's transaction commits.
 """
 
 import logging
@@ -42,6 +43,11 @@ from evplatform.services import active_schema, require_tenant_schema
 logger = logging.getLogger(__name__)
 
 RESYNC_EVERY_S = 60
+# After a reconnect the charger first sends its own boot and status, and the run the reconnect
+# asked for pushes its profiles; the check comes after them.
+RESYNC_DELAY_S = 3.0
+# Short: a live charger answers in well under a second, and the balancing worker waits meanwhile.
+RESYNC_TIMEOUT_S = 5.0
 COMPOSITE_DURATION_S = 60
 STEP_A = 1.0  # the smallest limit change a profile is sent for (balancing.problem.STEP_A)
 MAX_PLAUSIBLE_A = 1000.0  # no AC connector applies more; a figure above it is not believed
@@ -102,6 +108,7 @@ def station_resync_request(*, station_id: int, reason: str) -> None:
                 kwargs={"station_id": station_id, "reason": reason[:100]},
                 queue=queue_name(QUEUE_BALANCING),
                 headers={"_schema_name": schema},
+                countdown=RESYNC_DELAY_S,
                 retry=False,
             )
         except Exception:  # a lost resync must not cost the telemetry batch
@@ -227,9 +234,8 @@ def station_resync(*, station_id: int, now: datetime | None = None, timeout_s: f
     connectors = list(station.connectors.order_by("connector_id"))
     numbers = [c.connector_id for c in connectors]
     commands = resync_commands(station, numbers)
-    results = command_send_many(
-        commands=commands, timeout_s=timeout_s if timeout_s is not None else settings.BALANCING_PUSH_TIMEOUT_S
-    )
+    limit_s = min(RESYNC_TIMEOUT_S, settings.BALANCING_PUSH_TIMEOUT_S)
+    results = command_send_many(commands=commands, timeout_s=timeout_s if timeout_s is not None else limit_s)
     now = now or timezone.now()
     composites = {}
     for command, result in zip(commands, results, strict=True):

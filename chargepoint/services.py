@@ -235,6 +235,8 @@ def _on_connected(batch: _Batch, station: ChargingStation, event: dict[str, Any]
     started = _at(event["connected_at"])
     if station.connected_at is not None and started < station.connected_at:
         return  # an older connection's news
+    if station.connected_at is not None:  # back after an earlier connection: ask it what it does (after commit)
+        station_resync_request(station_id=station.pk, reason="reconnected")
     was_online = station.is_online
     station.is_online = True
     station.connected_at = started
@@ -243,7 +245,6 @@ def _on_connected(batch: _Batch, station: ChargingStation, event: dict[str, Any]
     batch.dirty_stations.add(station.pk)
     if not was_online:
         batch.rebalance(station, "online")
-    station_resync_request(station_id=station.pk, reason="connected")  # after commit, at most once a minute
 
 
 def _on_disconnected(batch: _Batch, station: ChargingStation, event: dict[str, Any]) -> None:

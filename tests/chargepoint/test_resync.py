@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from balancing.models import ConnectorLimit, SiteAlert
 from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector, MeterSample
-from chargepoint.resync import _throttle_key, composite_limit_a, resync_commands, station_resync
+from chargepoint.resync import RESYNC_DELAY_S, _throttle_key, composite_limit_a, resync_commands, station_resync
 from chargepoint.simulator.charger import ChargerSpec, SimulatedCharger
 from evplatform.redis import get_redis
 from tenants.accounts.models import AuditEvent
@@ -157,10 +157,11 @@ def composite_count(cp: str) -> int:
     return ChargerCommand.objects.filter(charge_point_id=cp, action="GetCompositeSchedule").count()
 
 
-def connected(sim: Running, cp: str, gateway) -> None:
-    """Connected, and the worker's own resync on connect has been done (so it cannot race ours)."""
+def connected(sim: Running, cp: str, version: str = "1.6") -> ChargingStation:
+    """Connected, and the worker has recorded it (the protocol version the resync speaks)."""
     wait_until(lambda: sim.charger.connected.is_set(), what=f"{cp} connected")
-    wait_until(lambda: composite_count(cp) >= 1, timeout=60, what=f"the resync of {cp} on connect")
+    online = ChargingStation.objects.filter(charge_point_id=cp, is_online=True, ocpp_version=version)
+    return wait_until(online.first, timeout=60, what=f"{cp} online in the books")
 
 
 def books(cp: str, limit_a: str) -> Connector:
@@ -193,7 +194,7 @@ def test_a_charger_applying_more_than_the_books_raises_an_alert_corrects_the_boo
     cp = gw_fleet.chargers_16[4] if version == "1.6" else gw_fleet.chargers_201[2]
     sim = Running(bg, cp, gateway.url, ocpp_version=version)
     try:
-        connected(sim, cp, gateway)
+        connected(sim, cp, version)
         connector = books(cp, "0")  # the books say: paused at 0 A
         get_redis().delete(_throttle_key(connector.station_id))
         with django_capture_on_commit_callbacks() as callbacks:
@@ -226,7 +227,7 @@ def test_a_charger_that_applies_what_the_books_say_clears_an_earlier_composite_a
     cp = gw_fleet.chargers_16[5]
     sim = Running(bg, cp, gateway.url, rating_a=16.0)
     try:
-        connected(sim, cp, gateway)
+        connected(sim, cp)
         connector = books(cp, "16")  # its rating: whatever default it applies is within
         alert = SiteAlert.objects.create(
             site_id=gw_fleet.site_id,
@@ -252,12 +253,23 @@ def test_a_charger_that_applies_what_the_books_say_clears_an_earlier_composite_a
 
 def test_a_reconnect_resyncs_the_charger_once_a_minute_at_most(gateway, celery_worker, gw_fleet, bg) -> None:
     cp = gw_fleet.chargers_16[6]
-    station = ChargingStation.objects.get(charge_point_id=cp)
-    get_redis().delete(_throttle_key(station.pk))
+    triggers = ChargerCommand.objects.filter(charge_point_id=cp, action="TriggerMessage")
+    pause_s = RESYNC_DELAY_S + 2  # time for a resync to be queued and run, were it asked for
     sim = Running(bg, cp, gateway.url)
     try:
-        connected(sim, cp, gateway)
-        triggers = ChargerCommand.objects.filter(charge_point_id=cp, action="TriggerMessage")
+        station = connected(sim, cp)
+        time.sleep(pause_s)
+        assert composite_count(cp) == 0  # a first connection is not a comeback
+
+        def reconnect(after: datetime) -> datetime:
+            connects = sim.charger.state.connects
+            bg.run(sim.charger.drop_connection())
+            wait_until(lambda: sim.charger.state.connects > connects and sim.charger.connected.is_set())
+            back = ChargingStation.objects.filter(pk=station.pk, connected_at__gt=after, is_online=True)
+            return wait_until(back.first, timeout=60, what="the reconnect applied by the worker").connected_at
+
+        second = reconnect(station.connected_at)
+        wait_until(lambda: composite_count(cp) == 1, timeout=60, what="the resync after the reconnect")
         wait_until(lambda: triggers.count() == 2, what="both triggers recorded")
         # The charger did what it was asked: its triggered meter values reached the books.
         wait_until(
@@ -265,22 +277,9 @@ def test_a_reconnect_resyncs_the_charger_once_a_minute_at_most(gateway, celery_w
             timeout=60,
             what="meter values sent on the trigger",
         )
-        first_connect = ChargingStation.objects.get(pk=station.pk).connected_at
 
-        bg.run(sim.charger.drop_connection())
-        wait_until(lambda: sim.charger.state.connects >= 2 and sim.charger.connected.is_set(), what="reconnected")
-        wait_until(
-            lambda: ChargingStation.objects.filter(
-                pk=station.pk, connected_at__gt=first_connect, is_online=True
-            ).exists(),
-            timeout=60,
-            what="the reconnect applied by the worker",
-        )
-        # Time for a second resync to be queued and run, were it not held back.
-        deadline = timezone.now() + timedelta(seconds=4)
-        while timezone.now() < deadline:
-            assert composite_count(cp) == 1
-            time.sleep(0.5)
+        reconnect(second)
+        time.sleep(pause_s)
     finally:
         sim.close()
 
