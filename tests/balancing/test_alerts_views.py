@@ -279,3 +279,31 @@ def test_an_admin_switches_a_model_to_station_max_profiles_and_it_is_audited(adm
     event = AuditEvent.objects.get(object_type="compliance", field="use_station_max")
     assert (event.actor, event.old_value, event.new_value) == ("alerts.admin@alpha.localhost", "False", "True")
     assert admin_client.get("/admin/balancing/chargermodelcompliance/add/").status_code == 403
+
+
+def test_the_charger_api_gives_its_open_alerts_and_its_models_record(site, connector) -> None:
+    raise_overdraw(site, connector)
+    cleared = alert_raise(
+        site=site, kind=SiteAlert.Kind.REFUSES, detail="rejected a profile", now=timezone.now(), connector=connector
+    )
+    alert_clear(site=site, kind=SiteAlert.Kind.REFUSES, now=timezone.now(), connector=connector)
+    compliance_note(station=connector.station, accepted=4, ignored=2, reaction_s=3.0)
+    ChargingStationFactory(charge_point_id="ALERT-CP-2", site=site, vendor="Other")
+    client = api_client(Role.SITE_VIEWER, "viewer.chargers@alpha.localhost")
+
+    detail = client.get("/api/v1/chargers/ALERT-CP-1/").json()
+    listing = client.get("/api/v1/chargers/", {"site": "mall"}).json()["results"]
+
+    (alert,) = detail["alerts"]
+    assert (alert["kind"], alert["connector"], alert["detail"]) == ("overdraw", 1, DETAIL)
+    assert cleared.detail not in str(detail["alerts"])
+    assert detail["compliance"] == {
+        "profiles_accepted": 4,
+        "profiles_rejected": 0,
+        "accepted_ignored": 2,
+        "reactions": 1,
+        "mean_reaction_s": 3.0,
+        "use_station_max": False,
+    }
+    other = next(c for c in listing if c["charge_point_id"] == "ALERT-CP-2")
+    assert (other["alerts"], other["compliance"]) == ([], None)
