@@ -307,3 +307,17 @@ def test_the_charger_api_gives_its_open_alerts_and_its_models_record(site, conne
     }
     other = next(c for c in listing if c["charge_point_id"] == "ALERT-CP-2")
     assert (other["alerts"], other["compliance"]) == ([], None)
+
+
+def test_a_site_wide_alert_names_no_charger(make_user, site) -> None:
+    detail = "site meter 22.3 kW over the 20 kW cap"
+    alert_raise(site=site, kind=SiteAlert.Kind.SITE_OVER_LIMIT, detail=detail, now=timezone.now())
+    _, viewer = make_user(Role.SITE_VIEWER)
+    client = api_client(Role.SITE_VIEWER, "viewer.sitewide@alpha.localhost")
+
+    (alert,) = client.get("/api/v1/sites/mall/status/").json()["alerts"]
+    page = viewer.get("/sites/mall/").content.decode()
+
+    assert (alert["kind"], alert["charger"], alert["connector"], alert["vendor"]) == ("site_over_limit", None, None, "")
+    assert "whole site" in page
+    assert detail in page
