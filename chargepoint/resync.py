@@ -18,8 +18,9 @@ is in force) and a rebalance is requested. A composite schedule that cannot be t
 not a number, far above any rating, another connector's) is rejected and changes nothing.
 
 A station is resynced at most once a minute (a Redis key per station), however often it
-reconnects; ``station_resync_request`` enqueues the ``station_resync`` task on the balancing
-queue a few seconds after the caller's transaction commits.
+reconnects (an attempt that found it offline does not count); ``station_resync_request``
+enqueues the ``station_resync`` task on the balancing queue a few seconds after the caller's
+transaction commits.
 """
 
 import logging
@@ -75,6 +76,7 @@ class ConnectorCheck:
 class ResyncOutcome:
     station_id: int
     throttled: bool = False
+    offline: bool = False
     triggers: dict[str, str] = field(default_factory=dict)  # "StatusNotification#1" -> charger's answer
     checks: list[ConnectorCheck] = field(default_factory=list)
 
@@ -222,7 +224,7 @@ def station_resync(*, station_id: int, now: datetime | None = None, timeout_s: f
     """Resync one station and verify what it applies (see the module docstring)."""
     require_tenant_schema("station_resync")
     from balancing.services import site_rebalance_request
-    from chargepoint.commands import command_send_many
+    from chargepoint.commands import OFFLINE, command_send_many
 
     outcome = ResyncOutcome(station_id)
     if not get_redis().set(_throttle_key(station_id), "1", nx=True, ex=RESYNC_EVERY_S):
@@ -236,6 +238,11 @@ def station_resync(*, station_id: int, now: datetime | None = None, timeout_s: f
     commands = resync_commands(station, numbers)
     limit_s = min(RESYNC_TIMEOUT_S, settings.BALANCING_PUSH_TIMEOUT_S)
     results = command_send_many(commands=commands, timeout_s=timeout_s if timeout_s is not None else limit_s)
+    if all(r.status == OFFLINE for r in results):
+        # Nothing was verified: the charger's comeback must not be held back by this attempt.
+        get_redis().delete(_throttle_key(station_id))
+        outcome.offline = True
+        return outcome
     now = now or timezone.now()
     composites = {}
     for command, result in zip(commands, results, strict=True):

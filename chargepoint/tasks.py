@@ -59,6 +59,7 @@ def station_resync_task(*, station_id: int, reason: str = "") -> dict[str, Any]:
     return {
         "reason": reason,
         "throttled": outcome.throttled,
+        "offline": outcome.offline,
         "triggers": outcome.triggers,
         "applied_a": {c.connector_id: c.applied_a for c in outcome.checks},
         "mismatches": [c.connector_id for c in outcome.mismatches],

@@ -105,22 +105,24 @@ def test_a_composite_schedule_that_cannot_be_true_is_rejected_naming_the_field(p
         read(payload)
 
 
-def test_a_second_resync_within_a_minute_does_nothing() -> None:
-    station = ChargingStationFactory(charge_point_id="R-THROTTLE", ocpp_version="1.6")
+def test_a_resync_that_finds_the_charger_offline_does_not_hold_back_its_comeback() -> None:
+    station = ChargingStationFactory(charge_point_id="R-AWAY", ocpp_version="1.6")
     ConnectorFactory(station=station, connector_id=1)
     get_redis().delete(_throttle_key(station.pk))
 
     first = station_resync(station_id=station.pk, timeout_s=1)
-    recorded = ChargerCommand.objects.filter(charge_point_id="R-THROTTLE").count()
     second = station_resync(station_id=station.pk, timeout_s=1)
 
-    assert not first.throttled
-    assert first.triggers == {"StatusNotification": "Offline", "MeterValues": "Offline"}  # not connected
-    assert [c.status for c in first.checks] == ["Offline"]
-    assert recorded == 3
-    assert second.throttled
-    assert ChargerCommand.objects.filter(charge_point_id="R-THROTTLE").count() == recorded
-    assert 0 < get_redis().ttl(_throttle_key(station.pk)) <= 60
+    assert first.offline
+    assert not first.checks
+    assert not second.throttled
+    assert second.offline
+    # Each attempt is on file with its answer.
+    statuses = ChargerCommand.objects.filter(charge_point_id="R-AWAY").values_list("action", "status")
+    assert sorted(statuses) == sorted(
+        [("TriggerMessage", "Offline"), ("TriggerMessage", "Offline"), ("GetCompositeSchedule", "Offline")] * 2
+    )
+    assert not get_redis().exists(_throttle_key(station.pk))
 
 
 # --- Against a real gateway and simulated chargers -------------------------------------------
@@ -286,3 +288,26 @@ def test_a_reconnect_resyncs_the_charger_once_a_minute_at_most(gateway, celery_w
     assert composite_count(cp) == 1
     assert set(triggers.values_list("status", flat=True)) == {"Accepted"}
     assert ChargerCommand.objects.get(charge_point_id=cp, action="GetCompositeSchedule").status == "Accepted"
+
+
+def test_a_second_resync_within_a_minute_does_nothing(gateway, celery_worker, gw_fleet, bg) -> None:
+    cp = gw_fleet.chargers_16[7]
+    sim = Running(bg, cp, gateway.url)
+    try:
+        station = connected(sim, cp)
+        asked = ChargerCommand.objects.filter(charge_point_id=cp, action__in=["TriggerMessage", "GetCompositeSchedule"])
+        first = station_resync(station_id=station.pk, timeout_s=10)
+        recorded = asked.count()
+        second = station_resync(station_id=station.pk, timeout_s=10)
+    finally:
+        sim.close()
+
+    assert not first.throttled
+    assert first.triggers == {"StatusNotification": "Accepted", "MeterValues": "Accepted"}
+    assert first.checks[0].applied_a is not None
+    assert second.throttled
+    assert second.triggers == {}
+    assert second.checks == []
+    assert recorded == 3
+    assert asked.count() == recorded
+    assert 0 < get_redis().ttl(_throttle_key(station.pk)) <= 60
