@@ -311,3 +311,13 @@ def test_a_second_resync_within_a_minute_does_nothing(gateway, celery_worker, gw
     assert recorded == 3
     assert asked.count() == recorded
     assert 0 < get_redis().ttl(_throttle_key(station.pk)) <= 60
+
+
+def test_the_resync_task_goes_to_the_balancing_queue() -> None:
+    from chargepoint.tasks import station_resync_task
+    from evplatform.celery import QUEUE_BALANCING, app, queue_name
+
+    options = dict(station_resync_task._get_exec_options())
+    routed = app.amqp.router.route(options, station_resync_task.name, (), {}, station_resync_task)
+
+    assert routed["queue"].name == queue_name(QUEUE_BALANCING)
