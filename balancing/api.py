@@ -15,9 +15,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from balancing.meter import site_meter_record
-from balancing.models import BalancingRun, Circuit, Site, SiteLimitSchedule, SiteMeterReading
-from balancing.selectors import site_overview
-from balancing.services import schedule_create, schedule_delete, site_limits_update
+from balancing.models import BalancingRun, Circuit, Site, SiteAlert, SiteLimitSchedule, SiteMeterReading
+from balancing.selectors import site_meter_latest, site_overview
+from balancing.services import SITE_LIMIT_FIELDS, schedule_create, schedule_delete, site_limits_update
 from evplatform.api import time_range
 from evplatform.permissions import CHANGE_LIMITS, RoleForWrites, actor_of
 
@@ -35,6 +35,11 @@ class SiteSerializer(serializers.ModelSerializer):
             "demand_cap_kw",
             "failsafe_a",
             "max_raise_a",
+            "failsafe_auto",
+            "idle_default_zero",
+            "building_allowance_kw",
+            "overdraw_escalation",
+            "overdraw_escalation_after_s",
             "free_vend",
         ]
         read_only_fields = ["slug", "name", "timezone", "voltage_v", "phases", "free_vend"]
@@ -94,6 +99,69 @@ class RunSerializer(serializers.ModelSerializer):
         ]
 
 
+class StatusAlertSerializer(serializers.ModelSerializer):
+    """One open alert: the condition, the charger (as it identified itself at boot) and what it did."""
+
+    kind_label = serializers.CharField(source="get_kind_display", read_only=True)
+    charger = serializers.CharField(source="station.charge_point_id", read_only=True, default=None, allow_null=True)
+    connector = serializers.IntegerField(source="connector.connector_id", read_only=True, default=None, allow_null=True)
+    firmware = serializers.CharField(source="firmware_version", read_only=True)
+
+    class Meta:
+        model = SiteAlert
+        fields = [
+            "kind",
+            "kind_label",
+            "charger",
+            "connector",
+            "vendor",
+            "model",
+            "firmware",
+            "detail",
+            "opened_at",
+            "last_seen_at",
+        ]
+
+
+class StatusFailsafeSerializer(serializers.Serializer):
+    """The current every charger of the site falls back to without the platform, and how it was chosen."""
+
+    limit_a = serializers.DecimalField(max_digits=5, decimal_places=1, help_text="Per charger (A).")
+    auto = serializers.BooleanField(help_text="True: sized to the site's limits; false: set by hand.")
+    chosen = serializers.CharField(help_text="How the value was chosen, in words.")
+
+
+class StatusMeterSerializer(serializers.ModelSerializer):
+    """The site meter's latest reading."""
+
+    class Meta:
+        model = SiteMeterReading
+        fields = ["measured_at", "received_at", "source", "current_a", "power_kw", "includes_chargers"]
+
+
+class SiteStatusSerializer(serializers.Serializer):
+    """Live status of one site (``GET /sites/<slug>/status/``)."""
+
+    site = serializers.SlugField()
+    load_kw = serializers.FloatField(allow_null=True, help_text="What the chargers drew at the last run (kW).")
+    limit_kw = serializers.FloatField(allow_null=True, help_text="The binding power limit (kW).")
+    load_share = serializers.FloatField(allow_null=True, help_text="load_kw / limit_kw.")
+    chargers = serializers.IntegerField()
+    online = serializers.IntegerField()
+    charging = serializers.IntegerField()
+    faulted = serializers.IntegerField()
+    peak_today_kw = serializers.FloatField(allow_null=True)
+    alerts = StatusAlertSerializer(many=True, help_text="Open alerts, each naming the charger and what it did.")
+    alert_count = serializers.IntegerField(help_text="Number of lines in alert_summary.")
+    alert_summary = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Everything that needs a look, one line each: open alerts, offline chargers, refused profiles.",
+    )
+    failsafe = StatusFailsafeSerializer()
+    site_meter = StatusMeterSerializer(allow_null=True, help_text="Latest site meter reading; null if none.")
+    last_run_at = serializers.DateTimeField(allow_null=True)
+
+
 class SiteViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet):
     """Sites and their grid-connection limits. Energy managers and admins may change the limits."""
 
@@ -107,33 +175,43 @@ class SiteViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Updat
         site = serializer.instance
         if not isinstance(site, Site):
             raise ValidationError({"slug": ["unknown site"]})
-        data = {**SiteSerializer(site).data, **serializer.validated_data}
+        # The stored values (not their JSON strings) for what the request leaves out: only real changes are audited.
+        data = {**{name: getattr(site, name) for name in SITE_LIMIT_FIELDS}, **serializer.validated_data}
         try:
             serializer.instance = site_limits_update(site=site, limits=data, actor=actor_of(self.request)).obj
         except DjangoValidationError as exc:
             raise ValidationError(exc.message_dict) from exc
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: SiteStatusSerializer})
     @action(detail=True, methods=["get"])
     def status(self, request: Request, slug: str | None = None) -> Response:
-        """Live status: load against limit, charger counts, today's peak, alerts."""
+        """Live status: load against limit, charger counts, today's peak, open alerts, fail-safe, site meter."""
         site = get_object_or_404(Site, slug=slug)
         row = next(r for r in site_overview(now=timezone.now(), search=site.slug) if r.site.pk == site.pk)
-        return Response(
-            {
-                "site": site.slug,
-                "load_kw": row.load_kw,
-                "limit_kw": row.limit_kw,
-                "load_share": row.load_share,
-                "chargers": row.stations,
-                "online": row.online,
-                "charging": row.charging,
-                "faulted": row.faulted,
-                "peak_today_kw": row.peak_today_kw,
-                "alerts": row.alerts,
-                "last_run_at": row.last_run_at,
-            }
-        )
+        body = {
+            "site": site.slug,
+            "load_kw": row.load_kw,
+            "limit_kw": row.limit_kw,
+            "load_share": row.load_share,
+            "chargers": row.stations,
+            "online": row.online,
+            "charging": row.charging,
+            "faulted": row.faulted,
+            "peak_today_kw": row.peak_today_kw,
+            "alerts": row.open_alerts,
+            "alert_count": len(row.alerts),
+            "alert_summary": row.alerts,
+            "failsafe": {
+                "limit_a": site.failsafe_a,
+                "auto": site.failsafe_auto,
+                "chosen": "sized so that all chargers at their fail-safe stay within the site's limits"
+                if site.failsafe_auto
+                else "set by hand",
+            },
+            "site_meter": site_meter_latest(site=site),
+            "last_run_at": row.last_run_at,
+        }
+        return Response(SiteStatusSerializer(body).data)
 
 
 class CircuitViewSet(viewsets.ReadOnlyModelViewSet):

@@ -64,6 +64,11 @@ def site_create_or_update(
     failsafe_a: Decimal = Decimal("6"),
     max_raise_a: Decimal | None = None,
     timezone: str = "UTC",
+    failsafe_auto: bool = True,
+    idle_default_zero: bool = False,
+    building_allowance_kw: Decimal = Decimal("0"),
+    overdraw_escalation: str = Site.Escalation.NONE,
+    overdraw_escalation_after_s: int = 300,
     actor: str = "system",
 ) -> Outcome[Site]:
     """Create the site ``slug`` or bring it to these values. Raises ``ValidationError`` by field.
@@ -89,6 +94,11 @@ def site_create_or_update(
             "failsafe_a": failsafe_a,
             "max_raise_a": max_raise_a,
             "timezone": timezone,
+            "failsafe_auto": failsafe_auto,
+            "idle_default_zero": idle_default_zero,
+            "building_allowance_kw": building_allowance_kw,
+            "overdraw_escalation": overdraw_escalation,
+            "overdraw_escalation_after_s": overdraw_escalation_after_s,
         },
         changes,
         audit,
@@ -117,7 +127,17 @@ def site_create_or_update(
     return Outcome(site, created, changes)
 
 
-SITE_LIMIT_FIELDS = ("limit_a", "demand_cap_kw", "failsafe_a", "max_raise_a")
+SITE_LIMIT_FIELDS = (
+    "limit_a",
+    "demand_cap_kw",
+    "failsafe_a",
+    "max_raise_a",
+    "failsafe_auto",
+    "idle_default_zero",
+    "building_allowance_kw",
+    "overdraw_escalation",
+    "overdraw_escalation_after_s",
+)
 """The load-management settings people change on an existing site (portal and API)."""
 
 

@@ -25,6 +25,7 @@ from django_tenants.utils import get_public_schema_name, schema_context, tenant_
 
 from balancing.selectors import circuit_get, site_get
 from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector, MeterSample
+from chargepoint.resync import station_resync_request
 from chargepoint.selectors import gateway_instances_gone, station_gateway_ids_online
 from evplatform.services import Outcome, describe_change, require_tenant_schema
 from tenants.models import ChargePointIdentity, Tenant
@@ -247,6 +248,8 @@ def _on_connected(batch: _Batch, station: ChargingStation, event: dict[str, Any]
     started = _at(event["connected_at"])
     if station.connected_at is not None and started < station.connected_at:
         return  # an older connection's news
+    if station.connected_at is not None:  # back after an earlier connection: ask it what it does (after commit)
+        station_resync_request(station_id=station.pk, reason="reconnected")
     was_online = station.is_online
     station.is_online = True
     station.connected_at = started

@@ -1,6 +1,7 @@
 """Celery tasks of the charger app (``telemetry`` queue). Schema: tenant (the sweeps fan out from public).
 
-The gateway liveness sweep is sent to the ``balancing`` queue instead (see its docstring).
+The gateway liveness sweep and the resync are sent to the ``balancing`` queue instead (see their
+docstrings): seconds matter for both.
 
 The gateway sends ``telemetry_ingest`` with the charger's tenant schema in the task headers.
 Acknowledged only after it finished (acks_late, reject_on_worker_lost): a worker that dies
@@ -15,6 +16,7 @@ from django.db import OperationalError
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, schema_context, tenant_context
 
+from chargepoint.resync import station_resync
 from chargepoint.services import stations_gateway_sweep, stations_offline_sweep, telemetry_apply
 from evplatform.celery import QUEUE_BALANCING, PublicTask, app, queue_name
 from tenants.selectors import tenant_list_active
@@ -73,3 +75,17 @@ def stations_gateway_sweep_all() -> int:
                 queue=queue_name(QUEUE_BALANCING), expires=2 * settings.GATEWAY_LIVENESS_SWEEP_S
             )
     return len(tenants)
+
+
+@app.task(name="chargepoint.tasks.station_resync", queue=queue_name(QUEUE_BALANCING))
+def station_resync_task(*, station_id: int, reason: str = "") -> dict[str, Any]:
+    """Ask a charger what it does (triggers, composite schedules) and act on a mismatch; at most once a minute."""
+    outcome = station_resync(station_id=station_id)
+    return {
+        "reason": reason,
+        "throttled": outcome.throttled,
+        "offline": outcome.offline,
+        "triggers": outcome.triggers,
+        "applied_a": {c.connector_id: c.applied_a for c in outcome.checks},
+        "mismatches": [c.connector_id for c in outcome.mismatches],
+    }

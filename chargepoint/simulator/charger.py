@@ -11,13 +11,14 @@ import base64
 import contextlib
 import itertools
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import websockets
 from ocpp.charge_point import snake_to_camel_case
-from ocpp.routing import on
+from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint as ChargePoint16Client
 from ocpp.v16 import call as call16
 from ocpp.v16 import call_result as result16
@@ -125,6 +126,7 @@ class Sim16(ChargePoint16Client):
     def __init__(self, state: ChargerState, connection: Any) -> None:
         super().__init__(state.spec.charge_point_id, connection, response_timeout=30)
         self.state = state
+        self.on_triggered: Callable[[str], Awaitable[None]] | None = None  # sends what TriggerMessage asked for
 
     @on(Action16.set_charging_profile)
     def on_set_charging_profile(self, connector_id: int, cs_charging_profiles: dict[str, Any]) -> Any:
@@ -189,6 +191,11 @@ class Sim16(ChargePoint16Client):
     def on_trigger_message(self, requested_message: str, **kw: Any) -> Any:
         return result16.TriggerMessage(status="Accepted")
 
+    @after(Action16.trigger_message)
+    async def after_trigger_message(self, requested_message: str, **kw: Any) -> None:
+        if self.on_triggered is not None:
+            await self.on_triggered(requested_message)
+
 
 class Sim201(ChargePoint201Client):
     """The 2.0.1 side: what the platform may ask of the charging station."""
@@ -196,6 +203,7 @@ class Sim201(ChargePoint201Client):
     def __init__(self, state: ChargerState, connection: Any) -> None:
         super().__init__(state.spec.charge_point_id, connection, response_timeout=30)
         self.state = state
+        self.on_triggered: Callable[[str], Awaitable[None]] | None = None  # sends what TriggerMessage asked for
 
     @on(Action201.set_charging_profile)
     def on_set_charging_profile(self, evse_id: int, charging_profile: dict[str, Any], **kw: Any) -> Any:
@@ -225,6 +233,16 @@ class Sim201(ChargePoint201Client):
                 "charging_schedule_period": [{"start_period": 0, "limit": round(self.state.offered_now(), 1)}],
             },
         )
+
+    @on(Action201.trigger_message)
+    def on_trigger_message(self, requested_message: str, **kw: Any) -> Any:
+        known = requested_message in ("StatusNotification", "MeterValues")
+        return result201.TriggerMessage(status="Accepted" if known else "NotImplemented")
+
+    @after(Action201.trigger_message)
+    async def after_trigger_message(self, requested_message: str, **kw: Any) -> None:
+        if self.on_triggered is not None and requested_message in ("StatusNotification", "MeterValues"):
+            await self.on_triggered(requested_message)
 
     @on(Action201.request_start_transaction)
     def on_request_start_transaction(self, id_token: dict[str, Any], remote_start_id: int, **kw: Any) -> Any:
@@ -280,6 +298,7 @@ class SimulatedCharger:
                     self.state.connects += 1
                     delay = 0.5
                     self.cp = Sim16(self.state, ws) if self.spec.ocpp_version == "1.6" else Sim201(self.state, ws)
+                    self.cp.on_triggered = self._send_triggered
                     serve = asyncio.ensure_future(self.cp.start())
                     try:
                         await self._on_connect()
@@ -393,6 +412,28 @@ class SimulatedCharger:
             await self._call(
                 call201.StatusNotification(timestamp=ocpp_time(), connector_status=status, evse_id=1, connector_id=1)
             )
+
+    async def _send_triggered(self, requested_message: str) -> None:
+        """What a TriggerMessage asked for: the connector's status now, or its meter values now."""
+        st = self.state
+        v16 = self.spec.ocpp_version == "1.6"
+        if requested_message == "StatusNotification":
+            if v16:
+                status = "Charging" if st.transaction_id else "Available"
+                await self._call(call16.StatusNotification(connector_id=1, error_code="NoError", status=status))
+            else:
+                status = "Occupied" if st.transaction_id else "Available"
+                await self._call(
+                    call201.StatusNotification(
+                        timestamp=ocpp_time(), connector_status=status, evse_id=1, connector_id=1
+                    )
+                )
+        elif requested_message == "MeterValues":
+            if v16:
+                tx = {"transaction_id": int(st.transaction_id)} if st.transaction_id else {}
+                await self._call(call16.MeterValues(connector_id=1, meter_value=self._samples16("Trigger"), **tx))
+            else:
+                await self._call(call201.MeterValues(evse_id=1, meter_value=self._samples201()))
 
     async def _start_transaction(self) -> None:
         st = self.state
