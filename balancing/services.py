@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from balancing.failsafe import site_failsafe_refresh
 from balancing.models import BalancingRun, Circuit, Site, SiteLimitSchedule
 from balancing.push import GatewayPusher, Pusher
 from balancing.selectors import circuit_get
@@ -50,12 +51,18 @@ def site_create_or_update(
     voltage_v: Decimal = Decimal("230"),
     phases: int = 3,
     demand_cap_kw: Decimal | None = None,
-    failsafe_a: Decimal = Decimal("6"),
+    failsafe_a: Decimal | None = None,
     max_raise_a: Decimal | None = None,
     timezone: str = "UTC",
     actor: str = "system",
+    failsafe_auto: bool | None = None,
 ) -> Outcome[Site]:
     """Create the site ``slug`` or bring it to these values. Raises ``ValidationError`` by field.
+
+    The fail-safe: ``failsafe_auto`` true sizes it to the site (``balancing.failsafe``) and
+    ignores ``failsafe_a``; false keeps ``failsafe_a`` (or the stored value) as set by hand,
+    refused when it breaks a limit. ``failsafe_auto`` None keeps the site's mode (a new site is
+    sized), except that a ``failsafe_a`` given alone means a value set by hand.
 
     Every changed limit is audited with ``actor`` (an email, or ``system:<command>``), and a
     change that matters to balancing asks for a run of the site.
@@ -65,6 +72,10 @@ def site_create_or_update(
     created = site is None
     if site is None:
         site = Site(slug=slug)
+    if failsafe_auto is None:
+        failsafe_auto = site.failsafe_auto if failsafe_a is None else False
+    if failsafe_auto or failsafe_a is None:
+        failsafe_a = site.failsafe_a  # sized below, or kept as set by hand
     changes: list[str] = []
     audit: list[tuple[str, object, object]] = []
     _apply(
@@ -75,6 +86,7 @@ def site_create_or_update(
             "voltage_v": voltage_v,
             "phases": phases,
             "demand_cap_kw": demand_cap_kw,
+            "failsafe_auto": failsafe_auto,
             "failsafe_a": failsafe_a,
             "max_raise_a": max_raise_a,
             "timezone": timezone,
@@ -87,11 +99,8 @@ def site_create_or_update(
         raise ValidationError(
             {"phases": "three-phase chargers are registered at this site; it cannot become single-phase"}
         )
-    if site.failsafe_a > site.limit_a:
-        raise ValidationError(
-            {"failsafe_a": f"fail-safe current {site.failsafe_a} A is above the site limit {site.limit_a} A"}
-        )
     site.save()
+    site_failsafe_refresh(site=site, actor=actor)
     if audit:
         audit_record(
             actor=actor,
@@ -111,7 +120,13 @@ SITE_LIMIT_FIELDS = ("limit_a", "demand_cap_kw", "failsafe_a", "max_raise_a")
 
 
 def site_limits_update(*, site: Site, limits: Mapping[str, Any], actor: str) -> Outcome[Site]:
-    """Bring ``site``'s ``SITE_LIMIT_FIELDS`` to ``limits``; everything else about it stays."""
+    """Bring ``site``'s ``SITE_LIMIT_FIELDS`` to ``limits``; everything else about it stays.
+
+    The fail-safe keeps its mode unless ``limits`` has ``failsafe_auto``: a sized site ignores the
+    ``failsafe_a`` a form sends back.
+    """
+    values = {name: limits[name] for name in SITE_LIMIT_FIELDS}
+    values.setdefault("failsafe_auto", limits.get("failsafe_auto", site.failsafe_auto))
     return site_create_or_update(
         slug=site.slug,
         name=site.name,
@@ -119,7 +134,7 @@ def site_limits_update(*, site: Site, limits: Mapping[str, Any], actor: str) -> 
         phases=site.phases,
         timezone=site.timezone,
         actor=actor,
-        **{name: limits[name] for name in SITE_LIMIT_FIELDS},
+        **values,
     )
 
 
@@ -152,6 +167,7 @@ def circuit_create_or_update(
     _apply(circuit, {"limit_a": limit_a, "kind": kind, "parent": parent, "limit_kw": limit_kw}, changes, audit)
     circuit.full_clean()
     circuit.save()
+    site_failsafe_refresh(site=site, actor=actor)
     if audit:
         audit_record(
             actor=actor,
@@ -223,6 +239,7 @@ def schedule_create(*, schedule: SiteLimitSchedule, actor: str) -> SiteLimitSche
     require_tenant_schema("schedule_create")
     schedule.full_clean()
     schedule.save()
+    site_failsafe_refresh(site=schedule.site, actor=actor)
     audit_record(
         actor=actor,
         action="create",
@@ -250,5 +267,7 @@ def schedule_delete(*, schedule: SiteLimitSchedule, actor: str) -> None:
         changes=[("limit_kw", schedule.limit_kw, None), ("limit_a", schedule.limit_a, None)],
     )
     site_id = schedule.site_id
+    site = schedule.site
     schedule.delete()
+    site_failsafe_refresh(site=site, actor=actor)
     site_rebalance_request(site_id=site_id, reason="schedule removed")

@@ -22,6 +22,8 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, schema_context, tenant_context
 
+from balancing.failsafe import site_failsafe_refresh
+from balancing.models import Site
 from balancing.selectors import circuit_get, site_get
 from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector, MeterSample
 from evplatform.services import Outcome, describe_change, require_tenant_schema
@@ -115,6 +117,7 @@ def charger_register(
             created = station is None
             if station is None:
                 station = ChargingStation(charge_point_id=charge_point_id)
+            old_site_id = None if created else station.site_id
             values = {
                 "site": site,
                 "circuit": circuit,
@@ -135,6 +138,12 @@ def charger_register(
                     Connector.objects.create(station=station, connector_id=number)
                     if not created:
                         changes.append(f"connector {number} added")
+            if created or changes:
+                # A charger added, moved or re-rated changes what all of them at their fail-safe draw.
+                actor = "system:charger_register"
+                site_failsafe_refresh(site=site, actor=actor)
+                if old_site_id is not None and old_site_id != site.pk:
+                    site_failsafe_refresh(site=Site.objects.get(pk=old_site_id), actor=actor)
 
         with schema_context(get_public_schema_name()):
             if identity is None:

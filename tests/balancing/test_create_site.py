@@ -58,7 +58,12 @@ def test_create_site_for_an_unknown_tenant_says_so() -> None:
         ("--limit-a", "-5", "--limit-a: Ensure this value is greater than or equal to 0"),
         ("--demand-cap-kw", "-1", "--demand-cap-kw: Ensure this value is greater than or equal to 0"),
         ("--timezone", "Mars/Olympus", "--timezone: 'Mars/Olympus' is not an IANA time zone"),
-        ("--failsafe-a", "200", "--failsafe-a: fail-safe current 200 A is above the site limit 100 A"),
+        (
+            "--failsafe-a",
+            "200",
+            "--failsafe-a: a fail-safe of 200 A on 1 charger needs 200 A on L1; "
+            "the grid connection allows 100 A: at most 100 A",
+        ),
         ("--max-raise-a", "0.5", "--max-raise-a: Ensure this value is greater than or equal to 1"),
     ],
 )

@@ -34,7 +34,10 @@ class Command(BaseCommand):
         parser.add_argument("--limit-a", type=decimal_arg, required=True, help="grid connection limit per phase (A)")
         parser.add_argument("--demand-cap-kw", type=decimal_arg, default=None, help="cap on total power (kW)")
         parser.add_argument(
-            "--failsafe-a", type=decimal_arg, default=decimal_arg("6"), help="offline current per charger (A)"
+            "--failsafe-a",
+            type=decimal_arg,
+            default=None,
+            help="offline current per charger (A), set by hand; default: sized to the site's limits",
         )
         parser.add_argument(
             "--max-raise-a",
