@@ -257,3 +257,23 @@ def test_a_site_without_chargers_keeps_its_value_and_checks_one_charger() -> Non
     assert site_failsafe_breach(site=site, failsafe_a=Decimal(200)) == (
         "a fail-safe of 200 A on 1 charger needs 138 kW; the demand cap allows 20 kW: at most 28 A"
     )
+
+
+def test_a_charger_moved_by_the_platform_console_resizes_both_sites(tenant) -> None:
+    from django_tenants.utils import schema_context
+
+    from tenants.charger_admin import charger_move
+    from tenants.models import ChargePointIdentity
+
+    demo_site()
+    site_create_or_update(slug="annex", name="Annex", limit_a=Decimal("63"), demand_cap_kw=Decimal("20"))
+    for n in range(1, 5):
+        register(tenant, f"DEMO-{n}", circuit_name="Panel A")
+    with schema_context("public"):
+        identity = ChargePointIdentity.objects.get(charge_point_id="DEMO-4")
+
+    charger_move(identity=identity, tenant=tenant, site_slug="annex", actor="ops@platform.example")
+
+    assert Site.objects.get(slug="garage").failsafe_a == Decimal(9)
+    assert Site.objects.get(slug="annex").failsafe_a == Decimal(16)
+    assert failsafe_audits(Site.objects.get(slug="annex"))[-1] == ("ops@platform.example", "6.0", "16")
