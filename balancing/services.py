@@ -122,11 +122,14 @@ SITE_LIMIT_FIELDS = ("limit_a", "demand_cap_kw", "failsafe_a", "max_raise_a")
 def site_limits_update(*, site: Site, limits: Mapping[str, Any], actor: str) -> Outcome[Site]:
     """Bring ``site``'s ``SITE_LIMIT_FIELDS`` to ``limits``; everything else about it stays.
 
-    The fail-safe keeps its mode unless ``limits`` has ``failsafe_auto``: a sized site ignores the
-    ``failsafe_a`` a form sends back.
+    The fail-safe's mode comes from ``failsafe_auto`` where ``limits`` has it. Otherwise a sized
+    site stays sized while ``failsafe_a`` comes back as stored (a form sent back unchanged) and
+    becomes set by hand (and checked) when a person changed it.
     """
     values = {name: limits[name] for name in SITE_LIMIT_FIELDS}
-    values.setdefault("failsafe_auto", limits.get("failsafe_auto", site.failsafe_auto))
+    if "failsafe_auto" not in values:
+        unchanged = Decimal(str(values["failsafe_a"])) == site.failsafe_a
+        values["failsafe_auto"] = limits.get("failsafe_auto", site.failsafe_auto and unchanged)
     return site_create_or_update(
         slug=site.slug,
         name=site.name,

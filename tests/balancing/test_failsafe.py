@@ -277,3 +277,24 @@ def test_a_charger_moved_by_the_platform_console_resizes_both_sites(tenant) -> N
     assert Site.objects.get(slug="garage").failsafe_a == Decimal(9)
     assert Site.objects.get(slug="annex").failsafe_a == Decimal(16)
     assert failsafe_audits(Site.objects.get(slug="annex"))[-1] == ("ops@platform.example", "6.0", "16")
+
+
+def test_the_settings_form_keeps_a_sized_site_sized_until_a_person_changes_the_value(tenant) -> None:
+    from balancing.services import site_limits_update
+
+    site = demo_site()
+    for n in range(1, 5):
+        register(tenant, f"DEMO-{n}", circuit_name="Panel A")
+    site.refresh_from_db()
+    form = {"limit_a": Decimal("63"), "demand_cap_kw": Decimal("30"), "failsafe_a": Decimal("7"), "max_raise_a": None}
+
+    site_limits_update(site=site, limits=form, actor="ops@alpha.example")  # the stored 7 A sent back
+    site.refresh_from_db()
+    assert (site.failsafe_a, site.failsafe_auto) == (Decimal(10), True)  # resized for 30 kW
+
+    site_limits_update(site=site, limits={**form, "failsafe_a": Decimal("8")}, actor="ops@alpha.example")
+    site.refresh_from_db()
+    assert (site.failsafe_a, site.failsafe_auto) == (Decimal(8), False)
+
+    with pytest.raises(ValidationError, match=r"needs 33\.1 kW; the demand cap allows 30 kW: at most 10 A"):
+        site_limits_update(site=site, limits={**form, "failsafe_a": Decimal("12")}, actor="ops@alpha.example")
