@@ -24,8 +24,10 @@ from decimal import Decimal
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 
-from balancing.models import Circuit, Site, SiteLimitSchedule
+from balancing.alerts import alert_clear, alert_raise
+from balancing.models import Circuit, Site, SiteAlert, SiteLimitSchedule
 from chargepoint.models import Connector
 from evplatform.services import require_tenant_schema
 from tenants.accounts.services import audit_record
@@ -43,6 +45,7 @@ class _Draw:
 
     phases: tuple[str, ...]
     rating_a: float
+    station_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,8 +95,11 @@ def _fmt(value: float) -> str:
     return f"{value:.1f}".removesuffix(".0")
 
 
-def _noun(count: int) -> str:
-    return "charger" if count == 1 else "chargers"
+def _count(draws: tuple[_Draw, ...]) -> str:
+    """'20 chargers', or '5 connectors on 4 chargers' where a charger has several."""
+    stations = len({d.station_id for d in draws})
+    chargers = f"{stations} charger{'' if stations == 1 else 's'}"
+    return chargers if stations == len(draws) else f"{len(draws)} connectors on {chargers}"
 
 
 def _draws(site: Site) -> tuple[list[_Draw], dict[int | None, list[_Draw]]]:
@@ -107,7 +113,7 @@ def _draws(site: Site) -> tuple[list[_Draw], dict[int | None, list[_Draw]]]:
         ratings = [station.max_current_a]
         if connector.max_current_a is not None:
             ratings.append(connector.max_current_a)
-        draw = _Draw(tuple(p for p in station.site_phases if p in site_phases), float(min(ratings)))
+        draw = _Draw(tuple(p for p in station.site_phases if p in site_phases), float(min(ratings)), station.pk)
         draws.append(draw)
         by_circuit.setdefault(station.circuit_id, []).append(draw)
     return draws, by_circuit
@@ -162,9 +168,8 @@ def _site_model(site: Site) -> tuple[list[_Limit], float, int, int]:
 
 def _explain(limit: _Limit, current_a: float, voltage_v: float) -> str:
     where = f" on {limit.phase}" if limit.phase else ""
-    count = len(limit.draws)
     return (
-        f"{count} {_noun(count)} at {_fmt(current_a)} A need {_fmt(limit.need(current_a, voltage_v))} "
+        f"{_count(limit.draws)} at {_fmt(current_a)} A need {_fmt(limit.need(current_a, voltage_v))} "
         f"{limit.unit}{where}; {limit.label} allows {_fmt(limit.allowed)} {limit.unit}"
     )
 
@@ -189,7 +194,7 @@ def site_failsafe_size(*, site: Site) -> FailsafeSizing:
 def site_failsafe_breach(*, site: Site, failsafe_a: Decimal) -> str | None:
     """Why ``failsafe_a`` breaks a limit of the site (the tightest one), or None if it fits."""
     require_tenant_schema("site_failsafe_breach")
-    limits, voltage_v, _cap, _count = _site_model(site)
+    limits, voltage_v, _cap, _connectors = _site_model(site)
     current = float(failsafe_a)
     broken = [limit for limit in limits if not limit.fits(current, voltage_v)]
     if not broken:
@@ -197,9 +202,8 @@ def site_failsafe_breach(*, site: Site, failsafe_a: Decimal) -> str | None:
     limit = min(broken, key=lambda item: item.largest_a(voltage_v))
     largest = min(item.largest_a(voltage_v) for item in limits)
     where = f" on {limit.phase}" if limit.phase else ""
-    count = len(limit.draws)
     text = (
-        f"a fail-safe of {_fmt(current)} A on {count} {_noun(count)} needs "
+        f"a fail-safe of {_fmt(current)} A on {_count(limit.draws)} needs "
         f"{_fmt(limit.need(current, voltage_v))} {limit.unit}{where}; {limit.label} allows "
         f"{_fmt(limit.allowed)} {limit.unit}: at most {largest} A"
     )
@@ -209,15 +213,16 @@ def site_failsafe_breach(*, site: Site, failsafe_a: Decimal) -> str | None:
 
 
 @transaction.atomic
-def site_failsafe_refresh(*, site: Site, actor: str) -> FailsafeSizing:
+def site_failsafe_refresh(*, site: Site, actor: str, strict: bool = True) -> FailsafeSizing:
     """Size the site's fail-safe again after its limits or its chargers changed.
 
     With ``failsafe_auto`` the sized value is stored (audited with ``actor``) and a balancing
     run is requested, which pushes the new default profiles; a site without chargers keeps its
     value unless one charger could not draw it. Without it, the value set by hand is checked and
-    a ``ValidationError`` on ``failsafe_a`` names the limit it breaks and the sized maximum.
-    Refreshes of one site run one at a time (the site's row is locked), so chargers added at
-    once are all counted.
+    a ``ValidationError`` on ``failsafe_a`` names the limit it breaks and the sized maximum;
+    with ``strict`` false (a change nobody can be refused, e.g. a connector a charger reported)
+    a ``failsafe`` site alert says so instead. Refreshes of one site run one at a time (the
+    site's row is locked), so chargers added at once are all counted.
     """
     from balancing.services import site_rebalance_request  # balancing.services calls this module
 
@@ -227,8 +232,14 @@ def site_failsafe_refresh(*, site: Site, actor: str) -> FailsafeSizing:
     sizing = site_failsafe_size(site=site)
     if not site.failsafe_auto:
         breach = site_failsafe_breach(site=site, failsafe_a=site.failsafe_a)
-        if breach:
+        if breach and strict:
             raise ValidationError({"failsafe_a": breach})
+        if breach:
+            detail = f"{breach}; lower the fail-safe or let the platform size it"
+            alert_raise(site=site, kind=SiteAlert.Kind.FAILSAFE, detail=detail, now=timezone.now())
+            return sizing
+    alert_clear(site=site, kind=SiteAlert.Kind.FAILSAFE, now=timezone.now(), why="the fail-safe fits the site")
+    if not site.failsafe_auto:
         return sizing
     new = sizing.value_a if sizing.connectors else min(site.failsafe_a, sizing.value_a)
     if new != site.failsafe_a:

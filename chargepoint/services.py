@@ -217,6 +217,7 @@ class _Batch:
         }
         self.dirty_stations: set[int] = set()
         self.dirty_connectors: dict[int, Connector] = {}
+        self.grown_sites: set[int] = set()  # a charger reported a connector nobody registered
         self.samples: list[MeterSample] = []
         self.outcome = TelemetryOutcome()
 
@@ -225,8 +226,10 @@ class _Batch:
         if found is None:
             if not 1 <= number <= MAX_CONNECTORS:
                 raise ValueError(f"connector {number} is outside 1-{MAX_CONNECTORS}")
-            found, _ = Connector.objects.get_or_create(station=station, connector_id=number)
+            found, created = Connector.objects.get_or_create(station=station, connector_id=number)
             self.connectors[(station.pk, number)] = found
+            if created:
+                self.grown_sites.add(station.site_id)
         return found
 
     def session(self, station: ChargingStation, transaction_id: str) -> ChargingSession | None:
@@ -467,6 +470,8 @@ def telemetry_apply(*, events: list[dict[str, Any]]) -> TelemetryOutcome:
             )
         if batch.samples:
             MeterSample.objects.bulk_create(batch.samples, ignore_conflicts=True, batch_size=1000)
+        for site_id in sorted(batch.grown_sites):  # one more connector at the fail-safe
+            site_failsafe_refresh(site=Site.objects.get(pk=site_id), actor="system:telemetry", strict=False)
             batch.outcome.samples = len(batch.samples)
         if batch.outcome.rebalance:
             reasons = dict(batch.outcome.rebalance)

@@ -298,3 +298,52 @@ def test_the_settings_form_keeps_a_sized_site_sized_until_a_person_changes_the_v
 
     with pytest.raises(ValidationError, match=r"needs 33\.1 kW; the demand cap allows 30 kW: at most 10 A"):
         site_limits_update(site=site, limits={**form, "failsafe_a": Decimal("12")}, actor="ops@alpha.example")
+
+
+def reported_connector_2(cp_id: str) -> None:
+    from chargepoint.services import telemetry_apply
+
+    at = "2026-05-01T09:00:02+00:00"
+    telemetry_apply(
+        events=[
+            {"type": "status", "cp": cp_id, "ts": at, "connector": 2, "status": "Available", "error_code": "", "at": at}
+        ]
+    )
+
+
+def test_a_connector_a_charger_reports_unregistered_resizes_the_site(tenant) -> None:
+    demo_site()
+    for n in range(1, 4):
+        register(tenant, f"DEMO-{n}", circuit_name="Panel A")
+    assert Site.objects.get(slug="garage").failsafe_a == Decimal(9)
+
+    reported_connector_2("DEMO-3")
+
+    # Four connectors now: 4 x 3 x f x 230 <= 20000 -> 7 A.
+    assert Site.objects.get(slug="garage").failsafe_a == Decimal(7)
+    assert failsafe_audits(Site.objects.get(slug="garage"))[-1] == ("system:telemetry", "9.0", "7")
+
+
+def test_a_reported_connector_that_breaks_a_manual_fail_safe_raises_an_alert(tenant) -> None:
+    from balancing.models import SiteAlert
+
+    site = site_create_or_update(
+        slug="garage", name="Garage", limit_a=Decimal("63"), demand_cap_kw=Decimal("20"), failsafe_a=Decimal("6")
+    ).obj
+    for n in range(1, 5):
+        register(tenant, f"DEMO-{n}")
+
+    reported_connector_2("DEMO-4")  # the telemetry is not refused: the alert tells the operator
+
+    alert = SiteAlert.objects.get(site=site, kind="failsafe", cleared_at__isnull=True)
+    assert alert.detail.startswith(
+        "a fail-safe of 6 A on 5 connectors on 4 chargers needs 20.7 kW; the demand cap allows 20 kW"
+    )
+    assert Site.objects.get(pk=site.pk).failsafe_a == Decimal(6)
+
+    site_create_or_update(
+        slug="garage", name="Garage", limit_a=Decimal("63"), demand_cap_kw=Decimal("20"), failsafe_auto=True
+    )
+    alert.refresh_from_db()
+    assert alert.cleared_at is not None
+    assert Site.objects.get(pk=site.pk).failsafe_a == Decimal(0)  # 20000 / 3450 = 5.8: below 6 A
