@@ -97,9 +97,10 @@ def _fmt(value: float) -> str:
 def _meter_phases(site: Site, reading: SiteMeterReading) -> list[float] | None:
     """The meter's per-phase currents (A) for the site's phases, or None if it gave none."""
     values = reading.current_a if isinstance(reading.current_a, list) else []
-    if len(values) < site.phases or not all(isinstance(v, int | float) for v in values[: site.phases]):
+    numbers = [v for v in values[: site.phases] if isinstance(v, int | float) and not isinstance(v, bool)]
+    if len(numbers) < site.phases:
         return None
-    return [max(0.0, float(v)) for v in values[: site.phases]]
+    return [max(0.0, float(v)) for v in numbers]
 
 
 def _site_meter(site: Site, now: datetime) -> tuple[SiteMeterReading | None, str]:

@@ -205,3 +205,12 @@ def test_the_site_meter_maximum_age_is_a_setting(site, settings) -> None:
     meter(site, age_s=120, current_a=[30, 10, 20], power_kw="13.8", includes_chargers=False)
 
     assert site_limits(site, NOW).limit_a == [70.0, 90.0, 80.0]
+
+
+def test_a_meter_reading_without_usable_phase_currents_uses_its_power_only(site) -> None:
+    meter(site, current_a=[True, "x", 5], power_kw="45", includes_chargers=True)
+
+    limits = site_limits(site, NOW, chargers_a=[30, 30, 30], chargers_kw=20.7)
+
+    assert limits.limit_a == [100.0] * 3  # no per-phase figure: no building current, no phase over
+    assert limits.limit_kw == pytest.approx(40 - 24.3 - 5)  # building 45 - 20.7; 5 kW over the cap
