@@ -56,6 +56,7 @@ def site_create_or_update(
     timezone: str = "UTC",
     actor: str = "system",
     failsafe_auto: bool | None = None,
+    building_allowance_kw: Decimal | None = None,
 ) -> Outcome[Site]:
     """Create the site ``slug`` or bring it to these values. Raises ``ValidationError`` by field.
 
@@ -63,6 +64,8 @@ def site_create_or_update(
     ignores ``failsafe_a``; false keeps ``failsafe_a`` (or the stored value) as set by hand,
     refused when it breaks a limit. ``failsafe_auto`` None keeps the site's mode (a new site is
     sized), except that a ``failsafe_a`` given alone means a value set by hand.
+    ``building_allowance_kw``: building load (kW) the sizing leaves under the demand cap; None
+    keeps it.
 
     Every changed limit is audited with ``actor`` (an email, or ``system:<command>``), and a
     change that matters to balancing asks for a run of the site.
@@ -88,6 +91,9 @@ def site_create_or_update(
             "demand_cap_kw": demand_cap_kw,
             "failsafe_auto": failsafe_auto,
             "failsafe_a": failsafe_a,
+            "building_allowance_kw": (
+                site.building_allowance_kw if building_allowance_kw is None else building_allowance_kw
+            ),
             "max_raise_a": max_raise_a,
             "timezone": timezone,
         },

@@ -17,6 +17,7 @@ OPTION_NAMES = {
     "limit_a": "--limit-a",
     "demand_cap_kw": "--demand-cap-kw",
     "failsafe_a": "--failsafe-a",
+    "building_allowance_kw": "--building-allowance-kw",
     "max_raise_a": "--max-raise-a",
     "timezone": "--timezone",
 }
@@ -40,6 +41,12 @@ class Command(BaseCommand):
             help="offline current per charger (A), set by hand; default: sized to the site's limits",
         )
         parser.add_argument(
+            "--building-allowance-kw",
+            type=decimal_arg,
+            default=None,
+            help="building load (kW) the fail-safe sizing leaves under the demand cap (0)",
+        )
+        parser.add_argument(
             "--max-raise-a",
             type=decimal_arg,
             default=None,
@@ -59,6 +66,7 @@ class Command(BaseCommand):
                     limit_a=options["limit_a"],
                     demand_cap_kw=options["demand_cap_kw"],
                     failsafe_a=options["failsafe_a"],
+                    building_allowance_kw=options["building_allowance_kw"],
                     max_raise_a=options["max_raise_a"],
                     timezone=options["timezone"],
                     actor="system:create_site",
