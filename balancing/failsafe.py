@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from balancing.alerts import alert_clear, alert_raise
 from balancing.models import Circuit, Site, SiteAlert, SiteLimitSchedule
-from chargepoint.models import Connector
+from chargepoint.models import ChargingStation, Connector
 from evplatform.services import require_tenant_schema
 from tenants.accounts.services import audit_record
 
@@ -216,8 +216,9 @@ def site_failsafe_breach(*, site: Site, failsafe_a: Decimal) -> str | None:
 def site_failsafe_refresh(*, site: Site, actor: str, strict: bool = True) -> FailsafeSizing:
     """Size the site's fail-safe again after its limits or its chargers changed.
 
-    With ``failsafe_auto`` the sized value is stored (audited with ``actor``) and a balancing
-    run is requested, which pushes the new default profiles; a site without chargers keeps its
+    With ``failsafe_auto`` the sized value is stored (audited with ``actor``) and, if a charger
+    of the site is online, a balancing run is requested, which pushes the new default profiles
+    (an offline charger gets it from the run its boot asks for); a site without chargers keeps its
     value unless one charger could not draw it. Without it, the value set by hand is checked and
     a ``ValidationError`` on ``failsafe_a`` names the limit it breaks and the sized maximum;
     with ``strict`` false (a change nobody can be refused, e.g. a connector a charger reported)
@@ -254,5 +255,6 @@ def site_failsafe_refresh(*, site: Site, actor: str, strict: bool = True) -> Fai
             label=site.name,
             changes=[("failsafe_a", old, new)],
         )
-        site_rebalance_request(site_id=site.pk, reason="fail-safe resized")
+        if ChargingStation.objects.filter(site=site, is_online=True).exists():
+            site_rebalance_request(site_id=site.pk, reason="fail-safe resized")
     return sizing

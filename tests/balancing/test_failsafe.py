@@ -176,6 +176,8 @@ def test_a_site_limit_change_resizes_audits_and_asks_for_a_run(tenant, django_ca
     for n in range(1, 5):
         register(tenant, f"DEMO-{n}", circuit_name="Panel A")
 
+    ChargingStation.objects.filter(charge_point_id="DEMO-1").update(is_online=True)
+
     with django_capture_on_commit_callbacks() as callbacks:
         site_create_or_update(
             slug="garage", name="Garage", limit_a=Decimal("63"), demand_cap_kw=Decimal("30"), actor="ops@alpha.example"
@@ -185,6 +187,16 @@ def test_a_site_limit_change_resizes_audits_and_asks_for_a_run(tenant, django_ca
     assert site.failsafe_a == Decimal(10)  # 4 x 3 x f x 230 <= 30000 -> 10.9
     assert failsafe_audits(site)[-1] == ("ops@alpha.example", "7.0", "10")
     assert len(callbacks) == 2  # limits changed, fail-safe resized: both coalesce into one run
+
+
+def test_a_resize_asks_for_no_run_while_every_charger_is_offline(tenant, django_capture_on_commit_callbacks) -> None:
+    demo_site()
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        register(tenant, "DEMO-1", circuit_name="Panel A")  # offline until it boots: its boot asks for a run
+
+    assert Site.objects.get(slug="garage").failsafe_a == Decimal(16)
+    assert callbacks == []
 
 
 def test_a_manual_value_that_breaks_the_grid_limit_is_refused_naming_it(tenant) -> None:
