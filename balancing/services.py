@@ -106,7 +106,6 @@ def site_create_or_update(
             {"phases": "three-phase chargers are registered at this site; it cannot become single-phase"}
         )
     site.save()
-    site_failsafe_refresh(site=site, actor=actor)
     if audit:
         audit_record(
             actor=actor,
@@ -118,6 +117,8 @@ def site_create_or_update(
         )
     if not created and audit:
         site_rebalance_request(site_id=site.pk, reason="limits changed")
+    # After the request above, so a run it causes keeps the reason people changed something for.
+    site_failsafe_refresh(site=site, actor=actor)
     return Outcome(site, created, changes)
 
 
@@ -176,7 +177,6 @@ def circuit_create_or_update(
     _apply(circuit, {"limit_a": limit_a, "kind": kind, "parent": parent, "limit_kw": limit_kw}, changes, audit)
     circuit.full_clean()
     circuit.save()
-    site_failsafe_refresh(site=site, actor=actor)
     if audit:
         audit_record(
             actor=actor,
@@ -188,6 +188,7 @@ def circuit_create_or_update(
         )
     if not created and audit:
         site_rebalance_request(site_id=site.pk, reason="limits changed")
+    site_failsafe_refresh(site=site, actor=actor)
     return Outcome(circuit, created, changes)
 
 
@@ -248,7 +249,6 @@ def schedule_create(*, schedule: SiteLimitSchedule, actor: str) -> SiteLimitSche
     require_tenant_schema("schedule_create")
     schedule.full_clean()
     schedule.save()
-    site_failsafe_refresh(site=schedule.site, actor=actor)
     audit_record(
         actor=actor,
         action="create",
@@ -260,6 +260,7 @@ def schedule_create(*, schedule: SiteLimitSchedule, actor: str) -> SiteLimitSche
         ],
     )
     site_rebalance_request(site_id=schedule.site_id, reason="schedule added")
+    site_failsafe_refresh(site=schedule.site, actor=actor)
     return schedule
 
 
@@ -278,5 +279,5 @@ def schedule_delete(*, schedule: SiteLimitSchedule, actor: str) -> None:
     site_id = schedule.site_id
     site = schedule.site
     schedule.delete()
-    site_failsafe_refresh(site=site, actor=actor)
     site_rebalance_request(site_id=site_id, reason="schedule removed")
+    site_failsafe_refresh(site=site, actor=actor)

@@ -9,12 +9,14 @@ from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connection
 
 from balancing.failsafe import site_failsafe_breach, site_failsafe_size
 from balancing.models import Circuit, Site, SiteLimitSchedule
 from balancing.services import circuit_create_or_update, schedule_create, site_create_or_update
 from chargepoint.models import ChargingStation, Connector
 from chargepoint.services import charger_register
+from evplatform.redis import get_redis, tenant_key
 from tenants.accounts.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
@@ -187,6 +189,11 @@ def test_a_site_limit_change_resizes_audits_and_asks_for_a_run(tenant, django_ca
     assert site.failsafe_a == Decimal(10)  # 4 x 3 x f x 230 <= 30000 -> 10.9
     assert failsafe_audits(site)[-1] == ("ops@alpha.example", "7.0", "10")
     assert len(callbacks) == 2  # limits changed, fail-safe resized: both coalesce into one run
+    with django_capture_on_commit_callbacks(execute=True):
+        site_create_or_update(slug="garage", name="Garage", limit_a=Decimal("63"), demand_cap_kw=Decimal("20"))
+    pending = get_redis().get(tenant_key(connection.schema_name, "rebalance-pending", site.pk))
+    get_redis().delete(tenant_key(connection.schema_name, "rebalance-pending", site.pk))
+    assert pending == b"limits changed"  # the run keeps the reason a person changed something for
 
 
 def test_a_resize_asks_for_no_run_while_every_charger_is_offline(tenant, django_capture_on_commit_callbacks) -> None:
