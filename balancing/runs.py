@@ -641,9 +641,8 @@ def _closed_loop(site: Site, built: BuiltProblem, pushed: list[PlannedPush], now
                     alert_clear(site=site, kind=kind, now=now, connector=connector, why="session ended")
 
     # The arbiter says when the site meter shows the site over a limit (``SiteLimits.site_over_limit``).
-    over = bool(getattr(built.limits, "site_over_limit", False))
-    if over:
-        detail = str(getattr(built.limits, "site_over_limit_detail", "")) or "site meter over the limit"
+    if built.limits.site_over_limit:
+        detail = built.limits.site_over_limit_detail or "site meter over the limit"
         alert_raise(site=site, kind=SiteAlert.Kind.SITE_OVER_LIMIT, detail=detail, now=now)
         lines.append(f"{SiteAlert.Kind.SITE_OVER_LIMIT}: {detail}")
     else:

@@ -297,6 +297,9 @@ BALANCING_OVERDRAW_GRACE_S = env.float("BALANCING_OVERDRAW_GRACE_S", default=5.0
 # Longest a balancing run waits for the chargers' answers to one batch of profiles (s); a
 # lost answer is a Timeout then, and the site's lock is released soon after.
 BALANCING_PUSH_TIMEOUT_S = env.float("BALANCING_PUSH_TIMEOUT_S", default=10.0)
+# A site meter reading older than this (s) is not the truth any more: the arbiter falls back to
+# the building-load reading (its last value assumed).
+BALANCING_SITE_METER_MAX_AGE_S = env.float("BALANCING_SITE_METER_MAX_AGE_S", default=60.0)
 
 # --- Site meter inputs (balancing.meter, balancing.mqtt) ---------------------------------
 
