@@ -148,7 +148,7 @@ CACHES = {
         "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="evplatform"),
         "OPTIONS": {
             "IGNORE_EXCEPTIONS": True,
-            # A Redis that stops answering (not just refusing) costs a request at most this long.
+            # A Redis that stops answering (rather than refusing) holds each cache call about this long.
             "SOCKET_CONNECT_TIMEOUT": 1,
             "SOCKET_TIMEOUT": 1,
         },
