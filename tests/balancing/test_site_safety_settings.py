@@ -117,7 +117,7 @@ def test_bad_values_in_the_form_are_named_and_change_nothing(make_user, site) ->
     assert "Select a valid choice. explode is not one of the available choices." in page
     site.refresh_from_db()
     assert site.overdraw_escalation == "none"
-    assert not AuditEvent.objects.filter(object_type="site").exists()
+    assert not AuditEvent.objects.filter(object_type="site", object_id=str(site.pk)).exists()
 
 
 def api(role: str) -> Client:
@@ -145,7 +145,7 @@ def test_the_api_patch_accepts_the_new_settings_and_audits_only_what_changed(sit
     assert body["failsafe_auto"] is True
     site.refresh_from_db()
     assert site.overdraw_escalation == "unavailable"
-    fields = set(AuditEvent.objects.filter(object_type="site").values_list("field", flat=True))
+    fields = set(AuditEvent.objects.filter(object_type="site", object_id=str(site.pk)).values_list("field", flat=True))
     assert fields == {"idle_default_zero", "overdraw_escalation", "overdraw_escalation_after_s"}
 
 
