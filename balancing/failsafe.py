@@ -16,12 +16,20 @@ the same time stays within every limit that may apply at any time:
 Power is ``phases x current x site voltage / 1000`` (kW). Below 6 A (IEC 61851's lowest pilot
 current) a charger cannot charge, so a sized value under 6 A becomes 0 A: a car then waits for
 its first profile. A site without chargers yet is sized for a single charger of any rating.
+
+The value set is at most ``BALANCING_FAILSAFE_TARGET_A`` (6 A, the lowest pilot current) even
+where more would fit. The fail-safe is also what the plan keeps free for every idle connector (a
+car that plugs in starts at it before its first profile), so a large one would hold back the cars
+that are charging whenever connectors stand idle: at the demo garage a lone car would get 8 A
+per phase next to three idle connectors at a 7 A fail-safe, but its full 10.4 A at 6 A. A site
+that prefers a faster fallback sets a larger value by hand (checked against every limit).
 """
 
 import math
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -185,9 +193,16 @@ def site_failsafe_size(*, site: Site) -> FailsafeSizing:
             best, bound = largest, _explain(limit, largest, voltage_v)
     if count == 0:
         bound = f"no chargers yet, sized for one: {bound}"
-    value = best if best >= MIN_CHARGING_A else 0
-    if value == 0 and best:
-        bound += f" (so 0: below {MIN_CHARGING_A} A)"
+    target = int(settings.BALANCING_FAILSAFE_TARGET_A)
+    if best > target:
+        value = target
+        bound = f"the fail-safe target ({target} A; up to {best} A would fit: {bound})"
+    else:
+        value = best
+    if value < MIN_CHARGING_A:
+        if value:
+            bound += f" (so 0: below {MIN_CHARGING_A} A)"
+        value = 0
     return FailsafeSizing(Decimal(value), best, bound, count)
 
 

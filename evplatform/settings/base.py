@@ -305,6 +305,10 @@ BALANCING_OVERDRAW_READINGS = env.int("BALANCING_OVERDRAW_READINGS", default=2)
 # Readings sampled within this many seconds after a limit was accepted are the charger's
 # reaction time, not an overdraw: they do not count.
 BALANCING_OVERDRAW_GRACE_S = env.float("BALANCING_OVERDRAW_GRACE_S", default=5.0)
+# The fail-safe sized to a site (balancing.failsafe) is at most this (A), even where more would
+# fit: it is also the headroom the plan keeps for every idle connector. 6 A = the lowest pilot
+# current, so every car keeps charging slowly while the platform is unreachable.
+BALANCING_FAILSAFE_TARGET_A = env.int("BALANCING_FAILSAFE_TARGET_A", default=6)
 # Longest a balancing run waits for the chargers' answers to one batch of profiles (s); a
 # lost answer is a Timeout then, and the site's lock is released soon after.
 BALANCING_PUSH_TIMEOUT_S = env.float("BALANCING_PUSH_TIMEOUT_S", default=10.0)

@@ -119,7 +119,8 @@ def test_create_circuit_names_an_unknown_parent_and_site() -> None:
         run("create_circuit", "Row A", "--tenant", "alpha", "--site", "south", "--limit-a", "63")
 
 
-def test_create_site_sizes_the_fail_safe_with_the_building_allowance() -> None:
+def test_create_site_sizes_the_fail_safe_with_the_building_allowance(settings) -> None:
+    settings.BALANCING_FAILSAFE_TARGET_A = 1000  # the largest fitting value, not the 6 A default
     run("create_site", "north", *SITE, "--demand-cap-kw", "20", "--building-allowance-kw", "5")
     site = Site.objects.get(slug="north")
     ChargingStationFactory(site=site, phases=3, max_current_a=Decimal("32"))

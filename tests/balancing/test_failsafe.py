@@ -1,7 +1,9 @@
 """The fail-safe sized to the site: every charger at it at once stays within every limit.
 
 Figures worked by hand at 230 V: a three-phase charger at f A draws 3 x f x 230 W, a
-single-phase one f x 230 W; a charger never draws more than its rating.
+single-phase one f x 230 W; a charger never draws more than its rating. The sized value is at
+most ``BALANCING_FAILSAFE_TARGET_A`` (6 A by default); most tests here lift that target so the
+figures show the largest current that fits, and the target has tests of its own below.
 """
 
 from datetime import time
@@ -20,6 +22,19 @@ from evplatform.redis import get_redis, tenant_key
 from tenants.accounts.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _no_target(request, settings) -> None:
+    """The largest fitting current, unless a test asks for the ``default_target``."""
+    if "default_target" not in request.fixturenames:
+        settings.BALANCING_FAILSAFE_TARGET_A = 1000
+
+
+@pytest.fixture
+def default_target(settings) -> int:
+    return int(settings.BALANCING_FAILSAFE_TARGET_A)
+
 
 PASSWORD = "sizing-charger-pass-01"
 
@@ -366,3 +381,28 @@ def test_a_reported_connector_that_breaks_a_manual_fail_safe_raises_an_alert(ten
     alert.refresh_from_db()
     assert alert.cleared_at is not None
     assert Site.objects.get(pk=site.pk).failsafe_a == Decimal(0)  # 20000 / 3450 = 5.8: below 6 A
+
+
+def test_the_sized_value_is_the_target_where_more_would_fit(tenant, default_target) -> None:
+    site = demo_site()
+    for n in range(1, 5):
+        register(tenant, f"TGT-{n}")
+
+    sizing = site_failsafe_size(site=site)
+    site.refresh_from_db()
+
+    # Four 16 A three-phase chargers on a 20 kW cap: up to 7 A would fit (4 x 3 x 7 x 230 W =
+    # 19.3 kW), but 6 A is set, so a lone car beside three idle connectors keeps 29 - 18 = 11 A.
+    assert (default_target, sizing.max_a, sizing.value_a, site.failsafe_a) == (6, 7, Decimal(6), Decimal(6))
+    assert sizing.bound.startswith("the fail-safe target (6 A; up to 7 A would fit")
+
+
+def test_below_the_target_the_largest_fitting_value_still_applies(tenant, default_target) -> None:
+    site = site_create_or_update(slug="lot", name="Lot", limit_a=Decimal("87"), phases=1).obj
+    for n in range(1, 21):
+        register(tenant, f"LOT-{n}", site="lot", max_a="32", phases=1, wiring="L1")
+
+    sizing = site_failsafe_size(site=site)
+
+    # Twenty single-phase chargers on 87 A: 4 A each would fit, below 6 A, so 0 A.
+    assert (sizing.max_a, sizing.value_a) == (4, Decimal(0))
