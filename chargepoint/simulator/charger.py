@@ -428,6 +428,7 @@ class SimulatedCharger:
             last = now
             if self.state.plugged and self.state.transaction_id is None:
                 await self._start_transaction()
+                self.state.step(0.0)  # the car draws what the charger offers from the start, not a tick later
             elif not self.state.plugged and self.state.transaction_id is not None:
                 await self._stop_transaction()
             if self.state.car.asleep and self.state.transaction_id is not None and not self.state.suspended_ev_sent:

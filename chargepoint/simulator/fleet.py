@@ -196,3 +196,27 @@ def fault_metrics(
         recover = recovered_at - fault_at_s
     share = drawn / room if room > 0 else None
     return FaultMetrics(seconds, peak, kwh, share, recover, counted)
+
+
+def charger_demand_kw(charger: SimulatedCharger) -> float:
+    """What the car would draw now if offered its charger's rating (0 without a session or asleep)."""
+    state = charger.state
+    if state.transaction_id is None or state.car.asleep:
+        return 0.0
+    spec = charger.spec
+    return min(state.car.acceptance_kw(), spec.rating_a * spec.voltage_v * spec.phases / 1000.0)
+
+
+def site_truth(chargers: Sequence[SimulatedCharger], *, t_s: float, misbehaving: Sequence[str] = ()) -> TruthSample:
+    """A site's true draw now, split into the chargers that behave and those in ``misbehaving`` (ids)."""
+    bad = set(misbehaving)
+    behaving = [c for c in chargers if c.spec.charge_point_id not in bad]
+    behaving_kw = sum(c.state.power_kw for c in behaving)
+    misbehaving_kw = sum(c.state.power_kw for c in chargers if c.spec.charge_point_id in bad)
+    return TruthSample(
+        t_s=t_s,
+        total_kw=behaving_kw + misbehaving_kw,
+        behaving_kw=behaving_kw,
+        misbehaving_kw=misbehaving_kw,
+        behaving_demand_kw=sum(charger_demand_kw(c) for c in behaving),
+    )
