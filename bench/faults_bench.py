@@ -413,6 +413,7 @@ class SimSite:
     fault_at_s: float | None = None
     fault_wall: datetime | None = None
     offline_s: float | None = None
+    note: str = ""
 
     @property
     def slug(self) -> str:
@@ -509,6 +510,26 @@ class Bench:
             await asyncio.sleep(1)
         log(f"    (still waiting for {len(pending)} sessions or profiles after {timeout_s:g}s; going on)")
 
+    async def wait_balanced(self, hold_s: float = 5.0, timeout_s: float = 90) -> None:
+        """Until every site's true total held under its cap for ``hold_s`` (or ``timeout_s``: noted)."""
+        from chargepoint.simulator.fleet import CAP_TOLERANCE_KW
+
+        deadline = self.now_s() + timeout_s
+        good_since: float | None = None
+        while self.now_s() < deadline:
+            over = [s for s in self.sites if s.samples and s.samples[-1].total_kw > CAP_KW + CAP_TOLERANCE_KW]
+            if over:
+                good_since = None
+            elif good_since is None:
+                good_since = self.now_s()
+            elif self.now_s() - good_since >= hold_s:
+                return
+            await asyncio.sleep(SAMPLE_S)
+        for site in self.sites:
+            if site.samples and site.samples[-1].total_kw > CAP_KW + CAP_TOLERANCE_KW:
+                site.note = f"over the cap before the fault ({site.samples[-1].total_kw:.2f} kW)"
+                log(f"    {site.slug}: {site.note}")
+
     async def stop(self) -> None:
         for site in self.sites:
             for stop in site.stops:
@@ -550,6 +571,7 @@ class Bench:
                     detect_s=None if reacted is None else round((reacted - site.fault_wall).total_seconds(), 1),
                     recover_s=None if metrics.recover_s is None else round(metrics.recover_s, 1),
                     offline_s=site.offline_s,
+                    note=site.note,
                 )
             )
         return rows
@@ -577,7 +599,9 @@ def plain_spec(*, plug_at: Callable[[int], float | None] | None = None, fault_mo
 
 
 async def warm_up(bench: Bench) -> None:
+    """Until every plugged-in car charges and every site is under its cap (a settled start)."""
     await bench.wait_sessions()
+    await bench.wait_balanced()
     await asyncio.sleep(bench.seconds(20))
 
 
@@ -793,7 +817,7 @@ def print_rows(rows: list[Row]) -> None:
         print(
             f"{r.scenario:<19} {r.protocol:<6} {r.chargers:>3} {r.seconds_above:>8.1f} {r.max_kw_above:>8.2f} "
             f"{r.kwh_above:>10.4f} {fmt(share, '5.0f'):>5}% {fmt(r.detect_s, '8.1f'):>8} "
-            f"{fmt(r.recover_s, '9.1f', 'never'):>9} {fmt(r.offline_s, '9.1f'):>9}",
+            f"{fmt(r.recover_s, '9.1f', 'never'):>9} {fmt(r.offline_s, '9.1f'):>9}  {r.note}",
             flush=True,
         )
 

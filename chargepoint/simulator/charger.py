@@ -45,6 +45,7 @@ from chargepoint.simulator.model import (
 logger = logging.getLogger("chargepoint.simulator")
 PHASES = ("L1", "L2", "L3")
 _remote_ids = itertools.count(1)
+PHYSICS_STEP_S = 0.5
 
 
 def utcnow() -> datetime:
@@ -362,6 +363,25 @@ class SimulatedCharger:
                 return
 
     async def run(self, stop: asyncio.Event) -> None:
+        physics = asyncio.ensure_future(self._physics(stop))
+        try:
+            await self._connect_loop(stop)
+        finally:
+            physics.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await physics
+
+    async def _physics(self, stop: asyncio.Event) -> None:
+        """The car draws what the charger applies, connected or not (profiles expire offline too)."""
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        while not stop.is_set():
+            await asyncio.sleep(PHYSICS_STEP_S)
+            now = loop.time()
+            self.state.step(now - last)
+            last = now
+
+    async def _connect_loop(self, stop: asyncio.Event) -> None:
         delay = 0.5
         plug_task: asyncio.Task[None] | None = None
         while not stop.is_set():
@@ -419,13 +439,10 @@ class SimulatedCharger:
 
     async def _meter_loop(self, stop: asyncio.Event, serve: asyncio.Future[Any]) -> None:
         loop = asyncio.get_running_loop()
-        last = loop.time()
-        next_meter = last + self.meter_interval_s
+        next_meter = loop.time() + self.meter_interval_s
         while not stop.is_set() and not serve.done():
             await asyncio.sleep(min(1.0, self.meter_interval_s))
             now = loop.time()
-            self.state.step(now - last)
-            last = now
             if self.state.plugged and self.state.transaction_id is None:
                 await self._start_transaction()
                 self.state.step(0.0)  # the car draws what the charger offers from the start, not a tick later
