@@ -765,6 +765,8 @@ async def scenario_gateway_kill(bench: Bench) -> None:
             if await asyncio.to_thread(online_count, site.slug) == 0:
                 site.offline_s = round(bench.now_s() - killed, 1)
                 pending.remove(site)
+    for site in pending:
+        site.note = f"still shown online {bench.now_s() - killed:.0f} s after the kill"
     log(f"  gateway back after {bench.now_s() - killed:.0f}s")
     await p.start("gateway")
     await asyncio.sleep(bench.seconds(60))
@@ -853,6 +855,9 @@ async def run(args: argparse.Namespace, names: list[str], log_dir: Path) -> list
 
 
 def main() -> None:
+    import logging
+
+    logging.getLogger("ocpp").setLevel(logging.ERROR)  # a charger's CALLERRORs during an outage are expected
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", default="all", help=f"comma-separated, of: {', '.join(SCENARIOS)}")
     parser.add_argument("--protocol", default=",".join(PROTOCOLS), help="1.6, 2.0.1 or both")

@@ -567,7 +567,9 @@ class SimulatedCharger:
                     connector_id=1, id_tag=self.spec.id_tag, meter_start=int(st.energy_wh), timestamp=ocpp_time()
                 )
             )
-            if result is None or result.id_tag_info["status"] != "Accepted":
+            if result is None:  # no answer or a CALLERROR (platform unreachable): try again soon
+                return
+            if result.id_tag_info["status"] != "Accepted":
                 st.plugged = False
                 return
             st.transaction_id = str(result.transaction_id)
@@ -593,7 +595,10 @@ class SimulatedCharger:
                     meter_value=self._samples201("Transaction.Begin"),
                 )
             )
-            if result is None or (result.id_token_info or {}).get("status") != "Accepted":
+            if result is None:  # no answer or a CALLERROR (platform unreachable): try again soon
+                st.transaction_id = None
+                return
+            if (result.id_token_info or {}).get("status") != "Accepted":
                 st.transaction_id = None
                 st.plugged = False
                 return
