@@ -7,7 +7,16 @@ from django.db import transaction
 from django.forms import ModelForm
 from django.http import HttpRequest
 
-from balancing.models import BalancingRun, Circuit, LimitOverride, ProfilePush, Site, SiteLimitSchedule
+from balancing.models import (
+    BalancingRun,
+    ChargerModelCompliance,
+    Circuit,
+    LimitOverride,
+    ProfilePush,
+    Site,
+    SiteAlert,
+    SiteLimitSchedule,
+)
 from balancing.services import site_rebalance_request
 from evplatform.admin_sites import tenant_admin_site
 from tenants.accounts.services import audit_record
@@ -83,3 +92,106 @@ class BalancingRunAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+
+@admin.register(SiteAlert, site=tenant_admin_site)
+class SiteAlertAdmin(admin.ModelAdmin):
+    """Alerts are raised and cleared by the platform only: read-only here."""
+
+    list_display = (
+        "opened_at",
+        "site",
+        "kind",
+        "station",
+        "connector",
+        "vendor",
+        "model",
+        "firmware_version",
+        "detail",
+        "last_seen_at",
+        "cleared_at",
+    )
+    list_filter = ("site", "kind", ("cleared_at", admin.EmptyFieldListFilter))
+    search_fields = ("detail", "station__charge_point_id", "vendor", "model")
+    date_hierarchy = "opened_at"
+    list_select_related = ("site", "station", "connector__station")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ChargerModelCompliance, site=tenant_admin_site)
+class ChargerModelComplianceAdmin(admin.ModelAdmin):
+    """What each charger model does with our profiles (learnt, read-only); an admin may switch a model
+    to station-wide maximum profiles, which is audited and rebalances the sites with such chargers."""
+
+    list_display = (
+        "vendor",
+        "model",
+        "firmware_version",
+        "profiles_accepted",
+        "profiles_rejected",
+        "accepted_ignored",
+        "mean_reaction",
+        "use_station_max",
+        "updated_at",
+    )
+    list_editable = ("use_station_max",)
+    list_filter = ("use_station_max",)
+    search_fields = ("vendor", "model", "firmware_version")
+    fields = (
+        "vendor",
+        "model",
+        "firmware_version",
+        "profiles_accepted",
+        "profiles_rejected",
+        "accepted_ignored",
+        "reactions",
+        "reaction_s_total",
+        "use_station_max",
+        "updated_at",
+    )
+    readonly_fields = tuple(f for f in fields if f != "use_station_max")
+
+    @admin.display(description="mean reaction (s)")
+    def mean_reaction(self, obj: ChargerModelCompliance) -> str:
+        mean = obj.mean_reaction_s
+        return "-" if mean is None else f"{mean:.1f}"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: Any, form: ModelForm, change: bool) -> None:
+        from chargepoint.models import ChargingStation
+
+        old = type(obj).objects.filter(pk=obj.pk).first()
+        with transaction.atomic():
+            # Only the switch is written: the counters keep what the balancer added meanwhile.
+            type(obj).objects.filter(pk=obj.pk).update(use_station_max=obj.use_station_max)
+            if old is not None and old.use_station_max != obj.use_station_max:
+                audit_record(
+                    actor=getattr(request.user, "email", "") or "admin",
+                    action="update",
+                    object_type="compliance",
+                    object_id=obj.pk,
+                    label=str(obj) or "unknown model",
+                    changes=[("use_station_max", old.use_station_max, obj.use_station_max)],
+                )
+                site_ids = (
+                    ChargingStation.objects.filter(
+                        vendor=obj.vendor, model=obj.model, firmware_version=obj.firmware_version
+                    )
+                    .values_list("site_id", flat=True)
+                    .distinct()
+                )
+                for site_id in site_ids:
+                    site_rebalance_request(site_id=site_id, reason=f"{obj}: limits as station maximum changed")

@@ -1,20 +1,23 @@
-"""REST API for sites, circuits, limit schedules, live status and balancing runs. Schema: tenant."""
+"""REST API for sites, circuits, limit schedules, live status, runs and site meter readings. Schema: tenant."""
 
+from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, serializers, viewsets
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
+from rest_framework import generics, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from balancing.models import BalancingRun, Circuit, Site, SiteLimitSchedule
-from balancing.selectors import site_overview
-from balancing.services import schedule_create, schedule_delete, site_limits_update
+from balancing.meter import site_meter_record
+from balancing.models import BalancingRun, Circuit, Site, SiteAlert, SiteLimitSchedule, SiteMeterReading
+from balancing.selectors import site_meter_latest, site_overview
+from balancing.services import SITE_LIMIT_FIELDS, schedule_create, schedule_delete, site_limits_update
 from evplatform.api import time_range
 from evplatform.permissions import CHANGE_LIMITS, RoleForWrites, actor_of
 
@@ -32,6 +35,11 @@ class SiteSerializer(serializers.ModelSerializer):
             "demand_cap_kw",
             "failsafe_a",
             "max_raise_a",
+            "failsafe_auto",
+            "idle_default_zero",
+            "building_allowance_kw",
+            "overdraw_escalation",
+            "overdraw_escalation_after_s",
             "free_vend",
         ]
         read_only_fields = ["slug", "name", "timezone", "voltage_v", "phases", "free_vend"]
@@ -91,6 +99,69 @@ class RunSerializer(serializers.ModelSerializer):
         ]
 
 
+class StatusAlertSerializer(serializers.ModelSerializer):
+    """One open alert: the condition, the charger (as it identified itself at boot) and what it did."""
+
+    kind_label = serializers.CharField(source="get_kind_display", read_only=True)
+    charger = serializers.CharField(source="station.charge_point_id", read_only=True, default=None, allow_null=True)
+    connector = serializers.IntegerField(source="connector.connector_id", read_only=True, default=None, allow_null=True)
+    firmware = serializers.CharField(source="firmware_version", read_only=True)
+
+    class Meta:
+        model = SiteAlert
+        fields = [
+            "kind",
+            "kind_label",
+            "charger",
+            "connector",
+            "vendor",
+            "model",
+            "firmware",
+            "detail",
+            "opened_at",
+            "last_seen_at",
+        ]
+
+
+class StatusFailsafeSerializer(serializers.Serializer):
+    """The current every charger of the site falls back to without the platform, and how it was chosen."""
+
+    limit_a = serializers.DecimalField(max_digits=5, decimal_places=1, help_text="Per charger (A).")
+    auto = serializers.BooleanField(help_text="True: sized to the site's limits; false: set by hand.")
+    chosen = serializers.CharField(help_text="How the value was chosen, in words.")
+
+
+class StatusMeterSerializer(serializers.ModelSerializer):
+    """The site meter's latest reading."""
+
+    class Meta:
+        model = SiteMeterReading
+        fields = ["measured_at", "received_at", "source", "current_a", "power_kw", "includes_chargers"]
+
+
+class SiteStatusSerializer(serializers.Serializer):
+    """Live status of one site (``GET /sites/<slug>/status/``)."""
+
+    site = serializers.SlugField()
+    load_kw = serializers.FloatField(allow_null=True, help_text="What the chargers drew at the last run (kW).")
+    limit_kw = serializers.FloatField(allow_null=True, help_text="The binding power limit (kW).")
+    load_share = serializers.FloatField(allow_null=True, help_text="load_kw / limit_kw.")
+    chargers = serializers.IntegerField()
+    online = serializers.IntegerField()
+    charging = serializers.IntegerField()
+    faulted = serializers.IntegerField()
+    peak_today_kw = serializers.FloatField(allow_null=True)
+    alerts = StatusAlertSerializer(many=True, help_text="Open alerts, each naming the charger and what it did.")
+    alert_count = serializers.IntegerField(help_text="Number of lines in alert_summary.")
+    alert_summary = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Everything that needs a look, one line each: open alerts, offline chargers, refused profiles.",
+    )
+    failsafe = StatusFailsafeSerializer()
+    site_meter = StatusMeterSerializer(allow_null=True, help_text="Latest site meter reading; null if none.")
+    last_run_at = serializers.DateTimeField(allow_null=True)
+
+
 class SiteViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet):
     """Sites and their grid-connection limits. Energy managers and admins may change the limits."""
 
@@ -104,33 +175,43 @@ class SiteViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Updat
         site = serializer.instance
         if not isinstance(site, Site):
             raise ValidationError({"slug": ["unknown site"]})
-        data = {**SiteSerializer(site).data, **serializer.validated_data}
+        # The stored values (not their JSON strings) for what the request leaves out: only real changes are audited.
+        data = {**{name: getattr(site, name) for name in SITE_LIMIT_FIELDS}, **serializer.validated_data}
         try:
             serializer.instance = site_limits_update(site=site, limits=data, actor=actor_of(self.request)).obj
         except DjangoValidationError as exc:
             raise ValidationError(exc.message_dict) from exc
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: SiteStatusSerializer})
     @action(detail=True, methods=["get"])
     def status(self, request: Request, slug: str | None = None) -> Response:
-        """Live status: load against limit, charger counts, today's peak, alerts."""
+        """Live status: load against limit, charger counts, today's peak, open alerts, fail-safe, site meter."""
         site = get_object_or_404(Site, slug=slug)
         row = next(r for r in site_overview(now=timezone.now(), search=site.slug) if r.site.pk == site.pk)
-        return Response(
-            {
-                "site": site.slug,
-                "load_kw": row.load_kw,
-                "limit_kw": row.limit_kw,
-                "load_share": row.load_share,
-                "chargers": row.stations,
-                "online": row.online,
-                "charging": row.charging,
-                "faulted": row.faulted,
-                "peak_today_kw": row.peak_today_kw,
-                "alerts": row.alerts,
-                "last_run_at": row.last_run_at,
-            }
-        )
+        body = {
+            "site": site.slug,
+            "load_kw": row.load_kw,
+            "limit_kw": row.limit_kw,
+            "load_share": row.load_share,
+            "chargers": row.stations,
+            "online": row.online,
+            "charging": row.charging,
+            "faulted": row.faulted,
+            "peak_today_kw": row.peak_today_kw,
+            "alerts": row.open_alerts,
+            "alert_count": len(row.alerts),
+            "alert_summary": row.alerts,
+            "failsafe": {
+                "limit_a": site.failsafe_a,
+                "auto": site.failsafe_auto,
+                "chosen": "sized so that all chargers at their fail-safe stay within the site's limits"
+                if site.failsafe_auto
+                else "set by hand",
+            },
+            "site_meter": site_meter_latest(site=site),
+            "last_run_at": row.last_run_at,
+        }
+        return Response(SiteStatusSerializer(body).data)
 
 
 class CircuitViewSet(viewsets.ReadOnlyModelViewSet):
@@ -194,3 +275,129 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         if until:
             qs = qs.filter(started_at__lt=until)
         return qs
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """An ISO 8601 time that must carry its zone: a meter's local clock is not guessed."""
+
+    def enforce_timezone(self, value: datetime) -> datetime:
+        if timezone.is_naive(value):
+            raise serializers.ValidationError("must be a time with a zone, e.g. 2026-05-01T12:00:00Z")
+        return super().enforce_timezone(value)
+
+
+class AsSentField(serializers.Field):
+    """A value passed on as sent: ``site_meter_record`` checks it and names what is wrong (NaN too)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        return data
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+@extend_schema_field({"type": "array", "items": {"type": "number", "minimum": 0}})
+class CurrentsField(AsSentField):
+    """Per-phase currents (A), L1 first."""
+
+
+@extend_schema_field({"type": "number", "minimum": 0, "nullable": True})
+class PowerField(AsSentField):
+    """Active import power (kW)."""
+
+
+class MeterReadingInSerializer(serializers.Serializer):
+    """One site meter reading as a meter gateway or building management system posts it."""
+
+    measured_at = AwareDateTimeField(help_text="When the meter measured, ISO 8601 with a zone.")
+    current_a = CurrentsField(
+        required=False,
+        help_text="Current per phase (A), L1 first, as many values as the site has phases; [] with power only.",
+    )
+    power_kw = PowerField(required=False, allow_null=True, default=None, help_text="Active import (kW).")
+    includes_chargers = serializers.BooleanField(
+        default=True, help_text="True: the grid-connection meter (chargers included); false: building load only."
+    )
+
+
+class MeterReadingSerializer(serializers.ModelSerializer):
+    site: "serializers.SlugRelatedField[Site]" = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+
+    class Meta:
+        model = SiteMeterReading
+        fields = ["id", "site", "measured_at", "received_at", "source", "current_a", "power_kw", "includes_chargers"]
+
+
+class LenientJSONParser(JSONParser):
+    """JSON that lets NaN and Infinity through, so the reading is refused naming its field."""
+
+    strict = False
+
+
+class SiteMeterReadingsView(generics.ListAPIView):
+    """A site's meter readings, newest first; POST adds one (energy managers, admins, meter-write tokens).
+
+    A reading that cannot be true (negative, not finite, over 4x the site's limit, wrong number
+    of phases, older than BALANCING_SITE_METER_MAX_AGE_S, over 30 s in the future) is refused
+    with 400 naming the field and changes nothing. The same ``measured_at`` again is a retry:
+    200 with the stored reading. One over a limit makes the site rebalance now.
+    """
+
+    serializer_class = MeterReadingSerializer
+    permission_classes = [RoleForWrites]
+    write_roles = CHANGE_LIMITS
+    accepts_meter_write_token = True
+    parser_classes = [LenientJSONParser]
+
+    def site(self) -> Site:
+        return get_object_or_404(Site, slug=self.kwargs["slug"])
+
+    def get_queryset(self) -> Any:
+        qs = SiteMeterReading.objects.filter(site=self.site()).select_related("site").order_by("-measured_at")
+        params = self.request.query_params
+        if params.get("source"):
+            qs = qs.filter(source=params["source"])
+        since, until = time_range(params)
+        if since:
+            qs = qs.filter(measured_at__gte=since)
+        if until:
+            qs = qs.filter(measured_at__lt=until)
+        return qs
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("source", str, enum=SiteMeterReading.Source.values),
+            OpenApiParameter("since", str, description="ISO 8601 time with zone"),
+            OpenApiParameter("until", str, description="ISO 8601 time with zone"),
+        ]
+    )
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        request=MeterReadingInSerializer,
+        responses={
+            201: MeterReadingSerializer,
+            200: OpenApiResponse(MeterReadingSerializer, description="The same reading was already stored."),
+            400: OpenApiResponse(description="Refused, naming the field: nothing stored."),
+        },
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        site = self.site()
+        data = MeterReadingInSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        try:
+            outcome = site_meter_record(
+                site=site,
+                measured_at=values["measured_at"],
+                current_a=values.get("current_a"),
+                power_kw=values["power_kw"],
+                source=SiteMeterReading.Source.API,
+                includes_chargers=values["includes_chargers"],
+                now=timezone.now(),
+            )
+        except DjangoValidationError as exc:
+            raise ValidationError(exc.message_dict) from exc
+        code = status.HTTP_201_CREATED if outcome.created else status.HTTP_200_OK
+        return Response(MeterReadingSerializer(outcome.reading).data, status=code)

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 from django import forms
 
-from balancing.models import Circuit, SiteLimitSchedule
+from balancing.models import Circuit, Site, SiteLimitSchedule
 
 
 class SiteLimitsForm(forms.Form):
@@ -29,6 +29,37 @@ class SiteLimitsForm(forms.Form):
         max_digits=5,
         decimal_places=1,
         help_text="Chargers' currents rise by at most this much per balancing run; empty: at once.",
+    )
+    failsafe_auto = forms.BooleanField(
+        label="Size the fail-safe to the site",
+        required=False,
+        help_text="All chargers at their fail-safe together stay within every limit (per phase, per circuit, "
+        "demand cap minus the building allowance); recomputed when chargers are added, moved or removed. "
+        "Off: the fail-safe current above is used as set, and refused if it breaks a limit.",
+    )
+    idle_default_zero = forms.BooleanField(
+        label="Idle connectors wait at 0 A",
+        required=False,
+        help_text="A car that plugs in waits for its first profile instead of starting at the fail-safe "
+        "current, so a newcomer never lifts the site over its limit.",
+    )
+    building_allowance_kw = forms.DecimalField(
+        label="Building load allowance (kW)",
+        min_value=Decimal(0),
+        max_digits=9,
+        decimal_places=2,
+        help_text="Building load the fail-safe sizing leaves room for under the demand cap.",
+    )
+    overdraw_escalation = forms.ChoiceField(
+        label="When a charger keeps drawing more than offered",
+        choices=Site.Escalation.choices,
+        help_text="Opt-in for sites that must never trip: every overdraw is an alert; this acts on top of it.",
+    )
+    overdraw_escalation_after_s = forms.IntegerField(
+        label="Escalate after (s)",
+        min_value=0,
+        max_value=86_400,
+        help_text="Seconds of continuous overdraw before the escalation acts.",
     )
     confirm = forms.BooleanField(required=False, widget=forms.HiddenInput, help_text="Set on the confirmation step.")
 

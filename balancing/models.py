@@ -409,6 +409,15 @@ class ConnectorLimit(models.Model):
     accepted_at = models.DateTimeField(
         null=True, blank=True, help_text="When the limit in force was accepted, for the reaction time."
     )
+    # Verification: what the charger itself said it applies (GetCompositeSchedule), and when.
+    applied_a = models.DecimalField(
+        max_digits=6,
+        decimal_places=1,
+        null=True,
+        blank=True,
+        help_text="Limit the charger's composite schedule said it applied at the last check (A).",
+    )
+    applied_checked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

@@ -1,15 +1,35 @@
 """Turn a site's rows into the engine's input (and nothing else). Schema: tenant.
 
 The engine (``balancing.engine``) sees plain dicts: the tree of nodes with their limits, and
-one EVSE per connector of an online station. What cannot be changed right now is an EVSE with
-``fixed_a``: the current an offline charger may still draw under its last profile (or its
-fail-safe default), which the engine books on every node above it before sharing the rest.
+one EVSE per connector. What cannot be changed right now is an EVSE with ``fixed_a``, which
+the engine books on every node above it before sharing the rest:
+
+- an offline charger: its last profile while a session is open (until it expires), else its
+  default (the confirmed fail-safe, else its rating);
+- an idle online connector (no session): the current a car plugging in would start at before
+  its first TxProfile arrives (its confirmed default, else its rating), so a newcomer never
+  lifts the site over its limit;
+- a charger that is non-compliant (closed loop): it drew above what the books allow it (its
+  accepted TxProfile, else its confirmed default, else its rating) by more than the tolerance in
+  ``BALANCING_OVERDRAW_READINGS`` readings in a row: booked at its measured draw, rounded up to
+  the step, so the others are lowered around it;
+- a charger that never accepted a limit for its session (every push refused): booked at its
+  measured draw, or its default while no reading has come.
+
+Readings are Current.Import samples, the maximum over the phases of one reading; readings above
+``PLAUSIBLE_SHARE`` of the rating, negative ones and ones from the future are dropped, so a
+broken meter never moves a limit. Amperes are per phase.
 """
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
+
+from django.conf import settings
+from django.db.models import F, Max, Window
+from django.db.models.functions import DenseRank
 
 from balancing.limits import SiteLimits, site_limits
 from balancing.models import Circuit, ConnectorLimit, Site, StationFailsafe
@@ -20,9 +40,20 @@ MIN_CURRENT_A = 6.0  # IEC 61851 / SAE J1772 lowest pilot current
 STEP_A = 1.0
 # A reading older than this says nothing about what the car draws now.
 MEASUREMENT_MAX_AGE = timedelta(minutes=2)
-# A car gets this long under our profile to ramp up before a low draw counts as "not using it";
-# otherwise a car that has just started (still at 0 A) would be held down or paused.
+# A charger's clock may run a little ahead of ours; a reading further in the future is not trusted.
+READING_CLOCK_SKEW = timedelta(seconds=10)
+# A car gets this long under our profile to ramp up before a low draw counts as "not using it"
+# (the engine then holds it near its draw); otherwise a car that has just started (still at 0 A)
+# would be held down or paused. Overdraw is judged without it, reading by reading.
 RAMP_UP = timedelta(seconds=60)
+# A car offered at least its minimum that draws less than RESUMED_DRAW_A for this long sleeps.
+RESUME_GRACE = timedelta(minutes=2)
+RESUMED_DRAW_A = 1.0
+# A sleeping car's weight: it is paused first when not all can charge, offered its minimum
+# again when capacity is free.
+SLEEPING_PRIORITY = 0.01
+# A reading above this share of the charger's rating is implausible and dropped.
+PLAUSIBLE_SHARE = 1.5
 ACTIVE_STATUSES = frozenset(
     {
         Connector.Status.PREPARING,
@@ -32,6 +63,9 @@ ACTIVE_STATUSES = frozenset(
         Connector.Status.OCCUPIED,
     }
 )
+# No car can start on these: an idle connector in them keeps no headroom.
+CLOSED_STATUSES = frozenset({Connector.Status.UNAVAILABLE, Connector.Status.FAULTED})
+FAILED_STATUSES = frozenset({"Rejected", "CallError", "Timeout", "Offline", "NotSupported", "NotImplemented"})
 CURRENT_IMPORT = "Current.Import"
 ENERGY_REGISTER = "Energy.Active.Import.Register"
 
@@ -44,15 +78,68 @@ def evse_id(connector: Connector) -> str:
     return f"{connector.station.charge_point_id}/{connector.connector_id}"
 
 
+def ceil_step(value_a: float) -> float:
+    """``value_a`` rounded up to the charger's step (A)."""
+    return math.ceil(value_a / STEP_A - 1e-9) * STEP_A
+
+
+def failsafe_default_a(site: Site) -> float:
+    """The default (TxDefaultProfile) current the site's chargers should hold (A)."""
+    return 0.0 if site.idle_default_zero else float(site.failsafe_a)
+
+
+def failsafe_stale(site: Site, station: ChargingStation, failsafe: StationFailsafe | None, now: datetime) -> bool:
+    """Whether the station's default must be (re)sent: never confirmed, another value, or a reboot since."""
+    return (
+        failsafe is None
+        or failsafe.confirmed_at is None
+        or float(failsafe.limit_a) != failsafe_default_a(site)
+        or (station.last_boot_at is not None and (failsafe.booted_at or now) < station.last_boot_at)
+    )
+
+
+@dataclass
+class Reading:
+    at: datetime
+    current_a: float  # max over the phases of one reading
+
+
 @dataclass
 class EvseContext:
-    """What the run needs to know about one EVSE beyond the engine's view."""
+    """What the run needs to know about one EVSE beyond the engine's view.
+
+    ``allowed_a``: what the books allow it to draw now (its accepted TxProfile for this
+    transaction, else its confirmed default, else its rating), ``allowed_basis`` says which.
+    ``readings`` are the latest plausible ones, newest first.
+    """
 
     station: ChargingStation
     connector: Connector
     session: ChargingSession | None
     limit: ConnectorLimit
     measured_a: float | None
+    allowed_a: float = 0.0
+    allowed_basis: str = "rating"
+    allowed_since: datetime | None = None
+    rating_a: float = 0.0
+    readings: list[Reading] = field(default_factory=list)
+    overdraw: bool = False  # non-compliant in this run
+    overdraw_began: bool = False  # its overdraw episode began in this run
+    overdraw_readings: list[Reading] = field(default_factory=list)
+    never_accepted: bool = False
+    sleeping: bool = False
+    fixed_a: float | None = None  # what the engine was told it draws, if it was fixed
+    fixed_why: str = ""
+
+    @property
+    def draw_a(self) -> float | None:
+        """Its latest plausible draw rounded up to the step (A), or None without a fresh reading."""
+        return None if self.measured_a is None else ceil_step(self.measured_a)
+
+    @property
+    def may_draw_a(self) -> float:
+        """What it may really be drawing: the books' allowance or its draw, whichever is higher."""
+        return max(self.allowed_a, self.draw_a or 0.0)
 
 
 @dataclass
@@ -69,37 +156,214 @@ class BuiltProblem:
     evses: dict[str, EvseContext]
     limits: SiteLimits
     reservations: list[Reservation] = field(default_factory=list)
+    failsafes: dict[int, StationFailsafe] = field(default_factory=dict)
+    stations: list[ChargingStation] = field(default_factory=list)  # online, in charge point id order
+    chargers_a: list[float] = field(default_factory=list)  # chargers' latest draw per site phase
+    chargers_kw: float = 0.0
 
 
 def _f(value: Decimal | None) -> float | None:
     return None if value is None else float(value)
 
 
-def _reserved_a(station: ChargingStation, limit: ConnectorLimit, now: datetime) -> tuple[float, str]:
+def _default_a(station: ChargingStation, failsafe: StationFailsafe | None) -> tuple[float, str]:
+    """What the station's connectors draw without a TxProfile of ours: its confirmed default, else its rating."""
+    if failsafe is not None and failsafe.confirmed_at is not None:
+        return float(failsafe.limit_a), f"fail-safe default {failsafe.limit_a} A"
+    return float(station.max_current_a), f"no default confirmed, rating {station.max_current_a} A"
+
+
+def _reserved_a(
+    station: ChargingStation,
+    limit: ConnectorLimit,
+    session: ChargingSession | None,
+    failsafe: StationFailsafe | None,
+    now: datetime,
+) -> tuple[float, str]:
     """What an offline charger may draw on a connector without hearing from us."""
-    if limit.limit_a is not None and limit.valid_until is not None and limit.valid_until > now:
+    if (
+        session is not None
+        and limit.limit_a is not None
+        and limit.valid_until is not None
+        and limit.valid_until > now
+        and limit.transaction_id in ("", session.transaction_id)
+    ):
         return float(limit.limit_a), f"offline: last profile {limit.limit_a} A until {limit.valid_until:%H:%M:%S}"
-    failsafe = StationFailsafe.objects.filter(station=station, confirmed_at__isnull=False).first()
-    if failsafe is not None:
-        return float(failsafe.limit_a), f"offline: fail-safe default {failsafe.limit_a} A"
-    return float(station.max_current_a), f"offline: no profile known, rating {station.max_current_a} A"
+    default, why = _default_a(station, failsafe)
+    return default, f"offline{'' if session else ', no session'}: {why}"
 
 
-def _latest_samples(connectors: list[Connector], since: datetime) -> dict[tuple[int, str, str], MeterSample]:
+def _latest_samples(connectors: list[Connector], since: datetime) -> dict[int, MeterSample]:
+    """The latest energy register reading of each connector."""
+    rows = (
+        MeterSample.objects.filter(connector__in=connectors, measurand=ENERGY_REGISTER, phase="", sampled_at__gte=since)
+        .order_by("connector_id", "-sampled_at")
+        .distinct("connector_id")
+    )
+    return {row.connector_id or 0: row for row in rows}
+
+
+def _recent_readings(
+    connectors: list[Connector], ratings: dict[int, float], now: datetime, keep: int
+) -> dict[int, list[Reading]]:
+    """The last ``keep`` Current.Import readings of each connector within the max age, newest first.
+
+    One bounded query (a dense rank over the reading times per connector); a reading is the
+    maximum over its phases; implausible ones (negative, above ``PLAUSIBLE_SHARE`` of the
+    rating) are dropped.
+    """
     rows = (
         MeterSample.objects.filter(
-            connector__in=connectors, measurand__in=[CURRENT_IMPORT, ENERGY_REGISTER], sampled_at__gte=since
+            station_id__in={c.station_id for c in connectors},  # the (station, measurand, time) index
+            connector__in=connectors,
+            measurand=CURRENT_IMPORT,
+            sampled_at__gte=now - MEASUREMENT_MAX_AGE,
+            sampled_at__lte=now + READING_CLOCK_SKEW,
         )
-        .order_by("connector_id", "measurand", "phase", "-sampled_at")
-        .distinct("connector_id", "measurand", "phase")
+        .annotate(rank=Window(DenseRank(), partition_by=[F("connector_id")], order_by=F("sampled_at").desc()))
+        .filter(rank__lte=keep)
+        .values_list("connector_id", "sampled_at", "value")
     )
-    return {(row.connector_id or 0, row.measurand, row.phase): row for row in rows}
+    by_time: dict[int, dict[datetime, float]] = {}
+    for connector_id, at, value in rows:
+        slot = by_time.setdefault(connector_id, {})
+        slot[at] = max(slot.get(at, 0.0), float(value))
+    bad: dict[int, set[datetime]] = {}
+    for connector_id, at, value in rows:
+        if value < 0 or float(value) > PLAUSIBLE_SHARE * ratings.get(connector_id, 0.0):
+            bad.setdefault(connector_id, set()).add(at)
+    return {
+        connector_id: [
+            Reading(at, current)
+            for at, current in sorted(slot.items(), reverse=True)
+            if at not in bad.get(connector_id, ())
+        ]
+        for connector_id, slot in by_time.items()
+    }
+
+
+def _last_draws(connectors: list[Connector], now: datetime) -> dict[int, datetime]:
+    """When each connector last drew at least ``RESUMED_DRAW_A`` within ``RESUME_GRACE`` (one aggregate)."""
+    rows = (
+        MeterSample.objects.filter(
+            station_id__in={c.station_id for c in connectors},
+            connector__in=connectors,
+            measurand=CURRENT_IMPORT,
+            sampled_at__gte=now - RESUME_GRACE,
+            sampled_at__lte=now + READING_CLOCK_SKEW,
+            value__gte=RESUMED_DRAW_A,
+        )
+        .values("connector_id")
+        .annotate(last=Max("sampled_at"))
+    )
+    return {row["connector_id"]: row["last"] for row in rows}
+
+
+def _allowance(ctx: EvseContext, failsafe: StationFailsafe | None) -> None:
+    """What the books allow the connector to draw now, why, and since when."""
+    limit, session = ctx.limit, ctx.session
+    if session is not None and limit.limit_a is not None and limit.transaction_id == session.transaction_id:
+        ctx.allowed_a, ctx.allowed_basis, ctx.allowed_since = float(limit.limit_a), "profile", limit.confirmed_at
+    elif failsafe is not None and failsafe.confirmed_at is not None:
+        ctx.allowed_a, ctx.allowed_basis = float(failsafe.limit_a), "fail-safe"
+        ctx.allowed_since = failsafe.confirmed_at
+    else:
+        ctx.allowed_a, ctx.allowed_basis, ctx.allowed_since = ctx.rating_a, "rating", None
+
+
+def overdraw_tolerance_a(allowed_a: float) -> float:
+    """How far above its allowance a charger may draw before it counts as over (A)."""
+    return max(settings.BALANCING_OVERDRAW_TOLERANCE_A, settings.BALANCING_OVERDRAW_TOLERANCE_SHARE * allowed_a)
+
+
+def _judge_overdraw(ctx: EvseContext) -> None:
+    """Non-compliant: its last ``BALANCING_OVERDRAW_READINGS`` readings after the grace all over.
+
+    Once non-compliant it stays so until a reading complies: without fresh readings it is still
+    booked at its last draw above the limit.
+    """
+    needed = max(1, int(settings.BALANCING_OVERDRAW_READINGS))
+    grace = timedelta(seconds=settings.BALANCING_OVERDRAW_GRACE_S)
+    counted = [r for r in ctx.readings if ctx.allowed_since is None or r.at > ctx.allowed_since + grace][:needed]
+    ceiling = ctx.allowed_a + overdraw_tolerance_a(ctx.allowed_a)
+    streak: list[Reading] = []
+    for reading in counted:
+        if reading.current_a <= ceiling:
+            break
+        streak.append(reading)
+    limit, session = ctx.limit, ctx.session
+    episode_open = (
+        limit.overdraw_since is not None
+        and limit.overdraw_count >= needed
+        and session is not None
+        and limit.overdraw_since >= session.started_at
+    )
+    complied = len(streak) < len(counted)
+    ctx.overdraw_readings = streak
+    ctx.overdraw = len(streak) >= needed or (episode_open and not complied)
+    ctx.overdraw_began = ctx.overdraw and not episode_open
+
+
+def _judge_sleep(ctx: EvseContext, last_draw: datetime | None, now: datetime) -> None:
+    """A car offered its minimum or more for RESUME_GRACE that has not drawn RESUMED_DRAW_A since."""
+    limit = ctx.limit
+    offered_since = limit.charging_since or limit.confirmed_at
+    if (
+        ctx.allowed_basis != "profile"
+        or ctx.allowed_a < MIN_CURRENT_A
+        or offered_since is None
+        or now - offered_since < RESUME_GRACE
+        or (last_draw is not None and now - last_draw < RESUME_GRACE)
+    ):
+        return
+    suspended = ctx.connector.status == Connector.Status.SUSPENDED_EV
+    not_drawing = ctx.measured_a is not None and ctx.measured_a < RESUMED_DRAW_A
+    ctx.sleeping = suspended or not_drawing
+
+
+def _never_accepted(ctx: EvseContext) -> bool:
+    """Its session has no accepted limit of ours, and its last push for this session failed."""
+    limit, session = ctx.limit, ctx.session
+    return (
+        session is not None
+        and ctx.allowed_basis != "profile"
+        and limit.last_status in FAILED_STATUSES
+        and limit.requested_at is not None
+        and limit.requested_at >= session.started_at
+    )
 
 
 def build_problem(site: Site, now: datetime) -> BuiltProblem:
     """The engine input for ``site`` at ``now``, with the context to act on its answer."""
-    limits = site_limits(site, now)
+    connectors = list(
+        Connector.objects.filter(station__site=site, station__is_site_meter=False)
+        .select_related("station", "station__circuit")
+        .order_by("station__charge_point_id", "connector_id")
+    )
+    open_sessions = {
+        s.connector_id: s for s in ChargingSession.objects.filter(connector__in=connectors, stopped_at__isnull=True)
+    }
+    limits_by_connector = {cl.connector_id: cl for cl in ConnectorLimit.objects.filter(connector__in=connectors)}
+    failsafes = {f.station_id: f for f in StationFailsafe.objects.filter(station__site=site)}
+    ratings = {c.pk: float(c.station.max_current_a) for c in connectors}
+    online = [c for c in connectors if c.station.is_online]
+    keep = max(1, int(settings.BALANCING_OVERDRAW_READINGS))
+    readings = _recent_readings(online, ratings, now, keep)
+    last_draws = _last_draws([c for c in online if c.pk in open_sessions], now)
+    registers = _latest_samples([c for c in online if c.pk in open_sessions], now - MEASUREMENT_MAX_AGE)
     phase_names = ["L1", "L2", "L3"][: site.phases]
+    drawn_a = [0.0] * len(phase_names)
+    for connector in online:
+        latest = readings.get(connector.pk)
+        if connector.pk in open_sessions and latest:
+            for phase in connector.station.site_phases:
+                if phase in phase_names:
+                    drawn_a[phase_names.index(phase)] += latest[0].current_a
+    chargers_a = [round(x, 2) for x in drawn_a]
+    chargers_kw = round(sum(drawn_a) * float(site.voltage_v) / 1000, 3)
+    # The chargers' draw lets the arbiter tell the building's load from a site meter's total
+    # (``site_limits(..., chargers_a=chargers_a, chargers_kw=chargers_kw)`` once it takes them).
+    limits = site_limits(site, now)
     circuits = list(Circuit.objects.filter(site=site).order_by("pk"))
     nodes: dict[str, dict[str, Any]] = {
         ROOT_ID: {"id": ROOT_ID, "parent": None, "limit_a": list(limits.limit_a)},
@@ -116,55 +380,49 @@ def build_problem(site: Site, now: datetime) -> BuiltProblem:
             node["limit_kw"] = float(circuit.limit_kw)
         nodes[node["id"]] = node
 
-    connectors = list(
-        Connector.objects.filter(station__site=site)
-        .select_related("station", "station__circuit")
-        .order_by("station__charge_point_id", "connector_id")
-    )
-    open_sessions = {
-        s.connector_id: s for s in ChargingSession.objects.filter(connector__in=connectors, stopped_at__isnull=True)
-    }
-    limits_by_connector = {cl.connector_id: cl for cl in ConnectorLimit.objects.filter(connector__in=connectors)}
-    samples = _latest_samples(connectors, now - MEASUREMENT_MAX_AGE)
-
-    built = BuiltProblem(problem={}, evses={}, limits=limits)
+    built = BuiltProblem(problem={}, evses={}, limits=limits, failsafes=failsafes)
+    built.stations = list({c.station_id: c.station for c in online}.values())
+    built.chargers_a, built.chargers_kw = chargers_a, chargers_kw
     evses: list[dict[str, Any]] = []
     for connector in connectors:
         station = connector.station
         session = open_sessions.get(connector.pk)
         limit = limits_by_connector.get(connector.pk) or ConnectorLimit(connector=connector)
+        failsafe = failsafes.get(station.pk)
         parent = node_id(station.circuit)
         phases = [p for p in station.site_phases if p in phase_names]
         if not station.is_online:
-            if session is not None or (limit.limit_a or 0) > 0:
+            known_default = failsafe is not None and failsafe.confirmed_at is not None
+            if session is not None or (limit.limit_a or 0) > 0 or known_default:
                 # The engine books what it may draw on every node above it (``fixed_a``) and
                 # warns when that alone overloads a limit; nothing is pushed to it.
-                reserved, why = _reserved_a(station, limit, now)
+                reserved, why = _reserved_a(station, limit, session, failsafe, now)
                 built.reservations.append(Reservation(station, connector, reserved, why))
-                evses.append(
-                    {
-                        "id": evse_id(connector),
-                        "node": parent,
-                        "phases": phases,
-                        "min_a": 0.0,
-                        "max_a": max(reserved, float(station.max_current_a)),
-                        "step_a": STEP_A,
-                        "active": False,
-                        "fixed_a": reserved,
-                    }
-                )
+                evses.append(_fixed_evse(connector, parent, phases, reserved, float(station.max_current_a)))
             continue
-        currents = [
-            samples[(connector.pk, CURRENT_IMPORT, p)].value
-            for p in ("L1", "L2", "L3", "")
-            if (connector.pk, CURRENT_IMPORT, p) in samples
-        ]
-        measured = max((float(c) for c in currents), default=None)
-        ratings = [station.max_current_a, connector.max_current_a or station.max_current_a]
+        ratings_a = [station.max_current_a, connector.max_current_a or station.max_current_a]
         if connector.external_limit_a is not None:  # set outside the platform: never offer more
-            ratings.append(connector.external_limit_a)
-        max_a = float(min(ratings))
-        active = session is not None and connector.status in ACTIVE_STATUSES
+            ratings_a.append(connector.external_limit_a)
+        max_a = float(min(ratings_a))
+        if session is None:
+            if connector.status not in CLOSED_STATUSES:
+                # Headroom for a car plugging in: it starts at the station's default.
+                default, _ = _default_a(station, failsafe)
+                if failsafe_stale(site, station, failsafe, now):
+                    default = max(default, failsafe_default_a(site))  # the new default is on its way
+                default = min(default, float(station.max_current_a))
+                evses.append(_fixed_evse(connector, parent, phases, default, max_a))
+            continue
+        ctx = EvseContext(station, connector, session, limit, None, rating_a=float(station.max_current_a))
+        ctx.readings = readings.get(connector.pk, [])
+        ctx.measured_a = ctx.readings[0].current_a if ctx.readings else None
+        _allowance(ctx, failsafe)
+        ctx.never_accepted = _never_accepted(ctx)
+        if not ctx.never_accepted:
+            _judge_overdraw(ctx)
+        _judge_sleep(ctx, last_draws.get(connector.pk), now)
+
+        active = connector.status in ACTIVE_STATUSES
         if max_a < MIN_CURRENT_A:  # an outside limit below the lowest pilot current: it may only pause
             max_a, active = MIN_CURRENT_A, False
         evse: dict[str, Any] = {
@@ -176,34 +434,48 @@ def build_problem(site: Site, now: datetime) -> BuiltProblem:
             "step_a": STEP_A,
             "active": active,
         }
+        cap_a = PLAUSIBLE_SHARE * ctx.rating_a
+        if ctx.overdraw:
+            worst = max([r.current_a for r in ctx.overdraw_readings] or [float(limit.overdraw_a or 0)])
+            ctx.fixed_a = min(ceil_step(worst), cap_a)
+            ctx.fixed_why = f"draws {worst:.1f} A, offered {ctx.allowed_a:g} A"
+        elif ctx.never_accepted:
+            if ctx.draw_a is not None:
+                ctx.fixed_a = min(ctx.draw_a, cap_a)
+                ctx.fixed_why = f"never accepted a limit; draws {ctx.measured_a:.1f} A"
+            else:
+                ctx.fixed_a = ctx.allowed_a
+                ctx.fixed_why = f"never accepted a limit; no reading, its {ctx.allowed_basis} {ctx.allowed_a:g} A"
+        if ctx.fixed_a is not None:
+            evse["fixed_a"] = ctx.fixed_a
+            evse["max_a"] = max(max_a, ctx.fixed_a)
         ramped = (
-            session is not None
-            and limit.transaction_id == session.transaction_id
-            and limit.confirmed_at is not None
-            and now - limit.confirmed_at >= RAMP_UP
+            ctx.allowed_basis == "profile" and limit.confirmed_at is not None and now - limit.confirmed_at >= RAMP_UP
         )
-        if measured is not None and ramped:
-            evse["measured_a"] = round(measured, 2)
+        if ctx.measured_a is not None and ramped:
+            evse["measured_a"] = round(ctx.measured_a, 2)
         if limit.limit_a is not None:
             evse["offered_a"] = float(limit.limit_a)
-        this_session = session is not None and limit.transaction_id == session.transaction_id
+        this_session = limit.transaction_id == session.transaction_id
         # On/off spells belong to a session: a new car does not inherit the last one's pause.
         if limit.paused_since is not None and this_session:
             evse["paused_since"] = limit.paused_since.isoformat()
-        if limit.charging_since is not None and this_session:
+        if limit.charging_since is not None and this_session and not ctx.sleeping:
             evse["charging_since"] = limit.charging_since.isoformat()
-        if limit.no_resume_count:
+        if ctx.sleeping:
+            # Paused first when not all can charge, offered its minimum again when there is room.
+            evse["priority"] = SLEEPING_PRIORITY
+        elif limit.no_resume_count:
             evse["resumes_after_pause"] = False
-        if session is not None:
-            delivered_kwh = _session_kwh(session, samples.get((connector.pk, ENERGY_REGISTER, "")))
-            evse["session_kwh"] = round(delivered_kwh, 3)
-            if session.ev_max_current_a is not None:
-                evse["ev_max_a"] = float(session.ev_max_current_a)
-            if session.energy_needed_kwh is not None and session.departure_at is not None:
-                evse["energy_needed_kwh"] = round(max(0.0, float(session.energy_needed_kwh) - delivered_kwh), 3)
-                evse["departure"] = session.departure_at.isoformat()
+        delivered_kwh = _session_kwh(session, registers.get(connector.pk))
+        evse["session_kwh"] = round(delivered_kwh, 3)
+        if session.ev_max_current_a is not None:
+            evse["ev_max_a"] = float(session.ev_max_current_a)
+        if session.energy_needed_kwh is not None and session.departure_at is not None:
+            evse["energy_needed_kwh"] = round(max(0.0, float(session.energy_needed_kwh) - delivered_kwh), 3)
+            evse["departure"] = session.departure_at.isoformat()
         evses.append(evse)
-        built.evses[evse["id"]] = EvseContext(station, connector, session, limit, measured)
+        built.evses[evse["id"]] = ctx
 
     built.problem = {
         "voltage_v": float(site.voltage_v),
@@ -214,6 +486,19 @@ def build_problem(site: Site, now: datetime) -> BuiltProblem:
     if site.max_raise_a is not None:
         built.problem["max_raise_a"] = float(site.max_raise_a)
     return built
+
+
+def _fixed_evse(connector: Connector, parent: str, phases: list[str], fixed_a: float, max_a: float) -> dict[str, Any]:
+    return {
+        "id": evse_id(connector),
+        "node": parent,
+        "phases": phases,
+        "min_a": 0.0,
+        "max_a": max(fixed_a, max_a),
+        "step_a": STEP_A,
+        "active": False,
+        "fixed_a": fixed_a,
+    }
 
 
 def _session_kwh(session: ChargingSession, register: MeterSample | None) -> float:

@@ -107,3 +107,47 @@ def failsafe_profile(*, ocpp_version: str, limit_a: Decimal | float, number_phas
             "chargingSchedule": {"chargingRateUnit": "A", "chargingSchedulePeriod": [period]},
         },
     }
+
+
+STATION_MAX_PROFILE_ID = 2
+STATION_MAX_STACK_LEVEL = 0
+
+
+def station_max_profile(*, ocpp_version: str, limit_a: Decimal | float, number_phases: int) -> dict[str, object]:
+    """SetChargingProfile payload capping the whole station at ``limit_a`` per phase (no expiry).
+
+    Stand-in until the "sizing" branch's version is merged (same name and signature; theirs wins).
+    """
+    period = {"startPeriod": 0, "limit": _limit(limit_a), "numberPhases": number_phases}
+    if ocpp_version == OCPP201:
+        return {
+            "evseId": 0,
+            "chargingProfile": {
+                "id": STATION_MAX_PROFILE_ID,
+                "stackLevel": STATION_MAX_STACK_LEVEL,
+                "chargingProfilePurpose": "ChargingStationMaxProfile",
+                "chargingProfileKind": "Absolute",
+                "chargingSchedule": [
+                    {
+                        "id": STATION_MAX_PROFILE_ID,
+                        "startSchedule": "2000-01-01T00:00:00Z",
+                        "chargingRateUnit": "A",
+                        "chargingSchedulePeriod": [period],
+                    }
+                ],
+            },
+        }
+    return {
+        "connectorId": 0,
+        "csChargingProfiles": {
+            "chargingProfileId": STATION_MAX_PROFILE_ID,
+            "stackLevel": STATION_MAX_STACK_LEVEL,
+            "chargingProfilePurpose": "ChargePointMaxProfile",
+            "chargingProfileKind": "Absolute",
+            "chargingSchedule": {
+                "startSchedule": "2000-01-01T00:00:00Z",
+                "chargingRateUnit": "A",
+                "chargingSchedulePeriod": [period],
+            },
+        },
+    }

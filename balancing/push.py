@@ -3,13 +3,22 @@
 ``GatewayPusher`` sends through the gateway's command path (``chargepoint.commands``): the
 Redis registry finds the gateway instance holding each charger's socket. Tests may stand in
 another ``Pusher`` (a charger double); everything else in a run is real.
+
+A batch waits at most ``BALANCING_PUSH_TIMEOUT_S`` (default 10 s) for the chargers' answers,
+read when it is sent; an answer that does not come (a charger that is slow, or a reply lost
+on its way through Redis) is a ``Timeout``, which the run books as not accepted.
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-PUSH_TIMEOUT_S = 30.0
+from django.conf import settings
+
+
+def push_timeout_s() -> float:
+    """Seconds a batch of pushes waits for its answers (``BALANCING_PUSH_TIMEOUT_S``)."""
+    return float(settings.BALANCING_PUSH_TIMEOUT_S)
 
 
 @dataclass(frozen=True)
@@ -36,9 +45,9 @@ class Pusher(Protocol):
 
 
 class GatewayPusher:
-    """Pushes through the OCPP gateway's command path."""
+    """Pushes through the OCPP gateway's command path (``timeout_s``: the setting unless given)."""
 
-    def __init__(self, timeout_s: float = PUSH_TIMEOUT_S) -> None:
+    def __init__(self, timeout_s: float | None = None) -> None:
         self.timeout_s = timeout_s
 
     def send_many(self, requests: Sequence[PushRequest]) -> list[PushAnswer]:
@@ -47,6 +56,7 @@ class GatewayPusher:
         from chargepoint.commands import Command, command_send_many
 
         results = command_send_many(
-            commands=[Command(r.charge_point_id, r.action, r.payload) for r in requests], timeout_s=self.timeout_s
+            commands=[Command(r.charge_point_id, r.action, r.payload) for r in requests],
+            timeout_s=push_timeout_s() if self.timeout_s is None else self.timeout_s,
         )
         return [PushAnswer(result.status, result.error) for result in results]

@@ -1,42 +1,93 @@
 """One balancing run of one site: build, solve, check, push (break before make), record.
 
 Schema: tenant. Called by the ``balance_site`` task under the site's lock; see ARCHITECTURE.md,
-"Safety of pushes":
+"Safety of pushes", and ``balancing.problem`` for what is booked as a fixed current:
 
-- lowering profiles (and fail-safe defaults) go first; raises only after every one of them was
-  accepted. A rejected or unanswered lowering keeps the old value in the books, the run sends
-  no raise, and the next run keeps that charger at its booked value while retrying;
-- an offline charger keeps its last profile: its current is reserved (see ``problem``);
-- a profile is sent only when the limit moves by a step, its validity runs low, or the
-  transaction changed, so chargers are not flooded;
-- the engine's answer is checked against every invariant before anything is sent.
+- lowering profiles (and fail-safe defaults) go first; raises only after the lowerings they
+  depend on were accepted. When a lowering is refused or unanswered, the site is solved again
+  at once with that charger fixed at what it may draw (its old limit or its measured draw,
+  whichever is higher) and the raises of the new solution that are still raises are sent: one
+  charger's failed push holds back only the nodes it sits under;
+- a charger that refused a lowering earlier keeps its booked value (or its draw, if higher)
+  while it is asked again; one that never accepted a limit for its session is booked at its
+  draw and asked again at most every ``REFUSED_RETRY``;
+- a charger that draws more than its accepted limit (closed loop) keeps that limit in the books
+  and is booked at its draw; its model's record may make us send the limit as a station-wide
+  maximum profile too;
+- an offline charger keeps its last profile (or its default): its current is reserved;
+- a profile is sent only when the limit moves by a step, its validity runs low
+  (``BALANCING_TX_RENEW_BEFORE_S``), or the transaction changed, so chargers are not flooded;
+- the engine's answer is checked against every invariant before anything is sent;
+- what chargers did is kept: overdraw books on ``ConnectorLimit``, site alerts (overdraw,
+  refuses, never_accepted, sleeping_car) and the per-model compliance record.
 """
 
+import copy
 import hashlib
 import json
 import logging
 import time
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
+from balancing.alerts import alert_clear, alert_raise, compliance_note
 from balancing.engine import check, solve
-from balancing.models import BalancingRun, ConnectorLimit, ProfilePush, Site, StationFailsafe
-from balancing.problem import STEP_A, BuiltProblem, EvseContext, build_problem, evse_id
-from balancing.profiles import failsafe_profile, tx_profile
+from balancing.escalation import site_escalations_apply
+from balancing.models import (
+    BalancingRun,
+    ChargerModelCompliance,
+    ConnectorLimit,
+    ProfilePush,
+    Site,
+    SiteAlert,
+    StationFailsafe,
+)
+from balancing.problem import (
+    FAILED_STATUSES,
+    MIN_CURRENT_A,
+    RESUME_GRACE,
+    RESUMED_DRAW_A,
+    STEP_A,
+    BuiltProblem,
+    EvseContext,
+    build_problem,
+    evse_id,
+    failsafe_default_a,
+    failsafe_stale,
+    overdraw_tolerance_a,
+)
+from balancing.profiles import failsafe_profile, station_max_profile, tx_profile
 from balancing.push import Pusher, PushRequest
+from balancing.services import site_rebalance_request
 from chargepoint.models import ChargingStation, Connector
 
 logger = logging.getLogger(__name__)
 
-TX_PROFILE_VALIDITY = timedelta(minutes=15)
-RENEW_BEFORE = timedelta(minutes=5)
-RESUME_GRACE = timedelta(minutes=2)
-RESUMED_DRAW_A = 1.0
-FAILED_STATUSES = frozenset({"Rejected", "CallError", "Timeout", "Offline", "NotSupported", "NotImplemented"})
+# A charger that never accepted a limit is asked again at most this often (it may flood otherwise).
+REFUSED_RETRY = timedelta(seconds=30)
+# This many refused profiles in a row on one connector raise a "refuses" alert.
+REFUSALS_FOR_ALERT = 3
+# Answers that say something about the charger model (a Timeout or Offline says nothing).
+REFUSED_STATUSES = frozenset({"Rejected", "CallError", "NotSupported", "NotImplemented"})
+# A model with this many accepted-but-ignored limits gets its limits as a station-wide max too.
+IGNORED_FOR_STATION_MAX = 2
+STATION_MAX = "station-max"
+
+
+def _tx_validity() -> timedelta:
+    return timedelta(seconds=settings.BALANCING_TX_PROFILE_VALIDITY_S)
+
+
+def _renew_before() -> timedelta:
+    return timedelta(seconds=settings.BALANCING_TX_RENEW_BEFORE_S)
 
 
 @dataclass
@@ -50,72 +101,92 @@ class PlannedPush:
     context: EvseContext | None = None
     valid_to: datetime | None = None
     active: bool = True  # the car wants energy: a 0 A profile is then a pause, not idle
+    retry: bool = False  # asked again of a charger the plan does not count on
+    purpose: str = "tx"  # "tx", "failsafe" or STATION_MAX
 
 
 def _digest(problem: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(problem, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _effective_old_a(ctx: EvseContext, failsafe: StationFailsafe | None) -> float:
-    """What the charger may be drawing now under the books: our profile, else its default."""
-    limit, session = ctx.limit, ctx.session
-    same_tx = session is not None and limit.transaction_id == session.transaction_id
-    if limit.limit_a is not None and same_tx:
-        return float(limit.limit_a)
-    if failsafe is not None and failsafe.confirmed_at is not None:
-        return float(failsafe.limit_a)
-    return float(ctx.station.max_current_a)
-
-
 def _plan(site: Site, built: BuiltProblem, allocations: dict[str, float], now: datetime) -> list[PlannedPush]:
-    plans: list[PlannedPush] = []
+    plans = _failsafe_plans(site, built, now)
     active_ids = {e["id"]: bool(e["active"]) for e in built.problem["evses"]}
-    failsafes = {f.station_id: f for f in StationFailsafe.objects.filter(station__site=site)}
-    seen_stations: set[int] = set()
     for key, ctx in built.evses.items():
-        station = ctx.station
-        if station.pk not in seen_stations:
-            seen_stations.add(station.pk)
-            failsafe = failsafes.get(station.pk)
-            stale = (
-                failsafe is None
-                or failsafe.confirmed_at is None
-                or failsafe.limit_a != site.failsafe_a
-                or (station.last_boot_at is not None and (failsafe.booted_at or now) < station.last_boot_at)
-            )
-            if stale:
-                payload = failsafe_profile(
-                    ocpp_version=station.ocpp_version, limit_a=site.failsafe_a, number_phases=len(station.site_phases)
-                )
-                plans.append(
-                    PlannedPush(
-                        "failsafe",
-                        station,
-                        None,
-                        float(failsafe.limit_a) if failsafe else None,
-                        float(site.failsafe_a),
-                        PushRequest(station.charge_point_id, "SetChargingProfile", payload),
-                    )
-                )
         session = ctx.session
         if session is None:
-            continue  # no transaction to bind a TxProfile to; the fail-safe default governs a new one
+            continue
+        old = ctx.allowed_a
+        same_tx = ctx.allowed_basis == "profile"
+        renew_due = ctx.limit.valid_until is None or ctx.limit.valid_until - now < _renew_before()
+        active = active_ids.get(key, False)
+        if ctx.never_accepted:
+            # Booked at its draw; asked again now and then for what it may safely take.
+            requested = ctx.limit.requested_at
+            if requested is None or now - requested >= REFUSED_RETRY:
+                fixed = ctx.fixed_a or 0.0
+                target = min(fixed, float(ctx.station.max_current_a)) if fixed >= MIN_CURRENT_A else 0.0
+                plans.append(_tx_push(ctx, kind=_kind(old, target), old=old, target=target, now=now, active=active))
+                plans[-1].retry = True
+            continue
+        if ctx.overdraw:
+            # It ignores what it accepted: the books keep that limit, renewed while it lasts.
+            if same_tx and renew_due:
+                plans.append(_tx_push(ctx, kind="renew", old=old, target=old, now=now, active=active))
+            continue
         target = allocations[key]
-        old = _effective_old_a(ctx, failsafes.get(station.pk))
-        same_tx = ctx.limit.transaction_id == session.transaction_id and ctx.limit.limit_a is not None
-        renew_due = ctx.limit.valid_until is None or ctx.limit.valid_until - now < RENEW_BEFORE
         if same_tx and abs(target - old) < STEP_A and not renew_due:
             continue
-        kind = "lower" if target < old else "raise" if target > old else "renew"
-        plans.append(_tx_push(ctx, kind=kind, old=old, target=target, now=now, active=active_ids.get(key, False)))
+        plans.append(_tx_push(ctx, kind=_kind(old, target), old=old, target=target, now=now, active=active))
     return plans
+
+
+def _failsafe_plans(site: Site, built: BuiltProblem, now: datetime) -> list[PlannedPush]:
+    """The default profile for every online station whose default is stale (idle ones too).
+
+    A station that refused it is asked again at most every ``REFUSED_RETRY``.
+    """
+    default_a = failsafe_default_a(site)
+    stale = [s for s in built.stations if failsafe_stale(site, s, built.failsafes.get(s.pk), now)]
+    refused = [s.pk for s in stale if (f := built.failsafes.get(s.pk)) is not None and f.last_status in FAILED_STATUSES]
+    tried = set()
+    if refused:
+        tried = set(
+            ProfilePush.objects.filter(
+                station_id__in=refused, kind=ProfilePush.Kind.FAILSAFE, run__started_at__gt=now - REFUSED_RETRY
+            ).values_list("station_id", flat=True)
+        )
+    plans = []
+    for station in stale:
+        if station.pk in tried:
+            continue
+        failsafe = built.failsafes.get(station.pk)
+        payload = failsafe_profile(
+            ocpp_version=station.ocpp_version, limit_a=default_a, number_phases=len(station.site_phases)
+        )
+        plans.append(
+            PlannedPush(
+                "failsafe",
+                station,
+                None,
+                float(failsafe.limit_a) if failsafe else None,
+                default_a,
+                PushRequest(station.charge_point_id, "SetChargingProfile", payload),
+                purpose="failsafe",
+            )
+        )
+    return plans
+
+
+def _kind(old: float, target: float) -> str:
+    return "lower" if target < old else "raise" if target > old else "renew"
 
 
 def _tx_push(ctx: EvseContext, *, kind: str, old: float, target: float, now: datetime, active: bool) -> PlannedPush:
     """A TxProfile for the EVSE's running transaction, limited to ``target`` A."""
     if ctx.session is None:
         raise ValueError(f"a {kind} push needs the EVSE's session")
-    valid_to = now + TX_PROFILE_VALIDITY
+    valid_to = now + _tx_validity()
     payload = tx_profile(
         ocpp_version=ctx.station.ocpp_version,
         connector_id=ctx.connector.connector_id,
@@ -140,11 +211,13 @@ LIMIT_FIELDS = [
     "paused_since",
     "charging_since",
     "resumed_at",
+    "accepted_at",
 ]
+LOOP_FIELDS = ["overdraw_count", "overdraw_since", "overdraw_a", "last_reading_at", "accepted_at"]
 
 
 def _send(run: BalancingRun, plans: list[PlannedPush], pusher: Pusher, now: datetime) -> list[bool]:
-    """Send one batch, record every push and its answer, and update the books (in bulk)."""
+    """Send one batch, record every push and its answer, update the books (in bulk) and each model's record."""
     if not plans:
         return []
     sent_at = timezone.now()
@@ -171,8 +244,26 @@ def _send(run: BalancingRun, plans: list[PlannedPush], pusher: Pusher, now: date
     new_limits: list[ConnectorLimit] = []
     changed_limits: list[ConnectorLimit] = []
     failsafes: list[StationFailsafe] = []
+    accepted: Counter[int] = Counter()
+    refused: Counter[int] = Counter()
+    stations: dict[int, ChargingStation] = {}
+    refused_defaults: list[int] = []
+    confirmed_defaults = set(
+        StationFailsafe.objects.filter(
+            station__in=[p.station for p in plans if p.purpose == "failsafe"], confirmed_at__isnull=False
+        ).values_list("station_id", flat=True)
+    )
     for plan, answer in zip(plans, answers, strict=True):
-        if plan.kind == "failsafe":
+        stations[plan.station.pk] = plan.station
+        if answer.accepted:
+            accepted[plan.station.pk] += 1
+        elif answer.status in REFUSED_STATUSES:
+            refused[plan.station.pk] += 1
+        if plan.purpose == "failsafe":
+            known = plan.station.pk in confirmed_defaults
+            if not answer.accepted and known:
+                refused_defaults.append(plan.station.pk)  # the charger keeps the default it confirmed
+                continue
             failsafes.append(
                 StationFailsafe(
                     station=plan.station,
@@ -182,6 +273,8 @@ def _send(run: BalancingRun, plans: list[PlannedPush], pusher: Pusher, now: date
                     booted_at=plan.station.last_boot_at,
                 )
             )
+            continue
+        if plan.purpose == STATION_MAX:
             continue
         limit = _book(plan, answer.accepted, answer.status, now)
         (changed_limits if limit.pk else new_limits).append(limit)
@@ -193,6 +286,13 @@ def _send(run: BalancingRun, plans: list[PlannedPush], pusher: Pusher, now: date
         unique_fields=["station"],
         update_fields=["limit_a", "confirmed_at", "last_status", "booted_at"],
     )
+    if refused_defaults:
+        statuses = {p.station.pk: a.status for p, a in zip(plans, answers, strict=True) if p.purpose == "failsafe"}
+        for pk in refused_defaults:
+            StationFailsafe.objects.filter(station_id=pk).update(last_status=statuses[pk])
+    for pk, station in stations.items():
+        if accepted[pk] or refused[pk]:
+            compliance_note(station=station, accepted=accepted[pk], rejected=refused[pk])
     return [answer.accepted for answer in answers]
 
 
@@ -205,10 +305,17 @@ def _book(plan: PlannedPush, accepted: bool, status: str, now: datetime) -> Conn
     limit.requested_at = now
     limit.last_status = status
     if accepted:
-        if limit.transaction_id != plan.context.session.transaction_id:
+        new_tx = limit.transaction_id != plan.context.session.transaction_id
+        if new_tx:
             # A new session starts with a clean slate for rotation and resume tracking.
             limit.paused_since = limit.charging_since = limit.resumed_at = None
         was_paused = limit.limit_a is not None and limit.limit_a == 0 and limit.paused_since is not None
+        before = plan.context.allowed_a
+        draw = plan.context.measured_a
+        if plan.new_limit_a < before and draw is not None and draw > plan.new_limit_a:
+            limit.accepted_at = now  # a lowering the draw must follow: its reaction time is measured
+        elif new_tx or plan.new_limit_a > before:
+            limit.accepted_at = None
         limit.limit_a = Decimal(str(plan.new_limit_a))
         limit.valid_until = plan.valid_to
         limit.transaction_id = plan.context.session.transaction_id
@@ -233,7 +340,7 @@ def _track_resumes(built: BuiltProblem, now: datetime) -> None:
             continue
         if ctx.measured_a is not None and ctx.measured_a >= RESUMED_DRAW_A:
             limit.resumed_at = None
-        elif ctx.connector.status == Connector.Status.SUSPENDED_EV:
+        elif ctx.connector.status == Connector.Status.SUSPENDED_EV or ctx.sleeping:
             limit.no_resume_count += 1
             limit.resumed_at = None
             logger.warning("car on %s did not resume after a pause", ctx.connector)
@@ -243,60 +350,321 @@ def _track_resumes(built: BuiltProblem, now: datetime) -> None:
 
 
 def _stuck(built: BuiltProblem) -> list[EvseContext]:
-    """EVSEs whose last lowering was not accepted: still at their booked value."""
+    """EVSEs whose last lowering was not accepted: still at their booked value (not already fixed)."""
     stuck = []
     for ctx in built.evses.values():
         limit = ctx.limit
         if (
-            limit.last_status in FAILED_STATUSES
+            ctx.fixed_a is None
+            and limit.last_status in FAILED_STATUSES
             and limit.requested_a is not None
             and limit.limit_a is not None
             and limit.requested_a < limit.limit_a
-            and ctx.session is not None
-            and limit.transaction_id == ctx.session.transaction_id
+            and ctx.allowed_basis == "profile"
         ):
             stuck.append(ctx)
     return stuck
 
 
-def _pin_stuck(built: BuiltProblem, stuck: list[EvseContext]) -> None:
-    """Plan around chargers that refused a lowering: they keep exactly their booked current."""
-    ids = {evse_id(ctx.connector): ctx for ctx in stuck}
+def _pin(built: BuiltProblem, pinned: Iterable[EvseContext], why: str) -> None:
+    """Plan around chargers that cannot take a new limit now: fixed at what they may draw."""
+    ids = {evse_id(ctx.connector): ctx for ctx in pinned}
     for evse in built.problem["evses"]:
-        if evse["id"] in ids:
-            evse["fixed_a"] = float(ids[evse["id"]].limit.limit_a or 0)
+        ctx = ids.get(evse["id"])
+        if ctx is not None:
+            ctx.fixed_a, ctx.fixed_why = ctx.may_draw_a, why
+            evse["fixed_a"] = ctx.fixed_a
+            evse["max_a"] = max(float(evse["max_a"]), ctx.fixed_a)
 
 
 def _retries(stuck: list[EvseContext], now: datetime) -> list[PlannedPush]:
     """Ask again for the lowering a charger refused; the plan does not count on it."""
-    return [
-        _tx_push(
-            ctx,
-            kind="lower",
-            old=float(ctx.limit.limit_a or 0),
-            target=float(ctx.limit.requested_a or 0),
-            now=now,
-            active=True,
+    plans = []
+    for ctx in stuck:
+        plan = _tx_push(
+            ctx, kind="lower", old=ctx.allowed_a, target=float(ctx.limit.requested_a or 0), now=now, active=True
         )
-        for ctx in stuck
+        plan.retry = True
+        plans.append(plan)
+    return plans
+
+
+def _solve(problem: dict[str, Any]) -> dict[str, Any]:
+    result = solve(problem)
+    violations = check(problem, result)
+    if violations:
+        raise RuntimeError("engine result violates limits: " + "; ".join(violations[:5]))
+    return result
+
+
+def _resolve_raises(
+    built: BuiltProblem, first: list[PlannedPush], first_ok: list[bool], raises: list[PlannedPush], now: datetime
+) -> tuple[list[PlannedPush], dict[str, float]]:
+    """After refused lowerings: solve again with everything but the raises fixed where it now is.
+
+    A refused lowering is fixed at what its charger may draw (old limit or draw, whichever is
+    higher), an accepted one at its new limit, the rest at their books; only the would-be raises
+    are shared out again. One that would now have to go down is fixed at its old value and the
+    site solved again, so every raise sent fits next to what the others really hold.
+    """
+    problem = copy.deepcopy(built.problem)
+    evses = {e["id"]: e for e in problem["evses"]}
+    answered = {
+        evse_id(p.context.connector): (p, ok) for p, ok in zip(first, first_ok, strict=True) if p.context is not None
+    }
+    free = {evse_id(p.context.connector): p for p in raises if p.context is not None}
+    for key, ctx in built.evses.items():
+        evse = evses[key]
+        if "fixed_a" in evse or key in free:
+            continue
+        if key in answered:
+            plan, ok = answered[key]
+            fixed = plan.new_limit_a if ok else ctx.may_draw_a
+        else:
+            fixed = ctx.allowed_a
+        evse["fixed_a"] = fixed
+        evse["max_a"] = max(float(evse["max_a"]), fixed)
+    result: dict[str, Any] = {}
+    for _ in range(len(free) + 1):
+        result = _solve(problem)
+        down = [key for key, plan in free.items() if result["allocations_a"][key] < (plan.old_limit_a or 0.0)]
+        if not down:
+            break
+        for key in down:
+            old = free.pop(key).old_limit_a or 0.0
+            evses[key]["fixed_a"] = old
+            evses[key]["max_a"] = max(float(evses[key]["max_a"]), old)
+    allocations = {k: float(v) for k, v in result.get("allocations_a", {}).items()}
+    replanned = []
+    for key, plan in free.items():
+        target = allocations[key]
+        if plan.context is not None and target > (plan.old_limit_a or 0.0):
+            replanned.append(
+                _tx_push(
+                    plan.context, kind="raise", old=plan.old_limit_a or 0.0, target=target, now=now, active=plan.active
+                )
+            )
+    return replanned, allocations
+
+
+def _station_max_models(built: BuiltProblem) -> set[tuple[str, str, str]]:
+    """Models (vendor, model, firmware) of the site's stations whose limits go as a station-wide max too."""
+    keys = {(c.station.vendor, c.station.model, c.station.firmware_version) for c in built.evses.values()}
+    if not keys:
+        return set()
+    wanted = Q(use_station_max=True) | Q(accepted_ignored__gte=IGNORED_FOR_STATION_MAX)
+    rows = ChargerModelCompliance.objects.filter(wanted).values_list("vendor", "model", "firmware_version")
+    return {row for row in rows if row in keys}
+
+
+def _station_max_last(stations: Iterable[ChargingStation]) -> dict[int, float]:
+    """The station-wide max each station last accepted (A)."""
+    rows = (
+        ProfilePush.objects.filter(station__in=list(stations), connector__isnull=True, status="Accepted")
+        .exclude(kind=ProfilePush.Kind.FAILSAFE)
+        .order_by("station_id", "-sent_at", "-pk")
+        .distinct("station_id")
+        .values_list("station_id", "new_limit_a")
+    )
+    return {station_id: float(limit) for station_id, limit in rows}
+
+
+def _station_max_plans(
+    built: BuiltProblem, models: set[tuple[str, str, str]], values: dict[str, float], *, lowering: bool
+) -> list[PlannedPush]:
+    """Station-wide max profiles for stations of models that ignore TxProfiles.
+
+    The limit is the sum of what the station's connectors are meant to draw (per phase): their
+    planned limit, or for one that ignores its limit the limit it was given. ``lowering`` picks
+    the ones below the last accepted value (first batch) or above it (with the raises).
+    """
+    stations: dict[int, ChargingStation] = {}
+    wanted: dict[int, float] = {}
+    for key, ctx in built.evses.items():
+        station = ctx.station
+        if (station.vendor, station.model, station.firmware_version) not in models:
+            continue
+        stations[station.pk] = station
+        meant = ctx.allowed_a if ctx.overdraw or ctx.never_accepted else values.get(key, ctx.allowed_a)
+        wanted[station.pk] = wanted.get(station.pk, 0.0) + meant
+    if not stations:
+        return []
+    last = _station_max_last(stations.values())
+    plans = []
+    for pk, station in stations.items():
+        target = min(wanted[pk], float(station.max_current_a))
+        before = last.get(pk)
+        if before is not None and abs(target - before) < STEP_A:
+            continue
+        if lowering != (before is None or target < before):
+            continue
+        payload = station_max_profile(
+            ocpp_version=station.ocpp_version, limit_a=target, number_phases=len(station.site_phases)
+        )
+        plans.append(
+            PlannedPush(
+                "lower" if before is None or target < before else "raise",
+                station,
+                None,
+                before,
+                target,
+                PushRequest(station.charge_point_id, "SetChargingProfile", payload),
+                purpose=STATION_MAX,
+            )
+        )
+    return plans
+
+
+def _charger(ctx: EvseContext) -> str:
+    station = ctx.station
+    made = " ".join(x for x in (station.vendor, station.model) if x)
+    firmware = f"fw {station.firmware_version}" if station.firmware_version else ""
+    text = " ".join(x for x in (made, firmware) if x)
+    return f" ({text})" if text else ""
+
+
+def _refusal_streaks(contexts: list[EvseContext]) -> dict[int, tuple[int, str]]:
+    """Connectors whose last ``REFUSALS_FOR_ALERT`` TxProfiles were all refused, with the last answer."""
+    streaks = {}
+    for ctx in contexts:
+        answers = list(
+            ProfilePush.objects.filter(connector=ctx.connector)
+            .order_by("-sent_at", "-pk")
+            .values_list("status", flat=True)[:REFUSALS_FOR_ALERT]
+        )
+        if len(answers) == REFUSALS_FOR_ALERT and all(a in FAILED_STATUSES for a in answers):
+            streaks[ctx.connector.pk] = (len(answers), answers[0])
+    return streaks
+
+
+def _closed_loop(site: Site, built: BuiltProblem, pushed: list[PlannedPush], now: datetime) -> list[str]:
+    """Keep the overdraw books, the alerts and the model records in step with what chargers did.
+
+    Returns the alert lines of this run (for the run's record).
+    """
+    open_alerts = set(
+        SiteAlert.objects.filter(site=site, cleared_at__isnull=True, connector__isnull=False).values_list(
+            "connector_id", "kind"
+        )
+    )
+    refused_now = [
+        p.context for p in pushed if p.context is not None and p.context.limit.last_status in FAILED_STATUSES
     ]
+    streaks = _refusal_streaks(refused_now)
+    lines: list[str] = []
+    changed: list[ConnectorLimit] = []
+
+    def alert(ctx: EvseContext, kind: str, holds: bool, detail: str = "", why: str = "cleared") -> None:
+        if holds:
+            alert_raise(site=site, kind=kind, detail=detail, now=now, station=ctx.station, connector=ctx.connector)
+            lines.append(f"{kind}: {detail}")
+        elif (ctx.connector.pk, kind) in open_alerts:
+            alert_clear(site=site, kind=kind, now=now, station=ctx.station, connector=ctx.connector, why=why)
+
+    for ctx in built.evses.values():
+        limit = ctx.limit
+        before = [getattr(limit, name) for name in LOOP_FIELDS]
+        latest = ctx.readings[0] if ctx.readings else None
+        if ctx.overdraw:
+            streak = ctx.overdraw_readings
+            fresh = [r for r in streak if limit.last_reading_at is None or r.at > limit.last_reading_at]
+            if ctx.overdraw_began:
+                limit.overdraw_count, limit.overdraw_since = len(streak), streak[-1].at
+            else:
+                limit.overdraw_count = min(32767, limit.overdraw_count + len(fresh))
+            if streak:
+                limit.overdraw_a = Decimal(str(round(streak[0].current_a, 1)))
+            if ctx.overdraw_began and ctx.allowed_basis == "profile":
+                record = compliance_note(station=ctx.station, ignored=1)
+                if record.accepted_ignored >= IGNORED_FOR_STATION_MAX and not record.use_station_max:
+                    ChargerModelCompliance.objects.filter(pk=record.pk).update(use_station_max=True)
+                limit.accepted_at = None  # ignored, not a slow reaction
+        elif latest is not None and latest.current_a <= ctx.allowed_a + overdraw_tolerance_a(ctx.allowed_a):
+            limit.overdraw_count, limit.overdraw_since, limit.overdraw_a = 0, None, None
+            if limit.accepted_at is not None and latest.at > limit.accepted_at and ctx.allowed_basis == "profile":
+                ceiling = ctx.allowed_a + overdraw_tolerance_a(ctx.allowed_a)
+                after = [r.at for r in ctx.readings if r.at > limit.accepted_at and r.current_a <= ceiling]
+                followed = min(after, default=latest.at)
+                compliance_note(station=ctx.station, reaction_s=(followed - limit.accepted_at).total_seconds())
+                limit.accepted_at = None
+        elif ctx.overdraw_readings:
+            limit.overdraw_count = len(ctx.overdraw_readings)
+        if latest is not None:
+            limit.last_reading_at = latest.at
+        if [getattr(limit, name) for name in LOOP_FIELDS] != before:
+            changed.append(limit)
+
+        label = evse_id(ctx.connector)
+        alert(
+            ctx,
+            SiteAlert.Kind.OVERDRAW,
+            ctx.overdraw,
+            f"{label} draws {float(limit.overdraw_a or 0):.1f} A, offered {ctx.allowed_a:g} A{_charger(ctx)}",
+            why="draws within its limit again",
+        )
+        accepted_now = ctx.session is not None and limit.transaction_id == ctx.session.transaction_id
+        alert(
+            ctx,
+            SiteAlert.Kind.NEVER_ACCEPTED,
+            ctx.never_accepted and not (accepted_now and limit.limit_a is not None),
+            f"{label} never accepted a limit for transaction {ctx.session.transaction_id if ctx.session else ''} "
+            f"(last answer {limit.last_status}); planned at {ctx.fixed_a or 0:g} A{_charger(ctx)}",
+            why="accepted a limit",
+        )
+        streak_info = streaks.get(ctx.connector.pk)
+        if streak_info is not None:
+            count, status = streak_info
+            detail = f"{label} answered {status} to {count} profiles in a row{_charger(ctx)}"
+            alert(ctx, SiteAlert.Kind.REFUSES, True, detail)
+        elif limit.last_status == "Accepted":
+            alert(ctx, SiteAlert.Kind.REFUSES, False, why="accepted a profile")
+        drawing = latest is not None and latest.current_a >= RESUMED_DRAW_A
+        if ctx.sleeping:
+            alert(
+                ctx,
+                SiteAlert.Kind.SLEEPING_CAR,
+                True,
+                f"car on {label} draws {ctx.measured_a or 0:.1f} A of {ctx.allowed_a:g} A offered for over "
+                f"{int(RESUME_GRACE.total_seconds())} s; it is paused first while others wait{_charger(ctx)}",
+            )
+        elif drawing:
+            alert(ctx, SiteAlert.Kind.SLEEPING_CAR, False, why="the car draws again")
+
+    # Alerts of connectors whose session ended (or that left the plan) end with it.
+    in_plan = {ctx.connector.pk for ctx in built.evses.values()}
+    kinds = {SiteAlert.Kind.OVERDRAW, SiteAlert.Kind.NEVER_ACCEPTED, SiteAlert.Kind.SLEEPING_CAR}
+    gone = {(pk, kind) for pk, kind in open_alerts if pk not in in_plan and kind in kinds}
+    if gone:
+        for connector in Connector.objects.filter(pk__in={pk for pk, _ in gone}).select_related("station"):
+            for pk, kind in gone:
+                if pk == connector.pk:
+                    alert_clear(site=site, kind=kind, now=now, connector=connector, why="session ended")
+
+    # The arbiter says when the site meter shows the site over a limit (``SiteLimits.site_over_limit``).
+    over = bool(getattr(built.limits, "site_over_limit", False))
+    if over:
+        detail = str(getattr(built.limits, "site_over_limit_detail", "")) or "site meter over the limit"
+        alert_raise(site=site, kind=SiteAlert.Kind.SITE_OVER_LIMIT, detail=detail, now=now)
+        lines.append(f"{SiteAlert.Kind.SITE_OVER_LIMIT}: {detail}")
+    else:
+        alert_clear(site=site, kind=SiteAlert.Kind.SITE_OVER_LIMIT, now=now, why="site meter within the limits")
+    ConnectorLimit.objects.bulk_update([limit for limit in changed if limit.pk is not None], LOOP_FIELDS)
+    ConnectorLimit.objects.bulk_create([limit for limit in changed if limit.pk is None])
+    return lines
 
 
 def _summarise(run: BalancingRun, built: BuiltProblem, result: dict[str, Any], site: Site) -> None:
     """Site-level totals of the run: drawn, allocated and allowed, in kW and per phase."""
     phases = ["L1", "L2", "L3"][: site.phases]
     voltage = float(site.voltage_v)
-    measured = [0.0] * len(phases)
-    for evse in built.problem["evses"]:
-        for phase in evse["phases"]:
-            measured[phases.index(phase)] += float(evse.get("measured_a") or 0.0)
+    measured = list(built.chargers_a) or [0.0] * len(phases)
     root = next(n for n in built.problem["nodes"] if n["parent"] is None)
     allocated = list(result.get("node_load_a", {}).get(root["id"], [0.0] * len(phases)))
     run.phase_measured_a = [round(x, 2) for x in measured]
     run.phase_allocated_a = [round(float(x), 2) for x in allocated]
     run.phase_limit_a = [round(x, 2) for x in built.limits.limit_a]
     run.measured_kw = round(sum(measured) * voltage / 1000, 3)
-    # Offline chargers' reserved currents are in the engine's loads (they are fixed EVSEs).
+    # Offline and non-compliant chargers' currents are in the engine's loads (they are fixed EVSEs).
     run.allocated_kw = round(float(result.get("node_load_kw", {}).get(root["id"], 0.0)), 3)
     run.limit_kw = built.limits.limit_kw
     # Unmanaged, every active car would take what it accepts (or the charger's rating).
@@ -316,7 +684,7 @@ def site_balance_run(*, site: Site, reason: str, pusher: Pusher, now: datetime |
     built = build_problem(site, now)
     _track_resumes(built, now)
     stuck = _stuck(built)
-    _pin_stuck(built, stuck)
+    _pin(built, stuck, "refused a lowering; planned at what it may draw")
     run = BalancingRun.objects.create(
         site=site,
         reason=reason[:100],
@@ -329,16 +697,14 @@ def site_balance_run(*, site: Site, reason: str, pusher: Pusher, now: datetime |
                 {"evse": evse_id(r.connector), "limit_a": r.limit_a, "why": r.why} for r in built.reservations
             ],
             "stuck": [evse_id(c.connector) for c in stuck],
+            "fixed": {key: ctx.fixed_why for key, ctx in built.evses.items() if ctx.fixed_a is not None},
         },
     )
     started = time.perf_counter()
     try:
-        result = solve(built.problem)
+        result = _solve(built.problem)
         run.solve_ms = (time.perf_counter() - started) * 1000
         run.result = result
-        violations = check(built.problem, result)
-        if violations:
-            raise RuntimeError("engine result violates limits: " + "; ".join(violations[:5]))
     except Exception as exc:
         run.status = BalancingRun.Status.FAILED
         run.error = f"{type(exc).__name__}: {exc}"
@@ -352,14 +718,41 @@ def site_balance_run(*, site: Site, reason: str, pusher: Pusher, now: datetime |
     stuck_ids = {id(ctx) for ctx in stuck}
     plans = [p for p in _plan(site, built, allocations, now) if id(p.context) not in stuck_ids]
     plans += _retries(stuck, now)
-    first = [p for p in plans if p.kind in ("lower", "failsafe", "renew")]
-    raises = [p for p in plans if p.kind == "raise"]
+    models = _station_max_models(built)
+    first: list[PlannedPush] = []
+    raises: list[PlannedPush] = []
+    for plan in plans:
+        goes_first = plan.kind in ("lower", "renew") or plan.purpose == "failsafe" or plan.retry
+        (first if goes_first else raises).append(plan)
+    first += _station_max_plans(built, models, allocations, lowering=True)
     first_ok = _send(run, first, pusher, now)
-    if all(first_ok):
-        raises_ok = _send(run, raises, pusher, now)
-    else:
-        raises_ok = []
-        run.error = f"{first_ok.count(False)} lowering(s) not accepted; raises held back until the next run"
+    failed = [p for p, ok in zip(first, first_ok, strict=True) if not ok and p.purpose == "tx" and not p.retry]
+    if failed:
+        try:
+            raises, allocations = _resolve_raises(built, first, first_ok, raises, now)
+        except Exception:
+            logger.exception("re-solve after refused lowerings failed for site %s; raises held back", site.slug)
+            raises = []
+        run.limits["resolved_after_refusal"] = {
+            "refused": [evse_id(p.connector) for p in failed if p.connector is not None],
+            "raises": {evse_id(p.connector): p.new_limit_a for p in raises if p.connector is not None},
+        }
+        run.error = f"{len(failed)} lowering(s) not accepted; raises re-planned around them"
+    final = dict(allocations)
+    final.update({evse_id(p.connector): p.new_limit_a for p in raises if p.connector is not None})
+    raises += _station_max_plans(built, models, final, lowering=False)
+    raises_ok = _send(run, raises, pusher, now)
+
+    run.limits["alerts"] = _closed_loop(site, built, first + raises, now)
+    overdrawing = [
+        (ctx.connector, ctx.session, ctx.limit.overdraw_since or now) for ctx in built.evses.values() if ctx.overdraw
+    ]
+    escalations = site_escalations_apply(site=site, overdrawing=overdrawing, now=now)
+    if escalations:
+        run.limits["escalations"] = escalations
+    if failed:
+        # The lowerings the others got assumed the refusers would follow: plan again around them now.
+        site_rebalance_request(site_id=site.pk, reason="lowering refused: plan around it")
     all_ok = all(first_ok) and all(raises_ok)
     run.status = BalancingRun.Status.OK if all_ok else BalancingRun.Status.PARTIAL
     run.finished_at = timezone.now()

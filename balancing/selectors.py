@@ -6,9 +6,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist
-from django.db.models import Count, Max, Q
+from django.db.models import Count, F, Max, Q
 
-from balancing.models import BalancingRun, Circuit, ProfilePush, Site
+from balancing.models import (
+    BalancingRun,
+    ChargerModelCompliance,
+    Circuit,
+    ProfilePush,
+    Site,
+    SiteAlert,
+    SiteMeterReading,
+)
 from chargepoint.models import ChargingStation, Connector
 
 
@@ -49,6 +57,7 @@ def site_ids() -> list[int]:
 # --- Portal and API reads -------------------------------------------------------------------
 
 ALERT_WINDOW = timedelta(hours=1)
+CLEARED_ALERTS_SHOWN = timedelta(hours=24)
 AT_CAP_FOR = timedelta(minutes=30)
 AT_CAP_SHARE = 0.98
 
@@ -68,6 +77,7 @@ class SiteRow:
     peak_today_kw: float | None
     alerts: list[str] = field(default_factory=list)
     last_run_at: datetime | None = None
+    open_alerts: list[SiteAlert] = field(default_factory=list)
 
 
 def _site_day_start(site: Site, now: datetime) -> datetime:
@@ -118,6 +128,11 @@ def site_overview(*, now: datetime, search: str = "", sort: str = "name") -> lis
         .exclude(status="Accepted")
         .values_list("run__site_id", flat=True)
     )
+    open_alerts: dict[int, list[SiteAlert]] = {}
+    for alert in SiteAlert.objects.filter(site_id__in=ids, cleared_at__isnull=True).select_related(
+        "station", "connector__station"
+    ):
+        open_alerts.setdefault(alert.site_id, []).append(alert)
     recent_runs: dict[int, list[tuple[float | None, float | None]]] = {}
     for row in BalancingRun.objects.filter(site_id__in=ids, started_at__gte=now - AT_CAP_FOR).values_list(
         "site_id", "allocated_kw", "limit_kw"
@@ -144,6 +159,8 @@ def site_overview(*, now: datetime, search: str = "", sort: str = "name") -> lis
         history = recent_runs.get(site.pk, [])
         if len(history) >= 3 and all(a is not None and lim and a >= AT_CAP_SHARE * lim for a, lim in history):
             alerts.append("at its limit for 30 minutes")
+        site_alerts = open_alerts.get(site.pk, [])
+        alerts.extend(alert_summary(alert) for alert in site_alerts)
         rows.append(
             SiteRow(
                 site=site,
@@ -157,6 +174,7 @@ def site_overview(*, now: datetime, search: str = "", sort: str = "name") -> lis
                 peak_today_kw=peaks.get(site.pk),
                 alerts=alerts,
                 last_run_at=run.started_at if run else None,
+                open_alerts=site_alerts,
             )
         )
     keys = {
@@ -187,3 +205,55 @@ def site_load_series(*, site: Site, since: datetime) -> list[dict[str, Any]]:
         )
     )
     return [dict(row) for row in rows]
+
+
+def alert_where(alert: SiteAlert) -> str:
+    """The charger (and connector) an alert is about, e.g. ``CP-7/1``; empty for the whole site."""
+    if alert.connector is not None:
+        return str(alert.connector)
+    return alert.station.charge_point_id if alert.station is not None else ""
+
+
+def alert_summary(alert: SiteAlert) -> str:
+    """One line for lists: where and what, e.g. ``CP-7/1: Draws more than offered``."""
+    where = alert_where(alert)
+    return f"{where}: {alert.get_kind_display()}" if where else alert.get_kind_display()
+
+
+def site_alerts_open(*, site: Site) -> list[SiteAlert]:
+    """The site's open alerts, newest first, with their charger and connector."""
+    return list(
+        SiteAlert.objects.filter(site=site, cleared_at__isnull=True)
+        .select_related("station", "connector__station")
+        .order_by("-opened_at")
+    )
+
+
+def site_alerts_cleared(*, site: Site, now: datetime, limit: int = 20) -> list[SiteAlert]:
+    """Alerts of the site cleared in the last day, most recently cleared first."""
+    return list(
+        SiteAlert.objects.filter(site=site, cleared_at__gte=now - CLEARED_ALERTS_SHOWN)
+        .select_related("station", "connector__station")
+        .order_by("-cleared_at")[:limit]
+    )
+
+
+def station_alerts(*, station: ChargingStation, limit: int = 20) -> list[SiteAlert]:
+    """A charger's alerts, open ones first, then the most recent."""
+    return list(
+        SiteAlert.objects.filter(station=station)
+        .select_related("station", "connector__station")
+        .order_by(F("cleared_at").desc(nulls_first=True), "-opened_at")[:limit]
+    )
+
+
+def compliance_find(*, station: ChargingStation) -> ChargerModelCompliance | None:
+    """What the station's model (vendor, model, firmware) is known to do with profiles, if anything."""
+    return ChargerModelCompliance.objects.filter(
+        vendor=station.vendor[:50], model=station.model[:50], firmware_version=station.firmware_version[:50]
+    ).first()
+
+
+def site_meter_latest(*, site: Site) -> SiteMeterReading | None:
+    """The site meter's most recent reading, from any source."""
+    return SiteMeterReading.objects.filter(site=site).order_by("-measured_at").first()

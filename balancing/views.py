@@ -21,7 +21,14 @@ from balancing import services
 from balancing.forms import CircuitForm, ScheduleForm, SiteLimitsForm, TariffUploadForm
 from balancing.models import Circuit, Site, SiteLimitSchedule
 from balancing.problem import evse_id
-from balancing.selectors import site_load_series, site_overview, site_runs
+from balancing.selectors import (
+    site_alerts_cleared,
+    site_alerts_open,
+    site_load_series,
+    site_meter_latest,
+    site_overview,
+    site_runs,
+)
 from chargepoint.models import ChargingStation
 from evplatform.permissions import CHANGE_LIMITS, actor_of, has_role, role_required
 
@@ -89,6 +96,9 @@ def site_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "range": range_name if range_name in RANGES else "hour",
         "ranges": list(RANGES),
         "can_change": has_role(request.user, CHANGE_LIMITS),
+        "open_alerts": site_alerts_open(site=site),
+        "cleared_alerts": site_alerts_cleared(site=site, now=timezone.now()),
+        "meter": site_meter_latest(site=site),
         "nav": "sites",
     }
     template = "portal/_site_live.html" if request.headers.get("HX-Request") else "portal/site.html"
@@ -163,7 +173,7 @@ def site_settings(request: HttpRequest, slug: str) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         changes = [
-            (str(form.fields[name].label or name), initial[name], data[name])
+            (str(form.fields[name].label or name), _shown(form, name, initial[name]), _shown(form, name, data[name]))
             for name in services.SITE_LIMIT_FIELDS
             if data[name] != initial[name]
         ]
@@ -195,6 +205,14 @@ def site_settings(request: HttpRequest, slug: str) -> HttpResponse:
         "nav": "sites",
     }
     return render(request, "portal/site_settings.html", context)
+
+
+def _shown(form: BaseForm, name: str, value: Any) -> Any:
+    """A setting's value as people read it on the confirmation step (on/off, a choice's label)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    choices = dict(getattr(form.fields[name], "choices", None) or ())
+    return choices.get(value, value)
 
 
 @require_POST

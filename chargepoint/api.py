@@ -1,16 +1,17 @@
 """REST API for chargers, sessions, meter readings and charger commands. Schema: tenant."""
 
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from django.db.models import Prefetch
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from balancing.models import Circuit, Site
+from balancing.models import ChargerModelCompliance, Circuit, Site, SiteAlert
 from chargepoint.actions import ACTIONS, charger_action
 from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterSample
 from evplatform.api import time_range
@@ -29,10 +30,49 @@ class ConnectorSerializer(serializers.ModelSerializer):
         fields = ["connector_id", "status", "error_code", "status_changed_at", "max_current_a"]
 
 
+class ChargerAlertSerializer(serializers.ModelSerializer):
+    """An open alert about the charger: what it did, since when."""
+
+    connector = serializers.IntegerField(source="connector.connector_id", read_only=True, default=None, allow_null=True)
+    kind_label = serializers.CharField(source="get_kind_display", read_only=True)
+
+    class Meta:
+        model = SiteAlert
+        fields = ["kind", "kind_label", "connector", "detail", "opened_at", "last_seen_at"]
+
+
+class ComplianceSerializer(serializers.ModelSerializer):
+    """What the charger's model (vendor, model, firmware) is known to do with our profiles."""
+
+    mean_reaction_s = serializers.FloatField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = ChargerModelCompliance
+        fields = [
+            "profiles_accepted",
+            "profiles_rejected",
+            "accepted_ignored",
+            "reactions",
+            "mean_reaction_s",
+            "use_station_max",
+        ]
+
+
 class ChargerSerializer(serializers.ModelSerializer):
     site: "serializers.SlugRelatedField[Site]" = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     circuit: "serializers.SlugRelatedField[Circuit]" = serializers.SlugRelatedField(slug_field="name", read_only=True)
     connectors = ConnectorSerializer(many=True, read_only=True)
+    alerts = ChargerAlertSerializer(source="open_alerts", many=True, read_only=True)
+    compliance = serializers.SerializerMethodField()
+
+    @extend_schema_field(ComplianceSerializer(allow_null=True))
+    def get_compliance(self, station: ChargingStation) -> dict[str, Any] | None:
+        # Looked up once per response (the list too), kept in the serializers' shared context.
+        records = cast(dict[str, Any], self.context).setdefault(
+            "compliance", {(c.vendor, c.model, c.firmware_version): c for c in ChargerModelCompliance.objects.all()}
+        )
+        record = records.get((station.vendor[:50], station.model[:50], station.firmware_version[:50]))
+        return None if record is None else dict(ComplianceSerializer(record).data)
 
     class Meta:
         model = ChargingStation
@@ -52,6 +92,8 @@ class ChargerSerializer(serializers.ModelSerializer):
             "last_seen_at",
             "last_boot_at",
             "connectors",
+            "alerts",
+            "compliance",
         ]
 
 
@@ -113,7 +155,10 @@ class ChargerViewSet(viewsets.ReadOnlyModelViewSet):
     write_roles = CHARGER_ACTIONS
 
     def get_queryset(self) -> Any:
-        qs = ChargingStation.objects.select_related("site", "circuit").prefetch_related("connectors")
+        open_alerts = SiteAlert.objects.filter(cleared_at__isnull=True).select_related("connector")
+        qs = ChargingStation.objects.select_related("site", "circuit").prefetch_related(
+            "connectors", Prefetch("alerts", queryset=open_alerts, to_attr="open_alerts")
+        )
         site = self.request.query_params.get("site")
         return (qs.filter(site__slug=site) if site else qs).order_by("charge_point_id")
 

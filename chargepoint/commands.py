@@ -9,9 +9,16 @@ answer onto the batch's reply list, where the caller waits with BLPOP. A charger
 connected (or whose gateway has died) is ``Offline`` at once; no answer by the deadline is
 ``Timeout``. The record in PostgreSQL is written before the command leaves and completed with
 the answer, so nothing that must not be lost lives only in Redis.
+
+Redis failing on the way never raises out of ``command_send_many`` (a balancing run calls it
+holding its site's lock): commands that could not be looked up are ``Offline``; once they are
+on their way, the sender keeps waiting for replies, retrying Redis, until the deadline plus
+``REPLY_GRACE_S`` (the gateway retries its reply as long), and what has not come is ``Timeout``.
 """
 
+import contextlib
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -21,16 +28,22 @@ from typing import Any
 from chargepoint.gateway import keys
 from chargepoint.models import ChargerCommand
 from chargepoint.services import command_records_create, command_records_finish
-from evplatform.redis import get_redis
+from evplatform.redis import REDIS_ERRORS, get_redis, redis_outage
 from evplatform.services import active_schema, require_tenant_schema
+
+logger = logging.getLogger(__name__)
 
 # Beyond the deadline the gateway answers Timeout itself; this is for its reply to arrive.
 REPLY_GRACE_S = 2.0
 BLOCK_CHUNK_S = 1.0
+MIN_BLOCK_S = 0.01  # BLPOP with 0 would wait forever
+# Pause between reads of the reply list while Redis fails (seconds).
+REDIS_ERROR_PAUSE_S = 0.2
 OFFLINE = "Offline"
 TIMEOUT = "Timeout"
 CALL_ERROR = "CallError"
 KNOWN_STATUSES = {s.value for s in ChargerCommand.Status}
+REDIS_UNREACHABLE = "Redis unreachable: the charger's gateway is unknown"
 
 
 @dataclass(frozen=True)
@@ -81,19 +94,30 @@ def command_send_many(*, commands: list[Command], timeout_s: float = 30.0) -> li
     batch_reply = keys.reply_key(uuid.uuid4().hex)
     deadline = time.time() + timeout_s
 
-    with redis.pipeline(transaction=False) as pipe:
-        for command in commands:
-            pipe.get(keys.charger_key(command.charge_point_id))
-        holders = [v.decode() if isinstance(v, bytes) else v for v in pipe.execute()]
-    live = _live_instances(redis, {h for h in holders if h})
-    with redis.pipeline(transaction=False) as pipe:
-        for request_id, command, holder in zip(request_ids, commands, holders, strict=True):
-            rid = str(request_id)
-            if not holder or holder not in live:
-                results[rid] = CommandResult(OFFLINE, error="charger not connected")
-                continue
-            gateways[rid] = holder
-            pipe.xadd(
+    offline_why = "charger not connected"
+    holders: list[str | None] = [None] * len(commands)
+    live: set[str] = set()
+    if redis_outage.skip():
+        offline_why = REDIS_UNREACHABLE
+    else:
+        try:
+            holders = _holders(redis, commands)
+            live = _live_instances(redis, {h for h in holders if h})
+        except REDIS_ERRORS as exc:
+            redis_outage.failed(exc, "commands to chargers are Offline")
+            holders = [None] * len(commands)
+            offline_why = REDIS_UNREACHABLE
+        else:
+            redis_outage.answered()
+    entries: list[tuple[str, dict[str, str]]] = []
+    for request_id, command, holder in zip(request_ids, commands, holders, strict=True):
+        rid = str(request_id)
+        if not holder or holder not in live:
+            results[rid] = CommandResult(OFFLINE, error=offline_why)
+            continue
+        gateways[rid] = holder
+        entries.append(
+            (
                 keys.command_stream_key(holder),
                 {
                     "id": rid,
@@ -105,15 +129,33 @@ def command_send_many(*, commands: list[Command], timeout_s: float = 30.0) -> li
                     "deadline": repr(deadline),
                 },
             )
-        pipe.execute()
+        )
+    redis_failed = False
+    if entries:
+        try:
+            with redis.pipeline(transaction=False) as pipe:
+                for stream, fields in entries:
+                    pipe.xadd(stream, fields)  # type: ignore[arg-type]
+                pipe.execute()
+        except REDIS_ERRORS as exc:
+            # Some may have reached their gateway before the error: wait for their replies.
+            logger.warning("sending %d command(s) failed half-way: Redis %s", len(entries), exc)
+            redis_failed = True
 
     waiting = {str(r) for r in request_ids} - results.keys()
     while waiting:
         remaining = deadline + REPLY_GRACE_S - time.time()
         if remaining <= 0:
             break
-        # Short blocking reads: a client socket timeout must not end the wait early.
-        popped = redis.blpop([batch_reply], timeout=min(remaining, BLOCK_CHUNK_S))
+        try:
+            # Short blocking reads: a client socket timeout must not end the wait early.
+            popped = redis.blpop([batch_reply], timeout=max(MIN_BLOCK_S, min(remaining, BLOCK_CHUNK_S)))
+        except REDIS_ERRORS as exc:
+            if not redis_failed:
+                logger.warning("waiting for %d repl(ies): Redis %s; retrying until the deadline", len(waiting), exc)
+            redis_failed = True
+            time.sleep(max(0.0, min(REDIS_ERROR_PAUSE_S, remaining)))
+            continue
         if popped is None:
             continue
         reply = json.loads(popped[1])
@@ -125,9 +167,11 @@ def command_send_many(*, commands: list[Command], timeout_s: float = 30.0) -> li
             )
             gateways[rid] = str(reply.get("gateway") or gateways.get(rid, ""))
             answered[rid] = time.monotonic()
+    why = " (Redis failed meanwhile)" if redis_failed else ""
     for rid in waiting:
-        results[rid] = CommandResult(TIMEOUT, error=f"no answer within {timeout_s:g}s")
-    redis.delete(batch_reply)
+        results[rid] = CommandResult(TIMEOUT, error=f"no answer within {timeout_s:g}s{why}")
+    with contextlib.suppress(*REDIS_ERRORS):
+        redis.delete(batch_reply)  # else it expires: the gateways set a TTL on it
 
     finished = time.monotonic()
     ordered = [results[str(r)] for r in request_ids]
@@ -142,6 +186,14 @@ def command_send_many(*, commands: list[Command], timeout_s: float = 30.0) -> li
         record.duration_ms = int((at - started) * 1000)
     command_records_finish(records=records)
     return ordered
+
+
+def _holders(redis: Any, commands: list[Command]) -> list[str | None]:
+    """The gateway instance holding each charger's connection (None: not connected)."""
+    with redis.pipeline(transaction=False) as pipe:
+        for command in commands:
+            pipe.get(keys.charger_key(command.charge_point_id))
+        return [v.decode() if isinstance(v, bytes) else v for v in pipe.execute()]
 
 
 def _live_instances(redis: Any, instance_ids: set[str]) -> set[str]:

@@ -1,11 +1,20 @@
-"""Reads of chargers, allowed idTags and command records. Schema: tenant."""
+"""Reads of chargers, allowed idTags and command records. Schema: tenant.
 
+``gateway_instances_gone`` reads the gateway registry in Redis (no schema).
+"""
+
+import logging
 from datetime import datetime
 
+from django.conf import settings
 from django.db.models import Q
 
 from balancing.models import Site
+from chargepoint.gateway import keys
 from chargepoint.models import ChargerCommand, ChargingStation, IdTag
+from evplatform.redis import REDIS_ERRORS, get_redis, redis_outage
+
+logger = logging.getLogger(__name__)
 
 ACCEPTED = "Accepted"
 BLOCKED = "Blocked"
@@ -47,3 +56,41 @@ def stations_by_id(*, charge_point_ids: list[str]) -> dict[str, ChargingStation]
 
 def command_list(*, charge_point_id: str, limit: int = 50) -> list[ChargerCommand]:
     return list(ChargerCommand.objects.filter(charge_point_id=charge_point_id)[:limit])
+
+
+def station_gateway_ids_online() -> set[str]:
+    """The gateway instances holding this tenant's online chargers (as their last connection said)."""
+    return set(
+        ChargingStation.objects.filter(is_online=True)
+        .exclude(gateway_id="")
+        .values_list("gateway_id", flat=True)
+        .distinct()
+    )
+
+
+def gateway_instances_gone(*, instance_ids: set[str]) -> set[str] | None:
+    """Those of ``instance_ids`` whose heartbeat key (``keys.instance_key``) has expired.
+
+    None when Redis cannot tell: it did not answer (which says nothing about the gateways),
+    or it restarted, or came back to this process, less than a registry TTL ago (the live
+    instances may not have announced themselves again yet).
+    """
+    if not instance_ids:
+        return set()
+    ordered = sorted(instance_ids)
+    redis = get_redis()
+    ttl_s = settings.GATEWAY_REGISTRY_TTL_S
+    try:
+        uptime_s = int(redis.info("server").get("uptime_in_seconds", 0))
+        with redis.pipeline(transaction=False) as pipe:
+            for instance_id in ordered:
+                pipe.exists(keys.instance_key(instance_id))
+            alive = pipe.execute()
+    except REDIS_ERRORS as exc:
+        redis_outage.failed(exc, "gateway liveness is not judged")
+        return None
+    redis_outage.answered()
+    if uptime_s < ttl_s or redis_outage.recovered_within(ttl_s):
+        logger.info("Redis was away less than %d s ago: gateway liveness not judged yet", ttl_s)
+        return None
+    return {i for i, ok in zip(ordered, alive, strict=True) if not ok}

@@ -11,6 +11,7 @@ record functions keep the platform's calls to chargers on file (``chargepoint.co
 
 import logging
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,8 @@ from django_tenants.utils import get_public_schema_name, schema_context, tenant_
 
 from balancing.selectors import circuit_get, site_get
 from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector, MeterSample
+from chargepoint.resync import station_resync_request
+from chargepoint.selectors import gateway_instances_gone, station_gateway_ids_online
 from evplatform.services import Outcome, describe_change, require_tenant_schema
 from tenants.models import ChargePointIdentity, Tenant
 from tenants.selectors import identity_find
@@ -36,6 +39,9 @@ MIN_CHARGING_CURRENT_A = Decimal(6)  # IEC 61851 / SAE J1772 lowest pilot curren
 MAX_STATION_CURRENT_A = Decimal(1000)
 WIRING_BY_PHASES = {1: ChargingStation.Wiring.L1, 3: ChargingStation.Wiring.L1L2L3}
 MAX_CONNECTORS = 16
+# A missing gateway heartbeat key is looked at again after this (s): twice the gateway's
+# retry after a failed heartbeat (``chargepoint.gateway.server.HEARTBEAT_RETRY_S``).
+GATEWAY_RECHECK_S = 2.0
 
 
 def _validate(
@@ -76,11 +82,14 @@ def charger_register(
     wiring: str | None = None,
     circuit_name: str | None = None,
     connectors: int = 1,
+    is_site_meter: bool = False,
 ) -> Outcome[ChargingStation]:
     """Register a charger at a site (or bring its registration to these values).
 
     Raises ``ValidationError`` naming the bad field, and the selectors' not-found errors for
     an unknown site or circuit. The id must not belong to another organisation.
+    ``is_site_meter``: an OCPP identity that is the site's meter, reporting on connector 0; it
+    gets no connectors, so balancing never plans it as a charger.
     """
     wiring = wiring or str(WIRING_BY_PHASES.get(phases, ""))
     _validate(
@@ -121,6 +130,7 @@ def charger_register(
                 "max_current_a": max_current_a,
                 "phases": phases,
                 "wiring": wiring,
+                "is_site_meter": is_site_meter,
             }
             for attr, value in values.items():
                 old = getattr(station, attr) if not created else None
@@ -130,7 +140,11 @@ def charger_register(
             station.full_clean()
             station.save()
             existing = set(station.connectors.values_list("connector_id", flat=True))
-            for number in range(1, connectors + 1):
+            if is_site_meter and existing:
+                raise ValidationError(
+                    {"is_site_meter": f"{charge_point_id!r} is registered as a charger with connectors; not a meter"}
+                )
+            for number in range(1, 0 if is_site_meter else connectors + 1):
                 if number not in existing:
                     Connector.objects.create(station=station, connector_id=number)
                     if not created:
@@ -234,9 +248,12 @@ def _on_connected(batch: _Batch, station: ChargingStation, event: dict[str, Any]
     started = _at(event["connected_at"])
     if station.connected_at is not None and started < station.connected_at:
         return  # an older connection's news
+    if station.connected_at is not None:  # back after an earlier connection: ask it what it does (after commit)
+        station_resync_request(station_id=station.pk, reason="reconnected")
     was_online = station.is_online
     station.is_online = True
     station.connected_at = started
+    station.gateway_id = str(event.get("gateway") or "")[:64]
     if event.get("ocpp_version") in ("1.6", "2.0.1"):
         station.ocpp_version = event["ocpp_version"]
     batch.dirty_stations.add(station.pk)
@@ -248,6 +265,9 @@ def _on_disconnected(batch: _Batch, station: ChargingStation, event: dict[str, A
     started = _at(event["connected_at"])
     if station.connected_at is not None and started < station.connected_at:
         return  # the charger has reconnected since: this connection no longer counts
+    if station.gateway_id:
+        station.gateway_id = ""
+        batch.dirty_stations.add(station.pk)
     if station.is_online:
         station.is_online = False
         batch.dirty_stations.add(station.pk)
@@ -325,6 +345,11 @@ def _on_stop(batch: _Batch, station: ChargingStation, event: dict[str, Any]) -> 
 
 def _on_meter(batch: _Batch, station: ChargingStation, event: dict[str, Any]) -> None:
     number = event.get("connector")
+    if station.is_site_meter and not number and not event.get("transaction_id"):
+        from balancing.meter import site_meter_record_samples  # balancing reads chargepoint: import late
+
+        site_meter_record_samples(site=station.site, samples=event["samples"], now=timezone.now())
+        return
     connector = batch.connector(station, int(number)) if number else None
     session = None
     if event.get("transaction_id"):
@@ -346,6 +371,35 @@ def _on_meter(batch: _Batch, station: ChargingStation, event: dict[str, Any]) ->
                 unit=str(sample.get("unit") or "")[:16],
             )
         )
+    if connector is not None and session is not None:
+        _rebalance_if_over_books(batch, station, connector, session, event["samples"])
+
+
+def _rebalance_if_over_books(
+    batch: _Batch, station: ChargingStation, connector: Connector, session: ChargingSession, samples: list[Any]
+) -> None:
+    """A Current.Import above the connector's accepted limit (plus tolerance) asks for a run now.
+
+    So an overdraw is acted on one meter interval plus one run after it shows, not at the next
+    sweep; the run itself decides whether the charger is non-compliant.
+    """
+    currents = [_decimal(s["value"]) for s in samples if s.get("measurand") == "Current.Import"]
+    if not currents:
+        return
+    from balancing.models import ConnectorLimit
+    from balancing.problem import overdraw_tolerance_a
+
+    limit = ConnectorLimit.objects.filter(
+        connector=connector, transaction_id=session.transaction_id, limit_a__isnull=False
+    ).first()
+    if limit is None or limit.limit_a is None:
+        return
+    allowed = float(limit.limit_a)
+    drawn = float(max(currents))
+    if limit.overdraw_since is not None and limit.overdraw_a is not None:
+        allowed = max(allowed, float(limit.overdraw_a))  # already booked at its draw: news only if it grows
+    if drawn > allowed + overdraw_tolerance_a(allowed):
+        batch.rebalance(station, f"connector {connector.connector_id} draws {drawn:.1f} A over {allowed:g} A")
 
 
 def _on_needs(batch: _Batch, station: ChargingStation, event: dict[str, Any]) -> None:
@@ -442,6 +496,7 @@ def telemetry_apply(*, events: list[dict[str, Any]]) -> TelemetryOutcome:
                 dirty,
                 [
                     "is_online",
+                    "gateway_id",
                     "connected_at",
                     "last_seen_at",
                     "last_boot_at",
@@ -484,12 +539,57 @@ def stations_offline_sweep(*, now: datetime, stale_after: timedelta) -> Telemetr
         )
         for station in stale:
             station.is_online = False
+            station.gateway_id = ""
             outcome.rebalance.setdefault(station.site_id, f"{station.charge_point_id}: silent, taken offline")
-        ChargingStation.objects.bulk_update(stale, ["is_online"])
+        ChargingStation.objects.bulk_update(stale, ["is_online", "gateway_id"])
         outcome.applied = len(stale)
         if outcome.rebalance:
             reasons = dict(outcome.rebalance)
             transaction.on_commit(lambda: _request_rebalances(reasons))
+    return outcome
+
+
+def stations_gateway_sweep() -> TelemetryOutcome:
+    """Online chargers whose gateway instance is gone (its heartbeat key expired) go offline.
+
+    A killed gateway says nothing, and its chargers may stay silent for minutes (their
+    heartbeat interval) before the stale sweep would notice; its registry key expires within
+    ``GATEWAY_REGISTRY_TTL_S``. Nothing changes while Redis cannot tell (see
+    ``gateway_instances_gone``). Each affected site is rebalanced ("gateway <id> gone"): its
+    offline chargers keep their last limit booked. A charger that reconnects elsewhere comes
+    back online with its new connection's ``connected`` event; a live instance that had lost
+    its key announces its chargers again.
+    """
+    require_tenant_schema("stations_gateway_sweep")
+    outcome = TelemetryOutcome()
+    holders = station_gateway_ids_online()
+    gone = gateway_instances_gone(instance_ids=holders) if holders else None
+    if gone:
+        # A live instance whose heartbeat failed while Redis was away writes its key again within
+        # a second of Redis answering: only what is still missing a moment later is gone.
+        time.sleep(GATEWAY_RECHECK_S)
+        again = gateway_instances_gone(instance_ids=gone)
+        gone = None if again is None else gone & again
+    if not gone:
+        return outcome
+    with transaction.atomic():
+        # Re-checked on the locked rows: a charger that reconnected through a live instance meanwhile stays.
+        stations = list(
+            ChargingStation.objects.select_for_update(skip_locked=True).filter(is_online=True, gateway_id__in=gone)
+        )
+        for station in stations:
+            outcome.rebalance.setdefault(station.site_id, f"gateway {station.gateway_id} gone")
+            station.is_online = False
+            station.gateway_id = ""
+        ChargingStation.objects.bulk_update(stations, ["is_online", "gateway_id"])
+        outcome.applied = len(stations)
+        if outcome.rebalance:
+            reasons = dict(outcome.rebalance)
+            transaction.on_commit(lambda: _request_rebalances(reasons))
+    if stations:
+        logger.warning(
+            "gateway instance(s) %s gone: %d charger(s) taken offline", ", ".join(sorted(gone)), len(stations)
+        )
     return outcome
 
 

@@ -1,4 +1,7 @@
-"""Celery tasks of the charger app (``telemetry`` queue). Schema: tenant (the sweep fans out from public).
+"""Celery tasks of the charger app (``telemetry`` queue). Schema: tenant (the sweeps fan out from public).
+
+The gateway liveness sweep and the resync are sent to the ``balancing`` queue instead (see their
+docstrings): seconds matter for both.
 
 The gateway sends ``telemetry_ingest`` with the charger's tenant schema in the task headers.
 Acknowledged only after it finished (acks_late, reject_on_worker_lost): a worker that dies
@@ -13,8 +16,9 @@ from django.db import OperationalError
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, schema_context, tenant_context
 
-from chargepoint.services import stations_offline_sweep, telemetry_apply
-from evplatform.celery import PublicTask, app
+from chargepoint.resync import station_resync
+from chargepoint.services import stations_gateway_sweep, stations_offline_sweep, telemetry_apply
+from evplatform.celery import QUEUE_BALANCING, PublicTask, app, queue_name
 from tenants.selectors import tenant_list_active
 
 
@@ -47,3 +51,41 @@ def stations_offline_sweep_all() -> int:
         with tenant_context(tenant):
             stations_offline_sweep_task.delay()
     return len(tenants)
+
+
+@app.task(name="chargepoint.tasks.stations_gateway_sweep")
+def stations_gateway_sweep_task() -> int:
+    """The chargers of a gateway instance whose heartbeat key expired are taken offline."""
+    return stations_gateway_sweep().applied
+
+
+@app.task(base=PublicTask, name="chargepoint.tasks.stations_gateway_sweep_all")
+def stations_gateway_sweep_all() -> int:
+    """Beat (every ``GATEWAY_LIVENESS_SWEEP_S``): the gateway liveness sweep in every active organisation.
+
+    On the ``balancing`` queue (seconds matter: a dead gateway's chargers should be offline
+    within 30 s of its death, and telemetry may be queued behind a backlog); a sweep older
+    than two intervals is dropped unrun, the next one does its work.
+    """
+    with schema_context(get_public_schema_name()):
+        tenants = tenant_list_active()
+    for tenant in tenants:
+        with tenant_context(tenant):
+            stations_gateway_sweep_task.apply_async(
+                queue=queue_name(QUEUE_BALANCING), expires=2 * settings.GATEWAY_LIVENESS_SWEEP_S
+            )
+    return len(tenants)
+
+
+@app.task(name="chargepoint.tasks.station_resync", queue=queue_name(QUEUE_BALANCING))
+def station_resync_task(*, station_id: int, reason: str = "") -> dict[str, Any]:
+    """Ask a charger what it does (triggers, composite schedules) and act on a mismatch; at most once a minute."""
+    outcome = station_resync(station_id=station_id)
+    return {
+        "reason": reason,
+        "throttled": outcome.throttled,
+        "offline": outcome.offline,
+        "triggers": outcome.triggers,
+        "applied_a": {c.connector_id: c.applied_a for c in outcome.checks},
+        "mismatches": [c.connector_id for c in outcome.mismatches],
+    }

@@ -13,7 +13,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from balancing.models import ProfilePush
+from balancing.models import ConnectorLimit, ProfilePush
+from balancing.selectors import compliance_find, station_alerts
 from chargepoint.actions import ACTIONS, charger_action
 from chargepoint.models import ChargingSession, ChargingStation, MeterSample
 from evplatform.permissions import CHARGER_ACTIONS, actor_of, has_role, role_required
@@ -31,6 +32,11 @@ def charger_detail(request: HttpRequest, charge_point_id: str) -> HttpResponse:
         "connectors": station.connectors.all(),
         "sessions": ChargingSession.objects.filter(station=station).order_by("-started_at")[:20],
         "pushes": ProfilePush.objects.filter(station=station).select_related("run").order_by("-sent_at")[:20],
+        "alerts": station_alerts(station=station),
+        "compliance": compliance_find(station=station),
+        "checks": ConnectorLimit.objects.filter(
+            connector__station=station, applied_checked_at__isnull=False
+        ).select_related("connector"),
         "can_act": has_role(request.user, CHARGER_ACTIONS),
         "actions": ACTIONS,
         "nav": "sites",

@@ -9,7 +9,9 @@ only Python, a service whose URL was not set and whose port is closed is started
 
 A URL given in the environment is never replaced: if it does not answer, this says so and stops.
 Then: create the database, migrate every schema, load the demo, and run the Procfile's web,
-worker and beat in the foreground. Ctrl-C stops them and then the embedded servers.
+worker and beat in the foreground. Ctrl-C stops them and then the embedded servers. The MQTT
+subscriber of the site meters (``mqtt``) starts only when a broker answers on ``MQTT_URL``
+(default: the machine's Mosquitto); the banner says which.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from evplatform.settings.base import (
     BASE_DIR,
     DEFAULT_BROKER_URL,
     DEFAULT_DATABASE_URL,
+    DEFAULT_MQTT_URL,
     DEFAULT_REDIS_URL,
 )
 
@@ -194,10 +197,22 @@ def resolve_services(
     return Stack(database, redis, broker, stoppers)
 
 
-def banner(stack: Stack) -> str:
+def mqtt_service(environ: Mapping[str, str]) -> Service | None:
+    """The MQTT broker of the site meters when one answers on ``MQTT_URL``; None: no ``mqtt`` process."""
+    url = environ.get("MQTT_URL", DEFAULT_MQTT_URL)
+    if not service_answers(url, 1883):
+        return None
+    return Service("MQTT", url, "configured" if "MQTT_URL" in environ else "default")
+
+
+def banner(stack: Stack, mqtt: Service | None = None, mqtt_url: str = DEFAULT_MQTT_URL) -> str:
     lines = ["", "Services:"]
     for service in (stack.database, stack.redis, stack.broker):
         lines.append(f"  {service.name:<11} {service.how:<52} {_mask(service.url)}")
+    if mqtt is not None:
+        lines.append(f"  {'MQTT':<11} {mqtt.how + ': site meters (run_mqtt_meters)':<52} {_mask(mqtt.url)}")
+    else:
+        lines.append(f"  {'MQTT':<11} {'no broker answers: run_mqtt_meters not started':<52} {_mask(mqtt_url)}")
     if stack.embedded:
         lines += [
             "",
@@ -229,7 +244,9 @@ def prepare(env: Mapping[str, str]) -> None:
     _step("demo organisation", ["manage.py", "seed_demo"], env)
 
 
-def run_processes(env: Mapping[str, str], procfile: Path = BASE_DIR / "Procfile") -> int:
+def run_processes(
+    env: Mapping[str, str], procfile: Path = BASE_DIR / "Procfile", skip: frozenset[str] = frozenset()
+) -> int:
     from honcho.environ import parse_procfile
     from honcho.manager import Manager
 
@@ -237,6 +254,8 @@ def run_processes(env: Mapping[str, str], procfile: Path = BASE_DIR / "Procfile"
     bin_dir = str(Path(sys.executable).parent)
     process_env = {**env, "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", "PYTHONUNBUFFERED": "1"}
     for name, command in parse_procfile(procfile.read_text()).processes.items():
+        if name in skip:
+            continue
         manager.add_process(name, command, env=process_env, cwd=str(BASE_DIR))
     manager.loop()
     returncode = int(manager.returncode or 0)
@@ -257,8 +276,9 @@ def main() -> int:
         env = {**os.environ, **stack.env}
         write_services_env(stack)
         prepare(env)
-        print(banner(stack), flush=True)
-        return run_processes(env)
+        mqtt = mqtt_service(os.environ)
+        print(banner(stack, mqtt, os.environ.get("MQTT_URL", DEFAULT_MQTT_URL)), flush=True)
+        return run_processes(env, skip=frozenset() if mqtt else frozenset({"mqtt"}))
     finally:
         SERVICES_ENV_FILE.unlink(missing_ok=True)
         stack.stop()

@@ -1,8 +1,9 @@
 """REST API v1 routes (tenant domains)."""
 
+from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from balancing.api import CircuitViewSet, RunViewSet, ScheduleViewSet, SiteViewSet
+from balancing.api import CircuitViewSet, RunViewSet, ScheduleViewSet, SiteMeterReadingsView, SiteViewSet
 from billing.api import ReportViewSet
 from chargepoint.api import ChargerViewSet, ReadingViewSet, SessionViewSet
 
@@ -16,4 +17,7 @@ router.register("sessions", SessionViewSet, basename="session")
 router.register("readings", ReadingViewSet, basename="reading")
 router.register("reports", ReportViewSet, basename="report")
 
-urlpatterns = router.urls
+urlpatterns = [
+    path("sites/<slug:slug>/meter-readings/", SiteMeterReadingsView.as_view(), name="site-meter-readings"),
+    *router.urls,
+]

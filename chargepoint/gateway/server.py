@@ -15,6 +15,14 @@ Schema: public (charger identities, through ``auth``); tenants only by name (see
 - Redis: ``instance_key`` lives while the instance heartbeats; ``charger_key`` names the
   instance that holds a charger; commands arrive on the instance's stream and their answers
   go to the reply list the sender named (see ``chargepoint.commands``).
+- Redis faults: the client retries a command on a new connection (``evplatform.redis``), and
+  an answer to a command is pushed again, with backoff, until the command's deadline plus
+  ``REPLY_GRACE_S`` (after that the sender has booked a Timeout; the loss is logged once).
+  The heartbeat has a connection of its own and a short timeout, and retries within a second
+  after a failure, so a busy pool or a slow Redis does not let the instance key expire: an
+  expired key is how the workers tell a dead instance (its chargers are taken offline). If
+  the key was gone anyway (Redis restarted, or this instance could not reach it for a TTL),
+  the instance re-asserts its chargers in the registry and announces them as connected again.
 """
 
 import asyncio
@@ -49,6 +57,7 @@ from websockets.headers import build_www_authenticate_basic, parse_authorization
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from chargepoint.commands import REPLY_GRACE_S
 from chargepoint.gateway import keys
 from chargepoint.gateway.auth import ChargerIdentity, CredentialVerifier
 from chargepoint.gateway.link import ChargerLink, TenantReads
@@ -56,6 +65,7 @@ from chargepoint.gateway.protocol import Channel, GatewayChargePoint, TokenBucke
 from chargepoint.gateway.telemetry import Publish, TelemetryBuffer, publish_to_celery, telemetry_queue_depth
 from chargepoint.ocpp16 import ChargePoint16
 from chargepoint.ocpp201 import ChargePoint201
+from evplatform.redis import REDIS_ERRORS, client_options
 
 logger = logging.getLogger("chargepoint.gateway")
 
@@ -77,6 +87,14 @@ SWITCH_INTERVAL_S = 0.001
 LAG_WARN_S = 0.1
 ACK_REPORT_S = 60.0
 COMMAND_READ_COUNT = 200
+# A reply that Redis refuses is pushed again after this, doubling up to the cap (seconds).
+REPLY_RETRY_FIRST_S = 0.05
+REPLY_RETRY_CAP_S = 1.0
+# After a failed heartbeat the next one comes this soon, not a third of the TTL later.
+HEARTBEAT_RETRY_S = 1.0
+REASSERT_RETRY_S = 1.0
+REGISTRY_RETRY_S = 1.0
+BEAT_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, TimeoutError)
 # Compare-and-delete: forget the charger's entry only if it still names this instance.
 RELEASE_SCRIPT = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
 
@@ -137,8 +155,12 @@ class Gateway:
         self._registry_changes: dict[str, tuple[str, bool]] = {}
         self._registry_wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._beat_redis: aioredis.Redis | None = None
+        self._reasserting = False
+        self._redis_failing: dict[str, float] = {}  # what failed -> since (loop time)
         self.ready = asyncio.Event()
         self.refusals = 0
+        self.lost_replies = 0
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -260,10 +282,11 @@ class Gateway:
         while True:
             try:
                 entries = await self.redis.xread({stream: last_id}, count=COMMAND_READ_COUNT, block=1000)
-            except (aioredis.ConnectionError, aioredis.TimeoutError):
-                logger.warning("command stream unavailable; retrying", exc_info=True)
+            except REDIS_ERRORS as exc:
+                self._redis_failed("reading commands", exc)
                 await asyncio.sleep(1)
                 continue
+            self._redis_ok("reading commands")
             ids = []
             streams = cast(list[tuple[str, list[tuple[str, dict[str, str]]]]], entries or [])
             for _stream, items in streams:
@@ -272,11 +295,16 @@ class Gateway:
                     ids.append(entry_id)
                     self._spawn(self._execute(fields))
             if ids:
-                await self.redis.xdel(stream, *ids)
+                try:
+                    await self.redis.xdel(stream, *ids)
+                except REDIS_ERRORS:
+                    # Read past them already (last_id); the stream's TTL takes them otherwise.
+                    logger.warning("could not delete %d read command(s) from the stream", len(ids))
 
     async def _execute(self, fields: dict[str, str]) -> None:
         request_id = fields.get("id", "")
         started = time.time()
+        deadline = started
         try:
             deadline = float(fields["deadline"])
             cp_id = fields["cp"]
@@ -302,10 +330,29 @@ class Gateway:
         reply = {"id": request_id, "status": status, "payload": payload, "error": error, "gateway": self.instance_id}
         reply_to = fields.get("reply")
         if reply_to:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.lpush(reply_to, json.dumps(reply, default=_json_default))
-                pipe.expire(reply_to, REPLY_TTL_S)
-                await pipe.execute()
+            await self._reply(reply_to, json.dumps(reply, default=_json_default), give_up_at=deadline + REPLY_GRACE_S)
+
+    async def _reply(self, reply_to: str, reply: str, *, give_up_at: float) -> bool:
+        """Push one answer to the sender's list, again with backoff while Redis fails, until ``give_up_at``.
+
+        The sender stops listening then (its Timeout is booked); a reply pushed twice (the
+        first push went through but its answer was lost) is read once.
+        """
+        pause = REPLY_RETRY_FIRST_S
+        while True:
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.lpush(reply_to, reply)
+                    pipe.expire(reply_to, REPLY_TTL_S)
+                    await pipe.execute()
+                return True
+            except REDIS_ERRORS as exc:
+                if time.time() + pause > give_up_at:
+                    self.lost_replies += 1
+                    logger.warning("a command's answer was lost: Redis %s until the sender's deadline", exc)
+                    return False
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, REPLY_RETRY_CAP_S)
 
     def _close_db_threads(self) -> None:
         """Close each DB thread's connection (one barrier task per thread), then the pool."""
@@ -324,41 +371,90 @@ class Gateway:
     # -- lifetime ----------------------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
-        """Keep the instance entry alive; if Redis lost it (a restart), re-assert every charger."""
+        """Keep the instance entry alive; if it was gone, re-assert and re-announce every charger.
+
+        On its own connection (``_beat_redis``), so it never waits for the main pool; each beat
+        gives up after a third of the TTL and the next one follows within a second.
+        """
         ttl = settings.GATEWAY_REGISTRY_TTL_S
+        if self._beat_redis is None:
+            raise RuntimeError("the gateway is not running")
         while True:
+            pause = ttl / 3
             try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.set(keys.instance_key(self.instance_id), f"{self.host}:{self.port}", ex=ttl, get=True)
-                    pipe.expire(keys.command_stream_key(self.instance_id), ttl * 4)
-                    previous, _ = await pipe.execute()
-                if previous is None and self.connections:
-                    await self._reassert_chargers()
-            except (aioredis.ConnectionError, aioredis.TimeoutError):
-                logger.warning("registry heartbeat failed", exc_info=True)
-            await asyncio.sleep(ttl / 3)
+                async with asyncio.timeout(ttl / 3):
+                    async with self._beat_redis.pipeline(transaction=False) as pipe:
+                        pipe.set(keys.instance_key(self.instance_id), f"{self.host}:{self.port}", ex=ttl, get=True)
+                        pipe.expire(keys.command_stream_key(self.instance_id), ttl * 4)
+                        previous, _ = await pipe.execute()
+                self._redis_ok("the registry heartbeat")
+                if previous is None and self.connections and not self._reasserting:
+                    self._reasserting = True
+                    self._spawn(self._reassert_chargers())
+            except BEAT_ERRORS as exc:
+                self._redis_failed("the registry heartbeat", exc)
+                pause = HEARTBEAT_RETRY_S
+            await asyncio.sleep(pause)
+
+    def _redis_failed(self, what: str, error: BaseException) -> None:
+        """Log the first failure of an outage (per activity); the retries that follow stay quiet."""
+        if what not in self._redis_failing:
+            self._redis_failing[what] = time.monotonic()
+            logger.warning("%s failed: Redis %s; retrying", what, error or type(error).__name__)
+
+    def _redis_ok(self, what: str) -> None:
+        since = self._redis_failing.pop(what, None)
+        if since is not None:
+            logger.warning("%s works again after %.1f s", what, time.monotonic() - since)
 
     async def _reassert_chargers(self) -> None:
-        logger.warning("registry entry was missing (Redis restarted?): re-asserting %d chargers", len(self.connections))
-        ids = [cp.link.charge_point_id for cp in list(self.connections.values())]
-        for start in range(0, len(ids), REASSERT_CHUNK):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for cp_id in ids[start : start + REASSERT_CHUNK]:
-                    pipe.set(keys.charger_key(cp_id), self.instance_id)
-                await pipe.execute()
+        """Our instance key had expired: the workers may have taken our chargers offline.
+
+        Each charger gets its registry entry back and a new ``connected`` event (with its
+        connection's own start, so a newer connection elsewhere still wins).
+        """
+        try:
+            logger.warning(
+                "registry entry was missing (Redis restarted or unreachable): re-asserting %d chargers",
+                len(self.connections),
+            )
+            while True:
+                charge_points = list(self.connections.values())
+                try:
+                    for start in range(0, len(charge_points), REASSERT_CHUNK):
+                        async with self.redis.pipeline(transaction=False) as pipe:
+                            for cp in charge_points[start : start + REASSERT_CHUNK]:
+                                pipe.set(keys.charger_key(cp.link.charge_point_id), self.instance_id)
+                            await pipe.execute()
+                    break
+                except REDIS_ERRORS:
+                    logger.warning("re-asserting chargers failed; retrying", exc_info=True)
+                    await asyncio.sleep(REASSERT_RETRY_S)
+            for cp in charge_points:
+                if self.connections.get(cp.link.charge_point_id.lower()) is cp:
+                    cp.link.connected()
+        finally:
+            self._reasserting = False
 
     async def _write_registry(self) -> None:
-        """Connects and disconnects reach Redis in one pipeline per tick, not one round trip each."""
+        """Connects and disconnects reach Redis in one pipeline per tick, not one round trip each.
+
+        Changes that Redis refused are kept (a newer change of the same charger wins) and sent
+        again every ``REGISTRY_RETRY_S``, so a charger that connected during an outage is
+        reachable for commands once Redis is back, not only after it reconnects.
+        """
         while True:
             await self._registry_wake.wait()
             await asyncio.sleep(REGISTRY_TICK_S)
             self._registry_wake.clear()
-            await self._flush_registry()
+            if not await self._flush_registry():
+                await asyncio.sleep(REGISTRY_RETRY_S)
+                self._registry_wake.set()
 
-    async def _flush_registry(self) -> None:
+    async def _flush_registry(self) -> bool:
         changes, self._registry_changes = self._registry_changes, {}
         if not changes:
-            return
+            return True
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for cp_id, connected in changes.values():
@@ -367,8 +463,12 @@ class Gateway:
                     else:
                         await self._release(keys=[keys.charger_key(cp_id)], args=[self.instance_id], client=pipe)
                 await pipe.execute()
-        except (aioredis.ConnectionError, aioredis.TimeoutError):
-            logger.warning("registry update failed; the heartbeat re-asserts it", exc_info=True)
+        except REDIS_ERRORS as exc:
+            self._redis_failed("updating the registry", exc)
+            self._registry_changes = {**changes, **self._registry_changes}
+            return False
+        self._redis_ok("updating the registry")
+        return True
 
     async def _watch_loop(self) -> None:
         """Log when the event loop was held up: every charger's answers wait meanwhile."""
@@ -454,9 +554,18 @@ class Gateway:
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         pool = aioredis.BlockingConnectionPool.from_url(
-            settings.REDIS_URL, max_connections=REDIS_CONNECTIONS, timeout=30, decode_responses=True
+            settings.REDIS_URL,
+            max_connections=REDIS_CONNECTIONS,
+            timeout=30,
+            decode_responses=True,
+            health_check_interval=30,
+            **client_options(asyncio=True),
         )
-        self._redis = aioredis.Redis(connection_pool=pool, health_check_interval=30)
+        self._redis = aioredis.Redis(connection_pool=pool)
+        beat_pool = aioredis.BlockingConnectionPool.from_url(
+            settings.REDIS_URL, max_connections=1, decode_responses=True, **client_options(asyncio=True)
+        )
+        self._beat_redis = aioredis.Redis(connection_pool=beat_pool)
         self._release = self._redis.register_script(RELEASE_SCRIPT)
         background = [
             asyncio.ensure_future(self.telemetry.run()),
@@ -501,5 +610,7 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await self.redis.delete(keys.instance_key(self.instance_id), keys.command_stream_key(self.instance_id))
             await self.redis.aclose()
+            if self._beat_redis is not None:
+                await self._beat_redis.aclose()
             await asyncio.get_running_loop().run_in_executor(None, self._close_db_threads)
             sys.setswitchinterval(switch_interval)

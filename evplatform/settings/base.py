@@ -262,6 +262,14 @@ CELERY_BEAT_SCHEDULE["chargepoint-offline-sweep"] = {
     "task": "chargepoint.tasks.stations_offline_sweep_all",
     "schedule": 60.0,
 }
+# A gateway instance whose registry key (GATEWAY_REGISTRY_TTL_S) has expired is dead: its
+# chargers are taken offline by this sweep (seconds between runs), within 30 s of its death.
+GATEWAY_LIVENESS_SWEEP_S = env.float("GATEWAY_LIVENESS_SWEEP_S", default=5.0)
+CELERY_BEAT_SCHEDULE["chargepoint-gateway-liveness"] = {
+    "task": "chargepoint.tasks.stations_gateway_sweep_all",
+    "schedule": GATEWAY_LIVENESS_SWEEP_S,
+    "options": {"expires": 2 * GATEWAY_LIVENESS_SWEEP_S},
+}
 
 # --- Balancing (balancing) ---------------------------------------------------------------
 
@@ -283,9 +291,22 @@ BALANCING_TX_RENEW_BEFORE_S = env.float("BALANCING_TX_RENEW_BEFORE_S", default=3
 BALANCING_OVERDRAW_TOLERANCE_A = env.float("BALANCING_OVERDRAW_TOLERANCE_A", default=1.0)
 BALANCING_OVERDRAW_TOLERANCE_SHARE = env.float("BALANCING_OVERDRAW_TOLERANCE_SHARE", default=0.10)
 BALANCING_OVERDRAW_READINGS = env.int("BALANCING_OVERDRAW_READINGS", default=2)
+# Readings sampled within this many seconds after a limit was accepted are the charger's
+# reaction time, not an overdraw: they do not count.
+BALANCING_OVERDRAW_GRACE_S = env.float("BALANCING_OVERDRAW_GRACE_S", default=5.0)
 # Longest a balancing run waits for the chargers' answers to one batch of profiles (s); a
 # lost answer is a Timeout then, and the site's lock is released soon after.
 BALANCING_PUSH_TIMEOUT_S = env.float("BALANCING_PUSH_TIMEOUT_S", default=10.0)
+
+# --- Site meter inputs (balancing.meter, balancing.mqtt) ---------------------------------
+
+# A site meter reading older than this (s) is stale: refused on arrival, and not used by a run.
+BALANCING_SITE_METER_MAX_AGE_S = env.float("BALANCING_SITE_METER_MAX_AGE_S", default=60.0)
+# MQTT broker of the site meters (mqtt:// or mqtts://, optional user:password@) and the topic
+# prefix: readings arrive on <prefix>/<tenant schema>/<site slug>/meter.
+DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
+MQTT_URL = env.str("MQTT_URL", default=DEFAULT_MQTT_URL)
+MQTT_TOPIC_PREFIX = env.str("MQTT_TOPIC_PREFIX", default="evp")
 
 # --- Billing (billing) -----------------------------------------------------------------
 

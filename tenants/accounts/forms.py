@@ -2,7 +2,7 @@
 
 from django import forms
 
-from tenants.accounts.models import Role
+from tenants.accounts.models import ApiToken, Role
 
 
 class UserInviteForm(forms.Form):
@@ -19,3 +19,6 @@ class UserRoleForm(forms.Form):
 class TokenForm(forms.Form):
     name = forms.CharField(label="What is it for?", max_length=100)
     expires_in_days = forms.IntegerField(label="Expires after (days)", min_value=1, max_value=730, initial=365)
+    scope = forms.ChoiceField(
+        label="May do", choices=ApiToken.Scope.choices, initial=ApiToken.Scope.FULL, required=False
+    )

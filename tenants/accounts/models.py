@@ -117,9 +117,19 @@ class AuditEvent(models.Model):
 
 
 class ApiToken(models.Model):
-    """A bearer token for the REST API, stored only as a SHA-256 hash (shown once at creation)."""
+    """A bearer token for the REST API, stored only as a SHA-256 hash (shown once at creation).
+
+    ``scope`` narrows what the token may do below its user's role: ``read`` only reads,
+    ``meter-write`` only posts site meter readings (a meter gateway's token, nothing else).
+    """
+
+    class Scope(models.TextChoices):
+        FULL = "full", "Full (what the user's role allows)"
+        READ = "read", "Read only"
+        METER_WRITE = "meter-write", "Post site meter readings only"
 
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_tokens")
+    scope = models.CharField(max_length=12, choices=Scope.choices, default=Scope.FULL)
     name = models.CharField(max_length=100, help_text="What it is for, e.g. 'BMS integration'.")
     prefix = models.CharField(max_length=8, help_text="First characters, to recognise it in lists.")
     key_hash = models.CharField(max_length=64, unique=True)

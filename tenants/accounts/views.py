@@ -64,12 +64,18 @@ def tokens(request: HttpRequest) -> HttpResponse:
     form = TokenForm(request.POST or None)
     raw = None
     if request.method == "POST" and form.is_valid():
-        _, raw = api_token_create(
-            user=cast(User, request.user),
-            name=form.cleaned_data["name"],
-            expires_at=timezone.now() + timedelta(days=form.cleaned_data["expires_in_days"]),
-        )
-        form = TokenForm()
+        try:
+            _, raw = api_token_create(
+                user=cast(User, request.user),
+                name=form.cleaned_data["name"],
+                expires_at=timezone.now() + timedelta(days=form.cleaned_data["expires_in_days"]),
+                scope=form.cleaned_data["scope"] or ApiToken.Scope.FULL,
+            )
+        except ValidationError as exc:
+            for field, errors in exc.message_dict.items():
+                form.add_error(field if field in form.fields else None, errors)
+        else:
+            form = TokenForm()
     context = {
         "tokens": ApiToken.objects.filter(user=cast(User, request.user)).order_by("-created_at"),
         "form": form,

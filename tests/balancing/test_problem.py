@@ -169,3 +169,45 @@ def test_a_site_that_raises_in_steps_says_how_far_per_run(garage) -> None:
     garage.max_raise_a = Decimal("4")
     garage.save()
     assert build_problem(garage, NOW).problem["max_raise_a"] == 4.0
+
+
+def test_idle_connectors_are_booked_at_the_default_a_newcomer_starts_at(garage, plug_in) -> None:
+    confirmed = plug_in(garage, "CP-SIX", session=False, status="Available")
+    StationFailsafe.objects.create(station=confirmed.station, limit_a=Decimal("6"), confirmed_at=NOW)
+    plug_in(garage, "CP-NEVER", max_a="16", session=False, status="Available")
+    plug_in(garage, "CP-BROKEN", session=False, status="Faulted")
+
+    problem = build_problem(garage, NOW).problem
+
+    assert (evse(problem, "CP-SIX/1")["fixed_a"], evse(problem, "CP-SIX/1")["active"]) == (6.0, False)
+    assert evse(problem, "CP-NEVER/1")["fixed_a"] == 16.0  # never confirmed a default: its rating
+    assert "CP-BROKEN/1" not in [e["id"] for e in problem["evses"]]  # no car can start on it
+
+
+def test_a_site_meter_identity_is_not_balanced(garage, plug_in) -> None:
+    meter = plug_in(garage, "METER-1", session=False, status="Available")
+    meter.station.is_site_meter = True
+    meter.station.save()
+
+    problem = build_problem(garage, NOW).problem
+
+    assert [e["id"] for e in problem["evses"]] == []
+
+
+def test_readings_from_the_future_or_beyond_the_rating_are_not_the_draw(garage, plug_in) -> None:
+    connector = plug_in(garage, "CP-1", max_a="16")
+    for seconds, amps in ((-20, "30"), (60, "12")):  # 30 A > 1.5 x 16 A; 60 s ahead of the clock
+        MeterSample.objects.create(
+            station=connector.station,
+            connector=connector,
+            sampled_at=NOW + timedelta(seconds=seconds),
+            measurand="Current.Import",
+            phase="L1",
+            value=Decimal(amps),
+            unit="A",
+        )
+
+    built = build_problem(garage, NOW)
+
+    assert built.evses["CP-1/1"].measured_a is None
+    assert built.chargers_a == [0.0, 0.0, 0.0]

@@ -6,12 +6,14 @@ from decimal import Decimal
 import pytest
 
 from balancing.models import BalancingRun, ConnectorLimit, ProfilePush, StationFailsafe
-from balancing.runs import RENEW_BEFORE, TX_PROFILE_VALIDITY, site_balance_run
+from balancing.runs import site_balance_run
 from tests.balancing.conftest import NOW
 
 pytestmark = pytest.mark.django_db
 
 KW_PER_A_3PH = 3 * 230 / 1000
+TX_PROFILE_VALIDITY = timedelta(seconds=900)  # BALANCING_TX_PROFILE_VALIDITY_S
+RENEW_BEFORE = timedelta(seconds=300)  # BALANCING_TX_RENEW_BEFORE_S
 
 
 def run(site, chargers, now=NOW, reason="test") -> BalancingRun:
@@ -89,22 +91,26 @@ def test_lowerings_go_before_raises(garage, plug_in, chargers) -> None:
     assert list(ProfilePush.objects.order_by("pk").values_list("kind", flat=True)) == ["lower", "raise"]
 
 
-def test_a_rejected_lowering_keeps_the_old_value_and_holds_every_raise(garage, plug_in, chargers) -> None:
+def test_a_rejected_lowering_keeps_the_old_value_and_raises_only_into_what_it_leaves(garage, plug_in, chargers) -> None:
+    # Behaviour changed with the closed loop (issue 11): a refused lowering no longer holds back
+    # every raise; the site is solved again with A fixed at its 20 A and B rises into the rest.
     a, b = two_cars_booked_at_20_and_6_a(garage, plug_in)
     chargers.answers["CP-A"] = "Rejected"
 
     record = run(garage, chargers)
 
     assert record.status == BalancingRun.Status.PARTIAL
-    assert len(chargers.batches) == 1  # no raise sent
     assert ConnectorLimit.objects.get(connector=a).limit_a == 20
-    assert ConnectorLimit.objects.get(connector=b).limit_a == 6
+    # 20 kW / 0.69 kW per A = 28.98 A for both: A keeps 20 A, so B may have 8 A (not its fair 14 A).
+    assert chargers.limits(1) == {"CP-B": 8.0}
+    assert ConnectorLimit.objects.get(connector=b).limit_a == 8
+    assert record.limits["resolved_after_refusal"] == {"refused": ["CP-A/1"], "raises": {"CP-B/1": 8.0}}
 
     # The next run plans around A's 20 A: B may rise only into what A leaves.
     chargers.batches.clear()
     run(garage, chargers, now=NOW + timedelta(seconds=30))
     booked_a = 20.0
-    b_limit = chargers.limits().get("CP-B", 6.0)
+    b_limit = chargers.limits().get("CP-B", 8.0)
     assert (booked_a + b_limit) * KW_PER_A_3PH <= 20.0 + 1e-9
     assert "CP-A" in chargers.limits()  # the lowering is retried
 

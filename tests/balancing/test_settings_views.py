@@ -92,7 +92,15 @@ def test_viewers_and_finance_cannot_change_circuits_or_tariffs(make_user, site, 
 
 def test_an_energy_manager_sets_stepped_raises_after_confirming_and_it_is_audited(make_user, site) -> None:
     _, client = make_user(Role.ENERGY_MANAGER)
-    values = {"limit_a": site.limit_a, "demand_cap_kw": site.demand_cap_kw or "", "failsafe_a": site.failsafe_a}
+    values = {
+        "limit_a": site.limit_a,
+        "demand_cap_kw": site.demand_cap_kw or "",
+        "failsafe_a": site.failsafe_a,
+        "failsafe_auto": "on",
+        "building_allowance_kw": "0",
+        "overdraw_escalation": "none",
+        "overdraw_escalation_after_s": "300",
+    }
     asked = client.post("/sites/mall/settings/", {**values, "max_raise_a": "4"}).content.decode()
     assert "Largest raise per run (A)" in asked  # the confirmation step lists the change
     site.refresh_from_db()

@@ -105,7 +105,15 @@ def test_the_site_page_shows_the_engines_warnings_of_the_last_run(make_user) -> 
 def test_an_energy_manager_changes_a_limit_after_confirming_and_it_is_audited(make_user) -> None:
     site = SiteFactory(slug="mall", limit_a=Decimal("63"), demand_cap_kw=Decimal("20"))
     _, client = make_user(Role.ENERGY_MANAGER)
-    form = {"limit_a": "63", "demand_cap_kw": "15", "failsafe_a": "6"}
+    form = {
+        "limit_a": "63",
+        "demand_cap_kw": "15",
+        "failsafe_a": "6",
+        "failsafe_auto": "on",
+        "building_allowance_kw": "0",
+        "overdraw_escalation": "none",
+        "overdraw_escalation_after_s": "300",
+    }
 
     review = client.post("/sites/mall/settings/", form)
     assert "Please confirm" in review.content.decode()

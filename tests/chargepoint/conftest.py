@@ -69,7 +69,7 @@ SITE_IDS = {SITE_SLUG: 910_001, SEED_SITE_SLUG: 910_002, ALLOW_LIST_SITE_SLUG: 9
 
 
 def _site(slug: str, **values: Any) -> Site:
-    for key in get_redis().scan_iter(match=f"evp:*:rebalance-pending:{SITE_IDS[slug]}"):
+    for key in get_redis().scan_iter(match=f"evp{settings.CELERY_QUEUE_PREFIX}:*:rebalance-pending:{SITE_IDS[slug]}"):
         get_redis().delete(key)
     site = Site.objects.create(pk=SITE_IDS[slug], slug=slug, name=slug, limit_a=Decimal("63"), timezone="UTC", **values)
     Circuit.objects.create(site=site, name="Panel A", kind="panel", limit_a=Decimal("63"))

@@ -1,11 +1,13 @@
 """Create a site (grid connection and its limits) in an organisation, or update it."""
 
+import argparse
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandParser
 from django_tenants.utils import tenant_context
 
+from balancing.models import Site
 from balancing.services import site_create_or_update
 from evplatform.cli import command_error, decimal_arg, outcome_message, tenant_arg
 
@@ -19,6 +21,11 @@ OPTION_NAMES = {
     "failsafe_a": "--failsafe-a",
     "max_raise_a": "--max-raise-a",
     "timezone": "--timezone",
+    "failsafe_auto": "--failsafe-auto",
+    "idle_default_zero": "--idle-default-zero",
+    "building_allowance_kw": "--building-allowance-kw",
+    "overdraw_escalation": "--overdraw-escalation",
+    "overdraw_escalation_after_s": "--overdraw-escalation-after-s",
 }
 
 
@@ -43,6 +50,35 @@ class Command(BaseCommand):
             help="most a charger's current rises in one run (A); default: at once",
         )
         parser.add_argument("--timezone", default="UTC", help="IANA zone, e.g. Europe/Berlin (UTC)")
+        parser.add_argument(
+            "--failsafe-auto",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help="size the fail-safe to the site's limits (default); --no-failsafe-auto: --failsafe-a as set",
+        )
+        parser.add_argument(
+            "--idle-default-zero",
+            action="store_true",
+            help="idle connectors get a 0 A default: a car that plugs in waits for its first profile",
+        )
+        parser.add_argument(
+            "--building-allowance-kw",
+            type=decimal_arg,
+            default=decimal_arg("0"),
+            help="building load (kW) the fail-safe sizing leaves room for under the demand cap (0)",
+        )
+        parser.add_argument(
+            "--overdraw-escalation",
+            choices=list(Site.Escalation.values),
+            default=Site.Escalation.NONE,
+            help="what to do with a charger that keeps drawing more than offered (none: alert only)",
+        )
+        parser.add_argument(
+            "--overdraw-escalation-after-s",
+            type=int,
+            default=300,
+            help="seconds of overdraw before the escalation acts (300)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         tenant = tenant_arg(options["tenant"])
@@ -58,6 +94,11 @@ class Command(BaseCommand):
                     failsafe_a=options["failsafe_a"],
                     max_raise_a=options["max_raise_a"],
                     timezone=options["timezone"],
+                    failsafe_auto=options["failsafe_auto"],
+                    idle_default_zero=options["idle_default_zero"],
+                    building_allowance_kw=options["building_allowance_kw"],
+                    overdraw_escalation=options["overdraw_escalation"],
+                    overdraw_escalation_after_s=options["overdraw_escalation_after_s"],
                     actor="system:create_site",
                 )
         except ValidationError as exc:

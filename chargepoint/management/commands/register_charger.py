@@ -18,6 +18,7 @@ OPTION_NAMES = {
     "connectors": "--connectors",
     "circuit": "--circuit",
     "site": "--site",
+    "is_site_meter": "--site-meter",
 }
 
 
@@ -36,6 +37,11 @@ class Command(BaseCommand):
         parser.add_argument("--password", required=True, help="HTTP Basic password, 16-40 characters")
         parser.add_argument("--circuit", help="name of the circuit it hangs on")
         parser.add_argument("--connectors", type=int, default=1)
+        parser.add_argument(
+            "--site-meter",
+            action="store_true",
+            help="this identity is the site's meter (MeterValues on connector 0), not a charger",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         tenant = tenant_arg(options["tenant"])
@@ -50,6 +56,7 @@ class Command(BaseCommand):
                 wiring=options["wiring"],
                 circuit_name=options["circuit"],
                 connectors=options["connectors"],
+                is_site_meter=options["site_meter"],
             )
         except (ValidationError, ObjectDoesNotExist) as exc:
             raise command_error(exc, OPTION_NAMES) from exc
