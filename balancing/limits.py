@@ -3,13 +3,23 @@
 Schema: tenant. Grid connection, building load behind the same meter, demand cap, schedules and
 manual overrides are all reduced here to the root node's per-phase amperes and kilowatts the
 engine sees, so one place decides and the run's record says which limit bound.
+
+The site meter (``SiteMeterReading``) is the truth while its latest reading is fresh (at most
+``BALANCING_SITE_METER_MAX_AGE_S`` old). A meter at the grid connection (``includes_chargers``)
+gives the building load as its figure minus what the chargers drew (the caller passes their
+measured draw), and when it shows the site over a limit the chargers' limit is lowered by the
+overshoot as well, so the next run corrects at once whatever the model predicted. A
+building-only meter is used like a ``BuildingLoadReading``. Without a fresh site meter the
+latest ``BuildingLoadReading`` applies (its last value assumed while it is stale).
 """
 
 import zoneinfo
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from balancing.models import BuildingLoadReading, LimitOverride, Site, SiteLimitSchedule
+from django.conf import settings
+
+from balancing.models import BuildingLoadReading, LimitOverride, Site, SiteLimitSchedule, SiteMeterReading
 
 # A building meter reading older than this is not trusted; the site's fallback applies instead.
 BUILDING_READING_MAX_AGE = timedelta(minutes=5)
@@ -34,6 +44,11 @@ class SiteLimits:
     candidates: list[Candidate] = field(default_factory=list)
     building_a: list[float] = field(default_factory=list)
     building_kw: float = 0.0
+    # A fresh site meter (at the grid connection) shows the site over a limit: the run raises a
+    # ``site_over_limit`` alert with the detail ("site meter 21.3 kW over 20 kW demand_cap").
+    site_over_limit: bool = False
+    site_over_limit_detail: str = ""
+    meter: dict[str, object] | None = None
 
     def as_record(self) -> dict[str, object]:
         return {
@@ -43,6 +58,9 @@ class SiteLimits:
             "bound_kw": self.bound_kw,
             "building_a": self.building_a,
             "building_kw": self.building_kw,
+            "site_over_limit": self.site_over_limit,
+            "site_over_limit_detail": self.site_over_limit_detail,
+            "meter": self.meter,
             "candidates": [{"source": c.source, "limit_a": c.limit_a, "limit_kw": c.limit_kw} for c in self.candidates],
         }
 
@@ -72,8 +90,43 @@ def _building_load(site: Site, now: datetime) -> tuple[list[float], float, str]:
     return currents, max(0.0, float(reading.power_kw)), note
 
 
-def site_limits(site: Site, now: datetime) -> SiteLimits:
-    """Combine every limit on the site's grid connection that is in force at ``now``."""
+def _fmt(value: float) -> str:
+    return f"{value:.1f}".removesuffix(".0")
+
+
+def _meter_phases(site: Site, reading: SiteMeterReading) -> list[float] | None:
+    """The meter's per-phase currents (A) for the site's phases, or None if it gave none."""
+    values = reading.current_a if isinstance(reading.current_a, list) else []
+    numbers = [v for v in values[: site.phases] if isinstance(v, int | float) and not isinstance(v, bool)]
+    if len(numbers) < site.phases:
+        return None
+    return [max(0.0, float(v)) for v in numbers]
+
+
+def _site_meter(site: Site, now: datetime) -> tuple[SiteMeterReading | None, str]:
+    """The latest site meter reading if it is fresh, else None and a note if it went quiet."""
+    reading = (
+        SiteMeterReading.objects.filter(site=site, measured_at__lte=now)
+        .order_by("-measured_at", "-received_at")
+        .first()
+    )
+    if reading is None:
+        return None, ""
+    if now - reading.measured_at > timedelta(seconds=settings.BALANCING_SITE_METER_MAX_AGE_S):
+        return None, f"site meter silent since {reading.measured_at:%H:%M:%S}"
+    return reading, ""
+
+
+def site_limits(
+    site: Site, now: datetime, *, chargers_a: list[float] | None = None, chargers_kw: float | None = None
+) -> SiteLimits:
+    """Combine every limit on the site's grid connection that is in force at ``now``.
+
+    ``chargers_a`` (per site phase) and ``chargers_kw``: what the site's chargers drew at the
+    latest readings, which a site meter at the grid connection includes; without them such a
+    meter still detects the site over a limit, but the building load comes from
+    ``BuildingLoadReading``.
+    """
     candidates = [Candidate("grid", limit_a=float(site.limit_a))]
     if site.demand_cap_kw is not None:
         candidates.append(Candidate("demand_cap", limit_kw=float(site.demand_cap_kw)))
@@ -103,14 +156,75 @@ def site_limits(site: Site, now: datetime) -> SiteLimits:
 
     building_a, building_kw, note = _building_load(site, now)
     grid_a = bound_a.limit_a if bound_a.limit_a is not None else float(site.limit_a)
-    limit_a = [max(0.0, grid_a - load) for load in building_a]
+    cap_kw = bound_kw.limit_kw if bound_kw is not None else None
+    over_a = [0.0] * site.phases
+    over_kw = 0.0
+    meter_record: dict[str, object] | None = None
+    reading, meter_note = _site_meter(site, now)
+    if reading is not None:
+        meter_a = _meter_phases(site, reading)
+        meter_kw = float(reading.power_kw) if reading.power_kw is not None else None
+        if meter_kw is None and meter_a is not None:
+            meter_kw = sum(meter_a) * float(site.voltage_v) / 1000.0
+        meter_record = {
+            "measured_at": reading.measured_at.isoformat(),
+            "source": reading.source,
+            "includes_chargers": reading.includes_chargers,
+            "current_a": meter_a,
+            "power_kw": meter_kw,
+        }
+        if chargers_kw is None and chargers_a is not None:
+            chargers_kw = sum(chargers_a) * float(site.voltage_v) / 1000.0
+        if reading.includes_chargers:
+            if meter_a is not None and chargers_a is not None:
+                drawn = list(chargers_a[: site.phases]) + [0.0] * (site.phases - len(chargers_a))
+                building_a = [max(0.0, m - c) for m, c in zip(meter_a, drawn, strict=True)]
+            if meter_kw is not None and chargers_kw is not None:
+                building_kw = max(0.0, meter_kw - chargers_kw)
+            # What the model predicted no longer matters: the overshoot comes off at once.
+            if meter_a is not None:
+                over_a = [max(0.0, m - grid_a) for m in meter_a]
+            if meter_kw is not None and cap_kw is not None:
+                over_kw = max(0.0, meter_kw - cap_kw)
+        else:
+            if meter_a is not None:
+                building_a = meter_a
+            if meter_kw is not None:
+                building_kw = max(0.0, meter_kw)
+        if meter_a is not None and meter_kw is not None and (chargers_a is not None or not reading.includes_chargers):
+            note = ""  # the building reading was not used
+    limit_a = [max(0.0, grid_a - load - over) for load, over in zip(building_a, over_a, strict=True)]
     limit_kw = None
-    if bound_kw is not None and bound_kw.limit_kw is not None:
-        limit_kw = max(0.0, bound_kw.limit_kw - building_kw)
+    if cap_kw is not None:
+        limit_kw = max(0.0, cap_kw - building_kw - over_kw)
     source_a = bound_a.source + (" minus building load" if any(building_a) else "")
     source_kw = None
     if bound_kw is not None:
         source_kw = bound_kw.source + (" minus building load" if building_kw else "")
-    if note:
-        source_a += f" ({note})"
-    return SiteLimits(limit_a, limit_kw, source_a, source_kw, candidates, building_a, building_kw)
+    overs: list[str] = []
+    phases_over = [
+        f"{PHASES[i]} {_fmt(grid_a + over)} A over {_fmt(grid_a)} A" for i, over in enumerate(over_a) if over > 0
+    ]
+    if phases_over:
+        lowered = max(over_a)
+        source_a += f" (site meter {', '.join(phases_over)}: lowered up to {_fmt(lowered)} A)"
+        overs.append(f"site meter {', '.join(phases_over)} ({bound_a.source})")
+    if over_kw > 0 and source_kw is not None and cap_kw is not None and bound_kw is not None:
+        kw_over = f"{_fmt(cap_kw + over_kw)} kW over {_fmt(cap_kw)} kW"
+        source_kw += f" (site meter {kw_over}: lowered {_fmt(over_kw)} kW)"
+        overs.append(f"site meter {kw_over} ({bound_kw.source})")
+    for extra in (note, meter_note):
+        if extra:
+            source_a += f" ({extra})"
+    return SiteLimits(
+        limit_a,
+        limit_kw,
+        source_a,
+        source_kw,
+        candidates,
+        building_a,
+        building_kw,
+        site_over_limit=bool(overs),
+        site_over_limit_detail="; ".join(overs),
+        meter=meter_record,
+    )

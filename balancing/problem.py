@@ -361,9 +361,8 @@ def build_problem(site: Site, now: datetime) -> BuiltProblem:
                     drawn_a[phase_names.index(phase)] += latest[0].current_a
     chargers_a = [round(x, 2) for x in drawn_a]
     chargers_kw = round(sum(drawn_a) * float(site.voltage_v) / 1000, 3)
-    # The chargers' draw lets the arbiter tell the building's load from a site meter's total
-    # (``site_limits(..., chargers_a=chargers_a, chargers_kw=chargers_kw)`` once it takes them).
-    limits = site_limits(site, now)
+    # The chargers' draw lets the arbiter tell the building's load from a site meter's total.
+    limits = site_limits(site, now, chargers_a=chargers_a, chargers_kw=chargers_kw)
     circuits = list(Circuit.objects.filter(site=site).order_by("pk"))
     nodes: dict[str, dict[str, Any]] = {
         ROOT_ID: {"id": ROOT_ID, "parent": None, "limit_a": list(limits.limit_a)},

@@ -7,6 +7,8 @@ Pure functions: values in, OCPP JSON payloads (camelCase, as the wire carries th
   its stored default by itself.
 - TxDefaultProfile on connector/EVSE 0: the fail-safe, safe on its own, stored in the charger's
   flash and changed rarely; it limits every session the platform cannot reach.
+- ChargePointMaxProfile (1.6) / ChargingStationMaxProfile (2.0.1) on connector/EVSE 0: a limit
+  on the whole station, for charger models that accept TxProfiles but do not follow them.
 """
 
 from datetime import datetime
@@ -18,6 +20,8 @@ TX_PROFILE_ID_BASE = 1000
 TX_STACK_LEVEL = 1
 DEFAULT_PROFILE_ID = 1
 DEFAULT_STACK_LEVEL = 0
+STATION_MAX_PROFILE_ID = 2
+STATION_MAX_STACK_LEVEL = 0
 OCPP16 = "1.6"
 OCPP201 = "2.0.1"
 
@@ -109,16 +113,22 @@ def failsafe_profile(*, ocpp_version: str, limit_a: Decimal | float, number_phas
     }
 
 
-STATION_MAX_PROFILE_ID = 2
-STATION_MAX_STACK_LEVEL = 0
+def station_max_profile(
+    *, ocpp_version: str, limit_a: Decimal | float, number_phases: int, now: datetime | None = None
+) -> dict[str, object]:
+    """SetChargingProfile payload limiting the whole station to ``limit_a`` per phase (no expiry).
 
-
-def station_max_profile(*, ocpp_version: str, limit_a: Decimal | float, number_phases: int) -> dict[str, object]:
-    """SetChargingProfile payload capping the whole station at ``limit_a`` per phase (no expiry).
-
-    Stand-in until the "sizing" branch's version is merged (same name and signature; theirs wins).
+    ``limit_a`` is the station's total: the sum of what its connectors may draw on a phase.
+    Absolute from ``now`` when given (``startSchedule``), else from when the charger receives it.
+    It replaces the previous one (fixed id and stack level); a charger applies the lowest of it
+    and any TxProfile or default. Raises ``ValueError`` for a negative limit.
     """
+    if Decimal(str(limit_a)) < 0:
+        raise ValueError(f"limit_a: {limit_a} A is negative")
     period = {"startPeriod": 0, "limit": _limit(limit_a), "numberPhases": number_phases}
+    schedule: dict[str, object] = {"chargingRateUnit": "A", "chargingSchedulePeriod": [period]}
+    if now is not None:
+        schedule["startSchedule"] = _iso(now)
     if ocpp_version == OCPP201:
         return {
             "evseId": 0,
@@ -127,14 +137,7 @@ def station_max_profile(*, ocpp_version: str, limit_a: Decimal | float, number_p
                 "stackLevel": STATION_MAX_STACK_LEVEL,
                 "chargingProfilePurpose": "ChargingStationMaxProfile",
                 "chargingProfileKind": "Absolute",
-                "chargingSchedule": [
-                    {
-                        "id": STATION_MAX_PROFILE_ID,
-                        "startSchedule": "2000-01-01T00:00:00Z",
-                        "chargingRateUnit": "A",
-                        "chargingSchedulePeriod": [period],
-                    }
-                ],
+                "chargingSchedule": [{"id": STATION_MAX_PROFILE_ID, **schedule}],
             },
         }
     return {
@@ -144,10 +147,6 @@ def station_max_profile(*, ocpp_version: str, limit_a: Decimal | float, number_p
             "stackLevel": STATION_MAX_STACK_LEVEL,
             "chargingProfilePurpose": "ChargePointMaxProfile",
             "chargingProfileKind": "Absolute",
-            "chargingSchedule": {
-                "startSchedule": "2000-01-01T00:00:00Z",
-                "chargingRateUnit": "A",
-                "chargingSchedulePeriod": [period],
-            },
+            "chargingSchedule": schedule,
         },
     }

@@ -73,6 +73,9 @@ logger = logging.getLogger(__name__)
 
 # A charger that never accepted a limit is asked again at most this often (it may flood otherwise).
 REFUSED_RETRY = timedelta(seconds=30)
+# Answers in which the charger itself said no: asking again at once would only flood it. A push
+# that never reached it (Offline, Timeout) is tried again at the next run.
+CHARGER_REFUSALS = frozenset({"Rejected", "CallError", "NotSupported", "NotImplemented"})
 # This many refused profiles in a row on one connector raise a "refuses" alert.
 REFUSALS_FOR_ALERT = 3
 # Answers that say something about the charger model (a Timeout or Offline says nothing).
@@ -123,7 +126,8 @@ def _plan(site: Site, built: BuiltProblem, allocations: dict[str, float], now: d
         if ctx.never_accepted:
             # Booked at its draw; asked again now and then for what it may safely take.
             requested = ctx.limit.requested_at
-            if requested is None or now - requested >= REFUSED_RETRY:
+            said_no = ctx.limit.last_status in CHARGER_REFUSALS  # not just unreachable: then at once
+            if requested is None or not said_no or now - requested >= REFUSED_RETRY:
                 fixed = ctx.fixed_a or 0.0
                 target = min(fixed, float(ctx.station.max_current_a)) if fixed >= MIN_CURRENT_A else 0.0
                 plans.append(_tx_push(ctx, kind=_kind(old, target), old=old, target=target, now=now, active=active))
@@ -148,7 +152,9 @@ def _failsafe_plans(site: Site, built: BuiltProblem, now: datetime) -> list[Plan
     """
     default_a = failsafe_default_a(site)
     stale = [s for s in built.stations if failsafe_stale(site, s, built.failsafes.get(s.pk), now)]
-    refused = [s.pk for s in stale if (f := built.failsafes.get(s.pk)) is not None and f.last_status in FAILED_STATUSES]
+    refused = [
+        s.pk for s in stale if (f := built.failsafes.get(s.pk)) is not None and f.last_status in CHARGER_REFUSALS
+    ]
     tried = set()
     if refused:
         tried = set(
@@ -532,7 +538,8 @@ def _refusal_streaks(contexts: list[EvseContext]) -> dict[int, tuple[int, str]]:
             .order_by("-sent_at", "-pk")
             .values_list("status", flat=True)[:REFUSALS_FOR_ALERT]
         )
-        if len(answers) == REFUSALS_FOR_ALERT and all(a in FAILED_STATUSES for a in answers):
+        # Offline (the platform could not reach it) is not the charger's doing; a Timeout is.
+        if len(answers) == REFUSALS_FOR_ALERT and all(a in CHARGER_REFUSALS or a == "Timeout" for a in answers):
             streaks[ctx.connector.pk] = (len(answers), answers[0])
     return streaks
 
@@ -641,9 +648,8 @@ def _closed_loop(site: Site, built: BuiltProblem, pushed: list[PlannedPush], now
                     alert_clear(site=site, kind=kind, now=now, connector=connector, why="session ended")
 
     # The arbiter says when the site meter shows the site over a limit (``SiteLimits.site_over_limit``).
-    over = bool(getattr(built.limits, "site_over_limit", False))
-    if over:
-        detail = str(getattr(built.limits, "site_over_limit_detail", "")) or "site meter over the limit"
+    if built.limits.site_over_limit:
+        detail = built.limits.site_over_limit_detail or "site meter over the limit"
         alert_raise(site=site, kind=SiteAlert.Kind.SITE_OVER_LIMIT, detail=detail, now=now)
         lines.append(f"{SiteAlert.Kind.SITE_OVER_LIMIT}: {detail}")
     else:

@@ -100,7 +100,7 @@ def site_overview(*, now: datetime, search: str = "", sort: str = "name") -> lis
     }
     station_counts = {
         row["site_id"]: row
-        for row in ChargingStation.objects.filter(site_id__in=ids)
+        for row in ChargingStation.objects.filter(site_id__in=ids, is_site_meter=False)
         .values("site_id")
         .annotate(total=Count("id"), online=Count("id", filter=Q(is_online=True)))
     }

@@ -18,6 +18,7 @@ from django.db import DatabaseError, connection, transaction
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import LockError
 
+from balancing.failsafe import site_failsafe_refresh
 from balancing.models import BalancingRun, Circuit, Site, SiteLimitSchedule
 from balancing.push import GatewayPusher, Pusher
 from balancing.selectors import circuit_get
@@ -61,17 +62,24 @@ def site_create_or_update(
     voltage_v: Decimal = Decimal("230"),
     phases: int = 3,
     demand_cap_kw: Decimal | None = None,
-    failsafe_a: Decimal = Decimal("6"),
+    failsafe_a: Decimal | None = None,
     max_raise_a: Decimal | None = None,
     timezone: str = "UTC",
-    failsafe_auto: bool = True,
+    failsafe_auto: bool | None = None,
     idle_default_zero: bool = False,
-    building_allowance_kw: Decimal = Decimal("0"),
+    building_allowance_kw: Decimal | None = None,
     overdraw_escalation: str = Site.Escalation.NONE,
     overdraw_escalation_after_s: int = 300,
     actor: str = "system",
 ) -> Outcome[Site]:
     """Create the site ``slug`` or bring it to these values. Raises ``ValidationError`` by field.
+
+    The fail-safe: ``failsafe_auto`` true sizes it to the site (``balancing.failsafe``) and
+    ignores ``failsafe_a``; false keeps ``failsafe_a`` (or the stored value) as set by hand,
+    refused when it breaks a limit. ``failsafe_auto`` None keeps the site's mode (a new site is
+    sized), except that a ``failsafe_a`` given alone means a value set by hand.
+    ``building_allowance_kw``: building load (kW) the sizing leaves under the demand cap; None
+    keeps it.
 
     Every changed limit is audited with ``actor`` (an email, or ``system:<command>``), and a
     change that matters to balancing asks for a run of the site.
@@ -81,6 +89,10 @@ def site_create_or_update(
     created = site is None
     if site is None:
         site = Site(slug=slug)
+    if failsafe_auto is None:
+        failsafe_auto = site.failsafe_auto if failsafe_a is None else False
+    if failsafe_auto or failsafe_a is None:
+        failsafe_a = site.failsafe_a  # sized below, or kept as set by hand
     changes: list[str] = []
     audit: list[tuple[str, object, object]] = []
     _apply(
@@ -91,12 +103,14 @@ def site_create_or_update(
             "voltage_v": voltage_v,
             "phases": phases,
             "demand_cap_kw": demand_cap_kw,
+            "failsafe_auto": failsafe_auto,
             "failsafe_a": failsafe_a,
+            "building_allowance_kw": (
+                site.building_allowance_kw if building_allowance_kw is None else building_allowance_kw
+            ),
             "max_raise_a": max_raise_a,
             "timezone": timezone,
-            "failsafe_auto": failsafe_auto,
             "idle_default_zero": idle_default_zero,
-            "building_allowance_kw": building_allowance_kw,
             "overdraw_escalation": overdraw_escalation,
             "overdraw_escalation_after_s": overdraw_escalation_after_s,
         },
@@ -107,10 +121,6 @@ def site_create_or_update(
     if not created and phases == 1 and site.stations.filter(phases=3).exists():
         raise ValidationError(
             {"phases": "three-phase chargers are registered at this site; it cannot become single-phase"}
-        )
-    if site.failsafe_a > site.limit_a:
-        raise ValidationError(
-            {"failsafe_a": f"fail-safe current {site.failsafe_a} A is above the site limit {site.limit_a} A"}
         )
     site.save()
     if audit:
@@ -124,6 +134,8 @@ def site_create_or_update(
         )
     if not created and audit:
         site_rebalance_request(site_id=site.pk, reason="limits changed")
+    # After the request above, so a run it causes keeps the reason people changed something for.
+    site_failsafe_refresh(site=site, actor=actor)
     return Outcome(site, created, changes)
 
 
@@ -142,7 +154,16 @@ SITE_LIMIT_FIELDS = (
 
 
 def site_limits_update(*, site: Site, limits: Mapping[str, Any], actor: str) -> Outcome[Site]:
-    """Bring ``site``'s ``SITE_LIMIT_FIELDS`` to ``limits``; everything else about it stays."""
+    """Bring ``site``'s ``SITE_LIMIT_FIELDS`` to ``limits``; everything else about it stays.
+
+    The fail-safe's mode comes from ``failsafe_auto`` where ``limits`` has it. Otherwise a sized
+    site stays sized while ``failsafe_a`` comes back as stored (a form sent back unchanged) and
+    becomes set by hand (and checked) when a person changed it.
+    """
+    values = {name: limits[name] if name in limits else getattr(site, name) for name in SITE_LIMIT_FIELDS}
+    if "failsafe_auto" not in limits:
+        unchanged = Decimal(str(values["failsafe_a"])) == site.failsafe_a
+        values["failsafe_auto"] = site.failsafe_auto and unchanged
     return site_create_or_update(
         slug=site.slug,
         name=site.name,
@@ -150,7 +171,7 @@ def site_limits_update(*, site: Site, limits: Mapping[str, Any], actor: str) -> 
         phases=site.phases,
         timezone=site.timezone,
         actor=actor,
-        **{name: limits[name] for name in SITE_LIMIT_FIELDS},
+        **values,
     )
 
 
@@ -194,6 +215,7 @@ def circuit_create_or_update(
         )
     if not created and audit:
         site_rebalance_request(site_id=site.pk, reason="limits changed")
+    site_failsafe_refresh(site=site, actor=actor)
     return Outcome(circuit, created, changes)
 
 
@@ -391,6 +413,7 @@ def schedule_create(*, schedule: SiteLimitSchedule, actor: str) -> SiteLimitSche
         ],
     )
     site_rebalance_request(site_id=schedule.site_id, reason="schedule added")
+    site_failsafe_refresh(site=schedule.site, actor=actor)
     return schedule
 
 
@@ -407,5 +430,7 @@ def schedule_delete(*, schedule: SiteLimitSchedule, actor: str) -> None:
         changes=[("limit_kw", schedule.limit_kw, None), ("limit_a", schedule.limit_a, None)],
     )
     site_id = schedule.site_id
+    site = schedule.site
     schedule.delete()
     site_rebalance_request(site_id=site_id, reason="schedule removed")
+    site_failsafe_refresh(site=site, actor=actor)

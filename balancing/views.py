@@ -72,7 +72,9 @@ def site_detail(request: HttpRequest, slug: str) -> HttpResponse:
     reasons = result.get("reasons", {})
     measured = {e["id"]: e.get("measured_a") for e in (last.problem or {}).get("evses", [])} if last else {}
     stations = list(
-        ChargingStation.objects.filter(site=site).prefetch_related("connectors").order_by("charge_point_id")
+        ChargingStation.objects.filter(site=site, is_site_meter=False)
+        .prefetch_related("connectors")
+        .order_by("charge_point_id")
     )
     chargers = [
         {

@@ -23,6 +23,8 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, schema_context, tenant_context
 
+from balancing.failsafe import site_failsafe_refresh
+from balancing.models import Site
 from balancing.selectors import circuit_get, site_get
 from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector, MeterSample
 from chargepoint.resync import station_resync_request
@@ -124,6 +126,7 @@ def charger_register(
             created = station is None
             if station is None:
                 station = ChargingStation(charge_point_id=charge_point_id)
+            old_site_id = None if created else station.site_id
             values = {
                 "site": site,
                 "circuit": circuit,
@@ -149,6 +152,12 @@ def charger_register(
                     Connector.objects.create(station=station, connector_id=number)
                     if not created:
                         changes.append(f"connector {number} added")
+            if created or changes:
+                # A charger added, moved or re-rated changes what all of them at their fail-safe draw.
+                actor = "system:charger_register"
+                site_failsafe_refresh(site=site, actor=actor)
+                if old_site_id is not None and old_site_id != site.pk:
+                    site_failsafe_refresh(site=Site.objects.get(pk=old_site_id), actor=actor)
 
         with schema_context(get_public_schema_name()):
             if identity is None:
@@ -222,6 +231,7 @@ class _Batch:
         }
         self.dirty_stations: set[int] = set()
         self.dirty_connectors: dict[int, Connector] = {}
+        self.grown_sites: set[int] = set()  # a charger reported a connector nobody registered
         self.samples: list[MeterSample] = []
         self.outcome = TelemetryOutcome()
 
@@ -230,8 +240,10 @@ class _Batch:
         if found is None:
             if not 1 <= number <= MAX_CONNECTORS:
                 raise ValueError(f"connector {number} is outside 1-{MAX_CONNECTORS}")
-            found, _ = Connector.objects.get_or_create(station=station, connector_id=number)
+            found, created = Connector.objects.get_or_create(station=station, connector_id=number)
             self.connectors[(station.pk, number)] = found
+            if created:
+                self.grown_sites.add(station.site_id)
         return found
 
     def session(self, station: ChargingStation, transaction_id: str) -> ChargingSession | None:
@@ -513,6 +525,8 @@ def telemetry_apply(*, events: list[dict[str, Any]]) -> TelemetryOutcome:
             )
         if batch.samples:
             MeterSample.objects.bulk_create(batch.samples, ignore_conflicts=True, batch_size=1000)
+        for site_id in sorted(batch.grown_sites):  # one more connector at the fail-safe
+            site_failsafe_refresh(site=Site.objects.get(pk=site_id), actor="system:telemetry", strict=False)
             batch.outcome.samples = len(batch.samples)
         if batch.outcome.rebalance:
             reasons = dict(batch.outcome.rebalance)

@@ -11,6 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, schema_context, tenant_context
 
+from balancing.failsafe import site_failsafe_refresh
 from balancing.models import ConnectorLimit
 from balancing.selectors import circuit_get, site_get
 from chargepoint.models import ChargingStation, Connector
@@ -73,8 +74,13 @@ def charger_move(
                     {"site": f"a {station.phases}-phase charger cannot move to single-phase site {site.slug!r}"}
                 )
             old_site = station.site.slug
+            moved_from = station.site
             station.site, station.circuit = site, circuit
             station.save(update_fields=["site", "circuit", "updated_at"])
+            # Both sites' chargers at their fail-safe must still fit (sized again, or refused).
+            site_failsafe_refresh(site=site, actor=actor)
+            if moved_from.pk != site.pk:
+                site_failsafe_refresh(site=moved_from, actor=actor)
             with schema_context(get_public_schema_name()):
                 identity.site_slug = site.slug
                 identity.save(update_fields=["site_slug", "updated_at"])

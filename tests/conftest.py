@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,17 +110,18 @@ def _database_url() -> str:
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-@pytest.fixture(scope="session")
-def celery_worker(django_db_setup: None, django_db_blocker, tmp_path_factory) -> Iterator[subprocess.Popen[str]]:
-    """A real `celery -A evplatform worker` on the test queues and database, for the whole session."""
-    with django_db_blocker.unblock():
-        database_url = _database_url()
-    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
-    env = {
+def start_celery_worker(*, env: Mapping[str, str], log_path: Path, hostname: str) -> subprocess.Popen[str]:
+    """Start a real `celery -A evplatform worker` on the test queues and database; return it once ready.
+
+    ``env`` is added to (and may override) the test environment; the worker's output goes to
+    ``log_path``. The test fails if the worker is not ready within ``WORKER_START_SECONDS``.
+    """
+    environment = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "evplatform.settings.test",
-        "DATABASE_URL": database_url,
+        "DATABASE_URL": _database_url(),
         "CELERY_QUEUE_PREFIX": settings.CELERY_QUEUE_PREFIX,
+        **env,
     }
     command = [
         sys.executable,
@@ -134,16 +135,16 @@ def celery_worker(django_db_setup: None, django_db_blocker, tmp_path_factory) ->
         "--purge",
         "--without-gossip",
         "--without-mingle",
-        f"--hostname=test-worker-{os.getpid()}@%h",
+        f"--hostname={hostname}",
     ]
     worker = subprocess.Popen(
-        command, cwd=settings.BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command, cwd=settings.BASE_DIR, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     ready = threading.Event()
 
     def pump() -> None:
         assert worker.stdout is not None
-        with Path(log_path).open("w") as log:
+        with log_path.open("w") as log:
             for line in worker.stdout:
                 log.write(line)
                 log.flush()
@@ -154,12 +155,26 @@ def celery_worker(django_db_setup: None, django_db_blocker, tmp_path_factory) ->
     if not ready.wait(WORKER_START_SECONDS):
         worker.kill()
         pytest.fail(f"celery worker did not become ready in {WORKER_START_SECONDS}s:\n{log_path.read_text()}")
-    yield worker
+    return worker
+
+
+def stop_celery_worker(worker: subprocess.Popen[str]) -> None:
+    """Ask the worker to stop (a warm shutdown), and kill it if it has not within 30s."""
     worker.send_signal(signal.SIGTERM)
     try:
         worker.wait(timeout=30)
     except subprocess.TimeoutExpired:
         worker.kill()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup: None, django_db_blocker, tmp_path_factory) -> Iterator[subprocess.Popen[str]]:
+    """A real `celery -A evplatform worker` on the test queues and database, for the whole session."""
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    with django_db_blocker.unblock():
+        worker = start_celery_worker(env={}, log_path=log_path, hostname=f"test-worker-{os.getpid()}@%h")
+    yield worker
+    stop_celery_worker(worker)
 
 
 @pytest.fixture

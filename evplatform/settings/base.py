@@ -137,15 +137,26 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# django-redis, so that an unreachable Redis is a cache miss, not a 500: API throttling is
+# the main user, and a site meter's readings must reach the balancing loop during an outage.
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
         # Every key carries the active schema: one tenant never reads another's cache.
         "KEY_FUNCTION": "django_tenants.cache.make_key",
         "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="evplatform"),
+        "OPTIONS": {
+            "IGNORE_EXCEPTIONS": True,
+            # A Redis that stops answering (rather than refusing) holds each cache call about this long.
+            "SOCKET_CONNECT_TIMEOUT": 1,
+            "SOCKET_TIMEOUT": 1,
+        },
     },
 }
+# Each ignored cache error is logged (logger "django_redis.cache"); django-redis reads this
+# from settings, not from OPTIONS.
+DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
 # Portal sessions end after 12 hours, or when the browser closes.
 SESSION_COOKIE_AGE = 60 * 60 * 12
@@ -297,6 +308,9 @@ BALANCING_OVERDRAW_GRACE_S = env.float("BALANCING_OVERDRAW_GRACE_S", default=5.0
 # Longest a balancing run waits for the chargers' answers to one batch of profiles (s); a
 # lost answer is a Timeout then, and the site's lock is released soon after.
 BALANCING_PUSH_TIMEOUT_S = env.float("BALANCING_PUSH_TIMEOUT_S", default=10.0)
+# A site meter reading older than this (s) is not the truth any more: the arbiter falls back to
+# the building-load reading (its last value assumed).
+BALANCING_SITE_METER_MAX_AGE_S = env.float("BALANCING_SITE_METER_MAX_AGE_S", default=60.0)
 
 # --- Site meter inputs (balancing.meter, balancing.mqtt) ---------------------------------
 

@@ -8,7 +8,7 @@ from django.core.management import CommandError, call_command
 from django_tenants.utils import tenant_context
 
 from balancing.models import Circuit, Site
-from tests.factories import ChargingStationFactory
+from tests.factories import ChargingStationFactory, ConnectorFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -58,7 +58,12 @@ def test_create_site_for_an_unknown_tenant_says_so() -> None:
         ("--limit-a", "-5", "--limit-a: Ensure this value is greater than or equal to 0"),
         ("--demand-cap-kw", "-1", "--demand-cap-kw: Ensure this value is greater than or equal to 0"),
         ("--timezone", "Mars/Olympus", "--timezone: 'Mars/Olympus' is not an IANA time zone"),
-        ("--failsafe-a", "200", "--failsafe-a: fail-safe current 200 A is above the site limit 100 A"),
+        (
+            "--failsafe-a",
+            "200",
+            "--failsafe-a: a fail-safe of 200 A on 1 charger needs 200 A on L1; "
+            "the grid connection allows 100 A: at most 100 A",
+        ),
         ("--max-raise-a", "0.5", "--max-raise-a: Ensure this value is greater than or equal to 1"),
     ],
 )
@@ -112,3 +117,22 @@ def test_create_circuit_names_an_unknown_parent_and_site() -> None:
         run("create_circuit", "Row A", "--tenant", "alpha", "--site", "north", "--parent", "Nowhere", "--limit-a", "63")
     with pytest.raises(CommandError, match="--site: no site with slug 'south'"):
         run("create_circuit", "Row A", "--tenant", "alpha", "--site", "south", "--limit-a", "63")
+
+
+def test_create_site_sizes_the_fail_safe_with_the_building_allowance() -> None:
+    run("create_site", "north", *SITE, "--demand-cap-kw", "20", "--building-allowance-kw", "5")
+    site = Site.objects.get(slug="north")
+    ChargingStationFactory(site=site, phases=3, max_current_a=Decimal("32"))
+    ConnectorFactory(station=site.stations.get())
+
+    output = run("create_site", "north", *SITE, "--demand-cap-kw", "20", "--building-allowance-kw", "11")
+
+    assert "building_allowance_kw: 5 -> 11" in output
+    site.refresh_from_db()
+    assert site.failsafe_auto
+    assert site.failsafe_a == Decimal(13)  # 3 x f x 230 <= 20000 - 11000 -> 13.04
+
+
+def test_create_site_with_a_negative_allowance_names_the_option() -> None:
+    with pytest.raises(CommandError, match="--building-allowance-kw: Ensure this value is greater than or equal to 0"):
+        run("create_site", "north", *SITE, "--building-allowance-kw", "-1")

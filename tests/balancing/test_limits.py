@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 
 from balancing.limits import site_limits
-from balancing.models import BuildingLoadReading, LimitOverride, SiteLimitSchedule
+from balancing.models import BuildingLoadReading, LimitOverride, SiteLimitSchedule, SiteMeterReading
 from tests.factories import SiteFactory
 
 pytestmark = pytest.mark.django_db
@@ -105,3 +105,112 @@ def test_limits_never_go_below_zero(site) -> None:
     limits = site_limits(site, NOW)
     assert limits.limit_a[0] == 0.0
     assert limits.limit_kw == 0.0
+
+
+# --- The site meter: the closed loop's eye --------------------------------------------------
+
+
+def meter(site, *, age_s: float = 10, current_a=(), power_kw: str | None = None, includes_chargers: bool = True):
+    return SiteMeterReading.objects.create(
+        site=site,
+        measured_at=NOW - timedelta(seconds=age_s),
+        source=SiteMeterReading.Source.API,
+        current_a=list(current_a),
+        power_kw=None if power_kw is None else Decimal(power_kw),
+        includes_chargers=includes_chargers,
+    )
+
+
+def test_a_grid_meter_over_the_cap_lowers_the_chargers_by_the_overshoot() -> None:
+    site = SiteFactory(limit_a=Decimal("63"), demand_cap_kw=Decimal("20"))
+    meter(site, current_a=[31, 31, 31], power_kw="21.3")
+
+    limits = site_limits(site, NOW, chargers_a=[25, 25, 25], chargers_kw=17.0)
+
+    # Building = 21.3 - 17.0 = 4.3 kW; the site is 1.3 kW over: 20 - 4.3 - 1.3 = 14.4 kW.
+    assert limits.building_kw == pytest.approx(4.3)
+    assert limits.limit_kw == pytest.approx(14.4)
+    assert limits.bound_kw == "demand_cap minus building load (site meter 21.3 kW over 20 kW: lowered 1.3 kW)"
+    # Per phase: building 31 - 25 = 6 A under a 63 A grid; no phase is over.
+    assert limits.limit_a == [57.0, 57.0, 57.0]
+    assert limits.site_over_limit is True
+    assert limits.site_over_limit_detail == "site meter 21.3 kW over 20 kW (demand_cap)"
+    assert limits.as_record()["meter"]["power_kw"] == 21.3
+
+
+def test_a_grid_meter_over_a_phase_lowers_that_phase_by_the_overshoot() -> None:
+    site = SiteFactory(limit_a=Decimal("100"), demand_cap_kw=None)
+    meter(site, current_a=[108, 90, 95])
+
+    limits = site_limits(site, NOW, chargers_a=[80, 70, 75])
+
+    # Building [28, 20, 20] A; L1 is 8 A over the grid: 100 - 28 - 8 = 64.
+    assert limits.limit_a == [64.0, 80.0, 80.0]
+    assert limits.bound_a == "grid minus building load (site meter L1 108 A over 100 A: lowered up to 8 A)"
+    assert limits.site_over_limit_detail == "site meter L1 108 A over 100 A (grid)"
+
+
+def test_a_grid_meter_under_the_limits_gives_the_building_load_only(site) -> None:
+    meter(site, current_a=[40, 35, 30], power_kw="24")
+
+    limits = site_limits(site, NOW, chargers_a=[30, 30, 30], chargers_kw=20.7)
+
+    assert limits.limit_a == [90.0, 95.0, 100.0]  # building [10, 5, 0]: never below 0
+    assert limits.limit_kw == pytest.approx(40 - 3.3)
+    assert limits.site_over_limit is False
+    assert limits.bound_kw == "demand_cap minus building load"
+
+
+def test_a_grid_meter_without_the_chargers_draw_still_detects_the_overshoot(site) -> None:
+    BuildingLoadReading.objects.create(
+        site=site, measured_at=NOW - timedelta(seconds=30), current_a=[10, 10, 10], power_kw=Decimal("6.9")
+    )
+    meter(site, current_a=[60, 60, 60], power_kw="43")
+
+    limits = site_limits(site, NOW)
+
+    # The building load comes from its own reading (6.9 kW); the overshoot of 3 kW comes off too.
+    assert limits.limit_kw == pytest.approx(40 - 6.9 - 3)
+    assert limits.limit_a == [90.0] * 3
+    assert limits.site_over_limit is True
+
+
+def test_a_building_only_meter_is_used_like_a_building_reading(site) -> None:
+    BuildingLoadReading.objects.create(site=site, measured_at=NOW, current_a=[50, 50, 50], power_kw=Decimal("34.5"))
+    meter(site, current_a=[30, 10, 20], power_kw="13.8", includes_chargers=False)
+
+    limits = site_limits(site, NOW, chargers_a=[20, 20, 20])
+
+    assert limits.limit_a == [70.0, 90.0, 80.0]
+    assert limits.limit_kw == pytest.approx(26.2)
+    assert limits.site_over_limit is False
+
+
+def test_a_stale_site_meter_is_ignored_for_the_building_reading(site) -> None:
+    BuildingLoadReading.objects.create(
+        site=site, measured_at=NOW - timedelta(seconds=30), current_a=[30, 10, 20], power_kw=Decimal("13.8")
+    )
+    meter(site, age_s=61, current_a=[200, 200, 200], power_kw="90")  # the default maximum age is 60 s
+
+    limits = site_limits(site, NOW, chargers_a=[0, 0, 0], chargers_kw=0.0)
+
+    assert limits.limit_a == [70.0, 90.0, 80.0]
+    assert limits.limit_kw == pytest.approx(26.2)
+    assert limits.site_over_limit is False
+    assert "site meter silent since 16:28:59" in limits.bound_a
+
+
+def test_the_site_meter_maximum_age_is_a_setting(site, settings) -> None:
+    settings.BALANCING_SITE_METER_MAX_AGE_S = 300
+    meter(site, age_s=120, current_a=[30, 10, 20], power_kw="13.8", includes_chargers=False)
+
+    assert site_limits(site, NOW).limit_a == [70.0, 90.0, 80.0]
+
+
+def test_a_meter_reading_without_usable_phase_currents_uses_its_power_only(site) -> None:
+    meter(site, current_a=[True, "x", 5], power_kw="45", includes_chargers=True)
+
+    limits = site_limits(site, NOW, chargers_a=[30, 30, 30], chargers_kw=20.7)
+
+    assert limits.limit_a == [100.0] * 3  # no per-phase figure: no building current, no phase over
+    assert limits.limit_kw == pytest.approx(40 - 24.3 - 5)  # building 45 - 20.7; 5 kW over the cap

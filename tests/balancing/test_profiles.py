@@ -7,9 +7,16 @@ from pathlib import Path
 
 import ocpp
 import pytest
-from jsonschema import Draft4Validator
+from jsonschema import Draft4Validator, ValidationError
 
-from balancing.profiles import failsafe_profile, tx_profile
+from balancing.profiles import (
+    DEFAULT_PROFILE_ID,
+    STATION_MAX_PROFILE_ID,
+    TX_PROFILE_ID_BASE,
+    failsafe_profile,
+    station_max_profile,
+    tx_profile,
+)
 
 NOW = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
 
@@ -68,3 +75,37 @@ def test_failsafe_default_is_schema_valid_and_never_expires(version: str) -> Non
     assert profile["chargingProfilePurpose"] == "TxDefaultProfile"
     assert "validTo" not in profile
     assert payload.get("connectorId", payload.get("evseId")) == 0
+
+
+@pytest.mark.parametrize(
+    ("version", "purpose"), [("1.6", "ChargePointMaxProfile"), ("2.0.1", "ChargingStationMaxProfile")]
+)
+@pytest.mark.parametrize("now", [None, NOW])
+def test_station_max_profile_is_schema_valid_station_wide_and_never_expires(version, purpose, now) -> None:
+    payload = station_max_profile(ocpp_version=version, limit_a=Decimal("12.04"), number_phases=1, now=now)
+
+    validate_on_the_wire(version, payload)
+    profile = payload["csChargingProfiles"] if version == "1.6" else payload["chargingProfile"]
+    assert payload.get("connectorId", payload.get("evseId")) == 0
+    assert (profile["chargingProfilePurpose"], profile["chargingProfileKind"]) == (purpose, "Absolute")
+    assert "validTo" not in profile
+    schedule = profile["chargingSchedule"] if version == "1.6" else profile["chargingSchedule"][0]
+    assert schedule["chargingSchedulePeriod"] == [{"startPeriod": 0, "limit": 12.0, "numberPhases": 1}]
+    assert schedule.get("startSchedule") == (None if now is None else "2026-05-01T09:00:00Z")
+    profile_id = profile.get("chargingProfileId", profile.get("id"))
+    # Its own id: it neither replaces the fail-safe default nor any connector's TxProfile.
+    assert profile_id == STATION_MAX_PROFILE_ID
+    assert profile_id != DEFAULT_PROFILE_ID
+    assert profile_id < TX_PROFILE_ID_BASE
+
+
+def test_the_schema_check_bites_on_a_purpose_ocpp_does_not_know() -> None:
+    payload = station_max_profile(ocpp_version="1.6", limit_a=16, number_phases=3)
+    payload["csChargingProfiles"]["chargingProfilePurpose"] = "StationMaxProfile"
+    with pytest.raises(ValidationError):
+        validate_on_the_wire("1.6", payload)
+
+
+def test_a_negative_station_limit_is_refused_naming_the_field() -> None:
+    with pytest.raises(ValueError, match="limit_a: -1 A is negative"):
+        station_max_profile(ocpp_version="2.0.1", limit_a=-1, number_phases=3)

@@ -8,9 +8,6 @@ real ``celery -A evplatform worker`` on the test queues and database.
 
 import logging
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -20,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import ProtectedError
 from django.utils import timezone
@@ -40,56 +36,13 @@ from bench.tcpproxy import ThreadedTcpProxy
 from chargepoint.commands import REDIS_UNREACHABLE, REPLY_GRACE_S
 from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector
 from evplatform.redis import get_redis, redis_outage, tenant_key
-from tests.conftest import _database_url
+from tests.conftest import start_celery_worker, stop_celery_worker
 
 pytestmark = pytest.mark.django_db
 
 WAIT_S = 60
 SITE_ID = 920_001  # far from other suites' sites: Redis keys name the schema and the site id
 CP = "REDISDOWN-CP-1"
-
-
-def _start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[str]:
-    environment = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "evplatform.settings.test",
-        "DATABASE_URL": _database_url(),
-        "CELERY_QUEUE_PREFIX": settings.CELERY_QUEUE_PREFIX,
-        **env,
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "evplatform",
-        "worker",
-        "--pool=solo",
-        "--loglevel=INFO",
-        "--purge",
-        "--without-gossip",
-        "--without-mingle",
-        f"--hostname=redisless-worker-{os.getpid()}@%h",
-    ]
-    worker = subprocess.Popen(
-        command, cwd=settings.BASE_DIR, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    ready = threading.Event()
-
-    def pump() -> None:
-        assert worker.stdout is not None
-        with log_path.open("w") as log:
-            for line in worker.stdout:
-                log.write(line)
-                log.flush()
-                if " ready." in line:
-                    ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    if not ready.wait(90):
-        worker.kill()
-        pytest.fail(f"celery worker did not become ready:\n{log_path.read_text()}")
-    return worker
 
 
 @pytest.fixture(scope="module")
@@ -104,13 +57,13 @@ def worker_behind_proxy(django_db_setup, django_db_blocker, redis_proxy, tmp_pat
     """A worker whose Redis is the proxy: cut it, and the worker has no Redis either."""
     log_path = tmp_path_factory.mktemp("redisless-worker") / "worker.log"
     with django_db_blocker.unblock():
-        worker = _start_worker({"REDIS_URL": f"redis://127.0.0.1:{redis_proxy.port}/0"}, log_path)
+        worker = start_celery_worker(
+            env={"REDIS_URL": f"redis://127.0.0.1:{redis_proxy.port}/0"},
+            log_path=log_path,
+            hostname=f"redisless-worker-{os.getpid()}@%h",
+        )
     yield log_path
-    worker.send_signal(signal.SIGTERM)
-    try:
-        worker.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        worker.kill()
+    stop_celery_worker(worker)
 
 
 @pytest.fixture

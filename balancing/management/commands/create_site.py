@@ -19,11 +19,11 @@ OPTION_NAMES = {
     "limit_a": "--limit-a",
     "demand_cap_kw": "--demand-cap-kw",
     "failsafe_a": "--failsafe-a",
+    "building_allowance_kw": "--building-allowance-kw",
     "max_raise_a": "--max-raise-a",
     "timezone": "--timezone",
     "failsafe_auto": "--failsafe-auto",
     "idle_default_zero": "--idle-default-zero",
-    "building_allowance_kw": "--building-allowance-kw",
     "overdraw_escalation": "--overdraw-escalation",
     "overdraw_escalation_after_s": "--overdraw-escalation-after-s",
 }
@@ -41,7 +41,16 @@ class Command(BaseCommand):
         parser.add_argument("--limit-a", type=decimal_arg, required=True, help="grid connection limit per phase (A)")
         parser.add_argument("--demand-cap-kw", type=decimal_arg, default=None, help="cap on total power (kW)")
         parser.add_argument(
-            "--failsafe-a", type=decimal_arg, default=decimal_arg("6"), help="offline current per charger (A)"
+            "--failsafe-a",
+            type=decimal_arg,
+            default=None,
+            help="offline current per charger (A), set by hand; default: sized to the site's limits",
+        )
+        parser.add_argument(
+            "--building-allowance-kw",
+            type=decimal_arg,
+            default=None,
+            help="building load (kW) the fail-safe sizing leaves under the demand cap (0)",
         )
         parser.add_argument(
             "--max-raise-a",
@@ -53,19 +62,14 @@ class Command(BaseCommand):
         parser.add_argument(
             "--failsafe-auto",
             action=argparse.BooleanOptionalAction,
-            default=True,
-            help="size the fail-safe to the site's limits (default); --no-failsafe-auto: --failsafe-a as set",
+            default=None,
+            help="size the fail-safe to the site's limits (the default unless --failsafe-a is given); "
+            "--no-failsafe-auto: --failsafe-a as set, refused when it breaks a limit",
         )
         parser.add_argument(
             "--idle-default-zero",
             action="store_true",
             help="idle connectors get a 0 A default: a car that plugs in waits for its first profile",
-        )
-        parser.add_argument(
-            "--building-allowance-kw",
-            type=decimal_arg,
-            default=decimal_arg("0"),
-            help="building load (kW) the fail-safe sizing leaves room for under the demand cap (0)",
         )
         parser.add_argument(
             "--overdraw-escalation",
@@ -92,11 +96,11 @@ class Command(BaseCommand):
                     limit_a=options["limit_a"],
                     demand_cap_kw=options["demand_cap_kw"],
                     failsafe_a=options["failsafe_a"],
+                    building_allowance_kw=options["building_allowance_kw"],
                     max_raise_a=options["max_raise_a"],
                     timezone=options["timezone"],
                     failsafe_auto=options["failsafe_auto"],
                     idle_default_zero=options["idle_default_zero"],
-                    building_allowance_kw=options["building_allowance_kw"],
                     overdraw_escalation=options["overdraw_escalation"],
                     overdraw_escalation_after_s=options["overdraw_escalation_after_s"],
                     actor="system:create_site",

@@ -62,7 +62,7 @@ class Command(BaseCommand):
                     phases=3,
                     limit_a=Decimal("63"),
                     demand_cap_kw=Decimal("20"),
-                    failsafe_a=Decimal("6"),
+                    failsafe_auto=True,
                 )
                 self._report("site", DEMO_SITE, site_outcome)
                 self._report(
