@@ -824,6 +824,30 @@ def print_rows(rows: list[Row]) -> None:
         )
 
 
+def markdown_summary(rows: list[Row]) -> str:
+    """One line per scenario, the worst figure over its sites (sizes and protocols), for the READMEs."""
+    lines = [
+        "| fault | s above | max kW above | kWh above | behaving share (min) | detect s (max) | recover s (max) "
+        "| offline s (max) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in dict.fromkeys(r.scenario for r in rows):
+        group = [r for r in rows if r.scenario == name]
+        shares = [r.behaving_share for r in group if r.behaving_share is not None]
+        detects = [r.detect_s for r in group if r.detect_s is not None]
+        recovers = [r.recover_s for r in group]
+        offline = [r.offline_s for r in group]
+        recover = "never" if None in recovers else f"{max(x for x in recovers if x is not None):.1f}"
+        off = "" if name != "gateway_kill" else ("> 90" if None in offline else f"{max(x for x in offline if x):.1f}")
+        lines.append(
+            f"| {SCENARIOS[name][0] if name in SCENARIOS else name} | {max(r.seconds_above for r in group):.1f} "
+            f"| {max(r.max_kw_above for r in group):.2f} | {max(r.kwh_above for r in group):.4f} "
+            f"| {f'{100 * min(shares):.0f} %' if shares else '-'} | {f'{max(detects):.1f}' if detects else '-'} "
+            f"| {recover} | {off} |"
+        )
+    return "\n".join(lines)
+
+
 async def run(args: argparse.Namespace, names: list[str], log_dir: Path) -> list[Row]:
     platform = Platform(log_dir)
     await platform.start_proxies()
@@ -865,7 +889,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="half the waits (outages keep their length)")
     parser.add_argument("--keep-db", action="store_true", help=f"keep {DB_NAME} afterwards")
     parser.add_argument("--json", help="where to write the rows (default bench/results/faults-<date>.json)")
+    parser.add_argument("--summary-from", metavar="JSON", help="only print the markdown summary of a saved run")
     args = parser.parse_args()
+    if args.summary_from:
+        saved = json.loads(Path(args.summary_from).read_text())
+        print(markdown_summary([Row(**r) for r in saved["rows"]]))
+        return
     names = list(SCENARIOS) if args.scenario == "all" else [s.strip() for s in args.scenario.split(",")]
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
@@ -913,7 +942,7 @@ def main() -> None:
         "measured_at": datetime.now(UTC).isoformat(),
     }
     out.write_text(json.dumps({"header": header, "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
-    print(f"rows written to {out}", flush=True)
+    print(f"rows written to {out}\n\n{markdown_summary(rows)}", flush=True)
 
 
 if __name__ == "__main__":
