@@ -605,7 +605,7 @@ async def warm_up(bench: Bench) -> None:
     await asyncio.sleep(bench.seconds(20))
 
 
-async def scenario_switch_fault(bench: Bench, mode: str, text: str) -> None:
+async def scenario_switch_fault(bench: Bench, mode: str, text: str, observe_s: float = 90) -> None:
     """Charger 0 of each site starts misbehaving mid-session (``mode``) once the sites are balanced."""
     from chargepoint.simulator.model import parse_fault
 
@@ -616,7 +616,7 @@ async def scenario_switch_fault(bench: Bench, mode: str, text: str) -> None:
         site.chargers[0].state.set_fault(parse_fault(text))
         site.misbehaving = [site.chargers[0].spec.charge_point_id]
     bench.mark_fault()
-    await asyncio.sleep(bench.seconds(90))
+    await asyncio.sleep(bench.seconds(observe_s))
 
 
 async def scenario_ignore(bench: Bench) -> None:
@@ -632,8 +632,12 @@ async def scenario_drop_reconnect(bench: Bench) -> None:
 
 
 async def scenario_sleeping_car(bench: Bench) -> None:
-    """Charger 0's car falls asleep (stops drawing, does not resume by itself)."""
-    await scenario_switch_fault(bench, "sleeping_car", "sleeping_car:0")
+    """Charger 0's car falls asleep (stops drawing, does not resume by itself).
+
+    Watched for 150 s: telling a sleeping car from a paused or tapering one takes the platform
+    about a minute, and the share is taken over the last 30 s.
+    """
+    await scenario_switch_fault(bench, "sleeping_car", "sleeping_car:0", observe_s=150)
 
 
 async def scenario_reject_join(bench: Bench) -> None:
