@@ -18,30 +18,14 @@ from balancing.meter import site_meter_record
 from balancing.models import BalancingRun, Circuit, Site, SiteAlert, SiteLimitSchedule, SiteMeterReading
 from balancing.selectors import site_meter_latest, site_overview
 from balancing.services import SITE_LIMIT_FIELDS, schedule_create, schedule_delete, site_limits_update
-from evplatform.api import time_range
+from evplatform.api import time_filtered
 from evplatform.permissions import CHANGE_LIMITS, RoleForWrites, actor_of
 
 
 class SiteSerializer(serializers.ModelSerializer):
     class Meta:
         model = Site
-        fields = [
-            "slug",
-            "name",
-            "timezone",
-            "voltage_v",
-            "phases",
-            "limit_a",
-            "demand_cap_kw",
-            "failsafe_a",
-            "max_raise_a",
-            "failsafe_auto",
-            "idle_default_zero",
-            "building_allowance_kw",
-            "overdraw_escalation",
-            "overdraw_escalation_after_s",
-            "free_vend",
-        ]
+        fields = ["slug", "name", "timezone", "voltage_v", "phases", *SITE_LIMIT_FIELDS, "free_vend"]
         read_only_fields = ["slug", "name", "timezone", "voltage_v", "phases", "free_vend"]
 
 
@@ -269,12 +253,7 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         params = self.request.query_params
         if params.get("site"):
             qs = qs.filter(site__slug=params["site"])
-        since, until = time_range(params)
-        if since:
-            qs = qs.filter(started_at__gte=since)
-        if until:
-            qs = qs.filter(started_at__lt=until)
-        return qs
+        return time_filtered(qs, params, "started_at")
 
 
 class AwareDateTimeField(serializers.DateTimeField):
@@ -357,12 +336,7 @@ class SiteMeterReadingsView(generics.ListAPIView):
         params = self.request.query_params
         if params.get("source"):
             qs = qs.filter(source=params["source"])
-        since, until = time_range(params)
-        if since:
-            qs = qs.filter(measured_at__gte=since)
-        if until:
-            qs = qs.filter(measured_at__lt=until)
-        return qs
+        return time_filtered(qs, params, "measured_at")
 
     @extend_schema(
         parameters=[

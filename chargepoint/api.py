@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from balancing.models import ChargerModelCompliance, Circuit, Site, SiteAlert
 from chargepoint.actions import ACTIONS, charger_action
 from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterSample
-from evplatform.api import time_range
+from evplatform.api import time_filtered
 from evplatform.permissions import CHARGER_ACTIONS, RoleForWrites, actor_of
 
 READINGS_MAX_DAYS = 31
@@ -202,15 +202,6 @@ class ChargerViewSet(viewsets.ReadOnlyModelViewSet):
         return Response(answer)
 
 
-def _time_filtered(qs: Any, params: Any, field: str, max_days: int | None = None) -> Any:
-    since, until = time_range(params, max_days=max_days)
-    if since:
-        qs = qs.filter(**{f"{field}__gte": since})
-    if until:
-        qs = qs.filter(**{f"{field}__lt": until})
-    return qs
-
-
 @extend_schema(parameters=[OpenApiParameter("charger", str), OpenApiParameter("site", str), *TIME_PARAMS])
 class SessionViewSet(viewsets.ReadOnlyModelViewSet):
     """Charging sessions, newest first."""
@@ -225,7 +216,7 @@ class SessionViewSet(viewsets.ReadOnlyModelViewSet):
             qs = qs.filter(station__charge_point_id=params["charger"])
         if params.get("site"):
             qs = qs.filter(station__site__slug=params["site"])
-        return _time_filtered(qs, params, "started_at")
+        return time_filtered(qs, params, "started_at")
 
 
 @extend_schema(parameters=[OpenApiParameter("charger", str), OpenApiParameter("measurand", str), *TIME_PARAMS])
@@ -242,4 +233,4 @@ class ReadingViewSet(viewsets.ReadOnlyModelViewSet):
             qs = qs.filter(station__charge_point_id=params["charger"])
         if params.get("measurand"):
             qs = qs.filter(measurand=params["measurand"])
-        return _time_filtered(qs, params, "sampled_at", max_days=READINGS_MAX_DAYS)
+        return time_filtered(qs, params, "sampled_at", max_days=READINGS_MAX_DAYS)

@@ -77,7 +77,7 @@ def stations_gateway_sweep_all() -> int:
     return len(tenants)
 
 
-@app.task(name="chargepoint.tasks.station_resync", queue=queue_name(QUEUE_BALANCING))
+@app.task(name="chargepoint.tasks.station_resync")
 def station_resync_task(*, station_id: int, reason: str = "") -> dict[str, Any]:
     """Ask a charger what it does (triggers, composite schedules) and act on a mismatch; at most once a minute."""
     outcome = station_resync(station_id=station_id)

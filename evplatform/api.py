@@ -55,3 +55,13 @@ def time_range(params: Any, *, max_days: int | None = None) -> tuple[Any, Any]:
     if max_days and since and until and until - since > timedelta(days=max_days):
         raise exceptions.ValidationError({"until": [f"the range may span at most {max_days} days"]})
     return since, until
+
+
+def time_filtered(qs: Any, params: Any, field: str, max_days: int | None = None) -> Any:
+    """``qs`` narrowed to ``since <= field < until`` by the ``since``/``until`` query parameters."""
+    since, until = time_range(params, max_days=max_days)
+    if since:
+        qs = qs.filter(**{f"{field}__gte": since})
+    if until:
+        qs = qs.filter(**{f"{field}__lt": until})
+    return qs

@@ -36,10 +36,18 @@ def queue_name(queue: str) -> str:
     return f"{settings.CELERY_QUEUE_PREFIX}{queue}"
 
 
+# Tasks whose latency matters more than their app's queue says: a dead gateway's chargers must
+# be shown offline within seconds, and a charger's resync checks what it applies.
+TASK_QUEUES = {
+    "chargepoint.tasks.stations_gateway_sweep": QUEUE_BALANCING,
+    "chargepoint.tasks.station_resync": QUEUE_BALANCING,
+}
+
+
 def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any) -> dict[str, str]:
-    """Celery router: the queue of the app a task's module belongs to."""
+    """Celery router: the task's own queue if it has one, else the queue of the app its module belongs to."""
     app_label = name.split(".", 1)[0]
-    return {"queue": queue_name(APP_QUEUES.get(app_label, QUEUE_REPORTS))}
+    return {"queue": queue_name(TASK_QUEUES.get(name) or APP_QUEUES.get(app_label, QUEUE_REPORTS))}
 
 
 class TenantTask(SchemaCarryingTask):

@@ -12,13 +12,15 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
+from django.db.models import ProtectedError
 from django.test import Client
 from django_tenants.utils import get_public_schema_name
 
@@ -99,6 +101,33 @@ def alpha_client() -> Client:
 @pytest.fixture
 def beta_client() -> Client:
     return Client(HTTP_HOST=BETA.domain)
+
+
+def forget_balancing_keys(schema: str, site_id: int) -> None:
+    """Drop a site's pending-rebalance flag and run lock from Redis, so that later runs start afresh."""
+    from evplatform.redis import get_redis, tenant_key
+
+    redis = get_redis()
+    for name in ("rebalance-pending", "balance-lock"):
+        redis.delete(tenant_key(schema, name, site_id))
+
+
+def delete_retrying(delete: Callable[[], None], attempts: int = 20) -> None:
+    """Run ``delete`` in one transaction, again after a moment while the worker still writes.
+
+    A telemetry batch or balancing run a worker commits while the delete collects related rows
+    makes it fail (a protected session, a foreign-key check at commit): wait a moment and delete
+    again, in one transaction, what was just written included.
+    """
+    for attempt in range(attempts):
+        try:
+            with transaction.atomic():
+                delete()
+            return
+        except (IntegrityError, ProtectedError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5)
 
 
 WORKER_START_SECONDS = 90

@@ -308,13 +308,10 @@ BALANCING_OVERDRAW_GRACE_S = env.float("BALANCING_OVERDRAW_GRACE_S", default=5.0
 # Longest a balancing run waits for the chargers' answers to one batch of profiles (s); a
 # lost answer is a Timeout then, and the site's lock is released soon after.
 BALANCING_PUSH_TIMEOUT_S = env.float("BALANCING_PUSH_TIMEOUT_S", default=10.0)
-# A site meter reading older than this (s) is not the truth any more: the arbiter falls back to
-# the building-load reading (its last value assumed).
-BALANCING_SITE_METER_MAX_AGE_S = env.float("BALANCING_SITE_METER_MAX_AGE_S", default=60.0)
-
 # --- Site meter inputs (balancing.meter, balancing.mqtt) ---------------------------------
 
-# A site meter reading older than this (s) is stale: refused on arrival, and not used by a run.
+# A site meter reading older than this (s) is stale: refused on arrival, and not used by a run
+# (the arbiter falls back to the building-load reading then, its last value assumed).
 BALANCING_SITE_METER_MAX_AGE_S = env.float("BALANCING_SITE_METER_MAX_AGE_S", default=60.0)
 # MQTT broker of the site meters (mqtt:// or mqtts://, optional user:password@) and the topic
 # prefix: readings arrive on <prefix>/<tenant schema>/<site slug>/meter.

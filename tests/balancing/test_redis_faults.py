@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import IntegrityError, connection, transaction
-from django.db.models import ProtectedError
+from django.db import connection
 from django.utils import timezone
 from django_tenants.utils import schema_context, tenant_context
 
@@ -36,7 +35,7 @@ from bench.tcpproxy import ThreadedTcpProxy
 from chargepoint.commands import REDIS_UNREACHABLE, REPLY_GRACE_S
 from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector
 from evplatform.redis import get_redis, redis_outage, tenant_key
-from tests.conftest import start_celery_worker, stop_celery_worker
+from tests.conftest import delete_retrying, forget_balancing_keys, start_celery_worker, stop_celery_worker
 
 pytestmark = pytest.mark.django_db
 
@@ -97,28 +96,23 @@ def committed_site(other_tenant, django_db_blocker) -> Iterator[Site]:
             started_at=timezone.now() - timedelta(minutes=5),
             meter_start_wh=0,
         )
-        for name in ("rebalance-pending", "balance-lock"):
-            get_redis().delete(tenant_key(other_tenant.schema_name, name, SITE_ID))
+        forget_balancing_keys(other_tenant.schema_name, SITE_ID)
     yield site
     with django_db_blocker.unblock(), tenant_context(other_tenant):
         _delete_site(SITE_ID)
 
 
-def _delete_site(site_id: int, attempts: int = 20) -> None:
+def _delete_site(site_id: int) -> None:
     """Delete the site and its rows, also while the worker still writes a run of it."""
-    for attempt in range(attempts):
-        try:
-            with transaction.atomic():
-                stations = ChargingStation.objects.filter(site_id=site_id)
-                ChargerCommand.objects.filter(station__in=stations).delete()
-                ChargingSession.objects.filter(station__in=stations).delete()
-                stations.delete()
-                Site.objects.filter(pk=site_id).delete()
-            return
-        except (IntegrityError, ProtectedError):
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.5)
+
+    def delete() -> None:
+        stations = ChargingStation.objects.filter(site_id=site_id)
+        ChargerCommand.objects.filter(station__in=stations).delete()
+        ChargingSession.objects.filter(station__in=stations).delete()
+        stations.delete()
+        Site.objects.filter(pk=site_id).delete()
+
+    delete_retrying(delete)
 
 
 def runs_with(tenant, reason: str) -> list[BalancingRun]:

@@ -8,6 +8,7 @@ from django.db import connection
 from balancing.services import site_balance, site_create_or_update, site_rebalance_request
 from evplatform.redis import get_redis, tenant_key
 from tenants.accounts.models import AuditEvent
+from tests.conftest import forget_balancing_keys
 from tests.factories import SiteFactory
 
 pytestmark = pytest.mark.django_db
@@ -17,9 +18,7 @@ pytestmark = pytest.mark.django_db
 def site():
     site = SiteFactory(limit_a=Decimal("63"), demand_cap_kw=Decimal("20"))
     yield site
-    redis = get_redis()
-    for name in ("rebalance-pending", "balance-lock"):
-        redis.delete(tenant_key(connection.schema_name, name, site.pk))
+    forget_balancing_keys(connection.schema_name, site.pk)
 
 
 def test_a_burst_of_requests_becomes_one_pending_run(site, django_capture_on_commit_callbacks) -> None:

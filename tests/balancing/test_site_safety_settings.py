@@ -41,6 +41,17 @@ def site() -> Site:
     return SiteFactory(slug="mall", name="Mall", limit_a=Decimal("63"), demand_cap_kw=Decimal("20"))
 
 
+def safety_settings(site: Site) -> tuple[object, ...]:
+    """The site's fail-safe sizing and overdraw settings, in the form's order."""
+    return (
+        site.failsafe_auto,
+        site.idle_default_zero,
+        site.building_allowance_kw,
+        site.overdraw_escalation,
+        site.overdraw_escalation_after_s,
+    )
+
+
 def post_data(values: dict[str, str | None]) -> dict[str, str]:
     return {k: v for k, v in values.items() if v is not None}
 
@@ -81,13 +92,7 @@ def test_the_new_settings_are_confirmed_then_saved_and_audited(make_user, site) 
 
     assert done.status_code == 302
     site.refresh_from_db()
-    assert (
-        site.failsafe_auto,
-        site.idle_default_zero,
-        site.building_allowance_kw,
-        site.overdraw_escalation,
-        site.overdraw_escalation_after_s,
-    ) == (False, True, Decimal("3.5"), "stop", 120)
+    assert safety_settings(site) == (False, True, Decimal("3.5"), "stop", 120)
     audited = {
         e.field: (e.old_value, e.new_value)
         for e in AuditEvent.objects.filter(object_type="site", actor="energy_manager.user@alpha.localhost")
@@ -112,7 +117,7 @@ def test_bad_values_in_the_form_are_named_and_change_nothing(make_user, site) ->
     assert "Select a valid choice. explode is not one of the available choices." in page
     site.refresh_from_db()
     assert site.overdraw_escalation == "none"
-    assert not AuditEvent.objects.filter(object_type="site").exists()
+    assert not AuditEvent.objects.filter(object_type="site", object_id=str(site.pk)).exists()
 
 
 def api(role: str) -> Client:
@@ -140,7 +145,7 @@ def test_the_api_patch_accepts_the_new_settings_and_audits_only_what_changed(sit
     assert body["failsafe_auto"] is True
     site.refresh_from_db()
     assert site.overdraw_escalation == "unavailable"
-    fields = set(AuditEvent.objects.filter(object_type="site").values_list("field", flat=True))
+    fields = set(AuditEvent.objects.filter(object_type="site", object_id=str(site.pk)).values_list("field", flat=True))
     assert fields == {"idle_default_zero", "overdraw_escalation", "overdraw_escalation_after_s"}
 
 
@@ -182,13 +187,7 @@ def test_create_site_takes_the_new_flags_and_is_idempotent() -> None:
     ]
     run("create_site", "north", *SITE, *flags)
     site = Site.objects.get(slug="north")
-    assert (
-        site.failsafe_auto,
-        site.idle_default_zero,
-        site.building_allowance_kw,
-        site.overdraw_escalation,
-        site.overdraw_escalation_after_s,
-    ) == (False, True, Decimal("4.5"), "stop", 90)
+    assert safety_settings(site) == (False, True, Decimal("4.5"), "stop", 90)
     assert "already up to date" in run("create_site", "north", *SITE, *flags)
 
     output = run("create_site", "north", *SITE, "--failsafe-auto")

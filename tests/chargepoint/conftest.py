@@ -22,8 +22,7 @@ from typing import Any, TypeVar
 import pytest
 import websockets
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
-from django.db.models import ProtectedError
+from django.db import connection
 from django_tenants.utils import get_public_schema_name, schema_context, tenant_context
 from ocpp.exceptions import OCPPError
 from ocpp.messages import CallError, CallResult, unpack
@@ -35,7 +34,7 @@ from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation,
 from chargepoint.services import charger_register
 from evplatform.redis import get_redis
 from tenants.models import ChargePointIdentity
-from tests.conftest import _database_url, _free_port
+from tests.conftest import _database_url, _free_port, delete_retrying
 
 T = TypeVar("T")
 PASSWORD = "gateway-test-secret-01"
@@ -111,28 +110,19 @@ def gw_fleet(tenant, django_db_blocker) -> Iterator[Fleet]:
         connection.set_schema_to_public()
 
 
-def _delete_fleet(site_ids: list[int], attempts: int = 20) -> None:
-    """Delete the fleet's sites and everything about them, also while the worker still writes.
+def _delete_fleet(site_ids: list[int]) -> None:
+    """Delete the fleet's sites and everything about them, also while the worker still writes."""
 
-    A telemetry batch or balancing run the session's worker commits while the delete collects
-    related rows makes it fail (a protected session, a foreign-key check at commit): wait a
-    moment and delete again, in one transaction, what was just written included.
-    """
-    for attempt in range(attempts):
-        try:
-            with transaction.atomic():
-                stations = ChargingStation.objects.filter(site__in=site_ids)
-                MeterSample.objects.filter(station__in=stations).delete()
-                ChargingSession.objects.filter(station__in=stations).delete()
-                ChargerCommand.objects.filter(station__in=stations).delete()
-                stations.delete()  # cascades to connectors and the balancer's rows about them
-                IdTag.objects.filter(site__in=site_ids).delete()
-                Site.objects.filter(pk__in=site_ids).delete()
-            return
-        except (IntegrityError, ProtectedError):
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.5)
+    def delete() -> None:
+        stations = ChargingStation.objects.filter(site__in=site_ids)
+        MeterSample.objects.filter(station__in=stations).delete()
+        ChargingSession.objects.filter(station__in=stations).delete()
+        ChargerCommand.objects.filter(station__in=stations).delete()
+        stations.delete()  # cascades to connectors and the balancer's rows about them
+        IdTag.objects.filter(site__in=site_ids).delete()
+        Site.objects.filter(pk__in=site_ids).delete()
+
+    delete_retrying(delete)
 
 
 class BackgroundLoop:

@@ -44,6 +44,7 @@ from tests.chargepoint.conftest import (
     wait_until,
     ws_connect,
 )
+from tests.conftest import forget_balancing_keys
 from tests.factories import ChargingStationFactory
 
 pytestmark = pytest.mark.django_db
@@ -73,6 +74,16 @@ def connected(cp: str, gateway: str, at: datetime) -> dict[str, Any]:
         "connected_at": at.isoformat(),
         "ocpp_version": "1.6",
         "gateway": gateway,
+    }
+
+
+def disconnected(cp: str, at: datetime, *, connected_at: datetime, reason: str) -> dict[str, Any]:
+    return {
+        "type": "disconnected",
+        "cp": cp,
+        "ts": at.isoformat(),
+        "connected_at": connected_at.isoformat(),
+        "reason": reason,
     }
 
 
@@ -106,17 +117,7 @@ def test_a_connected_event_records_the_gateway_instance_and_a_disconnect_clears_
     station.refresh_from_db()
     assert (station.is_online, station.gateway_id) == (True, "gw-a-1")
 
-    telemetry_apply(
-        events=[
-            {
-                "type": "disconnected",
-                "cp": "FAULT-GW-1",
-                "ts": (now + timedelta(seconds=1)).isoformat(),
-                "connected_at": now.isoformat(),
-                "reason": "closed",
-            }
-        ]
-    )
+    telemetry_apply(events=[disconnected("FAULT-GW-1", now + timedelta(seconds=1), connected_at=now, reason="closed")])
     station.refresh_from_db()
     assert (station.is_online, station.gateway_id) == (False, "")
 
@@ -130,13 +131,9 @@ def test_an_older_connections_disconnect_leaves_the_new_gateway_in_place() -> No
         events=[
             connected("FAULT-GW-2", "gw-old", first),
             connected("FAULT-GW-2", "gw-new", second),
-            {
-                "type": "disconnected",
-                "cp": "FAULT-GW-2",
-                "ts": (second + timedelta(seconds=1)).isoformat(),
-                "connected_at": first.isoformat(),
-                "reason": "gateway shutting down",
-            },
+            disconnected(
+                "FAULT-GW-2", second + timedelta(seconds=1), connected_at=first, reason="gateway shutting down"
+            ),
         ]
     )
 
@@ -391,8 +388,7 @@ def charging_seed_car(gw_fleet) -> Iterator[ChargingStation]:
         meter_start_wh=0,
     )
     yield station
-    for name in ("rebalance-pending", "balance-lock"):
-        get_redis().delete(tenant_key(connection.schema_name, name, station.site_id))
+    forget_balancing_keys(connection.schema_name, station.site_id)
 
 
 def test_a_reply_lost_for_good_is_a_timeout_by_the_push_deadline_and_the_site_is_released(

@@ -20,7 +20,7 @@ from balancing.models import SiteMeterReading
 from chargepoint.models import ChargingStation
 from chargepoint.services import charger_register
 from tenants.models import ChargePointIdentity
-from tests.chargepoint.conftest import PASSWORD, SITE_SLUG, roundtrip, wait_until, ws_connect
+from tests.chargepoint.conftest import PASSWORD, SITE_SLUG, RunningGateway, roundtrip, wait_until, ws_connect
 
 pytestmark = pytest.mark.django_db
 
@@ -59,6 +59,19 @@ def stamp(seconds_ago: float) -> str:
 
 def call(action: str, payload: dict[str, Any], uid: str) -> str:
     return json.dumps([2, uid, action, payload])
+
+
+def send_frames(gateway: RunningGateway, cp: str, frames: list[str], subprotocol: str = "ocpp1.6") -> list[Any]:
+    """Send the frames one after the other on one connection of ``cp``; the answers, in order."""
+
+    async def send() -> list[Any]:
+        ws = await ws_connect(gateway.url, cp, subprotocol=subprotocol)
+        try:
+            return [await roundtrip(ws, frame) for frame in frames]
+        finally:
+            await ws.close()
+
+    return gateway.bg.run(send())
 
 
 def readings(site_id: int, source: str = "ocpp") -> list[SiteMeterReading]:
@@ -104,14 +117,7 @@ def test_a_16_meter_on_connector_0_becomes_site_meter_readings(gateway, celery_w
         ),
     ]
 
-    async def send() -> list[Any]:
-        ws = await ws_connect(gateway.url, METER_16)
-        try:
-            return [await roundtrip(ws, frame) for frame in frames]
-        finally:
-            await ws.close()
-
-    answers = gateway.bg.run(send())
+    answers = send_frames(gateway, METER_16, frames)
     assert all(isinstance(a, CallResult) for a in answers), answers
     rows = wait_until(lambda: readings(meters), timeout=E2E_TIMEOUT_S, what="the site meter reading")
     assert len(rows) == 1
@@ -146,14 +152,7 @@ def test_a_201_meter_on_evse_0_becomes_a_site_meter_reading(gateway, celery_work
         ),
     ]
 
-    async def send() -> list[Any]:
-        ws = await ws_connect(gateway.url, METER_201, subprotocol="ocpp2.0.1")
-        try:
-            return [await roundtrip(ws, frame) for frame in frames]
-        finally:
-            await ws.close()
-
-    answers = gateway.bg.run(send())
+    answers = send_frames(gateway, METER_201, frames, subprotocol="ocpp2.0.1")
     assert all(isinstance(a, CallResult) for a in answers), answers
     row = wait_until(
         lambda: next((r for r in readings(meters) if r.pk not in before), None),
