@@ -4,6 +4,9 @@ Each runs one connector with one car: boots, reports Available, plugs the car in
 transaction, and every ``meter_interval_s`` reports what it draws (per-phase current, power,
 energy register, offered current). It obeys the charging profiles it is sent (see
 ``model.ProfileStore``), and reconnects (with its transaction) when the connection drops.
+A ``ChargerSpec.fault`` (``model.Fault``) makes it misbehave: ignore or reject profiles, drop
+its connection now and then, or have a car that falls asleep. TriggerMessage (MeterValues,
+StatusNotification) and GetCompositeSchedule are answered with what it really applies.
 """
 
 import asyncio
@@ -11,7 +14,6 @@ import base64
 import contextlib
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,11 +31,21 @@ from ocpp.v201 import call_result as result201
 from ocpp.v201.enums import Action as Action201
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from chargepoint.simulator.model import Car, ProfileStore, profile_from_ocpp
+from chargepoint.simulator.model import (
+    DROP_RECONNECT,
+    NO_FAULT,
+    SLEEPING_CAR,
+    Car,
+    Fault,
+    ProfileStore,
+    profile_answer,
+    profile_from_ocpp,
+)
 
 logger = logging.getLogger("chargepoint.simulator")
 PHASES = ("L1", "L2", "L3")
 _remote_ids = itertools.count(1)
+PHYSICS_STEP_S = 0.5
 
 
 def utcnow() -> datetime:
@@ -54,12 +66,15 @@ class ChargerSpec:
     rating_a: float = 16.0
     phases: int = 3
     voltage_v: float = 230.0
-    plug_in_after_s: float = 1.0
+    plug_in_after_s: float | None = 1.0  # None: only when told (``state.plugged = True``)
     soc: float = 0.3
     battery_kwh: float = 60.0
     id_tag: str = "SIM-TAG"
     departure_in_s: float | None = None
     energy_needed_kwh: float | None = None
+    fault: Fault = NO_FAULT
+    vendor: str = "EVPlatform"
+    model: str = "SimCharger"
 
 
 @dataclass
@@ -79,10 +94,26 @@ class ChargerState:
     first_profile_at: float | None = None
     connects: int = 0
     refused: str = ""
+    fault: Fault = NO_FAULT
+    asleep_at: float | None = None  # loop time the car fell asleep
+    suspended_ev_sent: bool = False
+
+    def __post_init__(self) -> None:
+        self.set_fault(self.spec.fault)
+
+    def set_fault(self, fault: Fault) -> None:
+        """Misbehave from now on (the benchmark switches a charger's fault on mid-session)."""
+        self.fault = fault
+        self.car.sleeps = fault.mode == SLEEPING_CAR
+        self.car.sleep_after_s = fault.sleep_after_s
 
     def offered_now(self) -> float:
         return self.profiles.limit_a(
-            connector_id=1, now=utcnow(), transaction_id=self.transaction_id, rating_a=self.spec.rating_a
+            connector_id=1,
+            now=utcnow(),
+            transaction_id=self.transaction_id,
+            rating_a=self.spec.rating_a,
+            fault=self.fault,
         )
 
     def step(self, seconds: float) -> None:
@@ -91,10 +122,21 @@ class ChargerState:
         if self.transaction_id is None:
             self.power_kw = 0.0
             return
+        session_s = (utcnow() - self.tx_started).total_seconds() if self.tx_started else 0.0
+        if self.car.observe(offered_a=self.offered_a, session_s=session_s):
+            self.asleep_at = asyncio.get_running_loop().time()
         self.power_kw = self.car.draw_kw(
             offered_a=self.offered_a, voltage_v=self.spec.voltage_v, phases=self.spec.phases
         )
         self.energy_wh += self.car.charge(power_kw=self.power_kw, seconds=seconds) * 1000
+
+    @property
+    def connector_status_16(self) -> str:
+        if self.transaction_id is None:
+            return "Available"
+        if self.car.asleep:
+            return "SuspendedEV"
+        return "Charging" if self.offered_a > 0 else "SuspendedEVSE"
 
     def install(self, connector_id: int, raw: dict[str, Any]) -> str:
         profile = profile_from_ocpp(
@@ -105,28 +147,35 @@ class ChargerState:
             phases=self.spec.phases,
             tx_started=self.tx_started,
         )
-        status = self.profiles.install(profile)
+        status = profile_answer(fault=self.fault, store=self.profiles, profile=profile)
         if status == "Accepted":
             self.profiles_received += 1
             if self.first_profile_at is None:
                 self.first_profile_at = asyncio.get_running_loop().time()
             self.offered_a = self.offered_now()
-            self.power_kw = self.car.draw_kw(
-                offered_a=self.offered_a, voltage_v=self.spec.voltage_v, phases=self.spec.phases
-            )
+            if self.transaction_id is not None:
+                session_s = (utcnow() - self.tx_started).total_seconds() if self.tx_started else 0.0
+                if self.car.observe(offered_a=self.offered_a, session_s=session_s):
+                    self.asleep_at = asyncio.get_running_loop().time()
+                self.power_kw = self.car.draw_kw(
+                    offered_a=self.offered_a, voltage_v=self.spec.voltage_v, phases=self.spec.phases
+                )
         return status
 
     def phase_current_a(self) -> float:
         return self.power_kw * 1000 / (self.spec.voltage_v * self.spec.phases)
 
 
+TRIGGERABLE = frozenset({"MeterValues", "StatusNotification", "Heartbeat", "BootNotification", "TransactionEvent"})
+
+
 class Sim16(ChargePoint16Client):
     """The 1.6 side: what the platform may ask of the charger."""
 
-    def __init__(self, state: ChargerState, connection: Any) -> None:
+    def __init__(self, state: ChargerState, connection: Any, owner: "SimulatedCharger") -> None:
         super().__init__(state.spec.charge_point_id, connection, response_timeout=30)
         self.state = state
-        self.on_triggered: Callable[[str], Awaitable[None]] | None = None  # sends what TriggerMessage asked for
+        self.owner = owner
 
     @on(Action16.set_charging_profile)
     def on_set_charging_profile(self, connector_id: int, cs_charging_profiles: dict[str, Any]) -> Any:
@@ -189,21 +238,29 @@ class Sim16(ChargePoint16Client):
 
     @on(Action16.trigger_message)
     def on_trigger_message(self, requested_message: str, **kw: Any) -> Any:
-        return result16.TriggerMessage(status="Accepted")
+        ok = requested_message in TRIGGERABLE and requested_message != "TransactionEvent"
+        return result16.TriggerMessage(status="Accepted" if ok else "NotImplemented")
 
     @after(Action16.trigger_message)
-    async def after_trigger_message(self, requested_message: str, **kw: Any) -> None:
-        if self.on_triggered is not None:
-            await self.on_triggered(requested_message)
+    def after_trigger_message(self, requested_message: str, **kw: Any) -> None:
+        self.owner.trigger(requested_message)
 
 
 class Sim201(ChargePoint201Client):
     """The 2.0.1 side: what the platform may ask of the charging station."""
 
-    def __init__(self, state: ChargerState, connection: Any) -> None:
+    def __init__(self, state: ChargerState, connection: Any, owner: "SimulatedCharger") -> None:
         super().__init__(state.spec.charge_point_id, connection, response_timeout=30)
         self.state = state
-        self.on_triggered: Callable[[str], Awaitable[None]] | None = None  # sends what TriggerMessage asked for
+        self.owner = owner
+
+    @on(Action201.trigger_message)
+    def on_trigger_message(self, requested_message: str, **kw: Any) -> Any:
+        return result201.TriggerMessage(status="Accepted" if requested_message in TRIGGERABLE else "NotImplemented")
+
+    @after(Action201.trigger_message)
+    def after_trigger_message(self, requested_message: str, **kw: Any) -> None:
+        self.owner.trigger(requested_message)
 
     @on(Action201.set_charging_profile)
     def on_set_charging_profile(self, evse_id: int, charging_profile: dict[str, Any], **kw: Any) -> Any:
@@ -233,16 +290,6 @@ class Sim201(ChargePoint201Client):
                 "charging_schedule_period": [{"start_period": 0, "limit": round(self.state.offered_now(), 1)}],
             },
         )
-
-    @on(Action201.trigger_message)
-    def on_trigger_message(self, requested_message: str, **kw: Any) -> Any:
-        known = requested_message in ("StatusNotification", "MeterValues")
-        return result201.TriggerMessage(status="Accepted" if known else "NotImplemented")
-
-    @after(Action201.trigger_message)
-    async def after_trigger_message(self, requested_message: str, **kw: Any) -> None:
-        if self.on_triggered is not None and requested_message in ("StatusNotification", "MeterValues"):
-            await self.on_triggered(requested_message)
 
     @on(Action201.request_start_transaction)
     def on_request_start_transaction(self, id_token: dict[str, Any], remote_start_id: int, **kw: Any) -> Any:
@@ -274,13 +321,67 @@ class SimulatedCharger:
         self.connected = asyncio.Event()
         self._seq = itertools.count()
         self._websocket: Any = None
+        self._dropped = False  # the last disconnect was a network drop, not a reboot
+        self._side_tasks: set[asyncio.Task[None]] = set()
 
     async def drop_connection(self) -> None:
         """Close the socket without a goodbye (tests: a charger that drops and reconnects)."""
         if self._websocket is not None:
+            self._dropped = True
             self._websocket.transport.abort()
 
+    def trigger(self, requested_message: str) -> None:
+        """Send what a TriggerMessage asked for, after its answer (OCPP's order)."""
+        task = asyncio.ensure_future(self._send_triggered(requested_message))
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    async def _send_triggered(self, requested_message: str) -> None:
+        try:
+            in_session = self.state.transaction_id is not None
+            if requested_message == "MeterValues" or (requested_message == "TransactionEvent" and in_session):
+                await self._send_meter_values(context="Trigger")
+            elif requested_message == "StatusNotification":
+                await self._send_status()
+            elif requested_message == "Heartbeat":
+                await self._call(call16.Heartbeat() if self.spec.ocpp_version == "1.6" else call201.Heartbeat())
+            elif requested_message == "BootNotification":
+                await self._boot()
+        except (ConnectionClosed, OSError, TimeoutError, asyncio.CancelledError) as exc:
+            logger.info("%s: triggered %s not sent (%r)", self.spec.charge_point_id, requested_message, exc)
+
+    async def _drop_now_and_then(self) -> None:
+        """Fault drop_reconnect: drop the connection every ``drop_every_s`` while the fault is on."""
+        loop = asyncio.get_running_loop()
+        connected_at = loop.time()
+        while True:
+            await asyncio.sleep(0.2)
+            fault = self.state.fault
+            if fault.mode == DROP_RECONNECT and loop.time() - connected_at >= fault.drop_every_s:
+                logger.info("%s: dropping the connection (fault drop_reconnect)", self.spec.charge_point_id)
+                await self.drop_connection()
+                return
+
     async def run(self, stop: asyncio.Event) -> None:
+        physics = asyncio.ensure_future(self._physics(stop))
+        try:
+            await self._connect_loop(stop)
+        finally:
+            physics.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await physics
+
+    async def _physics(self, stop: asyncio.Event) -> None:
+        """The car draws what the charger applies, connected or not (profiles expire offline too)."""
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        while not stop.is_set():
+            await asyncio.sleep(PHYSICS_STEP_S)
+            now = loop.time()
+            self.state.step(now - last)
+            last = now
+
+    async def _connect_loop(self, stop: asyncio.Event) -> None:
         delay = 0.5
         plug_task: asyncio.Task[None] | None = None
         while not stop.is_set():
@@ -297,17 +398,21 @@ class SimulatedCharger:
                     self._websocket = ws
                     self.state.connects += 1
                     delay = 0.5
-                    self.cp = Sim16(self.state, ws) if self.spec.ocpp_version == "1.6" else Sim201(self.state, ws)
-                    self.cp.on_triggered = self._send_triggered
+                    self.cp = (
+                        Sim16(self.state, ws, self) if self.spec.ocpp_version == "1.6" else Sim201(self.state, ws, self)
+                    )
                     serve = asyncio.ensure_future(self.cp.start())
+                    dropper = asyncio.ensure_future(self._drop_now_and_then())
                     try:
-                        await self._on_connect()
+                        await self._on_connect(reboot=not self._dropped)
+                        self._dropped = False
                         self.connected.set()
-                        if plug_task is None:
-                            plug_task = asyncio.ensure_future(self._plug_in_later())
+                        if plug_task is None and self.spec.plug_in_after_s is not None:
+                            plug_task = asyncio.ensure_future(self._plug_in_later(self.spec.plug_in_after_s))
                         await self._meter_loop(stop, serve)
                     finally:
                         self.connected.clear()
+                        dropper.cancel()
                         serve.cancel()
                         with contextlib.suppress(BaseException):
                             await serve
@@ -318,28 +423,34 @@ class SimulatedCharger:
             except (OSError, ConnectionClosed, TimeoutError) as exc:
                 logger.info("%s: connection lost (%s); reconnecting", self.spec.charge_point_id, exc)
             if not stop.is_set():
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10)
+                if self._dropped and self.state.fault.mode == DROP_RECONNECT:
+                    await _sleep_unless(stop, self.state.fault.reconnect_after_s)
+                else:
+                    await _sleep_unless(stop, delay)
+                    delay = min(delay * 2, 10)
         if plug_task is not None:
             plug_task.cancel()
+        for task in list(self._side_tasks):
+            task.cancel()
 
-    async def _plug_in_later(self) -> None:
-        await asyncio.sleep(self.spec.plug_in_after_s)
+    async def _plug_in_later(self, after_s: float) -> None:
+        await asyncio.sleep(after_s)
         self.state.plugged = True
 
     async def _meter_loop(self, stop: asyncio.Event, serve: asyncio.Future[Any]) -> None:
         loop = asyncio.get_running_loop()
-        last = loop.time()
-        next_meter = last + self.meter_interval_s
+        next_meter = loop.time() + self.meter_interval_s
         while not stop.is_set() and not serve.done():
             await asyncio.sleep(min(1.0, self.meter_interval_s))
             now = loop.time()
-            self.state.step(now - last)
-            last = now
             if self.state.plugged and self.state.transaction_id is None:
                 await self._start_transaction()
+                self.state.step(0.0)  # the car draws what the charger offers from the start, not a tick later
             elif not self.state.plugged and self.state.transaction_id is not None:
                 await self._stop_transaction()
+            if self.state.car.asleep and self.state.transaction_id is not None and not self.state.suspended_ev_sent:
+                self.state.suspended_ev_sent = True
+                await self._send_status()
             if now >= next_meter and self.state.transaction_id is not None:
                 next_meter = now + self.meter_interval_s
                 await self._send_meter_values()
@@ -375,11 +486,12 @@ class SimulatedCharger:
             {"value": round(st.power_kw * 1000, 1), "measurand": "Power.Active.Import", "unitOfMeasure": {"unit": "W"}},
             {"value": round(st.offered_a, 1), "measurand": "Current.Offered", "unitOfMeasure": {"unit": "A"}},
         ]
-        if context != "Sample.Periodic":
+        full = context in ("Sample.Periodic", "Trigger")
+        if not full:
             # Begin/End readings carry the register only, as most chargers send them: a car that
             # has not started drawing yet is not a car that takes nothing.
             values = values[:1]
-        for phase in PHASES[: self.spec.phases] if context == "Sample.Periodic" else ():
+        for phase in PHASES[: self.spec.phases] if full else ():
             values.append(
                 {
                     "value": round(st.phase_current_a(), 2),
@@ -396,44 +508,55 @@ class SimulatedCharger:
         assert self.cp is not None  # noqa: S101
         return await self.cp.call(request)
 
-    async def _on_connect(self) -> None:
-        st = self.state
+    async def _on_connect(self, *, reboot: bool = True) -> None:
+        """Boot (after a power-up; not after a mere network drop) and say how the connector is."""
+        if reboot:
+            await self._boot()
+        await self._send_status()
+
+    async def _boot(self) -> None:
         if self.spec.ocpp_version == "1.6":
-            await self._call(call16.BootNotification(charge_point_model="SimCharger", charge_point_vendor="EVPlatform"))
-            status = "Charging" if st.transaction_id else "Available"
-            await self._call(call16.StatusNotification(connector_id=1, error_code="NoError", status=status))
+            await self._call(
+                call16.BootNotification(
+                    charge_point_model=self.spec.model,
+                    charge_point_vendor=self.spec.vendor,
+                    firmware_version="sim-1.0",
+                )
+            )
         else:
             await self._call(
                 call201.BootNotification(
-                    charging_station={"model": "SimCharger", "vendor_name": "EVPlatform"}, reason="PowerUp"
+                    charging_station={
+                        "model": self.spec.model,
+                        "vendor_name": self.spec.vendor,
+                        "firmware_version": "sim-1.0",
+                    },
+                    reason="PowerUp",
                 )
-            )
-            status = "Occupied" if st.transaction_id else "Available"
-            await self._call(
-                call201.StatusNotification(timestamp=ocpp_time(), connector_status=status, evse_id=1, connector_id=1)
             )
 
-    async def _send_triggered(self, requested_message: str) -> None:
-        """What a TriggerMessage asked for: the connector's status now, or its meter values now."""
+    async def _send_status(self) -> None:
+        """The connector's status as it really is (1.6 StatusNotification; 2.0.1 also the charging state)."""
         st = self.state
-        v16 = self.spec.ocpp_version == "1.6"
-        if requested_message == "StatusNotification":
-            if v16:
-                status = "Charging" if st.transaction_id else "Available"
-                await self._call(call16.StatusNotification(connector_id=1, error_code="NoError", status=status))
-            else:
-                status = "Occupied" if st.transaction_id else "Available"
-                await self._call(
-                    call201.StatusNotification(
-                        timestamp=ocpp_time(), connector_status=status, evse_id=1, connector_id=1
-                    )
+        if self.spec.ocpp_version == "1.6":
+            await self._call(
+                call16.StatusNotification(connector_id=1, error_code="NoError", status=st.connector_status_16)
+            )
+            return
+        status = "Occupied" if st.transaction_id else "Available"
+        await self._call(
+            call201.StatusNotification(timestamp=ocpp_time(), connector_status=status, evse_id=1, connector_id=1)
+        )
+        if st.transaction_id is not None and st.car.asleep:
+            await self._call(
+                call201.TransactionEvent(
+                    event_type="Updated",
+                    timestamp=ocpp_time(),
+                    trigger_reason="ChargingStateChanged",
+                    seq_no=next(self._seq),
+                    transaction_info={"transaction_id": st.transaction_id, "charging_state": "SuspendedEV"},
                 )
-        elif requested_message == "MeterValues":
-            if v16:
-                tx = {"transaction_id": int(st.transaction_id)} if st.transaction_id else {}
-                await self._call(call16.MeterValues(connector_id=1, meter_value=self._samples16("Trigger"), **tx))
-            else:
-                await self._call(call201.MeterValues(evse_id=1, meter_value=self._samples201()))
+            )
 
     async def _start_transaction(self) -> None:
         st = self.state
@@ -444,7 +567,9 @@ class SimulatedCharger:
                     connector_id=1, id_tag=self.spec.id_tag, meter_start=int(st.energy_wh), timestamp=ocpp_time()
                 )
             )
-            if result is None or result.id_tag_info["status"] != "Accepted":
+            if result is None:  # no answer or a CALLERROR (platform unreachable): try again soon
+                return
+            if result.id_tag_info["status"] != "Accepted":
                 st.plugged = False
                 return
             st.transaction_id = str(result.transaction_id)
@@ -470,7 +595,10 @@ class SimulatedCharger:
                     meter_value=self._samples201("Transaction.Begin"),
                 )
             )
-            if result is None or (result.id_token_info or {}).get("status") != "Accepted":
+            if result is None:  # no answer or a CALLERROR (platform unreachable): try again soon
+                st.transaction_id = None
+                return
+            if (result.id_token_info or {}).get("status") != "Accepted":
                 st.transaction_id = None
                 st.plugged = False
                 return
@@ -524,22 +652,33 @@ class SimulatedCharger:
         st.transaction_id = None
         st.tx_started = None
 
-    async def _send_meter_values(self) -> None:
+    async def _send_meter_values(self, context: str = "Sample.Periodic") -> None:
         st = self.state
         if self.spec.ocpp_version == "1.6":
+            if st.transaction_id is None:
+                await self._call(call16.MeterValues(connector_id=1, meter_value=self._samples16(context)))
+                return
             await self._call(
                 call16.MeterValues(
-                    connector_id=1, transaction_id=int(st.transaction_id or 0), meter_value=self._samples16()
+                    connector_id=1, transaction_id=int(st.transaction_id), meter_value=self._samples16(context)
                 )
             )
+        elif st.transaction_id is None:
+            await self._call(call201.MeterValues(evse_id=1, meter_value=self._samples201(context)))
         else:
             await self._call(
                 call201.TransactionEvent(
                     event_type="Updated",
                     timestamp=ocpp_time(),
-                    trigger_reason="MeterValuePeriodic",
+                    trigger_reason="MeterValuePeriodic" if context == "Sample.Periodic" else "Trigger",
                     seq_no=next(self._seq),
                     transaction_info={"transaction_id": st.transaction_id},
-                    meter_value=self._samples201(),
+                    meter_value=self._samples201(context),
                 )
             )
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds`` or until ``stop`` is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

@@ -4,11 +4,15 @@ Scenario ``seed`` is the brochure's picture: four cars taking about 7.2, 6.6, 11
 on a site capped at 20 kW (DEMO-CP-1..4 of ``seed_demo``). Scenario ``random`` draws cars
 between 3.7 and 22 kW. The report says whether the site stayed under the cap once the first
 rebalance had reached every charging charger.
+
+``fault_metrics`` turns a site's true total over time (what its simulated chargers really drew)
+into the fault benchmark's figures: seconds, kW and kWh above the cap, the share of the cap the
+chargers that behave used, and the time to recover.
 """
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from chargepoint.simulator.charger import ChargerSpec, SimulatedCharger
@@ -117,3 +121,102 @@ async def run_fleet(
         await asyncio.gather(*tasks, return_exceptions=True)
     report.refused = {c.spec.charge_point_id: c.state.refused for c in chargers if c.state.refused}
     return report
+
+
+@dataclass(frozen=True)
+class TruthSample:
+    """One look at a site's simulated chargers (kW): what they really draw, not what was reported.
+
+    ``behaving_demand_kw``: what the behaving cars would take if offered their charger's rating.
+    """
+
+    t_s: float
+    total_kw: float
+    behaving_kw: float = 0.0
+    misbehaving_kw: float = 0.0
+    behaving_demand_kw: float = 0.0
+
+
+@dataclass(frozen=True)
+class FaultMetrics:
+    seconds_above: float
+    max_kw_above: float
+    kwh_above: float
+    behaving_share: float | None  # behaving draw / min(cap - misbehaving draw, their demand), steady part
+    recover_s: float | None  # fault start -> back under the cap for good; None: still above at the end
+    samples: int
+
+
+def fault_metrics(
+    samples: Sequence[TruthSample],
+    *,
+    cap_kw: float,
+    fault_at_s: float,
+    steady_from_s: float | None = None,
+    tolerance_kw: float = CAP_TOLERANCE_KW,
+) -> FaultMetrics:
+    """The fault figures of one site from ``fault_at_s`` on (samples in time order).
+
+    Each sample stands for the time since the one before it. Above the cap means above
+    ``cap_kw + tolerance_kw`` (rounding of 0.1 A limits); the kW and kWh above count from the cap.
+    The share is over the samples from ``steady_from_s`` (default: the fault start) on.
+    """
+    seconds = kwh = peak = 0.0
+    recovered_at: float | None = None
+    ever_above = False
+    last_was_above = False
+    previous_t: float | None = None
+    drawn = room = 0.0
+    counted = 0
+    steady_from = fault_at_s if steady_from_s is None else steady_from_s
+    for sample in samples:
+        dt = 0.0 if previous_t is None else sample.t_s - previous_t
+        previous_t = sample.t_s
+        if sample.t_s < fault_at_s:
+            continue
+        counted += 1
+        above = sample.total_kw > cap_kw + tolerance_kw
+        if last_was_above and not above:
+            recovered_at = sample.t_s
+        last_was_above = above
+        if above:
+            excess = sample.total_kw - cap_kw
+            seconds += dt
+            kwh += excess * dt / 3600.0
+            peak = max(peak, excess)
+            ever_above = True
+        if sample.t_s >= steady_from:
+            drawn += sample.behaving_kw
+            room += max(0.0, min(cap_kw - sample.misbehaving_kw, sample.behaving_demand_kw))
+    if last_was_above:
+        recover: float | None = None
+    elif not ever_above or recovered_at is None:
+        recover = 0.0
+    else:
+        recover = recovered_at - fault_at_s
+    share = drawn / room if room > 0 else None
+    return FaultMetrics(seconds, peak, kwh, share, recover, counted)
+
+
+def charger_demand_kw(charger: SimulatedCharger) -> float:
+    """What the car would draw now if offered its charger's rating (0 without a session or asleep)."""
+    state = charger.state
+    if state.transaction_id is None or state.car.asleep:
+        return 0.0
+    spec = charger.spec
+    return min(state.car.acceptance_kw(), spec.rating_a * spec.voltage_v * spec.phases / 1000.0)
+
+
+def site_truth(chargers: Sequence[SimulatedCharger], *, t_s: float, misbehaving: Sequence[str] = ()) -> TruthSample:
+    """A site's true draw now, split into the chargers that behave and those in ``misbehaving`` (ids)."""
+    bad = set(misbehaving)
+    behaving = [c for c in chargers if c.spec.charge_point_id not in bad]
+    behaving_kw = sum(c.state.power_kw for c in behaving)
+    misbehaving_kw = sum(c.state.power_kw for c in chargers if c.spec.charge_point_id in bad)
+    return TruthSample(
+        t_s=t_s,
+        total_kw=behaving_kw + misbehaving_kw,
+        behaving_kw=behaving_kw,
+        misbehaving_kw=misbehaving_kw,
+        behaving_demand_kw=sum(charger_demand_kw(c) for c in behaving),
+    )

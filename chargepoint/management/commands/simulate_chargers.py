@@ -1,14 +1,22 @@
-"""Run a fleet of simulated chargers against a gateway and print the site total over time."""
+"""Run a fleet of simulated chargers against a gateway and print the site total over time.
+
+``--fault CP-ID=MODE`` (repeatable) makes one charger misbehave: ``ignore_profiles``,
+``ignore_tx_profiles``, ``reject_profiles``, ``drop_reconnect[:EVERY_S[:AFTER_S]]`` or
+``sleeping_car[:AFTER_S]`` (see ``chargepoint.simulator.model``).
+"""
 
 import asyncio
 import logging
 import os
 import signal
+from dataclasses import replace
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from chargepoint.simulator.charger import ChargerSpec
 from chargepoint.simulator.fleet import SEED_CAP_KW, random_specs, run_fleet, seed_specs
+from chargepoint.simulator.model import FAULT_MODES, Fault, parse_fault
 
 DEFAULT_SEED_IDS = "DEMO-CP-1,DEMO-CP-2,DEMO-CP-3,DEMO-CP-4"
 
@@ -34,6 +42,14 @@ class Command(BaseCommand):
         parser.add_argument("--meter-interval", type=float, default=10.0, help="seconds between MeterValues")
         parser.add_argument("--report-every", type=float, default=5.0)
         parser.add_argument("--random-seed", type=int, default=1)
+        parser.add_argument(
+            "--fault",
+            action="append",
+            default=[],
+            metavar="CP-ID=MODE",
+            help=f"make one charger misbehave; MODE is one of {', '.join(FAULT_MODES)} "
+            "(drop_reconnect:EVERY_S:AFTER_S, sleeping_car:AFTER_S take seconds)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         logging.getLogger("ocpp").setLevel(logging.WARNING)
@@ -51,12 +67,16 @@ class Command(BaseCommand):
         else:
             specs = random_specs(ids, options["password"], seed=options["random_seed"], ocpp_version=options["ocpp"])
             cap = options["cap_kw"]
+        specs = with_faults(specs, options["fault"])
         duration = options["duration"] or float("inf")
         self.stdout.write(
             f"{len(specs)} simulated chargers ({options['ocpp']}) on site {options['site']} via {options['url']}; "
             f"cap {cap if cap is not None else 'none'} kW"
         )
         report = asyncio.run(self._run(specs, options, cap, duration))
+        for spec in specs:
+            if spec.fault.mode:
+                self.stdout.write(f"{spec.charge_point_id}: fault {spec.fault.mode}")
         for cp, why in report.refused.items():
             self.stderr.write(f"{cp}: refused by the gateway ({why})")
         self.stdout.write(report.summary())
@@ -82,3 +102,23 @@ class Command(BaseCommand):
             on_report=show,
             stop=stop,
         )
+
+
+def with_faults(specs: list[ChargerSpec], texts: list[str]) -> list[ChargerSpec]:
+    """``specs`` with the ``--fault CP-ID=MODE`` options applied; a bad one is a CommandError."""
+    faults: dict[str, Fault] = {}
+    known = {spec.charge_point_id for spec in specs}
+    for text in texts:
+        cp, sep, mode = text.partition("=")
+        cp = cp.strip()
+        if not sep or not cp:
+            raise CommandError(f"--fault: {text!r} is not CP-ID=MODE")
+        if cp not in known:
+            raise CommandError(f"--fault: {cp!r} is not one of the simulated chargers ({', '.join(sorted(known))})")
+        try:
+            faults[cp] = parse_fault(mode)
+        except ValueError as exc:
+            raise CommandError(f"--fault {cp}: {exc}") from None
+    return [
+        replace(spec, fault=faults[spec.charge_point_id]) if spec.charge_point_id in faults else spec for spec in specs
+    ]
