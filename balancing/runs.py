@@ -522,7 +522,11 @@ def _station_max_plans(
 
 
 def _charger(ctx: EvseContext) -> str:
-    station = ctx.station
+    return _charger_of(ctx.station)
+
+
+def _charger_of(station: ChargingStation) -> str:
+    """`` (Vendor Model fw 1.2)`` from its BootNotification, or nothing when it said nothing."""
     made = " ".join(x for x in (station.vendor, station.model) if x)
     firmware = f"fw {station.firmware_version}" if station.firmware_version else ""
     text = " ".join(x for x in (made, firmware) if x)
@@ -659,6 +663,31 @@ def _closed_loop(site: Site, built: BuiltProblem, pushed: list[PlannedPush], now
     return lines
 
 
+def _offline_alerts(site: Site, built: BuiltProblem, now: datetime) -> list[str]:
+    """An offline charger the plan must reserve current for is an alert until it is back."""
+    lines = []
+    reserved: dict[int, list[str]] = {}
+    stations: dict[int, ChargingStation] = {}
+    for reservation in built.reservations:
+        stations[reservation.station.pk] = reservation.station
+        reserved.setdefault(reservation.station.pk, []).append(
+            f"{evse_id(reservation.connector)} {reservation.limit_a:g} A ({reservation.why})"
+        )
+    for pk, parts in reserved.items():
+        station = stations[pk]
+        seen = f"last heard {station.last_seen_at:%Y-%m-%d %H:%M:%S} UTC" if station.last_seen_at else "never heard"
+        detail = f"{station.charge_point_id} is offline ({seen}){_charger_of(station)}; reserved: " + "; ".join(parts)
+        alert_raise(site=site, kind=SiteAlert.Kind.OFFLINE, detail=detail, now=now, station=station)
+        lines.append(f"{SiteAlert.Kind.OFFLINE}: {detail}")
+    back = SiteAlert.objects.filter(site=site, kind=SiteAlert.Kind.OFFLINE, cleared_at__isnull=True).exclude(
+        station_id__in=list(reserved)
+    )
+    for alert in back.select_related("station"):
+        why = "online again, or nothing is reserved for it"
+        alert_clear(site=site, kind=SiteAlert.Kind.OFFLINE, now=now, station=alert.station, why=why)
+    return lines
+
+
 def _summarise(run: BalancingRun, built: BuiltProblem, result: dict[str, Any], site: Site) -> None:
     """Site-level totals of the run: drawn, allocated and allowed, in kW and per phase."""
     phases = ["L1", "L2", "L3"][: site.phases]
@@ -749,7 +778,7 @@ def site_balance_run(*, site: Site, reason: str, pusher: Pusher, now: datetime |
     raises += _station_max_plans(built, models, final, lowering=False)
     raises_ok = _send(run, raises, pusher, now)
 
-    run.limits["alerts"] = _closed_loop(site, built, first + raises, now)
+    run.limits["alerts"] = _closed_loop(site, built, first + raises, now) + _offline_alerts(site, built, now)
     overdrawing = [
         (ctx.connector, ctx.session, ctx.limit.overdraw_since or now) for ctx in built.evses.values() if ctx.overdraw
     ]

@@ -340,6 +340,31 @@ def test_an_offline_charger_without_a_session_releases_its_reservation_to_its_de
     assert site_total_kw(6, 22) == 19.32 <= CAP_KW
 
 
+def test_an_offline_charger_with_a_reservation_is_an_alert_until_it_is_back(garage, plug_in, chargers) -> None:
+    gone = plug_in(garage, "CP-OFF", max_a="32", online=False)
+    gone.station.vendor, gone.station.model = "Acme", "Wallbox"
+    gone.station.last_seen_at = NOW - timedelta(minutes=3)
+    gone.station.save()
+    book(gone, 16)
+    confirm_failsafe(gone)
+
+    run(garage, chargers)
+
+    alert = open_alerts(SiteAlert.Kind.OFFLINE)[0]
+    assert alert.station == gone.station
+    assert alert.detail.startswith(
+        "CP-OFF is offline (last heard 2026-05-01 16:27:00 UTC) (Acme Wallbox); reserved: CP-OFF/1 16 A"
+    )
+    assert AuditEvent.objects.filter(object_type="alert", action="alert", field="offline").exists()
+
+    gone.station.is_online = True
+    gone.station.save()
+    run(garage, chargers)
+
+    assert open_alerts(SiteAlert.Kind.OFFLINE) == []
+    assert SiteAlert.objects.get(kind=SiteAlert.Kind.OFFLINE).cleared_at is not None
+
+
 def test_an_offline_charger_of_a_site_with_a_zero_default_reserves_nothing(garage, plug_in, chargers) -> None:
     garage.idle_default_zero = True
     garage.save()
