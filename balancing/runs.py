@@ -68,6 +68,7 @@ from balancing.profiles import failsafe_profile, station_max_profile, tx_profile
 from balancing.push import Pusher, PushRequest
 from balancing.services import site_rebalance_request
 from chargepoint.models import ChargingStation, Connector
+from chargepoint.resync import station_resync_request
 
 logger = logging.getLogger(__name__)
 
@@ -299,6 +300,9 @@ def _send(run: BalancingRun, plans: list[PlannedPush], pusher: Pusher, now: date
     for pk, station in stations.items():
         if accepted[pk] or refused[pk]:
             compliance_note(station=station, accepted=accepted[pk], rejected=refused[pk])
+    # A profile that got no answer may or may not be in force: ask the charger what it applies.
+    for pk in sorted({p.station.pk for p, a in zip(plans, answers, strict=True) if a.status == "Timeout"}):
+        station_resync_request(station_id=pk, reason="no answer to a charging profile")
     return [answer.accepted for answer in answers]
 
 

@@ -368,7 +368,23 @@ def _on_meter(batch: _Batch, station: ChargingStation, event: dict[str, Any]) ->
         session = batch.session(station, str(event["transaction_id"])[:64])
     elif connector is not None:
         session = batch.open_sessions.get(connector.pk)
+    now = timezone.now()
+    kept = []
     for sample in event["samples"]:
+        why = _implausible(station, sample, now)
+        if why:
+            logger.warning(
+                "%s: reading refused, never used: %s %s %s on connector %s at %s: %s",
+                station.charge_point_id,
+                sample.get("measurand"),
+                sample.get("value"),
+                sample.get("unit") or "",
+                number or 0,
+                sample.get("at"),
+                why,
+            )
+            continue
+        kept.append(sample)
         batch.samples.append(
             MeterSample(
                 station=station,
@@ -384,7 +400,31 @@ def _on_meter(batch: _Batch, station: ChargingStation, event: dict[str, Any]) ->
             )
         )
     if connector is not None and session is not None:
-        _rebalance_if_over_books(batch, station, connector, session, event["samples"])
+        _rebalance_if_over_books(batch, station, connector, session, kept)
+
+
+# Measurands that cannot be negative, and how far ahead of our clock a reading may be dated.
+IMPORT_MEASURANDS = frozenset({"Current.Import", "Power.Active.Import", "Energy.Active.Import.Register"})
+READING_MAX_AHEAD = timedelta(minutes=1)
+# A current above this many times the station's rating cannot be real (a CT on the wrong range).
+CURRENT_MAX_RATING_FACTOR = 2
+
+
+def _implausible(station: ChargingStation, sample: dict[str, Any], now: datetime) -> str:
+    """Why a charger's reading cannot be true (it is then not stored, so it never moves a limit)."""
+    try:
+        value = _decimal(sample["value"])
+        at = _at(sample["at"])
+    except (KeyError, ValueError, ArithmeticError) as exc:
+        return f"unreadable ({exc})"
+    measurand = str(sample.get("measurand") or "")
+    if at > now + READING_MAX_AHEAD:
+        return f"dated {(at - now).total_seconds():.0f} s in the future"
+    if measurand in IMPORT_MEASURANDS and value < 0:
+        return "negative"
+    if measurand == "Current.Import" and value > CURRENT_MAX_RATING_FACTOR * station.max_current_a:
+        return f"above {CURRENT_MAX_RATING_FACTOR}x the station's rating of {station.max_current_a} A"
+    return ""
 
 
 def _rebalance_if_over_books(

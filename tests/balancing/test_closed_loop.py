@@ -709,3 +709,20 @@ def simulate_from(site, fleet: Fleet, connectors: dict, start: int, seconds: int
         run(site, fleet, now=NOW + timedelta(seconds=t))
         totals.append((t, fleet.total_a()))
     return totals
+
+
+def test_a_profile_without_an_answer_asks_the_charger_what_it_applies(garage, plug_in, chargers, monkeypatch) -> None:
+    asked: list[tuple[int, str]] = []
+    monkeypatch.setattr(
+        "balancing.runs.station_resync_request", lambda *, station_id, reason: asked.append((station_id, reason))
+    )
+    silent = plug_in(garage, "CP-T", max_a="32")
+    answering = plug_in(garage, "CP-A", max_a="32")
+    confirm_failsafe(silent)
+    confirm_failsafe(answering)
+    chargers.answers["CP-T"] = "Timeout"
+
+    run(garage, chargers)
+
+    # Did CP-T take its profile? Nobody knows: it is asked (TriggerMessage, GetCompositeSchedule).
+    assert asked == [(silent.station.pk, "no answer to a charging profile")]

@@ -210,3 +210,27 @@ def test_silent_chargers_are_taken_offline_by_the_sweep(station) -> None:
     station.refresh_from_db()
     assert not station.is_online
     assert outcome.applied == 1
+
+
+def test_readings_that_cannot_be_true_are_refused_by_name_and_never_stored(station, caplog) -> None:
+    telemetry_apply(events=session_batch())
+    ahead = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    bad = [
+        sample(20, "Current.Import", "-500", "A", "L1"),
+        sample(20, "Energy.Active.Import.Register", "-1000000000000", "Wh"),
+        sample(20, "Current.Import", "900", "A", "L2"),  # the station is rated 32 A
+        {**sample(20, "Current.Import", "12", "A", "L3"), "at": ahead},
+    ]
+    good = sample(20, "Current.Import", "10.0", "A", "L1")
+
+    with caplog.at_level("WARNING", logger="chargepoint.telemetry"):
+        telemetry_apply(events=[event("meter", "TEL-1", 20, connector=1, transaction_id="41", samples=[*bad, good])])
+
+    stored = MeterSample.objects.filter(sampled_at=T0 + timedelta(seconds=20))
+    assert [(s.measurand, s.value) for s in stored] == [("Current.Import", Decimal("10.0"))]
+    refusals = [r.getMessage() for r in caplog.records if "reading refused" in r.getMessage()]
+    assert len(refusals) == 4
+    assert "TEL-1: reading refused, never used: Current.Import -500 A on connector 1" in refusals[0]
+    assert refusals[0].endswith(": negative")
+    assert refusals[2].endswith("above 2x the station's rating of 32.0 A")
+    assert "in the future" in refusals[3]
