@@ -326,10 +326,14 @@ def _book(plan: PlannedPush, accepted: bool, status: str, now: datetime) -> Conn
             limit.accepted_at = now  # a lowering the draw must follow: its reaction time is measured
         elif new_tx or plan.new_limit_a > before:
             limit.accepted_at = None
+        same_limit = not new_tx and limit.limit_a == Decimal(str(plan.new_limit_a)) and limit.confirmed_at is not None
         limit.limit_a = Decimal(str(plan.new_limit_a))
         limit.valid_until = plan.valid_to
         limit.transaction_id = plan.context.session.transaction_id
-        limit.confirmed_at = now
+        if not same_limit:
+            # A renewal of the same limit changes nothing the car sees: the ramp-up and reaction
+            # times keep counting from when this limit was first accepted.
+            limit.confirmed_at = now
         if plan.new_limit_a == 0:
             # Only a car that wanted energy was paused; an idle connector is not waiting its turn.
             limit.paused_since = (limit.paused_since or now) if plan.active else None

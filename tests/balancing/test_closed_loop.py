@@ -726,3 +726,18 @@ def test_a_profile_without_an_answer_asks_the_charger_what_it_applies(garage, pl
 
     # Did CP-T take its profile? Nobody knows: it is asked (TriggerMessage, GetCompositeSchedule).
     assert asked == [(silent.station.pk, "no answer to a charging profile")]
+
+
+def test_a_renewal_of_the_same_limit_keeps_when_it_was_first_accepted(garage, plug_in, chargers) -> None:
+    # One car alone under the 20 kW cap on three phases: 28.98 A -> 28 A, its rating 32 A.
+    car = plug_in(garage, "CP-1", max_a="32")
+    confirm_failsafe(car)
+    book(car, 28, valid_until=NOW + timedelta(minutes=2))  # renewal due (less than 5 minutes left)
+
+    run(garage, chargers)
+
+    renewed = books(car)
+    assert chargers.limits() == {"CP-1": 28.0}
+    assert renewed.valid_until > NOW + timedelta(minutes=10)
+    # The car has had 28 A for ten minutes: its ramp-up and reaction clocks do not start again.
+    assert renewed.confirmed_at == NOW - timedelta(minutes=10)
