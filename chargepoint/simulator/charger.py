@@ -504,6 +504,18 @@ class SimulatedCharger:
             v["context"] = context
         return [{"timestamp": ocpp_time(), "sampledValue": values}]
 
+    async def _charging_state(self, transaction_id: str, state: str) -> None:
+        """2.0.1: TransactionEvent Updated telling the platform the car's charging state changed."""
+        await self._call(
+            call201.TransactionEvent(
+                event_type="Updated",
+                timestamp=ocpp_time(),
+                trigger_reason="ChargingStateChanged",
+                seq_no=next(self._seq),
+                transaction_info={"transaction_id": transaction_id, "charging_state": state},
+            )
+        )
+
     async def _call(self, request: Any) -> Any:
         assert self.cp is not None  # noqa: S101
         return await self.cp.call(request)
@@ -548,15 +560,7 @@ class SimulatedCharger:
             call201.StatusNotification(timestamp=ocpp_time(), connector_status=status, evse_id=1, connector_id=1)
         )
         if st.transaction_id is not None and st.car.asleep:
-            await self._call(
-                call201.TransactionEvent(
-                    event_type="Updated",
-                    timestamp=ocpp_time(),
-                    trigger_reason="ChargingStateChanged",
-                    seq_no=next(self._seq),
-                    transaction_info={"transaction_id": st.transaction_id, "charging_state": "SuspendedEV"},
-                )
-            )
+            await self._charging_state(st.transaction_id, "SuspendedEV")
 
     async def _start_transaction(self) -> None:
         st = self.state
@@ -614,15 +618,7 @@ class SimulatedCharger:
                     "ev_max_voltage": int(self.spec.voltage_v),
                 }
                 await self._call(call201.NotifyEVChargingNeeds(charging_needs=needs, evse_id=1))
-            await self._call(
-                call201.TransactionEvent(
-                    event_type="Updated",
-                    timestamp=ocpp_time(),
-                    trigger_reason="ChargingStateChanged",
-                    seq_no=next(self._seq),
-                    transaction_info={"transaction_id": st.transaction_id, "charging_state": "Charging"},
-                )
-            )
+            await self._charging_state(st.transaction_id, "Charging")
 
     async def _stop_transaction(self) -> None:
         st = self.state
