@@ -95,7 +95,6 @@ class ChargerState:
     connects: int = 0
     refused: str = ""
     fault: Fault = NO_FAULT
-    asleep_at: float | None = None  # loop time the car fell asleep
     suspended_ev_sent: bool = False
 
     def __post_init__(self) -> None:
@@ -122,13 +121,16 @@ class ChargerState:
         if self.transaction_id is None:
             self.power_kw = 0.0
             return
+        self._draw()
+        self.energy_wh += self.car.charge(power_kw=self.power_kw, seconds=seconds) * 1000
+
+    def _draw(self) -> None:
+        """In a session: what the car draws at ``offered_a`` (a sleeping car may fall asleep first)."""
         session_s = (utcnow() - self.tx_started).total_seconds() if self.tx_started else 0.0
-        if self.car.observe(offered_a=self.offered_a, session_s=session_s):
-            self.asleep_at = asyncio.get_running_loop().time()
+        self.car.observe(offered_a=self.offered_a, session_s=session_s)
         self.power_kw = self.car.draw_kw(
             offered_a=self.offered_a, voltage_v=self.spec.voltage_v, phases=self.spec.phases
         )
-        self.energy_wh += self.car.charge(power_kw=self.power_kw, seconds=seconds) * 1000
 
     @property
     def connector_status_16(self) -> str:
@@ -154,12 +156,7 @@ class ChargerState:
                 self.first_profile_at = asyncio.get_running_loop().time()
             self.offered_a = self.offered_now()
             if self.transaction_id is not None:
-                session_s = (utcnow() - self.tx_started).total_seconds() if self.tx_started else 0.0
-                if self.car.observe(offered_a=self.offered_a, session_s=session_s):
-                    self.asleep_at = asyncio.get_running_loop().time()
-                self.power_kw = self.car.draw_kw(
-                    offered_a=self.offered_a, voltage_v=self.spec.voltage_v, phases=self.spec.phases
-                )
+                self._draw()
         return status
 
     def phase_current_a(self) -> float:

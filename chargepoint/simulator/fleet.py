@@ -163,7 +163,6 @@ def fault_metrics(
     """
     seconds = kwh = peak = 0.0
     recovered_at: float | None = None
-    ever_above = False
     last_was_above = False
     previous_t: float | None = None
     drawn = room = 0.0
@@ -184,13 +183,12 @@ def fault_metrics(
             seconds += dt
             kwh += excess * dt / 3600.0
             peak = max(peak, excess)
-            ever_above = True
         if sample.t_s >= steady_from:
             drawn += sample.behaving_kw
             room += max(0.0, min(cap_kw - sample.misbehaving_kw, sample.behaving_demand_kw))
     if last_was_above:
         recover: float | None = None
-    elif not ever_above or recovered_at is None:
+    elif recovered_at is None:  # never above
         recover = 0.0
     else:
         recover = recovered_at - fault_at_s
