@@ -565,9 +565,9 @@ def telemetry_apply(*, events: list[dict[str, Any]]) -> TelemetryOutcome:
             )
         if batch.samples:
             MeterSample.objects.bulk_create(batch.samples, ignore_conflicts=True, batch_size=1000)
+            batch.outcome.samples = len(batch.samples)
         for site_id in sorted(batch.grown_sites):  # one more connector at the fail-safe
             site_failsafe_refresh(site=Site.objects.get(pk=site_id), actor="system:telemetry", strict=False)
-            batch.outcome.samples = len(batch.samples)
         if batch.outcome.rebalance:
             reasons = dict(batch.outcome.rebalance)
             transaction.on_commit(lambda: _request_rebalances(reasons))

@@ -82,6 +82,7 @@ def test_a_batch_records_boot_status_session_and_samples(station) -> None:
     assert (session.transaction_id, session.meter_start_wh, session.stopped_at) == ("41", Decimal("1000"), None)
     assert MeterSample.objects.filter(session=session).count() == 2
     assert outcome.applied == 6
+    assert outcome.samples == 2
     assert station.site_id in outcome.rebalance
 
 
