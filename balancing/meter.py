@@ -11,7 +11,7 @@ power in kilowatts, times timezone-aware.
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -19,8 +19,10 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.utils.dateparse import parse_datetime
 
 from balancing.models import Site, SiteMeterReading
+from balancing.selectors import site_meter_latest
 from balancing.services import site_rebalance_request
 from evplatform.services import require_tenant_schema
 
@@ -54,6 +56,22 @@ def max_age() -> timedelta:
 def site_limit_kw(site: Site) -> Decimal:
     """The grid connection's capacity in kW: phases x per-phase limit (A) x line-to-neutral voltage (V)."""
     return Decimal(site.phases) * site.limit_a * site.voltage_v / 1000
+
+
+def measured_at_parse(value: Any) -> datetime:
+    """A meter's ISO 8601 time as sent (MQTT, OCPP); ``site_meter_record`` checks its zone and age."""
+    try:
+        parsed = parse_datetime(value) if isinstance(value, str) else None
+    except ValueError:  # well formed but no such time, e.g. month 13
+        parsed = None
+    if parsed is None:
+        raise ValidationError({"measured_at": f"{str(value)[:40]!r} is not an ISO 8601 time"})
+    return parsed
+
+
+def refusal(exc: ValidationError) -> str:
+    """Why a reading was refused, in one line for the log: ``field: message; field: message``."""
+    return "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in exc.message_dict.items())
 
 
 def _finite(value: Any, *, field: str, what: str) -> Decimal:
@@ -167,7 +185,7 @@ def site_meter_record(
         return MeterOutcome(existing, created=False)
     _check_time(measured_at, now=now)
 
-    previous = SiteMeterReading.objects.filter(site=site).order_by("-measured_at").first()
+    previous = site_meter_latest(site=site)
     try:
         with transaction.atomic():
             reading = SiteMeterReading.objects.create(
@@ -200,15 +218,6 @@ POWER_IMPORT = "Power.Active.Import"
 PHASE_INDEX = {"L1": 0, "L2": 1, "L3": 2, "L1-N": 0, "L2-N": 1, "L3-N": 2}
 
 
-@dataclass
-class SamplesOutcome:
-    """What one MeterValues message of a site meter gave: readings stored, and those refused with why."""
-
-    stored: int = 0
-    duplicates: int = 0
-    refused: list[str] = field(default_factory=list)
-
-
 def _reading_from_samples(site: Site, samples: list[dict[str, Any]]) -> tuple[list[Any], Any]:
     """Per-phase currents (A) and total power (kW) of one sampled time; units as ``normalise`` left them."""
     currents: dict[int, Any] = {}
@@ -233,7 +242,7 @@ def _reading_from_samples(site: Site, samples: list[dict[str, Any]]) -> tuple[li
     return current_a, power_kw
 
 
-def site_meter_record_samples(*, site: Site, samples: list[dict[str, Any]], now: datetime) -> SamplesOutcome:
+def site_meter_record_samples(*, site: Site, samples: list[dict[str, Any]], now: datetime) -> None:
     """Record the readings of a site meter's MeterValues (connector 0 / EVSE 0) as ``source="ocpp"``.
 
     ``samples`` are the gateway's normalised samples (``at``, ``measurand``, ``phase``, ``value``,
@@ -242,16 +251,15 @@ def site_meter_record_samples(*, site: Site, samples: list[dict[str, Any]], now:
     other measurands (energy registers, voltages) are not part of a reading. A refused reading
     is logged with its reason and does not cost the others.
     """
-    outcome = SamplesOutcome()
     by_time: dict[str, list[dict[str, Any]]] = {}
     for sample in samples:
         if sample.get("measurand") in (CURRENT_IMPORT, POWER_IMPORT):
             by_time.setdefault(str(sample.get("at")), []).append(sample)
     for at, group in by_time.items():
         try:
-            measured_at = datetime.fromisoformat(at)
+            measured_at = measured_at_parse(at)
             current_a, power_kw = _reading_from_samples(site, group)
-            result = site_meter_record(
+            site_meter_record(
                 site=site,
                 measured_at=measured_at,
                 current_a=current_a,
@@ -260,13 +268,4 @@ def site_meter_record_samples(*, site: Site, samples: list[dict[str, Any]], now:
                 now=now,
             )
         except ValidationError as exc:
-            why = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in exc.message_dict.items())
-        except ValueError as exc:
-            why = f"measured_at: {exc}"
-        else:
-            outcome.stored += int(result.created)
-            outcome.duplicates += int(not result.created)
-            continue
-        outcome.refused.append(f"{at}: {why}")
-        logger.warning("site %s: OCPP meter reading at %s refused: %s", site.slug, at, why)
-    return outcome
+            logger.warning("site %s: OCPP meter reading at %s refused: %s", site.slug, at, refusal(exc))

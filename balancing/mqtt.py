@@ -14,7 +14,6 @@ and subscribes again.
 import json
 import logging
 import ssl
-import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,11 +25,10 @@ from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.db import close_old_connections
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from django_tenants.utils import get_public_schema_name, schema_context, tenant_context
 from paho.mqtt.enums import CallbackAPIVersion
 
-from balancing.meter import site_meter_record
+from balancing.meter import measured_at_parse, refusal, site_meter_record
 from balancing.models import SiteMeterReading
 from balancing.selectors import site_get
 from tenants.models import Tenant
@@ -84,18 +82,11 @@ def _payload(raw: bytes) -> dict[str, Any]:
         raise ValidationError({"payload": f"{len(raw)} bytes is more than {MAX_PAYLOAD_BYTES}"})
     try:
         data = json.loads(raw.decode("utf-8"))  # NaN/Infinity pass, to be refused naming their field
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: arrays nested too deep
         raise ValidationError({"payload": "is not JSON like {'measured_at': ..., 'current_a': [...]}"}) from None
     if not isinstance(data, dict):
         raise ValidationError({"payload": "must be a JSON object"})
     return data
-
-
-def _measured_at(value: Any) -> datetime:
-    parsed = parse_datetime(value) if isinstance(value, str) else None
-    if parsed is None or parsed.tzinfo is None:
-        raise ValidationError({"measured_at": f"{str(value)[:40]!r} is not an ISO 8601 time with a zone"})
-    return parsed
 
 
 def meter_message_apply(*, topic: str, payload: bytes, prefix: str, now: datetime) -> str:
@@ -129,7 +120,7 @@ def meter_message_apply(*, topic: str, payload: bytes, prefix: str, now: datetim
                 raise ValidationError({"includes_chargers": "must be true or false"})
             outcome = site_meter_record(
                 site=site,
-                measured_at=_measured_at(data.get("measured_at")),
+                measured_at=measured_at_parse(data.get("measured_at")),
                 current_a=data.get("current_a"),
                 power_kw=data.get("power_kw"),
                 source=SiteMeterReading.Source.MQTT,
@@ -137,8 +128,7 @@ def meter_message_apply(*, topic: str, payload: bytes, prefix: str, now: datetim
                 now=now,
             )
         except ValidationError as exc:
-            why = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in exc.message_dict.items())
-            return f"refused: {why}"
+            return f"refused: {refusal(exc)}"
     return "stored" if outcome.created else "duplicate"
 
 
@@ -148,7 +138,6 @@ class MeterSubscriber:
     def __init__(self, *, url: str | None = None, prefix: str | None = None, client_id: str | None = None) -> None:
         self.address = broker_address(url or settings.MQTT_URL)
         self.prefix = prefix or settings.MQTT_TOPIC_PREFIX
-        self.subscribed = threading.Event()
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id or f"evp-meters-{uuid.uuid4().hex[:12]}"
         )
@@ -174,10 +163,8 @@ class MeterSubscriber:
             logger.error("mqtt: broker refused the subscription to %s: %s", subscription(self.prefix), reasons)
             return
         logger.info("mqtt: subscribed to %s", subscription(self.prefix))
-        self.subscribed.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        self.subscribed.clear()
         logger.warning("mqtt: disconnected from %s:%s (%s); reconnecting", self.address.host, self.address.port, reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:

@@ -70,12 +70,15 @@ def test_currents_alone_are_enough(site: Site) -> None:
     assert SiteMeterReading.objects.get(site=site).power_kw is None
 
 
-def test_the_same_reading_again_is_idempotent(site: Site) -> None:
+def test_the_same_reading_again_is_idempotent(site: Site, requests: list[tuple[int, str]]) -> None:
     first = record(site)
     again = record(site, current_a=[1, 1, 1])
     assert not again.created
     assert again.reading.pk == first.reading.pk
     assert SiteMeterReading.objects.filter(site=site).count() == 1
+    assert SiteMeterReading.objects.get(site=site).current_a == [10.0, 11.5, 12.25]
+    assert again.rebalance_reason is None
+    assert requests == [(site.pk, FRESH_AGAIN_REASON)]
 
 
 def test_the_same_time_from_another_source_is_another_reading(site: Site) -> None:
