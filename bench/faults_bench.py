@@ -191,10 +191,6 @@ class Platform:
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.gateway_port}/ocpp"
 
-    async def start_proxies(self) -> None:
-        for proxy in self.proxies.values():
-            await proxy.start()
-
     async def cut(self, service: str) -> None:
         for (_, svc), proxy in self.proxies.items():
             if svc == service:
@@ -206,6 +202,7 @@ class Platform:
                 await proxy.restore()
 
     async def ensure_running(self) -> None:
+        """Every proxy listening and every process up (a scenario may have cut or killed them)."""
         for proxy in self.proxies.values():
             await proxy.start()
         for process in self.processes.values():
@@ -487,11 +484,16 @@ class Bench:
                 log(f"    t={t:5.0f}s site totals (kW, cap {CAP_KW:g}): {totals}")
             await asyncio.sleep(SAMPLE_S)
 
-    def mark_fault(self, site: SimSite | None = None) -> None:
-        """The fault starts now (for one site, or all)."""
-        for s in [site] if site is not None else self.sites:
-            s.fault_at_s = self.now_s()
-            s.fault_wall = datetime.now(UTC)
+    def charger_0_misbehaves(self) -> None:
+        """Charger 0 of every site is the one that misbehaves: the share is of the others."""
+        for site in self.sites:
+            site.misbehaving = [site.chargers[0].spec.charge_point_id]
+
+    def mark_fault(self) -> None:
+        """The fault starts now, at every site."""
+        for site in self.sites:
+            site.fault_at_s = self.now_s()
+            site.fault_wall = datetime.now(UTC)
 
     async def wait_sessions(self, timeout_s: float = 90) -> None:
         """Until every plugged-in car has a session and a profile (or ``timeout_s``)."""
@@ -580,9 +582,13 @@ class Bench:
 # -- scenarios ------------------------------------------------------------------------------------
 
 
-def plain_spec(*, plug_at: Callable[[int], float | None] | None = None, fault_model: str = "") -> Any:
-    """ChargerSpecs of cars plugging in soon after start; charger 0 reports ``fault_model`` as its model."""
+def plain_spec(
+    *, plug_at: Callable[[int], float | None] | None = None, fault_model: str = "", from_boot: bool = False
+) -> Any:
+    """ChargerSpecs of cars plugging in soon after start; charger 0 reports ``fault_model`` as its model
+    and, ``from_boot``, misbehaves that way from the start."""
     from chargepoint.simulator.charger import ChargerSpec
+    from chargepoint.simulator.model import NO_FAULT, Fault
 
     def make(i: int, cp: str, car_kw: float) -> Any:
         return ChargerSpec(
@@ -592,10 +598,16 @@ def plain_spec(*, plug_at: Callable[[int], float | None] | None = None, fault_mo
             rating_a=RATING_A,
             phases=1,
             plug_in_after_s=(1.0 + 0.2 * i) if plug_at is None else plug_at(i),
+            fault=Fault(fault_model) if (i == 0 and from_boot) else NO_FAULT,
             model=("Sim-" + fault_model)[:20] if (i == 0 and fault_model) else "SimCharger",
         )
 
     return make
+
+
+def car_0_held_back(i: int) -> float | None:
+    """``plug_at`` of sites whose charger 0 gets its car only when the scenario says."""
+    return None if i == 0 else 1.0 + 0.2 * i
 
 
 async def warm_up(bench: Bench) -> None:
@@ -612,9 +624,10 @@ async def scenario_switch_fault(bench: Bench, mode: str, text: str, observe_s: f
     await bench.start_sites(plain_spec(fault_model=mode))
     await warm_up(bench)
     log(f"  fault: charger 0 of each site switches to {text}")
+    fault = parse_fault(text)
     for site in bench.sites:
-        site.chargers[0].state.set_fault(parse_fault(text))
-        site.misbehaving = [site.chargers[0].spec.charge_point_id]
+        site.chargers[0].state.set_fault(fault)
+    bench.charger_0_misbehaves()
     bench.mark_fault()
     await asyncio.sleep(bench.seconds(observe_s))
 
@@ -642,22 +655,8 @@ async def scenario_sleeping_car(bench: Bench) -> None:
 
 async def scenario_reject_join(bench: Bench) -> None:
     """A charger that rejects every profile (from boot) gets its car once the site is full."""
-    from chargepoint.simulator.model import Fault
-
-    def plug_at(i: int) -> float | None:
-        return None if i == 0 else 1.0 + 0.2 * i
-
-    make = plain_spec(plug_at=plug_at, fault_model="reject_profiles")
-
-    def with_fault(i: int, cp: str, car_kw: float) -> Any:
-        spec = make(i, cp, car_kw)
-        if i == 0:
-            spec.fault = Fault("reject_profiles")
-        return spec
-
-    await bench.start_sites(with_fault)
-    for site in bench.sites:
-        site.misbehaving = [site.chargers[0].spec.charge_point_id]
+    await bench.start_sites(plain_spec(plug_at=car_0_held_back, fault_model="reject_profiles", from_boot=True))
+    bench.charger_0_misbehaves()
     await warm_up(bench)
     log("  fault: the rejecting charger's car plugs in on the full site")
     for site in bench.sites:
@@ -668,20 +667,8 @@ async def scenario_reject_join(bench: Bench) -> None:
 
 async def scenario_reject_boot(bench: Bench) -> None:
     """A charger rejects every profile from boot; every car plugs in at once (fault: its plug-in)."""
-    from chargepoint.simulator.model import Fault
-
-    make = plain_spec(fault_model="reject_profiles")
-
-    def with_fault(i: int, cp: str, car_kw: float) -> Any:
-        spec = make(i, cp, car_kw)
-        if i == 0:
-            spec.fault = Fault("reject_profiles")
-            spec.plug_in_after_s = 1.0
-        return spec
-
-    await bench.start_sites(with_fault)
-    for site in bench.sites:
-        site.misbehaving = [site.chargers[0].spec.charge_point_id]
+    await bench.start_sites(plain_spec(fault_model="reject_profiles", from_boot=True))  # charger 0's car at 1 s
+    bench.charger_0_misbehaves()
     await asyncio.sleep(1.0)
     bench.mark_fault()
     await asyncio.sleep(bench.seconds(100))
@@ -708,7 +695,7 @@ async def _platform_outage(
     bench: Bench, what: str, cut: Callable[[], Awaitable[None]], restore: Callable[[], Awaitable[None]], outage_s: float
 ) -> None:
     """One car per site held back; the outage starts, the car plugs in 10 s later, the platform returns."""
-    await bench.start_sites(plain_spec(plug_at=lambda i: None if i == 0 else 1.0 + 0.2 * i))
+    await bench.start_sites(plain_spec(plug_at=car_0_held_back))
     await warm_up(bench)
     log(f"  fault: {what} for {outage_s:g}s; a car plugs in at every site 10 s in")
     bench.mark_fault()
@@ -854,7 +841,6 @@ def markdown_summary(rows: list[Row]) -> str:
 
 async def run(args: argparse.Namespace, names: list[str], log_dir: Path) -> list[Row]:
     platform = Platform(log_dir)
-    await platform.start_proxies()
     rows: list[Row] = []
     try:
         for n, name in enumerate(names, 1):

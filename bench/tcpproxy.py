@@ -31,7 +31,6 @@ class TcpProxy:
         self.port = port or free_port()
         self.server: asyncio.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
-        self.connections = 0
 
     @property
     def is_cut(self) -> bool:
@@ -43,7 +42,6 @@ class TcpProxy:
         except OSError:
             writer.transport.abort()
             return
-        self.connections += 1
         self.writers |= {writer, up_writer}
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
