@@ -24,7 +24,7 @@ from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, schema_context, tenant_context
 
 from balancing.failsafe import site_failsafe_refresh
-from balancing.models import Site
+from balancing.models import ConnectorLimit, Site
 from balancing.selectors import circuit_get, site_get
 from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector, MeterSample
 from chargepoint.resync import station_resync_request
@@ -224,11 +224,12 @@ class _Batch:
 
     def __init__(self, stations: dict[str, ChargingStation]) -> None:
         self.stations = stations
-        ids = [s.pk for s in stations.values()]
+        self.station_ids = ids = [s.pk for s in stations.values()]
         self.connectors = {(c.station_id, c.connector_id): c for c in Connector.objects.filter(station_id__in=ids)}
         self.open_sessions = {
             s.connector_id: s for s in ChargingSession.objects.filter(station_id__in=ids, stopped_at__isnull=True)
         }
+        self._limits: dict[int, ConnectorLimit] | None = None  # by connector pk, read when first needed
         self.dirty_stations: set[int] = set()
         self.dirty_connectors: dict[int, Connector] = {}
         self.grown_sites: set[int] = set()  # a charger reported a connector nobody registered
@@ -245,6 +246,13 @@ class _Batch:
             if created:
                 self.grown_sites.add(station.site_id)
         return found
+
+    def limit(self, connector: Connector) -> ConnectorLimit | None:
+        """The connector's accepted limit on the books; one query for all the batch's stations."""
+        if self._limits is None:
+            booked = ConnectorLimit.objects.filter(connector__station_id__in=self.station_ids, limit_a__isnull=False)
+            self._limits = {limit.connector_id: limit for limit in booked}
+        return self._limits.get(connector.pk)
 
     def session(self, station: ChargingStation, transaction_id: str) -> ChargingSession | None:
         for session in self.open_sessions.values():
@@ -369,7 +377,7 @@ def _on_meter(batch: _Batch, station: ChargingStation, event: dict[str, Any]) ->
     elif connector is not None:
         session = batch.open_sessions.get(connector.pk)
     now = timezone.now()
-    kept = []
+    kept: list[MeterSample] = []
     for sample in event["samples"]:
         why = _implausible(station, sample, now)
         if why:
@@ -384,21 +392,20 @@ def _on_meter(batch: _Batch, station: ChargingStation, event: dict[str, Any]) ->
                 why,
             )
             continue
-        kept.append(sample)
-        batch.samples.append(
-            MeterSample(
-                station=station,
-                connector=connector,
-                session=session,
-                sampled_at=_at(sample["at"]),
-                measurand=str(sample["measurand"])[:64],
-                phase=str(sample.get("phase") or "")[:8],
-                location=str(sample.get("location") or "")[:10],
-                context=str(sample.get("context") or "")[:30],
-                value=_decimal(sample["value"]),
-                unit=str(sample.get("unit") or "")[:16],
-            )
+        reading = MeterSample(
+            station=station,
+            connector=connector,
+            session=session,
+            sampled_at=_at(sample["at"]),
+            measurand=str(sample["measurand"])[:64],
+            phase=str(sample.get("phase") or "")[:8],
+            location=str(sample.get("location") or "")[:10],
+            context=str(sample.get("context") or "")[:30],
+            value=_decimal(sample["value"]),
+            unit=str(sample.get("unit") or "")[:16],
         )
+        batch.samples.append(reading)
+        kept.append(reading)
     if connector is not None and session is not None:
         _rebalance_if_over_books(batch, station, connector, session, kept)
 
@@ -428,23 +435,20 @@ def _implausible(station: ChargingStation, sample: dict[str, Any], now: datetime
 
 
 def _rebalance_if_over_books(
-    batch: _Batch, station: ChargingStation, connector: Connector, session: ChargingSession, samples: list[Any]
+    batch: _Batch, station: ChargingStation, connector: Connector, session: ChargingSession, samples: list[MeterSample]
 ) -> None:
     """A Current.Import above the connector's accepted limit (plus tolerance) asks for a run now.
 
     So an overdraw is acted on one meter interval plus one run after it shows, not at the next
     sweep; the run itself decides whether the charger is non-compliant.
     """
-    currents = [_decimal(s["value"]) for s in samples if s.get("measurand") == "Current.Import"]
+    currents = [s.value for s in samples if s.measurand == "Current.Import"]
     if not currents:
         return
-    from balancing.models import ConnectorLimit
     from balancing.problem import overdraw_tolerance_a
 
-    limit = ConnectorLimit.objects.filter(
-        connector=connector, transaction_id=session.transaction_id, limit_a__isnull=False
-    ).first()
-    if limit is None or limit.limit_a is None:
+    limit = batch.limit(connector)
+    if limit is None or limit.limit_a is None or limit.transaction_id != session.transaction_id:
         return
     allowed = float(limit.limit_a)
     drawn = float(max(currents))

@@ -4,7 +4,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
+from balancing.models import ConnectorLimit
 from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterSample
 from chargepoint.services import stations_offline_sweep, telemetry_apply, transaction_id_next
 from tests.factories import ChargingStationFactory, ConnectorFactory
@@ -235,3 +238,26 @@ def test_readings_that_cannot_be_true_are_refused_by_name_and_never_stored(stati
     assert refusals[0].endswith(": negative")
     assert refusals[2].endswith("above 2x the station's rating of 32.0 A")
     assert "in the future" in refusals[3]
+
+
+def test_readings_are_checked_against_the_books_with_one_query_per_batch(station) -> None:
+    telemetry_apply(events=session_batch())
+    second = ConnectorFactory(station=station, connector_id=2)
+    telemetry_apply(
+        events=[event("start", "TEL-1", 4, connector=2, transaction_id="77", id_tag="T", meter_start_wh="0", at=at(4))]
+    )
+    first = Connector.objects.get(station=station, connector_id=1)
+    ConnectorLimit.objects.create(connector=first, limit_a=Decimal("9"), transaction_id="41")
+    ConnectorLimit.objects.create(connector=second, limit_a=Decimal("9"), transaction_id="70")  # an older session's
+
+    def meter(seconds: float, number: int, transaction_id: str, amps: str) -> dict:
+        current = sample(seconds, "Current.Import", amps, "A", "L1")
+        return event("meter", "TEL-1", seconds, connector=number, transaction_id=transaction_id, samples=[current])
+
+    readings = [meter(20, 2, "77", "30"), meter(20, 1, "41", "9.5"), meter(30, 1, "41", "12"), meter(40, 1, "41", "11")]
+    with CaptureQueriesContext(connection) as queries:
+        outcome = telemetry_apply(events=readings)
+
+    assert outcome.rebalance == {station.site_id: "TEL-1: connector 1 draws 12.0 A over 9 A"}
+    assert outcome.samples == 4
+    assert sum("balancing_connectorlimit" in q["sql"] for q in queries.captured_queries) == 1
