@@ -35,7 +35,8 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import F, Q, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from balancing.alerts import alert_clear, alert_raise, compliance_note
@@ -542,18 +543,30 @@ def _charger_of(station: ChargingStation) -> str:
 
 
 def _refusal_streaks(contexts: list[EvseContext]) -> dict[int, tuple[int, str]]:
-    """Connectors whose last ``REFUSALS_FOR_ALERT`` TxProfiles were all refused, with the last answer."""
-    streaks = {}
-    for ctx in contexts:
-        answers = list(
-            ProfilePush.objects.filter(connector=ctx.connector)
-            .order_by("-sent_at", "-pk")
-            .values_list("status", flat=True)[:REFUSALS_FOR_ALERT]
+    """Connectors whose last ``REFUSALS_FOR_ALERT`` TxProfiles were all refused, with the last answer.
+
+    One query for all of them (a row number over each connector's pushes, newest first).
+    """
+    if not contexts:
+        return {}
+    rows = (
+        ProfilePush.objects.filter(connector__in={ctx.connector.pk for ctx in contexts})
+        .annotate(
+            n=Window(RowNumber(), partition_by=[F("connector_id")], order_by=[F("sent_at").desc(), F("pk").desc()])
         )
-        # Offline (the platform could not reach it) is not the charger's doing; a Timeout is.
-        if len(answers) == REFUSALS_FOR_ALERT and all(a in CHARGER_REFUSALS or a == "Timeout" for a in answers):
-            streaks[ctx.connector.pk] = (len(answers), answers[0])
-    return streaks
+        .filter(n__lte=REFUSALS_FOR_ALERT)
+        .order_by("connector_id", "n")
+        .values_list("connector_id", "status")
+    )
+    answers: dict[int, list[str]] = {}
+    for connector_id, status in rows:
+        answers.setdefault(connector_id, []).append(status)
+    # Offline (the platform could not reach it) is not the charger's doing; a Timeout is.
+    return {
+        pk: (len(last), last[0])
+        for pk, last in answers.items()
+        if len(last) == REFUSALS_FOR_ALERT and all(a in CHARGER_REFUSALS or a == "Timeout" for a in last)
+    }
 
 
 def _closed_loop(site: Site, built: BuiltProblem, pushed: list[PlannedPush], now: datetime) -> list[str]:

@@ -12,17 +12,21 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from balancing.models import (
     BalancingRun,
     ChargerModelCompliance,
     Circuit,
     ConnectorLimit,
+    ProfilePush,
     SiteAlert,
     StationFailsafe,
 )
+from balancing.problem import build_problem
 from balancing.push import PushAnswer
-from balancing.runs import site_balance_run
+from balancing.runs import _refusal_streaks, site_balance_run
 from chargepoint.models import ChargingSession, Connector, MeterSample
 from tenants.accounts.models import AuditEvent
 from tests.balancing.conftest import NOW
@@ -262,6 +266,35 @@ def test_a_charger_that_rejects_every_profile_does_not_hold_back_the_other_raise
     assert limit_of(refuser) == 16
     assert open_alerts(SiteAlert.Kind.NEVER_ACCEPTED) == []
     assert open_alerts(SiteAlert.Kind.REFUSES) == []
+
+
+def test_a_refusal_streak_counts_each_connectors_own_last_pushes_in_one_query(garage, plug_in) -> None:
+    refuser, recovered, short = (plug_in(garage, f"CP-{n}") for n in ("A", "B", "C"))
+    record = BalancingRun.objects.create(site=garage, reason="test", started_at=NOW, inputs_digest="", problem={})
+    history = {
+        refuser: ["Accepted", "Rejected", "Timeout", "CallError"],  # the last three refused
+        recovered: ["Rejected", "Rejected", "Rejected", "Accepted"],  # refused three, then accepted
+        short: ["Rejected", "Rejected"],  # only two so far
+    }
+    for connector, statuses in history.items():
+        for n, status in enumerate(statuses):
+            ProfilePush.objects.create(
+                run=record,
+                station=connector.station,
+                connector=connector,
+                kind="lower",
+                new_limit_a=Decimal("6"),
+                payload={},
+                status=status,
+                sent_at=NOW + timedelta(seconds=n),
+            )
+    contexts = list(build_problem(garage, NOW).evses.values())
+
+    with CaptureQueriesContext(connection) as captured:
+        streaks = _refusal_streaks(contexts)
+
+    assert streaks == {refuser.pk: (3, "CallError")}
+    assert len([q for q in captured.captured_queries if "profilepush" in q["sql"]]) == 1  # not one per connector
 
 
 def test_a_raise_that_no_longer_fits_next_to_a_refused_lowering_is_not_sent(
