@@ -73,7 +73,6 @@ def charger_move(
                 raise ValidationError(
                     {"site": f"a {station.phases}-phase charger cannot move to single-phase site {site.slug!r}"}
                 )
-            old_site = station.site.slug
             moved_from = station.site
             station.site, station.circuit = site, circuit
             station.save(update_fields=["site", "circuit", "updated_at"])
@@ -90,7 +89,7 @@ def charger_move(
                 object_type="charger",
                 object_id=station.pk,
                 label=station.charge_point_id,
-                changes=[("site", old_site, site.slug)],
+                changes=[("site", moved_from.slug, site.slug)],
             )
         return MoveOutcome(identity, None)
 

@@ -8,7 +8,7 @@ from django.test import Client
 from django_tenants.utils import schema_context, tenant_context
 
 from chargepoint.models import ChargingSession, ChargingStation
-from tenants.accounts.models import User
+from tenants.accounts.models import AuditEvent, User
 from tenants.models import ChargePointIdentity
 from tests.conftest import ALPHA, PLATFORM_DOMAIN
 from tests.factories import SiteFactory
@@ -119,6 +119,8 @@ def test_moving_within_an_organisation_keeps_the_station(operator, sites, tenant
     assert identity.site_slug == "south"
     with tenant_context(tenant):
         assert ChargingStation.objects.get(charge_point_id="OPS-CP-1").site.slug == "south"
+        move = AuditEvent.objects.get(action="move", object_type="charger")
+        assert (move.field, move.old_value, move.new_value) == ("site", "north", "south")
 
 
 def test_moving_to_another_organisation_leaves_history_and_frees_capacity(
