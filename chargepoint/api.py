@@ -67,10 +67,14 @@ class ChargerSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(ComplianceSerializer(allow_null=True))
     def get_compliance(self, station: ChargingStation) -> dict[str, Any] | None:
-        # Looked up once per response (the list too), kept in the serializers' shared context.
-        records = cast(dict[str, Any], self.context).setdefault(
-            "compliance", {(c.vendor, c.model, c.firmware_version): c for c in ChargerModelCompliance.objects.all()}
-        )
+        # Looked up once per response (the list too), kept in the serializers' shared context
+        # (not ``setdefault``: its default would be queried again for every charger).
+        context = cast(dict[str, Any], self.context)
+        if "compliance" not in context:
+            context["compliance"] = {
+                (c.vendor, c.model, c.firmware_version): c for c in ChargerModelCompliance.objects.all()
+            }
+        records = context["compliance"]
         record = records.get((station.vendor[:50], station.model[:50], station.firmware_version[:50]))
         return None if record is None else dict(ComplianceSerializer(record).data)
 

@@ -321,3 +321,21 @@ def test_a_site_wide_alert_names_no_charger(make_user, site) -> None:
     assert (alert["kind"], alert["charger"], alert["connector"], alert["vendor"]) == ("site_over_limit", None, None, "")
     assert "whole site" in page
     assert detail in page
+
+
+def test_the_charger_list_reads_the_models_records_once_whatever_the_number_of_chargers(site) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = api_client(Role.SITE_VIEWER, "viewer.queries@alpha.localhost")
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get("/api/v1/chargers/").status_code == 200
+        return sum("balancing_chargermodelcompliance" in q["sql"] for q in captured.captured_queries)
+
+    ChargingStationFactory(charge_point_id="Q-CP-1", site=site)
+    assert queries() == 1
+    for n in range(2, 6):
+        ChargingStationFactory(charge_point_id=f"Q-CP-{n}", site=site)
+    assert queries() == 1
