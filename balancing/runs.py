@@ -75,13 +75,12 @@ logger = logging.getLogger(__name__)
 
 # A charger that never accepted a limit is asked again at most this often (it may flood otherwise).
 REFUSED_RETRY = timedelta(seconds=30)
-# Answers in which the charger itself said no: asking again at once would only flood it. A push
-# that never reached it (Offline, Timeout) is tried again at the next run.
+# Answers in which the charger itself said no: asking again at once would only flood it, and they
+# count against its model. A push that never reached it (Offline, Timeout) says nothing about the
+# model and is tried again at the next run.
 CHARGER_REFUSALS = frozenset({"Rejected", "CallError", "NotSupported", "NotImplemented"})
 # This many refused profiles in a row on one connector raise a "refuses" alert.
 REFUSALS_FOR_ALERT = 3
-# Answers that say something about the charger model (a Timeout or Offline says nothing).
-REFUSED_STATUSES = frozenset({"Rejected", "CallError", "NotSupported", "NotImplemented"})
 # A model with this many accepted-but-ignored limits gets its limits as a station-wide max too.
 IGNORED_FOR_STATION_MAX = 2
 STATION_MAX = "station-max"
@@ -224,8 +223,13 @@ LIMIT_FIELDS = [
 LOOP_FIELDS = ["overdraw_count", "overdraw_since", "overdraw_a", "last_reading_at", "accepted_at"]
 
 
-def _send(run: BalancingRun, plans: list[PlannedPush], pusher: Pusher, now: datetime) -> list[bool]:
-    """Send one batch, record every push and its answer, update the books (in bulk) and each model's record."""
+def _send(
+    run: BalancingRun, plans: list[PlannedPush], pusher: Pusher, now: datetime, failsafes: dict[int, StationFailsafe]
+) -> list[bool]:
+    """Send one batch, record every push and its answer, update the books (in bulk) and each model's record.
+
+    ``failsafes``: the stations' default rows as the run read them (``BuiltProblem.failsafes``).
+    """
     if not plans:
         return []
     sent_at = timezone.now()
@@ -251,28 +255,26 @@ def _send(run: BalancingRun, plans: list[PlannedPush], pusher: Pusher, now: date
     )
     new_limits: list[ConnectorLimit] = []
     changed_limits: list[ConnectorLimit] = []
-    failsafes: list[StationFailsafe] = []
-    accepted: Counter[int] = Counter()
-    refused: Counter[int] = Counter()
-    stations: dict[int, ChargingStation] = {}
-    refused_defaults: list[int] = []
-    confirmed_defaults = set(
-        StationFailsafe.objects.filter(
-            station__in=[p.station for p in plans if p.purpose == "failsafe"], confirmed_at__isnull=False
-        ).values_list("station_id", flat=True)
-    )
+    new_defaults: list[StationFailsafe] = []
+    # Answers per charger model (one compliance record each, however many of its stations answered).
+    accepted: Counter[tuple[str, str, str]] = Counter()
+    refused: Counter[tuple[str, str, str]] = Counter()
+    models: dict[tuple[str, str, str], ChargingStation] = {}
+    refused_defaults: dict[str, list[int]] = {}  # by answer
     for plan, answer in zip(plans, answers, strict=True):
-        stations[plan.station.pk] = plan.station
+        model = (plan.station.vendor, plan.station.model, plan.station.firmware_version)
+        models.setdefault(model, plan.station)
         if answer.accepted:
-            accepted[plan.station.pk] += 1
-        elif answer.status in REFUSED_STATUSES:
-            refused[plan.station.pk] += 1
+            accepted[model] += 1
+        elif answer.status in CHARGER_REFUSALS:
+            refused[model] += 1
         if plan.purpose == "failsafe":
-            known = plan.station.pk in confirmed_defaults
+            known = (f := failsafes.get(plan.station.pk)) is not None and f.confirmed_at is not None
             if not answer.accepted and known:
-                refused_defaults.append(plan.station.pk)  # the charger keeps the default it confirmed
+                # The charger keeps the default it confirmed.
+                refused_defaults.setdefault(answer.status, []).append(plan.station.pk)
                 continue
-            failsafes.append(
+            new_defaults.append(
                 StationFailsafe(
                     station=plan.station,
                     limit_a=Decimal(str(plan.new_limit_a)),
@@ -289,18 +291,16 @@ def _send(run: BalancingRun, plans: list[PlannedPush], pusher: Pusher, now: date
     ConnectorLimit.objects.bulk_create(new_limits)
     ConnectorLimit.objects.bulk_update(changed_limits, LIMIT_FIELDS)
     StationFailsafe.objects.bulk_create(
-        failsafes,
+        new_defaults,
         update_conflicts=True,
         unique_fields=["station"],
         update_fields=["limit_a", "confirmed_at", "last_status", "booted_at"],
     )
-    if refused_defaults:
-        statuses = {p.station.pk: a.status for p, a in zip(plans, answers, strict=True) if p.purpose == "failsafe"}
-        for pk in refused_defaults:
-            StationFailsafe.objects.filter(station_id=pk).update(last_status=statuses[pk])
-    for pk, station in stations.items():
-        if accepted[pk] or refused[pk]:
-            compliance_note(station=station, accepted=accepted[pk], rejected=refused[pk])
+    for status, pks in refused_defaults.items():
+        StationFailsafe.objects.filter(station_id__in=pks).update(last_status=status)
+    for model, station in models.items():
+        if accepted[model] or refused[model]:
+            compliance_note(station=station, accepted=accepted[model], rejected=refused[model])
     # A profile that got no answer may or may not be in force: ask the charger what it applies.
     for pk in sorted({p.station.pk for p, a in zip(plans, answers, strict=True) if a.status == "Timeout"}):
         station_resync_request(station_id=pk, reason="no answer to a charging profile")
@@ -781,7 +781,7 @@ def site_balance_run(*, site: Site, reason: str, pusher: Pusher, now: datetime |
         goes_first = plan.kind in ("lower", "renew") or plan.purpose == "failsafe" or plan.retry
         (first if goes_first else raises).append(plan)
     first += _station_max_plans(built, models, allocations, lowering=True)
-    first_ok = _send(run, first, pusher, now)
+    first_ok = _send(run, first, pusher, now, built.failsafes)
     failed = [p for p, ok in zip(first, first_ok, strict=True) if not ok and p.purpose == "tx" and not p.retry]
     if failed:
         try:
@@ -797,7 +797,7 @@ def site_balance_run(*, site: Site, reason: str, pusher: Pusher, now: datetime |
     final = dict(allocations)
     final.update({evse_id(p.connector): p.new_limit_a for p in raises if p.connector is not None})
     raises += _station_max_plans(built, models, final, lowering=False)
-    raises_ok = _send(run, raises, pusher, now)
+    raises_ok = _send(run, raises, pusher, now, built.failsafes)
 
     run.limits["alerts"] = _closed_loop(site, built, first + raises, now) + _offline_alerts(site, built, now)
     overdrawing = [

@@ -79,6 +79,24 @@ def test_fail_safe_defaults_go_first_and_are_booked(garage, plug_in, chargers) -
     assert failsafe.limit_a == garage.failsafe_a
 
 
+def test_a_refused_new_default_keeps_the_confirmed_one_and_records_each_answer(garage, plug_in, chargers) -> None:
+    plug_in(garage, "CP-1")
+    plug_in(garage, "CP-2")
+    confirm_failsafes(garage)
+    confirmed = garage.failsafe_a
+    garage.failsafe_a = confirmed + 1  # a new default is due for every station
+    chargers.answers.update({"CP-1": "Rejected", "CP-2": "CallError"})
+
+    run(garage, chargers)
+
+    assert {r.charge_point_id for r in chargers.batches[0]} == {"CP-1", "CP-2"}
+    kept = StationFailsafe.objects.order_by("station__charge_point_id")
+    assert [(f.limit_a, f.confirmed_at, f.last_status) for f in kept] == [
+        (confirmed, NOW - timedelta(hours=1), "Rejected"),
+        (confirmed, NOW - timedelta(hours=1), "CallError"),
+    ]
+
+
 def test_lowerings_go_before_raises(garage, plug_in, chargers) -> None:
     two_cars_booked_at_20_and_6_a(garage, plug_in)
 
