@@ -24,7 +24,6 @@ broken meter never moves a limit. Amperes are per phase.
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -117,12 +116,10 @@ class EvseContext:
     connector: Connector
     session: ChargingSession | None
     limit: ConnectorLimit
-    measured_a: float | None
+    readings: list[Reading] = field(default_factory=list)
     allowed_a: float = 0.0
     allowed_basis: str = "rating"
     allowed_since: datetime | None = None
-    rating_a: float = 0.0
-    readings: list[Reading] = field(default_factory=list)
     overdraw: bool = False  # non-compliant in this run
     overdraw_began: bool = False  # its overdraw episode began in this run
     overdraw_readings: list[Reading] = field(default_factory=list)
@@ -130,6 +127,15 @@ class EvseContext:
     sleeping: bool = False
     fixed_a: float | None = None  # what the engine was told it draws, if it was fixed
     fixed_why: str = ""
+
+    @property
+    def rating_a(self) -> float:
+        return float(self.station.max_current_a)
+
+    @property
+    def measured_a(self) -> float | None:
+        """Its latest plausible reading (A), or None without a fresh one."""
+        return self.readings[0].current_a if self.readings else None
 
     @property
     def draw_a(self) -> float | None:
@@ -159,11 +165,6 @@ class BuiltProblem:
     failsafes: dict[int, StationFailsafe] = field(default_factory=dict)
     stations: list[ChargingStation] = field(default_factory=list)  # online, in charge point id order
     chargers_a: list[float] = field(default_factory=list)  # chargers' latest draw per site phase
-    chargers_kw: float = 0.0
-
-
-def _f(value: Decimal | None) -> float | None:
-    return None if value is None else float(value)
 
 
 def _default_a(station: ChargingStation, failsafe: StationFailsafe | None) -> tuple[float, str]:
@@ -381,7 +382,7 @@ def build_problem(site: Site, now: datetime) -> BuiltProblem:
 
     built = BuiltProblem(problem={}, evses={}, limits=limits, failsafes=failsafes)
     built.stations = list({c.station_id: c.station for c in online}.values())
-    built.chargers_a, built.chargers_kw = chargers_a, chargers_kw
+    built.chargers_a = chargers_a
     evses: list[dict[str, Any]] = []
     for connector in connectors:
         station = connector.station
@@ -412,9 +413,7 @@ def build_problem(site: Site, now: datetime) -> BuiltProblem:
                 default = min(default, float(station.max_current_a))
                 evses.append(_fixed_evse(connector, parent, phases, default, max_a))
             continue
-        ctx = EvseContext(station, connector, session, limit, None, rating_a=float(station.max_current_a))
-        ctx.readings = readings.get(connector.pk, [])
-        ctx.measured_a = ctx.readings[0].current_a if ctx.readings else None
+        ctx = EvseContext(station, connector, session, limit, readings.get(connector.pk, []))
         _allowance(ctx, failsafe)
         ctx.never_accepted = _never_accepted(ctx)
         if not ctx.never_accepted:
