@@ -104,11 +104,9 @@ def station_resync_request(*, station_id: int, reason: str) -> None:
             if get_redis().exists(key):
                 return  # resynced within the last minute
             from chargepoint.tasks import station_resync_task
-            from evplatform.celery import QUEUE_BALANCING, queue_name
 
-            station_resync_task.apply_async(
+            station_resync_task.apply_async(  # to the balancing queue (evplatform.celery.TASK_QUEUES)
                 kwargs={"station_id": station_id, "reason": reason[:100]},
-                queue=queue_name(QUEUE_BALANCING),
                 headers={"_schema_name": schema},
                 countdown=RESYNC_DELAY_S,
                 retry=False,

@@ -1,7 +1,7 @@
 """Celery tasks of the charger app (``telemetry`` queue). Schema: tenant (the sweeps fan out from public).
 
-The gateway liveness sweep and the resync are sent to the ``balancing`` queue instead (see their
-docstrings): seconds matter for both.
+The gateway liveness sweep and the resync go to the ``balancing`` queue instead (``evplatform.celery.TASK_QUEUES``;
+see their docstrings): seconds matter for both.
 
 The gateway sends ``telemetry_ingest`` with the charger's tenant schema in the task headers.
 Acknowledged only after it finished (acks_late, reject_on_worker_lost): a worker that dies
@@ -18,7 +18,7 @@ from django_tenants.utils import get_public_schema_name, schema_context, tenant_
 
 from chargepoint.resync import station_resync
 from chargepoint.services import stations_gateway_sweep, stations_offline_sweep, telemetry_apply
-from evplatform.celery import QUEUE_BALANCING, PublicTask, app, queue_name
+from evplatform.celery import PublicTask, app
 from tenants.selectors import tenant_list_active
 
 
@@ -71,9 +71,7 @@ def stations_gateway_sweep_all() -> int:
         tenants = tenant_list_active()
     for tenant in tenants:
         with tenant_context(tenant):
-            stations_gateway_sweep_task.apply_async(
-                queue=queue_name(QUEUE_BALANCING), expires=2 * settings.GATEWAY_LIVENESS_SWEEP_S
-            )
+            stations_gateway_sweep_task.apply_async(expires=2 * settings.GATEWAY_LIVENESS_SWEEP_S)
     return len(tenants)
 
 

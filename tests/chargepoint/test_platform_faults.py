@@ -255,6 +255,16 @@ def test_beat_runs_the_liveness_sweep_every_few_seconds_and_drops_stale_ones() -
     assert entry["options"]["expires"] <= 2 * entry["schedule"]
 
 
+def test_the_liveness_sweep_of_each_organisation_goes_to_the_balancing_queue() -> None:
+    from chargepoint.tasks import stations_gateway_sweep_task
+    from evplatform.celery import QUEUE_BALANCING, app, queue_name
+
+    task = stations_gateway_sweep_task
+    routed = app.amqp.router.route(dict(task._get_exec_options()), task.name, (), {}, task)
+
+    assert routed["queue"].name == queue_name(QUEUE_BALANCING)
+
+
 # --- Command replies while the gateway's Redis is away ----------------------------------------
 
 
