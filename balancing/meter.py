@@ -4,9 +4,9 @@ Three inputs feed ``site_meter_record``: the REST API (``balancing.api``), an OC
 reporting on connector 0 (``chargepoint.services``) and MQTT (``balancing.mqtt``). Whatever a
 meter says is checked before it is believed: a reading that is negative, not a finite number,
 implausibly large (more than ``HUGE_FACTOR`` times the site's grid limit), of the wrong number
-of phases, stale or from the future is refused with a ``ValidationError`` naming the field, and
-nothing is stored, so a broken meter never moves a limit. Currents are per phase in amperes,
-power in kilowatts, times timezone-aware.
+of phases, stale or from the future, or whose ``includes_chargers`` is not a boolean, is refused
+with a ``ValidationError`` naming the field, and nothing is stored, so a broken meter never
+moves a limit. Currents are per phase in amperes, power in kilowatts, times timezone-aware.
 """
 
 import logging
@@ -176,6 +176,8 @@ def site_meter_record(
     require_tenant_schema("site_meter_record")
     if source not in SiteMeterReading.Source.values:
         raise ValidationError({"source": f"{source!r} is not one of {', '.join(SiteMeterReading.Source.values)}"})
+    if not isinstance(includes_chargers, bool):
+        raise ValidationError({"includes_chargers": "must be true or false"})
     power = _power(site, power_kw)
     currents = _currents(site, current_a, has_power=power is not None)
     if not isinstance(measured_at, datetime) or measured_at.tzinfo is None:

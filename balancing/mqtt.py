@@ -115,16 +115,13 @@ def meter_message_apply(*, topic: str, payload: bytes, prefix: str, now: datetim
             return f"dropped: no site {site_slug!r} in {schema_name!r}"
         try:
             data = _payload(payload)
-            includes = data.get("includes_chargers", True)
-            if not isinstance(includes, bool):
-                raise ValidationError({"includes_chargers": "must be true or false"})
             outcome = site_meter_record(
                 site=site,
                 measured_at=measured_at_parse(data.get("measured_at")),
                 current_a=data.get("current_a"),
                 power_kw=data.get("power_kw"),
                 source=SiteMeterReading.Source.MQTT,
-                includes_chargers=includes,
+                includes_chargers=data.get("includes_chargers", True),
                 now=now,
             )
         except ValidationError as exc:

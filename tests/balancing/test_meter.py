@@ -108,6 +108,7 @@ def test_the_same_time_from_another_source_is_another_reading(site: Site) -> Non
         ({"measured_at": NOW + timedelta(seconds=31)}, "measured_at", "future"),
         ({"measured_at": datetime(2026, 5, 1, 12, 0)}, "measured_at", "zone"),  # noqa: DTZ001
         ({"source": "modbus"}, "source", "modbus"),
+        ({"includes_chargers": "yes"}, "includes_chargers", "true or false"),
     ],
 )
 def test_a_reading_that_cannot_be_true_is_refused_naming_the_field(
