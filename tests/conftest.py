@@ -24,6 +24,7 @@ from django.db.models import ProtectedError
 from django.test import Client
 from django_tenants.utils import get_public_schema_name
 
+from bench.tcpproxy import free_port
 from tenants.models import Tenant
 from tenants.services import platform_setup, tenant_create
 
@@ -222,12 +223,7 @@ def make_user():
     return make
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+_free_port = free_port  # the name tests/chargepoint/conftest.py imports
 
 
 @pytest.fixture(scope="session")
