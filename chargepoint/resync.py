@@ -37,6 +37,7 @@ from django.utils.dateparse import parse_datetime
 
 from balancing.alerts import alert_clear, alert_raise
 from balancing.models import ConnectorLimit, SiteAlert, StationFailsafe
+from balancing.problem import STEP_A  # the smallest limit change a profile is sent for
 from chargepoint.models import ChargingSession, ChargingStation, Connector
 from evplatform.redis import get_redis, tenant_key
 from evplatform.services import active_schema, require_tenant_schema
@@ -50,7 +51,6 @@ RESYNC_DELAY_S = 3.0
 # Short: a live charger answers in well under a second, and the balancing worker waits meanwhile.
 RESYNC_TIMEOUT_S = 5.0
 COMPOSITE_DURATION_S = 60
-STEP_A = 1.0  # the smallest limit change a profile is sent for (balancing.problem.STEP_A)
 MAX_PLAUSIBLE_A = 1000.0  # no AC connector applies more; a figure above it is not believed
 MARKER = "GetCompositeSchedule"  # in the detail of the alerts this module raises (and may clear)
 TRIGGERED = ("StatusNotification", "MeterValues")
