@@ -27,6 +27,7 @@ from typing import Any
 
 from chargepoint.gateway import keys
 from chargepoint.models import ChargerCommand
+from chargepoint.selectors import gateway_instances_live
 from chargepoint.services import command_records_create, command_records_finish
 from evplatform.redis import REDIS_ERRORS, get_redis, redis_outage
 from evplatform.services import active_schema, require_tenant_schema
@@ -102,7 +103,7 @@ def command_send_many(*, commands: list[Command], timeout_s: float = 30.0) -> li
     else:
         try:
             holders = _holders(redis, commands)
-            live = _live_instances(redis, {h for h in holders if h})
+            live = gateway_instances_live(redis=redis, instance_ids={h for h in holders if h})
         except REDIS_ERRORS as exc:
             redis_outage.failed(exc, "commands to chargers are Offline")
             holders = [None] * len(commands)
@@ -194,14 +195,3 @@ def _holders(redis: Any, commands: list[Command]) -> list[str | None]:
         for command in commands:
             pipe.get(keys.charger_key(command.charge_point_id))
         return [v.decode() if isinstance(v, bytes) else v for v in pipe.execute()]
-
-
-def _live_instances(redis: Any, instance_ids: set[str]) -> set[str]:
-    if not instance_ids:
-        return set()
-    ordered = sorted(instance_ids)
-    with redis.pipeline(transaction=False) as pipe:
-        for instance_id in ordered:
-            pipe.exists(keys.instance_key(instance_id))
-        alive = pipe.execute()
-    return {i for i, ok in zip(ordered, alive, strict=True) if ok}

@@ -1,10 +1,11 @@
 """Reads of chargers, allowed idTags and command records. Schema: tenant.
 
-``gateway_instances_gone`` reads the gateway registry in Redis (no schema).
+``gateway_instances_live`` and ``gateway_instances_gone`` read the gateway registry in Redis (no schema).
 """
 
 import logging
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.db.models import Q
@@ -68,6 +69,18 @@ def station_gateway_ids_online() -> set[str]:
     )
 
 
+def gateway_instances_live(*, redis: Any, instance_ids: set[str]) -> set[str]:
+    """Those of ``instance_ids`` whose heartbeat key (``keys.instance_key``) exists; Redis's errors pass."""
+    if not instance_ids:
+        return set()
+    ordered = sorted(instance_ids)
+    with redis.pipeline(transaction=False) as pipe:
+        for instance_id in ordered:
+            pipe.exists(keys.instance_key(instance_id))
+        alive = pipe.execute()
+    return {i for i, ok in zip(ordered, alive, strict=True) if ok}
+
+
 def gateway_instances_gone(*, instance_ids: set[str]) -> set[str] | None:
     """Those of ``instance_ids`` whose heartbeat key (``keys.instance_key``) has expired.
 
@@ -77,15 +90,11 @@ def gateway_instances_gone(*, instance_ids: set[str]) -> set[str] | None:
     """
     if not instance_ids:
         return set()
-    ordered = sorted(instance_ids)
     redis = get_redis()
     ttl_s = settings.GATEWAY_REGISTRY_TTL_S
     try:
         uptime_s = int(redis.info("server").get("uptime_in_seconds", 0))
-        with redis.pipeline(transaction=False) as pipe:
-            for instance_id in ordered:
-                pipe.exists(keys.instance_key(instance_id))
-            alive = pipe.execute()
+        live = gateway_instances_live(redis=redis, instance_ids=instance_ids)
     except REDIS_ERRORS as exc:
         redis_outage.failed(exc, "gateway liveness is not judged")
         return None
@@ -93,4 +102,4 @@ def gateway_instances_gone(*, instance_ids: set[str]) -> set[str] | None:
     if uptime_s < ttl_s or redis_outage.recovered_within(ttl_s):
         logger.info("Redis was away less than %d s ago: gateway liveness not judged yet", ttl_s)
         return None
-    return {i for i, ok in zip(ordered, alive, strict=True) if not ok}
+    return instance_ids - live
