@@ -569,16 +569,22 @@ def _refusal_streaks(contexts: list[EvseContext]) -> dict[int, tuple[int, str]]:
     }
 
 
-def _closed_loop(site: Site, built: BuiltProblem, pushed: list[PlannedPush], now: datetime) -> list[str]:
+def _open_alerts(site: Site) -> list[SiteAlert]:
+    """The site's open alerts at the start of the run's bookkeeping, read once for all of it."""
+    return list(
+        SiteAlert.objects.filter(site=site, cleared_at__isnull=True).select_related("station", "connector__station")
+    )
+
+
+def _closed_loop(
+    site: Site, built: BuiltProblem, pushed: list[PlannedPush], now: datetime, open_rows: list[SiteAlert]
+) -> list[str]:
     """Keep the overdraw books, the alerts and the model records in step with what chargers did.
 
-    Returns the alert lines of this run (for the run's record).
+    ``open_rows``: the site's open alerts (``_open_alerts``). Returns the alert lines of this run
+    (for the run's record).
     """
-    open_alerts = set(
-        SiteAlert.objects.filter(site=site, cleared_at__isnull=True, connector__isnull=False).values_list(
-            "connector_id", "kind"
-        )
-    )
+    open_alerts = {(a.connector_id, a.kind) for a in open_rows if a.connector_id is not None}
     refused_now = [
         p.context for p in pushed if p.context is not None and p.context.limit.last_status in FAILED_STATUSES
     ]
@@ -665,27 +671,27 @@ def _closed_loop(site: Site, built: BuiltProblem, pushed: list[PlannedPush], now
     # Alerts of connectors whose session ended (or that left the plan) end with it.
     in_plan = {ctx.connector.pk for ctx in built.evses.values()}
     kinds = {SiteAlert.Kind.OVERDRAW, SiteAlert.Kind.NEVER_ACCEPTED, SiteAlert.Kind.SLEEPING_CAR}
-    gone = {(pk, kind) for pk, kind in open_alerts if pk not in in_plan and kind in kinds}
-    if gone:
-        for connector in Connector.objects.filter(pk__in={pk for pk, _ in gone}).select_related("station"):
-            for pk, kind in gone:
-                if pk == connector.pk:
-                    alert_clear(site=site, kind=kind, now=now, connector=connector, why="session ended")
+    for row in open_rows:
+        if row.connector is not None and row.connector.pk not in in_plan and row.kind in kinds:
+            alert_clear(site=site, kind=row.kind, now=now, connector=row.connector, why="session ended")
 
     # The arbiter says when the site meter shows the site over a limit (``SiteLimits.site_over_limit``).
     if built.limits.site_over_limit:
         detail = built.limits.site_over_limit_detail or "site meter over the limit"
         alert_raise(site=site, kind=SiteAlert.Kind.SITE_OVER_LIMIT, detail=detail, now=now)
         lines.append(f"{SiteAlert.Kind.SITE_OVER_LIMIT}: {detail}")
-    else:
+    elif any(a.kind == SiteAlert.Kind.SITE_OVER_LIMIT and a.station_id is None for a in open_rows):
         alert_clear(site=site, kind=SiteAlert.Kind.SITE_OVER_LIMIT, now=now, why="site meter within the limits")
     ConnectorLimit.objects.bulk_update([limit for limit in changed if limit.pk is not None], LOOP_FIELDS)
     ConnectorLimit.objects.bulk_create([limit for limit in changed if limit.pk is None])
     return lines
 
 
-def _offline_alerts(site: Site, built: BuiltProblem, now: datetime) -> list[str]:
-    """An offline charger the plan must reserve current for is an alert until it is back."""
+def _offline_alerts(site: Site, built: BuiltProblem, now: datetime, open_rows: list[SiteAlert]) -> list[str]:
+    """An offline charger the plan must reserve current for is an alert until it is back.
+
+    ``open_rows``: the site's open alerts (``_open_alerts``).
+    """
     lines = []
     reserved: dict[int, list[str]] = {}
     stations: dict[int, ChargingStation] = {}
@@ -700,10 +706,8 @@ def _offline_alerts(site: Site, built: BuiltProblem, now: datetime) -> list[str]
         detail = f"{station.charge_point_id} is offline ({seen}){_charger_of(station)}; reserved: " + "; ".join(parts)
         alert_raise(site=site, kind=SiteAlert.Kind.OFFLINE, detail=detail, now=now, station=station)
         lines.append(f"{SiteAlert.Kind.OFFLINE}: {detail}")
-    back = SiteAlert.objects.filter(site=site, kind=SiteAlert.Kind.OFFLINE, cleared_at__isnull=True).exclude(
-        station_id__in=list(reserved)
-    )
-    for alert in back.select_related("station"):
+    back = [a for a in open_rows if a.kind == SiteAlert.Kind.OFFLINE and a.station_id not in reserved]
+    for alert in back:
         why = "online again, or nothing is reserved for it"
         alert_clear(site=site, kind=SiteAlert.Kind.OFFLINE, now=now, station=alert.station, why=why)
     return lines
@@ -799,7 +803,10 @@ def site_balance_run(*, site: Site, reason: str, pusher: Pusher, now: datetime |
     raises += _station_max_plans(built, models, final, lowering=False)
     raises_ok = _send(run, raises, pusher, now, built.failsafes)
 
-    run.limits["alerts"] = _closed_loop(site, built, first + raises, now) + _offline_alerts(site, built, now)
+    open_rows = _open_alerts(site)
+    run.limits["alerts"] = _closed_loop(site, built, first + raises, now, open_rows) + _offline_alerts(
+        site, built, now, open_rows
+    )
     overdrawing = [
         (ctx.connector, ctx.session, ctx.limit.overdraw_since or now) for ctx in built.evses.values() if ctx.overdraw
     ]

@@ -22,6 +22,7 @@ from balancing.models import (
     ConnectorLimit,
     ProfilePush,
     SiteAlert,
+    SiteMeterReading,
     StationFailsafe,
 )
 from balancing.problem import build_problem
@@ -523,6 +524,47 @@ def test_a_sleeping_car_takes_turns_with_waiting_cars(garage, plug_in, chargers)
     reading(sleeper, 6 * 60 + 20, 6.0)
     run(garage, chargers, now=NOW + timedelta(minutes=6, seconds=30))
     assert open_alerts(SiteAlert.Kind.SLEEPING_CAR) == []
+
+
+def test_site_and_connector_alerts_clear_when_their_condition_ends(garage, plug_in, chargers) -> None:
+    # A grid meter shows 21 kW over the 20 kW cap; CP-A's car was found asleep before (no reading since).
+    connector = plug_in(garage, "CP-A", max_a="32")
+    confirm_failsafe(connector)
+    book(connector, 9)
+    SiteAlert.objects.create(
+        site=garage,
+        station=connector.station,
+        connector=connector,
+        kind=SiteAlert.Kind.SLEEPING_CAR,
+        detail="car on CP-A/1 draws 0.0 A of 9 A offered for over 120 s",
+        opened_at=NOW - timedelta(minutes=5),
+        last_seen_at=NOW - timedelta(minutes=1),
+    )
+    SiteMeterReading.objects.create(
+        site=garage, measured_at=NOW - timedelta(seconds=5), source=SiteMeterReading.Source.API, power_kw=Decimal("21")
+    )
+
+    run(garage, chargers)
+
+    assert [a.detail for a in open_alerts(SiteAlert.Kind.SITE_OVER_LIMIT)] == [
+        "site meter 21 kW over 20 kW (demand_cap)"
+    ]
+    assert [a.connector for a in open_alerts(SiteAlert.Kind.SLEEPING_CAR)] == [connector]
+
+    # The meter is within the cap again and CP-A's session ends: nothing stays open.
+    SiteMeterReading.objects.create(
+        site=garage, measured_at=NOW + timedelta(seconds=25), source=SiteMeterReading.Source.API, power_kw=Decimal("5")
+    )
+    ChargingSession.objects.filter(connector=connector).update(stopped_at=NOW + timedelta(seconds=20))
+    run(garage, chargers, now=NOW + timedelta(seconds=30))
+
+    assert open_alerts(SiteAlert.Kind.SITE_OVER_LIMIT) == []
+    assert open_alerts(SiteAlert.Kind.SLEEPING_CAR) == []
+    cleared = AuditEvent.objects.filter(action="alert-cleared").order_by("pk")
+    assert [(e.field, e.new_value) for e in cleared] == [
+        (SiteAlert.Kind.SLEEPING_CAR, "session ended"),
+        (SiteAlert.Kind.SITE_OVER_LIMIT, "site meter within the limits"),
+    ]
 
 
 def test_the_reaction_time_from_an_accepted_lowering_to_the_draw_following_it_is_recorded(
