@@ -138,6 +138,11 @@ class EvseContext:
         return self.readings[0].current_a if self.readings else None
 
     @property
+    def ceiling_a(self) -> float:
+        """The most it may draw before a reading counts as over: its allowance plus the tolerance (A)."""
+        return self.allowed_a + overdraw_tolerance_a(self.allowed_a)
+
+    @property
     def draw_a(self) -> float | None:
         """Its latest plausible draw rounded up to the step (A), or None without a fresh reading."""
         return None if self.measured_a is None else ceil_step(self.measured_a)
@@ -286,10 +291,9 @@ def _judge_overdraw(ctx: EvseContext) -> None:
     needed = max(1, int(settings.BALANCING_OVERDRAW_READINGS))
     grace = timedelta(seconds=settings.BALANCING_OVERDRAW_GRACE_S)
     counted = [r for r in ctx.readings if ctx.allowed_since is None or r.at > ctx.allowed_since + grace][:needed]
-    ceiling = ctx.allowed_a + overdraw_tolerance_a(ctx.allowed_a)
     streak: list[Reading] = []
     for reading in counted:
-        if reading.current_a <= ceiling:
+        if reading.current_a <= ctx.ceiling_a:
             break
         streak.append(reading)
     limit, session = ctx.limit, ctx.session

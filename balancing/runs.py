@@ -63,7 +63,6 @@ from balancing.problem import (
     evse_id,
     failsafe_default_a,
     failsafe_stale,
-    overdraw_tolerance_a,
 )
 from balancing.profiles import failsafe_profile, station_max_profile, tx_profile
 from balancing.push import Pusher, PushRequest
@@ -617,11 +616,10 @@ def _closed_loop(
                 if record.accepted_ignored >= IGNORED_FOR_STATION_MAX and not record.use_station_max:
                     ChargerModelCompliance.objects.filter(pk=record.pk).update(use_station_max=True)
                 limit.accepted_at = None  # ignored, not a slow reaction
-        elif latest is not None and latest.current_a <= ctx.allowed_a + overdraw_tolerance_a(ctx.allowed_a):
+        elif latest is not None and latest.current_a <= ctx.ceiling_a:
             limit.overdraw_count, limit.overdraw_since, limit.overdraw_a = 0, None, None
             if limit.accepted_at is not None and latest.at > limit.accepted_at and ctx.allowed_basis == "profile":
-                ceiling = ctx.allowed_a + overdraw_tolerance_a(ctx.allowed_a)
-                after = [r.at for r in ctx.readings if r.at > limit.accepted_at and r.current_a <= ceiling]
+                after = [r.at for r in ctx.readings if r.at > limit.accepted_at and r.current_a <= ctx.ceiling_a]
                 followed = min(after, default=latest.at)
                 compliance_note(station=ctx.station, reaction_s=(followed - limit.accepted_at).total_seconds())
                 limit.accepted_at = None
