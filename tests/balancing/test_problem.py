@@ -211,3 +211,17 @@ def test_readings_from_the_future_or_beyond_the_rating_are_not_the_draw(garage, 
 
     assert built.evses["CP-1/1"].measured_a is None
     assert built.chargers_a == [0.0, 0.0, 0.0]
+
+    # An older plausible reading is the draw then: only the bad ones are dropped.
+    MeterSample.objects.create(
+        station=connector.station,
+        connector=connector,
+        sampled_at=NOW - timedelta(seconds=30),
+        measurand="Current.Import",
+        phase="L1",
+        value=Decimal("11"),
+        unit="A",
+    )
+    built = build_problem(garage, NOW)
+    assert built.evses["CP-1/1"].measured_a == 11.0
+    assert built.chargers_a == [11.0, 11.0, 11.0]
