@@ -20,7 +20,7 @@ from redis.exceptions import LockError
 
 from balancing.failsafe import site_failsafe_refresh
 from balancing.models import BalancingRun, Circuit, Site, SiteLimitSchedule
-from balancing.push import GatewayPusher, Pusher
+from balancing.push import GatewayPusher, Pusher, push_timeout_s
 from balancing.selectors import circuit_get
 from evplatform.redis import REDIS_ERRORS, get_redis, redis_outage, tenant_key
 from evplatform.services import Outcome, active_schema, describe_change, require_tenant_schema
@@ -298,7 +298,7 @@ def run_lock_ttl_s() -> float:
     """How long the site's Redis lock lives unless released: a run's pushes at their longest, plus margin."""
     from chargepoint.commands import REPLY_GRACE_S
 
-    return RUN_LOCK_BATCHES * (float(settings.BALANCING_PUSH_TIMEOUT_S) + REPLY_GRACE_S) + RUN_LOCK_MARGIN_S
+    return RUN_LOCK_BATCHES * (push_timeout_s() + REPLY_GRACE_S) + RUN_LOCK_MARGIN_S
 
 
 def _balance_site_publish(*, schema: str, site_id: int, reason: str, countdown_s: float | None = None) -> None:

@@ -30,7 +30,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -38,6 +37,7 @@ from django.utils.dateparse import parse_datetime
 from balancing.alerts import alert_clear, alert_raise
 from balancing.models import ConnectorLimit, SiteAlert, StationFailsafe
 from balancing.problem import STEP_A  # the smallest limit change a profile is sent for
+from balancing.push import push_timeout_s
 from chargepoint.models import ChargingSession, ChargingStation, Connector
 from evplatform.redis import get_redis, tenant_key
 from evplatform.services import active_schema, require_tenant_schema
@@ -234,7 +234,7 @@ def station_resync(*, station_id: int, now: datetime | None = None, timeout_s: f
     connectors = list(station.connectors.order_by("connector_id"))
     numbers = [c.connector_id for c in connectors]
     commands = resync_commands(station, numbers)
-    limit_s = min(RESYNC_TIMEOUT_S, settings.BALANCING_PUSH_TIMEOUT_S)
+    limit_s = min(RESYNC_TIMEOUT_S, push_timeout_s())
     results = command_send_many(commands=commands, timeout_s=timeout_s if timeout_s is not None else limit_s)
     if all(r.status == OFFLINE for r in results):
         # Nothing was verified: the charger's comeback must not be held back by this attempt.
