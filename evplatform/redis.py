@@ -5,7 +5,7 @@ Schema: none (Redis); tenant keys carry their schema name.
 Redis keeps nothing durable here (it may run without persistence): only state that can be rebuilt
 or lost without harm lives in it. Keys that belong to a tenant carry its schema name.
 
-The client retries a command that failed on a connection error or a timeout (``redis_retry``:
+The client retries a command that failed on a connection error or a timeout (``client_options``:
 three retries, 50-200 ms apart, on a new connection), so a pooled connection that went stale
 when Redis restarted costs one retry instead of a lost command or reply; sockets time out after
 a few seconds, so a Redis that stopped answering is an error soon, not a hang. Callers that
@@ -25,13 +25,14 @@ import redis.asyncio.retry
 from django.conf import settings
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 logger = logging.getLogger(__name__)
 
 # What an unreachable or stalled Redis raises (redis-py's own classes, not the builtins).
-REDIS_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError)
+REDIS_ERRORS: tuple[type[RedisError], ...] = (RedisConnectionError, RedisTimeoutError)
 REDIS_RETRIES = 3
 REDIS_BACKOFF_BASE_S = 0.025
 REDIS_BACKOFF_CAP_S = 0.25
@@ -42,20 +43,15 @@ REDIS_CONNECT_TIMEOUT_S = 2.0
 REDIS_PROBE_INTERVAL_S = 2.0
 
 
-def redis_retry() -> Retry:
-    """The retry policy of every client: a few attempts with exponential backoff on a new connection."""
-    return Retry(
-        ExponentialBackoff(cap=REDIS_BACKOFF_CAP_S, base=REDIS_BACKOFF_BASE_S),
-        REDIS_RETRIES,
-        supported_errors=REDIS_ERRORS,
-    )
-
-
 def client_options(*, asyncio: bool = False) -> dict[str, Any]:
-    """Connection options of the sync client here and (``asyncio=True``) the gateway's asyncio client."""
+    """Connection options of the sync client here and (``asyncio=True``) the gateway's asyncio client.
+
+    Both retry alike: a few attempts with exponential backoff on a new connection.
+    """
+    retry = redis.asyncio.retry.Retry if asyncio else Retry
     backoff = ExponentialBackoff(cap=REDIS_BACKOFF_CAP_S, base=REDIS_BACKOFF_BASE_S)
     return {
-        "retry": redis.asyncio.retry.Retry(backoff, REDIS_RETRIES) if asyncio else redis_retry(),
+        "retry": retry(backoff, REDIS_RETRIES, supported_errors=REDIS_ERRORS),
         "retry_on_error": list(REDIS_ERRORS),
         "socket_timeout": REDIS_SOCKET_TIMEOUT_S,
         "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
