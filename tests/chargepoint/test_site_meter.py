@@ -186,9 +186,14 @@ def test_a_single_phase_meter_current_without_a_phase_is_l1(site: Site) -> None:
     assert SiteMeterReading.objects.get(site=flat).current_a == [40.0]
 
 
-def test_a_three_phase_site_meter_sending_one_phase_is_refused(meter: ChargingStation) -> None:
-    telemetry_apply(events=[meter_event("METER-1", [sample(ago(1), "Current.Import", "40", "A", "L1")])])
+def test_a_three_phase_site_meter_sending_one_phase_is_refused(
+    meter: ChargingStation, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="balancing.meter"):
+        outcome = telemetry_apply(events=[meter_event("METER-1", [sample(ago(1), "Current.Import", "40", "A", "L1")])])
     assert not SiteMeterReading.objects.exists()
+    assert outcome.applied == 1  # the event was read, and its reading refused
+    assert any("OCPP meter reading at" in r.getMessage() and "refused" in r.getMessage() for r in caplog.records)
 
 
 def test_a_replayed_batch_stores_each_reading_once(meter: ChargingStation) -> None:
@@ -209,3 +214,4 @@ def test_an_ordinary_chargers_connector_0_values_stay_meter_samples(site: Site) 
 def test_a_meter_transaction_sample_is_not_a_site_reading(meter: ChargingStation) -> None:
     telemetry_apply(events=[meter_event("METER-1", three_phases(ago(2)), transaction_id="9")])
     assert not SiteMeterReading.objects.exists()
+    assert MeterSample.objects.filter(station=meter).count() == 3  # kept as the station's own samples
