@@ -35,7 +35,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db.models import F, Q, Window
+from django.db.models import F, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
@@ -466,8 +466,11 @@ def _station_max_models(built: BuiltProblem) -> set[tuple[str, str, str]]:
     keys = {(c.station.vendor, c.station.model, c.station.firmware_version) for c in built.evses.values()}
     if not keys:
         return set()
-    wanted = Q(use_station_max=True) | Q(accepted_ignored__gte=IGNORED_FOR_STATION_MAX)
-    rows = ChargerModelCompliance.objects.filter(wanted).values_list("vendor", "model", "firmware_version")
+    # The flag alone decides: the run sets it when a model has ignored enough limits, and an
+    # operator who clears it in the admin is heard (until the model ignores a limit again).
+    rows = ChargerModelCompliance.objects.filter(use_station_max=True).values_list(
+        "vendor", "model", "firmware_version"
+    )
     return {row for row in rows if row in keys}
 
 

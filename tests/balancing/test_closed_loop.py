@@ -621,6 +621,24 @@ def test_a_model_that_ignored_two_limits_also_gets_its_limit_as_a_station_wide_m
     assert {r.charge_point_id for r in chargers.sent} == {"CP-3"}  # the others stay at 6 A
 
 
+def test_an_operator_who_clears_the_station_wide_max_of_a_model_is_heard(garage, three_at_9_a, chargers) -> None:
+    *_, three = three_at_9_a
+    make_ignoring(three)
+    # Two ignored limits on record, but an operator cleared the switch in the admin.
+    ChargerModelCompliance.objects.create(
+        vendor="Acme", model="Wallbox", firmware_version="1.2", accepted_ignored=2, use_station_max=False
+    )
+
+    run(garage, chargers)
+
+    purposes = {
+        (r.payload.get("csChargingProfiles") or r.payload["chargingProfile"])["chargingProfilePurpose"]
+        for r in chargers.sent
+    }
+    assert "ChargePointMaxProfile" not in purposes
+    assert not ChargerModelCompliance.objects.get(vendor="Acme").use_station_max
+
+
 def test_overdrawing_chargers_are_handed_to_the_site_escalation(garage, three_at_9_a, chargers, monkeypatch) -> None:
     *_, three = three_at_9_a
     reading(three, -20, 16.0)
