@@ -115,17 +115,6 @@ class IntervalEnergy(models.Model):
         return f"{self.site_id}/{self.station_id or 'site'} {self.start:%Y-%m-%d %H:%M} {self.energy_kwh} kWh"
 
 
-class RollupCursor(models.Model):
-    """How far the rollup has read the meter samples (by id); one row per schema."""
-
-    name = models.CharField(max_length=40, unique=True)
-    last_sample_id = models.BigIntegerField(default=0)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    def __str__(self) -> str:
-        return f"{self.name}: {self.last_sample_id}"
-
-
 class SessionDraw(models.Model):
     """What the rollup learned of one session's car from its samples, for the counterfactual."""
 

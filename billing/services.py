@@ -13,13 +13,13 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from balancing.models import ProfilePush, Site
 from billing.intervals import DEFAULT_INTERVAL_MINUTES, interval_floor
 from billing.models import (
     IntervalEnergy,
-    RollupCursor,
     SavingsReport,
     SavingsReportFile,
     SessionDraw,
@@ -31,19 +31,21 @@ from billing.reports.builder import report_data_build
 from billing.rollups import register_to_intervals
 from billing.selectors import rating_kw, report_next_version, site_timezone
 from billing.tariffs import TariffError, month_bounds, tariff_from_urdb
-from chargepoint.models import ChargingSession, ChargingStation, MeterSample
+from chargepoint.models import ChargingSession, ChargingStation, MeterReading, RollupPending
+from chargepoint.partitions import partitions_list
+from chargepoint.readings import PENDING_GRAIN
 from evplatform.services import require_tenant_schema
 
-ROLLUP_BATCH_SAMPLES = 20_000
-ROLLUP_CURSOR = "meter_samples"
-# Ids are taken at insert but seen at commit: a batch that commits after a later one has ids
-# below the cursor. Each run reads the register samples this far below the cursor again (the
-# recompute is idempotent), so such a batch is not lost; the monthly rebuild is the backstop.
-ROLLUP_REVISIT_IDS = 2_000
-REGISTER = "Energy.Active.Import.Register"
-POWER = "Power.Active.Import"
-CURRENT = "Current.Import"
-REGISTER_LOCATIONS = ("", "Outlet")
+# Pending marks (station, 15-minute interval, session) the rollup takes per transaction.
+ROLLUP_BATCH_MARKS = 5_000
+# Marks of one station further apart than this are rebuilt as separate ranges.
+ROLLUP_GAP = timedelta(hours=1)
+# How far the rollup looks before and after a range for the register readings around it
+# (a charger silent longer than this has its energy start again at its next reading).
+ROLLUP_EDGE = timedelta(days=2)
+# The pushes that tell whether a session's car was held by our limit: those answered from
+# this long before the session started (the limit in force when it began).
+SESSION_PUSH_LOOKBACK = timedelta(days=1)
 CAPPED_MARGIN_A = Decimal("1")  # a draw within 1 A of the limit in force is held by it
 REPORT_VERSION_RETRIES = 3
 
@@ -122,27 +124,36 @@ class RollupOutcome:
 def _station_rebuild(
     station: ChargingStation, lo: datetime, hi: datetime, voltage_v: Decimal
 ) -> tuple[datetime, datetime, int]:
-    """Recompute the station's intervals that readings in [lo, hi] can touch; returns the range."""
-    series = MeterSample.objects.filter(station=station, measurand=REGISTER, phase="", location__in=REGISTER_LOCATIONS)
-    before = series.filter(sampled_at__lt=lo).order_by("-sampled_at").values_list("sampled_at", flat=True).first()
-    after = series.filter(sampled_at__gt=hi).order_by("sampled_at").values_list("sampled_at", flat=True).first()
+    """Recompute the station's intervals that readings in [lo, hi] can touch; returns the range.
+
+    Every lookup is a bounded range of the readings' (station, sampled_at) key: the register
+    readings just around [lo, hi] (at most ``ROLLUP_EDGE`` away) and those within.
+    """
+    series = MeterReading.objects.filter(station=station, energy_wh__isnull=False)
+
+    def before(at: datetime) -> datetime | None:
+        near = series.filter(sampled_at__lt=at, sampled_at__gte=at - ROLLUP_EDGE).order_by("-sampled_at")
+        return near.values_list("sampled_at", flat=True).first()
+
+    def after(at: datetime) -> datetime | None:
+        near = series.filter(sampled_at__gt=at, sampled_at__lte=at + ROLLUP_EDGE).order_by("sampled_at")
+        return near.values_list("sampled_at", flat=True).first()
+
     step = timedelta(minutes=DEFAULT_INTERVAL_MINUTES)
-    range_start = interval_floor(before or lo)
-    range_end = interval_floor(after or hi) + step
-    edge_before = series.filter(sampled_at__lt=range_start).order_by("-sampled_at").values_list("sampled_at", flat=True)
-    edge_after = series.filter(sampled_at__gt=range_end).order_by("sampled_at").values_list("sampled_at", flat=True)
-    load_from = edge_before.first() or range_start
-    load_to = edge_after.first() or range_end
+    range_start = interval_floor(before(lo) or lo)
+    range_end = interval_floor(after(hi) or hi) + step
+    load_from = before(range_start) or range_start
+    load_to = after(range_end) or range_end
     rows = list(
-        series.filter(sampled_at__gte=load_from, sampled_at__lte=load_to).values_list(
-            "connector_id", "sampled_at", "value"
-        )
+        series.filter(sampled_at__gte=load_from, sampled_at__lte=load_to)
+        .order_by("sampled_at")
+        .values_list("connector_no", "sampled_at", "energy_wh")
     )
-    by_connector: dict[int | None, list[tuple[datetime, Decimal]]] = defaultdict(list)
-    for connector_id, at, value in rows:
-        by_connector[connector_id].append((at, value))
+    by_connector: dict[int, list[tuple[datetime, Decimal]]] = defaultdict(list)
+    for connector_no, at, value in rows:
+        by_connector[connector_no].append((at, Decimal(repr(value))))
     if len(by_connector) > 1:
-        by_connector.pop(None, None)  # the outlets' own registers, not the station's main meter too
+        by_connector.pop(0, None)  # the outlets' own registers, not the station's main meter too
     energy: dict[datetime, Decimal] = defaultdict(Decimal)
     resets: dict[datetime, int] = defaultdict(int)
     max_kw = rating_kw(station, voltage_v)
@@ -190,24 +201,46 @@ def _site_totals_rebuild(site_id: int, start: datetime, end: datetime) -> None:
         )
 
 
-def _sessions_draw_update(session_ids: set[int]) -> int:
-    """Observed acceptance rate, capped flag and register energy of sessions with new samples."""
+def _sessions_draw_update(session_ids: set[int], now: datetime) -> int:
+    """Observed acceptance rate, capped flag and register energy of sessions with new readings.
+
+    Each session's readings are one range of the readings' key (its station, from its start to
+    its stop or now); the pushes read are those of its connector since shortly before it began.
+    """
     sessions = {
         s.pk: s for s in ChargingSession.objects.filter(pk__in=session_ids).select_related("station", "station__site")
     }
     if not sessions:
         return 0
-    samples: dict[int, list[tuple[datetime, str, str, Decimal]]] = defaultdict(list)
-    for session_id, at, measurand, phase, value in (
-        MeterSample.objects.filter(session_id__in=sessions, measurand__in=(REGISTER, POWER, CURRENT))
+    spans = Q()
+    for session in sessions.values():
+        spans |= Q(
+            station_id=session.station_id, sampled_at__gte=session.started_at, sampled_at__lte=session.stopped_at or now
+        )
+    samples: dict[int, list[tuple[datetime, float | None, float | None, float | None]]] = defaultdict(list)
+    for session_id, at, energy_wh, power_w, *currents in (
+        MeterReading.objects.filter(spans, session_id__in=sessions)
         .order_by("sampled_at")
-        .values_list("session_id", "sampled_at", "measurand", "phase", "value")
+        .values_list(
+            "session_id",
+            "sampled_at",
+            "energy_wh",
+            "power_w",
+            "current_a",
+            "current_l1_a",
+            "current_l2_a",
+            "current_l3_a",
+        )
     ):
-        samples[session_id].append((at, measurand, phase, value))
+        present = [c for c in currents if c is not None]
+        samples[session_id].append((at, energy_wh, power_w, max(present) if present else None))
     pushes: dict[int, list[tuple[datetime, Decimal]]] = defaultdict(list)
     for connector_id, answered_at, limit_a in (
-        ProfilePush.objects.filter(connector_id__in={s.connector_id for s in sessions.values()}, status="Accepted")
-        .exclude(answered_at__isnull=True)
+        ProfilePush.objects.filter(
+            connector_id__in={s.connector_id for s in sessions.values()},
+            status="Accepted",
+            answered_at__gte=min(s.started_at for s in sessions.values()) - SESSION_PUSH_LOOKBACK,
+        )
         .order_by("answered_at")
         .values_list("connector_id", "answered_at", "new_limit_a")
     ):
@@ -223,12 +256,13 @@ def _sessions_draw_update(session_ids: set[int]) -> int:
         power_at: dict[datetime, Decimal] = {}
         current_at: dict[datetime, Decimal] = {}
         register_wh: Decimal | None = None
-        for at, measurand, phase, value in samples.get(session_id, []):
-            if measurand == POWER and phase == "":
-                power_at[at] = value / 1000
-            elif measurand == CURRENT:
-                current_at[at] = max(current_at.get(at, Decimal(0)), value * volts_phases)
-            elif measurand == REGISTER and phase == "":
+        for at, energy_wh, power_w, current_a in samples.get(session_id, []):
+            if power_w is not None:
+                power_at[at] = Decimal(repr(power_w)) / 1000
+            if current_a is not None:
+                current_at[at] = Decimal(repr(current_a)) * volts_phases
+            if energy_wh is not None:
+                value = Decimal(repr(energy_wh))
                 register_wh = value if register_wh is None else max(register_wh, value)
         observed: Decimal | None = None
         capped = False
@@ -259,63 +293,68 @@ def _sessions_draw_update(session_ids: set[int]) -> int:
     return len(draws)
 
 
-def intervals_roll_up(*, batch_size: int = ROLLUP_BATCH_SAMPLES, max_batches: int | None = None) -> RollupOutcome:
-    """Fold the meter samples stored since the last run into interval energy and session draws.
+def intervals_roll_up(*, batch_size: int = ROLLUP_BATCH_MARKS, max_batches: int | None = None) -> RollupOutcome:
+    """Fold the readings stored since the last run into interval energy and session draws.
 
-    Safe to run concurrently (the cursor row is locked) and again (it recomputes, never adds).
+    Reads the pending marks the ingest left (station, 15-minute interval, session), rebuilds
+    just those intervals and sessions, and deletes the marks, in one transaction per batch: a
+    failed batch leaves its marks for the next run. Safe to run concurrently (marks are taken
+    with SKIP LOCKED) and again (it recomputes, never adds).
     """
     require_tenant_schema("intervals_roll_up")
     outcome = RollupOutcome()
     batches = 0
+    now = timezone.now()
     while max_batches is None or batches < max_batches:
         batches += 1
         with transaction.atomic():
-            cursor, _ = RollupCursor.objects.select_for_update().get_or_create(name=ROLLUP_CURSOR)
-            if batches == 1 and cursor.last_sample_id > 0:
-                _revisit(cursor.last_sample_id, outcome)
-            rows = list(
-                MeterSample.objects.filter(id__gt=cursor.last_sample_id)
+            marks = list(
+                RollupPending.objects.select_for_update(skip_locked=True)
                 .order_by("id")
-                .values_list("id", "station_id", "sampled_at", "measurand", "session_id")[:batch_size]
+                .values_list("id", "station_id", "interval_start", "session_id")[:batch_size]
             )
-            if not rows:
+            if not marks:
                 break
-            spans: dict[int, list[datetime]] = {}
+            starts: dict[int, list[datetime]] = defaultdict(list)
             session_ids: set[int] = set()
-            for _, station_id, at, measurand, session_id in rows:
-                if measurand == REGISTER:
-                    span = spans.setdefault(station_id, [at, at])
-                    span[0], span[1] = min(span[0], at), max(span[1], at)
-                if session_id is not None and measurand in (REGISTER, POWER, CURRENT):
+            for _, station_id, start, session_id in marks:
+                starts[station_id].append(start)
+                if session_id is not None:
                     session_ids.add(session_id)
-            outcome.intervals += _stations_rebuild(spans, outcome)
-            outcome.sessions += _sessions_draw_update(session_ids)
-            outcome.samples += len(rows)
-            cursor.last_sample_id = rows[-1][0]
-            cursor.save(update_fields=["last_sample_id", "updated_at"])
-        if len(rows) < batch_size:
+            outcome.intervals += _stations_rebuild(_spans(starts), outcome)
+            outcome.sessions += _sessions_draw_update(session_ids, now)
+            outcome.samples += len(marks)
+            RollupPending.objects.filter(id__in=[mark[0] for mark in marks]).delete()
+        if len(marks) < batch_size:
             break
     return outcome
 
 
-def _revisit(cursor_id: int, outcome: RollupOutcome) -> None:
-    spans: dict[int, list[datetime]] = {}
-    for station_id, at in MeterSample.objects.filter(
-        id__gt=max(cursor_id - ROLLUP_REVISIT_IDS, 0), id__lte=cursor_id, measurand=REGISTER
-    ).values_list("station_id", "sampled_at"):
-        span = spans.setdefault(station_id, [at, at])
-        span[0], span[1] = min(span[0], at), max(span[1], at)
-    if spans:
-        outcome.intervals += _stations_rebuild(spans, RollupOutcome())
+def _spans(starts: dict[int, list[datetime]]) -> list[tuple[int, datetime, datetime]]:
+    """Each station's marked intervals as ranges [lo, hi]; marks over ``ROLLUP_GAP`` apart split."""
+    spans = []
+    for station_id, times in starts.items():
+        times.sort()
+        lo = hi = times[0]
+        for at in times[1:]:
+            if at - hi > ROLLUP_GAP:
+                spans.append((station_id, lo, hi + PENDING_GRAIN))
+                lo = at
+            hi = at
+        spans.append((station_id, lo, hi + PENDING_GRAIN))
+    return spans
 
 
-def _stations_rebuild(spans: dict[int, list[datetime]], outcome: RollupOutcome) -> int:
-    stations = ChargingStation.objects.filter(pk__in=spans).select_related("site")
+def _stations_rebuild(spans: list[tuple[int, datetime, datetime]], outcome: RollupOutcome) -> int:
+    stations = ChargingStation.objects.in_bulk({station_id for station_id, _, _ in spans})
+    sites = Site.objects.in_bulk({station.site_id for station in stations.values()})
     site_ranges: dict[int, list[datetime]] = {}
     written = 0
-    for station in stations:
-        lo, hi = spans[station.pk]
-        start, end, count = _station_rebuild(station, lo, hi, station.site.voltage_v)
+    for station_id, lo, hi in spans:
+        station = stations.get(station_id)
+        if station is None:
+            continue
+        start, end, count = _station_rebuild(station, lo, hi, sites[station.site_id].voltage_v)
         written += count
         outcome.stations += 1
         outcome.sites.add(station.site_id)
@@ -326,10 +365,24 @@ def _stations_rebuild(spans: dict[int, list[datetime]], outcome: RollupOutcome) 
     return written
 
 
+def raw_readings_since() -> datetime | None:
+    """The first instant raw readings are kept for (the oldest partition's month), or None."""
+    kept = partitions_list()
+    return kept[0][1] if kept else None
+
+
 def intervals_rebuild(*, site: Site, start: datetime, end: datetime) -> int:
-    """Recompute every interval of the site in [start, end) from the raw readings."""
+    """Recompute every interval of the site in [start, end) from the raw readings.
+
+    Only where raw readings are still kept: the part of the range before the oldest partition
+    (dropped after the retention period) keeps its intervals as they were rolled up.
+    """
     require_tenant_schema("intervals_rebuild")
     written = 0
+    kept_since = raw_readings_since()
+    if kept_since is None or end <= kept_since:
+        return 0
+    start = max(start, kept_since)
     with transaction.atomic():
         stations = ChargingStation.objects.filter(site=site)
         low, high = start, end

@@ -1,23 +1,28 @@
 """REST API for chargers, sessions, meter readings and charger commands. Schema: tenant."""
 
+from datetime import timedelta
 from typing import Any, cast
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import Prefetch
+from django.db.models import Prefetch, Q
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
-from rest_framework import serializers, status, viewsets
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from balancing.models import ChargerModelCompliance, Circuit, Site, SiteAlert
 from chargepoint.actions import ACTIONS, charger_action
-from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterSample
-from evplatform.api import time_filtered
+from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterReading
+from chargepoint.readings import BY_COLUMN, context_label, reading_values
+from evplatform.api import time_filtered, time_range
 from evplatform.permissions import CHARGER_ACTIONS, RoleForWrites, actor_of
 
 READINGS_MAX_DAYS = 31
+READINGS_DEFAULT_WINDOW = timedelta(days=1)
 TIME_PARAMS = [
     OpenApiParameter("since", str, description="ISO 8601 time with zone"),
     OpenApiParameter("until", str, description="ISO 8601 time with zone"),
@@ -125,23 +130,43 @@ class SessionSerializer(serializers.ModelSerializer):
         ]
 
 
-class ReadingSerializer(serializers.ModelSerializer):
-    charge_point_id = serializers.CharField(source="station.charge_point_id", read_only=True)
-    connector_id = serializers.IntegerField(source="connector.connector_id", read_only=True, default=0)
+class ReadingValueSerializer(serializers.Serializer):
+    measurand = serializers.CharField()
+    phase = serializers.CharField()
+    location = serializers.CharField()
+    value = serializers.FloatField()
+    unit = serializers.CharField()
 
-    class Meta:
-        model = MeterSample
-        fields = [
-            "charge_point_id",
-            "connector_id",
-            "sampled_at",
-            "measurand",
-            "phase",
-            "location",
-            "context",
-            "value",
-            "unit",
-        ]
+
+class ReadingSerializer(serializers.Serializer):
+    """What one connector (0: the station's main meter) reported for one instant."""
+
+    charge_point_id = serializers.SerializerMethodField()
+    connector_id = serializers.IntegerField(source="connector_no")
+    sampled_at = serializers.DateTimeField()
+    context = serializers.SerializerMethodField()
+    values = serializers.SerializerMethodField()
+
+    def get_charge_point_id(self, reading: MeterReading) -> str:
+        return cast(dict[int, str], self.context["charge_point_ids"]).get(reading.station_id, "")
+
+    def get_context(self, reading: MeterReading) -> str:
+        return context_label(reading)
+
+    @extend_schema_field(ReadingValueSerializer(many=True))
+    def get_values(self, reading: MeterReading) -> list[dict[str, Any]]:
+        measurand = self.context.get("measurand")
+        values = reading_values(reading)
+        return [v for v in values if v["measurand"] == measurand] if measurand else values
+
+
+class ReadingCursor(CursorPagination):
+    """Readings page by a cursor on (time, station, connector): page 1000 costs what page 1 does."""
+
+    ordering = ("sampled_at", "station_id", "connector_no")
+    page_size = 100
+    max_page_size = 1000
+    page_size_query_param = "limit"
 
 
 class CommandSerializer(serializers.Serializer):
@@ -223,18 +248,49 @@ class SessionViewSet(viewsets.ReadOnlyModelViewSet):
         return time_filtered(qs, params, "started_at")
 
 
-@extend_schema(parameters=[OpenApiParameter("charger", str), OpenApiParameter("measurand", str), *TIME_PARAMS])
-class ReadingViewSet(viewsets.ReadOnlyModelViewSet):
-    """Meter readings, oldest first, paged; at most 31 days per request."""
+@extend_schema(
+    parameters=[
+        OpenApiParameter("charger", str),
+        OpenApiParameter("connector", int),
+        OpenApiParameter("measurand", str),
+        *TIME_PARAMS,
+    ]
+)
+class ReadingViewSet(viewsets.GenericViewSet, mixins.ListModelMixin):
+    """Meter readings, oldest first, paged by a cursor; at most 31 days per request, the last
+    day when no ``since`` is given."""
 
     serializer_class = ReadingSerializer
     permission_classes = [RoleForWrites]
+    pagination_class = ReadingCursor
 
     def get_queryset(self) -> Any:
         params = self.request.query_params
-        qs = MeterSample.objects.select_related("station", "connector").order_by("sampled_at", "id")
+        since, until = time_range(params, max_days=READINGS_MAX_DAYS)
+        if until is None:
+            until = (since + timedelta(days=READINGS_MAX_DAYS)) if since else timezone.now() + timedelta(minutes=1)
+        if since is None:
+            since = until - READINGS_DEFAULT_WINDOW
+        qs = MeterReading.objects.filter(sampled_at__gte=since, sampled_at__lt=until)
         if params.get("charger"):
-            qs = qs.filter(station__charge_point_id=params["charger"])
-        if params.get("measurand"):
-            qs = qs.filter(measurand=params["measurand"])
-        return time_filtered(qs, params, "sampled_at", max_days=READINGS_MAX_DAYS)
+            station = ChargingStation.objects.filter(charge_point_id=params["charger"]).first()
+            qs = qs.filter(station_id=station.pk if station else -1)
+        if params.get("connector"):
+            try:
+                qs = qs.filter(connector_no=int(params["connector"]))
+            except ValueError:
+                raise ValidationError({"connector": [f"{params['connector']!r} is not a number"]}) from None
+        measurand = params.get("measurand")
+        if measurand:
+            columns = [column for column, (m, _, _) in BY_COLUMN.items() if m == measurand]
+            found = Q(extra__has_key=measurand)
+            for column in columns:
+                found |= Q(**{f"{column}__isnull": False})
+            qs = qs.filter(found)
+        return qs
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        context = super().get_serializer_context()
+        context["charge_point_ids"] = dict(ChargingStation.objects.values_list("pk", "charge_point_id"))
+        context["measurand"] = self.request.query_params.get("measurand") or ""
+        return context

@@ -16,6 +16,7 @@ from django.db import OperationalError
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, schema_context, tenant_context
 
+from chargepoint.partitions import partitions_maintain
 from chargepoint.resync import station_resync
 from chargepoint.services import stations_gateway_sweep, stations_offline_sweep, telemetry_apply
 from evplatform.celery import PublicTask, app
@@ -72,6 +73,24 @@ def stations_gateway_sweep_all() -> int:
     for tenant in tenants:
         with tenant_context(tenant):
             stations_gateway_sweep_task.apply_async(expires=2 * settings.GATEWAY_LIVENESS_SWEEP_S)
+    return len(tenants)
+
+
+@app.task(name="chargepoint.tasks.telemetry_partitions_maintain")
+def telemetry_partitions_maintain() -> dict[str, list[str]]:
+    """Meter reading partitions made ahead, months past the retention period dropped."""
+    outcome = partitions_maintain(now=timezone.now())
+    return {"created": outcome.created, "dropped": outcome.dropped}
+
+
+@app.task(base=PublicTask, name="chargepoint.tasks.telemetry_partitions_maintain_all")
+def telemetry_partitions_maintain_all() -> int:
+    """Beat (daily): partition upkeep of the meter readings in every active organisation."""
+    with schema_context(get_public_schema_name()):
+        tenants = tenant_list_active()
+    for tenant in tenants:
+        with tenant_context(tenant):
+            telemetry_partitions_maintain.delay()
     return len(tenants)
 
 

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_POST
 from balancing.models import ConnectorLimit, ProfilePush
 from balancing.selectors import compliance_find, station_alerts
 from chargepoint.actions import ACTIONS, charger_action
-from chargepoint.models import ChargingSession, ChargingStation, MeterSample
+from chargepoint.models import ChargingSession, ChargingStation, MeterReading
 from evplatform.permissions import CHARGER_ACTIONS, actor_of, has_role, role_required
 
 HISTORY = timedelta(hours=6)
@@ -48,14 +48,15 @@ def charger_detail(request: HttpRequest, charge_point_id: str) -> HttpResponse:
 def charger_chart(request: HttpRequest, charge_point_id: str) -> JsonResponse:
     """Vega-Lite spec: the charger's current per phase over the last hours."""
     station = get_object_or_404(ChargingStation, charge_point_id=charge_point_id)
-    rows = [
-        {"time": t.isoformat(), "phase": phase or "total", "A": float(value)}
-        for t, phase, value in MeterSample.objects.filter(
-            station=station, measurand="Current.Import", sampled_at__gte=timezone.now() - HISTORY
-        )
+    rows = []
+    for at, *currents in (
+        MeterReading.objects.filter(station=station, sampled_at__gte=timezone.now() - HISTORY, connector_no__gt=0)
         .order_by("sampled_at")
-        .values_list("sampled_at", "phase", "value")[:5000]
-    ]
+        .values_list("sampled_at", "current_a", "current_l1_a", "current_l2_a", "current_l3_a")[:5000]
+    ):
+        for phase, value in zip(("total", "L1", "L2", "L3"), currents, strict=True):
+            if value is not None:
+                rows.append({"time": at.isoformat(), "phase": phase, "A": value})
     spec = {
         "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
         "width": "container",

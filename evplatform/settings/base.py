@@ -282,6 +282,16 @@ CELERY_BEAT_SCHEDULE["chargepoint-gateway-liveness"] = {
     "options": {"expires": 2 * GATEWAY_LIVENESS_SWEEP_S},
 }
 
+# Raw meter readings are kept this many days (whole months are dropped once all their readings
+# are older; interval energy, sessions and reports made from them are kept). Partitions are
+# made this many months ahead of now by the daily upkeep.
+TELEMETRY_RETENTION_DAYS = env.int("TELEMETRY_RETENTION_DAYS", default=90)
+TELEMETRY_PARTITIONS_AHEAD_MONTHS = env.int("TELEMETRY_PARTITIONS_AHEAD_MONTHS", default=1)
+CELERY_BEAT_SCHEDULE["chargepoint-telemetry-partitions"] = {
+    "task": "chargepoint.tasks.telemetry_partitions_maintain_all",
+    "schedule": 86400.0,
+}
+
 # --- Balancing (balancing) ---------------------------------------------------------------
 
 # A burst of charger events within this window becomes one balancing run per site.
