@@ -133,7 +133,7 @@ _NEWS = " OR ".join(
     + ["(EXCLUDED.extra IS NOT NULL AND NOT COALESCE(r.extra, '{}') @> EXCLUDED.extra)"]
 )
 _INSERT = (
-    f"INSERT INTO {PARENT} AS r ({', '.join(_NAMES)}) VALUES {{values}} "  # noqa: S608 - our own names
+    f"INSERT INTO {PARENT} AS r ({', '.join(_NAMES)}) VALUES <values> "  # noqa: S608 - our own names
     f"ON CONFLICT (station_id, sampled_at, connector_no) DO UPDATE SET {_FILL} WHERE {_NEWS}"
 )
 CHUNK = 1000
@@ -166,7 +166,7 @@ def readings_store(batch: ReadingRows) -> int:
     for offset in range(0, len(params_all), CHUNK):
         chunk = params_all[offset : offset + CHUNK]
         placeholder = "(" + ", ".join(["%s"] * (len(_NAMES) - 1)) + ", %s::jsonb)"
-        sql = _INSERT.format(values=", ".join([placeholder] * len(chunk)))
+        sql = _INSERT.replace("<values>", ", ".join([placeholder] * len(chunk)))
         flat = [value for params in chunk for value in params]
         try:
             with transaction.atomic(), connection.cursor() as cursor:
