@@ -5,11 +5,13 @@ location, context, value in base units); ``ReadingRows`` folds those of one conn
 instant into one ``MeterReading`` row (typed columns for what the platform reads, ``extra``
 for the rest), and ``readings_store`` writes a batch of rows with one statement. A row that
 already exists (the message was sent twice, or two messages share an instant) is completed,
-never overwritten: a value already stored wins.
+never overwritten: a value already stored wins, and a session or context (why the reading was
+taken) is filled in only where the row had none.
 
 ``reading_values`` turns a row back into the per-value form the API shows.
 """
 
+import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 
 from chargepoint.models import MeterReading, ReadingContext, RollupPending
-from chargepoint.partitions import PARENT, month_start, partitions_ensure
+from chargepoint.partitions import PARENT, partitions_ensure
 
 logger = logging.getLogger(__name__)
 
@@ -105,12 +107,11 @@ class ReadingRows:
         unit: str,
         value: float,
     ) -> None:
-        row = self.rows.setdefault(
-            (station_id, at, connector_no),
-            {"session_id": session_id, "context": CONTEXTS.get(context, ReadingContext.OTHER if context else 0)},
-        )
+        row = self.rows.setdefault((station_id, at, connector_no), {"session_id": session_id, "context": 0})
         if session_id is not None and row["session_id"] is None:
             row["session_id"] = session_id
+        if not row["context"]:  # the first value that says why the reading was taken names it
+            row["context"] = CONTEXTS.get(context, ReadingContext.OTHER if context else 0)
         column = column_of(measurand, phase, location, unit)
         if column is not None:
             row.setdefault(column, value)
@@ -125,11 +126,13 @@ class ReadingRows:
 _NAMES = ["station_id", "sampled_at", "connector_no", "session_id", "context", *COLUMNS, "extra"]
 _FILL = ", ".join(
     ["session_id = COALESCE(r.session_id, EXCLUDED.session_id)"]
+    + ["context = CASE WHEN r.context = 0 THEN EXCLUDED.context ELSE r.context END"]
     + [f"{c} = COALESCE(r.{c}, EXCLUDED.{c})" for c in COLUMNS]
     + ["extra = CASE WHEN EXCLUDED.extra IS NULL THEN r.extra ELSE EXCLUDED.extra || COALESCE(r.extra, '{}') END"]
 )
 _NEWS = " OR ".join(
     [f"(r.{c} IS NULL AND EXCLUDED.{c} IS NOT NULL)" for c in ["session_id", *COLUMNS]]
+    + ["(r.context = 0 AND EXCLUDED.context <> 0)"]
     + ["(EXCLUDED.extra IS NOT NULL AND NOT COALESCE(r.extra, '{}') @> EXCLUDED.extra)"]
 )
 _INSERT = (
@@ -137,16 +140,17 @@ _INSERT = (
     f"ON CONFLICT (station_id, sampled_at, connector_no) DO UPDATE SET {_FILL} WHERE {_NEWS}"
 )
 CHUNK = 1000
+CHECK_VIOLATION = "23514"
 
 
 def readings_store(batch: ReadingRows) -> int:
-    """Write the batch's rows (and the rollup's pending marks); returns the rows written.
+    """Write the batch's rows (and the rollup's pending marks); returns the rows inserted or
+    completed (a row sent again that brings nothing new is not counted).
 
     A month without a partition yet gets one and the write is tried again; the caller has
-    refused readings older than the retention period, so no dropped month comes back.
+    refused readings older than the retention period, so no dropped month comes back. Each
+    attempt runs in a savepoint, so a failed one leaves the caller's transaction usable.
     """
-    import json
-
     items = sorted(batch.rows.items(), key=lambda item: item[0])
     params_all = []
     for (station_id, at, connector_no), row in items:
@@ -163,24 +167,37 @@ def readings_store(batch: ReadingRows) -> int:
             ]
         )
     written = 0
+    placeholder = "(" + ", ".join(["%s"] * (len(_NAMES) - 1)) + ", %s::jsonb)"
     for offset in range(0, len(params_all), CHUNK):
         chunk = params_all[offset : offset + CHUNK]
-        placeholder = "(" + ", ".join(["%s"] * (len(_NAMES) - 1)) + ", %s::jsonb)"
         sql = _INSERT.replace("<values>", ", ".join([placeholder] * len(chunk)))
         flat = [value for params in chunk for value in params]
         try:
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute(sql, flat)
+            written += _execute(sql, flat)
         except IntegrityError as exc:
-            if "no partition" not in str(exc):
+            if not _no_partition(exc):
                 raise
             times = [params[1] for params in chunk]
-            partitions_ensure(month_start(min(times)), max(times))
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute(sql, flat)
-        written += len(chunk)
+            partitions_ensure(min(times), max(times))
+            written += _execute(sql, flat)
     _pending_mark(items)
     return written
+
+
+def _execute(sql: str, params: list[Any]) -> int:
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
+def _no_partition(exc: IntegrityError) -> bool:
+    """PostgreSQL found no partition for a row: a check violation that names no constraint.
+
+    Told by the error's code and fields, not its text (which follows the server's language).
+    """
+    cause = exc.__cause__
+    diag = getattr(cause, "diag", None)
+    return getattr(cause, "sqlstate", None) == CHECK_VIOLATION and diag is not None and not diag.constraint_name
 
 
 def _pending_mark(items: Iterable[tuple[tuple[int, datetime, int], dict[str, Any]]]) -> None:
