@@ -80,7 +80,7 @@ def stations_gateway_sweep_all() -> int:
 def telemetry_partitions_maintain() -> dict[str, list[str]]:
     """Meter reading partitions made ahead, months past the retention period dropped."""
     outcome = partitions_maintain(now=timezone.now())
-    return {"created": outcome.created, "dropped": outcome.dropped}
+    return {"created": outcome.created, "dropped": outcome.dropped, "busy": outcome.busy}
 
 
 @app.task(base=PublicTask, name="chargepoint.tasks.telemetry_partitions_maintain_all")
