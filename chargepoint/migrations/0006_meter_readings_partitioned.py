@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import migrations, models
 from django.utils import timezone
 
+from chargepoint.gateway.normalise import DEFAULT_UNITS
 from chargepoint.partitions import month_start, next_month, partitions_ensure, table_sql
 
 _TYPED = {
@@ -48,9 +49,13 @@ def create_partitions_and_copy(apps, schema_editor):
         context += " WHEN '' THEN 0 ELSE 8 END"
         typed = ", ".join(f"max(s.value::float8) FILTER (WHERE {cond})" for cond in _TYPED.values())
         any_typed = " OR ".join(f"({cond})" for cond in _TYPED.values())
+        # As ``chargepoint.readings.extra_key``: the unit only where it is not the measurand's base unit.
+        base_unit = "CASE " + " ".join(f"WHEN starts_with(s.measurand, '{p}') THEN '{u}'" for p, u in DEFAULT_UNITS)
+        base_unit += " ELSE '' END"
         key = (
             "s.measurand || CASE WHEN s.phase <> '' THEN '|' || s.phase ELSE '' END"
             " || CASE WHEN s.location <> '' THEN '@' || s.location ELSE '' END"
+            f" || CASE WHEN s.unit <> '' AND s.unit <> ({base_unit}) THEN '#' || s.unit ELSE '' END"
         )
         cursor.execute(
             f"""
