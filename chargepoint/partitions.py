@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 from django.db import connection
 
-from evplatform.services import require_tenant_schema
+from evplatform.services import active_schema, require_tenant_schema
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def partitions_ensure(start: datetime, end: datetime) -> list[str]:
                 created.append(name)
             month = next_month(month)
     if created:
-        logger.info("%s: meter reading partitions created: %s", connection.schema_name, ", ".join(created))
+        logger.info("%s: meter reading partitions created: %s", active_schema(), ", ".join(created))
     return created
 
 
@@ -119,7 +119,7 @@ def partitions_maintain(*, now: datetime, dry_run: bool = False) -> PartitionsOu
             if not dry_run:
                 with connection.cursor() as cursor:
                     cursor.execute(f"DROP TABLE IF EXISTS {name}")
-                logger.info("%s: meter readings of %s dropped (retention)", connection.schema_name, name)
+                logger.info("%s: meter readings of %s dropped (retention)", active_schema(), name)
     return outcome
 
 
