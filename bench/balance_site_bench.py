@@ -44,7 +44,8 @@ def main() -> None:
     from balancing.models import BalancingRun, Circuit, ConnectorLimit, Site
     from balancing.push import PushAnswer, PushRequest
     from balancing.runs import site_balance_run
-    from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterSample
+    from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterReading
+    from chargepoint.partitions import partitions_ensure
     from tenants.services import tenant_create
 
     print(f"preparing database evplatform_bench with a {args.evses}-EVSE site ...", flush=True)
@@ -69,6 +70,7 @@ def main() -> None:
                 slug=slug, name=f"{args.evses} EVSEs", limit_a=Decimal("400"), demand_cap_kw=Decimal("250")
             )
             now = timezone.now()
+            partitions_ensure(now, now)
             panels = [
                 Circuit.objects.create(site=site, name=f"Panel {p}", kind="panel", limit_a=Decimal("160"))
                 for p in range(4)
@@ -103,16 +105,12 @@ def main() -> None:
                     energy_needed_kwh=Decimal("30") if n % 2 else None,
                     departure_at=now + timedelta(hours=3 + n % 5) if n % 2 else None,
                 )
-                for phase in station.site_phases:
-                    MeterSample.objects.create(
-                        station=station,
-                        connector=connector,
-                        sampled_at=now,
-                        measurand="Current.Import",
-                        phase=phase,
-                        value=Decimal(str(6 + n % 20)),
-                        unit="A",
-                    )
+                MeterReading.objects.create(  # the draw on each of the station's own phases
+                    station=station,
+                    sampled_at=now,
+                    connector_no=connector.connector_id,
+                    **{f"current_l{p + 1}_a": float(6 + n % 20) for p in range(station.phases)},
+                )
         timings = []
         pushes = []
         for i in range(args.repeats):

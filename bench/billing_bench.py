@@ -86,7 +86,8 @@ def bench_rollup(chargers: int, hours: int) -> None:
     from balancing.models import Site
     from billing.models import IntervalEnergy
     from billing.services import intervals_roll_up
-    from chargepoint.models import ChargingStation, Connector, MeterSample
+    from chargepoint.models import ChargingStation, Connector
+    from chargepoint.readings import ReadingRows, readings_store
 
     site = Site.objects.create(slug="rollup", name="Rollup", limit_a=Decimal(400), timezone=TZ_NAME)
     start = datetime(2026, 10, 5, 7, tzinfo=UTC)
@@ -96,21 +97,23 @@ def bench_rollup(chargers: int, hours: int) -> None:
             charge_point_id=f"RB-{n:04d}", site=site, max_current_a=Decimal(32), phases=3
         )
         connector = Connector.objects.create(station=station, connector_id=1)
-        wh = Decimal(rng.randint(0, 10**6))
-        samples = []
+        wh = float(rng.randint(0, 10**6))
+        registers = ReadingRows()  # stored as the ingest stores them, with the rollup's pending marks
         for minute in range(hours * 60):
-            wh += Decimal(rng.choice((0, 0, 60, 110, 180)))
-            samples.append(
-                MeterSample(
-                    station=station,
-                    connector=connector,
-                    sampled_at=start + timedelta(minutes=minute),
-                    measurand="Energy.Active.Import.Register",
-                    value=wh,
-                    unit="Wh",
-                )
+            wh += rng.choice((0, 0, 60, 110, 180))
+            registers.add(
+                station_id=station.pk,
+                connector_no=connector.connector_id,
+                at=start + timedelta(minutes=minute),
+                session_id=None,
+                measurand="Energy.Active.Import.Register",
+                phase="",
+                location="",
+                context="Sample.Periodic",
+                unit="Wh",
+                value=wh,
             )
-        MeterSample.objects.bulk_create(samples, batch_size=5000)
+        readings_store(registers)
     readings = chargers * hours * 60
     began = time.perf_counter()
     outcome = intervals_roll_up()

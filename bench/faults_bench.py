@@ -308,7 +308,7 @@ def reset_state() -> None:
         SiteMeterReading,
         StationFailsafe,
     )
-    from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector, MeterSample
+    from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector, MeterReading
     from evplatform.redis import get_redis
     from tenants.models import Tenant
 
@@ -316,7 +316,7 @@ def reset_state() -> None:
         for attempt in range(20):
             try:
                 with transaction.atomic():
-                    MeterSample.objects.all().delete()
+                    MeterReading.objects.all().delete()
                     ChargingSession.objects.all().delete()
                     ChargerCommand.objects.all().delete()
                     BalancingRun.objects.all().delete()

@@ -170,11 +170,11 @@ def reset_sessions() -> None:
     from django_tenants.utils import tenant_context
 
     from balancing.models import BalancingRun, ConnectorLimit
-    from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector, MeterSample
+    from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector, MeterReading
     from tenants.models import Tenant
 
     with tenant_context(Tenant.objects.get(slug=TENANT)):
-        MeterSample.objects.all().delete()
+        MeterReading.objects.all().delete()
         ChargingSession.objects.all().delete()
         ChargerCommand.objects.all().delete()
         BalancingRun.objects.all().delete()

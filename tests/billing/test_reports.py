@@ -19,7 +19,8 @@ from django_tenants.utils import tenant_context
 from balancing.models import Site
 from billing.models import SavingsReport, SavingsReportFile, SessionDraw, SiteMonthDemand
 from billing.services import intervals_roll_up, savings_report_generate, tariff_import
-from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterSample
+from chargepoint.models import ChargingSession, ChargingStation, Connector
+from chargepoint.readings import ReadingRows, readings_store
 from tests.billing.conftest import LA, simple_record
 from tests.factories import SiteFactory
 
@@ -58,17 +59,21 @@ def mall_site(slug: str = "mall", *, record=None) -> Site:
         )
         if n == 1:  # held at our limit and left 2 kWh short of what it asked for
             SessionDraw.objects.create(session=session, was_capped=True)
-        MeterSample.objects.bulk_create(
-            MeterSample(
-                station=station,
-                connector=connector,
-                sampled_at=(OCT_5_10AM + timedelta(minutes=15 * i)).astimezone(UTC),
+        registers = ReadingRows()
+        for i in range(9):
+            registers.add(
+                station_id=station.pk,
+                connector_no=connector.connector_id,
+                at=(OCT_5_10AM + timedelta(minutes=15 * i)).astimezone(UTC),
+                session_id=None,
                 measurand="Energy.Active.Import.Register",
-                value=Decimal(1000 * i),
+                phase="",
+                location="",
+                context="",
                 unit="Wh",
+                value=1000.0 * i,
             )
-            for i in range(9)
-        )
+        readings_store(registers)  # as the ingest stores them: with the rollup's pending marks
     intervals_roll_up()
     return site
 
