@@ -144,6 +144,11 @@ def readings_store(batch: ReadingRows) -> int:
 
     A month without a partition yet gets one and the write is tried again; the caller has
     refused readings older than the retention period, so no dropped month comes back.
+
+    The caller holds the batch's stations locked FOR UPDATE until it commits, as
+    ``telemetry_apply`` does: a mark already pending stands for these readings too, and the
+    billing rollup leaves the marks of a locked station for its next run, so it never takes
+    one before the readings it stands for are visible.
     """
     import json
 

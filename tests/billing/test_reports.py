@@ -19,8 +19,9 @@ from django_tenants.utils import tenant_context
 from balancing.models import Site
 from billing.models import SavingsReport, SavingsReportFile, SessionDraw, SiteMonthDemand
 from billing.services import intervals_roll_up, savings_report_generate, tariff_import
-from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterSample
+from chargepoint.models import ChargingSession, ChargingStation, Connector
 from tests.billing.conftest import LA, simple_record
+from tests.billing.readings import readings_write
 from tests.factories import SiteFactory
 
 pytestmark = pytest.mark.django_db
@@ -58,16 +59,9 @@ def mall_site(slug: str = "mall", *, record=None) -> Site:
         )
         if n == 1:  # held at our limit and left 2 kWh short of what it asked for
             SessionDraw.objects.create(session=session, was_capped=True)
-        MeterSample.objects.bulk_create(
-            MeterSample(
-                station=station,
-                connector=connector,
-                sampled_at=(OCT_5_10AM + timedelta(minutes=15 * i)).astimezone(UTC),
-                measurand="Energy.Active.Import.Register",
-                value=Decimal(1000 * i),
-                unit="Wh",
-            )
-            for i in range(9)
+        readings_write(
+            station,
+            [((OCT_5_10AM + timedelta(minutes=15 * i)).astimezone(UTC), {"energy_wh": 1000 * i}) for i in range(9)],
         )
     intervals_roll_up()
     return site
