@@ -99,6 +99,24 @@ def test_report_figures_match_the_hand_calculation() -> None:
     assert report.tariffs["mall"]["version"] == 1
 
 
+def test_the_charts_round_kw_half_up_as_the_summary_does() -> None:
+    site = SiteFactory(slug="half", timezone="America/Los_Angeles", voltage_v=Decimal(250), phases=1)
+    tariff_import(site=site, record=simple_record(), valid_from=date(2026, 1, 1))
+    station = ChargingStation.objects.create(
+        charge_point_id="HALF-1", site=site, max_current_a=Decimal(32), phases=1, wiring="L1"
+    )
+    start = OCT_5_10AM.astimezone(UTC)
+    readings_write(station, [(start, {"energy_wh": 0}), (start + timedelta(minutes=15), {"energy_wh": 2000.125})])
+    intervals_roll_up()
+
+    report = savings_report_generate(year=2026, month=10, reason="request")
+
+    assert rows(report)["half"]["actual_peak_kw"] == "8.001"  # 2.000125 kWh in 15 minutes: 8.0005 kW
+    charts = report.data["charts"]
+    assert {day: actual for day, actual, _ in charts["daily_peak_kw"]}["2026-10-05"] == "8.001"
+    assert charts["load_duration_kw"]["actual"][0] == "8.001"
+
+
 def test_the_ratchet_remembers_earlier_months() -> None:
     site = mall_site(record=simple_record(flat_rate="10", ratchet=[0.8] * 12))
     SiteMonthDemand.objects.create(site=site, month=date(2026, 8, 1), actual_kw=Decimal(20), unmanaged_kw=Decimal(30))
