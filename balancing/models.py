@@ -506,6 +506,14 @@ class ProfilePush(models.Model):
 
     class Meta:
         ordering = ["run", "sent_at"]
+        indexes = [
+            # The billing rollup reads a session's accepted limits: a range of its connector's answers.
+            models.Index(
+                fields=["connector", "answered_at"],
+                name="push_connector_accepted",
+                condition=models.Q(status="Accepted"),
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.new_limit_a} A: {self.status or 'pending'}"

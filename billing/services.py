@@ -6,9 +6,10 @@ Schema: tenant. Each function checks that a tenant schema is active.
 import hashlib
 import json
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -34,7 +35,7 @@ from billing.tariffs import TariffError, month_bounds, tariff_from_urdb
 from chargepoint.models import ChargingSession, ChargingStation, MeterReading, RollupPending
 from chargepoint.partitions import partitions_list
 from chargepoint.readings import PENDING_GRAIN
-from evplatform.services import require_tenant_schema
+from evplatform.services import active_schema, require_tenant_schema
 
 # Pending marks (station, 15-minute interval, session) the rollup takes per transaction.
 ROLLUP_BATCH_MARKS = 5_000
@@ -44,8 +45,14 @@ ROLLUP_GAP = timedelta(hours=1)
 # (a charger silent longer than this has its energy start again at its next reading).
 ROLLUP_EDGE = timedelta(days=2)
 # The pushes that tell whether a session's car was held by our limit: those answered from
-# this long before the session started (the limit in force when it began).
+# this long before the session started (the limit in force when it began; a transaction's
+# limit is pushed again long before this: its profile is renewed within minutes).
 SESSION_PUSH_LOOKBACK = timedelta(days=1)
+# A session's readings are read this much before its start and after its stop (or now): a
+# charger's clock and the order of its messages date a few of them just outside the session.
+SESSION_READING_SLACK = timedelta(minutes=15)
+SESSION_CHUNK = 500  # sessions whose readings and pushes are read with one query each
+DRAW_QUANTUM = Decimal("0.001")  # session draws: kW and kWh to three places, rounded half up
 CAPPED_MARGIN_A = Decimal("1")  # a draw within 1 A of the limit in force is held by it
 REPORT_VERSION_RETRIES = 3
 
@@ -114,20 +121,49 @@ def tariff_import(*, site: Site, record: dict[str, Any], valid_from: date, actor
 
 @dataclass
 class RollupOutcome:
-    samples: int = 0
+    marks: int = 0
     stations: int = 0
     intervals: int = 0
     sessions: int = 0
     sites: set[int] = field(default_factory=set)
 
 
+def intervals_lock_key(*, schema: str, site_id: int) -> int:
+    """The advisory lock key (signed 64-bit) under which one site's interval energy is rewritten."""
+    digest = hashlib.blake2b(f"evp:billing-intervals:{schema}:{site_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _sites_lock(site_ids: Iterable[int]) -> None:
+    """Hold each site's interval lock until the transaction ends (ascending ids: no deadlock).
+
+    So two rollups, or a rollup and a month's rebuild, never rewrite one site's intervals at the
+    same time: the second reads what the first committed, instead of re-adding rows the first is
+    adding (a unique violation that fails its batch) or summing station rows it cannot see yet.
+    """
+    with connection.cursor() as cursor:
+        for site_id in sorted(set(site_ids)):
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(%s)", [intervals_lock_key(schema=active_schema(), site_id=site_id)]
+            )
+
+
 def _station_rebuild(
     station: ChargingStation, lo: datetime, hi: datetime, voltage_v: Decimal
 ) -> tuple[datetime, datetime, int]:
-    """Recompute the station's intervals that readings in [lo, hi] can touch; returns the range.
+    """Recompute the station's intervals that readings in [lo, hi] can touch.
 
-    Every lookup is a bounded range of the readings' (station, sampled_at) key: the register
-    readings just around [lo, hi] (at most ``ROLLUP_EDGE`` away) and those within.
+    Returns the range rewritten (empty when the readings kept cannot recompute any of it) and
+    the rows written. Every lookup is a bounded range of the readings' (station, sampled_at)
+    key: the register readings just around [lo, hi] (at most ``ROLLUP_EDGE`` away) and those
+    within.
+
+    With no register reading within ``ROLLUP_EDGE`` before the range, its first reading starts
+    the series afresh, unless the station has interval energy before that reading: then the
+    readings behind that energy are out of reach (dropped with their month by the retention, or
+    a silence longer than ``ROLLUP_EDGE`` that a month's rebuild spread), and those intervals
+    and the first reading's own keep what they have; the range begins after it. A range without
+    any register reading is left as it is.
     """
     series = MeterReading.objects.filter(station=station, energy_wh__isnull=False)
 
@@ -142,7 +178,24 @@ def _station_rebuild(
     step = timedelta(minutes=DEFAULT_INTERVAL_MINUTES)
     range_start = interval_floor(before(lo) or lo)
     range_end = interval_floor(after(hi) or hi) + step
-    load_from = before(range_start) or range_start
+    load_from = before(range_start)
+    if load_from is None:
+        within = series.filter(sampled_at__gte=range_start, sampled_at__lt=range_end).order_by("sampled_at")
+        first = within.values_list("sampled_at", flat=True).first()
+        if first is None:
+            return range_start, range_start, 0
+        earlier = IntervalEnergy.objects.filter(
+            site_id=station.site_id,
+            station=station,
+            start__gte=range_start - ROLLUP_EDGE,
+            start__lt=interval_floor(first),
+        )
+        if earlier.exists():
+            range_start = interval_floor(first) + step
+            if range_start >= range_end:
+                return range_start, range_start, 0
+            load_from = before(range_start)
+    load_from = load_from or range_start
     load_to = after(range_end) or range_end
     rows = list(
         series.filter(sampled_at__gte=load_from, sampled_at__lte=load_to)
@@ -151,6 +204,7 @@ def _station_rebuild(
     )
     by_connector: dict[int, list[tuple[datetime, Decimal]]] = defaultdict(list)
     for connector_no, at, value in rows:
+        # repr: the shortest decimal that is this float, i.e. the value the charger sent
         by_connector[connector_no].append((at, Decimal(repr(value))))
     if len(by_connector) > 1:
         by_connector.pop(0, None)  # the outlets' own registers, not the station's main meter too
@@ -164,9 +218,7 @@ def _station_rebuild(
         for at, count in rollup.resets.items():
             resets[at] += count
     keep = sorted(at for at in set(energy) | set(resets) if range_start <= at < range_end)
-    IntervalEnergy.objects.filter(
-        site_id=station.site_id, station=station, start__gte=range_start, start__lt=range_end
-    ).delete()
+    _intervals_delete(station.site_id, station.pk, range_start, range_end)
     IntervalEnergy.objects.bulk_create(
         [
             IntervalEnergy(
@@ -184,9 +236,24 @@ def _station_rebuild(
     return range_start, range_end, len(keep)
 
 
+def _intervals_delete(site_id: int, station_id: int | None, start: datetime, end: datetime) -> None:
+    """Delete the station's (None: the site totals') rows in [start, end) with one statement.
+
+    Not ``QuerySet.delete()``: with a post_delete receiver connected for every model (the
+    tenants app has one) Django selects the rows first and signals each one.
+    """
+    table = IntervalEnergy._meta.db_table
+    station_is = "station_id IS NULL" if station_id is None else "station_id = %s"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {table} WHERE site_id = %s AND {station_is} AND start >= %s AND start < %s",  # noqa: S608 - our names
+            [site_id, *([] if station_id is None else [station_id]), start, end],
+        )
+
+
 def _site_totals_rebuild(site_id: int, start: datetime, end: datetime) -> None:
     """Site rows (station empty) = sum of the station rows, for [start, end)."""
-    IntervalEnergy.objects.filter(site_id=site_id, station__isnull=True, start__gte=start, start__lt=end).delete()
+    _intervals_delete(site_id, None, start, end)
     table = IntervalEnergy._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
@@ -201,21 +268,49 @@ def _site_totals_rebuild(site_id: int, start: datetime, end: datetime) -> None:
         )
 
 
+def _merged(ranges: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """Ranges [start, end) with the overlapping and touching ones joined, in order."""
+    out: list[tuple[datetime, datetime]] = []
+    for start, end in sorted(ranges):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
 def _sessions_draw_update(session_ids: set[int], now: datetime) -> int:
     """Observed acceptance rate, capped flag and register energy of sessions with new readings.
 
     Each session's readings are one range of the readings' key (its station, from its start to
-    its stop or now); the pushes read are those of its connector since shortly before it began.
+    its stop or now, ``SESSION_READING_SLACK`` wider); the pushes read are those of its
+    connector answered from ``SESSION_PUSH_LOOKBACK`` before it began until it ended.
     """
+    ordered = sorted(session_ids)
+    return sum(
+        _sessions_draw_chunk(ordered[at : at + SESSION_CHUNK], now) for at in range(0, len(ordered), SESSION_CHUNK)
+    )
+
+
+def _sessions_draw_chunk(session_ids: list[int], now: datetime) -> int:
     sessions = {
         s.pk: s for s in ChargingSession.objects.filter(pk__in=session_ids).select_related("station", "station__site")
     }
     if not sessions:
         return 0
     spans = Q()
+    windows = Q()
     for session in sessions.values():
+        until = (session.stopped_at or now) + SESSION_READING_SLACK
         spans |= Q(
-            station_id=session.station_id, sampled_at__gte=session.started_at, sampled_at__lte=session.stopped_at or now
+            station_id=session.station_id,
+            sampled_at__gte=session.started_at - SESSION_READING_SLACK,
+            sampled_at__lte=until,
+        )
+        windows |= Q(
+            connector_id=session.connector_id,
+            answered_at__gte=session.started_at - SESSION_PUSH_LOOKBACK,
+            answered_at__lte=until,
         )
     samples: dict[int, list[tuple[datetime, float | None, float | None, float | None]]] = defaultdict(list)
     for session_id, at, energy_wh, power_w, *currents in (
@@ -236,15 +331,11 @@ def _sessions_draw_update(session_ids: set[int], now: datetime) -> int:
         samples[session_id].append((at, energy_wh, power_w, max(present) if present else None))
     pushes: dict[int, list[tuple[datetime, Decimal]]] = defaultdict(list)
     for connector_id, answered_at, limit_a in (
-        ProfilePush.objects.filter(
-            connector_id__in={s.connector_id for s in sessions.values()},
-            status="Accepted",
-            answered_at__gte=min(s.started_at for s in sessions.values()) - SESSION_PUSH_LOOKBACK,
-        )
+        ProfilePush.objects.filter(windows, status="Accepted")
         .order_by("answered_at")
         .values_list("connector_id", "answered_at", "new_limit_a")
     ):
-        if answered_at is not None:
+        if answered_at is not None:  # always: the window bounds it
             pushes[connector_id].append((answered_at, limit_a))
     draws = []
     for session_id, session in sessions.items():
@@ -275,11 +366,15 @@ def _sessions_draw_update(session_ids: set[int], now: datetime) -> int:
                 capped = True
         energy = None
         if register_wh is not None:
-            energy = max((register_wh - session.meter_start_wh) / 1000, Decimal(0)).quantize(Decimal("0.001"))
+            energy = max((register_wh - session.meter_start_wh) / 1000, Decimal(0)).quantize(
+                DRAW_QUANTUM, ROUND_HALF_UP
+            )
         draws.append(
             SessionDraw(
                 session_id=session_id,
-                observed_max_kw=None if observed is None else min(observed, rating).quantize(Decimal("0.001")),
+                observed_max_kw=None
+                if observed is None
+                else min(observed, rating).quantize(DRAW_QUANTUM, ROUND_HALF_UP),
                 was_capped=capped,
                 register_energy_kwh=energy,
             )
@@ -293,13 +388,47 @@ def _sessions_draw_update(session_ids: set[int], now: datetime) -> int:
     return len(draws)
 
 
+def _draw_round(value: Decimal) -> Decimal:
+    """A session draw's kW or kWh to three places, half up (as the reports round)."""
+    return value.quantize(DRAW_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+def _marks_take(limit: int) -> list[tuple[int, int, datetime, int | None, int]]:
+    """Up to ``limit`` pending marks, locked: (id, station, interval start, session, site).
+
+    Marks another rollup holds are skipped, and so are those of a station an ingest transaction
+    holds (``telemetry_apply`` locks its stations FOR UPDATE while it writes): its readings are
+    not visible until it commits, and the mark it wrote for them may be one already pending
+    (the insert ignores a duplicate). Taking that mark now would read the interval without
+    them and delete the only sign that it changed; the next run takes it instead. The station
+    rows stay share-locked (FOR KEY SHARE, as the foreign keys of the rows written take them
+    anyway) until the batch commits.
+    """
+    pending, stations = RollupPending._meta.db_table, ChargingStation._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT p.id, p.station_id, p.interval_start, p.session_id, s.site_id
+            FROM {pending} p JOIN {stations} s ON s.id = p.station_id
+            ORDER BY p.id
+            LIMIT %s
+            FOR UPDATE OF p SKIP LOCKED
+            FOR KEY SHARE OF s SKIP LOCKED
+            """,  # noqa: S608 - the table names are the models' own
+            [limit],
+        )
+        return list(cursor.fetchall())
+
+
 def intervals_roll_up(*, batch_size: int = ROLLUP_BATCH_MARKS, max_batches: int | None = None) -> RollupOutcome:
     """Fold the readings stored since the last run into interval energy and session draws.
 
     Reads the pending marks the ingest left (station, 15-minute interval, session), rebuilds
     just those intervals and sessions, and deletes the marks, in one transaction per batch: a
     failed batch leaves its marks for the next run. Safe to run concurrently (marks are taken
-    with SKIP LOCKED) and again (it recomputes, never adds).
+    with SKIP LOCKED, a site's intervals are rewritten under its lock) and again (it
+    recomputes, never adds). A mark of a station being written to right now waits for the
+    next run (``_marks_take``), so a reading committed late is rolled up with its mark.
     """
     require_tenant_schema("intervals_roll_up")
     outcome = RollupOutcome()
@@ -308,23 +437,24 @@ def intervals_roll_up(*, batch_size: int = ROLLUP_BATCH_MARKS, max_batches: int 
     while max_batches is None or batches < max_batches:
         batches += 1
         with transaction.atomic():
-            marks = list(
-                RollupPending.objects.select_for_update(skip_locked=True)
-                .order_by("id")
-                .values_list("id", "station_id", "interval_start", "session_id")[:batch_size]
-            )
+            marks = _marks_take(batch_size)
             if not marks:
                 break
+            _sites_lock(site_id for *_, site_id in marks)
             starts: dict[int, list[datetime]] = defaultdict(list)
             session_ids: set[int] = set()
-            for _, station_id, start, session_id in marks:
+            for _, station_id, start, session_id, _ in marks:
                 starts[station_id].append(start)
                 if session_id is not None:
                     session_ids.add(session_id)
             outcome.intervals += _stations_rebuild(_spans(starts), outcome)
             outcome.sessions += _sessions_draw_update(session_ids, now)
-            outcome.samples += len(marks)
-            RollupPending.objects.filter(id__in=[mark[0] for mark in marks]).delete()
+            outcome.marks += len(marks)
+            with connection.cursor() as cursor:  # one statement, not Django's select and signal per row
+                cursor.execute(
+                    f"DELETE FROM {RollupPending._meta.db_table} WHERE id = ANY(%s)",  # noqa: S608 - our name
+                    [[mark[0] for mark in marks]],
+                )
         if len(marks) < batch_size:
             break
     return outcome
@@ -346,22 +476,23 @@ def _spans(starts: dict[int, list[datetime]]) -> list[tuple[int, datetime, datet
 
 
 def _stations_rebuild(spans: list[tuple[int, datetime, datetime]], outcome: RollupOutcome) -> int:
-    stations = ChargingStation.objects.in_bulk({station_id for station_id, _, _ in spans})
-    sites = Site.objects.in_bulk({station.site_id for station in stations.values()})
-    site_ranges: dict[int, list[datetime]] = {}
+    """Rebuild each span of each station, then the site totals over what was rewritten."""
+    stations = ChargingStation.objects.select_related("site").in_bulk({station_id for station_id, _, _ in spans})
+    site_ranges: dict[int, list[tuple[datetime, datetime]]] = defaultdict(list)
     written = 0
     for station_id, lo, hi in spans:
         station = stations.get(station_id)
         if station is None:
-            continue
-        start, end, count = _station_rebuild(station, lo, hi, sites[station.site_id].voltage_v)
+            continue  # deleted meanwhile (its marks went with it)
+        start, end, count = _station_rebuild(station, lo, hi, station.site.voltage_v)
         written += count
-        outcome.stations += 1
         outcome.sites.add(station.site_id)
-        span = site_ranges.setdefault(station.site_id, [start, end])
-        span[0], span[1] = min(span[0], start), max(span[1], end)
-    for site_id, (start, end) in site_ranges.items():
-        _site_totals_rebuild(site_id, start, end)
+        if start < end:
+            site_ranges[station.site_id].append((start, end))
+    outcome.stations += len(stations)
+    for site_id, ranges in site_ranges.items():
+        for start, end in _merged(ranges):
+            _site_totals_rebuild(site_id, start, end)
     return written
 
 
@@ -375,7 +506,8 @@ def intervals_rebuild(*, site: Site, start: datetime, end: datetime) -> int:
     """Recompute every interval of the site in [start, end) from the raw readings.
 
     Only where raw readings are still kept: the part of the range before the oldest partition
-    (dropped after the retention period) keeps its intervals as they were rolled up.
+    (dropped after the retention period) keeps its intervals as they were rolled up, and so do
+    the intervals just after it that drew on readings now gone (``_station_rebuild``).
     """
     require_tenant_schema("intervals_rebuild")
     written = 0
@@ -384,26 +516,25 @@ def intervals_rebuild(*, site: Site, start: datetime, end: datetime) -> int:
         return 0
     start = max(start, kept_since)
     with transaction.atomic():
-        stations = ChargingStation.objects.filter(site=site)
-        low, high = start, end
-        for station in stations:
+        _sites_lock([site.pk])
+        ranges = []
+        for station in ChargingStation.objects.filter(site=site):
             first, last, count = _station_rebuild(station, start, end - timedelta(microseconds=1), site.voltage_v)
-            low, high = min(low, first), max(high, last)
             written += count
-        _site_totals_rebuild(site.pk, low, high)
+            if first < last:
+                ranges.append((first, last))
+        for low, high in _merged(ranges):
+            _site_totals_rebuild(site.pk, low, high)
     return written
 
 
 def intervals_rebuild_month(*, year: int, month: int) -> int:
     """Recompute the local month of every site before it is reported."""
-    return sum(
-        intervals_rebuild(
-            site=site,
-            start=month_bounds(year, month, site_timezone(site))[0],
-            end=month_bounds(year, month, site_timezone(site))[1],
-        )
-        for site in Site.objects.all()
-    )
+    total = 0
+    for site in Site.objects.all():
+        start, end = month_bounds(year, month, site_timezone(site))
+        total += intervals_rebuild(site=site, start=start, end=end)
+    return total
 
 
 # --- reports ------------------------------------------------------------------------------

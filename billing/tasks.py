@@ -17,13 +17,13 @@ from evplatform.celery import PublicTask, app
 from tenants.selectors import tenant_list_active
 
 REPORT_SENT_MEMORY_S = 6 * 3600  # a scheduled report is not sent again for this long
-ROLLUP_MAX_BATCHES_PER_TASK = 50  # 50 x 20,000 samples; the next beat run goes on from the cursor
+ROLLUP_MAX_BATCHES_PER_TASK = 50  # 50 x 5,000 pending marks; the next beat run takes the rest
 
 
 @app.task(name="billing.tasks.roll_up_intervals")
 def roll_up_intervals() -> int:
-    """Fold new meter samples of the tenant into interval energy; returns the samples read."""
-    return intervals_roll_up(max_batches=ROLLUP_MAX_BATCHES_PER_TASK).samples
+    """Fold new meter readings of the tenant into interval energy; returns the pending marks taken."""
+    return intervals_roll_up(max_batches=ROLLUP_MAX_BATCHES_PER_TASK).marks
 
 
 @app.task(base=PublicTask, name="billing.tasks.roll_up_all_tenants")
@@ -52,7 +52,8 @@ def generate_savings_report(
     """Store a new version of the tenant's report for ``month`` (YYYY-MM); returns its id.
 
     ``rebuild`` first recomputes the month's intervals from the raw readings, so late readings
-    that the incremental rollup has not seen yet are in.
+    that the incremental rollup has not seen yet are in; where the raw readings are gone (the
+    retention period) the intervals stay as they were rolled up, so the figures do not change.
     """
     year, number = (int(part) for part in month.split("-"))
     if rebuild:

@@ -150,6 +150,11 @@ def readings_store(batch: ReadingRows) -> int:
     A month without a partition yet gets one and the write is tried again; the caller has
     refused readings older than the retention period, so no dropped month comes back. Each
     attempt runs in a savepoint, so a failed one leaves the caller's transaction usable.
+
+    The caller holds the batch's stations locked FOR UPDATE until it commits, as
+    ``telemetry_apply`` does: a mark already pending stands for these readings too, and the
+    billing rollup leaves the marks of a locked station for its next run, so it never takes
+    one before the readings it stands for are visible.
     """
     items = sorted(batch.rows.items(), key=lambda item: item[0])
     params_all = []

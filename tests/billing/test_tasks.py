@@ -8,11 +8,12 @@ import pytest
 from django_tenants.utils import tenant_context
 
 from balancing.models import Site
-from billing.models import IntervalEnergy, RollupCursor, SavingsReport, SessionDraw, SiteMonthDemand, Tariff
+from billing.models import IntervalEnergy, SavingsReport, SessionDraw, SiteMonthDemand, Tariff
 from billing.services import tariff_import
 from billing.tasks import generate_savings_report, month_closed_everywhere, roll_up_intervals
-from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterSample
+from chargepoint.models import ChargingSession, ChargingStation, Connector, RollupPending
 from tests.billing.conftest import simple_record
+from tests.billing.readings import readings_write
 
 pytestmark = pytest.mark.django_db
 WAIT_S = 60
@@ -21,23 +22,14 @@ START = datetime(2026, 9, 14, 16, 0, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def committed_site(other_tenant, django_db_blocker):
-    """A site in beta with 2 hours of register readings at 6 kW, committed for the worker."""
+    """A site in beta with 2 hours of register readings at 6 kW (and their pending marks), committed
+    for the worker."""
     with django_db_blocker.unblock(), tenant_context(other_tenant):
         site = Site.objects.create(slug="billing-worker", name="Billing worker", limit_a=Decimal(63), timezone="UTC")
         tariff_import(site=site, record=simple_record(flat_rate="10"), valid_from=date(2026, 1, 1))
         station = ChargingStation.objects.create(charge_point_id="BILL-W-1", site=site, max_current_a=Decimal(16))
-        connector = Connector.objects.create(station=station, connector_id=1)
-        MeterSample.objects.bulk_create(
-            MeterSample(
-                station=station,
-                connector=connector,
-                sampled_at=START + timedelta(minutes=5 * i),
-                measurand="Energy.Active.Import.Register",
-                value=Decimal(500 * i),
-                unit="Wh",
-            )
-            for i in range(25)
-        )
+        Connector.objects.create(station=station, connector_id=1)
+        readings_write(station, [(START + timedelta(minutes=5 * i), {"energy_wh": 500 * i}) for i in range(25)])
     yield site
     with django_db_blocker.unblock(), tenant_context(other_tenant):
         SavingsReport.objects.all().delete()
@@ -45,10 +37,9 @@ def committed_site(other_tenant, django_db_blocker):
         IntervalEnergy.objects.filter(site=site).delete()
         SessionDraw.objects.filter(session__station__site=site).delete()
         ChargingSession.objects.filter(station__site=site).delete()
-        MeterSample.objects.filter(station__site=site).delete()
-        ChargingStation.objects.filter(site=site).delete()
+        RollupPending.objects.filter(station__site=site).delete()
+        ChargingStation.objects.filter(site=site).delete()  # its readings with it (ON DELETE CASCADE)
         Tariff.objects.filter(site=site).delete()
-        RollupCursor.objects.all().delete()
         site.delete()
 
 
@@ -72,6 +63,8 @@ def test_the_rollup_task_fills_the_sites_intervals_in_its_tenant(celery_worker, 
 
     rows = wait_for(lambda: len(site_rows()) == 8 and site_rows(), "the rollup")
     assert [r.energy_kwh for r in rows] == [Decimal("1.5")] * 8  # 6 kW for 2 hours
+    with tenant_context(other_tenant):
+        assert not RollupPending.objects.filter(station__site=committed_site).exists()  # taken with them
     assert not IntervalEnergy.objects.exists()  # alpha (active here) got nothing
 
 
