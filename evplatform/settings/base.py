@@ -72,6 +72,13 @@ PUBLIC_SCHEMA_NAME = "public"
 PUBLIC_SCHEMA_URLCONF = "evplatform.urls_public"
 ROOT_URLCONF = "evplatform.urls"
 DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
+# `migrate_schemas` (tenants/management/commands/migrate_schemas.py) migrates only the tenant
+# schemas that miss a migration, with this django-tenants executor: "multiprocessing" forks
+# TENANT_MULTIPROCESSING_MAX_PROCESSES processes (one per core) and hands each
+# TENANT_MULTIPROCESSING_CHUNKS schemas at a time; "standard" migrates them one by one.
+TENANT_MIGRATION_EXECUTOR = env.str("TENANT_MIGRATION_EXECUTOR", default="multiprocessing")
+TENANT_MULTIPROCESSING_MAX_PROCESSES = env.int("TENANT_MULTIPROCESSING_MAX_PROCESSES", default=2)
+TENANT_MULTIPROCESSING_CHUNKS = env.int("TENANT_MULTIPROCESSING_CHUNKS", default=2)
 
 AUTH_USER_MODEL = "accounts.User"
 
