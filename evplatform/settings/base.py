@@ -236,6 +236,11 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
 CELERY_TASK_TENANT_CACHE_SECONDS = 60
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Beat may run on two hosts: the one holding a PostgreSQL advisory lock sends the schedule, the
+# other stands by and takes over within BEAT_LEADER_CHECK_S seconds of the lock holder's
+# session ending (evplatform/beat.py).
+CELERY_BEAT_SCHEDULER = "evplatform.beat:LeaderScheduler"
+BEAT_LEADER_CHECK_S = env.float("BEAT_LEADER_CHECK_S", default=5.0)
 # Beat tasks that reach every organisation (the sweeps, rollups, reports, heartbeats) publish one
 # task per this many active tenants (tenants.fanout); workers run the chunks side by side.
 TENANT_FANOUT_CHUNK_SIZE = env.int("TENANT_FANOUT_CHUNK_SIZE", default=50)
