@@ -30,10 +30,6 @@ def tenant_get(*, slug: str) -> Tenant:
     return tenant
 
 
-def tenant_list_active() -> list[Tenant]:
-    return list(Tenant.objects.exclude(schema_name=get_public_schema_name()).filter(is_active=True))
-
-
 def tenant_schemas_active() -> list[str]:
     """The schema names of the active organisations, in a stable order (for beat fan-outs)."""
     return list(

@@ -86,3 +86,18 @@ def test_a_sweep_chunk_asks_for_a_run_of_every_site_of_its_tenants(monkeypatch, 
         assert site_ids <= {site for s, site, _ in requested if s == schema}
     assert {reason for *_, reason in requested} == {"sweep"}
     assert count == len(requested)
+
+
+def test_the_liveness_sweep_chunks_go_to_the_balancing_queue_and_expire_after_two_intervals(
+    settings, monkeypatch
+) -> None:
+    from chargepoint.tasks import stations_gateway_sweep_all, stations_gateway_sweep_chunk
+    from evplatform.celery import QUEUE_BALANCING, app, queue_name
+
+    recorder = Recorder()
+    monkeypatch.setattr(stations_gateway_sweep_chunk, "apply_async", recorder)
+    stations_gateway_sweep_all()
+
+    routed = app.amqp.router.route({}, stations_gateway_sweep_chunk.name)
+    assert routed["queue"].name == queue_name(QUEUE_BALANCING)
+    assert recorder.sent[0]["expires"] == 2 * settings.GATEWAY_LIVENESS_SWEEP_S

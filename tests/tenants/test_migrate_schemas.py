@@ -115,3 +115,41 @@ def test_a_schema_without_a_migrations_table_needs_migrating() -> None:
     with connection.cursor() as cursor:
         cursor.execute('CREATE SCHEMA "migskip_bare"')
     assert schemas_with_unapplied_migrations(["migskip_bare", "alpha"]) == ["migskip_bare"]
+
+
+def test_a_copied_schema_is_its_templates_tables_triggers_and_migration_rows(three_tenants) -> None:
+    first, copy = three_tenants[0].schema_name, three_tenants[2].schema_name
+
+    def catalog(schema: str) -> dict[str, object]:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = %s ORDER BY 1, 2",
+                [schema],
+            )
+            columns = cursor.fetchall()
+            cursor.execute(
+                "SELECT conname, contype FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace "
+                "WHERE n.nspname = %s ORDER BY 1",
+                [schema],
+            )
+            constraints = cursor.fetchall()
+            cursor.execute(
+                "SELECT tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND NOT tgisinternal",
+                [schema],
+            )
+            triggers = cursor.fetchall()
+            rows = {}
+            for table in ("django_migrations", "django_content_type", "auth_permission", "balancing_site"):
+                cursor.execute(f'SELECT count(*) FROM "{schema}".{table}')  # noqa: S608
+                rows[table] = cursor.fetchone()[0]
+        return {"columns": columns, "constraints": constraints, "triggers": triggers, "rows": rows}
+
+    assert catalog(copy) == catalog(first)
+    assert ("billing_savingsreport_immutable",) in catalog(copy)["triggers"]
+    connection.set_tenant(three_tenants[2])
+    from balancing.models import Site
+
+    site = Site.objects.create(slug="copied", name="Copied", limit_a=63)  # its own identity sequence
+    assert site.pk == 1
