@@ -16,7 +16,8 @@ cloned from it), each with ``--sites`` sites and no chargers.
    --concurrency=8``), here two of them; ``BALANCING_COALESCE_SECONDS`` is set to an hour for
    them so the requested runs wait as ETA messages instead of running during the measurement.
    The same tick with ``TENANT_FANOUT_CHUNK_SIZE`` above the tenant count is the earlier
-   behaviour, every site requested by one task.
+   behaviour, every site requested by one task. Each tick gets freshly started workers and an
+   empty queue: workers holding the last tick's hour-long ETA messages would distort the next.
 """
 
 import argparse
@@ -25,6 +26,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -46,18 +48,45 @@ def manage(*args: str) -> float:
     return time.perf_counter() - started
 
 
-def start_workers(count: int, env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
+def purge_balancing_queue() -> None:
+    from evplatform.celery import app
+
+    queue = app.amqp.queues[f"{PREFIX}balancing"]
+    with app.connection_for_write() as broker:
+        channel = broker.channel()
+        queue(channel).declare()  # the workers of the first tick declare it otherwise
+        channel.queue_purge(queue.name)
+
+
+def start_workers(count: int, env: dict[str, str]) -> list[subprocess.Popen[str]]:
+    """``count`` balancer workers on the bench's queue, returned once each says it is ready."""
     workers = []
+    ready = []
     for n in range(count):
         command = [sys.executable, "-m", "celery", "-A", "evplatform", "worker", "-P", "threads"]
         command += ["--concurrency=8", "-Q", f"{PREFIX}balancing", f"--hostname=scalebench{n}-{os.getpid()}@%h"]
-        command += ["--loglevel=WARNING", "--without-gossip", "--without-mingle", "--purge"]
-        workers.append(subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}))  # noqa: S603
-    time.sleep(8)  # started and consuming
+        command += ["--loglevel=INFO", "--without-gossip", "--without-mingle"]
+        worker = subprocess.Popen(  # noqa: S603 - our own worker
+            command, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        event = threading.Event()
+
+        def pump(worker: subprocess.Popen[str] = worker, event: threading.Event = event) -> None:
+            for line in worker.stdout or ():
+                if " ready." in line:
+                    event.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        workers.append(worker)
+        ready.append(event)
+    for event in ready:
+        if not event.wait(120):
+            stop_workers(workers)
+            raise SystemExit("a bench worker did not start within 120 s")
     return workers
 
 
-def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
+def stop_workers(workers: list[subprocess.Popen[str]]) -> None:
     for worker in workers:
         worker.send_signal(signal.SIGTERM)
     for worker in workers:
@@ -67,8 +96,8 @@ def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
             worker.kill()
 
 
-def sweep_ticks(expected: int, repeats: int) -> list[float]:
-    """Send the sweep ``repeats`` times; seconds until ``expected`` sites had their request made, each."""
+def sweep_tick(expected: int) -> float:
+    """Send the sweep once; seconds until ``expected`` sites had their rebalance request made."""
     from balancing.tasks import sweep_all_sites
     from evplatform.redis import get_redis
 
@@ -78,22 +107,18 @@ def sweep_ticks(expected: int, repeats: int) -> list[float]:
     def pending() -> list[bytes]:
         return list(redis.scan_iter(match=pattern, count=5000))
 
-    timings = []
-    for _ in range(repeats):
-        keys = pending()
-        if keys:
-            redis.delete(*keys)
-        started = time.perf_counter()
-        sweep_all_sites.delay()
-        while len(pending()) < expected:
-            if time.perf_counter() - started > 300:
-                raise SystemExit(f"only {len(pending())} of {expected} sites requested after 300 s")
-            time.sleep(0.01)
-        timings.append(time.perf_counter() - started)
     keys = pending()
     if keys:
         redis.delete(*keys)
-    return timings
+    started = time.perf_counter()
+    sweep_all_sites.delay()
+    while len(pending()) < expected:
+        if time.perf_counter() - started > 300:
+            raise SystemExit(f"only {len(pending())} of {expected} sites requested after 300 s")
+        time.sleep(0.01)
+    elapsed = time.perf_counter() - started
+    redis.delete(*pending())
+    return elapsed
 
 
 def main() -> None:
@@ -103,6 +128,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--baseline", action="store_true", help="also time django-tenants' migrate of every schema")
+    parser.add_argument(
+        "--chunks",
+        default="50,1000000",
+        help="TENANT_FANOUT_CHUNK_SIZE values to time the sweep with (comma-separated)",
+    )
     args = parser.parse_args()
 
     from evplatform.bootstrap import ensure_database
@@ -136,12 +166,18 @@ def main() -> None:
         print(f"  django-tenants' run of migrate in every schema (--all-schemas, standard executor): {baseline:.1f} s")
 
     expected = args.tenants * args.sites
-    for label, chunk in (("chunks of 50 tenants", "50"), ("one task for all tenants (before)", "1000000")):
-        workers = start_workers(args.workers, {"BALANCING_COALESCE_SECONDS": "3600", "TENANT_FANOUT_CHUNK_SIZE": chunk})
-        try:
-            ticks = sweep_ticks(expected, args.repeats)
-        finally:
-            stop_workers(workers)
+    for chunk in args.chunks.split(","):
+        label = f"chunks of {chunk} tenants" if int(chunk) < args.tenants else "one task for all tenants (as before)"
+        ticks = []
+        for _ in range(args.repeats):  # fresh workers each time: none holds the last tick's requests
+            purge_balancing_queue()
+            env = {"BALANCING_COALESCE_SECONDS": "3600", "TENANT_FANOUT_CHUNK_SIZE": chunk}
+            workers = start_workers(args.workers, env)
+            try:
+                ticks.append(sweep_tick(expected))
+            finally:
+                stop_workers(workers)
+        purge_balancing_queue()
         print(f"sweep tick, {expected} sites, {label}, {args.workers} balancer workers x 8 threads:")
         print(f"  median {statistics.median(ticks):.2f} s  (runs: {', '.join(f'{t:.2f}' for t in ticks)})", flush=True)
 
