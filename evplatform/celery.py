@@ -39,6 +39,7 @@ def queue_name(queue: str) -> str:
 # Tasks whose latency matters more than their app's queue says: a dead gateway's chargers must
 # be shown offline within seconds, and a charger's resync checks what it applies.
 TASK_QUEUES = {
+    "chargepoint.tasks.stations_gateway_sweep_chunk": QUEUE_BALANCING,
     "chargepoint.tasks.stations_gateway_sweep": QUEUE_BALANCING,
     "chargepoint.tasks.station_resync": QUEUE_BALANCING,
 }
@@ -80,7 +81,8 @@ class PublicTask(TenantTask):
     requires_tenant = False
 
 
-app = CeleryApp("evplatform", task_cls=TenantTask)
+# Celery's Django fix-up, except that workers keep database connections across tasks (CONN_MAX_AGE).
+app = CeleryApp("evplatform", task_cls=TenantTask, fixups=["evplatform.celery_django:fixup"])
 app.config_from_object("django.conf:settings", namespace="CELERY")
 
 

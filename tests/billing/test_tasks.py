@@ -5,12 +5,19 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from django_tenants.utils import tenant_context
+from django.utils import timezone
+from django_tenants.utils import schema_context, tenant_context
 
 from balancing.models import Site
 from billing.models import IntervalEnergy, SavingsReport, SessionDraw, SiteMonthDemand, Tariff
 from billing.services import tariff_import
-from billing.tasks import generate_savings_report, month_closed_everywhere, roll_up_intervals
+from billing.tasks import (
+    generate_savings_report,
+    month_closed_everywhere,
+    monthly_reports_tenants,
+    report_start_delay_s,
+    roll_up_intervals,
+)
 from chargepoint.models import ChargingSession, ChargingStation, Connector, RollupPending
 from tests.billing.conftest import simple_record
 from tests.billing.readings import readings_write
@@ -91,3 +98,63 @@ def test_the_month_to_report_is_the_last_one_closed_in_every_sites_zone(other_te
         # 1 Oct 05:00 UTC: September closed in UTC, but it is still 30 Sep 19:00 in Honolulu.
         assert month_closed_everywhere(datetime(2026, 10, 1, 5, tzinfo=UTC)) == "2026-08"
         assert month_closed_everywhere(datetime(2026, 10, 1, 11, tzinfo=UTC)) == "2026-09"
+
+
+# --- Month-close reports, staggered per tenant ------------------------------------------------
+
+
+def test_a_tenants_report_start_delay_is_fixed_and_tenants_spread_over_the_window(settings) -> None:
+    schemas = [f"org_{n}" for n in range(200)]
+    delays = [report_start_delay_s(s) for s in schemas]
+
+    assert delays == [report_start_delay_s(s) for s in schemas]  # the same every month, on every host
+    assert all(0 <= d < settings.BILLING_REPORT_SPREAD_S == 3600 for d in delays)
+    per_quarter_hour = [sum(1 for d in delays if q * 900 <= d < (q + 1) * 900) for q in range(4)]
+    assert min(per_quarter_hour) >= 30  # 50 each if perfectly even
+    assert len(set(delays)) >= 180  # hardly two tenants start in the same second
+    settings.BILLING_REPORT_SPREAD_S = 0
+    assert report_start_delay_s("org_1") == 0
+
+
+def test_the_months_report_is_sent_once_with_the_tenants_own_countdown(tenant, monkeypatch) -> None:
+    from django.core.cache import cache
+    from django.db import connection
+
+    Site.objects.create(slug="stagger", name="Stagger", limit_a=Decimal(63), timezone="UTC")
+    sent: list[dict] = []
+    monkeypatch.setattr(
+        generate_savings_report, "apply_async", lambda **options: sent.append({**options, "in": connection.schema_name})
+    )
+    month = month_closed_everywhere(timezone.now())
+    cache.delete(f"billing:report-sent:{month}")
+    try:
+        with schema_context("public"):
+            first = monthly_reports_tenants(schemas=[tenant.schema_name])
+            again = monthly_reports_tenants(schemas=[tenant.schema_name])  # the next hour's beat
+    finally:
+        cache.delete(f"billing:report-sent:{month}")
+
+    assert (first, again) == (1, 0)
+    assert sent == [
+        {
+            "kwargs": {"month": month, "reason": "schedule"},
+            "countdown": report_start_delay_s(tenant.schema_name),
+            "in": tenant.schema_name,
+        }
+    ]
+
+
+def test_no_report_is_sent_for_a_month_that_has_one(tenant, monkeypatch) -> None:
+    from django.core.cache import cache
+
+    Site.objects.create(slug="stagger-done", name="Done", limit_a=Decimal(63), timezone="UTC")
+    month = month_closed_everywhere(timezone.now())
+    year, number = (int(p) for p in month.split("-"))
+    SavingsReport.objects.create(
+        month=date(year, number, 1), version=1, reason="schedule", generated_at=timezone.now(), tariffs={}, data={}
+    )
+    monkeypatch.setattr(generate_savings_report, "apply_async", lambda **options: pytest.fail("sent again"))
+    cache.delete(f"billing:report-sent:{month}")
+
+    with schema_context("public"):
+        assert monthly_reports_tenants(schemas=[tenant.schema_name]) == 0
