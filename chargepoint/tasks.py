@@ -95,13 +95,18 @@ def telemetry_partitions_maintain() -> dict[str, list[str]]:
 
 @app.task(base=PublicTask, name="chargepoint.tasks.telemetry_partitions_maintain_all")
 def telemetry_partitions_maintain_all() -> int:
-    """Beat (daily): partition upkeep of the meter readings in every active organisation."""
-    with schema_context(get_public_schema_name()):
-        tenants = tenant_list_active()
-    for tenant in tenants:
-        with tenant_context(tenant):
-            telemetry_partitions_maintain.delay()
-    return len(tenants)
+    """Beat (daily): partition upkeep of the meter readings in every active organisation, by chunks."""
+    return tenant_chunks_send(telemetry_partitions_maintain_chunk)
+
+
+@app.task(base=PublicTask, name="chargepoint.tasks.telemetry_partitions_maintain_chunk")
+def telemetry_partitions_maintain_chunk(*, schemas: list[str]) -> int:
+    """One chunk of the partition upkeep: an upkeep task in each of these organisations."""
+    count = 0
+    for _tenant in tenant_chunk(schemas):
+        telemetry_partitions_maintain.delay()
+        count += 1
+    return count
 
 
 @app.task(name="chargepoint.tasks.station_resync")

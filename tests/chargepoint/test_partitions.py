@@ -32,8 +32,12 @@ from chargepoint.partitions import (
     partitions_maintain,
     partitions_usage,
 )
-from chargepoint.tasks import telemetry_partitions_maintain, telemetry_partitions_maintain_all
-from tenants.selectors import tenant_list_active
+from chargepoint.tasks import (
+    telemetry_partitions_maintain,
+    telemetry_partitions_maintain_all,
+    telemetry_partitions_maintain_chunk,
+)
+from tenants.selectors import tenant_schemas_active
 from tests.conftest import _database_url
 from tests.factories import MeterReadingFactory
 
@@ -272,12 +276,17 @@ def test_the_daily_beat_entry_sends_one_upkeep_task_per_organisation(tenant, oth
     before_task_publish.connect(record, weak=False)
     try:
         with schema_context(get_public_schema_name()):
-            count = telemetry_partitions_maintain_all.apply().get()
-            schemas = sorted(t.schema_name for t in tenant_list_active())
+            chunks = telemetry_partitions_maintain_all.apply().get()
+            schemas = sorted(tenant_schemas_active())
+            chunk_tasks = list(sent)
+            sent.clear()
+            count = telemetry_partitions_maintain_chunk.apply(kwargs={"schemas": schemas}).get()
     finally:
         before_task_publish.disconnect(record)
 
     assert {tenant.schema_name, other_tenant.schema_name} <= set(schemas)
+    assert chunks == len(chunk_tasks) >= 1
+    assert {name for name, _ in chunk_tasks} == {telemetry_partitions_maintain_chunk.name}
     assert count == len(schemas)
     assert sorted(sent) == [(telemetry_partitions_maintain.name, schema) for schema in schemas]
 
