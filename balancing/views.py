@@ -116,7 +116,7 @@ def site_chart(request: HttpRequest, slug: str) -> JsonResponse:
     per_phase = bool(request.GET.get("phases")) and site.phases == 3
     rows: list[dict[str, Any]] = []
     for point in series:
-        at = point["started_at"].isoformat()
+        at = point["at"].isoformat()
         if per_phase:
             for key, suffix in (("phase_measured_a", "drawn"), ("phase_limit_a", "limit")):
                 for phase, value in zip(("L1", "L2", "L3"), point[key] or [], strict=False):
