@@ -524,6 +524,14 @@ class ProfilePush(models.Model):
 
     class Meta:
         ordering = ["run", "sent_at"]
+        indexes = [
+            # A connector's latest pushes (refusal streaks; retention keeps the one in force).
+            models.Index(fields=["connector", "-sent_at"], name="push_connector_latest"),
+            # A station's latest station-wide profiles (fail-safe default, station max).
+            models.Index(
+                fields=["station", "-sent_at"], name="push_station_latest", condition=models.Q(connector__isnull=True)
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.new_limit_a} A: {self.status or 'pending'}"

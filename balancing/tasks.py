@@ -1,11 +1,21 @@
-"""Balancing tasks on the ``balancing`` queue. Schema: tenant (balance_site), public (sweep)."""
+"""Balancing tasks on the ``balancing`` queue. Schema: tenant (balance_site, prune_history), public (fan-outs).
 
+The history prune goes to the ``reports`` queue instead (``evplatform.celery.TASK_QUEUES``): it is
+patient work that must not hold up a rebalance.
+"""
+
+from django.utils import timezone
 from django_tenants.utils import schema_context, tenant_context
 
+from balancing.retention import history_prune, sessions_prune
 from balancing.selectors import site_ids
 from balancing.services import site_balance, site_rebalance_request
 from evplatform.celery import PublicTask, app
 from tenants.selectors import tenant_list_active
+
+# A first prune of a long history deletes many batches; one cut short resumes the next day.
+PRUNE_SOFT_TIME_LIMIT_S = 3600
+PRUNE_TIME_LIMIT_S = 3900
 
 
 @app.task(name="balancing.tasks.balance_site")
@@ -27,3 +37,25 @@ def sweep_all_sites() -> int:
                 site_rebalance_request(site_id=site_id, reason="sweep")
                 count += 1
     return count
+
+
+@app.task(
+    name="balancing.tasks.prune_history",
+    soft_time_limit=PRUNE_SOFT_TIME_LIMIT_S,
+    time_limit=PRUNE_TIME_LIMIT_S,
+)
+def prune_history() -> dict[str, int]:
+    """Delete the tenant's history older than the retention settings (``balancing.retention``); returns the counts."""
+    return history_prune(now=timezone.now()).as_dict()
+
+
+@app.task(base=PublicTask, name="balancing.tasks.prune_history_all_tenants")
+def prune_history_all_tenants() -> int:
+    """Beat (daily): one prune per active tenant, and the platform's own expired sessions."""
+    with schema_context("public"):
+        tenants = tenant_list_active()
+        sessions_prune(now=timezone.now())
+    for tenant in tenants:
+        with tenant_context(tenant):
+            prune_history.delay()
+    return len(tenants)
