@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 DEPS_STAMP := $(VENV)/.deps-installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test lint format setup migrate demo clean bench bench-engine bench-acn bench-balance bench-gateway bench-billing bench-faults
+.PHONY: run test lint format setup migrate demo clean bench bench-engine bench-acn bench-balance bench-gateway bench-billing bench-faults bench-runs
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed; set PYTHON=python3.x")'
@@ -49,7 +49,7 @@ test: setup $(CHROMIUM)
 
 # Benchmarks print their figures (README, "Performance"); they use the running services and
 # their own databases, never the dev data. Each takes from seconds to a few minutes.
-bench: bench-engine bench-acn bench-balance bench-gateway bench-billing bench-faults
+bench: bench-engine bench-acn bench-balance bench-gateway bench-billing bench-runs bench-faults
 
 bench-engine: setup
 	$(BIN)/python bench/engine_bench.py
@@ -65,6 +65,9 @@ bench-gateway: setup
 
 bench-billing: setup
 	$(BIN)/python bench/billing_bench.py
+
+bench-runs: setup
+	$(BIN)/python bench/runs_bench.py
 
 # About 30 minutes: every fault of issue 11 on 4/20/40-charger sites in both protocols
 # (FAULTS_ARGS="--quick --scenario ignore,redis_cut" for a part).

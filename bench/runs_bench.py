@@ -16,6 +16,10 @@ in-process charger that accepts every profile:
 Printed per site: rows stored during the hour (after a first run that sends the fail-safe
 defaults), the runs they stand for, and their size (``pg_column_size`` of the rows, pushes
 counted separately) and, once runs are counted as repeats, how many of those updates were HOT.
+
+``--prune-days 150`` then times the daily prune (``balancing.retention``) on a site with that
+many days of one-minute runs (small rows, an accepted push every tenth run): a dry run, then
+the prune of everything older than ``RETENTION_RUNS_DAYS``.
 """
 
 import argparse
@@ -38,6 +42,7 @@ os.environ["DATABASE_URL"] = urlunsplit(BASE_PARTS._replace(path=f"/{BENCH_DB}")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=int, default=60, help="simulated minutes of sweeps (one run each)")
+    parser.add_argument("--prune-days", type=int, default=0, help="then time the prune of this many days of runs")
     args = parser.parse_args()
 
     from evplatform.bootstrap import ensure_database
@@ -126,10 +131,22 @@ def main() -> None:
             push_rows, push_bytes = cursor.fetchone()
         return run_rows, run_bytes, push_rows, push_bytes
 
+    def updates_of_runs() -> tuple[int, int]:
+        """Updates of the runs table so far, and how many were HOT (PostgreSQL's statistics)."""
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_stat_force_next_flush()")
+            cursor.execute(
+                "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relid = %s::regclass",
+                [BalancingRun._meta.db_table],
+            )
+            updates, hot = cursor.fetchone()
+        return updates, hot
+
     repeats_counted = hasattr(BalancingRun, "repeats")
     start = timezone.now().replace(microsecond=0)
     print(f"{args.minutes} simulated minutes of sweeps (one run a minute) after a first run:")
     with tenant_context(tenant):
+        updates_before = updates_of_runs()
         for slug, parked in (("idle", False), ("parked", True)):
             site = garage(slug, parked=parked, start=start)
             site_balance_run(site=site, reason="first", pusher=AcceptAll(), now=start)
@@ -150,14 +167,75 @@ def main() -> None:
                 f"{pushes} pushes ({after[3] - before[3]:,} bytes)"
             )
         if repeats_counted:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_stat_force_next_flush()")
-                cursor.execute(
-                    "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relid = %s::regclass",
-                    [BalancingRun._meta.db_table],
-                )
-                updates, hot = cursor.fetchone()
+            updates, hot = (after - before for after, before in zip(updates_of_runs(), updates_before, strict=True))
             print(f"  repeats counted by {updates} updates of the runs table, {hot} of them HOT (no index entries)")
+    if args.prune_days:
+        prune_bench(tenant, args.prune_days)
+
+
+def prune_bench(tenant: object, days: int) -> None:
+    """Time ``history_prune`` on ``days`` of one-minute runs of one site."""
+    import time
+
+    from django.conf import settings
+    from django.db import connection
+    from django.utils import timezone
+    from django_tenants.utils import tenant_context
+
+    from balancing.models import BalancingRun, ProfilePush, Site
+    from balancing.retention import history_prune
+    from chargepoint.models import ChargingStation, Connector
+
+    with tenant_context(tenant):
+        site = Site.objects.get_or_create(slug="history", defaults={"name": "history", "limit_a": Decimal("63")})[0]
+        station = ChargingStation.objects.get_or_create(
+            charge_point_id="BENCH-HISTORY-1", defaults={"site": site, "max_current_a": Decimal("16")}
+        )[0]
+        connector = Connector.objects.get_or_create(station=station, connector_id=1)[0]
+        with connection.cursor() as cursor:
+            cursor.execute(f"DELETE FROM {ProfilePush._meta.db_table} WHERE station_id = %s", [station.pk])  # noqa: S608
+            cursor.execute(f"DELETE FROM {BalancingRun._meta.db_table} WHERE site_id = %s", [site.pk])  # noqa: S608
+        now = timezone.now()
+        runs = BalancingRun.objects.bulk_create(
+            (
+                BalancingRun(
+                    site=site,
+                    reason="sweep",
+                    started_at=now - timedelta(minutes=i),
+                    finished_at=now - timedelta(minutes=i),
+                    inputs_digest="0" * 64,
+                    problem={"minute": i},
+                )
+                for i in range(days * 1440)
+            ),
+            batch_size=5000,
+        )
+        ProfilePush.objects.bulk_create(
+            (
+                ProfilePush(
+                    run=run,
+                    station=station,
+                    connector=connector,
+                    kind=ProfilePush.Kind.LOWER,
+                    new_limit_a=Decimal(10),
+                    payload={},
+                    status="Accepted",
+                    sent_at=run.started_at,
+                )
+                for run in runs[::10]
+            ),
+            batch_size=5000,
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {BalancingRun._meta.db_table}")
+            cursor.execute(f"ANALYZE {ProfilePush._meta.db_table}")
+        print(f"prune of {len(runs):,} runs ({days} days) of one site, {settings.RETENTION_RUNS_DAYS} days kept:")
+        for dry_run in (True, False):
+            started = time.perf_counter()
+            counts = history_prune(now=now, dry_run=dry_run)
+            seconds = time.perf_counter() - started
+            label = "dry run" if dry_run else "prune"
+            print(f"  {label:<8} {counts.runs:,} runs, {counts.pushes:,} pushes: {seconds:.1f} s")
 
 
 if __name__ == "__main__":
