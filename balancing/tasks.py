@@ -1,11 +1,22 @@
-"""Balancing tasks on the ``balancing`` queue. Schema: tenant (balance_site), public (the sweep and its chunks)."""
+"""Balancing tasks on the ``balancing`` queue. Schema: tenant (balance_site, prune_history), public (fan-outs).
+
+The history prune goes to the ``reports`` queue instead (``evplatform.celery.TASK_QUEUES``): it is
+patient work that must not hold up a rebalance.
+"""
 
 from django.conf import settings
+from django.utils import timezone
+from django_tenants.utils import schema_context
 
+from balancing.retention import history_prune, sessions_prune
 from balancing.selectors import site_ids
 from balancing.services import site_balance, site_rebalance_request
 from evplatform.celery import PublicTask, app
 from tenants.fanout import tenant_chunk, tenant_chunks_send
+
+# A first prune of a long history deletes many batches; one cut short resumes the next day.
+PRUNE_SOFT_TIME_LIMIT_S = 3600
+PRUNE_TIME_LIMIT_S = 3900
 
 
 @app.task(name="balancing.tasks.balance_site")
@@ -38,4 +49,32 @@ def sweep_sites(*, schemas: list[str]) -> int:
         for site_id in site_ids():
             site_rebalance_request(site_id=site_id, reason="sweep")
             count += 1
+    return count
+
+
+@app.task(
+    name="balancing.tasks.prune_history",
+    soft_time_limit=PRUNE_SOFT_TIME_LIMIT_S,
+    time_limit=PRUNE_TIME_LIMIT_S,
+)
+def prune_history() -> dict[str, int]:
+    """Delete the tenant's history older than the retention settings (``balancing.retention``); returns the counts."""
+    return history_prune(now=timezone.now()).as_dict()
+
+
+@app.task(base=PublicTask, name="balancing.tasks.prune_history_all_tenants")
+def prune_history_all_tenants() -> int:
+    """Beat (daily): the platform's own expired sessions, then one prune per active tenant, sent by chunks."""
+    with schema_context("public"):
+        sessions_prune(now=timezone.now())
+    return tenant_chunks_send(prune_history_chunk)
+
+
+@app.task(base=PublicTask, name="balancing.tasks.prune_history_chunk")
+def prune_history_chunk(*, schemas: list[str]) -> int:
+    """One chunk of the daily prune: a prune task in each of these organisations."""
+    count = 0
+    for _tenant in tenant_chunk(schemas):
+        prune_history.delay()
+        count += 1
     return count

@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import environ
+from celery.schedules import crontab
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -366,6 +367,27 @@ BILLING_REPORT_SPREAD_S = env.float("BILLING_REPORT_SPREAD_S", default=3600.0)
 CELERY_BEAT_SCHEDULE["billing-monthly-reports"] = {
     "task": "billing.tasks.monthly_reports_all_tenants",
     "schedule": 3600.0,
+}
+
+# --- Retention (balancing.retention; README, "Retention") ------------------------------
+
+# History older than this many days is deleted by a daily beat task in every organisation
+# (`python manage.py prune_history` does the same by hand, with --dry-run); 0 keeps it forever.
+# Balancing runs with their profile pushes (never a site's latest run, nor a run holding a
+# profile still in force or sent during a session still open):
+RETENTION_RUNS_DAYS = env.int("RETENTION_RUNS_DAYS", default=90)
+# OCPP calls the platform sent to chargers (ChargerCommand):
+RETENTION_COMMANDS_DAYS = env.int("RETENTION_COMMANDS_DAYS", default=90)
+# Site alerts cleared this long ago (open ones are never deleted; openings and clearings are
+# also in the audit log, which is kept):
+RETENTION_ALERTS_DAYS = env.int("RETENTION_ALERTS_DAYS", default=365)
+# Rows per DELETE statement, each batch its own short transaction, so no lock is held for long.
+RETENTION_BATCH_ROWS = env.int("RETENTION_BATCH_ROWS", default=5000)
+# The daily prune runs at this hour (UTC), when sites are usually quiet.
+RETENTION_HOUR_UTC = env.int("RETENTION_HOUR_UTC", default=3)
+CELERY_BEAT_SCHEDULE["retention-prune-history"] = {
+    "task": "balancing.tasks.prune_history_all_tenants",
+    "schedule": crontab(minute=17, hour=RETENTION_HOUR_UTC),
 }
 
 LOGGING = {
