@@ -8,8 +8,9 @@ import pytest
 from balancing.engine import solve
 from balancing.models import Circuit, ConnectorLimit, StationFailsafe
 from balancing.problem import build_problem
-from chargepoint.models import ChargingSession, MeterSample
-from tests.balancing.conftest import NOW
+from chargepoint.models import ChargingSession
+from tests.balancing.conftest import NOW, meter_draw
+from tests.factories import MeterReadingFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -61,15 +62,7 @@ def test_each_connector_is_an_evse_on_its_site_phases(garage, plug_in) -> None:
 
 def test_stale_readings_are_not_taken_as_the_present_draw(garage, plug_in) -> None:
     connector = plug_in(garage, "CP-1")
-    MeterSample.objects.create(
-        station=connector.station,
-        connector=connector,
-        sampled_at=NOW - timedelta(minutes=10),
-        measurand="Current.Import",
-        phase="L1",
-        value=Decimal("3"),
-        unit="A",
-    )
+    meter_draw(connector, NOW - timedelta(minutes=10), 3.0)
     assert "measured_a" not in evse(build_problem(garage, NOW).problem, "CP-1/1")
 
 
@@ -80,13 +73,8 @@ def test_the_cars_needs_become_remaining_energy_and_departure(garage, plug_in) -
     session.departure_at = NOW + timedelta(hours=4)
     session.ev_max_current_a = Decimal("16")
     session.save()
-    MeterSample.objects.create(
-        station=connector.station,
-        connector=connector,
-        sampled_at=NOW - timedelta(seconds=10),
-        measurand="Energy.Active.Import.Register",
-        value=Decimal("5000"),
-        unit="Wh",
+    MeterReadingFactory(
+        station=connector.station, connector_no=1, sampled_at=NOW - timedelta(seconds=10), energy_wh=5000.0
     )
 
     item = evse(build_problem(garage, NOW).problem, "CP-1/1")
@@ -196,16 +184,8 @@ def test_a_site_meter_identity_is_not_balanced(garage, plug_in) -> None:
 
 def test_readings_from_the_future_or_beyond_the_rating_are_not_the_draw(garage, plug_in) -> None:
     connector = plug_in(garage, "CP-1", max_a="16")
-    for seconds, amps in ((-20, "30"), (60, "12")):  # 30 A > 1.5 x 16 A; 60 s ahead of the clock
-        MeterSample.objects.create(
-            station=connector.station,
-            connector=connector,
-            sampled_at=NOW + timedelta(seconds=seconds),
-            measurand="Current.Import",
-            phase="L1",
-            value=Decimal(amps),
-            unit="A",
-        )
+    for seconds, amps in ((-20, 30.0), (60, 12.0)):  # 30 A > 1.5 x 16 A; 60 s ahead of the clock
+        meter_draw(connector, NOW + timedelta(seconds=seconds), amps)
 
     built = build_problem(garage, NOW)
 
@@ -213,15 +193,7 @@ def test_readings_from_the_future_or_beyond_the_rating_are_not_the_draw(garage, 
     assert built.chargers_a == [0.0, 0.0, 0.0]
 
     # An older plausible reading is the draw then: only the bad ones are dropped.
-    MeterSample.objects.create(
-        station=connector.station,
-        connector=connector,
-        sampled_at=NOW - timedelta(seconds=30),
-        measurand="Current.Import",
-        phase="L1",
-        value=Decimal("11"),
-        unit="A",
-    )
+    meter_draw(connector, NOW - timedelta(seconds=30), 11.0)
     built = build_problem(garage, NOW)
     assert built.evses["CP-1/1"].measured_a == 11.0
     assert built.chargers_a == [11.0, 11.0, 11.0]
