@@ -21,12 +21,12 @@ def meter_draw(connector: Connector, at: datetime, amps: float, **values: object
 
     One row per instant, as the ingest stores it: a three-phase draw is current_l1_a, l2 and
     l3 of the same row (the station's own phases, whatever site phases they are wired to).
-    ``values`` sets other columns of the row (``energy_wh``, ``extra``, ...).
+    ``values`` sets other columns of the row (``energy_wh``, one phase's current, ``extra``, ...).
     """
     partitions_ensure(at, at)  # the tests' fixed dates are in months without a partition
     currents = {f"current_l{n}_a": amps for n in range(1, connector.station.phases + 1)}
     return MeterReading.objects.create(
-        station=connector.station, connector_no=connector.connector_id, sampled_at=at, **currents, **values
+        station=connector.station, connector_no=connector.connector_id, sampled_at=at, **{**currents, **values}
     )
 
 
