@@ -16,21 +16,25 @@ the engine books on every node above it before sharing the rest:
 - a charger that never accepted a limit for its session (every push refused): booked at its
   measured draw, or its default while no reading has come.
 
-Readings are Current.Import samples, the maximum over the phases of one reading; readings above
-``PLAUSIBLE_SHARE`` of the rating, negative ones and ones from the future are dropped, so a
-broken meter never moves a limit. Amperes are per phase.
+Readings are the connectors' meter readings of the last minutes (one row per instant); a
+reading's draw is the maximum of its Current.Import values (its phases, wherever measured);
+readings above ``PLAUSIBLE_SHARE`` of the rating, negative ones and ones from the future are
+dropped, so a broken meter never moves a limit. Amperes are per phase.
 """
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db.models import QuerySet
 
 from balancing.limits import SiteLimits, site_limits
 from balancing.models import Circuit, ConnectorLimit, Site, StationFailsafe
 from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterReading
+from chargepoint.readings import extra_values
 
 ROOT_ID = "site"
 MIN_CURRENT_A = 6.0  # IEC 61851 / SAE J1772 lowest pilot current
@@ -206,23 +210,22 @@ class RecentMeter:
     registers_wh: dict[int, float] = field(default_factory=dict)  # latest energy register
 
 
-def _recent_meter(connectors: list[Connector], ratings: dict[int, float], now: datetime, keep: int) -> RecentMeter:
-    """The connectors' readings of the last minutes, from one range of the readings' key.
+# station, connector, sampled_at, energy_wh, current_a, current_l1_a, current_l2_a, current_l3_a, extra
+RecentRow = tuple[int, int, datetime, float | None, float | None, float | None, float | None, float | None, Any]
 
-    The query reads (station, sampled_at) from now back ``max(MEASUREMENT_MAX_AGE,
-    RESUME_GRACE)``, in the current month's partition: its cost follows the site's size, never
-    the history's. A reading's current is the maximum over its phases; an implausible one
-    (negative, above ``PLAUSIBLE_SHARE`` of the rating) is dropped; registers and readings
-    count within ``MEASUREMENT_MAX_AGE``, draws within ``RESUME_GRACE``.
+
+def recent_readings_query(station_ids: Iterable[int], now: datetime) -> "QuerySet[MeterReading, RecentRow]":
+    """The stations' connector readings from ``max(MEASUREMENT_MAX_AGE, RESUME_GRACE)`` ago to
+    ``READING_CLOCK_SKEW`` ahead, newest first, as (station, connector, time, register, currents,
+    extra) tuples.
+
+    A range of the readings' key (station, sampled_at) in the current month's partition (two
+    in a month's first minutes): its cost follows the site's size, never the history's.
     """
-    recent = RecentMeter()
-    by_key = {(c.station_id, c.connector_id): c.pk for c in connectors}
-    if not by_key:
-        return recent
     window = max(MEASUREMENT_MAX_AGE, RESUME_GRACE)
-    rows = (
+    return (
         MeterReading.objects.filter(
-            station_id__in={c.station_id for c in connectors},
+            station_id__in=sorted(set(station_ids)),
             sampled_at__gte=now - window,
             sampled_at__lte=now + READING_CLOCK_SKEW,
             connector_no__gt=0,
@@ -237,16 +240,37 @@ def _recent_meter(connectors: list[Connector], ratings: dict[int, float], now: d
             "current_l1_a",
             "current_l2_a",
             "current_l3_a",
+            "extra",
         )
     )
-    for station_id, connector_no, at, energy_wh, *currents in rows:
+
+
+def _recent_meter(connectors: list[Connector], ratings: dict[int, float], now: datetime, keep: int) -> RecentMeter:
+    """The connectors' readings of the last minutes, from one bounded query (``recent_readings_query``).
+
+    A reading's current is the maximum of its Current.Import values: its phases, and any it
+    reported at another location (inlet, cable, car) or on N, kept in ``extra``; the ingest's
+    overdraw check looks at the same values. A reading with an implausible one (negative, above
+    ``PLAUSIBLE_SHARE`` of the rating) is dropped, and the next older one counts instead: the
+    readings are the latest ``keep`` plausible ones. Registers (Energy.Active.Import.Register,
+    at the outlet or elsewhere) and readings count within ``MEASUREMENT_MAX_AGE``, draws (at
+    least ``RESUMED_DRAW_A``, plausible or not) within ``RESUME_GRACE``.
+    """
+    recent = RecentMeter()
+    by_key = {(c.station_id, c.connector_id): c.pk for c in connectors}
+    if not by_key:
+        return recent
+    rows = recent_readings_query([c.station_id for c in connectors], now)
+    for station_id, connector_no, at, energy_wh, *currents, extra in rows:
         pk = by_key.get((station_id, connector_no))
         if pk is None:
             continue
         fresh = at >= now - MEASUREMENT_MAX_AGE
+        if energy_wh is None and extra:
+            energy_wh = next((v for phase, _, v in extra_values(extra, ENERGY_REGISTER) if not phase), None)
         if fresh and energy_wh is not None and pk not in recent.registers_wh:
             recent.registers_wh[pk] = energy_wh
-        values = [v for v in currents if v is not None]
+        values = [v for v in currents if v is not None] + [v for _, _, v in extra_values(extra, CURRENT_IMPORT)]
         if not values:
             continue
         current = max(values)

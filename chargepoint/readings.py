@@ -8,7 +8,8 @@ already exists (the message was sent twice, or two messages share an instant) is
 never overwritten: a value already stored wins, and a session or context (why the reading was
 taken) is filled in only where the row had none.
 
-``reading_values`` turns a row back into the per-value form the API shows.
+``reading_values`` turns a row back into the per-value form the API shows; ``extra_values``
+finds one measurand's values among a row's ``extra``.
 """
 
 import json
@@ -237,6 +238,21 @@ def reading_values(reading: MeterReading) -> list[dict[str, Any]]:
         measurand, phase, location, unit = _split_key(key)
         values.append({"measurand": measurand, "phase": phase, "location": location, "value": value, "unit": unit})
     return values
+
+
+def extra_values(extra: dict[str, Any] | None, measurand: str) -> list[tuple[str, str, float]]:
+    """(phase, location, value) of each ``measurand`` value a row keeps in ``extra``, base unit only.
+
+    Where a charger measures elsewhere than the outlet (its inlet, the cable, the car) or on
+    another phase (N), its values are in ``extra``; readers that want every value of a
+    measurand, as the ingest's overdraw check does, take these next to the typed column.
+    """
+    found = []
+    for key, value in (extra or {}).items():
+        name, phase, location, _ = _split_key(key)
+        if name == measurand and "#" not in key and isinstance(value, int | float):
+            found.append((phase, location, float(value)))
+    return found
 
 
 def context_label(reading: MeterReading) -> str:

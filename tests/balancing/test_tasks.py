@@ -49,8 +49,9 @@ def committed_site(other_tenant, django_db_blocker):
 
 
 def runs_of(tenant, site) -> list[BalancingRun]:
+    """The site's finished runs: a run's row is written before it solves, its result after."""
     with tenant_context(tenant):
-        return list(BalancingRun.objects.filter(site=site).order_by("started_at"))
+        return list(BalancingRun.objects.filter(site=site, finished_at__isnull=False).order_by("started_at"))
 
 
 def counted(runs: list[BalancingRun]) -> int:
