@@ -295,10 +295,10 @@ def site_load_series(*, site: Site, since: datetime, step: timedelta, phases: bo
         .annotate(**values)
         .order_by("at")
     )
-    points = [dict(row) for row in rows]
+    points: list[dict[str, Any]] = [dict(row) for row in rows]
     # A run repeated since (nothing changed) holds its figures until its last repeat: the line
     # goes on to there, not only to the bucket it started in.
-    held = (
+    held: datetime | None = (
         BalancingRun.objects.filter(site=site)
         .order_by("-started_at")
         .values_list("last_repeated_at", flat=True)
@@ -306,7 +306,8 @@ def site_load_series(*, site: Site, since: datetime, step: timedelta, phases: bo
     )
     if points and held is not None:
         end = held - (held - BUCKET_ORIGIN) % step
-        if end > points[-1]["at"]:
+        last: datetime = points[-1]["at"]
+        if end > last:
             points.append({**points[-1], "at": end})
     return points
 

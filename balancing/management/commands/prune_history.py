@@ -8,7 +8,7 @@ from django_tenants.utils import schema_context, tenant_context
 
 from balancing.retention import history_prune, retention_days, sessions_prune
 from evplatform.cli import tenant_arg
-from tenants.selectors import tenant_list_active
+from tenants.selectors import tenant_list_by_schema, tenant_schemas_active
 
 
 class Command(BaseCommand):
@@ -37,7 +37,7 @@ class Command(BaseCommand):
             tenants = [tenant_arg(options["tenant"])]
         else:
             with schema_context("public"):
-                tenants = tenant_list_active()
+                tenants = tenant_list_by_schema(tenant_schemas_active())
                 sessions = sessions_prune(now=now, dry_run=dry_run, batch=batch)
             self.stdout.write(f"platform: {verb} {sessions:,} expired sessions")
         for tenant in tenants:
