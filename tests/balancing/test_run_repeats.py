@@ -1,6 +1,6 @@
 """A run that finds the site as the last run left it is counted on that run, not stored again."""
 
-from datetime import time, timedelta
+from datetime import datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
@@ -10,9 +10,8 @@ from balancing.models import BalancingRun, ConnectorLimit, ProfilePush, SiteLimi
 from balancing.problem import build_problem
 from balancing.runs import _digest, site_balance_run
 from balancing.selectors import site_overview
-from chargepoint.models import MeterSample
 from tenants.accounts.models import Role
-from tests.balancing.conftest import NOW
+from tests.balancing.conftest import NOW, meter_draw
 from tests.factories import SiteFactory
 
 pytestmark = pytest.mark.django_db
@@ -65,16 +64,7 @@ def test_the_digest_leaves_the_time_out_but_not_a_change_in_what_a_car_draws(gar
     assert now_problem["now"] != a_second_later["now"]
     assert _digest(now_problem) == _digest(a_second_later)
 
-    for phase in connector.station.site_phases:
-        MeterSample.objects.create(
-            station=connector.station,
-            connector=connector,
-            sampled_at=NOW - timedelta(seconds=5),
-            measurand="Current.Import",
-            phase=phase,
-            value=Decimal("12"),
-            unit="A",
-        )
+    meter_draw(connector, NOW - timedelta(seconds=5), 12.0)
     drawing_more = build_problem(garage, NOW).problem
     assert _digest(drawing_more) != _digest(now_problem)
 
@@ -194,11 +184,14 @@ def test_the_chart_holds_a_repeated_runs_figures_until_its_last_repeat(make_user
     row = repeated_run(site, started=timedelta(hours=3), last=timedelta(minutes=2), repeats=178, measured_kw=14.0)
     _, client = make_user(Role.SITE_VIEWER)
 
+    started = timezone.now()
     spec = client.get("/sites/mall/chart.json?range=hour").json()
 
-    drawn = [r for r in spec["data"]["values"] if r["series"] == "drawn"]
-    assert [r["value"] for r in drawn] == [14.0, 14.0]  # from the start of the hour to its last repeat
-    assert drawn[-1]["time"] == row.last_repeated_at.isoformat()
+    drawn = [(r["time"], r["drawn"]) for r in spec["data"]["values"] if "drawn" in r]
+    assert [kw for _, kw in drawn] == [14.0, 14.0]  # from the start of the hour to its last repeat
+    hour_ago = (started - timedelta(hours=1)).replace(second=0, microsecond=0)
+    assert hour_ago <= datetime.fromisoformat(drawn[0][0]) <= started - timedelta(minutes=59)
+    assert drawn[-1][0] == row.last_repeated_at.replace(second=0, microsecond=0).isoformat()  # its minute
 
 
 def test_the_overview_counts_a_run_repeated_into_today_and_at_the_cap_for_half_an_hour(make_user) -> None:
