@@ -304,3 +304,44 @@ def test_session_draw_counts_readings_dated_just_outside_the_session_and_rounds_
     draw = SessionDraw.objects.get(session=session)
     assert draw.register_energy_kwh == Decimal("0.501")  # 500.5 Wh, to the Wh half up, the last register in
     assert draw.observed_max_kw == Decimal("6.651")  # 6.6505 kW half up
+
+
+def test_the_fast_path_gives_what_spreading_every_pair_gives() -> None:
+    """``register_to_intervals`` adds a pair within one interval directly; a reference that
+    spreads every pair (as it did) agrees on random series: gaps, jitter, resets, swaps."""
+    import itertools
+    import random
+
+    from billing.intervals import ZERO, interval_floor, spread_energy
+    from billing.rollups import RegisterRollup, plausible_wh
+
+    def spread_every_pair(readings, *, max_power_kw, minutes):
+        ordered = sorted(dict(readings).items())
+        rollup = RegisterRollup()
+        for (t0, v0), (t1, v1) in itertools.pairwise(ordered):
+            delta = v1 - v0
+            limit = plausible_wh(max_power_kw, (t1 - t0).total_seconds())
+            if delta < 0 or delta > limit:
+                slot = interval_floor(t1, minutes)
+                rollup.resets[slot] = rollup.resets.get(slot, 0) + 1
+                delta = v1 if delta < 0 and ZERO <= v1 <= limit else ZERO
+            spread_energy(rollup.intervals_kwh, t0, t1, delta / 1000, minutes)
+        return rollup
+
+    rng = random.Random(7)
+    for _ in range(500):
+        moment = at(rng.uniform(-40, 40))
+        wh = Decimal(rng.randint(0, 10**6)) / 10
+        readings = []
+        for _ in range(rng.randint(0, 50)):
+            moment += rng.choice(
+                [timedelta(seconds=10), timedelta(minutes=15), timedelta(0), timedelta(seconds=rng.uniform(0, 5000))]
+            )
+            draw = rng.random()
+            wh = Decimal(rng.randint(0, 400)) if draw < 0.05 else wh + (10**7 if draw < 0.08 else rng.randint(0, 2500))
+            readings.append((moment, wh))
+        rng.shuffle(readings)
+        minutes = rng.choice([5, 15, 60])
+        assert register_to_intervals(readings, max_power_kw=RATING_KW, minutes=minutes) == spread_every_pair(
+            readings, max_power_kw=RATING_KW, minutes=minutes
+        )
