@@ -149,6 +149,7 @@ class SessionDraw(models.Model):
         choices=Source.choices,
         blank=True,
         default=Source.NONE,
+        db_default=Source.NONE,  # a worker still on the code before it can insert a draw
         help_text="What the highest draw was taken from: power readings, or currents while there were none.",
     )
     updated_at = models.DateTimeField(auto_now=True)

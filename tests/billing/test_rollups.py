@@ -502,3 +502,24 @@ def test_a_draw_taken_from_currents_is_recomputed_from_power_once_power_readings
         SessionDraw.Source.POWER,
         at(25),
     )
+
+
+def test_a_draw_folded_by_an_earlier_version_is_recomputed_from_the_sessions_start(station) -> None:
+    session = session_on(station)
+    readings_write(station, [(at(m), {"power_w": 3000, "energy_wh": 50 * m}) for m in range(0, 30, 5)], session=session)
+    with connection.cursor() as cursor:  # as the code before folding wrote a draw: no fold columns
+        cursor.execute(
+            "INSERT INTO billing_sessiondraw (session_id, observed_max_kw, was_capped, updated_at) "
+            "VALUES (%s, 9.999, true, now())",
+            [session.pk],
+        )
+
+    intervals_roll_up()
+
+    draw = SessionDraw.objects.get(session=session)
+    assert (draw.observed_max_kw, draw.was_capped, draw.register_energy_kwh) == (
+        Decimal("3.000"),
+        False,
+        Decimal("1.250"),
+    )
+    assert (draw.draw_source, draw.folded_until) == (SessionDraw.Source.POWER, at(25))
