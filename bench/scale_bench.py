@@ -2,9 +2,11 @@
 
 Run:  .venv/bin/python bench/scale_bench.py [--json PATH] [--days 7,28] [--runs 20] [--tenants 200]
                                             [--report-sites 50] [--ingest-minutes 60] [--keep-db]
+                                            [--only rollup,rebuild,...]
 
-Uses its own database (``evplatform_scalebench`` on the configured PostgreSQL server: created,
-migrated and dropped at the end), queue and Redis prefix ``scalebench.``, DEBUG off. Nothing
+Uses its own database (the configured database's name and ``_scalebench``, e.g.
+``evplatform_scalebench``, on the configured PostgreSQL server: created, migrated and dropped at
+the end), queue and Redis prefix ``scalebench.`` after the configured one, DEBUG off. Nothing
 runs in the background: every measured call is made in this process, pushes go to an
 in-process charger that accepts every profile (as in ``bench/balance_site_bench.py``).
 
@@ -83,9 +85,9 @@ from zoneinfo import ZoneInfo
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 BASE_URL = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/evplatform")
-DB_NAME = "evplatform_scalebench"
+DB_NAME = f"{urlsplit(BASE_URL).path.strip('/') or 'evplatform'}_scalebench"
 DATABASE_URL = urlunsplit(urlsplit(BASE_URL)._replace(path=f"/{DB_NAME}"))
-PREFIX = "scalebench."
+PREFIX = f"{os.environ.get('CELERY_QUEUE_PREFIX', '')}scalebench."
 os.environ.update(
     {
         "DJANGO_SETTINGS_MODULE": "evplatform.settings.local",
@@ -927,6 +929,19 @@ def balance_measure(tenants: Sequence[Any], slug: str, runs: int) -> tuple[list[
     return timings, pushes, solve_ms
 
 
+def balance_warm_up() -> None:
+    """One run of each balancing site (pushing to every charger), as the history's template."""
+    from django.utils import timezone
+
+    from balancing.models import Site
+    from balancing.runs import site_balance_run
+
+    for slug, *_ in BALANCE_SITES:
+        site_balance_run(
+            site=Site.objects.get(slug=slug), reason="bench warm-up", pusher=AcceptAll(), now=timezone.now()
+        )
+
+
 def balance_templates() -> dict[str, dict[str, Any]]:
     """The latest real run and push of each balancing site: the content of the history's rows."""
     from balancing.models import BalancingRun, ProfilePush
@@ -955,6 +970,18 @@ def http_get(client: Any, url: str, repeats: int) -> tuple[list[float], Any]:
 
 # -- the run ------------------------------------------------------------------------------------
 
+# What can be measured alone (``--only``): balancing runs, the 5-minute rollup, the month's rebuild
+# from raw readings, the readings API, the site chart, storage, the monthly report, 200 organisations.
+PARTS = ("balance", "rollup", "rebuild", "api", "chart", "storage", "report", "tenants")
+
+
+def parts_parse(text: str) -> tuple[str, ...]:
+    parts = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [part for part in parts if part not in PARTS]
+    if unknown or not parts:
+        raise argparse.ArgumentTypeError(f"{', '.join(unknown) or 'nothing'}: choose from {', '.join(PARTS)}")
+    return parts
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
@@ -969,6 +996,12 @@ def main() -> None:
     parser.add_argument("--report-sites", type=int, default=50)
     parser.add_argument("--report-chargers", type=int, default=20)
     parser.add_argument("--keep-db", action="store_true", help=f"keep {DB_NAME} afterwards")
+    parser.add_argument(
+        "--only",
+        type=parts_parse,
+        default=PARTS,
+        help=f"measure only these (comma-separated: {','.join(PARTS)}); the history is loaded all the same",
+    )
     args = parser.parse_args()
     days_list = [float(d) for d in args.days.split(",") if d]
     labels = ["empty"] + [{7.0: "1 week", 28.0: "4 weeks"}.get(d, f"{d:g} days") for d in days_list]
@@ -1041,13 +1074,15 @@ def run(args: argparse.Namespace, days_list: list[float], labels: list[str], res
     platform_setup(domain="localhost")
     scale = tenant_make("scale")
     schema = scale.schema_name
-    report_tenant = tenant_make("scale-report")
-    control_tenant = tenant_make("scale-control")
+    parts = args.only
 
     start = floor_to(time.time(), STEP_S)
     open_start = start - OPEN_SESSION_S
-    with tenant_context(control_tenant):
-        control = Control(control_tenant, balance_sites_make(start, open_start, 0))
+    control = None
+    if "balance" in parts:
+        control_tenant = tenant_make("scale-control")
+        with tenant_context(control_tenant):
+            control = Control(control_tenant, balance_sites_make(start, open_start, 0))
     with tenant_context(scale):
         fleet = balance_sites_make(start, open_start, max(days_list, default=0))
         viewer = User.objects.create_user(email="viewer@scale.localhost", password=PASSWORD, role=Role.SITE_VIEWER)
@@ -1059,14 +1094,18 @@ def run(args: argparse.Namespace, days_list: list[float], labels: list[str], res
 
     local_now = datetime.fromtimestamp(start, ZoneInfo(REPORT_TZ))
     month_first = (local_now.replace(day=1) - timedelta(days=1)).replace(day=1).date()
-    log(
-        f"report organisation: {args.report_sites} sites x {args.report_chargers} chargers, "
-        f"rollups and sessions of {month_first:%B %Y} ..."
-    )
-    org = report_org_make(report_tenant, args.report_sites, args.report_chargers, month_first.year, month_first.month)
-    month_end = (month_first + timedelta(days=32)).replace(day=1)
-    report_days_load(org, month_first, month_end, seed=1)
-    log(f"report organisation: {org.sessions:,} sessions, {org.intervals:,} interval rows")
+    org = None
+    if "report" in parts:
+        log(
+            f"report organisation: {args.report_sites} sites x {args.report_chargers} chargers, "
+            f"rollups and sessions of {month_first:%B %Y} ..."
+        )
+        org = report_org_make(
+            tenant_make("scale-report"), args.report_sites, args.report_chargers, month_first.year, month_first.month
+        )
+        month_end = (month_first + timedelta(days=32)).replace(day=1)
+        report_days_load(org, month_first, month_end, seed=1)
+        log(f"report organisation: {org.sessions:,} sessions, {org.intervals:,} interval rows")
 
     define_rows(results, args)
     templates: dict[str, dict[str, Any]] = {}
@@ -1088,18 +1127,24 @@ def run(args: argparse.Namespace, days_list: list[float], labels: list[str], res
                 ms, _ = timed(partial(vacuum_analyze, schema, history_tables))
                 log(f"history: VACUUM ANALYZE in {ms / 1000:.0f} s")
             before = month_first - timedelta(days=int(days))
-            until = org.loaded_from or month_first
-            if before < until:
+            until = (org.loaded_from or month_first) if org else before
+            if org and before < until:
                 report_days_load(org, before, until, seed=index + 1)
                 log(f"report organisation: history from {before}: {org.sessions:,} sessions, {org.intervals:,} rows")
 
         with tenant_context(scale):
             measure_phase(label, scale, fleet, control, results, args, api, portal)
             if index == 0:
+                if control is None:  # no balancing measured: one run per site makes the history's template
+                    balance_warm_up()
                 templates.update(balance_templates())
-            rebuild_day(label, days, fleet, results, start, args.report_sites * args.report_chargers)
-            storage(label, schema, results)
+            if "rebuild" in parts:
+                rebuild_day(label, days, fleet, results, start, args.report_sites * args.report_chargers)
+            if "storage" in parts:
+                storage(label, schema, results)
 
+        if org is None:
+            continue
         with tenant_context(org.tenant):
             timings = []
             for _ in range(2):
@@ -1117,7 +1162,8 @@ def run(args: argparse.Namespace, days_list: list[float], labels: list[str], res
                 sizes_kib={f.format: round(f.size_bytes / 1024) for f in report.files.only("format", "size_bytes")},
             )
             log(f"report {org.year}-{org.month:02d}: {', '.join(f'{t / 1000:.2f} s' for t in timings)}")
-    many_tenants(args, results)
+    if "tenants" in parts:
+        many_tenants(args, results)
 
 
 def history_extend(
@@ -1147,7 +1193,8 @@ def history_extend(
 
 
 def define_rows(results: Results, args: argparse.Namespace) -> None:
-    for slug, size, *_ in BALANCE_SITES:
+    parts = args.only
+    for slug, size, *_ in BALANCE_SITES if "balance" in parts else ():
         results.add(
             f"balance_{slug}", f"balance_site {size} chargers, median", "ms", target="<= 1.2x empty", ratio_limit=1.2
         )
@@ -1159,46 +1206,51 @@ def define_rows(results: Results, args: argparse.Namespace) -> None:
             target="<= 1.2",
             limit=1.2,
         )
-    results.add("rollup", "5-min rollup, 20 chargers", "ms", target="< 100 ms", limit=100)
-    results.add(
-        "report",
-        f"monthly report {args.report_sites}x{args.report_chargers}",
-        "ms",
-        target="< 10 s",
-        limit=10_000,
-    )
-    results.add("rebuild_day", "rebuild 1 day from raw, 20 chargers", "ms")
-    results.add(
-        "rebuild_month_est",
-        f"est. intervals_rebuild_month {args.report_sites}x{args.report_chargers}",
-        "s",
-    )
-    results.add("api_charger_p1", "readings API, charger, page 1", "ms", target="< 100 ms", limit=100)
-    results.add("api_charger_later", "readings API, charger, later page", "ms", target="< 100 ms", limit=100)
-    results.add("api_tenant_p1", "readings API, organisation, last day, page 1", "ms", target="< 100 ms", limit=100)
-    for slug, size, *_ in BALANCE_SITES:
+    if "rollup" in parts:
+        results.add("rollup", "5-min rollup, 20 chargers", "ms", target="< 100 ms", limit=100)
+        results.add("rollup_queries", "5-min rollup, statements sent", "n")
+    if "report" in parts:
+        results.add(
+            "report",
+            f"monthly report {args.report_sites}x{args.report_chargers}",
+            "ms",
+            target="< 10 s",
+            limit=10_000,
+        )
+    if "rebuild" in parts:
+        results.add("rebuild_day", "rebuild 1 day from raw, 20 chargers", "ms")
+        results.add(
+            "rebuild_month_est",
+            f"est. intervals_rebuild_month {args.report_sites}x{args.report_chargers}",
+            "s",
+        )
+    if "api" in parts:
+        results.add("api_charger_p1", "readings API, charger, page 1", "ms", target="< 100 ms", limit=100)
+        results.add("api_charger_later", "readings API, charger, later page", "ms", target="< 100 ms", limit=100)
+        results.add("api_tenant_p1", "readings API, organisation, last day, page 1", "ms", target="< 100 ms", limit=100)
+    for slug, size, *_ in BALANCE_SITES if "chart" in parts else ():
         results.add(f"chart_{slug}", f"site chart, month, {size} chargers", "ms", target="< 300 ms", limit=300)
         results.add(f"chart_{slug}_kb", f"site chart JSON, {size} chargers", "KB", target="< 1 MB", limit=1000)
-    results.add("bytes_per_value", "bytes per stored value", "B", target="<= 80 B", limit=80)
-    results.add("bytes_per_row", "bytes per reading row (instant)", "B")
-    results.add("mb_per_charger_month", "MB per charger-month at 10 s", "MB")
-    results.add("readings_total", "reading rows stored", "rows")
-    results.add("bytes_per_run", "bytes per balancing run row", "B")
-    results.add("bytes_per_push", "bytes per profile push row", "B")
+    if "storage" in parts:
+        results.add("bytes_per_value", "bytes per stored value", "B", target="<= 80 B", limit=80)
+        results.add("bytes_per_row", "bytes per reading row (instant)", "B")
+        results.add("mb_per_charger_month", "MB per charger-month at 10 s", "MB")
+        results.add("readings_total", "reading rows stored", "rows")
+        results.add("bytes_per_run", "bytes per balancing run row", "B")
+        results.add("bytes_per_push", "bytes per profile push row", "B")
 
 
 def measure_phase(
     label: str,
     tenant: Any,
     fleet: Fleet,
-    control: "Control",
+    control: "Control | None",
     results: Results,
     args: argparse.Namespace,
     api: Any,
     portal: Any,
 ) -> None:
     from billing.services import intervals_roll_up
-    from chargepoint.models import MeterReading
 
     # readings up to now: the 100-charger site to now, the 20-charger site to 5 minutes ago
     now = floor_to(time.time(), STEP_S)
@@ -1212,9 +1264,36 @@ def measure_phase(
             log(f"{slug}: {events:,} new readings through telemetry_apply in {seconds:.1f} s")
             fleet.stored[slug] = [span[0] if span else first, upto]
     ms, outcome = timed(intervals_roll_up)
-    log(f"rollup of what was pending (not timed): {outcome.samples:,} marks in {ms / 1000:.1f} s")
+    log(f"rollup of what was pending (not timed): {outcome.marks:,} marks in {ms / 1000:.1f} s")
+    parts = args.only
+    if "rollup" in parts:
+        rollup_measure(label, fleet, results)
+    if control is not None:
+        balance_phase(label, tenant, fleet, control, results, args)
+    if "api" in parts:
+        api_measure(label, fleet, results, api)
+    if "chart" in parts:
+        chart_measure(label, results, portal)
 
-    # the rollup of 5 minutes of new readings of 20 chargers
+
+class StatementCount:
+    """``connection.execute_wrapper`` counting the statements sent (SET search_path included)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
+        self.count += 1
+        return execute(sql, params, many, context)
+
+
+def rollup_measure(label: str, fleet: Fleet, results: Results) -> None:
+    """The rollup of 5 minutes of new readings of the 20-charger site (30 instants through the ingest)."""
+    from django.db import connection
+
+    from billing.services import intervals_roll_up
+    from chargepoint.models import MeterReading
+
     chargers = fleet.of("s20")
     span = fleet.stored["s20"]
     assert span is not None  # noqa: S101
@@ -1223,13 +1302,17 @@ def measure_phase(
     before = MeterReading.objects.filter(station_id__in=[c.pk for c in chargers]).count()
     timings = []
     marks = []
+    statements = []
     for repeat in range(ROLLUP_REPEATS):
         ingest(fleet, chargers, lo, now + STEP_S)
         if repeat == 0:
             new_rows = MeterReading.objects.filter(station_id__in=[c.pk for c in chargers]).count() - before
-        ms, outcome = timed(intervals_roll_up)
+        counter = StatementCount()
+        with connection.execute_wrapper(counter):
+            ms, outcome = timed(intervals_roll_up)
         timings.append(ms)
-        marks.append(outcome.samples)
+        marks.append(outcome.marks)
+        statements.append(counter.count)
     span[1] = max(span[1], now)
     results.set(
         "rollup",
@@ -1240,11 +1323,17 @@ def measure_phase(
         new_rows_first=new_rows,
         rows=len(chargers) * ROLLUP_NEW_S // STEP_S,
     )
+    results.set("rollup_queries", label, statistics.median(statements), runs=statements)
     log(
         f"rollup, 20 chargers x 30 instants ({new_rows} rows new, then re-sent): "
-        f"{', '.join(f'{t:.0f}' for t in timings)} ms; marks {marks[0]}"
+        f"{', '.join(f'{t:.0f}' for t in timings)} ms; marks {marks[0]}; statements {statements}"
     )
 
+
+def balance_phase(
+    label: str, tenant: Any, fleet: Fleet, control: "Control", results: Results, args: argparse.Namespace
+) -> None:
+    """Balancing runs of both sites, interleaved with the no-history control."""
     # balancing runs (readings are fresh: topped up first), interleaved with the no-history control
     for slug, size, *_ in BALANCE_SITES:
         span = fleet.stored[slug]
@@ -1280,7 +1369,9 @@ def measure_phase(
             f"minutes {control_median:.1f} ms: {median / control_median:.2f}x; load average {load:.1f}"
         )
 
-    # the readings API
+
+def api_measure(label: str, fleet: Fleet, results: Results, api: Any) -> None:
+    """The readings API: a charger's page 1, a later page through the cursor, the organisation's last day."""
     cp = fleet.of("s100")[0].cp
     url = f"/api/v1/readings/?charger={cp}"
     timings, response = http_get(api, url, API_REPEATS)
@@ -1302,7 +1393,9 @@ def measure_phase(
         f"{statistics.median(timings_all):.1f} ms"
     )
 
-    # the portal's site chart over its longest range
+
+def chart_measure(label: str, results: Results, portal: Any) -> None:
+    """The portal's site chart over its longest range."""
     for slug, size, *_ in BALANCE_SITES:
         timings, response = http_get(portal, f"/sites/{slug}/chart.json?range=month", CHART_REPEATS)
         kb = len(response.content) / 1000
