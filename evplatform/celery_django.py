@@ -12,9 +12,10 @@ kept until it is ``CONN_MAX_AGE`` old (``DB_CONN_MAX_AGE``, 60 s), and with
 A connection is closed after a task all the same when the task left it in a transaction or
 saw a database error in it: session state such as a site's advisory lock, released in a
 ``finally`` that may itself have failed, must not outlive the task on a connection the next
-one reuses. Which schema a task reads is django-tenants' ``search_path``, set again on every
-cursor (``TENANT_LIMIT_SET_CALLS`` is off) for the schema tenant-schemas-celery switched to
-before the task, so a reused connection never carries the last task's tenant.
+one reuses. Which schema a task reads is django-tenants' ``search_path``, sent again whenever
+tenant-schemas-celery switches the connection to the task's schema (with
+``TENANT_LIMIT_SET_CALLS`` once per switch, and again after a rollback or a new connection), so a
+reused connection never carries the last task's tenant.
 
 A forked pool process still closes what it inherited from the parent (Celery's
 ``on_worker_process_init``, unchanged).
