@@ -638,13 +638,13 @@ def history_load(fleet: Fleet, schema: str, lo: int, hi: int, templates: dict[st
                 INSERT INTO "{schema}".balancing_balancingrun
                     (site_id, reason, started_at, finished_at, status, inputs_digest, problem, result, limits,
                      solve_ms, error, measured_kw, allocated_kw, limit_kw, unmanaged_kw, phase_measured_a,
-                     phase_allocated_a, phase_limit_a)
+                     phase_allocated_a, phase_limit_a, repeats)
                 SELECT t.site_id, 'sweep', g, g + interval '150 milliseconds', t.status, t.inputs_digest,
                        t.problem, t.result, t.limits, t.solve_ms, '',
                        round((t.measured_kw * (0.3 + 0.7 * random()))::numeric, 3),
                        round((t.allocated_kw * (0.3 + 0.7 * random()))::numeric, 3),
                        t.limit_kw, round((t.unmanaged_kw * (0.5 + 0.5 * random()))::numeric, 3),
-                       t.phase_measured_a, t.phase_allocated_a, t.phase_limit_a
+                       t.phase_measured_a, t.phase_allocated_a, t.phase_limit_a, 0
                 FROM "{schema}".balancing_balancingrun t,
                      generate_series(%s::timestamptz, %s::timestamptz, interval '1 minute') g
                 WHERE t.id = %s
