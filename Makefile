@@ -86,7 +86,7 @@ bench-faults: setup
 # site chart and storage on an empty database and after 1 and 4 weeks of telemetry history (29M
 # readings, half the time is loading them), then migrate_schemas and the beat sweep over 200
 # organisations; figures to bench/results/scale-<date>.json (SCALE_ARGS="--days 1 --tenants 20"
-# for a shorter run).
+# for a shorter run, SCALE_ARGS="--only rollup,rebuild" for a part).
 bench-scale: setup
 	$(BIN)/python bench/scale_bench.py $(SCALE_ARGS)
 
