@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 DEPS_STAMP := $(VENV)/.deps-installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test lint format setup migrate demo clean bench bench-engine bench-acn bench-balance bench-gateway bench-billing bench-faults
+.PHONY: run test lint format setup migrate demo clean bench bench-engine bench-acn bench-balance bench-gateway bench-billing bench-chart bench-runs bench-faults bench-scale bench-tenants
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed; set PYTHON=python3.x")'
@@ -49,7 +49,7 @@ test: setup $(CHROMIUM)
 
 # Benchmarks print their figures (README, "Performance"); they use the running services and
 # their own databases, never the dev data. Each takes from seconds to a few minutes.
-bench: bench-engine bench-acn bench-balance bench-gateway bench-billing bench-faults
+bench: bench-engine bench-acn bench-balance bench-gateway bench-billing bench-chart bench-runs bench-faults bench-scale bench-tenants
 
 bench-engine: setup
 	$(BIN)/python bench/engine_bench.py
@@ -66,10 +66,29 @@ bench-gateway: setup
 bench-billing: setup
 	$(BIN)/python bench/billing_bench.py
 
-# About 30 minutes: every fault of issue 11 on 4/20/40-charger sites in both protocols
+bench-chart: setup
+	$(BIN)/python bench/chart_bench.py
+
+
+# 200 organisations x 5 sites: migrate_schemas with nothing to do, and one balancing sweep tick.
+bench-tenants: setup
+	$(BIN)/python bench/tenants_bench.py --baseline
+
+bench-runs: setup
+	$(BIN)/python bench/runs_bench.py
+
+# About 30 minutes: every fault the closed loop must survive, on 4/20/40-charger sites in both protocols
 # (FAULTS_ARGS="--quick --scenario ignore,redis_cut" for a part).
 bench-faults: setup
 	$(BIN)/python bench/faults_bench.py $(FAULTS_ARGS)
+
+# About 13 minutes: balancing runs, the 5-minute rollup, the monthly report, the readings API, the
+# site chart and storage on an empty database and after 1 and 4 weeks of telemetry history (29M
+# readings, half the time is loading them), then migrate_schemas and the beat sweep over 200
+# organisations; figures to bench/results/scale-<date>.json (SCALE_ARGS="--days 1 --tenants 20"
+# for a shorter run, SCALE_ARGS="--only rollup,rebuild" for a part).
+bench-scale: setup
+	$(BIN)/python bench/scale_bench.py $(SCALE_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -84,7 +84,7 @@ class ProfilePushInline(admin.TabularInline):
 
 @admin.register(BalancingRun, site=tenant_admin_site)
 class BalancingRunAdmin(admin.ModelAdmin):
-    list_display = ("started_at", "site", "reason", "status", "solve_ms")
+    list_display = ("started_at", "site", "reason", "status", "repeats", "last_repeated_at", "solve_ms")
     list_filter = ("site", "status")
     date_hierarchy = "started_at"
     readonly_fields = [f.name for f in BalancingRun._meta.fields]

@@ -16,9 +16,9 @@ from rest_framework.response import Response
 
 from balancing.meter import site_meter_record
 from balancing.models import BalancingRun, Circuit, Site, SiteAlert, SiteLimitSchedule, SiteMeterReading
-from balancing.selectors import site_meter_latest, site_overview
+from balancing.selectors import runs_seen_since, site_meter_latest, site_overview
 from balancing.services import SITE_LIMIT_FIELDS, schedule_create, schedule_delete, site_limits_update
-from evplatform.api import time_filtered
+from evplatform.api import time_filtered, time_range
 from evplatform.permissions import CHANGE_LIMITS, RoleForWrites, actor_of
 
 
@@ -80,7 +80,16 @@ class RunSerializer(serializers.ModelSerializer):
             "result",
             "solve_ms",
             "error",
+            "repeats",
+            "last_repeated_at",
         ]
+        extra_kwargs = {
+            "repeats": {
+                "help_text": "Later runs that found the site unchanged (same inputs digest and outcome, "
+                "nothing pushed or changed), counted here instead of stored again: 'repeated N times until "
+                "last_repeated_at'."
+            },
+        }
 
 
 class StatusAlertSerializer(serializers.ModelSerializer):
@@ -238,8 +247,10 @@ class ScheduleViewSet(viewsets.ModelViewSet):
 @extend_schema(
     parameters=[
         OpenApiParameter("site", str, description="site slug"),
-        OpenApiParameter("since", str, description="ISO 8601 time with zone"),
-        OpenApiParameter("until", str, description="ISO 8601 time with zone"),
+        OpenApiParameter(
+            "since", str, description="ISO 8601 time with zone: runs that ran since (started, or repeated)"
+        ),
+        OpenApiParameter("until", str, description="ISO 8601 time with zone: runs started before"),
     ]
 )
 class RunViewSet(viewsets.ReadOnlyModelViewSet):
@@ -251,9 +262,17 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     def get_queryset(self) -> Any:
         qs = BalancingRun.objects.select_related("site").order_by("-started_at")
         params = self.request.query_params
+        sites = Site.objects.all()
         if params.get("site"):
-            qs = qs.filter(site__slug=params["site"])
-        return time_filtered(qs, params, "started_at")
+            sites = sites.filter(slug=params["site"])
+            qs = qs.filter(site__in=sites)
+        # A run repeated since ``since`` ran then too; ``until`` bounds when it started.
+        since, until = time_range(params)
+        if since:
+            qs = qs.filter(runs_seen_since(dict.fromkeys(sites.values_list("pk", flat=True), since)))
+        if until:
+            qs = qs.filter(started_at__lt=until)
+        return qs
 
 
 class AwareDateTimeField(serializers.DateTimeField):

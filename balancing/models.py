@@ -5,6 +5,7 @@ Schema: tenant. Limits are per phase in amperes (``limit_a``) and, where set, in
 """
 
 import zoneinfo
+from datetime import datetime
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
@@ -456,7 +457,11 @@ class BalancingRun(models.Model):
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.OK)
-    inputs_digest = models.CharField(max_length=64, help_text="SHA-256 of the engine input (canonical JSON).")
+    inputs_digest = models.CharField(
+        max_length=64,
+        help_text="SHA-256 of the engine input without its time (canonical JSON, 'now' left out): "
+        "equal for runs of an unchanged site.",
+    )
     problem = models.JSONField()
     result = models.JSONField(null=True, blank=True)
     limits = models.JSONField(default=dict, help_text="Each limit considered and which one bound.")
@@ -472,13 +477,26 @@ class BalancingRun(models.Model):
     phase_measured_a = models.JSONField(default=list, help_text="Draw per site phase (A).")
     phase_allocated_a = models.JSONField(default=list, help_text="Allocation per site phase (A).")
     phase_limit_a = models.JSONField(default=list, help_text="Root current limit per phase (A).")
+    # A run that finds the site as the last run left it (same inputs, same outcome, nothing
+    # pushed or changed) is not stored again: the last run counts it (``balancing.runs``).
+    repeats = models.PositiveIntegerField(
+        default=0, help_text="Later runs with the same inputs and outcome, folded into this one."
+    )
+    last_repeated_at = models.DateTimeField(null=True, blank=True, help_text="When the last of them ran.")
 
     class Meta:
         ordering = ["-started_at"]
+        # No index on repeats / last_repeated_at: counting a repeat is then a HOT update (no new
+        # index entries), the cheapest write PostgreSQL has (``balancing.selectors.runs_seen_since``).
         indexes = [models.Index(fields=["site", "-started_at"], name="run_site_latest")]
 
     def __str__(self) -> str:
         return f"{self.site.name} {self.started_at:%Y-%m-%d %H:%M:%S} ({self.reason})"
+
+    @property
+    def last_seen_at(self) -> datetime:
+        """When the run, or the last of its repeats, ran."""
+        return self.last_repeated_at or self.started_at
 
 
 class ProfilePush(models.Model):
@@ -506,6 +524,20 @@ class ProfilePush(models.Model):
 
     class Meta:
         ordering = ["run", "sent_at"]
+        indexes = [
+            # The billing rollup reads a session's accepted limits: a range of its connector's answers.
+            models.Index(
+                fields=["connector", "answered_at"],
+                name="push_connector_accepted",
+                condition=models.Q(status="Accepted"),
+            ),
+            # A connector's latest pushes (refusal streaks; retention keeps the one in force).
+            models.Index(fields=["connector", "-sent_at"], name="push_connector_latest"),
+            # A station's latest station-wide profiles (fail-safe default, station max).
+            models.Index(
+                fields=["station", "-sent_at"], name="push_station_latest", condition=models.Q(connector__isnull=True)
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.new_limit_a} A: {self.status or 'pending'}"

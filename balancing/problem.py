@@ -16,23 +16,25 @@ the engine books on every node above it before sharing the rest:
 - a charger that never accepted a limit for its session (every push refused): booked at its
   measured draw, or its default while no reading has come.
 
-Readings are Current.Import samples, the maximum over the phases of one reading; readings above
-``PLAUSIBLE_SHARE`` of the rating, negative ones and ones from the future are dropped, so a
-broken meter never moves a limit. Amperes are per phase.
+Readings are the connectors' meter readings of the last minutes (one row per instant); a
+reading's draw is the maximum of its Current.Import values (its phases, wherever measured);
+readings above ``PLAUSIBLE_SHARE`` of the rating, negative ones and ones from the future are
+dropped, so a broken meter never moves a limit. Amperes are per phase.
 """
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import F, Max, Window
-from django.db.models.functions import DenseRank
+from django.db.models import QuerySet
 
 from balancing.limits import SiteLimits, site_limits
 from balancing.models import Circuit, ConnectorLimit, Site, StationFailsafe
-from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterSample
+from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterReading
+from chargepoint.readings import extra_values
 
 ROOT_ID = "site"
 MIN_CURRENT_A = 6.0  # IEC 61851 / SAE J1772 lowest pilot current
@@ -199,70 +201,87 @@ def _reserved_a(
     return default, f"offline{'' if session else ', no session'}: {why}"
 
 
-def _latest_samples(connectors: list[Connector], since: datetime) -> dict[int, MeterSample]:
-    """The latest energy register reading of each connector."""
-    rows = (
-        MeterSample.objects.filter(connector__in=connectors, measurand=ENERGY_REGISTER, phase="", sampled_at__gte=since)
-        .order_by("connector_id", "-sampled_at")
-        .distinct("connector_id")
-    )
-    return {row.connector_id or 0: row for row in rows}
+@dataclass
+class RecentMeter:
+    """What the site's recent readings say, per connector pk (one bounded query, see ``_recent_meter``)."""
+
+    readings: dict[int, list[Reading]] = field(default_factory=dict)  # newest first, up to ``keep``
+    last_draws: dict[int, datetime] = field(default_factory=dict)  # last draw >= RESUMED_DRAW_A
+    registers_wh: dict[int, float] = field(default_factory=dict)  # latest energy register
 
 
-def _recent_readings(
-    connectors: list[Connector], ratings: dict[int, float], now: datetime, keep: int
-) -> dict[int, list[Reading]]:
-    """The last ``keep`` Current.Import readings of each connector within the max age, newest first.
+# station, connector, sampled_at, energy_wh, current_a, current_l1_a, current_l2_a, current_l3_a, extra
+RecentRow = tuple[int, int, datetime, float | None, float | None, float | None, float | None, float | None, Any]
 
-    One bounded query (a dense rank over the reading times per connector); a reading is the
-    maximum over its phases; implausible ones (negative, above ``PLAUSIBLE_SHARE`` of the
-    rating) are dropped.
+
+def recent_readings_query(station_ids: Iterable[int], now: datetime) -> "QuerySet[MeterReading, RecentRow]":
+    """The stations' connector readings from ``max(MEASUREMENT_MAX_AGE, RESUME_GRACE)`` ago to
+    ``READING_CLOCK_SKEW`` ahead, newest first, as (station, connector, time, register, currents,
+    extra) tuples.
+
+    A range of the readings' key (station, sampled_at) in the current month's partition (two
+    in a month's first minutes): its cost follows the site's size, never the history's.
     """
-    rows = (
-        MeterSample.objects.filter(
-            station_id__in={c.station_id for c in connectors},  # the (station, measurand, time) index
-            connector__in=connectors,
-            measurand=CURRENT_IMPORT,
-            sampled_at__gte=now - MEASUREMENT_MAX_AGE,
+    window = max(MEASUREMENT_MAX_AGE, RESUME_GRACE)
+    return (
+        MeterReading.objects.filter(
+            station_id__in=sorted(set(station_ids)),
+            sampled_at__gte=now - window,
             sampled_at__lte=now + READING_CLOCK_SKEW,
+            connector_no__gt=0,
         )
-        .annotate(rank=Window(DenseRank(), partition_by=[F("connector_id")], order_by=F("sampled_at").desc()))
-        .filter(rank__lte=keep)
-        .values_list("connector_id", "sampled_at", "value")
+        .order_by("-sampled_at")
+        .values_list(
+            "station_id",
+            "connector_no",
+            "sampled_at",
+            "energy_wh",
+            "current_a",
+            "current_l1_a",
+            "current_l2_a",
+            "current_l3_a",
+            "extra",
+        )
     )
-    by_time: dict[int, dict[datetime, float]] = {}
-    for connector_id, at, value in rows:
-        slot = by_time.setdefault(connector_id, {})
-        slot[at] = max(slot.get(at, 0.0), float(value))
-    bad: dict[int, set[datetime]] = {}
-    for connector_id, at, value in rows:
-        if value < 0 or float(value) > PLAUSIBLE_SHARE * ratings.get(connector_id, 0.0):
-            bad.setdefault(connector_id, set()).add(at)
-    return {
-        connector_id: [
-            Reading(at, current)
-            for at, current in sorted(slot.items(), reverse=True)
-            if at not in bad.get(connector_id, ())
-        ]
-        for connector_id, slot in by_time.items()
-    }
 
 
-def _last_draws(connectors: list[Connector], now: datetime) -> dict[int, datetime]:
-    """When each connector last drew at least ``RESUMED_DRAW_A`` within ``RESUME_GRACE`` (one aggregate)."""
-    rows = (
-        MeterSample.objects.filter(
-            station_id__in={c.station_id for c in connectors},
-            connector__in=connectors,
-            measurand=CURRENT_IMPORT,
-            sampled_at__gte=now - RESUME_GRACE,
-            sampled_at__lte=now + READING_CLOCK_SKEW,
-            value__gte=RESUMED_DRAW_A,
-        )
-        .values("connector_id")
-        .annotate(last=Max("sampled_at"))
-    )
-    return {row["connector_id"]: row["last"] for row in rows}
+def _recent_meter(connectors: list[Connector], ratings: dict[int, float], now: datetime, keep: int) -> RecentMeter:
+    """The connectors' readings of the last minutes, from one bounded query (``recent_readings_query``).
+
+    A reading's current is the maximum of its Current.Import values: its phases, and any it
+    reported at another location (inlet, cable, car) or on N, kept in ``extra``; the ingest's
+    overdraw check looks at the same values. A reading with an implausible one (negative, above
+    ``PLAUSIBLE_SHARE`` of the rating) is dropped, and the next older one counts instead: the
+    readings are the latest ``keep`` plausible ones. Registers (Energy.Active.Import.Register,
+    at the outlet or elsewhere) and readings count within ``MEASUREMENT_MAX_AGE``, draws (at
+    least ``RESUMED_DRAW_A``, plausible or not) within ``RESUME_GRACE``.
+    """
+    recent = RecentMeter()
+    by_key = {(c.station_id, c.connector_id): c.pk for c in connectors}
+    if not by_key:
+        return recent
+    rows = recent_readings_query([c.station_id for c in connectors], now)
+    for station_id, connector_no, at, energy_wh, *currents, extra in rows:
+        pk = by_key.get((station_id, connector_no))
+        if pk is None:
+            continue
+        fresh = at >= now - MEASUREMENT_MAX_AGE
+        if energy_wh is None and extra:
+            energy_wh = next((v for phase, _, v in extra_values(extra, ENERGY_REGISTER) if not phase), None)
+        if fresh and energy_wh is not None and pk not in recent.registers_wh:
+            recent.registers_wh[pk] = energy_wh
+        values = [v for v in currents if v is not None] + [v for _, _, v in extra_values(extra, CURRENT_IMPORT)]
+        if not values:
+            continue
+        current = max(values)
+        if at >= now - RESUME_GRACE and current >= RESUMED_DRAW_A and pk not in recent.last_draws:
+            recent.last_draws[pk] = at
+        if not fresh or min(values) < 0 or current > PLAUSIBLE_SHARE * ratings.get(pk, 0.0):
+            continue
+        kept = recent.readings.setdefault(pk, [])
+        if len(kept) < keep:
+            kept.append(Reading(at, current))
+    return recent
 
 
 def _allowance(ctx: EvseContext, failsafe: StationFailsafe | None) -> None:
@@ -353,9 +372,8 @@ def build_problem(site: Site, now: datetime) -> BuiltProblem:
     ratings = {c.pk: float(c.station.max_current_a) for c in connectors}
     online = [c for c in connectors if c.station.is_online]
     keep = max(1, int(settings.BALANCING_OVERDRAW_READINGS))
-    readings = _recent_readings(online, ratings, now, keep)
-    last_draws = _last_draws([c for c in online if c.pk in open_sessions], now)
-    registers = _latest_samples([c for c in online if c.pk in open_sessions], now - MEASUREMENT_MAX_AGE)
+    recent = _recent_meter(online, ratings, now, keep)
+    readings, last_draws, registers = recent.readings, recent.last_draws, recent.registers_wh
     phase_names = ["L1", "L2", "L3"][: site.phases]
     drawn_a = [0.0] * len(phase_names)
     for connector in online:
@@ -503,7 +521,7 @@ def _fixed_evse(connector: Connector, parent: str, phases: list[str], fixed_a: f
     }
 
 
-def _session_kwh(session: ChargingSession, register: MeterSample | None) -> float:
-    if register is not None and register.value >= session.meter_start_wh:
-        return float(register.value - session.meter_start_wh) / 1000.0
+def _session_kwh(session: ChargingSession, register_wh: float | None) -> float:
+    if register_wh is not None and register_wh >= float(session.meter_start_wh):
+        return (register_wh - float(session.meter_start_wh)) / 1000.0
     return float(session.energy_kwh or 0)

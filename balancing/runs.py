@@ -19,7 +19,12 @@ Schema: tenant. Called by the ``balance_site`` task under the site's lock; see A
   (``BALANCING_TX_RENEW_BEFORE_S``), or the transaction changed, so chargers are not flooded;
 - the engine's answer is checked against every invariant before anything is sent;
 - what chargers did is kept: overdraw books on ``ConnectorLimit``, site alerts (overdraw,
-  refuses, never_accepted, sleeping_car) and the per-model compliance record.
+  refuses, never_accepted, sleeping_car) and the per-model compliance record;
+- a run that finds the site as the last run left it is counted on that run instead of being
+  stored again (``repeats``, ``last_repeated_at``): same inputs (``inputs_digest``, the engine
+  input without its ``now``), same outcome (result, limits, site figures), and neither run
+  pushed, failed or changed anything (books, alerts, escalations). A quiet site then keeps one
+  row instead of one a minute, and every run that did something keeps its own.
 """
 
 import copy
@@ -108,8 +113,74 @@ class PlannedPush:
     purpose: str = "tx"  # "tx", "failsafe" or STATION_MAX
 
 
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
 def _digest(problem: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(problem, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """SHA-256 of the engine input without ``now``: equal for two runs of an unchanged site.
+
+    ``now`` is the only part of the input that moves by itself; what it changes in the answer
+    (minimum on/off times, laxity before a departure) shows in the result, which a repeat must
+    match too (``_outcome``). Everything else the site does (draws, energy, limits, the meter,
+    sessions, schedules) is in the input as values.
+    """
+    timeless = {key: value for key, value in problem.items() if key != "now"}
+    return hashlib.sha256(_canonical(timeless).encode()).hexdigest()
+
+
+def _outcome(run: BalancingRun) -> Any:
+    """What a run concluded, as stored (JSON types): two runs that repeat each other must agree on all of it.
+
+    Compared with ``==``, so a figure the database gives back as 0.0 equals the run's 0. The only
+    part left out is when the site meter reading it used was taken (a new reading with the same
+    figures changes nothing); the reading's figures are in.
+    """
+    limits = dict(run.limits or {})
+    if isinstance(limits.get("meter"), dict):
+        limits["meter"] = {k: v for k, v in limits["meter"].items() if k != "measured_at"}
+    return json.loads(
+        _canonical(
+            {
+                "result": run.result,
+                "limits": limits,
+                "figures": [
+                    run.measured_kw,
+                    run.allocated_kw,
+                    run.limit_kw,
+                    run.unmanaged_kw,
+                    run.phase_measured_a,
+                    run.phase_allocated_a,
+                    run.phase_limit_a,
+                ],
+            }
+        )
+    )
+
+
+def _repeat_of(site: Site, run: BalancingRun) -> BalancingRun | None:
+    """The site's last run if ``run`` (unsaved: it pushed nothing) repeats it, counted there; else None.
+
+    A repeat has the last run's inputs digest and outcome, and both ran clean (status OK, no
+    error, no pushes). The caller has already ruled out runs that changed books or alerts.
+    """
+    if run.status != BalancingRun.Status.OK or run.error:
+        return None
+    last = BalancingRun.objects.filter(site=site).defer("problem").order_by("-started_at", "-pk").first()
+    if (
+        last is None
+        or last.finished_at is None
+        or last.status != BalancingRun.Status.OK
+        or last.error
+        or last.inputs_digest != run.inputs_digest
+        or last.started_at > run.started_at
+        or last.pushes.exists()
+        or _outcome(last) != _outcome(run)
+    ):
+        return None
+    BalancingRun.objects.filter(pk=last.pk).update(repeats=F("repeats") + 1, last_repeated_at=run.started_at)
+    last.refresh_from_db(fields=["repeats", "last_repeated_at"])
+    return last
 
 
 def _plan(site: Site, built: BuiltProblem, allocations: dict[str, float], now: datetime) -> list[PlannedPush]:
@@ -220,6 +291,9 @@ LIMIT_FIELDS = [
     "accepted_at",
 ]
 LOOP_FIELDS = ["overdraw_count", "overdraw_since", "overdraw_a", "last_reading_at", "accepted_at"]
+# The closed-loop books whose change is an event of the run (an overdraw that began or ended, a
+# reaction measured): such a run is kept. ``last_reading_at`` only follows the meter.
+EVENT_FIELDS = [name for name in LOOP_FIELDS if name != "last_reading_at"]
 
 
 def _send(
@@ -231,6 +305,8 @@ def _send(
     """
     if not plans:
         return []
+    if run.pk is None:  # stored before anything leaves: a run that pushes is always on record
+        run.save()
     sent_at = timezone.now()
     answers = pusher.send_many([p.request for p in plans])
     answered_at = timezone.now()
@@ -346,8 +422,12 @@ def _book(plan: PlannedPush, accepted: bool, status: str, now: datetime) -> Conn
     return limit
 
 
-def _track_resumes(built: BuiltProblem, now: datetime) -> None:
-    """A car offered current after a pause that still draws nothing is flagged (pausing avoids it)."""
+def _track_resumes(built: BuiltProblem, now: datetime) -> bool:
+    """A car offered current after a pause that still draws nothing is flagged (pausing avoids it).
+
+    Returns whether any connector's books changed.
+    """
+    changed = False
     for ctx in built.evses.values():
         limit = ctx.limit
         if limit.pk is None or limit.resumed_at is None or now - limit.resumed_at < RESUME_GRACE:
@@ -361,6 +441,8 @@ def _track_resumes(built: BuiltProblem, now: datetime) -> None:
         else:
             continue
         limit.save(update_fields=["resumed_at", "no_resume_count"])
+        changed = True
+    return changed
 
 
 def _stuck(built: BuiltProblem) -> list[EvseContext]:
@@ -580,11 +662,12 @@ def _open_alerts(site: Site) -> list[SiteAlert]:
 
 def _closed_loop(
     site: Site, built: BuiltProblem, pushed: list[PlannedPush], now: datetime, open_rows: list[SiteAlert]
-) -> list[str]:
+) -> tuple[list[str], bool]:
     """Keep the overdraw books, the alerts and the model records in step with what chargers did.
 
     ``open_rows``: the site's open alerts (``_open_alerts``). Returns the alert lines of this run
-    (for the run's record).
+    (for the run's record) and whether an event changed the books (``EVENT_FIELDS``; the model
+    records change only with them).
     """
     open_alerts = {(a.connector_id, a.kind) for a in open_rows if a.connector_id is not None}
     refused_now = [
@@ -593,6 +676,7 @@ def _closed_loop(
     streaks = _refusal_streaks(refused_now)
     lines: list[str] = []
     changed: list[ConnectorLimit] = []
+    events = False
 
     def alert(ctx: EvseContext, kind: str, holds: bool, detail: str = "", why: str = "cleared") -> None:
         if holds:
@@ -604,6 +688,7 @@ def _closed_loop(
     for ctx in built.evses.values():
         limit = ctx.limit
         before = [getattr(limit, name) for name in LOOP_FIELDS]
+        before_events = [getattr(limit, name) for name in EVENT_FIELDS]
         latest = ctx.readings[0] if ctx.readings else None
         if ctx.overdraw:
             streak = ctx.overdraw_readings
@@ -632,6 +717,7 @@ def _closed_loop(
             limit.last_reading_at = latest.at
         if [getattr(limit, name) for name in LOOP_FIELDS] != before:
             changed.append(limit)
+        events = events or [getattr(limit, name) for name in EVENT_FIELDS] != before_events
 
         label = evse_id(ctx.connector)
         alert(
@@ -685,7 +771,7 @@ def _closed_loop(
         alert_clear(site=site, kind=SiteAlert.Kind.SITE_OVER_LIMIT, now=now, why="site meter within the limits")
     ConnectorLimit.objects.bulk_update([limit for limit in changed if limit.pk is not None], LOOP_FIELDS)
     ConnectorLimit.objects.bulk_create([limit for limit in changed if limit.pk is None])
-    return lines
+    return lines, events
 
 
 def _offline_alerts(site: Site, built: BuiltProblem, now: datetime, open_rows: list[SiteAlert]) -> list[str]:
@@ -739,14 +825,27 @@ def _summarise(run: BalancingRun, built: BuiltProblem, result: dict[str, Any], s
     )
 
 
+def _failed(run: BalancingRun, exc: Exception) -> None:
+    """Store the run as failed, with the error (it never counts as a repeat)."""
+    run.status = BalancingRun.Status.FAILED
+    run.error = f"{type(exc).__name__}: {exc}"
+    run.finished_at = timezone.now()
+    run.save()
+
+
 def site_balance_run(*, site: Site, reason: str, pusher: Pusher, now: datetime | None = None) -> BalancingRun:
-    """Balance one site now and push the result. The caller holds the site's lock."""
+    """Balance one site now and push the result. The caller holds the site's lock.
+
+    Returns the stored run: this one, or the site's last run when this one repeated it (then
+    counted in its ``repeats``; see the module docstring).
+    """
     now = now or timezone.now()
     built = build_problem(site, now)
-    _track_resumes(built, now)
+    resumes_noted = _track_resumes(built, now)
     stuck = _stuck(built)
     _pin(built, stuck, "refused a lowering; planned at what it may draw")
-    run = BalancingRun.objects.create(
+    # Saved before its first push (``_send``), or at the end unless it repeats the last run.
+    run = BalancingRun(
         site=site,
         reason=reason[:100],
         started_at=now,
@@ -767,13 +866,39 @@ def site_balance_run(*, site: Site, reason: str, pusher: Pusher, now: datetime |
         run.solve_ms = (time.perf_counter() - started) * 1000
         run.result = result
     except Exception as exc:
-        run.status = BalancingRun.Status.FAILED
-        run.error = f"{type(exc).__name__}: {exc}"
-        run.finished_at = timezone.now()
-        run.save()
+        _failed(run, exc)
         logger.exception("balancing run for site %s failed", site.slug)
         raise
+    try:
+        changed = _act(run, site, built, stuck, result, pusher, now)
+    except Exception as exc:
+        _failed(run, exc)
+        raise
+    changed = changed or resumes_noted
+    all_ok = run.status == BalancingRun.Status.OK
+    run.finished_at = timezone.now()
+    if run.pk is None and all_ok and not changed:
+        repeated = _repeat_of(site, run)
+        if repeated is not None:
+            return repeated
+    run.save()
+    return run
 
+
+def _act(
+    run: BalancingRun,
+    site: Site,
+    built: BuiltProblem,
+    stuck: list[EvseContext],
+    result: dict[str, Any],
+    pusher: Pusher,
+    now: datetime,
+) -> bool:
+    """Plan and push the solved run, keep the books and alerts; sets the run's figures and status.
+
+    Returns whether the run changed anything besides pushing (alerts opened or cleared, closed-loop
+    events, escalations): such a run is kept even when nothing was pushed.
+    """
     _summarise(run, built, result, site)
     allocations = {k: float(v) for k, v in result["allocations_a"].items()}
     stuck_ids = {id(ctx) for ctx in stuck}
@@ -805,9 +930,8 @@ def site_balance_run(*, site: Site, reason: str, pusher: Pusher, now: datetime |
     raises_ok = _send(run, raises, pusher, now, built.failsafes)
 
     open_rows = _open_alerts(site)
-    run.limits["alerts"] = _closed_loop(site, built, first + raises, now, open_rows) + _offline_alerts(
-        site, built, now, open_rows
-    )
+    loop_lines, loop_events = _closed_loop(site, built, first + raises, now, open_rows)
+    run.limits["alerts"] = loop_lines + _offline_alerts(site, built, now, open_rows)
     overdrawing = [
         (ctx.connector, ctx.session, ctx.limit.overdraw_since or now) for ctx in built.evses.values() if ctx.overdraw
     ]
@@ -819,6 +943,7 @@ def site_balance_run(*, site: Site, reason: str, pusher: Pusher, now: datetime |
         site_rebalance_request(site_id=site.pk, reason="lowering refused: plan around it")
     all_ok = all(first_ok) and all(raises_ok)
     run.status = BalancingRun.Status.OK if all_ok else BalancingRun.Status.PARTIAL
-    run.finished_at = timezone.now()
-    run.save()
-    return run
+    # An alert opened or cleared in this run (one refreshed keeps its row; its text is in the lines).
+    open_after = set(SiteAlert.objects.filter(site=site, cleared_at__isnull=True).values_list("pk", flat=True))
+    alerts_moved = open_after != {a.pk for a in open_rows}
+    return loop_events or alerts_moved or bool(escalations)

@@ -1,12 +1,16 @@
 """Reads of sites and circuits. Schema: tenant."""
 
 import zoneinfo
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist
-from django.db.models import Count, F, Max, Q
+from django.db import connection
+from django.db.models import Count, DateTimeField, F, FloatField, Func, Max, Q, Value
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Greatest
 
 from balancing.models import (
     BalancingRun,
@@ -113,10 +117,8 @@ def site_overview(*, now: datetime, search: str = "", sort: str = "name") -> lis
             faulted=Count("id", filter=Q(status=Connector.Status.FAULTED)),
         )
     }
-    # Today's peak per site, its day starting at midnight in the site's own zone: one query.
-    today = Q(pk__in=[])
-    for site in sites:
-        today |= Q(site_id=site.pk, started_at__gte=_site_day_start(site, now))
+    # Today's peak per site, its day starting at midnight in the site's own zone: two queries.
+    today = runs_seen_since({site.pk: _site_day_start(site, now) for site in sites})
     peaks: dict[int, float] = dict(
         BalancingRun.objects.filter(today, measured_kw__isnull=False)
         .values("site_id")
@@ -134,10 +136,10 @@ def site_overview(*, now: datetime, search: str = "", sort: str = "name") -> lis
     ):
         open_alerts.setdefault(alert.site_id, []).append(alert)
     recent_runs: dict[int, list[tuple[float | None, float | None]]] = {}
-    for row in BalancingRun.objects.filter(site_id__in=ids, started_at__gte=now - AT_CAP_FOR).values_list(
-        "site_id", "allocated_kw", "limit_kw"
-    ):
-        recent_runs.setdefault(row[0], []).append((row[1], row[2]))
+    for site_id, allocated, limit, repeats in BalancingRun.objects.filter(
+        runs_seen_since(dict.fromkeys(ids, now - AT_CAP_FOR))
+    ).values_list("site_id", "allocated_kw", "limit_kw", "repeats"):
+        recent_runs.setdefault(site_id, []).extend([(allocated, limit)] * (1 + repeats))  # a repeat is a run too
 
     rows = []
     for site in sites:
@@ -173,7 +175,7 @@ def site_overview(*, now: datetime, search: str = "", sort: str = "name") -> lis
                 stations=counts["total"],
                 peak_today_kw=peaks.get(site.pk),
                 alerts=alerts,
-                last_run_at=run.started_at if run else None,
+                last_run_at=run.last_seen_at if run else None,
                 open_alerts=site_alerts,
             )
         )
@@ -188,23 +190,126 @@ def site_overview(*, now: datetime, search: str = "", sort: str = "name") -> lis
     return sorted(rows, key=keys.get(sort, keys["name"]))
 
 
+def _runs_spanning(since_by_site: Mapping[int, datetime]) -> list[int]:
+    """Runs that started before their site's time and were repeated at or after it.
+
+    At most one a site: a run is repeated only while it is its site's latest, so the only
+    candidate is the site's last run started before the time. One index probe per site (a lateral
+    join on ``run_site_latest``), however many runs the site has.
+    """
+    if not since_by_site:
+        return []
+    table = BalancingRun._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT r.id
+            FROM unnest(%s::bigint[], %s::timestamptz[]) AS s(site_id, since)
+            CROSS JOIN LATERAL (
+                SELECT id, last_repeated_at FROM {table}
+                WHERE site_id = s.site_id AND started_at < s.since
+                ORDER BY started_at DESC LIMIT 1
+            ) r
+            WHERE r.last_repeated_at >= s.since
+            """,  # noqa: S608 - the table name is the model's own
+            [list(since_by_site), list(since_by_site.values())],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def runs_seen_since(since_by_site: Mapping[int, datetime]) -> Q:
+    """Runs of these sites that ran at or after each site's time: started since, or repeated since.
+
+    A run counted in another's ``repeats`` ran at that run's ``last_repeated_at`` at the latest;
+    ``last_repeated_at`` has no index (so that counting a repeat is a HOT update), hence the
+    lateral probe for the one run a site may have that began before its time.
+    """
+    seen = Q(pk__in=_runs_spanning(since_by_site))
+    for site_id, since in since_by_site.items():
+        seen |= Q(site_id=site_id, started_at__gte=since)
+    return seen
+
+
 def site_runs(*, site: Site, limit: int = 20) -> list[BalancingRun]:
-    """The latest runs, each with ``push_count`` (profiles sent) annotated."""
+    """The latest runs, each with ``push_count`` (profiles sent) annotated; a repeated run once, with its count."""
     return list(
         BalancingRun.objects.filter(site=site).annotate(push_count=Count("pushes")).order_by("-started_at")[:limit]
     )
 
 
-def site_load_series(*, site: Site, since: datetime) -> list[dict[str, Any]]:
-    """Measured and allocated site power, and the limit, per balancing run since ``since``."""
+# Chart steps: a minute up to a day (about one run a minute: each sweep shows), 15 minutes
+# beyond (a month: 2,976 points a series, whatever the number of runs).
+CHART_FINE = timedelta(minutes=1)
+CHART_COARSE = timedelta(minutes=15)
+CHART_FINE_UP_TO = timedelta(days=1)
+# Buckets start at whole minutes and quarter hours (UTC; every zone's offset is whole quarter hours).
+BUCKET_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+class DateBin(Func):
+    """PostgreSQL ``date_bin(stride, source, origin)``: the start of the bucket holding ``source``."""
+
+    function = "date_bin"
+    output_field = DateTimeField()
+
+    def __init__(self, stride: timedelta, source: Any, origin: datetime = BUCKET_ORIGIN) -> None:
+        super().__init__(Value(stride), F(source) if isinstance(source, str) else source, Value(origin))
+
+
+def chart_step(window: timedelta) -> timedelta:
+    """The bucket a chart over ``window`` draws one point per."""
+    return CHART_FINE if window <= CHART_FINE_UP_TO else CHART_COARSE
+
+
+def _phase_a(field: str, index: int) -> Max:
+    return Max(Cast(KT(f"{field}__{index}"), FloatField()))
+
+
+def site_load_series(*, site: Site, since: datetime, step: timedelta, phases: bool = False) -> list[dict[str, Any]]:
+    """The site's runs since ``since`` in ``step`` buckets, oldest first: per bucket its start
+    (``at``) and the highest drawn, allowed, limit and unmanaged kW of its runs, or with
+    ``phases`` the highest draw and limit per site phase (``l1_drawn`` ... ``l3_limit``, A).
+
+    Aggregated in PostgreSQL (one scan of the site's runs in the window, by its index), so the
+    answer is as long as the window has buckets, not runs: a month of minute sweeps is 44,640
+    runs but about 2,976 points. The highest value keeps what a chart must not hide, a peak or a
+    tight limit, when one point stands for many runs; a bucket without a value has none.
+    """
+    if phases:
+        values: dict[str, Any] = {
+            f"l{n + 1}_{name}": _phase_a(field, n)
+            for name, field in (("drawn", "phase_measured_a"), ("limit", "phase_limit_a"))
+            for n in range(3)
+        }
+    else:
+        values = {
+            "drawn": Max("measured_kw"),
+            "allowed": Max("allocated_kw"),
+            "limit": Max("limit_kw"),
+            "unmanaged": Max("unmanaged_kw"),
+        }
     rows = (
-        BalancingRun.objects.filter(site=site, started_at__gte=since)
-        .order_by("started_at")
-        .values(
-            "started_at", "measured_kw", "allocated_kw", "limit_kw", "unmanaged_kw", "phase_measured_a", "phase_limit_a"
-        )
+        BalancingRun.objects.filter(runs_seen_since({site.pk: since}))
+        .annotate(at=DateBin(step, Greatest("started_at", Value(since))))
+        .values("at")
+        .annotate(**values)
+        .order_by("at")
     )
-    return [dict(row) for row in rows]
+    points: list[dict[str, Any]] = [dict(row) for row in rows]
+    # A run repeated since (nothing changed) holds its figures until its last repeat: the line
+    # goes on to there, not only to the bucket it started in.
+    held: datetime | None = (
+        BalancingRun.objects.filter(site=site)
+        .order_by("-started_at")
+        .values_list("last_repeated_at", flat=True)
+        .first()
+    )
+    if points and held is not None:
+        end = held - (held - BUCKET_ORIGIN) % step
+        last: datetime = points[-1]["at"]
+        if end > last:
+            points.append({**points[-1], "at": end})
+    return points
 
 
 def alert_where(alert: SiteAlert) -> str:

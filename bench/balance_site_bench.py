@@ -2,10 +2,12 @@
 
 Run:  .venv/bin/python bench/balance_site_bench.py [--evses 100] [--repeats 20]
 
-Uses its own database (``evplatform_bench`` on the configured PostgreSQL server, created and
-migrated here) and a tenant ``bench``; the command path is replaced by an in-process charger
-that accepts every profile, so what is timed is the platform's own work: reading the site's
-rows, building the problem, solving, checking, planning and recording pushes.
+Uses its own database (the configured database's name with ``_bench``, ``evplatform_bench``
+by default, on the configured PostgreSQL server, created and migrated here) and a tenant
+``bench``; the command path is replaced by an in-process charger that accepts every profile,
+so what is timed is the platform's own work: reading the site's rows (its chargers' readings
+of the last seconds among them), building the problem, solving, checking, planning and
+recording pushes.
 """
 
 import argparse
@@ -22,7 +24,9 @@ from urllib.parse import urlsplit, urlunsplit
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evplatform.settings.local")
 BASE_URL = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/evplatform")
-os.environ["DATABASE_URL"] = urlunsplit(urlsplit(BASE_URL)._replace(path="/evplatform_bench"))
+# Named after the configured database: checkouts that each set their own never share one.
+DB_NAME = f"{urlsplit(BASE_URL).path.strip('/') or 'evplatform'}_bench"
+os.environ["DATABASE_URL"] = urlunsplit(urlsplit(BASE_URL)._replace(path=f"/{DB_NAME}"))
 
 
 def main() -> None:
@@ -41,13 +45,14 @@ def main() -> None:
     from django.utils import timezone
     from django_tenants.utils import tenant_context
 
-    from balancing.models import BalancingRun, Circuit, ConnectorLimit, Site
+    from balancing.models import BalancingRun, Circuit, ConnectorLimit, Site, SiteAlert, StationFailsafe
     from balancing.push import PushAnswer, PushRequest
     from balancing.runs import site_balance_run
-    from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterSample
+    from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterReading
+    from chargepoint.partitions import partitions_ensure
     from tenants.services import tenant_create
 
-    print(f"preparing database evplatform_bench with a {args.evses}-EVSE site ...", flush=True)
+    print(f"preparing database {DB_NAME} with a {args.evses}-EVSE site ...", flush=True)
     call_command("migrate_schemas", interactive=False, verbosity=0)
     tenant = tenant_create(
         slug="bench",
@@ -103,16 +108,26 @@ def main() -> None:
                     energy_needed_kwh=Decimal("30") if n % 2 else None,
                     departure_at=now + timedelta(hours=3 + n % 5) if n % 2 else None,
                 )
-                for phase in station.site_phases:
-                    MeterSample.objects.create(
-                        station=station,
-                        connector=connector,
-                        sampled_at=now,
-                        measurand="Current.Import",
-                        phase=phase,
-                        value=Decimal(str(6 + n % 20)),
-                        unit="A",
-                    )
+        # Every invocation starts where the first did: no default confirmed, no alert, and each
+        # charger's draw a moment ago, one row per instant as the ingest stores it (so the runs
+        # read as many recent readings as a live site has, and none counts against a default).
+        stations = ChargingStation.objects.filter(site=site)
+        StationFailsafe.objects.filter(station__site=site).delete()
+        SiteAlert.objects.filter(site=site).delete()
+        MeterReading.objects.filter(station_id__in=stations.values("pk")).delete()
+        now = timezone.now()
+        partitions_ensure(now, now)
+        MeterReading.objects.bulk_create(
+            [
+                MeterReading(
+                    station=station,
+                    connector_no=1,
+                    sampled_at=now - timedelta(seconds=5),
+                    **{f"current_l{p}_a": float(6 + n % 20) for p in range(1, station.phases + 1)},
+                )
+                for n, station in enumerate(stations.order_by("charge_point_id"))
+            ]
+        )
         timings = []
         pushes = []
         for i in range(args.repeats):

@@ -3,11 +3,14 @@
 Run:  .venv/bin/python bench/billing_bench.py [--sites 50] [--chargers 20] [--rollup-chargers 20]
       [--rollup-hours 48] [--whatif-chargers 50]
 
-Uses its own database (``evplatform_bench`` on the configured PostgreSQL server, created and
-migrated here, never the dev data) and a tenant ``billbench`` that it rebuilds each run.
+Uses its own database (the configured database's name and ``_bench``, ``evplatform_bench`` by
+default, on the same PostgreSQL server, created and migrated here, never the dev data) and a
+tenant ``billbench`` that it rebuilds each run.
 
 1. Rollup: ``--rollup-chargers`` chargers with 1-minute register readings for ``--rollup-hours``
-   hours are stored (not timed), then ``intervals_roll_up`` is timed: readings per second.
+   hours are stored as the ingest stores them, one row per instant with the rollup's pending
+   marks (not timed), then ``intervals_roll_up`` is timed: readings per second; then five runs
+   of what the beat does every 5 minutes (5 minutes of new readings on top of that history).
 2. Report: ``--sites`` sites x ``--chargers`` chargers with a month (October 2026) of interval
    rollups as 1-minute readings would give them (per station and per site, COPYed in, not
    timed) and about 1.5 sessions per charger and day with their draw estimates; then
@@ -32,7 +35,8 @@ from urllib.parse import urlsplit, urlunsplit
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evplatform.settings.local")
 BASE_URL = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/evplatform")
-os.environ["DATABASE_URL"] = urlunsplit(urlsplit(BASE_URL)._replace(path="/evplatform_bench"))
+BENCH_DATABASE = f"{urlsplit(BASE_URL).path.strip('/') or 'evplatform'}_bench"
+os.environ["DATABASE_URL"] = urlunsplit(urlsplit(BASE_URL)._replace(path=f"/{BENCH_DATABASE}"))
 
 ROOT = Path(__file__).resolve().parent.parent
 B19 = ROOT / "tests" / "billing" / "fixtures" / "pge_b19_secondary.json"
@@ -61,7 +65,7 @@ def main() -> None:
     from tenants.models import Tenant
     from tenants.services import tenant_create
 
-    print("preparing database evplatform_bench ...", flush=True)
+    print(f"preparing database {BENCH_DATABASE} ...", flush=True)
     call_command("migrate_schemas", interactive=False, verbosity=0)
     old = Tenant.objects.filter(slug="billbench").first()
     if old is not None:
@@ -86,31 +90,43 @@ def bench_rollup(chargers: int, hours: int) -> None:
     from balancing.models import Site
     from billing.models import IntervalEnergy
     from billing.services import intervals_roll_up
-    from chargepoint.models import ChargingStation, Connector, MeterSample
+    from chargepoint.models import ChargingStation, Connector, RollupPending
+    from chargepoint.readings import REGISTER, ReadingRows, readings_store
 
     site = Site.objects.create(slug="rollup", name="Rollup", limit_a=Decimal(400), timezone=TZ_NAME)
     start = datetime(2026, 10, 5, 7, tzinfo=UTC)
     rng = random.Random(1)  # noqa: S311 - reproducible synthetic data
+    stations = []
+    registers = []
     for n in range(chargers):
         station = ChargingStation.objects.create(
             charge_point_id=f"RB-{n:04d}", site=site, max_current_a=Decimal(32), phases=3
         )
-        connector = Connector.objects.create(station=station, connector_id=1)
-        wh = Decimal(rng.randint(0, 10**6))
-        samples = []
-        for minute in range(hours * 60):
-            wh += Decimal(rng.choice((0, 0, 60, 110, 180)))
-            samples.append(
-                MeterSample(
-                    station=station,
-                    connector=connector,
-                    sampled_at=start + timedelta(minutes=minute),
-                    measurand="Energy.Active.Import.Register",
-                    value=wh,
+        Connector.objects.create(station=station, connector_id=1)
+        stations.append(station)
+        registers.append(float(rng.randint(0, 10**6)))
+
+    def store(first_minute: int, minutes: int) -> None:
+        """One-minute register readings of every charger, stored as the ingest stores them (with marks)."""
+        batch = ReadingRows()
+        for n, station in enumerate(stations):
+            for minute in range(first_minute, first_minute + minutes):
+                registers[n] += rng.choice((0, 0, 60, 110, 180))
+                batch.add(
+                    station_id=station.pk,
+                    connector_no=1,
+                    at=start + timedelta(minutes=minute),
+                    session_id=None,
+                    measurand=REGISTER,
+                    phase="",
+                    location="",
+                    context="",
                     unit="Wh",
+                    value=registers[n],
                 )
-            )
-        MeterSample.objects.bulk_create(samples, batch_size=5000)
+        readings_store(batch)
+
+    store(0, hours * 60)
     readings = chargers * hours * 60
     began = time.perf_counter()
     outcome = intervals_roll_up()
@@ -118,7 +134,24 @@ def bench_rollup(chargers: int, hours: int) -> None:
     rows = IntervalEnergy.objects.filter(site=site).count()
     print(
         f"rollup: {readings:,} one-minute register readings of {chargers} chargers in {seconds:.2f} s "
-        f"= {readings / seconds:,.0f} readings/s ({outcome.samples:,} read, {rows:,} interval rows written)"
+        f"= {readings / seconds:,.0f} readings/s ({outcome.marks:,} pending marks, {rows:,} interval rows written)"
+    )
+    # What the beat does every 5 minutes: the new readings on top of the history just rolled up
+    # (its statistics gathered first, as autovacuum would have done over those two days).
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE chargepoint_meterreading")
+    timings = []
+    for run in range(5):
+        store(hours * 60 + 5 * run, 5)
+        began = time.perf_counter()
+        outcome = intervals_roll_up()
+        timings.append(time.perf_counter() - began)
+    print(
+        f"rollup, every 5 minutes after that: {chargers * 5} new readings ({outcome.marks} marks, "
+        f"{RollupPending.objects.count()} left) in "
+        f"{1000 * min(timings):.0f}-{1000 * max(timings):.0f} ms ({hours} h of history before them)"
     )
 
 

@@ -3,8 +3,9 @@
 Run:  .venv/bin/python bench/faults_bench.py [--scenario ignore,redis_cut] [--protocol 1.6,2.0.1]
                                               [--sizes 4,20,40] [--quick] [--keep-db]
 
-Starts its own platform: database ``evplatform_faultbench`` (created, migrated and dropped at
-the end), queue and Redis prefix ``faultbench.``, one ``run_gateway`` process, one Celery worker
+Starts its own platform: database ``<configured name>_faultbench`` (``evplatform_faultbench``
+by default; created, migrated and dropped at the end), queue and Redis prefix
+``<CELERY_QUEUE_PREFIX>faultbench.``, one ``run_gateway`` process, one Celery worker
 for every queue and a beat process, each with its REDIS_URL and CELERY_BROKER_URL through TCP
 proxies of its own (bench/tcpproxy.py) that the benchmark cuts; the machine's services are never
 stopped. Timings a deployment would set to minutes are shortened (printed in the header) so a
@@ -44,9 +45,11 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 BASE_URL = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/evplatform")
-DB_NAME = "evplatform_faultbench"
+# Named after the configured database and queue prefix: checkouts that each set their own never
+# share (or drop) another's.
+DB_NAME = f"{urlsplit(BASE_URL).path.strip('/') or 'evplatform'}_faultbench"
 DATABASE_URL = urlunsplit(urlsplit(BASE_URL)._replace(path=f"/{DB_NAME}"))
-PREFIX = "faultbench."
+PREFIX = f"{os.environ.get('CELERY_QUEUE_PREFIX', '')}faultbench."
 REDIS_UPSTREAM = ("127.0.0.1", 6379)
 BROKER_UPSTREAM = ("127.0.0.1", 5672)
 METER_INTERVAL_S = 5.0
@@ -308,7 +311,7 @@ def reset_state() -> None:
         SiteMeterReading,
         StationFailsafe,
     )
-    from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector, MeterSample
+    from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector, MeterReading
     from evplatform.redis import get_redis
     from tenants.models import Tenant
 
@@ -316,7 +319,7 @@ def reset_state() -> None:
         for attempt in range(20):
             try:
                 with transaction.atomic():
-                    MeterSample.objects.all().delete()
+                    MeterReading.objects.all().delete()
                     ChargingSession.objects.all().delete()
                     ChargerCommand.objects.all().delete()
                     BalancingRun.objects.all().delete()

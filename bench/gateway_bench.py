@@ -15,8 +15,9 @@ Run:  .venv/bin/python bench/gateway_bench.py [--only throughput,connections,plu
    make, then the newcomer's). Through telemetry worker, balancer and command path: needs the
    balancing glue (balance_site) and runs a real Celery worker.
 
-Uses its own database (``evplatform_gwbench``, created and migrated here), tenant ``gwbench``,
-and queue/Redis prefix ``gwbench.`` (purged at the end), so it disturbs no other run.
+Uses its own database (the configured database's name with ``_gwbench``, ``evplatform_gwbench``
+by default; created and migrated here), tenant ``gwbench``, and queue/Redis prefix
+``<CELERY_QUEUE_PREFIX>gwbench.`` (purged at the end), so it disturbs no other run.
 """
 
 import argparse
@@ -43,8 +44,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evplatform.settings.local")
 BASE_URL = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/evplatform")
-os.environ["DATABASE_URL"] = urlunsplit(urlsplit(BASE_URL)._replace(path="/evplatform_gwbench"))
-os.environ["CELERY_QUEUE_PREFIX"] = "gwbench."
+# Named after the configured database and queue prefix: checkouts that each set their own never
+# share one.
+DB_NAME = f"{urlsplit(BASE_URL).path.strip('/') or 'evplatform'}_gwbench"
+os.environ["DATABASE_URL"] = urlunsplit(urlsplit(BASE_URL)._replace(path=f"/{DB_NAME}"))
+PREFIX = f"{os.environ.get('CELERY_QUEUE_PREFIX', '')}gwbench."
+os.environ["CELERY_QUEUE_PREFIX"] = PREFIX
 os.environ.setdefault("LOG_LEVEL", "WARNING")
 
 PASSWORD = "gateway-bench-secret-2026"  # noqa: S105 - the bench database's throwaway chargers
@@ -102,7 +107,7 @@ def prepare(conn_chargers: int, sites: int, per_site: int) -> None:
     from tenants.models import ChargePointIdentity
     from tenants.services import tenant_create
 
-    print("preparing database evplatform_gwbench ...", flush=True)
+    print(f"preparing database {DB_NAME} ...", flush=True)
     call_command("migrate_schemas", interactive=False, verbosity=0)
     tenant = tenant_create(
         slug=TENANT,
@@ -170,11 +175,11 @@ def reset_sessions() -> None:
     from django_tenants.utils import tenant_context
 
     from balancing.models import BalancingRun, ConnectorLimit
-    from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector, MeterSample
+    from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector, MeterReading
     from tenants.models import Tenant
 
     with tenant_context(Tenant.objects.get(slug=TENANT)):
-        MeterSample.objects.all().delete()
+        MeterReading.objects.all().delete()
         ChargingSession.objects.all().delete()
         ChargerCommand.objects.all().delete()
         BalancingRun.objects.all().delete()
@@ -184,7 +189,7 @@ def reset_sessions() -> None:
     from evplatform.redis import get_redis
 
     redis = get_redis()
-    for key in redis.scan_iter(match=f"evp:{TENANT}:*"):
+    for key in redis.scan_iter(match=f"evp{PREFIX}:{TENANT}:*"):
         redis.delete(key)
 
 

@@ -115,19 +115,19 @@ class IntervalEnergy(models.Model):
         return f"{self.site_id}/{self.station_id or 'site'} {self.start:%Y-%m-%d %H:%M} {self.energy_kwh} kWh"
 
 
-class RollupCursor(models.Model):
-    """How far the rollup has read the meter samples (by id); one row per schema."""
-
-    name = models.CharField(max_length=40, unique=True)
-    last_sample_id = models.BigIntegerField(default=0)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    def __str__(self) -> str:
-        return f"{self.name}: {self.last_sample_id}"
-
-
 class SessionDraw(models.Model):
-    """What the rollup learned of one session's car from its samples, for the counterfactual."""
+    """What the rollup learned of one session's car from its samples, for the counterfactual.
+
+    Folded incrementally: each figure is a highest value or an "ever", so the rollup adds the
+    readings of the marked intervals to what is here instead of re-reading the session from its
+    start. ``folded_until`` and ``draw_source`` say what has been folded in; a draw without them
+    (or one whose source must change) is recomputed from all the session's readings.
+    """
+
+    class Source(models.TextChoices):
+        NONE = "", "No draw sample yet"
+        POWER = "power", "Power.Active.Import"
+        CURRENT = "current", "Current.Import (no power reading)"
 
     session = models.OneToOneField("chargepoint.ChargingSession", on_delete=models.CASCADE, related_name="draw")
     observed_max_kw = models.DecimalField(
@@ -140,6 +140,17 @@ class SessionDraw(models.Model):
     was_capped = models.BooleanField(default=False, help_text="The car was seen drawing at a limit of ours.")
     register_energy_kwh = models.DecimalField(
         max_digits=12, decimal_places=3, null=True, blank=True, help_text="Energy by the register so far (kWh)."
+    )
+    folded_until = models.DateTimeField(
+        null=True, blank=True, help_text="Latest reading folded in; empty: the next rollup reads the whole session."
+    )
+    draw_source = models.CharField(
+        max_length=7,
+        choices=Source.choices,
+        blank=True,
+        default=Source.NONE,
+        db_default=Source.NONE,  # a worker still on the code before it can insert a draw
+        help_text="What the highest draw was taken from: power readings, or currents while there were none.",
     )
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -13,13 +13,12 @@ foreign start value and the pair adds nothing. A jump *up* larger than the charg
 is a swap too. Either way the interval records a reset, so a report can say so.
 """
 
-import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
-from billing.intervals import DEFAULT_INTERVAL_MINUTES, ZERO, interval_floor, spread_energy
+from billing.intervals import DEFAULT_INTERVAL_MINUTES, EPOCH, ZERO, interval_floor, spread_energy
 
 PLAUSIBLE_MARGIN = Decimal("1.25")  # a register may read a little ahead of the rated power
 PLAUSIBLE_SLACK_WH = Decimal("50")  # rounding and sampling jitter of short gaps
@@ -42,18 +41,41 @@ def register_to_intervals(
     max_power_kw: Decimal,
     minutes: int = DEFAULT_INTERVAL_MINUTES,
 ) -> RegisterRollup:
-    """Interval energy (kWh) of one register series of (time, Wh) readings in any order."""
+    """Interval energy (kWh) of one register series of (time, Wh) readings in any order.
+
+    Most pairs of readings lie within one interval: those add their energy to it directly (the
+    interval told by whole-number division of the time since the epoch), the others are spread
+    by ``spread_energy``; the limit of a plausible rise is computed once per gap length.
+    """
     by_time: dict[datetime, Decimal] = {}
     for at, wh in readings:
         by_time[at] = wh
     ordered = sorted(by_time.items())
     rollup = RegisterRollup()
-    for (t0, v0), (t1, v1) in itertools.pairwise(ordered):
+    energy = rollup.intervals_kwh
+    step = timedelta(minutes=minutes)
+    slots = [divmod(at - EPOCH, step) for at, _ in ordered]  # (interval number, time into it)
+    starts: dict[int, datetime] = {}
+    limits: dict[timedelta, Decimal] = {}
+    for n in range(1, len(ordered)):
+        (t0, v0), (t1, v1) = ordered[n - 1], ordered[n]
         delta = v1 - v0
-        limit = plausible_wh(max_power_kw, (t1 - t0).total_seconds())
+        gap = t1 - t0
+        limit = limits.get(gap)
+        if limit is None:
+            limit = limits[gap] = plausible_wh(max_power_kw, gap.total_seconds())
         if delta < 0 or delta > limit:
             slot = interval_floor(t1, minutes)
             rollup.resets[slot] = rollup.resets.get(slot, 0) + 1
             delta = v1 if delta < 0 and ZERO <= v1 <= limit else ZERO
-        spread_energy(rollup.intervals_kwh, t0, t1, delta / 1000, minutes)
+        if delta == 0:
+            continue
+        (k0, _), (k1, into) = slots[n - 1], slots[n]
+        if k1 == k0 or (k1 == k0 + 1 and not into):  # [t0, t1) within interval k0
+            start = starts.get(k0)
+            if start is None:
+                start = starts[k0] = EPOCH + k0 * step
+            energy[start] = energy.get(start, ZERO) + delta / 1000
+        else:
+            spread_energy(energy, t0, t1, delta / 1000, minutes)
     return rollup

@@ -1,43 +1,50 @@
 """Billing tasks on the ``reports`` queue (the router maps the billing app to it).
 
 Schema: tenant (``roll_up_intervals``, ``generate_savings_report``); public for the beat
-fan-outs (``roll_up_all_tenants``, ``monthly_reports_all_tenants``), which enter each tenant.
+fan-outs (``roll_up_all_tenants``, ``monthly_reports_all_tenants``) and their chunks of tenants
+(``tenants.fanout``), which enter each tenant.
 """
 
-from datetime import datetime
+import hashlib
+from datetime import date, datetime
 
+from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
-from django_tenants.utils import schema_context, tenant_context
 
 from billing.selectors import report_latest, site_list, site_timezone
 from billing.services import intervals_rebuild_month, intervals_roll_up, savings_report_generate
 from billing.tariffs import previous_months
 from evplatform.celery import PublicTask, app
-from tenants.selectors import tenant_list_active
+from tenants.fanout import tenant_chunk, tenant_chunks_send
 
 REPORT_SENT_MEMORY_S = 6 * 3600  # a scheduled report is not sent again for this long
-ROLLUP_MAX_BATCHES_PER_TASK = 50  # 50 x 20,000 samples; the next beat run goes on from the cursor
+ROLLUP_MAX_BATCHES_PER_TASK = 50  # 50 x 5,000 pending marks; the next beat run takes the rest
 
 
 @app.task(name="billing.tasks.roll_up_intervals")
 def roll_up_intervals() -> int:
-    """Fold new meter samples of the tenant into interval energy; returns the samples read."""
-    return intervals_roll_up(max_batches=ROLLUP_MAX_BATCHES_PER_TASK).samples
+    """Fold new meter readings of the tenant into interval energy; returns the pending marks taken."""
+    return intervals_roll_up(max_batches=ROLLUP_MAX_BATCHES_PER_TASK).marks
 
 
 @app.task(base=PublicTask, name="billing.tasks.roll_up_all_tenants")
 def roll_up_all_tenants() -> int:
-    """Beat: one rollup task per active tenant."""
-    with schema_context("public"):
-        tenants = tenant_list_active()
-    for tenant in tenants:
-        with tenant_context(tenant):
-            roll_up_intervals.delay()
-    return len(tenants)
+    """Beat: one rollup task per active tenant, sent by a task per chunk of tenants; returns the chunks."""
+    return tenant_chunks_send(roll_up_tenants)
 
 
-REPORT_SOFT_TIME_LIMIT_S = 3600  # a month of raw readings of a large tenant is re-read first
+@app.task(base=PublicTask, name="billing.tasks.roll_up_tenants")
+def roll_up_tenants(*, schemas: list[str]) -> int:
+    """One chunk of the rollup fan-out: a rollup task in each of these tenants."""
+    count = 0
+    for _tenant in tenant_chunk(schemas):
+        roll_up_intervals.delay()
+        count += 1
+    return count
+
+
+REPORT_SOFT_TIME_LIMIT_S = 3600  # with ``rebuild``, a month of raw readings of a large tenant is re-read first
 REPORT_TIME_LIMIT_S = 3900
 
 
@@ -47,14 +54,19 @@ REPORT_TIME_LIMIT_S = 3900
     time_limit=REPORT_TIME_LIMIT_S,
 )
 def generate_savings_report(
-    *, month: str, reason: str = "request", requested_by: str = "", rebuild: bool = True
+    *, month: str, reason: str = "request", requested_by: str = "", rebuild: bool = False
 ) -> int:
     """Store a new version of the tenant's report for ``month`` (YYYY-MM); returns its id.
 
-    ``rebuild`` first recomputes the month's intervals from the raw readings, so late readings
-    that the incremental rollup has not seen yet are in.
+    First the rollup takes every pending mark, so the readings that came in since its last run,
+    late ones for the month included (the ingest marks each interval it writes to), are in the
+    intervals and session draws: seconds, however large the tenant. ``rebuild`` (an operator's
+    repair, as ``manage.py rebuild_intervals``) recomputes the whole month from the raw
+    readings instead, about an hour for 1,000 chargers; where the raw readings are gone (the
+    retention period) the intervals stay as they were rolled up.
     """
     year, number = (int(part) for part in month.split("-"))
+    intervals_roll_up()
     if rebuild:
         intervals_rebuild_month(year=year, month=number)
     return savings_report_generate(year=year, month=number, reason=reason, requested_by=requested_by).pk
@@ -73,25 +85,52 @@ def month_closed_everywhere(now: datetime) -> str | None:
     return f"{closed.year:04d}-{closed.month:02d}"
 
 
+def report_start_delay_s(schema_name: str) -> int:
+    """Seconds a tenant's scheduled report waits before it starts, in ``[0, BILLING_REPORT_SPREAD_S)``.
+
+    Derived from the schema name alone (a hash, not Python's salted ``hash``), so it is the same
+    for a tenant every month and on every beat host, and tenants spread evenly over the window:
+    the month-close reports of many organisations do not all start in the same minute.
+    """
+    spread = int(settings.BILLING_REPORT_SPREAD_S)
+    if spread <= 0:
+        return 0
+    digest = hashlib.blake2b(f"evp:report-start:{schema_name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % spread
+
+
 @app.task(base=PublicTask, name="billing.tasks.monthly_reports_all_tenants")
 def monthly_reports_all_tenants() -> int:
-    """Beat: for each tenant whose last month has closed at all its sites, generate it once."""
-    from datetime import date
+    """Beat: for each tenant whose last month has closed at all its sites, generate it once.
 
-    with schema_context("public"):
-        tenants = tenant_list_active()
+    The tenants are checked a chunk per task (``monthly_reports_tenants``); returns the chunks sent.
+    """
+    return tenant_chunks_send(monthly_reports_tenants)
+
+
+@app.task(base=PublicTask, name="billing.tasks.monthly_reports_tenants")
+def monthly_reports_tenants(*, schemas: list[str]) -> int:
+    """One chunk: the month's report of each of these tenants that has none yet, sent once.
+
+    Each report task is sent with the tenant's own countdown (``report_start_delay_s``). The
+    "sent" mark in the cache outlives that wait and the report's run, so the hourly beat does
+    not send it again while it waits or runs; a report stored for the month ends it for good.
+    Returns the reports sent.
+    """
     sent = 0
     now = timezone.now()
-    for tenant in tenants:
-        with tenant_context(tenant):
-            month = month_closed_everywhere(now)
-            if month is None:
-                continue
-            year, number = (int(part) for part in month.split("-"))
-            if report_latest(month=date(year, number, 1)) is not None:
-                continue
-            if not cache.add(f"billing:report-sent:{month}", now.isoformat(), REPORT_SENT_MEMORY_S):
-                continue  # sent within the last hours and still running
-            generate_savings_report.delay(month=month, reason="schedule")
-            sent += 1
+    remember_s = REPORT_SENT_MEMORY_S + int(settings.BILLING_REPORT_SPREAD_S)
+    for tenant in tenant_chunk(schemas):
+        month = month_closed_everywhere(now)
+        if month is None:
+            continue
+        year, number = (int(part) for part in month.split("-"))
+        if report_latest(month=date(year, number, 1)) is not None:
+            continue
+        if not cache.add(f"billing:report-sent:{month}", now.isoformat(), remember_s):
+            continue  # sent within the last hours: waiting for its start, or still running
+        generate_savings_report.apply_async(
+            kwargs={"month": month, "reason": "schedule"}, countdown=report_start_delay_s(tenant.schema_name)
+        )
+        sent += 1
     return sent

@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector, IdTag, MeterSample
+from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector, IdTag
 from evplatform.admin_sites import tenant_admin_site
 
 
@@ -46,21 +46,6 @@ class ChargingSessionAdmin(admin.ModelAdmin):
     date_hierarchy = "started_at"
 
     def has_add_permission(self, request):
-        return False
-
-
-@admin.register(MeterSample, site=tenant_admin_site)
-class MeterSampleAdmin(admin.ModelAdmin):
-    list_display = ("sampled_at", "station", "connector", "measurand", "phase", "value", "unit")
-    list_filter = ("measurand",)
-    search_fields = ("station__charge_point_id",)
-    date_hierarchy = "sampled_at"
-    show_full_result_count = False
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
         return False
 
 

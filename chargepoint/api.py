@@ -1,23 +1,37 @@
 """REST API for chargers, sessions, meter readings and charger commands. Schema: tenant."""
 
+import binascii
+from base64 import b64decode, b64encode
+from datetime import datetime, timedelta
 from typing import Any, cast
+from urllib.parse import parse_qs, urlencode
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import Prefetch
+from django.db.models import BooleanField, Prefetch, Q
+from django.db.models.expressions import RawSQL
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
-from rest_framework import serializers, status, viewsets
+from ocpp.v16.enums import Measurand
+from ocpp.v201.enums import MeasurandEnumType
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
 
 from balancing.models import ChargerModelCompliance, Circuit, Site, SiteAlert
 from chargepoint.actions import ACTIONS, charger_action
-from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterSample
-from evplatform.api import time_filtered
+from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterReading
+from chargepoint.readings import BY_COLUMN, context_label, reading_values
+from evplatform.api import time_filtered, time_range
 from evplatform.permissions import CHARGER_ACTIONS, RoleForWrites, actor_of
+from tenants.validators import validate_charge_point_id
 
 READINGS_MAX_DAYS = 31
+READINGS_DEFAULT_WINDOW = timedelta(days=1)
 TIME_PARAMS = [
     OpenApiParameter("since", str, description="ISO 8601 time with zone"),
     OpenApiParameter("until", str, description="ISO 8601 time with zone"),
@@ -125,23 +139,150 @@ class SessionSerializer(serializers.ModelSerializer):
         ]
 
 
-class ReadingSerializer(serializers.ModelSerializer):
-    charge_point_id = serializers.CharField(source="station.charge_point_id", read_only=True)
-    connector_id = serializers.IntegerField(source="connector.connector_id", read_only=True, default=0)
+class ReadingValueSerializer(serializers.Serializer):
+    """One value of a reading, as OCPP names it; kilo-units are given in base units (W, Wh)."""
 
-    class Meta:
-        model = MeterSample
-        fields = [
-            "charge_point_id",
-            "connector_id",
-            "sampled_at",
-            "measurand",
-            "phase",
-            "location",
-            "context",
-            "value",
-            "unit",
-        ]
+    measurand = serializers.CharField(help_text="OCPP measurand, e.g. Current.Import.")
+    phase = serializers.CharField(help_text="L1, L2, L3 (or L1-N, ...); empty: not per phase.")
+    location = serializers.CharField(help_text="Inlet, Cable, EV, Body; empty: the outlet or not said.")
+    value = serializers.FloatField()
+    unit = serializers.CharField(help_text="Wh, W, A, V, Percent, ...")
+
+
+class ReadingSerializer(serializers.Serializer):
+    """What one connector (0: the station's main meter) reported for one instant."""
+
+    charge_point_id = serializers.SerializerMethodField()
+    connector_id = serializers.IntegerField(source="connector_no", help_text="0: the station's main meter.")
+    sampled_at = serializers.DateTimeField()
+    values = serializers.SerializerMethodField()
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        # Declared here, not as a class attribute, which would shadow the serializer's own context.
+        fields = super().get_fields()
+        values = fields.pop("values")
+        fields["context"] = serializers.SerializerMethodField(
+            help_text="OCPP reading context, e.g. Sample.Periodic; empty when the charger gave none."
+        )
+        fields["values"] = values
+        return fields
+
+    def get_charge_point_id(self, reading: MeterReading) -> str:
+        return cast(dict[int, str], self.context["charge_point_ids"]).get(reading.station_id, "")
+
+    def get_context(self, reading: MeterReading) -> str:
+        return context_label(reading)
+
+    @extend_schema_field(ReadingValueSerializer(many=True))
+    def get_values(self, reading: MeterReading) -> list[dict[str, Any]]:
+        measurand = self.context.get("measurand")
+        values = reading_values(reading)
+        return [v for v in values if v["measurand"] == measurand] if measurand else values
+
+
+ReadingKey = tuple[datetime, int, int]
+
+
+def reading_key(reading: MeterReading) -> ReadingKey:
+    return (reading.sampled_at, reading.station_id, reading.connector_no)
+
+
+def beyond(key: ReadingKey, *, before: bool = False) -> Q:
+    """Rows strictly after ``key`` in (sampled_at, station, connector) order (before it: ``before``).
+
+    Spelled out column by column rather than as a row comparison, with the time bound on its
+    own first, so that PostgreSQL prunes partitions and ranges over the time index with it.
+    """
+    at, station_id, connector_no = key
+    op, edge = ("lt", "lte") if before else ("gt", "gte")
+    return Q(**{f"sampled_at__{edge}": at}) & (
+        Q(**{f"sampled_at__{op}": at})
+        | Q(sampled_at=at, **{f"station_id__{op}": station_id})
+        | Q(sampled_at=at, station_id=station_id, **{f"connector_no__{op}": connector_no})
+    )
+
+
+class ReadingCursor(CursorPagination):
+    """Readings paged by a cursor on their whole key (time, station, connector), oldest first.
+
+    DRF's own cursor keeps only the first ordering field as its position and steps over rows
+    sharing it by an offset, which it caps at 1,000: clock-aligned readings of a large tenant
+    share their instant by the thousand, and past the cap its pages repeat (and its previous
+    links skip rows where the direction changes). Here the position is a row's full key and a
+    page starts strictly after (or, going back, before) it, so no row is lost or repeated however
+    many share an instant, and page 1,000 costs what page 1 does: one index range from the key.
+    """
+
+    ordering = ("sampled_at", "station_id", "connector_no")
+    page_size = 100
+    max_page_size = 1000
+    page_size_query_param = "limit"
+    page_size_query_description = "Readings per page, 1-1000 (default 100)."
+
+    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> list[Any] | None:
+        self.request = request
+        self.page_size = self.get_page_size(request)
+        self.base_url = request.build_absolute_uri()
+        reverse, self.key = self._cursor_read(request)
+        if self.key is not None:
+            queryset = queryset.filter(beyond(self.key, before=reverse))
+        ordering = [f"-{name}" for name in self.ordering] if reverse else list(self.ordering)
+        rows = list(queryset.order_by(*ordering)[: self.page_size + 1])
+        more = len(rows) > self.page_size
+        page = rows[: self.page_size]
+        if reverse:
+            page.reverse()
+            self.has_previous, self.has_next = more, self.key is not None
+        else:
+            self.has_next, self.has_previous = more, self.key is not None
+        self.page = page
+        self.display_page_controls = self.has_previous or self.has_next
+        return page
+
+    def get_page_size(self, request: Request) -> int:
+        raw = request.query_params.get(self.page_size_query_param or "limit")
+        if raw is None:
+            return self.page_size
+        size = int(raw) if raw.isascii() and raw.isdigit() else 0
+        if size < 1:
+            raise ValidationError({"limit": [f"{raw[:20]!r} is not a whole number from 1 to {self.max_page_size}"]})
+        return min(size, self.max_page_size)
+
+    def get_next_link(self) -> str | None:
+        if not self.has_next:
+            return None
+        return self._link(reverse=False, key=reading_key(self.page[-1]) if self.page else self.key)
+
+    def get_previous_link(self) -> str | None:
+        if not self.has_previous:
+            return None
+        return self._link(reverse=True, key=reading_key(self.page[0]) if self.page else self.key)
+
+    def _link(self, *, reverse: bool, key: ReadingKey | None) -> str | None:
+        if key is None:
+            return None
+        at, station_id, connector_no = key
+        tokens = {"p": f"{at.isoformat()}|{station_id}|{connector_no}", **({"r": "1"} if reverse else {})}
+        encoded = b64encode(urlencode(tokens).encode("ascii")).decode("ascii")
+        return replace_query_param(str(self.base_url), self.cursor_query_param, encoded)
+
+    def _cursor_read(self, request: Request) -> tuple[bool, ReadingKey | None]:
+        """Direction and key of a ``next`` or ``previous`` link's cursor; anything else: a 400."""
+        raw = request.query_params.get(self.cursor_query_param)
+        if raw is None:
+            return False, None
+        try:
+            tokens = parse_qs(b64decode(raw.encode("ascii"), validate=True).decode("ascii"), strict_parsing=True)
+            at, station_id, connector_no = tokens["p"][0].split("|")
+            parsed = parse_datetime(at)
+            if parsed is None or parsed.tzinfo is None:
+                raise ValueError(at)
+            key = (parsed, int(station_id), int(connector_no))
+            if not (0 <= key[1] < 2**63 and 0 <= key[2] <= MAX_CONNECTOR_NO):
+                raise ValueError(raw)
+            return tokens.get("r") == ["1"], key
+        except (KeyError, ValueError, UnicodeError, binascii.Error):
+            raise ValidationError({"cursor": ["not a cursor of this list: follow a next or previous link"]}) from None
 
 
 class CommandSerializer(serializers.Serializer):
@@ -223,18 +364,109 @@ class SessionViewSet(viewsets.ReadOnlyModelViewSet):
         return time_filtered(qs, params, "started_at")
 
 
-@extend_schema(parameters=[OpenApiParameter("charger", str), OpenApiParameter("measurand", str), *TIME_PARAMS])
-class ReadingViewSet(viewsets.ReadOnlyModelViewSet):
-    """Meter readings, oldest first, paged; at most 31 days per request."""
+# Every measurand OCPP 1.6 and 2.0.1 define: the gateway stores no other (the OCPP schemas refuse it).
+MEASURANDS = sorted({m.value for m in Measurand} | {m.value for m in MeasurandEnumType})
+MAX_CONNECTOR_NO = 32767  # the column is a smallint
+
+
+def readings_window(params: Any, *, now: datetime) -> tuple[datetime, datetime]:
+    """``[since, until)`` of a readings request: at most 31 days; by default the last day.
+
+    Only ``since``: the 31 days from it; only ``until``: the day before it.
+    """
+    since, until = time_range(params, max_days=READINGS_MAX_DAYS)
+    if until is None:
+        until = since + timedelta(days=READINGS_MAX_DAYS) if since else now + timedelta(minutes=1)
+    if since is None:
+        since = until - READINGS_DEFAULT_WINDOW
+    return since, until
+
+
+def _has_measurand(measurand: str) -> Q:
+    """Rows holding a value of ``measurand``: in its typed columns, or under an ``extra`` key
+    ``measurand[|phase][@location][#unit]`` (one key per phase, location and unit)."""
+    found = Q(pk__in=[])
+    for column, (name, _, _) in BY_COLUMN.items():
+        if name == measurand:
+            found |= Q(**{f"{column}__isnull": False})
+    table = MeterReading._meta.db_table
+    in_extra = RawSQL(  # noqa: S611 - the measurand is a parameter
+        f'EXISTS (SELECT 1 FROM jsonb_object_keys("{table}"."extra") AS k '  # noqa: S608 - our own table
+        "WHERE split_part(split_part(split_part(k, '#', 1), '@', 1), '|', 1) = %s)",
+        [measurand],
+        output_field=BooleanField(),
+    )
+    return found | Q(in_extra)
+
+
+@extend_schema(
+    parameters=[
+        OpenApiParameter(
+            "charger", str, description="Charge point id: only its readings (an unknown one: an empty page)."
+        ),
+        OpenApiParameter("connector", int, description="Connector (EVSE) id: only its readings; 0: the main meter."),
+        OpenApiParameter(
+            "measurand", str, enum=MEASURANDS, description="Only readings with this measurand, and only its values."
+        ),
+        OpenApiParameter(
+            "since", str, description="ISO 8601 time with zone; default: a day before until (the last day)."
+        ),
+        OpenApiParameter(
+            "until",
+            str,
+            description="ISO 8601 time with zone, excluded; default: 31 days after since, or now. "
+            "At most 31 days after since.",
+        ),
+    ]
+)
+class ReadingViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """Meter readings, one item per connector and instant with its values, oldest first, paged by
+    a cursor (follow ``next``); at most 31 days per request, the last day when no time is given."""
 
     serializer_class = ReadingSerializer
     permission_classes = [RoleForWrites]
+    pagination_class = ReadingCursor
 
     def get_queryset(self) -> Any:
         params = self.request.query_params
-        qs = MeterSample.objects.select_related("station", "connector").order_by("sampled_at", "id")
-        if params.get("charger"):
-            qs = qs.filter(station__charge_point_id=params["charger"])
-        if params.get("measurand"):
-            qs = qs.filter(measurand=params["measurand"])
-        return time_filtered(qs, params, "sampled_at", max_days=READINGS_MAX_DAYS)
+        since, until = readings_window(params, now=timezone.now())
+        qs = MeterReading.objects.filter(sampled_at__gte=since, sampled_at__lt=until)
+        charger = params.get("charger")
+        if charger:
+            try:
+                validate_charge_point_id(charger)
+            except DjangoValidationError as exc:
+                raise ValidationError({"charger": [f"{charger[:60]!r} {exc.messages[0]}"]}) from None
+            # Looked up on its own so that the readings query names one station: PostgreSQL then
+            # reads it from the primary key (station, time, connector) in the order paged on.
+            station_id = ChargingStation.objects.filter(charge_point_id=charger).values_list("pk", flat=True).first()
+            qs = qs.filter(station_id=station_id) if station_id is not None else qs.none()
+        connector = params.get("connector")
+        if connector:
+            number = int(connector) if connector.isascii() and connector.isdigit() else -1
+            if not 0 <= number <= MAX_CONNECTOR_NO:
+                raise ValidationError({"connector": [f"{connector[:20]!r} is not a connector id (0 or more)"]})
+            qs = qs.filter(connector_no=number)
+        measurand = params.get("measurand")
+        if measurand:
+            if measurand not in MEASURANDS:
+                raise ValidationError({"measurand": [f"{measurand[:60]!r} is not an OCPP measurand"]})
+            qs = qs.filter(_has_measurand(measurand))
+        return qs
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        return {**super().get_serializer_context(), "measurand": self.request.query_params.get("measurand") or ""}
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """One page, and the charge point ids of the stations on it (one query, never all stations)."""
+        page = self.paginate_queryset(self.get_queryset()) or []
+        station_ids = {reading.station_id for reading in page}
+        names = (
+            dict(ChargingStation.objects.filter(pk__in=station_ids).values_list("pk", "charge_point_id"))
+            if station_ids
+            else {}
+        )
+        serializer = self.get_serializer(
+            page, many=True, context={**self.get_serializer_context(), "charge_point_ids": names}
+        )
+        return self.get_paginated_response(serializer.data)

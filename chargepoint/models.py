@@ -175,47 +175,96 @@ class ChargingSession(models.Model):
         return f"{self.station.charge_point_id} tx {self.transaction_id}"
 
 
-class MeterSample(models.Model):
-    """One sampled value of one measurand, as a charger reported it.
+class ReadingContext(models.IntegerChoices):
+    """Why a charger took a reading (OCPP ReadingContext), stored as a small number."""
 
-    Unique on (station, connector, time, measurand, phase, location) so that a reading sent
-    twice, or re-processed after a worker died, is stored once.
+    UNSPECIFIED = 0, ""
+    SAMPLE_PERIODIC = 1, "Sample.Periodic"
+    SAMPLE_CLOCK = 2, "Sample.Clock"
+    TRANSACTION_BEGIN = 3, "Transaction.Begin"
+    TRANSACTION_END = 4, "Transaction.End"
+    TRIGGER = 5, "Trigger"
+    INTERRUPTION_BEGIN = 6, "Interruption.Begin"
+    INTERRUPTION_END = 7, "Interruption.End"
+    OTHER = 8, "Other"
+
+
+class MeterReading(models.Model):
+    """Everything one connector (0: the station's main meter) reported for one instant.
+
+    One row per sampled instant, not per value: the measurands the platform uses have typed
+    columns in base units (Wh, W, A, V, %); any other goes to ``extra`` keyed
+    ``measurand[|phase][@location]``. The table is partitioned by month of ``sampled_at``
+    (``chargepoint.partitions``) so raw history is dropped a partition at a time after
+    ``TELEMETRY_RETENTION_DAYS``; the rollups, sessions and reports made from it are kept.
+
+    Keyed (station, sampled_at, connector): a message sent twice, or re-processed after a
+    worker died, is stored once, and every read of a station's recent readings is a short range
+    of that key. The station reference is enforced by the database (ON DELETE CASCADE, see the
+    migration) rather than by Django's collector, which would load a station's whole history to
+    delete it; ``session`` is a plain column (the session the charger named or that was open),
+    never joined on without the station and a time range.
+    """
+
+    pk = models.CompositePrimaryKey("station", "sampled_at", "connector_no")
+    station = models.ForeignKey(
+        ChargingStation, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
+    )
+    sampled_at = models.DateTimeField()
+    connector_no = models.PositiveSmallIntegerField(help_text="OCPP connectorId / EVSE id; 0: the main meter.")
+    session = models.ForeignKey(
+        ChargingSession, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, null=True, related_name="+"
+    )
+    context = models.PositiveSmallIntegerField(choices=ReadingContext.choices, default=ReadingContext.UNSPECIFIED)
+    energy_wh = models.FloatField(null=True, help_text="Energy.Active.Import.Register at the outlet (Wh).")
+    power_w = models.FloatField(null=True, help_text="Power.Active.Import, all phases (W).")
+    current_a = models.FloatField(null=True, help_text="Current.Import without a phase (A).")
+    current_l1_a = models.FloatField(null=True, help_text="Current.Import on the station's L1 (A).")
+    current_l2_a = models.FloatField(null=True, help_text="Current.Import on L2 (A).")
+    current_l3_a = models.FloatField(null=True, help_text="Current.Import on L3 (A).")
+    offered_a = models.FloatField(null=True, help_text="Current.Offered (A).")
+    voltage_v = models.FloatField(null=True, help_text="Voltage without a phase (V).")
+    soc_pct = models.FloatField(null=True, help_text="State of charge of the car (%).")
+    extra = models.JSONField(
+        null=True, help_text="Other values: 'measurand[|phase][@location]' -> value in base units."
+    )
+
+    class Meta:
+        ordering = ["station", "sampled_at", "connector_no"]
+        indexes = [models.Index(fields=["sampled_at"], name="reading_sampled_at")]
+
+    def __str__(self) -> str:
+        return f"{self.station_id}/{self.connector_no} @ {self.sampled_at:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def current_max_a(self) -> float | None:
+        """The highest current over the phases (or the phase-less one): the connector's draw."""
+        values = [v for v in (self.current_l1_a, self.current_l2_a, self.current_l3_a, self.current_a) if v is not None]
+        return max(values) if values else None
+
+
+class RollupPending(models.Model):
+    """A station interval (and session) whose readings changed since the billing rollup looked.
+
+    Written by the ingest with every batch of readings (one row per station, 15-minute grain
+    and session, deduplicated); taken and deleted by the rollup, so it reads only what is new,
+    however much history there is.
     """
 
     id = models.BigAutoField(primary_key=True)
-    station = models.ForeignKey(ChargingStation, on_delete=models.CASCADE, related_name="meter_samples")
-    connector = models.ForeignKey(
-        Connector,
-        on_delete=models.CASCADE,
-        null=True,
-        blank=True,
-        related_name="meter_samples",
-        help_text="Empty for the station's main meter (OCPP connectorId 0).",
-    )
-    session = models.ForeignKey(
-        ChargingSession, on_delete=models.SET_NULL, null=True, blank=True, related_name="meter_samples"
-    )
-    sampled_at = models.DateTimeField()
-    measurand = models.CharField(max_length=64, default="Energy.Active.Import.Register")
-    phase = models.CharField(max_length=8, blank=True)
-    location = models.CharField(max_length=10, blank=True)
-    context = models.CharField(max_length=30, blank=True)
-    value = models.DecimalField(max_digits=20, decimal_places=6)
-    unit = models.CharField(max_length=16, default="Wh")
+    station = models.ForeignKey(ChargingStation, on_delete=models.CASCADE, related_name="+")
+    interval_start = models.DateTimeField()
+    session = models.ForeignKey(ChargingSession, on_delete=models.CASCADE, null=True, related_name="+")
 
     class Meta:
-        ordering = ["station", "sampled_at"]
         constraints = [
             models.UniqueConstraint(
-                fields=["station", "connector", "sampled_at", "measurand", "phase", "location"],
-                name="meter_sample_unique_reading",
-                nulls_distinct=False,
-            ),
+                fields=["station", "interval_start", "session"], name="rollup_pending_unique", nulls_distinct=False
+            )
         ]
-        indexes = [models.Index(fields=["station", "measurand", "sampled_at"], name="sample_station_measurand_time")]
 
     def __str__(self) -> str:
-        return f"{self.station.charge_point_id} {self.measurand} {self.value}{self.unit} @ {self.sampled_at}"
+        return f"{self.station_id} {self.interval_start:%Y-%m-%d %H:%M} session {self.session_id}"
 
 
 class IdTag(models.Model):

@@ -26,7 +26,9 @@ from django_tenants.utils import get_public_schema_name, schema_context, tenant_
 from balancing.failsafe import site_failsafe_refresh
 from balancing.models import ConnectorLimit, Site
 from balancing.selectors import circuit_get, site_get
-from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector, MeterSample
+from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector
+from chargepoint.partitions import retention_cutoff
+from chargepoint.readings import CURRENT, ReadingRows, readings_store
 from chargepoint.resync import station_resync_request
 from chargepoint.selectors import gateway_instances_gone, station_gateway_ids_online
 from evplatform.services import Outcome, describe_change, require_tenant_schema
@@ -233,7 +235,7 @@ class _Batch:
         self.dirty_stations: set[int] = set()
         self.dirty_connectors: dict[int, Connector] = {}
         self.grown_sites: set[int] = set()  # a charger reported a connector nobody registered
-        self.samples: list[MeterSample] = []
+        self.readings = ReadingRows()
         self.outcome = TelemetryOutcome()
 
     def connector(self, station: ChargingStation, number: int) -> Connector:
@@ -377,9 +379,10 @@ def _on_meter(batch: _Batch, station: ChargingStation, event: dict[str, Any]) ->
     elif connector is not None:
         session = batch.open_sessions.get(connector.pk)
     now = timezone.now()
-    kept: list[MeterSample] = []
+    oldest = retention_cutoff(now)
+    currents: list[Decimal] = []
     for sample in event["samples"]:
-        why = _implausible(station, sample, now)
+        why = _implausible(station, sample, now, oldest)
         if why:
             logger.warning(
                 "%s: reading refused, never used: %s %s %s on connector %s at %s: %s",
@@ -392,22 +395,24 @@ def _on_meter(batch: _Batch, station: ChargingStation, event: dict[str, Any]) ->
                 why,
             )
             continue
-        reading = MeterSample(
-            station=station,
-            connector=connector,
-            session=session,
-            sampled_at=_at(sample["at"]),
-            measurand=str(sample["measurand"])[:64],
+        measurand = str(sample["measurand"])[:64]
+        value = _decimal(sample["value"])
+        batch.readings.add(
+            station_id=station.pk,
+            connector_no=connector.connector_id if connector is not None else 0,
+            at=_at(sample["at"]),
+            session_id=session.pk if session is not None else None,
+            measurand=measurand,
             phase=str(sample.get("phase") or "")[:8],
             location=str(sample.get("location") or "")[:10],
             context=str(sample.get("context") or "")[:30],
-            value=_decimal(sample["value"]),
             unit=str(sample.get("unit") or "")[:16],
+            value=float(value),
         )
-        batch.samples.append(reading)
-        kept.append(reading)
+        if measurand == CURRENT:
+            currents.append(value)
     if connector is not None and session is not None:
-        _rebalance_if_over_books(batch, station, connector, session, kept)
+        _rebalance_if_over_books(batch, station, connector, session, currents)
 
 
 # Measurands that cannot be negative, and how far ahead of our clock a reading may be dated.
@@ -417,7 +422,7 @@ READING_MAX_AHEAD = timedelta(minutes=1)
 CURRENT_MAX_RATING_FACTOR = 2
 
 
-def _implausible(station: ChargingStation, sample: dict[str, Any], now: datetime) -> str:
+def _implausible(station: ChargingStation, sample: dict[str, Any], now: datetime, oldest: datetime) -> str:
     """Why a charger's reading cannot be true (it is then not stored, so it never moves a limit)."""
     try:
         value = _decimal(sample["value"])
@@ -427,6 +432,8 @@ def _implausible(station: ChargingStation, sample: dict[str, Any], now: datetime
     measurand = str(sample.get("measurand") or "")
     if at > now + READING_MAX_AHEAD:
         return f"dated {(at - now).total_seconds():.0f} s in the future"
+    if at < oldest:
+        return "older than the retention period of raw readings"
     if measurand in IMPORT_MEASURANDS and value < 0:
         return "negative"
     if measurand == "Current.Import" and value > CURRENT_MAX_RATING_FACTOR * station.max_current_a:
@@ -435,14 +442,13 @@ def _implausible(station: ChargingStation, sample: dict[str, Any], now: datetime
 
 
 def _rebalance_if_over_books(
-    batch: _Batch, station: ChargingStation, connector: Connector, session: ChargingSession, samples: list[MeterSample]
+    batch: _Batch, station: ChargingStation, connector: Connector, session: ChargingSession, currents: list[Decimal]
 ) -> None:
     """A Current.Import above the connector's accepted limit (plus tolerance) asks for a run now.
 
     So an overdraw is acted on one meter interval plus one run after it shows, not at the next
     sweep; the run itself decides whether the charger is non-compliant.
     """
-    currents = [s.value for s in samples if s.measurand == "Current.Import"]
     if not currents:
         return
     from balancing.problem import overdraw_tolerance_a
@@ -567,9 +573,9 @@ def telemetry_apply(*, events: list[dict[str, Any]]) -> TelemetryOutcome:
             Connector.objects.bulk_update(
                 list(batch.dirty_connectors.values()), ["status", "error_code", "status_changed_at"]
             )
-        if batch.samples:
-            MeterSample.objects.bulk_create(batch.samples, ignore_conflicts=True, batch_size=1000)
-            batch.outcome.samples = len(batch.samples)
+        if batch.readings:
+            readings_store(batch.readings)
+            batch.outcome.samples = batch.readings.values
         for site_id in sorted(batch.grown_sites):  # one more connector at the fail-safe
             site_failsafe_refresh(site=Site.objects.get(pk=site_id), actor="system:telemetry", strict=False)
         if batch.outcome.rebalance:

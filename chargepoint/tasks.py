@@ -14,12 +14,12 @@ from typing import Any
 from django.conf import settings
 from django.db import OperationalError
 from django.utils import timezone
-from django_tenants.utils import get_public_schema_name, schema_context, tenant_context
 
+from chargepoint.partitions import partitions_maintain
 from chargepoint.resync import station_resync
 from chargepoint.services import stations_gateway_sweep, stations_offline_sweep, telemetry_apply
 from evplatform.celery import PublicTask, app
-from tenants.selectors import tenant_list_active
+from tenants.fanout import tenant_chunk, tenant_chunks_send
 
 
 @app.task(
@@ -44,13 +44,18 @@ def stations_offline_sweep_task() -> int:
 
 @app.task(base=PublicTask, name="chargepoint.tasks.stations_offline_sweep_all")
 def stations_offline_sweep_all() -> int:
-    """Beat: run the offline sweep in every active organisation."""
-    with schema_context(get_public_schema_name()):
-        tenants = tenant_list_active()
-    for tenant in tenants:
-        with tenant_context(tenant):
-            stations_offline_sweep_task.delay()
-    return len(tenants)
+    """Beat: run the offline sweep in every active organisation, one chunk of tenants per task."""
+    return tenant_chunks_send(stations_offline_sweep_chunk)
+
+
+@app.task(base=PublicTask, name="chargepoint.tasks.stations_offline_sweep_chunk")
+def stations_offline_sweep_chunk(*, schemas: list[str]) -> int:
+    """One chunk of the offline sweep: a sweep task in each of these organisations."""
+    count = 0
+    for _tenant in tenant_chunk(schemas):
+        stations_offline_sweep_task.delay()
+        count += 1
+    return count
 
 
 @app.task(name="chargepoint.tasks.stations_gateway_sweep")
@@ -63,16 +68,45 @@ def stations_gateway_sweep_task() -> int:
 def stations_gateway_sweep_all() -> int:
     """Beat (every ``GATEWAY_LIVENESS_SWEEP_S``): the gateway liveness sweep in every active organisation.
 
-    On the ``balancing`` queue (seconds matter: a dead gateway's chargers should be offline
-    within 30 s of its death, and telemetry may be queued behind a backlog); a sweep older
-    than two intervals is dropped unrun, the next one does its work.
+    The chunks of tenants and each organisation's sweep go to the ``balancing`` queue (seconds
+    matter: a dead gateway's chargers should be offline within 30 s of its death, and telemetry
+    may be queued behind a backlog); either older than two intervals is dropped unrun, the next
+    one does its work.
     """
-    with schema_context(get_public_schema_name()):
-        tenants = tenant_list_active()
-    for tenant in tenants:
-        with tenant_context(tenant):
-            stations_gateway_sweep_task.apply_async(expires=2 * settings.GATEWAY_LIVENESS_SWEEP_S)
-    return len(tenants)
+    return tenant_chunks_send(stations_gateway_sweep_chunk, expires=2 * settings.GATEWAY_LIVENESS_SWEEP_S)
+
+
+@app.task(base=PublicTask, name="chargepoint.tasks.stations_gateway_sweep_chunk")
+def stations_gateway_sweep_chunk(*, schemas: list[str]) -> int:
+    """One chunk of the gateway liveness sweep: a sweep task in each of these organisations."""
+    count = 0
+    for _tenant in tenant_chunk(schemas):
+        stations_gateway_sweep_task.apply_async(expires=2 * settings.GATEWAY_LIVENESS_SWEEP_S)
+        count += 1
+    return count
+
+
+@app.task(name="chargepoint.tasks.telemetry_partitions_maintain")
+def telemetry_partitions_maintain() -> dict[str, list[str]]:
+    """Meter reading partitions made ahead, months past the retention period dropped."""
+    outcome = partitions_maintain(now=timezone.now())
+    return {"created": outcome.created, "dropped": outcome.dropped, "busy": outcome.busy}
+
+
+@app.task(base=PublicTask, name="chargepoint.tasks.telemetry_partitions_maintain_all")
+def telemetry_partitions_maintain_all() -> int:
+    """Beat (daily): partition upkeep of the meter readings in every active organisation, by chunks."""
+    return tenant_chunks_send(telemetry_partitions_maintain_chunk)
+
+
+@app.task(base=PublicTask, name="chargepoint.tasks.telemetry_partitions_maintain_chunk")
+def telemetry_partitions_maintain_chunk(*, schemas: list[str]) -> int:
+    """One chunk of the partition upkeep: an upkeep task in each of these organisations."""
+    count = 0
+    for _tenant in tenant_chunk(schemas):
+        telemetry_partitions_maintain.delay()
+        count += 1
+    return count
 
 
 @app.task(name="chargepoint.tasks.station_resync")

@@ -43,7 +43,10 @@ def time_range(params: Any, *, max_days: int | None = None) -> tuple[Any, Any]:
         if not raw:
             bounds.append(None)
             continue
-        value = parse_datetime(raw)
+        try:
+            value = parse_datetime(raw)
+        except ValueError:  # well formed but no such time, e.g. 2026-02-30
+            value = None
         if value is None or value.tzinfo is None:
             raise exceptions.ValidationError(
                 {name: [f"{raw!r} is not an ISO 8601 time with a zone, e.g. 2026-05-01T00:00:00Z"]}

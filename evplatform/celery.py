@@ -36,11 +36,16 @@ def queue_name(queue: str) -> str:
     return f"{settings.CELERY_QUEUE_PREFIX}{queue}"
 
 
-# Tasks whose latency matters more than their app's queue says: a dead gateway's chargers must
-# be shown offline within seconds, and a charger's resync checks what it applies.
+# Tasks whose latency matters more (or less) than their app's queue says: a dead gateway's
+# chargers must be shown offline within seconds, and a charger's resync checks what it applies;
+# the daily history prune is patient work that must not hold up a rebalance.
 TASK_QUEUES = {
+    "chargepoint.tasks.stations_gateway_sweep_chunk": QUEUE_BALANCING,
     "chargepoint.tasks.stations_gateway_sweep": QUEUE_BALANCING,
     "chargepoint.tasks.station_resync": QUEUE_BALANCING,
+    "balancing.tasks.prune_history": QUEUE_REPORTS,
+    "balancing.tasks.prune_history_all_tenants": QUEUE_REPORTS,
+    "balancing.tasks.prune_history_chunk": QUEUE_REPORTS,
 }
 
 
@@ -80,7 +85,8 @@ class PublicTask(TenantTask):
     requires_tenant = False
 
 
-app = CeleryApp("evplatform", task_cls=TenantTask)
+# Celery's Django fix-up, except that workers keep database connections across tasks (CONN_MAX_AGE).
+app = CeleryApp("evplatform", task_cls=TenantTask, fixups=["evplatform.celery_django:fixup"])
 app.config_from_object("django.conf:settings", namespace="CELERY")
 
 

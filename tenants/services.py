@@ -4,6 +4,13 @@ Every function here is idempotent: running it again with the same input changes 
 running it with new input converges the stored state to it.
 """
 
+import os
+import re
+import shutil
+import subprocess
+from typing import Any
+
+from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.validators import DomainNameValidator, validate_email
@@ -157,3 +164,109 @@ def platform_setup(
                     raise ValidationError({"superuser_password": exc.messages}) from exc
             _user_ensure(email=email, password=superuser_password, role=Role.ADMIN, staff=True, changes=changes)
     return Outcome(tenant, created, changes)
+
+
+# The rows `migrate` writes in every schema: its record of migrations, and what the post_migrate
+# handlers add (content types, permissions). A copied schema gets these rows and no others.
+MIGRATION_WRITTEN_TABLES = ("django_migrations", "django_content_type", "auth_permission")
+
+
+def _database_params() -> dict[str, Any]:
+    db = settings.DATABASES["default"]
+    params = {
+        "dbname": db["NAME"],
+        "user": db.get("USER"),
+        "password": db.get("PASSWORD"),
+        "host": db.get("HOST"),
+        "port": db.get("PORT"),
+    }
+    return {key: str(value) for key, value in params.items() if value}
+
+
+def schema_ddl(schema: str) -> str:
+    """The DDL of ``schema`` (tables, sequences, constraints, indexes, functions, triggers) from ``pg_dump``.
+
+    As SQL that one ``execute`` can run: psql's meta-commands (``\\restrict``) are left out.
+    """
+    params = _database_params()
+    env = {**os.environ, "PGPASSWORD": params.pop("password", "")}
+    command = ["pg_dump", "--schema-only", "--no-owner", "--no-privileges", f"--schema={schema}"]
+    options = {"dbname": "dbname", "user": "username", "host": "host", "port": "port"}
+    command += [f"--{options[key]}={value}" for key, value in params.items()]
+    dump = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout  # noqa: S603
+    return "\n".join(line for line in dump.splitlines() if not line.startswith("\\"))
+
+
+def schema_copy(ddl: str, *, template: str, schema: str, conn: Any) -> None:
+    """Create ``schema`` as a copy of ``template``: its DDL, renamed, and the rows migrations wrote.
+
+    ``ddl`` is ``schema_ddl(template)``; ``conn`` a psycopg connection of its own (the dump's
+    ``SET`` statements stay on it). One transaction: a failure leaves nothing behind.
+    """
+    quoted_template, quoted = (conn_quote(template), conn_quote(schema))
+    renamed = re.sub(rf"(?<![\w.\"]){re.escape(template)}(?=[.;])", schema, ddl)
+    with conn.transaction():
+        conn.execute(renamed)
+        for table in MIGRATION_WRITTEN_TABLES:
+            conn.execute(f"INSERT INTO {quoted}.{table} SELECT * FROM {quoted_template}.{table}")  # noqa: S608
+            conn.execute(
+                f"SELECT setval(pg_get_serial_sequence('{quoted}.{table}', 'id'), max(id)) FROM {quoted}.{table}"  # noqa: S608
+            )
+
+
+def conn_quote(name: str) -> str:
+    """A schema name as a quoted SQL identifier (our schema names never contain a quote)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def tenants_create_empty(*, prefix: str, count: int, domain_suffix: str = "localhost") -> list[Tenant]:
+    """Make sure organisations ``<prefix>-1`` … ``<prefix>-<count>`` exist, without users or sites.
+
+    For benchmarks and load tests of many tenants. Creating a tenant the usual way runs every
+    migration in its new schema (3-4 s each). Here only the first is created that way; every
+    other schema is a copy of its schema: ``pg_dump``'s DDL of it (taken once) renamed, and the
+    rows migrations wrote (``MIGRATION_WRITTEN_TABLES``), so it is up to date at once, in about
+    0.1-0.3 s whatever the number of schemas. django-tenants' ``clone_schema`` SQL function does
+    the same in one call, but its catalog reads grow with the schemas in the database (about
+    1 s a copy at 30 schemas, 10 s at 200); it is used only where ``pg_dump`` is not installed.
+    Existing organisations are kept as they are. Returns them all, in order.
+    """
+    import psycopg
+    from django_tenants.clone import CloneSchema
+
+    if not 1 <= count <= 100_000:
+        raise ValidationError({"count": "must be between 1 and 100000"})
+    if not TENANT_SLUG_RE.match(f"{prefix}-{count}"):
+        raise ValidationError({"prefix": f"{prefix!r} does not make valid organisation slugs ({prefix}-1 …)"})
+
+    def register(tenant: Tenant) -> Tenant:
+        with transaction.atomic():
+            tenant.save(verbosity=0)
+            Domain.objects.create(domain=f"{tenant.slug}.{domain_suffix}", tenant=tenant, is_primary=True)
+        return tenant
+
+    def new(number: int) -> Tenant:
+        slug = f"{prefix}-{number}"
+        return Tenant(slug=slug, name=f"{prefix} {number}", schema_name=schema_name_for_slug(slug))
+
+    with schema_context(get_public_schema_name()):
+        existing = {t.slug: t for t in Tenant.objects.filter(slug__startswith=f"{prefix}-")}
+        first = existing.get(f"{prefix}-1") or register(new(1))  # migrated in full
+        missing = [n for n in range(2, count + 1) if f"{prefix}-{n}" not in existing]
+        made: dict[str, Tenant] = {}
+        if missing and shutil.which("pg_dump"):
+            ddl = schema_ddl(first.schema_name)
+            with psycopg.connect(autocommit=True, **_database_params()) as conn:
+                for number in missing:
+                    tenant = new(number)
+                    schema_copy(ddl, template=first.schema_name, schema=tenant.schema_name, conn=conn)
+                    tenant.auto_create_schema = False  # the schema is there, migrated
+                    made[tenant.slug] = register(tenant)
+        elif missing:
+            cloner = CloneSchema()
+            for number in missing:
+                tenant = new(number)
+                cloner.clone_schema(first.schema_name, tenant.schema_name, "DATA")
+                tenant.auto_create_schema = False
+                made[tenant.slug] = register(tenant)
+    return [first] + [existing.get(f"{prefix}-{n}") or made[f"{prefix}-{n}"] for n in range(2, count + 1)]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import ProtectedError
 from django.test import Client
 from django_tenants.utils import get_public_schema_name
@@ -113,20 +113,25 @@ def forget_balancing_keys(schema: str, site_id: int) -> None:
         redis.delete(tenant_key(schema, name, site_id))
 
 
+DEADLOCK_DETECTED = "40P01"
+
+
 def delete_retrying(delete: Callable[[], None], attempts: int = 20) -> None:
     """Run ``delete`` in one transaction, again after a moment while the worker still writes.
 
     A telemetry batch or balancing run a worker commits while the delete collects related rows
-    makes it fail (a protected session, a foreign-key check at commit): wait a moment and delete
-    again, in one transaction, what was just written included.
+    makes it fail (a protected session, a foreign-key check at commit, or a deadlock with the
+    worker's transaction, which PostgreSQL breaks by ending the delete's): wait a moment and
+    delete again, in one transaction, what was just written included.
     """
     for attempt in range(attempts):
         try:
             with transaction.atomic():
                 delete()
             return
-        except (IntegrityError, ProtectedError):
-            if attempt == attempts - 1:
+        except (IntegrityError, ProtectedError, OperationalError) as exc:
+            deadlock = getattr(exc.__cause__, "sqlstate", None) == DEADLOCK_DETECTED
+            if attempt == attempts - 1 or (isinstance(exc, OperationalError) and not deadlock):
                 raise
             time.sleep(0.5)
 

@@ -6,7 +6,8 @@ from decimal import Decimal
 import factory
 
 from balancing.models import Circuit, Site
-from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterSample
+from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterReading
+from chargepoint.partitions import partitions_ensure
 from tenants.accounts.models import Role, User
 
 
@@ -67,10 +68,20 @@ class ChargingSessionFactory(factory.django.DjangoModelFactory):
     meter_start_wh = Decimal("1000")
 
 
-class MeterSampleFactory(factory.django.DjangoModelFactory):
+class MeterReadingFactory(factory.django.DjangoModelFactory):
+    """A meter reading row; its month's partition is made first (tests use fixed past dates)."""
+
     class Meta:
-        model = MeterSample
+        model = MeterReading
 
     station = factory.SubFactory(ChargingStationFactory)
     sampled_at = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
-    value = Decimal("1234.5")
+    connector_no = 1
+    energy_wh = 1234.5
+
+    @classmethod
+    def _create(cls, model_class: type, *args: object, **kwargs: object) -> MeterReading:
+        at = kwargs["sampled_at"]
+        assert isinstance(at, datetime)
+        partitions_ensure(at, at)
+        return super()._create(model_class, *args, **kwargs)

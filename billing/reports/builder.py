@@ -8,7 +8,7 @@ import calendar
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from balancing.models import Site
@@ -72,6 +72,11 @@ METHODOLOGY = [
 
 def _s(value: Decimal) -> str:
     return format(value, "f")
+
+
+def _kw(value: Decimal) -> str:
+    """A chart's kW to the watt, rounded half up as the summary's kW are (``reports.rows``)."""
+    return _s(value.quantize(Decimal("0.001"), rounding=ROUND_HALF_UP))
 
 
 @dataclass
@@ -294,14 +299,11 @@ def _curves(totals: dict[str, dict[datetime, Decimal]], tz_name: str, year: int,
         if len(ordered) > LOAD_DURATION_POINTS:
             step = (len(ordered) - 1) / (LOAD_DURATION_POINTS - 1)
             ordered = [ordered[round(i * step)] for i in range(LOAD_DURATION_POINTS)]
-        curves[key] = [_s(kw.quantize(Decimal("0.001"))) for kw in ordered]
+        curves[key] = [_kw(kw) for kw in ordered]
     return {
         "timezone": tz_name,
         "intervals": slots,
-        "daily_peak_kw": [
-            [day, _s(v["actual"].quantize(Decimal("0.001"))), _s(v["unmanaged"].quantize(Decimal("0.001")))]
-            for day, v in sorted(daily.items())
-        ],
+        "daily_peak_kw": [[day, _kw(v["actual"]), _kw(v["unmanaged"])] for day, v in sorted(daily.items())],
         "load_duration_kw": curves,
     }
 

@@ -15,7 +15,7 @@ from ocpp.exceptions import PropertyConstraintViolationError
 MAX_CONNECTOR_ID = 16  # as many outlets as register_charger allows
 MAX_FUTURE = timedelta(days=1)  # charger clocks drift; a day ahead is a broken clock
 EARLIEST = datetime(2010, 1, 1, tzinfo=UTC)
-MAX_ABS_VALUE = Decimal("1e13")  # MeterSample.value: 14 integer digits
+MAX_ABS_VALUE = Decimal("1e13")  # far beyond any meter; a float still holds it to the Wh
 VALUE_QUANTUM = Decimal("0.000001")
 MAX_ENERGY_WH = Decimal("1e12")
 MAX_CURRENT_A = Decimal(1000)

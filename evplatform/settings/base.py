@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import environ
+from celery.schedules import crontab
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -72,6 +73,18 @@ PUBLIC_SCHEMA_NAME = "public"
 PUBLIC_SCHEMA_URLCONF = "evplatform.urls_public"
 ROOT_URLCONF = "evplatform.urls"
 DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
+# `migrate_schemas` (tenants/management/commands/migrate_schemas.py) migrates only the tenant
+# schemas that miss a migration, with this django-tenants executor: "multiprocessing" forks
+# TENANT_MULTIPROCESSING_MAX_PROCESSES processes (one per core) and hands each
+# TENANT_MULTIPROCESSING_CHUNKS schemas at a time; "standard" migrates them one by one.
+TENANT_MIGRATION_EXECUTOR = env.str("TENANT_MIGRATION_EXECUTOR", default="multiprocessing")
+TENANT_MULTIPROCESSING_MAX_PROCESSES = env.int("TENANT_MULTIPROCESSING_MAX_PROCESSES", default=2)
+TENANT_MULTIPROCESSING_CHUNKS = env.int("TENANT_MULTIPROCESSING_CHUNKS", default=2)
+# `SET search_path` once per tenant switch on a connection, not before every query (half of
+# the statements of a rollup or a balancing run were that round trip). Safe because the backend
+# forgets the path it set when a transaction or savepoint is rolled back (which undoes a SET
+# made inside it) and when the connection closes: tests/tenants/test_search_path.py.
+TENANT_LIMIT_SET_CALLS = True
 
 AUTH_USER_MODEL = "accounts.User"
 
@@ -229,6 +242,14 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
 CELERY_TASK_TENANT_CACHE_SECONDS = 60
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Beat may run on two hosts: the one holding a PostgreSQL advisory lock sends the schedule, the
+# other stands by and takes over within BEAT_LEADER_CHECK_S seconds of the lock holder's
+# session ending (evplatform/beat.py).
+CELERY_BEAT_SCHEDULER = "evplatform.beat:LeaderScheduler"
+BEAT_LEADER_CHECK_S = env.float("BEAT_LEADER_CHECK_S", default=5.0)
+# Beat tasks that reach every organisation (the sweeps, rollups, reports, heartbeats) publish one
+# task per this many active tenants (tenants.fanout); workers run the chunks side by side.
+TENANT_FANOUT_CHUNK_SIZE = env.int("TENANT_FANOUT_CHUNK_SIZE", default=50)
 CELERY_BEAT_SCHEDULE = {
     "heartbeat-all-tenants": {
         "task": "tenants.tasks.heartbeat_all_tenants",
@@ -282,11 +303,22 @@ CELERY_BEAT_SCHEDULE["chargepoint-gateway-liveness"] = {
     "options": {"expires": 2 * GATEWAY_LIVENESS_SWEEP_S},
 }
 
+# Raw meter readings are kept this many days (whole months are dropped once all their readings
+# are older; interval energy, sessions and reports made from them are kept). Partitions are
+# made this many months ahead of now by the daily upkeep.
+TELEMETRY_RETENTION_DAYS = env.int("TELEMETRY_RETENTION_DAYS", default=90)
+TELEMETRY_PARTITIONS_AHEAD_MONTHS = env.int("TELEMETRY_PARTITIONS_AHEAD_MONTHS", default=1)
+CELERY_BEAT_SCHEDULE["chargepoint-telemetry-partitions"] = {
+    "task": "chargepoint.tasks.telemetry_partitions_maintain_all",
+    "schedule": 86400.0,
+}
+
 # --- Balancing (balancing) ---------------------------------------------------------------
 
 # A burst of charger events within this window becomes one balancing run per site.
 BALANCING_COALESCE_SECONDS = env.float("BALANCING_COALESCE_SECONDS", default=0.3)
-# Beat sweep: every site is rebalanced at least this often, even if an event was lost.
+# Beat sweep: every site is rebalanced at least this often, even if an event was lost. A chunk
+# of the sweep (tenants.fanout) still waiting when the next sweep is due is dropped unrun.
 BALANCING_SWEEP_SECONDS = env.float("BALANCING_SWEEP_SECONDS", default=60.0)
 CELERY_BEAT_SCHEDULE["balancing-sweep"] = {
     "task": "balancing.tasks.sweep_all_sites",
@@ -332,10 +364,35 @@ CELERY_BEAT_SCHEDULE["billing-rollup"] = {
     "schedule": BILLING_ROLLUP_SECONDS,
 }
 # Hourly: a tenant's monthly savings report is generated once its last month has closed in the
-# time zone of every one of its sites (the task sends each month once).
+# time zone of every one of its sites (the task sends each month once). Each tenant's report
+# starts up to BILLING_REPORT_SPREAD_S seconds later (a fixed offset per tenant, from its schema
+# name), so month-end reports do not all start in the same hour's first minute. The broker must
+# let a worker hold a message this long plus the report's run (RabbitMQ's consumer_timeout).
+BILLING_REPORT_SPREAD_S = env.float("BILLING_REPORT_SPREAD_S", default=3600.0)
 CELERY_BEAT_SCHEDULE["billing-monthly-reports"] = {
     "task": "billing.tasks.monthly_reports_all_tenants",
     "schedule": 3600.0,
+}
+
+# --- Retention (balancing.retention; README, "Retention") ------------------------------
+
+# History older than this many days is deleted by a daily beat task in every organisation
+# (`python manage.py prune_history` does the same by hand, with --dry-run); 0 keeps it forever.
+# Balancing runs with their profile pushes (never a site's latest run, nor a run holding a
+# profile still in force or sent during a session still open):
+RETENTION_RUNS_DAYS = env.int("RETENTION_RUNS_DAYS", default=90)
+# OCPP calls the platform sent to chargers (ChargerCommand):
+RETENTION_COMMANDS_DAYS = env.int("RETENTION_COMMANDS_DAYS", default=90)
+# Site alerts cleared this long ago (open ones are never deleted; openings and clearings are
+# also in the audit log, which is kept):
+RETENTION_ALERTS_DAYS = env.int("RETENTION_ALERTS_DAYS", default=365)
+# Rows per DELETE statement, each batch its own short transaction, so no lock is held for long.
+RETENTION_BATCH_ROWS = env.int("RETENTION_BATCH_ROWS", default=5000)
+# The daily prune runs at this hour (UTC), when sites are usually quiet.
+RETENTION_HOUR_UTC = env.int("RETENTION_HOUR_UTC", default=3)
+CELERY_BEAT_SCHEDULE["retention-prune-history"] = {
+    "task": "balancing.tasks.prune_history_all_tenants",
+    "schedule": crontab(minute=17, hour=RETENTION_HOUR_UTC),
 }
 
 LOGGING = {

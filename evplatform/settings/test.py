@@ -11,3 +11,6 @@ CELERY_QUEUE_PREFIX = env.str("CELERY_QUEUE_PREFIX", default="test.")
 CACHES["default"]["KEY_PREFIX"] = f"evplatform-{CELERY_QUEUE_PREFIX}"
 # Hashing is deliberately slow in production; tests hash many passwords.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# The tests' fixed dates (2026 and earlier) are older than the default 90 days: raw readings are
+# kept ten years here, and the retention tests set the period they test.
+TELEMETRY_RETENTION_DAYS = 3650

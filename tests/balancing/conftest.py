@@ -9,10 +9,25 @@ import pytest
 
 from balancing.models import Circuit, Site
 from balancing.push import PushAnswer, PushRequest
-from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterSample
+from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterReading
+from chargepoint.partitions import partitions_ensure
 from tests.factories import SiteFactory
 
 NOW = datetime(2026, 5, 1, 16, 30, tzinfo=UTC)
+
+
+def meter_draw(connector: Connector, at: datetime, amps: float, **values: object) -> MeterReading:
+    """One reading of ``connector`` at ``at``: ``amps`` of Current.Import on each of the station's phases.
+
+    One row per instant, as the ingest stores it: a three-phase draw is current_l1_a, l2 and
+    l3 of the same row (the station's own phases, whatever site phases they are wired to).
+    ``values`` sets other columns of the row (``energy_wh``, one phase's current, ``extra``, ...).
+    """
+    partitions_ensure(at, at)  # the tests' fixed dates are in months without a partition
+    currents = {f"current_l{n}_a": amps for n in range(1, connector.station.phases + 1)}
+    return MeterReading.objects.create(
+        station=connector.station, connector_no=connector.connector_id, sampled_at=at, **{**currents, **values}
+    )
 
 
 @dataclass
@@ -99,16 +114,7 @@ def plug_in() -> Callable[..., Connector]:
                 meter_start_wh=Decimal("0"),
             )
         if draw_a is not None:
-            for phase in station.site_phases:
-                MeterSample.objects.create(
-                    station=station,
-                    connector=connector,
-                    sampled_at=NOW - timedelta(seconds=20),
-                    measurand="Current.Import",
-                    phase=phase,
-                    value=Decimal(str(draw_a)),
-                    unit="A",
-                )
+            meter_draw(connector, NOW - timedelta(seconds=20), draw_a)
         return connector
 
     return make

@@ -1,6 +1,6 @@
 """Closed-loop balancing (issue 11): what chargers really draw is the truth the plan follows.
 
-Real PostgreSQL, the charger double as the command path, MeterSample rows as the readings.
+Real PostgreSQL, the charger double as the command path, MeterReading rows as the readings.
 Numbers are worked by hand on the brochure's garage (3-phase 230 V, 20 kW cap): each ampere of
 a three-phase charger costs 3 x 230 W = 0.69 kW, so the chargers share 20 / 0.69 = 28.98 A.
 Every test asserts on the SITE TOTAL: what each charger may really draw (its measured draw when
@@ -28,9 +28,9 @@ from balancing.models import (
 from balancing.problem import build_problem
 from balancing.push import PushAnswer
 from balancing.runs import _refusal_streaks, site_balance_run
-from chargepoint.models import ChargingSession, Connector, MeterSample
+from chargepoint.models import ChargingSession, Connector
 from tenants.accounts.models import AuditEvent
-from tests.balancing.conftest import NOW
+from tests.balancing.conftest import NOW, meter_draw
 from tests.factories import SiteFactory
 
 pytestmark = pytest.mark.django_db
@@ -63,17 +63,8 @@ def book(connector, limit_a, *, confirmed_ago=timedelta(minutes=10), **fields) -
 
 
 def reading(connector, seconds: float, amps: float) -> None:
-    """One Current.Import reading ``seconds`` from NOW on each of the charger's phases."""
-    for phase in connector.station.site_phases:
-        MeterSample.objects.create(
-            station=connector.station,
-            connector=connector,
-            sampled_at=NOW + timedelta(seconds=seconds),
-            measurand="Current.Import",
-            phase=phase,
-            value=Decimal(str(amps)),
-            unit="A",
-        )
+    """One Current.Import reading ``seconds`` from NOW on each of the charger's phases (one row)."""
+    meter_draw(connector, NOW + timedelta(seconds=seconds), amps)
 
 
 def books(connector) -> ConnectorLimit:

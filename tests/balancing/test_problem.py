@@ -1,15 +1,19 @@
 """From rows to the engine's input: tree, phases, measurements, needs, offline reservations."""
 
-from datetime import timedelta
+import re
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 
 from balancing.engine import solve
 from balancing.models import Circuit, ConnectorLimit, StationFailsafe
-from balancing.problem import build_problem
-from chargepoint.models import ChargingSession, MeterSample
-from tests.balancing.conftest import NOW
+from balancing.problem import _recent_meter, build_problem, recent_readings_query
+from chargepoint.models import ChargingSession
+from chargepoint.partitions import partitions_ensure
+from tests.balancing.conftest import NOW, meter_draw
+from tests.factories import MeterReadingFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -61,15 +65,7 @@ def test_each_connector_is_an_evse_on_its_site_phases(garage, plug_in) -> None:
 
 def test_stale_readings_are_not_taken_as_the_present_draw(garage, plug_in) -> None:
     connector = plug_in(garage, "CP-1")
-    MeterSample.objects.create(
-        station=connector.station,
-        connector=connector,
-        sampled_at=NOW - timedelta(minutes=10),
-        measurand="Current.Import",
-        phase="L1",
-        value=Decimal("3"),
-        unit="A",
-    )
+    meter_draw(connector, NOW - timedelta(minutes=10), 3.0)
     assert "measured_a" not in evse(build_problem(garage, NOW).problem, "CP-1/1")
 
 
@@ -80,13 +76,8 @@ def test_the_cars_needs_become_remaining_energy_and_departure(garage, plug_in) -
     session.departure_at = NOW + timedelta(hours=4)
     session.ev_max_current_a = Decimal("16")
     session.save()
-    MeterSample.objects.create(
-        station=connector.station,
-        connector=connector,
-        sampled_at=NOW - timedelta(seconds=10),
-        measurand="Energy.Active.Import.Register",
-        value=Decimal("5000"),
-        unit="Wh",
+    MeterReadingFactory(
+        station=connector.station, connector_no=1, sampled_at=NOW - timedelta(seconds=10), energy_wh=5000.0
     )
 
     item = evse(build_problem(garage, NOW).problem, "CP-1/1")
@@ -196,16 +187,8 @@ def test_a_site_meter_identity_is_not_balanced(garage, plug_in) -> None:
 
 def test_readings_from_the_future_or_beyond_the_rating_are_not_the_draw(garage, plug_in) -> None:
     connector = plug_in(garage, "CP-1", max_a="16")
-    for seconds, amps in ((-20, "30"), (60, "12")):  # 30 A > 1.5 x 16 A; 60 s ahead of the clock
-        MeterSample.objects.create(
-            station=connector.station,
-            connector=connector,
-            sampled_at=NOW + timedelta(seconds=seconds),
-            measurand="Current.Import",
-            phase="L1",
-            value=Decimal(amps),
-            unit="A",
-        )
+    for seconds, amps in ((-20, 30.0), (60, 12.0)):  # 30 A > 1.5 x 16 A; 60 s ahead of the clock
+        meter_draw(connector, NOW + timedelta(seconds=seconds), amps)
 
     built = build_problem(garage, NOW)
 
@@ -213,15 +196,116 @@ def test_readings_from_the_future_or_beyond_the_rating_are_not_the_draw(garage, 
     assert built.chargers_a == [0.0, 0.0, 0.0]
 
     # An older plausible reading is the draw then: only the bad ones are dropped.
-    MeterSample.objects.create(
-        station=connector.station,
-        connector=connector,
-        sampled_at=NOW - timedelta(seconds=30),
-        measurand="Current.Import",
-        phase="L1",
-        value=Decimal("11"),
-        unit="A",
-    )
+    meter_draw(connector, NOW - timedelta(seconds=30), 11.0)
     built = build_problem(garage, NOW)
     assert built.evses["CP-1/1"].measured_a == 11.0
     assert built.chargers_a == [11.0, 11.0, 11.0]
+
+
+def test_a_reading_is_its_highest_phase_and_one_implausible_phase_drops_the_whole_reading(garage, plug_in) -> None:
+    connector = plug_in(garage, "CP-1", max_a="16")
+    meter_draw(connector, NOW - timedelta(seconds=20), 8.0, current_l2_a=15.5)  # L1 and L3 8 A, L2 15.5 A
+    # 10 s later L2 reads 30 A (over 1.5 x 16 A): the reading is dropped, its 10 A phases with it.
+    meter_draw(connector, NOW - timedelta(seconds=10), 10.0, current_l2_a=30.0)
+
+    built = build_problem(garage, NOW)
+
+    assert built.evses["CP-1/1"].measured_a == 15.5
+    assert built.chargers_a == [15.5, 15.5, 15.5]
+
+
+def test_recent_meter_reads_the_last_readings_draws_and_register_of_each_connector(garage, plug_in, settings) -> None:
+    settings.BALANCING_OVERDRAW_READINGS = 3
+    reader, dozer, broken = (plug_in(garage, cp, max_a="16") for cp in ("CP-R", "CP-D", "CP-B"))
+    for seconds, amps, register in (
+        (-150, 5.0, 900.0),  # older than the two minutes: nothing
+        (-100, 10.0, 1000.0),
+        (-60, 12.0, None),
+        (-40, 30.0, None),  # implausible: not a reading (but a draw)
+        (-30, 0.5, None),
+        (5, 11.0, None),  # 5 s ahead of the clock: within the skew
+        (30, 9.0, None),  # 30 s ahead: not trusted
+    ):
+        meter_draw(reader, NOW + timedelta(seconds=seconds), amps, energy_wh=register)
+    MeterReadingFactory(
+        station=reader.station, connector_no=1, sampled_at=NOW - timedelta(seconds=20), energy_wh=2000.0
+    )
+    for seconds, amps in ((-150, 9.0), (-90, 3.0), (-30, 0.5), (-10, 0.2)):
+        meter_draw(dozer, NOW + timedelta(seconds=seconds), amps, energy_wh=500.0 if seconds == -150 else None)
+    meter_draw(broken, NOW - timedelta(seconds=50), 30.0)
+    meter_draw(broken, NOW - timedelta(seconds=10), 0.0)
+    connectors = [reader, dozer, broken]
+
+    recent = _recent_meter(connectors, {c.pk: 16.0 for c in connectors}, NOW, keep=3)
+
+    def readings(connector):
+        return [((r.at - NOW).total_seconds(), r.current_a) for r in recent.readings[connector.pk]]
+
+    assert readings(reader) == [(5.0, 11.0), (-30.0, 0.5), (-60.0, 12.0)]  # newest first, the implausible skipped
+    assert readings(dozer) == [(-10.0, 0.2), (-30.0, 0.5), (-90.0, 3.0)]
+    assert readings(broken) == [(-10.0, 0.0)]
+    assert recent.last_draws == {
+        reader.pk: NOW + timedelta(seconds=5),
+        dozer.pk: NOW - timedelta(seconds=90),  # at least 1 A
+        broken.pk: NOW - timedelta(seconds=50),  # an implausible current is still a current
+    }
+    assert recent.registers_wh == {reader.pk: 2000.0}  # dozer's only register is too old
+
+
+def test_an_implausible_reading_between_two_over_the_limit_does_not_hide_an_overdraw(garage, plug_in) -> None:
+    connector = plug_in(garage, "CP-1", max_a="32")
+    book(connector, "9", confirmed_ago=timedelta(minutes=10))
+    meter_draw(connector, NOW - timedelta(seconds=30), 16.0)
+    meter_draw(connector, NOW - timedelta(seconds=20), 60.0)  # a broken reading (over 1.5 x 32 A)
+    meter_draw(connector, NOW - timedelta(seconds=10), 16.0)
+
+    ctx = build_problem(garage, NOW).evses["CP-1/1"]
+
+    # The last two plausible readings are over 9 A + 1 A: the broken one in between is skipped.
+    assert ctx.overdraw
+    assert [(r.at, r.current_a) for r in ctx.overdraw_readings] == [
+        (NOW - timedelta(seconds=10), 16.0),
+        (NOW - timedelta(seconds=30), 16.0),
+    ]
+    assert ctx.fixed_a == 16.0
+
+
+def test_currents_and_registers_a_charger_reports_at_its_inlet_are_its_draw(garage, plug_in) -> None:
+    from chargepoint.services import telemetry_apply
+
+    connector = plug_in(garage, "CP-IN", max_a="32")
+    session = connector.sessions.get()
+    at = (NOW - timedelta(seconds=10)).isoformat()
+    samples = [
+        {"at": at, "measurand": "Current.Import", "phase": phase, "location": "Inlet", "value": amps, "unit": "A"}
+        for phase, amps in (("L1", "14.2"), ("L2", "15.1"), ("L3", "14.8"))
+    ]
+    samples.append(
+        {"at": at, "measurand": "Energy.Active.Import.Register", "location": "Inlet", "value": "7250", "unit": "Wh"}
+    )
+    event = {"type": "meter", "cp": "CP-IN", "ts": at, "connector": 1, "transaction_id": session.transaction_id}
+    assert telemetry_apply(events=[{**event, "samples": samples}]).applied == 1
+
+    built = build_problem(garage, NOW)
+
+    assert built.evses["CP-IN/1"].measured_a == 15.1
+    assert built.chargers_a == [15.1, 15.1, 15.1]
+    assert evse(built.problem, "CP-IN/1")["session_kwh"] == 7.25
+
+
+@pytest.mark.parametrize(
+    ("now", "months"),
+    [(NOW, ["2026_05"]), (datetime(2026, 6, 1, 0, 0, 30, tzinfo=UTC), ["2026_05", "2026_06"])],
+)
+def test_the_recent_readings_are_an_index_range_of_the_current_months_partition(garage, plug_in, now, months) -> None:
+    stations = [plug_in(garage, f"CP-{n}").station_id for n in range(3)]
+    partitions_ensure(datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 7, 1, tzinfo=UTC))
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # tiny test tables: show the plan an index gives
+
+    plan = recent_readings_query(stations, now).explain()
+
+    scanned = sorted(set(re.findall(r"chargepoint_meterreading_p(\d{4}_\d{2})", plan)))
+    assert scanned == months, plan  # the months before and after are pruned when the plan is made
+    assert "Seq Scan" not in plan, plan
+    assert "Index" in plan, plan

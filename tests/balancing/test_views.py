@@ -76,17 +76,19 @@ def test_the_site_page_and_its_chart_carry_the_runs(make_user) -> None:
 
     assert "Mall garage" in client.get("/sites/mall/").content.decode()
     spec = client.get("/sites/mall/chart.json?range=day").json()
-    series = {(row["series"], row["value"]) for row in spec["data"]["values"]}
-    assert ("drawn", 14.0) in series
-    assert ("limit", 20.0) in series
+    [point] = spec["data"]["values"]  # one row per minute, the series as its fields
+    assert (point["drawn"], point["allowed"], point["limit"]) == (14.0, 15.0, 20.0)
+    assert "unmanaged" not in point  # the run had no figure for it
+    assert spec["transform"][0]["fold"] == ["drawn", "allowed", "limit", "unmanaged"]
     phases = client.get("/sites/mall/chart.json?range=day&phases=1").json()
-    assert {r["series"] for r in phases["data"]["values"]} == {
-        "L1 drawn",
-        "L2 drawn",
-        "L3 drawn",
-        "L1 limit",
-        "L2 limit",
-        "L3 limit",
+    [point] = phases["data"]["values"]
+    assert {k: v for k, v in point.items() if k != "time"} == {
+        "L1 drawn": 17,
+        "L2 drawn": 17,
+        "L3 drawn": 17,
+        "L1 limit": 63,
+        "L2 limit": 63,
+        "L3 limit": 63,
     }
 
 

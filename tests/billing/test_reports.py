@@ -19,8 +19,9 @@ from django_tenants.utils import tenant_context
 from balancing.models import Site
 from billing.models import SavingsReport, SavingsReportFile, SessionDraw, SiteMonthDemand
 from billing.services import intervals_roll_up, savings_report_generate, tariff_import
-from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterSample
+from chargepoint.models import ChargingSession, ChargingStation, Connector
 from tests.billing.conftest import LA, simple_record
+from tests.billing.readings import readings_write
 from tests.factories import SiteFactory
 
 pytestmark = pytest.mark.django_db
@@ -58,16 +59,9 @@ def mall_site(slug: str = "mall", *, record=None) -> Site:
         )
         if n == 1:  # held at our limit and left 2 kWh short of what it asked for
             SessionDraw.objects.create(session=session, was_capped=True)
-        MeterSample.objects.bulk_create(
-            MeterSample(
-                station=station,
-                connector=connector,
-                sampled_at=(OCT_5_10AM + timedelta(minutes=15 * i)).astimezone(UTC),
-                measurand="Energy.Active.Import.Register",
-                value=Decimal(1000 * i),
-                unit="Wh",
-            )
-            for i in range(9)
+        readings_write(
+            station,
+            [((OCT_5_10AM + timedelta(minutes=15 * i)).astimezone(UTC), {"energy_wh": 1000 * i}) for i in range(9)],
         )
     intervals_roll_up()
     return site
@@ -103,6 +97,24 @@ def test_report_figures_match_the_hand_calculation() -> None:
     assert mall["tariff_version"] == "1"
     assert rows(report)["TOTAL"]["savings_total"] == "80.00"
     assert report.tariffs["mall"]["version"] == 1
+
+
+def test_the_charts_round_kw_half_up_as_the_summary_does() -> None:
+    site = SiteFactory(slug="half", timezone="America/Los_Angeles", voltage_v=Decimal(250), phases=1)
+    tariff_import(site=site, record=simple_record(), valid_from=date(2026, 1, 1))
+    station = ChargingStation.objects.create(
+        charge_point_id="HALF-1", site=site, max_current_a=Decimal(32), phases=1, wiring="L1"
+    )
+    start = OCT_5_10AM.astimezone(UTC)
+    readings_write(station, [(start, {"energy_wh": 0}), (start + timedelta(minutes=15), {"energy_wh": 2000.125})])
+    intervals_roll_up()
+
+    report = savings_report_generate(year=2026, month=10, reason="request")
+
+    assert rows(report)["half"]["actual_peak_kw"] == "8.001"  # 2.000125 kWh in 15 minutes: 8.0005 kW
+    charts = report.data["charts"]
+    assert {day: actual for day, actual, _ in charts["daily_peak_kw"]}["2026-10-05"] == "8.001"
+    assert charts["load_duration_kw"]["actual"][0] == "8.001"
 
 
 def test_the_ratchet_remembers_earlier_months() -> None:

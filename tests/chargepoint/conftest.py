@@ -30,7 +30,7 @@ from websockets.asyncio.client import ClientConnection
 
 from balancing.models import Circuit, Site
 from chargepoint.gateway.server import Gateway
-from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, IdTag, MeterSample
+from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, IdTag, MeterReading
 from chargepoint.services import charger_register
 from evplatform.redis import get_redis
 from tenants.models import ChargePointIdentity
@@ -115,7 +115,7 @@ def _delete_fleet(site_ids: list[int]) -> None:
 
     def delete() -> None:
         stations = ChargingStation.objects.filter(site__in=site_ids)
-        MeterSample.objects.filter(station__in=stations).delete()
+        MeterReading.objects.filter(station__in=stations).delete()
         ChargingSession.objects.filter(station__in=stations).delete()
         ChargerCommand.objects.filter(station__in=stations).delete()
         stations.delete()  # cascades to connectors and the balancer's rows about them

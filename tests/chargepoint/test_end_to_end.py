@@ -9,11 +9,12 @@ import asyncio
 from decimal import Decimal
 
 import pytest
+from django.db.models import QuerySet
 from django_tenants.utils import tenant_context
 
 from chargepoint.commands import Command, command_send
 from chargepoint.gateway import keys
-from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector, MeterSample
+from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector, MeterReading
 from chargepoint.simulator.charger import ChargerSpec, SimulatedCharger
 from chargepoint.simulator.fleet import run_fleet, seed_specs
 from evplatform.redis import get_redis
@@ -41,6 +42,11 @@ class Running:
         self.future.result(30)
 
 
+def session_readings(session: ChargingSession) -> QuerySet[MeterReading]:
+    """The readings linked to a session (one row per instant), looked up by station as the model asks."""
+    return MeterReading.objects.filter(station=session.station_id, session=session)
+
+
 def open_session(cp: str) -> ChargingSession | None:
     return ChargingSession.objects.filter(station__charge_point_id=cp, stopped_at__isnull=True).first()
 
@@ -64,7 +70,7 @@ def test_a_16_charger_plugs_in_gets_a_profile_and_its_meter_values_land_in_its_t
             what="a TxProfile pushed and accepted",
         )
         wait_until(
-            lambda: MeterSample.objects.filter(session=session, measurand="Current.Import", phase="L1").exists(),
+            lambda: session_readings(session).filter(current_l1_a__isnull=False, power_w__gt=0).exists(),
             timeout=E2E_TIMEOUT_S,
             what="meter values linked to the session",
         )
@@ -78,12 +84,17 @@ def test_a_16_charger_plugs_in_gets_a_profile_and_its_meter_values_land_in_its_t
     assert session.transaction_id == sim.state.transaction_id
     assert Connector.objects.get(station=station, connector_id=1).status == "Charging"
     assert sim.state.profiles_received >= 1
-    power = MeterSample.objects.filter(session=session, measurand="Power.Active.Import").first()
-    assert power is not None
-    assert power.unit == "W"  # the simulator reports kW; stored in W
+    reading = session_readings(session).filter(current_l1_a__isnull=False, power_w__gt=0).first()
+    assert reading is not None
+    # The simulator reports kW: stored in W, in its typed column (a kW value would be in extra).
+    phase_sum_a = reading.current_l1_a + reading.current_l2_a + reading.current_l3_a
+    assert reading.power_w == pytest.approx(230 * phase_sum_a, abs=5)
+    assert reading.power_w > 1000
+    assert reading.extra is None  # register, power, offered current, SoC and currents: all typed
+    assert None not in (reading.energy_wh, reading.offered_a, reading.soc_pct)
     with tenant_context(other_tenant):
         assert not ChargingStation.objects.filter(charge_point_id=cp).exists()
-        assert not MeterSample.objects.exists()
+        assert not MeterReading.objects.exists()
 
 
 def test_a_201_station_plugs_in_states_its_needs_gets_a_profile_and_meters_land(
@@ -110,7 +121,7 @@ def test_a_201_station_plugs_in_states_its_needs_gets_a_profile_and_meters_land(
             what="a profile for EVSE 1 accepted",
         )
         wait_until(
-            lambda: MeterSample.objects.filter(session=session, measurand="Energy.Active.Import.Register").count() >= 2,
+            lambda: session_readings(session).filter(energy_wh__isnull=False).count() >= 2,
             timeout=E2E_TIMEOUT_S,
             what="energy readings linked to the session",
         )
@@ -122,8 +133,10 @@ def test_a_201_station_plugs_in_states_its_needs_gets_a_profile_and_meters_land(
     assert session.energy_needed_kwh == Decimal("20.000")
     assert session.ev_max_current_a == Decimal("16.0")
     assert session.departure_at is not None
-    register = MeterSample.objects.filter(session=session, measurand="Energy.Active.Import.Register").last()
-    assert register.unit == "Wh"  # reported in kWh
+    registers = list(session_readings(session).filter(energy_wh__isnull=False).order_by("sampled_at"))
+    # Reported in kWh, stored in Wh in the register's column: never in extra as kWh.
+    assert all(not any("#" in key for key in (r.extra or {})) for r in registers)
+    assert registers[-1].energy_wh >= registers[0].energy_wh
 
 
 def test_a_charger_that_drops_and_reconnects_keeps_its_session_and_gets_commands_again(
@@ -142,9 +155,9 @@ def test_a_charger_that_drops_and_reconnects_keeps_its_session_and_gets_commands
         result = command_send(
             command=Command(cp, "GetCompositeSchedule", {"connectorId": 1, "duration": 60}), timeout_s=10
         )
-        readings_before = MeterSample.objects.filter(session=session).count()
+        readings_before = session_readings(session).count()
         wait_until(
-            lambda: MeterSample.objects.filter(session=session).count() > readings_before,
+            lambda: session_readings(session).count() > readings_before,
             timeout=E2E_TIMEOUT_S,
             what="readings after the reconnect on the same session",
         )

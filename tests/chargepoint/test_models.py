@@ -1,18 +1,19 @@
 """Database constraints: what cannot be true is refused by PostgreSQL itself."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
-from chargepoint.models import MeterSample
+from chargepoint.models import MeterReading
+from chargepoint.partitions import partitions_ensure
 from tests.factories import (
     ChargingSessionFactory,
     ChargingStationFactory,
     CircuitFactory,
     ConnectorFactory,
-    MeterSampleFactory,
+    MeterReadingFactory,
     SiteFactory,
 )
 
@@ -69,11 +70,40 @@ def test_a_session_cannot_stop_before_it_started() -> None:
 
 def test_the_same_reading_is_stored_once_also_for_the_main_meter() -> None:
     station = ChargingStationFactory()
-    connector = ConnectorFactory(station=station)
-    MeterSampleFactory(station=station, connector=connector)
-    MeterSampleFactory(station=station, connector=None)
+    ConnectorFactory(station=station)
+    first = MeterReadingFactory(station=station, connector_no=1)
+    MeterReadingFactory(station=station, connector_no=0)
 
-    assert refused(MeterSampleFactory, station=station, connector=connector)
-    assert refused(MeterSampleFactory, station=station, connector=None)
-    assert not refused(MeterSampleFactory, station=station, connector=None, phase="L1")
-    assert MeterSample.objects.filter(station=station).count() == 3
+    assert refused(MeterReadingFactory, station=station, connector_no=1)
+    assert refused(MeterReadingFactory, station=station, connector_no=0, current_l1_a=16.0)
+    assert not refused(
+        MeterReadingFactory, station=station, connector_no=0, sampled_at=first.sampled_at + timedelta(seconds=1)
+    )
+    assert MeterReading.objects.filter(station=station).count() == 3
+
+
+def test_a_connector_number_cannot_be_negative() -> None:
+    assert refused(MeterReadingFactory, connector_no=-1)
+
+
+def test_deleting_a_station_deletes_its_readings_in_the_database() -> None:
+    """The reference is the database's (ON DELETE CASCADE): Django's collector never loads them."""
+    station = ChargingStationFactory()
+    kept = ChargingStationFactory()
+    MeterReadingFactory(station=station)
+    MeterReadingFactory(station=kept)
+
+    station.delete()
+
+    left = MeterReading.objects.filter(station_id__in=[station.pk, kept.pk])
+    assert list(left.values_list("station_id", flat=True)) == [kept.pk]
+
+
+def test_a_reading_of_a_station_that_does_not_exist_is_refused() -> None:
+    """The station reference is checked at commit (deferred); made immediate here to see it."""
+    at = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
+    partitions_ensure(at, at)
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        MeterReading.objects.create(station_id=987_654_321, sampled_at=at, connector_no=1, energy_wh=1.0)

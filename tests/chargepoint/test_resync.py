@@ -16,7 +16,14 @@ import pytest
 from django.utils import timezone
 
 from balancing.models import ConnectorLimit, SiteAlert
-from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector, MeterSample
+from chargepoint.models import (
+    ChargerCommand,
+    ChargingSession,
+    ChargingStation,
+    Connector,
+    MeterReading,
+    ReadingContext,
+)
 from chargepoint.resync import RESYNC_DELAY_S, _throttle_key, composite_limit_a, resync_commands, station_resync
 from chargepoint.simulator.charger import ChargerSpec, SimulatedCharger
 from evplatform.redis import get_redis
@@ -275,7 +282,7 @@ def test_a_reconnect_resyncs_the_charger_once_a_minute_at_most(gateway, celery_w
         wait_until(lambda: triggers.count() == 2, what="both triggers recorded")
         # The charger did what it was asked: its triggered meter values reached the books.
         wait_until(
-            MeterSample.objects.filter(station=station, context="Trigger").exists,
+            MeterReading.objects.filter(station=station, context=ReadingContext.TRIGGER).exists,
             timeout=60,
             what="meter values sent on the trigger",
         )

@@ -13,7 +13,7 @@ from django.utils import timezone
 from balancing.models import Site, SiteMeterReading
 from balancing.problem import build_problem
 from chargepoint.gateway import normalise
-from chargepoint.models import ChargingStation, MeterSample
+from chargepoint.models import ChargingStation, MeterReading
 from chargepoint.services import telemetry_apply
 from tests.factories import ChargingStationFactory, ConnectorFactory, SiteFactory
 
@@ -102,7 +102,7 @@ def test_connector_0_currents_and_power_become_a_site_meter_reading(meter: Charg
     assert reading.measured_at == when
     assert reading.current_a == [20.5, 18.0, 22.25]
     assert reading.power_kw == Decimal("13.95")
-    assert not MeterSample.objects.filter(station=meter).exists()
+    assert not MeterReading.objects.filter(station=meter).exists()
 
 
 def test_ocpp16_meter_values_in_kw_are_normalised(meter: ChargingStation) -> None:
@@ -206,12 +206,18 @@ def test_a_replayed_batch_stores_each_reading_once(meter: ChargingStation) -> No
 def test_an_ordinary_chargers_connector_0_values_stay_meter_samples(site: Site) -> None:
     charger = ChargingStationFactory(charge_point_id="CP-3", site=site)
     ConnectorFactory(station=charger, connector_id=1)
-    telemetry_apply(events=[meter_event("CP-3", three_phases(ago(2)))])
-    assert MeterSample.objects.filter(station=charger, connector__isnull=True).count() == 3
+    when = ago(2)
+    telemetry_apply(events=[meter_event("CP-3", three_phases(when))])
+    stored = MeterReading.objects.get(station=charger)  # the three phases of one instant: one row
+    assert (stored.connector_no, stored.sampled_at) == (0, when)
+    assert (stored.current_l1_a, stored.current_l2_a, stored.current_l3_a) == (20.5, 18.0, 22.25)
     assert not SiteMeterReading.objects.exists()
 
 
 def test_a_meter_transaction_sample_is_not_a_site_reading(meter: ChargingStation) -> None:
-    telemetry_apply(events=[meter_event("METER-1", three_phases(ago(2)), transaction_id="9")])
+    when = ago(2)
+    telemetry_apply(events=[meter_event("METER-1", three_phases(when), transaction_id="9")])
     assert not SiteMeterReading.objects.exists()
-    assert MeterSample.objects.filter(station=meter).count() == 3  # kept as the station's own samples
+    stored = MeterReading.objects.get(station=meter)  # kept as the station's own readings
+    assert (stored.connector_no, stored.sampled_at) == (0, when)
+    assert (stored.current_l1_a, stored.current_l2_a, stored.current_l3_a) == (20.5, 18.0, 22.25)

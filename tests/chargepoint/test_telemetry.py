@@ -8,7 +8,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from balancing.models import ConnectorLimit
-from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterSample
+from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterReading
 from chargepoint.services import stations_offline_sweep, telemetry_apply, transaction_id_next
 from tests.factories import ChargingStationFactory, ConnectorFactory
 
@@ -83,7 +83,8 @@ def test_a_batch_records_boot_status_session_and_samples(station) -> None:
     assert Connector.objects.get(station=station).status == "Charging"
     session = ChargingSession.objects.get(station=station)
     assert (session.transaction_id, session.meter_start_wh, session.stopped_at) == ("41", Decimal("1000"), None)
-    assert MeterSample.objects.filter(session=session).count() == 2
+    reading = MeterReading.objects.get(session=session)  # the two values of one instant: one row
+    assert (reading.connector_no, reading.current_l1_a, reading.energy_wh) == (1, 10.4, 1020.0)
     assert outcome.applied == 6
     assert outcome.samples == 2
     assert station.site_id in outcome.rebalance
@@ -94,7 +95,7 @@ def test_the_same_batch_twice_changes_nothing(station) -> None:
     again = telemetry_apply(events=session_batch())
 
     assert ChargingSession.objects.filter(station=station).count() == 1
-    assert MeterSample.objects.filter(station=station).count() == 2
+    assert MeterReading.objects.filter(station=station).count() == 1
     assert again.skipped == 0
 
 
@@ -114,7 +115,7 @@ def test_a_stop_closes_the_session_with_its_energy_and_later_samples_need_no_ses
     assert session.stopped_at == T0 + timedelta(seconds=100)
     assert session.energy_kwh == Decimal("7.200")
     assert session.stop_reason == "EVDisconnected"
-    assert MeterSample.objects.get(measurand="Voltage").session is None
+    assert MeterReading.objects.get(voltage_v__isnull=False).session is None
 
 
 def test_an_older_status_does_not_overwrite_a_newer_one(station) -> None:
@@ -230,8 +231,8 @@ def test_readings_that_cannot_be_true_are_refused_by_name_and_never_stored(stati
     with caplog.at_level("WARNING", logger="chargepoint.telemetry"):
         telemetry_apply(events=[event("meter", "TEL-1", 20, connector=1, transaction_id="41", samples=[*bad, good])])
 
-    stored = MeterSample.objects.filter(sampled_at=T0 + timedelta(seconds=20))
-    assert [(s.measurand, s.value) for s in stored] == [("Current.Import", Decimal("10.0"))]
+    stored = MeterReading.objects.get(sampled_at=T0 + timedelta(seconds=20))
+    assert (stored.current_l1_a, stored.current_l2_a, stored.current_l3_a, stored.energy_wh) == (10.0, None, None, None)
     refusals = [r.getMessage() for r in caplog.records if "reading refused" in r.getMessage()]
     assert len(refusals) == 4
     assert "TEL-1: reading refused, never used: Current.Import -500 A on connector 1" in refusals[0]

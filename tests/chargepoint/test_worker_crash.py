@@ -1,7 +1,8 @@
 """A telemetry worker killed in the middle of a batch loses nothing and stores nothing twice.
 
 Its own worker processes on their own queues (so the session's shared worker cannot take the
-batch): the first is killed with SIGKILL while it writes; RabbitMQ gives the unacknowledged
+batch): the first is killed with SIGKILL while it writes (held there by a lock the test takes
+on the readings table, so the kill cannot come too late); RabbitMQ gives the unacknowledged
 message to the second, whose run of the whole batch lands every reading exactly once.
 """
 
@@ -10,13 +11,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 from django.conf import settings
 
-from chargepoint.models import MeterSample
+from chargepoint.models import MeterReading
 from chargepoint.tasks import telemetry_ingest
 from tests.chargepoint.conftest import wait_until
 from tests.conftest import _database_url
@@ -61,6 +62,29 @@ class Worker:
                 self.process.kill()
 
 
+class WriteBlocker:
+    """A connection of its own holding a SHARE lock on alpha's readings: inserts wait for it."""
+
+    def __init__(self) -> None:
+        self.connection = psycopg.connect(_database_url())
+        self.connection.execute("SET search_path TO alpha, public")
+        self.connection.execute("LOCK TABLE chargepoint_meterreading IN SHARE MODE")
+
+    def writer_waiting(self) -> bool:
+        """A backend waits for this lock to insert readings (a worker in the middle of a batch)."""
+        self.connection.execute("SELECT pg_stat_clear_snapshot()")
+        row = self.connection.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            " AND query LIKE 'INSERT INTO chargepoint_meterreading %'"
+        ).fetchone()
+        return bool(row and row[0])
+
+    def release(self) -> None:
+        if not self.connection.closed:
+            self.connection.rollback()
+            self.connection.close()
+
+
 def batch(cp: str) -> list[dict]:
     events = []
     for e in range(EVENTS):
@@ -94,14 +118,16 @@ def batch(cp: str) -> list[dict]:
 def test_a_worker_killed_mid_batch_loses_nothing_and_stores_nothing_twice(gw_fleet) -> None:
     cp = gw_fleet.chargers_16[7]
     prefix = f"{settings.CELERY_QUEUE_PREFIX}crash."
-    readings = MeterSample.objects.filter(
+    readings = MeterReading.objects.filter(
         station__charge_point_id=cp, sampled_at__gte=T0, sampled_at__lt=T0 + timedelta(days=1)
     )
     expected = EVENTS * SAMPLES_PER_EVENT
     first = Worker(prefix, "crash-first")
     second = None
+    blocker = None
     try:
         wait_until(lambda: first.saw(" ready."), timeout=90, what="first worker ready")
+        blocker = WriteBlocker()
         telemetry_ingest.apply_async(
             kwargs={"events": batch(cp)},
             headers={"_schema_name": "alpha"},
@@ -109,19 +135,26 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_stores_nothing_twice(gw_fle
             routing_key=f"{prefix}telemetry",
         )
         wait_until(lambda: first.saw("telemetry_ingest") and first.saw("received"), timeout=30, what="batch received")
-        time.sleep(0.5)
-        assert not first.saw("succeeded"), "the batch finished before the kill: make it bigger"
+        wait_until(blocker.writer_waiting, timeout=30, what="the worker writing the batch's readings")
+        assert not first.saw("succeeded")
         first.process.send_signal(signal.SIGKILL)
         first.process.wait(10)
+        blocker.release()
         assert readings.count() == 0  # the dead worker's transaction left nothing behind
 
         second = Worker(prefix, "crash-second")
-        wait_until(lambda: readings.count() >= expected, timeout=90, what="the batch re-run by the second worker")
+        try:
+            wait_until(lambda: readings.count() >= expected, timeout=90, what="the batch re-run by the second worker")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nsecond worker:\n{''.join(second.lines[-40:])}") from None
         wait_until(lambda: second.saw("succeeded"), timeout=30, what="second worker done")
     finally:
+        if blocker is not None:
+            blocker.release()
         first.stop()
         if second is not None:
             second.stop()
 
-    assert readings.count() == expected
+    assert readings.count() == expected  # one row per instant: each sample its own second
     assert readings.values("sampled_at").distinct().count() == expected
+    assert set(readings.values_list("connector_no", "current_l1_a", "extra")) == {(1, 16.0, None)}

@@ -9,11 +9,10 @@ from django.test import Client
 from django.utils import timezone
 
 from balancing.models import BalancingRun, Site, SiteLimitSchedule
-from chargepoint.models import MeterSample
 from tenants.accounts.models import Role
 from tenants.accounts.tokens import api_token_create
 from tests.conftest import ALPHA
-from tests.factories import ChargingStationFactory, SiteFactory
+from tests.factories import ChargingStationFactory, MeterReadingFactory, SiteFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -131,18 +130,13 @@ def test_readings_are_time_filtered_and_bad_times_are_named(token_client) -> Non
     station = ChargingStationFactory(charge_point_id="CP-API")
     now = timezone.now().replace(microsecond=0)
     for minutes in (90, 30, 5):
-        MeterSample.objects.create(
-            station=station,
-            sampled_at=now - timedelta(minutes=minutes),
-            measurand="Power.Active.Import",
-            value=Decimal(minutes),
-            unit="W",
-        )
+        MeterReadingFactory(station=station, sampled_at=now - timedelta(minutes=minutes), power_w=float(minutes))
     client = token_client(Role.SITE_VIEWER)
     since = (now - timedelta(hours=1)).isoformat()
 
     body = client.get("/api/v1/readings/", {"charger": "CP-API", "since": since}).json()
-    assert [float(r["value"]) for r in body["results"]] == [30.0, 5.0]
+    powers = [v["value"] for r in body["results"] for v in r["values"] if v["measurand"] == "Power.Active.Import"]
+    assert powers == [30.0, 5.0]
     bad = client.get("/api/v1/readings/", {"since": "yesterday"})
     assert bad.status_code == 400
     assert "since" in bad.json()["error"]["fields"]

@@ -163,7 +163,7 @@ def finance_report(tenant, django_db_blocker):
     """A stored October report in alpha (committed for the server), removed afterwards."""
     from billing.models import IntervalEnergy, SavingsReport, SessionDraw, SiteMonthDemand, Tariff
     from billing.services import savings_report_generate
-    from chargepoint.models import ChargingSession, ChargingStation, MeterSample
+    from chargepoint.models import ChargingSession, ChargingStation
     from tests.billing.test_reports import mall_site
 
     with django_db_blocker.unblock(), tenant_context(tenant):
@@ -175,9 +175,8 @@ def finance_report(tenant, django_db_blocker):
         SiteMonthDemand.objects.filter(site=site).delete()
         IntervalEnergy.objects.filter(site=site).delete()
         SessionDraw.objects.filter(session__station__site=site).delete()
-        MeterSample.objects.filter(station__site=site).delete()
         ChargingSession.objects.filter(station__site=site).delete()
-        ChargingStation.objects.filter(site=site).delete()
+        ChargingStation.objects.filter(site=site).delete()  # their readings with them (ON DELETE CASCADE)
         Tariff.objects.filter(site=site).delete()
         site.delete()
 
