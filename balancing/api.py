@@ -1,6 +1,6 @@
 """REST API for sites, circuits, limit schedules, live status, runs and site meter readings. Schema: tenant."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -18,8 +18,11 @@ from balancing.meter import site_meter_record
 from balancing.models import BalancingRun, Circuit, Site, SiteAlert, SiteLimitSchedule, SiteMeterReading
 from balancing.selectors import runs_seen_since, site_meter_latest, site_overview
 from balancing.services import SITE_LIMIT_FIELDS, schedule_create, schedule_delete, site_limits_update
-from evplatform.api import time_filtered, time_range
+from evplatform.api import time_range
 from evplatform.permissions import CHANGE_LIMITS, RoleForWrites, actor_of
+
+# A site meter readings request covers at most this many days (the last day by default).
+METER_READINGS_MAX_DAYS = 31
 
 
 class SiteSerializer(serializers.ModelSerializer):
@@ -355,7 +358,16 @@ class SiteMeterReadingsView(generics.ListAPIView):
         params = self.request.query_params
         if params.get("source"):
             qs = qs.filter(source=params["source"])
-        return time_filtered(qs, params, "measured_at")
+        # A bounded window whatever is asked (its page count is a COUNT over it): the last day
+        # unless since/until say otherwise, at most METER_READINGS_MAX_DAYS.
+        since, until = time_range(params, max_days=METER_READINGS_MAX_DAYS)
+        if until is None:
+            until = (
+                (since + timedelta(days=METER_READINGS_MAX_DAYS)) if since else timezone.now() + timedelta(minutes=1)
+            )
+        if since is None:
+            since = until - timedelta(days=1)
+        return qs.filter(measured_at__gte=since, measured_at__lt=until)
 
     @extend_schema(
         parameters=[

@@ -39,7 +39,7 @@ from django.contrib.sessions.models import Session
 from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 
-from balancing.models import BalancingRun, ProfilePush, Site, SiteAlert
+from balancing.models import BalancingRun, ProfilePush, Site, SiteAlert, SiteMeterReading
 from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector
 from evplatform.services import active_schema
 
@@ -56,6 +56,7 @@ class PruneCounts:
     pushes: int = 0
     commands: int = 0
     alerts: int = 0
+    meter_readings: int = 0
     sessions: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -64,7 +65,8 @@ class PruneCounts:
     def __str__(self) -> str:
         return (
             f"{self.runs:,} balancing runs ({self.pushes:,} profile pushes), {self.commands:,} charger commands, "
-            f"{self.alerts:,} cleared alerts, {self.sessions:,} expired sessions"
+            f"{self.alerts:,} cleared alerts, {self.meter_readings:,} site meter readings, "
+            f"{self.sessions:,} expired sessions"
         )
 
 
@@ -74,6 +76,7 @@ def retention_days() -> dict[str, int]:
         "runs": settings.RETENTION_RUNS_DAYS,
         "commands": settings.RETENTION_COMMANDS_DAYS,
         "alerts": settings.RETENTION_ALERTS_DAYS,
+        "meter readings": settings.TELEMETRY_RETENTION_DAYS,
     }
 
 
@@ -175,6 +178,18 @@ def _prune_alerts(cutoff: datetime, batch: int, dry_run: bool, counts: PruneCoun
         counts.alerts += old.count() if dry_run else _delete_batches(old, batch)
 
 
+def _prune_site_meter(cutoff: datetime, batch: int, dry_run: bool, counts: PruneCounts) -> None:
+    """Site meter readings kept as long as the chargers' raw readings; each site's latest stays."""
+    for site_id in Site.objects.order_by("pk").values_list("pk", flat=True):
+        latest = SiteMeterReading.objects.filter(site_id=site_id).order_by("-measured_at").values("pk")[:1]
+        old = (
+            SiteMeterReading.objects.filter(site_id=site_id, measured_at__lt=cutoff)
+            .exclude(pk__in=latest)
+            .order_by("measured_at")
+        )
+        counts.meter_readings += old.count() if dry_run else _delete_batches(old, batch)
+
+
 def sessions_prune(*, now: datetime, dry_run: bool = False, batch: int | None = None) -> int:
     """Expired portal sessions of the active schema (each schema has its own table)."""
     expired = Session.objects.filter(expire_date__lt=now).order_by("expire_date")
@@ -198,14 +213,18 @@ def history_prune(*, now: datetime, dry_run: bool = False, batch: int | None = N
         _prune_commands(cutoff, batch, dry_run, counts)
     if (cutoff := _cutoff(now, days["alerts"])) is not None:
         _prune_alerts(cutoff, batch, dry_run, counts)
+    if (cutoff := _cutoff(now, days["meter readings"])) is not None:
+        _prune_site_meter(cutoff, batch, dry_run, counts)
     counts.sessions = sessions_prune(now=now, dry_run=dry_run, batch=batch)
     logger.info(
-        "history of %s %s: %s (kept: runs %s d, commands %s d, cleared alerts %s d; 0 = forever)",
+        "history of %s %s: %s (kept: runs %s d, commands %s d, cleared alerts %s d, site meter readings %s d;"
+        " 0 = forever)",
         active_schema(),
         "would prune" if dry_run else "pruned",
         counts,
         days["runs"],
         days["commands"],
         days["alerts"],
+        days["meter readings"],
     )
     return counts

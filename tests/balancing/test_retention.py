@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
-from balancing.models import BalancingRun, ProfilePush, Site, SiteAlert
+from balancing.models import BalancingRun, ProfilePush, Site, SiteAlert, SiteMeterReading
 from balancing.retention import history_prune
 from balancing.tasks import prune_history, prune_history_all_tenants, prune_history_chunk
 from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector
@@ -164,6 +164,25 @@ def test_charger_commands_older_than_their_setting_go(settings) -> None:
     assert history_prune(now=NOW).commands == 1
 
 
+def test_site_meter_readings_go_with_the_raw_readings_retention_but_each_sites_latest_stays(settings) -> None:
+    settings.TELEMETRY_RETENTION_DAYS = 90
+    busy, quiet = SiteFactory(slug="busy"), SiteFactory(slug="quiet")
+
+    def reading(site: Site, age_days: float) -> SiteMeterReading:
+        return SiteMeterReading.objects.create(site=site, measured_at=days_ago(age_days), source="api", current_a=[])
+
+    old, recent = reading(busy, 91), reading(busy, 89)
+    quiet_latest = reading(quiet, 200)  # the quiet site's meter fell silent long ago: its last word stays
+
+    assert history_prune(now=NOW, dry_run=True).meter_readings == 1
+    assert SiteMeterReading.objects.filter(pk=old.pk).exists()
+    assert history_prune(now=NOW).meter_readings == 1
+    assert set(SiteMeterReading.objects.values_list("pk", flat=True)) == {recent.pk, quiet_latest.pk}
+    settings.TELEMETRY_RETENTION_DAYS = 0
+    reading(busy, 400)
+    assert history_prune(now=NOW).meter_readings == 0
+
+
 def test_cleared_alerts_go_after_their_period_and_open_ones_never(settings) -> None:
     settings.RETENTION_ALERTS_DAYS = 365
     site = SiteFactory(slug="garage")
@@ -237,7 +256,7 @@ def test_the_command_prints_what_it_deleted_and_a_dry_run_deletes_nothing(settin
 
     call_command("prune_history", "--tenant", "alpha", "--dry-run")
     dry = capsys.readouterr().out
-    assert "keeping runs 90 days, commands 90 days, alerts 365 days (dry run" in dry
+    assert "keeping runs 90 days, commands 90 days, alerts 365 days, meter readings 3650 days (dry run" in dry
     assert "alpha: would delete 1 balancing runs" in dry
     assert BalancingRun.objects.count() == 2
 
@@ -267,5 +286,12 @@ def test_the_prune_is_a_daily_beat_task_on_the_reports_queue_fanned_out_per_tena
     assert len(sent_for) == len(set(sent_for))
 
     caplog.set_level(logging.INFO, logger="balancing.retention")
-    assert prune_history.run() == {"runs": 0, "pushes": 0, "commands": 0, "alerts": 0, "sessions": 0}
+    assert prune_history.run() == {
+        "runs": 0,
+        "pushes": 0,
+        "commands": 0,
+        "alerts": 0,
+        "meter_readings": 0,
+        "sessions": 0,
+    }
     assert f"history of {tenant.schema_name} pruned: 0 balancing runs" in caplog.text

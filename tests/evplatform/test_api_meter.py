@@ -143,6 +143,22 @@ def test_readings_are_listed_newest_first_and_filtered_by_source(site: Site, tok
     assert client.get(URL + "?source=api").json()["count"] == 2
 
 
+def test_the_list_covers_the_last_day_unless_asked_and_at_most_31_days(site: Site, token_client) -> None:
+    client = token_client()
+    now = timezone.now()
+    for days in (0.5, 3, 40):
+        SiteMeterReading.objects.create(site=site, measured_at=now - timedelta(days=days), source="mqtt", current_a=[])
+
+    assert client.get(URL).json()["count"] == 1  # the last day: the 12-hour-old reading only
+    since = (now - timedelta(days=10)).isoformat()
+    assert client.get(URL, {"since": since}).json()["count"] == 2
+    old = {"since": (now - timedelta(days=41)).isoformat(), "until": (now - timedelta(days=39)).isoformat()}
+    assert client.get(URL, old).json()["count"] == 1
+    too_long = client.get(URL, {"since": (now - timedelta(days=41)).isoformat(), "until": now.isoformat()})
+    assert too_long.status_code == 400
+    assert "until" in too_long.json()["error"]["fields"]
+
+
 def test_a_site_viewer_reads_readings_but_may_not_post(site: Site, token_client) -> None:
     viewer = token_client(Role.SITE_VIEWER)
     assert viewer.get(URL).status_code == 200
