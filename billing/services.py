@@ -588,13 +588,18 @@ def _sessions_draw_chunk(since: dict[int, datetime], now: datetime) -> int:
     return len(folded)
 
 
+def _windows_open(windows: list[_DrawWindow]) -> list[tuple[int, _DrawWindow]]:
+    """The windows with a range to read (``since <= until``), each with its place in ``windows``."""
+    return [(n, w) for n, w in enumerate(windows) if w.since <= w.until]
+
+
 def _windows_samples(windows: list[_DrawWindow]) -> list[list[SampleRow]]:
     """Each window's readings of its session; one statement, each a range of the readings' key."""
     out: list[list[SampleRow]] = [[] for _ in windows]
-    reading = [w for w in windows if w.since <= w.until]
-    if not reading:
+    numbered = _windows_open(windows)
+    if not numbered:
         return out
-    index = {id(w): n for n, w in enumerate(windows)}
+    reading = [w for _, w in numbered]
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
@@ -616,7 +621,7 @@ def _windows_samples(windows: list[_DrawWindow]) -> list[list[SampleRow]]:
                 [w.session.pk for w in reading],
                 [w.since for w in reading],
                 [w.until for w in reading],
-                [index[id(w)] for w in reading],
+                [n for n, _ in numbered],
             ],
         )
         for n, micros, wh, w, a in cursor.fetchall():
@@ -630,10 +635,10 @@ def _windows_pushes(windows: list[_DrawWindow]) -> list[tuple[list[datetime], li
     as (sorted answer times, limits in A). One statement, served by the index on (connector,
     answered_at) of accepted pushes."""
     out: list[tuple[list[datetime], list[Decimal]]] = [([], []) for _ in windows]
-    reading = [w for w in windows if w.since <= w.until]
-    if not reading:
+    numbered = _windows_open(windows)
+    if not numbered:
         return out
-    index = {id(w): n for n, w in enumerate(windows)}
+    reading = [w for _, w in numbered]
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
@@ -657,7 +662,7 @@ def _windows_pushes(windows: list[_DrawWindow]) -> list[tuple[list[datetime], li
                 [w.session.started_at - SESSION_PUSH_LOOKBACK for w in reading],
                 [w.since for w in reading],
                 [w.until for w in reading],
-                [index[id(w)] for w in reading],
+                [n for n, _ in numbered],
             ],
         )
         for n, answered_at, limit_a in cursor.fetchall():
