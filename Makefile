@@ -7,6 +7,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEPS_STAMP := $(VENV)/.deps-installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
+# The entry points (manage.py, wsgi, asgi, celery) default to the production settings; the
+# development commands here use the local ones unless the environment names others.
+export DJANGO_SETTINGS_MODULE ?= evplatform.settings.local
 
 .PHONY: run test lint format setup migrate demo clean bench bench-engine bench-acn bench-balance bench-gateway bench-billing bench-chart bench-runs bench-faults bench-scale bench-tenants
 
@@ -45,7 +48,7 @@ $(CHROMIUM):
 	fi
 
 test: setup $(CHROMIUM)
-	$(BIN)/python -m pytest
+	DJANGO_SETTINGS_MODULE=evplatform.settings.test $(BIN)/python -m pytest
 
 # Benchmarks print their figures (README, "Performance"); they use the running services and
 # their own databases, never the dev data. Each takes from seconds to a few minutes.

@@ -13,7 +13,7 @@ from kombu import Exchange, Queue
 from tenant_schemas_celery.app import CeleryApp
 from tenant_schemas_celery.task import TenantTask as SchemaCarryingTask
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evplatform.settings.local")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evplatform.settings.production")
 
 QUEUE_BALANCING = "balancing"  # seconds matter: rebalancing, profile pushes
 QUEUE_TELEMETRY = "telemetry"  # volume: meter values, status, transactions

@@ -9,6 +9,7 @@ from urllib.parse import unquote
 
 import environ
 from celery.schedules import crontab
+from csp.constants import NONE, SELF
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -32,6 +33,8 @@ CELERY_QUEUE_PREFIX = env.str("CELERY_QUEUE_PREFIX", default="")
 # Hostname that serves the platform (public schema): platform admin and onboarding.
 PLATFORM_DOMAIN = env.str("PLATFORM_DOMAIN", default="localhost")
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# True only in evplatform.settings.production: commands that make demo data refuse to run there.
+IS_PRODUCTION = False
 
 # --- Tenancy (django-tenants: one PostgreSQL schema per organisation) -----------------------
 
@@ -97,6 +100,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     # Last, as django-axes asks: counts failed sign-ins and locks out guessing.
     "axes.middleware.AxesMiddleware",
 ]
@@ -113,13 +117,60 @@ AXES_RESET_ON_SUCCESS = True
 # The sign-in form posts the email in the field Django calls "username".
 AXES_USERNAME_FORM_FIELD = "username"
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# `Alice@Example.com` and `alice@example.com` are one account for the lockout too.
+AXES_USERNAME_CALLABLE = "tenants.accounts.lockout.lockout_username"
+
+# --- Reverse proxy, email, Content-Security-Policy ----------------------------------------
+
+# How many reverse proxies stand in front of the web process (a TLS-terminating load balancer
+# or Caddy: 1). 0: none, and X-Forwarded-For / X-Forwarded-Proto are ignored, since anybody can
+# send them. From 1: the request counts as HTTPS when the proxy says so, and the sign-in lockout
+# keys on the client address the proxies forward, not on the proxy's own (which every user
+# shares). ipware counts the proxies listed in X-Forwarded-For: the last one is REMOTE_ADDR.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+if TRUSTED_PROXY_COUNT > 0:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR")
+    AXES_IPWARE_PROXY_COUNT = TRUSTED_PROXY_COUNT - 1
+    # Addresses a client put in front of the chain are skipped; the proxies' part is trusted.
+    IPWARE_STRICT = False
+
+# Outgoing mail (password resets, invitations) by URL: smtp://, smtp+tls:// (STARTTLS) or
+# smtp+ssl://, with user:password@ (percent-encoded) and :port, e.g.
+# smtp+tls://apikey:secret@smtp.example.com:587. consolemail:// prints mails to the log: for
+# development only, production refuses it.
+EMAIL_URL = env.str("EMAIL_URL", default="consolemail://")
+_email = env.email_url_config(EMAIL_URL)
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_HOST = _email["EMAIL_HOST"] or "localhost"
+EMAIL_PORT = _email["EMAIL_PORT"] or 25
+EMAIL_HOST_USER = _email["EMAIL_HOST_USER"] or ""
+EMAIL_HOST_PASSWORD = _email["EMAIL_HOST_PASSWORD"] or ""
+EMAIL_USE_TLS = _email.get("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = _email.get("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT_S", default=10)
+
+# Content-Security-Policy (django-csp) on every page: scripts and styles only from our own
+# static files, no inline script, nothing framed. Vega compiles chart expressions with
+# Function(), hence 'unsafe-eval'; inline style attributes (bar widths, htmx, Vega) are allowed.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, "'unsafe-eval'"],
+        "style-src": [SELF, "'unsafe-inline'"],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
-EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
-EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
-EMAIL_PORT = env.int("EMAIL_PORT", default=25)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="no-reply@localhost")
 
 TEMPLATES = [
@@ -224,6 +275,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Two models of the API have a `kind` with their own choices: one named enum each, not a hash.
+    "ENUM_NAME_OVERRIDES": {
+        "CircuitKindEnum": "balancing.models.Circuit.Kind",
+        "SiteAlertKindEnum": "balancing.models.SiteAlert.Kind",
+    },
 }
 
 # --- Celery (RabbitMQ broker; nothing acknowledged before it is done) ------------------------
