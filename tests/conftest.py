@@ -8,14 +8,20 @@ rolled back, so nothing a test writes leaks into the next (django-tenants issues
 """
 
 import os
+import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from email import message_from_bytes
+from email import policy as email_policy
+from email.message import Message
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -274,3 +280,68 @@ def web_server(django_db_setup: None, django_db_blocker) -> Iterator[str]:
         server.wait(timeout=15)
     except subprocess.TimeoutExpired:
         server.kill()
+
+
+@dataclass
+class SmtpServer:
+    """A real SMTP server on 127.0.0.1 (aiosmtpd): STARTTLS required before AUTH, AUTH required.
+
+    ``messages`` collects what it received (parsed); ``url`` is the EMAIL_URL that reaches it,
+    and ``email_settings`` the Django settings parsed from that URL, to give to override_settings.
+    """
+
+    url: str
+    messages: list[Message]
+
+    @property
+    def email_settings(self) -> dict[str, object]:
+        import environ
+
+        return dict(environ.Env.email_url_config(self.url))
+
+
+@pytest.fixture
+def smtp_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpServer]:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    cert, key = tmp_path / "smtp-cert.pem", tmp_path / "smtp-key.pem"
+    openssl = shutil.which("openssl")
+    assert openssl, "the SMTP tests make their certificate with the openssl command"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    # The client checks the server's certificate as in production; here it trusts only this one.
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    user, password = "mailer", "smtp-test-secret-2026"
+    messages: list[Message] = []
+
+    class Handler:
+        async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+            messages.append(message_from_bytes(envelope.content, policy=email_policy.default))
+            return "250 OK"
+
+    def authenticate(server: object, session: object, envelope: object, mechanism: str, data: object) -> AuthResult:
+        ok = isinstance(data, LoginPassword) and (data.login, data.password) == (user.encode(), password.encode())
+        return AuthResult(success=ok)
+
+    port = _free_port()
+    controller = Controller(
+        Handler(),
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=tls,
+        require_starttls=True,
+        authenticator=authenticate,
+        auth_required=True,
+    )
+    controller.start()
+    try:
+        yield SmtpServer(url=f"smtp+tls://{user}:{password}@127.0.0.1:{port}", messages=messages)
+    finally:
+        controller.stop()
