@@ -295,9 +295,9 @@ class SmtpServer:
 
     @property
     def email_settings(self) -> dict[str, object]:
-        import environ
+        from evplatform.settings.base import email_settings
 
-        return dict(environ.Env.email_url_config(self.url))
+        return email_settings(self.url)
 
 
 @pytest.fixture

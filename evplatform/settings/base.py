@@ -5,6 +5,7 @@ RabbitMQ (127.0.0.1:5672, guest/guest) and Redis (127.0.0.1:6379) run.
 """
 
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import environ
@@ -140,14 +141,30 @@ if TRUSTED_PROXY_COUNT > 0:
 # smtp+tls://apikey:secret@smtp.example.com:587. consolemail:// prints mails to the log: for
 # development only, production refuses it.
 EMAIL_URL = env.str("EMAIL_URL", default="consolemail://")
-_email = env.email_url_config(EMAIL_URL)
+
+
+def email_settings(url: str) -> dict[str, Any]:
+    """Django's EMAIL_* settings for a mail URL (tests point them at their own SMTP server)."""
+    parsed = env.email_url_config(url)
+    return {
+        "EMAIL_BACKEND": parsed["EMAIL_BACKEND"],
+        "EMAIL_HOST": parsed["EMAIL_HOST"] or "localhost",
+        "EMAIL_PORT": parsed["EMAIL_PORT"] or 25,
+        "EMAIL_HOST_USER": parsed["EMAIL_HOST_USER"] or "",
+        "EMAIL_HOST_PASSWORD": parsed["EMAIL_HOST_PASSWORD"] or "",
+        "EMAIL_USE_TLS": parsed.get("EMAIL_USE_TLS", False),
+        "EMAIL_USE_SSL": parsed.get("EMAIL_USE_SSL", False),
+    }
+
+
+_email = email_settings(EMAIL_URL)
 EMAIL_BACKEND = _email["EMAIL_BACKEND"]
-EMAIL_HOST = _email["EMAIL_HOST"] or "localhost"
-EMAIL_PORT = _email["EMAIL_PORT"] or 25
-EMAIL_HOST_USER = _email["EMAIL_HOST_USER"] or ""
-EMAIL_HOST_PASSWORD = _email["EMAIL_HOST_PASSWORD"] or ""
-EMAIL_USE_TLS = _email.get("EMAIL_USE_TLS", False)
-EMAIL_USE_SSL = _email.get("EMAIL_USE_SSL", False)
+EMAIL_HOST = _email["EMAIL_HOST"]
+EMAIL_PORT = _email["EMAIL_PORT"]
+EMAIL_HOST_USER = _email["EMAIL_HOST_USER"]
+EMAIL_HOST_PASSWORD = _email["EMAIL_HOST_PASSWORD"]
+EMAIL_USE_TLS = _email["EMAIL_USE_TLS"]
+EMAIL_USE_SSL = _email["EMAIL_USE_SSL"]
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT_S", default=10)
 
 # Content-Security-Policy (django-csp) on every page: scripts and styles only from our own

@@ -11,8 +11,5 @@ from django.http import HttpRequest
 
 def lockout_username(request: HttpRequest, credentials: dict[str, Any] | None) -> str | None:
     """The posted email, stripped and lowercased as the sign-in lookup reads it."""
-    if credentials:
-        value = credentials.get("username")
-    else:
-        value = getattr(request, "data", request.POST).get("username")
+    value = (credentials or getattr(request, "data", request.POST)).get("username")
     return value.strip().lower() if isinstance(value, str) else value

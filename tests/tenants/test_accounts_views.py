@@ -1,5 +1,6 @@
 """Sign-in, brute-force lockout, password reset, users and roles, API tokens, the audit log."""
 
+import json
 import re
 
 import pytest
@@ -8,6 +9,7 @@ from django.test import Client, override_settings
 
 from tenants.accounts.models import ApiToken, AuditEvent, Role, User
 from tests.conftest import ALPHA
+from tests.evplatform.test_settings import run_python
 
 pytestmark = pytest.mark.django_db
 
@@ -121,13 +123,19 @@ def test_wrong_passwords_count_against_one_account_whatever_the_letter_case(alph
     assert sign_in(alpha_client, ALPHA.admin_email, ALPHA.admin_password).status_code == 429
 
 
-# What TRUSTED_PROXY_COUNT=1 sets (evplatform/settings/base.py): one load balancer in front.
-BEHIND_ONE_PROXY = {
-    "AXES_IPWARE_META_PRECEDENCE_ORDER": ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"),
-    "AXES_IPWARE_PROXY_COUNT": 0,
-    "IPWARE_STRICT": False,
-}
 LOAD_BALANCER = "10.0.0.2"
+CLIENT_ADDRESS_SETTINGS = ("AXES_IPWARE_META_PRECEDENCE_ORDER", "AXES_IPWARE_PROXY_COUNT", "IPWARE_STRICT")
+
+
+def settings_behind_one_proxy() -> dict[str, object]:
+    """The settings that say how to find the client's address when TRUSTED_PROXY_COUNT=1."""
+    code = (
+        "import django, json; django.setup(); from django.conf import settings as s; "
+        f"print(json.dumps({{name: getattr(s, name, None) for name in {CLIENT_ADDRESS_SETTINGS!r}}}))"
+    )
+    result = run_python(code, DJANGO_SETTINGS_MODULE="evplatform.settings.test", TRUSTED_PROXY_COUNT="1")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def behind_the_proxy(forwarded_for: str) -> Client:
@@ -135,7 +143,7 @@ def behind_the_proxy(forwarded_for: str) -> Client:
 
 
 def test_behind_a_proxy_a_guesser_locked_out_does_not_lock_out_the_account_elsewhere() -> None:
-    with override_settings(**BEHIND_ONE_PROXY):
+    with override_settings(**settings_behind_one_proxy()):
         guesser = behind_the_proxy("203.0.113.66")
         for _ in range(5):
             sign_in(guesser, ALPHA.admin_email, "wrong-password")
