@@ -31,6 +31,7 @@ from balancing.selectors import (
     site_runs,
 )
 from chargepoint.models import ChargingStation
+from evplatform.csp import chart_page
 from evplatform.permissions import CHANGE_LIMITS, actor_of, has_role, role_required
 
 TARIFF_MAX_BYTES = 512 * 1024
@@ -64,6 +65,7 @@ def _tree(site: Site, node_load: dict[str, list[float]]) -> list[dict[str, Any]]
     return build(None)
 
 
+@chart_page
 @login_required
 def site_detail(request: HttpRequest, slug: str) -> HttpResponse:
     site = get_object_or_404(Site, slug=slug)

@@ -1,7 +1,7 @@
 """URL map of a tenant's domain (its own schema): portal, REST API, sign-in, admin."""
 
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from evplatform.admin_sites import tenant_admin_site
 from evplatform.urls_api import urlpatterns as api_v1
@@ -12,7 +12,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/v1/", include((api_v1, "api"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path("admin/", tenant_admin_site.urls),
     path("healthz", healthz, name="healthz"),
 ]
