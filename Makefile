@@ -48,7 +48,7 @@ $(CHROMIUM):
 	fi
 
 test: setup $(CHROMIUM)
-	DJANGO_SETTINGS_MODULE=evplatform.settings.test $(BIN)/python -m pytest
+	$(BIN)/python -m pytest
 
 # Benchmarks print their figures (README, "Performance"); they use the running services and
 # their own databases, never the dev data. Each takes from seconds to a few minutes.
