@@ -13,7 +13,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 from django_tenants.utils import tenant_context
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Dialog, Page, expect, sync_playwright
 
 from balancing.models import BalancingRun, Circuit, Site
 from tenants.accounts.models import Role, User
@@ -232,7 +232,12 @@ def test_the_pages_work_under_the_content_security_policy(browser, web_server, p
     # The charger's command form asks first (portal.js; an inline onclick would be refused).
     page.goto(f"/chargers/{station.charge_point_id}/")
     questions: list[str] = []
-    page.once("dialog", lambda d: (questions.append(d.message), d.dismiss()))
+
+    def answer_no(dialog: Dialog) -> None:
+        questions.append(dialog.message)
+        dialog.dismiss()
+
+    page.once("dialog", answer_no)
     page.get_by_role("button", name="Send").click()
     page.wait_for_timeout(300)
     assert questions == ["Send this command to the charger?"]
