@@ -246,6 +246,21 @@ def test_the_pages_work_under_the_content_security_policy(browser, web_server, p
 
     page.goto("/api/docs/")
     expect(page.locator(".swagger-ui .info .title")).to_contain_text("EV load-balancing platform API", timeout=15000)
+    assert refused == []
+
+
+def test_the_admin_works_under_the_content_security_policy(browser, web_server, portal_data) -> None:
+    page = open_page(browser, web_server)
+    refused: list[str] = []
+    page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
     page.goto("/admin/login/")
-    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    page.get_by_label("Email").fill(ALPHA.admin_email)
+    page.get_by_label("Password").fill(ALPHA.admin_password)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("link", name="Sites", exact=True)).to_be_visible()
+    page.goto(f"/admin/balancing/site/{portal_data.pk}/change/")
+    expect(page.locator("#site_form")).to_be_visible()
+    page.goto("/admin/accounts/user/add/")
+    expect(page.locator("#user_form")).to_be_visible()
+    shot(page, "admin-under-csp")
     assert refused == []
