@@ -57,6 +57,14 @@ def publish_to_celery(schema_name: str, events: list[Event]) -> None:
     )
 
 
+def broker_reachable() -> None:
+    """Raise unless a broker connection answers (readiness probe; runs in a thread)."""
+    from evplatform.celery import app
+
+    with app.pool.acquire(block=True, timeout=2) as connection:
+        connection.ensure_connection(max_retries=1, timeout=2)
+
+
 def telemetry_queue_depth() -> int:
     """Tasks waiting in the telemetry queue (publisher thread; one passive declare)."""
     from evplatform.celery import QUEUE_TELEMETRY, app, queue_name
@@ -134,6 +142,11 @@ class TelemetryBuffer:
         if self._count >= self._max_events:
             self._full.set()
         return batch.stored
+
+    @property
+    def failing(self) -> bool:
+        """The last publish failed (the broker is away): retried until it works."""
+        return self._failing
 
     @property
     def waiting(self) -> int:
