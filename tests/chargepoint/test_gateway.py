@@ -152,6 +152,13 @@ def test_a_second_connection_with_the_same_id_replaces_the_first(gateway, gw_fle
             "PropertyConstraintViolation",
         ),
         ("ocpp2.0.1", '[2,"u9","Heartbeat",{"unexpected":true}]', "FormatViolation"),
+        ("ocpp1.6", "[" * 5000 + "]" * 5000, "FormationViolation"),
+        (
+            "ocpp2.0.1",
+            '[2,"n2","DataTransfer",{"vendorId":"x","data":' + "[" * 5000 + "]" * 5000 + "}]",
+            "FormatViolation",
+        ),
+        ("ocpp1.6", '[2,"' + "x" * 5000 + '","Heartbeat",{}]', "FormationViolation"),
     ],
     ids=[
         "malformed-json-1.6",
@@ -166,6 +173,9 @@ def test_a_second_connection_with_the_same_id_replaces_the_first(gateway, gw_fle
         "future-timestamp",
         "connector-out-of-range",
         "extra-field",
+        "nested-5000-deep",
+        "nested-payload-5000-deep",
+        "message-id-5000-long",
     ],
 )
 def test_bad_input_gets_the_callerror_the_spec_names_and_the_connection_stays(
@@ -187,6 +197,23 @@ def test_bad_input_gets_the_callerror_the_spec_names_and_the_connection_stays(
     assert isinstance(bad, CallError), bad
     assert bad.error_code == code
     assert isinstance(still_there, CallResult)
+
+
+def test_a_call_with_a_message_id_over_36_characters_is_refused_under_id_minus_one(gateway, gw_fleet) -> None:
+    cp = gw_fleet.chargers_16[2]
+    meter = '{"connectorId":1,"meterValue":[{"timestamp":"2026-01-01T00:00:00Z","sampledValue":[{"value":"1"}]}]}'
+
+    async def scenario() -> object:
+        ws = await ws_connect(gateway.url, cp)
+        try:
+            return await roundtrip(ws, '[2,"' + "m" * 37 + '","MeterValues",' + meter + "]")
+        finally:
+            await ws.close()
+
+    answer = gateway.bg.run(scenario())
+
+    assert isinstance(answer, CallError)
+    assert (answer.unique_id, answer.error_code) == ("-1", "FormationViolation")
 
 
 def test_an_oversized_frame_closes_the_connection_with_1009(gateway, gw_fleet, settings) -> None:
