@@ -78,6 +78,7 @@ logger = logging.getLogger("chargepoint.gateway")
 
 HEALTH_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 READY_CHECK_TIMEOUT_S = 2.0
+LIMITS_READ_TIMEOUT_S = 5.0
 PATH_RE = re.compile(r"^/ocpp/([A-Za-z0-9._~\-]{1,48})/?$")
 PROTOCOLS: dict[str, type[GatewayChargePoint]] = {"ocpp1.6": ChargePoint16, "ocpp2.0.1": ChargePoint201}
 CLOSE_REPLACED = 4000
@@ -306,6 +307,11 @@ class Gateway:
         )
         connected = self.metrics.connected.labels(admitted.subprotocol)
         connected.inc()
+        try:
+            async with asyncio.timeout(LIMITS_READ_TIMEOUT_S):
+                link.limits = await self.reads.limits(identity)
+        except Exception:  # the database is slow or away: the platform's bounds meanwhile
+            logger.warning("%s: registered connectors not read; any id up to the maximum", identity.charge_point_id)
         key = identity.charge_point_id.lower()
         previous = self.connections.get(key)
         self.connections[key] = charge_point

@@ -122,6 +122,7 @@ class TelemetryBuffer:
         self._backlog: deque[Batch] = deque()
         self._backlog_events = 0
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gw-publish")
+        self.added = 0  # events taken, ever
         self.published_batches = 0
         self.published_events = 0
         self.failures = 0
@@ -135,6 +136,7 @@ class TelemetryBuffer:
         if batch is None:
             batch = self._current[schema_name] = Batch(schema_name, asyncio.get_running_loop().create_future())
         batch.events.append(event)
+        self.added += 1
         self._count += 1
         if self._count == 1:
             self._opened_at = time.monotonic()

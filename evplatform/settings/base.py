@@ -304,6 +304,8 @@ GATEWAY_DB_THREADS = env.int("GATEWAY_DB_THREADS", default=4)
 # On SIGTERM the gateway keeps serving this many seconds with /readyz answering 503, so a load
 # balancer stops sending new chargers before their connections are closed.
 GATEWAY_DRAIN_S = env.float("GATEWAY_DRAIN_S", default=0.0)
+# A time a charger reports may be this many seconds ahead of ours (clock skew); later is refused.
+GATEWAY_CLOCK_SKEW_S = env.float("GATEWAY_CLOCK_SKEW_S", default=300.0)
 # An instance announces itself in Redis with this TTL and refreshes it every third of it.
 GATEWAY_REGISTRY_TTL_S = env.int("GATEWAY_REGISTRY_TTL_S", default=15)
 # DataTransfer vendor ids the platform accepts; any other gets UnknownVendorId.

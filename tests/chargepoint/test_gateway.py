@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import websockets
@@ -214,6 +215,58 @@ def test_a_call_with_a_message_id_over_36_characters_is_refused_under_id_minus_o
 
     assert isinstance(answer, CallError)
     assert (answer.unique_id, answer.error_code) == ("-1", "FormationViolation")
+
+
+def _meter(sampled: str, stamp: str = "") -> str:
+    stamp = stamp or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f'{{"connectorId":1,"meterValue":[{{"timestamp":"{stamp}","sampledValue":[{sampled}]}}]}}'
+
+
+@pytest.mark.parametrize(
+    ("action", "payload"),
+    [
+        ("StatusNotification", lambda: '{"connectorId":7,"errorCode":"NoError","status":"Available"}'),
+        ("MeterValues", lambda: _meter('{"value":"-1e12","measurand":"Energy.Active.Import.Register","unit":"Wh"}')),
+        ("MeterValues", lambda: _meter('{"value":"-500","measurand":"Current.Import","unit":"A"}')),
+        ("MeterValues", lambda: _meter('{"value":"10"}', "2011-06-01T00:00:00Z")),
+        (
+            "MeterValues",
+            lambda: _meter('{"value":"10"}', (datetime.now(UTC) + timedelta(hours=23)).strftime("%Y-%m-%dT%H:%M:%SZ")),
+        ),
+        (
+            "StartTransaction",
+            lambda: (
+                '{"connectorId":7,"idTag":"T1","meterStart":0,"timestamp":"'
+                + datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                + '"}'
+            ),
+        ),
+    ],
+    ids=["phantom-connector", "negative-energy", "negative-current", "dated-2011", "a-day-ahead", "phantom-start"],
+)
+def test_values_a_charger_cannot_physically_report_are_refused_and_forwarded_nowhere(
+    gateway, gw_fleet, action, payload
+) -> None:
+    cp = gw_fleet.chargers_16[1]  # registered with one connector, rated 16 A
+    telemetry = gateway.gateway.telemetry
+
+    async def scenario() -> tuple[object, int, object]:
+        ws = await ws_connect(gateway.url, cp)
+        try:
+            await roundtrip(ws, BOOT_16)
+            before = telemetry.added
+            answer = await roundtrip(ws, f'[2,"p1","{action}",{payload()}]')
+            taken = telemetry.added - before
+            return answer, taken, await roundtrip(ws, '[2,"hb","Heartbeat",{}]')
+        finally:
+            await ws.close()
+
+    answer, taken, still_there = gateway.bg.run(scenario())
+
+    assert isinstance(answer, CallError), answer
+    assert answer.error_code == "PropertyConstraintViolation"
+    assert taken == 0
+    assert isinstance(still_there, CallResult)
 
 
 def test_an_oversized_frame_closes_the_connection_with_1009(gateway, gw_fleet, settings) -> None:
