@@ -440,7 +440,11 @@ class ChargerLink:
         now = utcnow()
         params = charging_needs.get("ac_charging_parameters") or charging_needs.get("dc_charging_parameters") or {}
         departure = charging_needs.get("departure_time")
-        departure_at = normalise.timestamp(departure, now=now, field="departureTime") if departure else None
+        departure_at = (
+            normalise.timestamp(departure, now=now, field="departureTime", ahead=normalise.MAX_DEPARTURE_AHEAD)
+            if departure
+            else None
+        )
         energy = params.get("energy_amount")
         current = params.get("ev_max_current")
         self.charging_needs(

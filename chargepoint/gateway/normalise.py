@@ -31,6 +31,7 @@ MAX_CURRENT_A = Decimal(1000)
 MAX_POWER_W = Decimal("1e6")
 MAX_VOLTAGE_V = Decimal(1000)
 RATING_FACTOR = Decimal(2)
+MAX_DEPARTURE_AHEAD = timedelta(days=7)  # a planned departure, not a time that has passed
 
 
 @dataclass(frozen=True)
@@ -93,10 +94,18 @@ def refuse(cause: str) -> PropertyConstraintViolationError:
     return PropertyConstraintViolationError(details={"cause": cause})
 
 
-def timestamp(value: Any, *, now: datetime, field: str = "timestamp", earliest: datetime = EARLIEST) -> datetime:
+def timestamp(
+    value: Any,
+    *,
+    now: datetime,
+    field: str = "timestamp",
+    earliest: datetime = EARLIEST,
+    ahead: timedelta | None = None,
+) -> datetime:
     """An aware UTC datetime; naive values are taken as UTC (many chargers omit the Z).
 
-    At most ``GATEWAY_CLOCK_SKEW_S`` ahead of ``now``, not before ``earliest``.
+    Not before ``earliest``; at most ``ahead`` after ``now`` (default ``GATEWAY_CLOCK_SKEW_S``:
+    what happened cannot be later than now, give or take the charger's clock).
     """
     if not isinstance(value, str):
         raise refuse(f"{field} must be an ISO 8601 date-time")
@@ -107,7 +116,9 @@ def timestamp(value: Any, *, now: datetime, field: str = "timestamp", earliest: 
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     parsed = parsed.astimezone(UTC)
-    if parsed > now + timedelta(seconds=settings.GATEWAY_CLOCK_SKEW_S) or parsed < earliest:
+    if ahead is None:
+        ahead = timedelta(seconds=settings.GATEWAY_CLOCK_SKEW_S)
+    if parsed > now + ahead or parsed < earliest:
         raise refuse(f"{field} {value[:40]!r} is not plausible (charger clock?)")
     return parsed
 

@@ -123,6 +123,7 @@ class GatewayChargePoint:
         self.bucket = bucket
         self.closing_reason = ""
         self.metrics = metrics
+        self._closing: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         """Read frames until the connection closes (raises ConnectionClosed then)."""
@@ -140,7 +141,7 @@ class GatewayChargePoint:
                     if calls.qsize() >= self.bucket.capacity:  # OCPP-J: one call at a time
                         self.closing_reason = "message rate limit exceeded (calls sent without waiting)"
                         logger.warning("%s: flood of unanswered calls, closing", self.link.charge_point_id)
-                        await self.channel.close(CLOSE_POLICY, self.closing_reason)
+                        self._close_soon(CLOSE_POLICY)
                         continue
                     calls.put_nowait((raw, time.monotonic()))
                 else:
@@ -157,12 +158,12 @@ class GatewayChargePoint:
         if not self.bucket.take():
             self.closing_reason = "message rate limit exceeded"
             logger.warning("%s: flood, closing", self.link.charge_point_id)
-            await self.channel.close(CLOSE_POLICY, self.closing_reason)
+            self._close_soon(CLOSE_POLICY)
             return
         if isinstance(raw_msg, bytes):
             self.closing_reason = "binary frames are not OCPP-J"
             logger.warning("%s: binary frame, closing", self.link.charge_point_id)
-            await self.channel.close(CLOSE_UNSUPPORTED_DATA, self.closing_reason)
+            self._close_soon(CLOSE_UNSUPPORTED_DATA)
             return
         msg: Any = None
         try:
@@ -189,6 +190,15 @@ class GatewayChargePoint:
             return
         if self.metrics is not None and arrived is not None and isinstance(msg, Call) and msg.action in DATA_BEARING:
             self.metrics.ack_latency.observe(time.monotonic() - arrived)
+
+    def _close_soon(self, code: int) -> None:
+        """Close with ``closing_reason`` while the reader goes on reading (and discarding).
+
+        Awaited in the reader, the close would wait for the charger's close frame behind the
+        frames it had already sent: with more of them than the receive queue holds, reading
+        pauses and the close handshake only ends at its timeout.
+        """
+        self._closing = asyncio.ensure_future(self.channel.close(code, self.closing_reason))
 
     def _count(self, action: str) -> None:
         if self.metrics is not None:

@@ -4,7 +4,11 @@ Schema: public (charger identities, through ``auth``); tenants only by name (see
 
 - Handshake: path ``/ocpp/<charge_point_id>``, a subprotocol the charger offers (its first
   choice among ``ocpp1.6``/``ocpp2.0.1``), HTTP Basic auth with the id and its password.
-  Refusals are HTTP 404/400/401 with a plain reason, and logged.
+  Refusals are HTTP 404/400/401 with a plain reason, and logged; 429 (too many failures of
+  that id or address) and 503 (password checks queue full), each with Retry-After, before any
+  password check (see ``auth``).
+- Plain HTTP on the same port, no id or credentials: ``/healthz`` (the loop answers),
+  ``/readyz`` (Redis and the broker answer, not draining) and ``/metrics`` (``metrics``).
 - A second connection with the same id replaces the first (closed with 4000).
 - Messages that carry data are answered once RabbitMQ confirmed their batch (``telemetry``,
   ``link.stored``), BootNotification and Heartbeat at once. With 5,000 chargers sending
