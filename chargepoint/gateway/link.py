@@ -99,7 +99,9 @@ class TenantReads:
             station = ChargingStation.objects.filter(charge_point_id__iexact=identity.charge_point_id).first()
             if station is None:
                 return normalise.ANY_CHARGER
-            return normalise.Limits.for_station(connectors=station.connectors.count(), rating_a=station.max_current_a)
+            return normalise.Limits.for_station(
+                connectors=station.connectors.count(), rating_a=station.max_current_a, site_meter=station.is_site_meter
+            )
 
         return await self._run(identity.schema_name, read)
 

@@ -8,7 +8,8 @@ whole message is dropped: nothing of it reaches the worker.
 
 Plausible means what a charger can physically report (``Limits``): an energy register or
 interval 0..1e10 Wh; current 0..the charger's rating x2 (the worker's own bound), at most
-1,000 A; power 0..1 MW (import and export are separate measurands: neither is negative);
+1,000 A; power 0..1 MW (import and export are separate measurands: neither is negative; a site
+meter, which measures the whole site: 10,000 A, 100 MW);
 power factor -1..1; voltage 0..1,000 V; SoC 0..100 %; a connector the charger is registered
 with; a time no more than ``GATEWAY_CLOCK_SKEW_S`` ahead of ours, and for a reading not older
 than the readings are kept (``TELEMETRY_RETENTION_DAYS``).
@@ -29,6 +30,9 @@ VALUE_QUANTUM = Decimal("0.000001")
 MAX_ENERGY_WH = Decimal("1e10")  # 10 GWh: 150 kW without a break for seven years
 MAX_CURRENT_A = Decimal(1000)
 MAX_POWER_W = Decimal("1e6")
+# A site meter measures the whole site's supply, not one charger.
+MAX_SITE_CURRENT_A = Decimal(10_000)
+MAX_SITE_POWER_W = Decimal("1e8")
 MAX_VOLTAGE_V = Decimal(1000)
 RATING_FACTOR = Decimal(2)
 MAX_DEPARTURE_AHEAD = timedelta(days=7)  # a planned departure, not a time that has passed
@@ -40,10 +44,13 @@ class Limits:
 
     max_connector: int = MAX_CONNECTOR_ID
     max_current_a: Decimal = MAX_CURRENT_A
+    max_power_w: Decimal = MAX_POWER_W
 
     @classmethod
-    def for_station(cls, *, connectors: int | None, rating_a: Decimal | None) -> "Limits":
-        """``connectors`` None or 0 (not known yet, a meter): any id up to the platform's maximum."""
+    def for_station(cls, *, connectors: int | None, rating_a: Decimal | None, site_meter: bool = False) -> "Limits":
+        """``connectors`` None or 0 (not known yet): any id up to the platform's maximum."""
+        if site_meter:  # reports on connector 0; the worker checks its figures against the site
+            return cls(max_connector=0, max_current_a=MAX_SITE_CURRENT_A, max_power_w=MAX_SITE_POWER_W)
         current = MAX_CURRENT_A if not rating_a else min(MAX_CURRENT_A, rating_a * RATING_FACTOR)
         return cls(max_connector=connectors or MAX_CONNECTOR_ID, max_current_a=current)
 
@@ -60,7 +67,7 @@ def _bounds(measurand: str, limits: Limits) -> tuple[Decimal, Decimal]:
     if measurand == "Power.Factor":
         return Decimal(-1), Decimal(1)
     if measurand.startswith("Power."):
-        return Decimal(0), MAX_POWER_W
+        return Decimal(0), limits.max_power_w
     if measurand == "Voltage":
         return Decimal(0), MAX_VOLTAGE_V
     if measurand == "SoC":

@@ -171,3 +171,20 @@ def test_a_connector_beyond_the_registered_count_is_refused(connector, ok) -> No
     else:
         with pytest.raises(PropertyConstraintViolationError):
             normalise.connector_id(connector, limits=limits)
+
+
+def test_a_site_meter_may_report_a_whole_site_on_connector_0_only() -> None:
+    limits = normalise.Limits.for_station(connectors=0, rating_a=Decimal(16), site_meter=True)
+    site = [
+        {"value": "2000", "measurand": "Power.Active.Import", "unit": "kW"},
+        {"value": "2500", "measurand": "Current.Import"},
+    ]
+
+    samples = normalise.meter_values_16(
+        [{"timestamp": "2026-05-01T11:59:50Z", "sampled_value": site}], now=NOW, limits=limits
+    )
+
+    assert [s["value"] for s in samples] == ["2000000.000000", "2500.000000"]
+    assert normalise.connector_id(0, limits=limits) == 0
+    with pytest.raises(PropertyConstraintViolationError):
+        normalise.connector_id(1, limits=limits)
