@@ -5,12 +5,14 @@ Run:  .venv/bin/python bench/gateway_auth_flood_bench.py [--flood 300] [--calls 
 A real gateway (``manage.py run_gateway``, production password hashing: PBKDF2) and two
 organisations. Tenant B's charger is connected and booted. Then ``--flood`` handshakes with
 wrong passwords for tenant A's charger ids (half registered ids, half unknown ids, every
-password different, from 30 loopback source addresses) are launched at once, and while they
+password different, from 30 loopback source addresses) are launched at once by another
+process, and while they
 are in flight tenant B's charger sends StartTransactions (each with a new idTag and start, so
 each needs the tenant reads: idTag status and a transactionId from the tenant's sequence) and
-Heartbeats, one after the other; their answer times are the figures. A legitimate charger of
-tenant B that is not connected yet (its own password, nothing cached) also connects
-meanwhile, from another address: the time to its open connection is the other figure.
+Heartbeats, one after the other; their answer times are the figures. Three chargers of tenant B
+that are not connected yet (each its own password, nothing cached) connect 0.5, 1 and 2 s into
+the flood, from another address, coming back when Retry-After says if refused: the time to
+their open connections is the other figure.
 
 Uses its own database (the configured database's name with ``_authflood``), organisations
 ``afa``/``afb`` and queue/Redis prefix ``<CELERY_QUEUE_PREFIX>authflood.`` (purged at the end).
@@ -51,6 +53,7 @@ B_CHARGER = "AFB-1"
 B_FRESH = [f"AFB-{n}" for n in range(2, 5)]  # each with a password of its own: nothing cached
 ATTACK_ADDRESSES = [f"127.0.1.{n}" for n in range(1, 31)]
 LEGIT_ADDRESS = "127.0.0.2"
+FRESH_AFTER_S = (0.5, 1.0, 2.0)  # when the newcomers connect, after the flood began
 
 
 def basic(cp: str, password: str) -> dict[str, str]:
@@ -191,8 +194,8 @@ async def connect(port: int, cp: str, password: str, address: str) -> Any:
 
 
 async def connect_retrying(port: int, cp: str, password: str, address: str, refused: Counter[str]) -> Any:
-    """As a charger does: after a 503/429 it comes back when Retry-After says."""
-    from websockets.exceptions import InvalidStatus
+    """As a charger does: after a 503/429 it comes back when Retry-After says, unanswered at once."""
+    from websockets.exceptions import InvalidHandshake, InvalidStatus
 
     while True:
         try:
@@ -202,6 +205,8 @@ async def connect_retrying(port: int, cp: str, password: str, address: str, refu
                 raise
             refused[str(exc.response.status_code)] += 1
             await asyncio.sleep(float(exc.response.headers.get("Retry-After", "1")))
+        except InvalidHandshake:  # the gateway's open timeout closed it unanswered
+            refused["unanswered"] += 1
 
 
 async def attempt(port: int, cp: str, address: str) -> tuple[str, float]:
@@ -241,31 +246,34 @@ async def scenario(port: int, flood: int, calls: int) -> dict[str, Any]:
         idle_starts.append(await call(ws, [2, f"i{n}", "StartTransaction", start]))
         await asyncio.sleep(0.01)
     await asyncio.sleep(1.1)  # a new second: the timed starts below are new starts
-    ids = [A_CHARGERS[n % len(A_CHARGERS)] if n % 2 == 0 else f"AFX-{n}" for n in range(flood)]
-    random.shuffle(ids)
     started = time.perf_counter()
-    attackers = [
-        asyncio.ensure_future(attempt(port, cp, ATTACK_ADDRESSES[n % len(ATTACK_ADDRESSES)]))
-        for n, cp in enumerate(ids)
-    ]
+    attacker = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--attack", str(flood), "--port", str(port), stdout=asyncio.subprocess.PIPE
+    )
+    if attacker.stdout is None or b"launched" not in await attacker.stdout.readline():
+        raise SystemExit("the attacking process did not start")
+    fresh: list[float] = []
+    refused: Counter[str] = Counter()
+
+    async def legitimate(cp: str, after_s: float) -> None:
+        await asyncio.sleep(after_s)
+        t0 = time.perf_counter()
+        other = await connect_retrying(port, cp, f"{PASSWORD_B}-{cp}", LEGIT_ADDRESS, refused)
+        fresh.append(time.perf_counter() - t0)
+        await other.close()
+
+    newcomers = [asyncio.ensure_future(legitimate(cp, FRESH_AFTER_S[n])) for n, cp in enumerate(B_FRESH)]
     await asyncio.sleep(0.3)  # the flood is in: every hash thread has work queued
     starts: list[float] = []
     beats: list[float] = []
-    fresh: list[float] = []
-    refused: Counter[str] = Counter()
     for n in range(calls):
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{n:03d}Z"
         start = {"connectorId": 1, "idTag": f"TAG-{n}-{random.randrange(10**9)}", "meterStart": n, "timestamp": stamp}  # noqa: S311
         starts.append(await call(ws, [2, f"s{n}", "StartTransaction", start]))
         beats.append(await call(ws, [2, f"h{n}", "Heartbeat", {}]))
-        if n % 7 == 3 and len(fresh) < len(B_FRESH):
-            cp = B_FRESH[len(fresh)]
-            t0 = time.perf_counter()
-            other = await connect_retrying(port, cp, f"{PASSWORD_B}-{cp}", LEGIT_ADDRESS, refused)
-            fresh.append(time.perf_counter() - t0)
-            await other.close()
-    in_flight = sum(not a.done() for a in attackers)
-    results = await asyncio.gather(*attackers)
+    in_flight = attacker.returncode is None
+    await asyncio.gather(*newcomers)
+    results = json.loads((await attacker.communicate())[0])
     flood_s = time.perf_counter() - started
     await ws.close()
     return {
@@ -274,11 +282,23 @@ async def scenario(port: int, flood: int, calls: int) -> dict[str, Any]:
         "beats": beats,
         "fresh": fresh,
         "fresh_refused": refused,
-        "in_flight_after_calls": in_flight,
+        "flood_in_flight_after_calls": in_flight,
         "flood_s": flood_s,
         "statuses": Counter(status for status, _ in results),
         "refusal_s": [t for _, t in results],
     }
+
+
+async def attack(port: int, flood: int) -> None:
+    """The attacking process: every handshake at once; their (status, seconds) as JSON on stdout."""
+    ids = [A_CHARGERS[n % len(A_CHARGERS)] if n % 2 == 0 else f"AFX-{n}" for n in range(flood)]
+    random.shuffle(ids)
+    attempts = [
+        asyncio.ensure_future(attempt(port, cp, ATTACK_ADDRESSES[n % len(ATTACK_ADDRESSES)]))
+        for n, cp in enumerate(ids)
+    ]
+    print("launched", flush=True)
+    print(json.dumps(await asyncio.gather(*attempts)), flush=True)
 
 
 def ms(values: list[float]) -> str:
@@ -292,7 +312,11 @@ def main() -> None:
     parser.add_argument("--flood", type=int, default=300, help="wrong-password handshakes launched at once")
     parser.add_argument("--calls", type=int, default=20, help="StartTransactions (and Heartbeats) timed")
     parser.add_argument("--port", type=int, default=9311)
+    parser.add_argument("--attack", type=int, default=0, help=argparse.SUPPRESS)  # the attacking process
     args = parser.parse_args()
+    if args.attack:
+        asyncio.run(attack(args.port, args.attack))
+        return
     prepare()
     gateway = GatewayProcess(args.port)
     try:
@@ -306,8 +330,9 @@ def main() -> None:
     print(f"  tenant B Heartbeat        ({args.calls}): {ms(figures['beats'])}")
     print(f"  legitimate fresh handshake ({len(figures['fresh'])}): {ms(figures['fresh'])}")
     print(f"    (retrying after Retry-After; refusals on the way: {dict(figures['fresh_refused']) or 'none'})")
-    print(f"  flood answered after {figures['flood_s']:.1f} s; {figures['in_flight_after_calls']} still in flight")
-    print(f"  after the timed calls; refusals: {dict(sorted(figures['statuses'].items()))}")
+    still = "still in flight" if figures["flood_in_flight_after_calls"] else "over"
+    print(f"  flood answered after {figures['flood_s']:.1f} s ({still} after the timed calls)")
+    print(f"  its answers: {dict(sorted(figures['statuses'].items()))}")
     print(f"  refusal time: {ms(figures['refusal_s'])}")
 
 

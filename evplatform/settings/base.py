@@ -289,7 +289,7 @@ GATEWAY_AUTH_CACHE_S = env.float("GATEWAY_AUTH_CACHE_S", default=60.0)
 # refused at once with 503 and Retry-After (seconds). A failed (hash, secret) pair is
 # remembered this long, so a repeated guess costs no hash.
 GATEWAY_AUTH_THREADS = env.int("GATEWAY_AUTH_THREADS", default=2)
-GATEWAY_AUTH_QUEUE = env.int("GATEWAY_AUTH_QUEUE", default=32)
+GATEWAY_AUTH_QUEUE = env.int("GATEWAY_AUTH_QUEUE", default=16)
 GATEWAY_AUTH_RETRY_AFTER_S = env.int("GATEWAY_AUTH_RETRY_AFTER_S", default=5)
 GATEWAY_AUTH_NEGATIVE_CACHE_S = env.float("GATEWAY_AUTH_NEGATIVE_CACHE_S", default=300.0)
 # This many failed handshakes of one charger id (or one client address) within the window
