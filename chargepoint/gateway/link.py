@@ -300,7 +300,7 @@ class ChargerLink:
     ) -> tuple[int, str]:
         """OCPP 1.6 StartTransaction: a transactionId at once (tenant sequence) and the tag's status."""
         now = utcnow()
-        at = normalise.timestamp(timestamp, now=now)
+        at = normalise.timestamp(timestamp, now=now, earliest=normalise.readings_floor(now))
         number = self._connector(connector_id, allow_zero=False)
         meter_start_wh = normalise.number(meter_start, field="meterStart", low=Decimal(0), high=normalise.MAX_ENERGY_WH)
         status, transaction_id = await asyncio.gather(
@@ -327,7 +327,7 @@ class ChargerLink:
     ) -> None:
         """OCPP 1.6 StopTransaction, with the meter values it may carry."""
         now = utcnow()
-        at = normalise.timestamp(timestamp, now=now)
+        at = normalise.timestamp(timestamp, now=now, earliest=normalise.readings_floor(now))
         meter_stop_wh = normalise.number(meter_stop, field="meterStop", low=Decimal(0), high=normalise.MAX_ENERGY_WH)
         samples = normalise.meter_values_16(transaction_data or [], now=now, limits=self.limits)
         self.meter_values(connector_id=0, samples=samples, transaction_id=str(transaction_id))
@@ -373,7 +373,7 @@ class ChargerLink:
     ) -> str | None:
         """OCPP 2.0.1 TransactionEvent: start, meter values, charging state, end; the token's status."""
         now = utcnow()
-        at = normalise.timestamp(timestamp, now=now)
+        at = normalise.timestamp(timestamp, now=now, earliest=normalise.readings_floor(now))
         transaction_id = str(transaction_info["transaction_id"])[:36]
         if evse:
             self.transaction_evse[transaction_id] = self._connector(evse.get("id"), allow_zero=False)

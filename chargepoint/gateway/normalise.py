@@ -11,8 +11,8 @@ interval 0..1e10 Wh; current 0..the charger's rating x2 (the worker's own bound)
 1,000 A; power 0..1 MW (import and export are separate measurands: neither is negative; a site
 meter, which measures the whole site: 10,000 A, 100 MW);
 power factor -1..1; voltage 0..1,000 V; SoC 0..100 %; a connector the charger is registered
-with; a time no more than ``GATEWAY_CLOCK_SKEW_S`` ahead of ours, and for a reading not older
-than the readings are kept (``TELEMETRY_RETENTION_DAYS``).
+with; a time no more than ``GATEWAY_CLOCK_SKEW_S`` ahead of ours, and for a reading or a
+transaction not older than the readings are kept (``TELEMETRY_RETENTION_DAYS``).
 """
 
 from dataclasses import dataclass
