@@ -241,8 +241,29 @@ def _meter(sampled: str, stamp: str = "") -> str:
                 + '"}'
             ),
         ),
+        (
+            "StartTransaction",
+            lambda: '{"connectorId":1,"idTag":"T1","meterStart":0,"timestamp":"2011-06-01T00:00:00Z"}',
+        ),
+        (
+            "StartTransaction",
+            lambda: (
+                '{"connectorId":1,"idTag":"T1","meterStart":-1000000000000,"timestamp":"'
+                + datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                + '"}'
+            ),
+        ),
     ],
-    ids=["phantom-connector", "negative-energy", "negative-current", "dated-2011", "a-day-ahead", "phantom-start"],
+    ids=[
+        "phantom-connector",
+        "negative-energy",
+        "negative-current",
+        "dated-2011",
+        "a-day-ahead",
+        "phantom-start",
+        "start-dated-2011",
+        "start-negative-meter",
+    ],
 )
 def test_values_a_charger_cannot_physically_report_are_refused_and_forwarded_nowhere(
     gateway, gw_fleet, action, payload
