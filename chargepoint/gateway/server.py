@@ -82,6 +82,7 @@ logger = logging.getLogger("chargepoint.gateway")
 
 HEALTH_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 READY_CHECK_TIMEOUT_S = 2.0
+READY_CACHE_S = 1.0
 LIMITS_READ_TIMEOUT_S = 5.0
 PATH_RE = re.compile(r"^/ocpp/([A-Za-z0-9._~\-]{1,48})/?$")
 PROTOCOLS: dict[str, type[GatewayChargePoint]] = {"ocpp1.6": ChargePoint16, "ocpp2.0.1": ChargePoint201}
@@ -158,6 +159,8 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.broker_check = broker_check
         self.draining = False
+        self._ready_lock = asyncio.Lock()
+        self._ready_checked: tuple[float, list[str]] | None = None
         self.reads = TenantReads(self.db, redis=lambda: self.redis)
         self.telemetry = TelemetryBuffer(
             publish=publish,
@@ -257,9 +260,17 @@ class Gateway:
         return connection.respond(HTTPStatus.OK, "ready\n")
 
     async def _readiness_problems(self) -> list[str]:
+        """What keeps the gateway from taking chargers; the checks of Redis and the broker are
+        shared by the probes of one ``READY_CACHE_S``, so probing in a loop costs no more."""
+        problems = ["draining"] if self.draining else []
+        async with self._ready_lock:
+            now = time.monotonic()
+            if self._ready_checked is None or now - self._ready_checked[0] > READY_CACHE_S:
+                self._ready_checked = (now, await self._dependency_problems())
+        return problems + self._ready_checked[1]
+
+    async def _dependency_problems(self) -> list[str]:
         problems = []
-        if self.draining:
-            problems.append("draining")
         try:
             async with asyncio.timeout(READY_CHECK_TIMEOUT_S):
                 await self.redis.ping()
