@@ -357,7 +357,28 @@ GATEWAY_HANDSHAKE_TIMEOUT_S = env.float("GATEWAY_HANDSHAKE_TIMEOUT_S", default=1
 # A successful password check is remembered this long (seconds), keyed by a hash of the
 # presented secret, so reconnect storms do not burn CPU on PBKDF2.
 GATEWAY_AUTH_CACHE_S = env.float("GATEWAY_AUTH_CACHE_S", default=60.0)
+# Handshake hardening (chargepoint/gateway/auth.py). Password hashes run on this many threads
+# of their own (not the DB threads); at most GATEWAY_AUTH_QUEUE checks wait or run, more are
+# refused at once with 503 and Retry-After (seconds). A failed (hash, secret) pair is
+# remembered this long, so a repeated guess costs no hash.
+GATEWAY_AUTH_THREADS = env.int("GATEWAY_AUTH_THREADS", default=2)
+GATEWAY_AUTH_QUEUE = env.int("GATEWAY_AUTH_QUEUE", default=16)
+GATEWAY_AUTH_RETRY_AFTER_S = env.int("GATEWAY_AUTH_RETRY_AFTER_S", default=5)
+GATEWAY_AUTH_NEGATIVE_CACHE_S = env.float("GATEWAY_AUTH_NEGATIVE_CACHE_S", default=300.0)
+# This many failed handshakes of one charger id (or one client address) within the window
+# start a cooldown in which it is refused with 429 without a check (0: no limit). Counted per
+# gateway process. Behind a proxy every charger has the proxy's address: set the address
+# limit to 0 there.
+GATEWAY_AUTH_ID_FAILURES = env.int("GATEWAY_AUTH_ID_FAILURES", default=5)
+GATEWAY_AUTH_ADDRESS_FAILURES = env.int("GATEWAY_AUTH_ADDRESS_FAILURES", default=30)
+GATEWAY_AUTH_FAILURE_WINDOW_S = env.float("GATEWAY_AUTH_FAILURE_WINDOW_S", default=60.0)
+GATEWAY_AUTH_COOLDOWN_S = env.float("GATEWAY_AUTH_COOLDOWN_S", default=60.0)
 GATEWAY_DB_THREADS = env.int("GATEWAY_DB_THREADS", default=4)
+# On SIGTERM the gateway keeps serving this many seconds with /readyz answering 503, so a load
+# balancer stops sending new chargers before their connections are closed.
+GATEWAY_DRAIN_S = env.float("GATEWAY_DRAIN_S", default=0.0)
+# A time a charger reports may be this many seconds ahead of ours (clock skew); later is refused.
+GATEWAY_CLOCK_SKEW_S = env.float("GATEWAY_CLOCK_SKEW_S", default=300.0)
 # An instance announces itself in Redis with this TTL and refreshes it every third of it.
 GATEWAY_REGISTRY_TTL_S = env.int("GATEWAY_REGISTRY_TTL_S", default=15)
 # DataTransfer vendor ids the platform accepts; any other gets UnknownVendorId.
