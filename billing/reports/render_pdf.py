@@ -176,6 +176,8 @@ def render_pdf(data: dict[str, Any]) -> bytes:
             if tariff
             else f"<b>{site['slug']}</b>: no tariff in force (costs shown as 0)"
         )
+        if tariff and tariff.get("problem"):
+            line += f", {escape(tariff['problem'])} (costs shown as 0)"
         sources = ", ".join(f"{k} {n}" for k, n in site["rate_sources"].items()) or "no sessions"
         story.append(
             Paragraph(

@@ -333,3 +333,20 @@ def test_formula_like_and_markup_names_are_shown_as_typed_in_the_pdf() -> None:
     assert "(: tariff =HYPERLINK" in text
     assert "> & co v1" in text  # the markup is drawn as typed, not read as bold
     assert "&amp;" not in text
+
+
+def test_a_stored_tariff_beyond_the_bounds_is_named_and_the_report_is_still_stored() -> None:
+    from billing.models import Tariff
+
+    site = mall_site()
+    tariff = Tariff.objects.get(site=site)
+    Tariff.objects.filter(pk=tariff.pk).update(record={**tariff.record, "flatdemandstructure": [[{"rate": 1e308}]]})
+
+    report = savings_report_generate(year=2026, month=10, reason="request")
+
+    mall = rows(report)["mall"]
+    assert (mall["actual_demand_charge"], mall["actual_bill"]) == ("0.00", "0.00")
+    assert mall["energy_delivered_kwh"] == "16.000"
+    assert "flatdemandstructure[0][0].rate" in report.data["sites"][0]["tariff"]["problem"]
+    assert set(report.files.values_list("format", flat=True)) == {"csv", "xlsx", "pdf"}
+    assert "not billed: flatdemandstructure" in pdf_text(bytes(report.files.get(format="pdf").content))
