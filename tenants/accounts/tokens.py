@@ -13,7 +13,7 @@ from tenants.accounts.models import ApiToken, Role, User
 TOKEN_BYTES = 32
 # The longest a token may last, by its user's role: a leaked token of a role that may change
 # more is a greater risk, but an integration that changes limits needs a longer-lived one.
-TOKEN_MAX_DAYS = {Role.ADMIN: 365, Role.ENERGY_MANAGER: 180, Role.FINANCE: 90, Role.SITE_VIEWER: 90}
+TOKEN_MAX_DAYS: dict[str, int] = {Role.ADMIN: 365, Role.ENERGY_MANAGER: 180, Role.FINANCE: 90, Role.SITE_VIEWER: 90}
 
 
 def token_max_days(user: User) -> int:
