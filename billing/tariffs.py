@@ -54,8 +54,8 @@ FIXED_CHARGE_MAX = Decimal(1_000_000)  # $ per month or per day
 DEMAND_WINDOW_MAX_MINUTES = 24 * 60
 RECORD_MAX_BYTES = 512 * 1024  # an uploaded rate record's JSON (a real one is a few kB)
 RECORD_MAX_DEPTH = 32  # nesting of its arrays and objects (a URDB record needs 4)
-JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
-JSON_BRACKETS = re.compile(r"[\[\]{}]")
+JSON_TOKENS = re.compile(r'["\[\]{}]')
+JSON_STRING_REST = re.compile(r'(?:[^"\\]|\\.)*"', re.S)  # after the opening quote
 
 
 class TariffError(ValueError):
@@ -267,11 +267,7 @@ def tariff_json_load(raw: bytes | str) -> Any:
         text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw
     except UnicodeDecodeError:
         raise TariffError("record", "the file is not UTF-8 text") from None
-    depth = deepest = 0
-    for bracket in JSON_BRACKETS.findall(JSON_STRING.sub("", text)):
-        depth += 1 if bracket in "[{" else -1
-        deepest = max(deepest, depth)
-    if deepest > RECORD_MAX_DEPTH:
+    if _json_depth(text) > RECORD_MAX_DEPTH:
         raise TariffError("record", f"nested deeper than {RECORD_MAX_DEPTH} levels")
     try:
         return json.loads(text, parse_int=_json_int, parse_float=_json_float, parse_constant=_json_constant)
@@ -281,6 +277,26 @@ def tariff_json_load(raw: bytes | str) -> Any:
         raise TariffError("record", f"the file is not JSON (line {exc.lineno}: {exc.msg})") from None
     except (RecursionError, ValueError):
         raise TariffError("record", "the file is not JSON") from None
+
+
+def _json_depth(text: str) -> int:
+    """How deep the arrays and objects of a JSON text nest (brackets in strings do not count).
+
+    One pass: each string is skipped from its opening quote to its closing one; an unterminated
+    string ends the count (the parser stops there too).
+    """
+    depth = deepest = position = 0
+    while (token := JSON_TOKENS.search(text, position)) is not None:
+        if token.group() == '"':
+            rest = JSON_STRING_REST.match(text, token.end())
+            if rest is None:
+                break
+            position = rest.end()
+            continue
+        depth += 1 if token.group() in "[{" else -1
+        deepest = max(deepest, depth)
+        position = token.end()
+    return deepest
 
 
 def _json_digits(text: str) -> str:

@@ -254,6 +254,7 @@ def test_credits_in_adj_and_the_bounds_themselves_are_accepted() -> None:
         (b" " * (512 * 1024 + 1), "larger than 512 KiB"),
         (b"\xff\xfe{}", "not UTF-8"),
         (b"{nope", "not JSON (line 1"),
+        (b'"' + b'\\"' * 200_000, "not JSON (line 1"),  # one pass: escaped quotes are not rescanned
     ],
 )
 def test_a_rate_record_file_the_parser_cannot_take_is_refused_clearly(raw: bytes, problem: str) -> None:
@@ -264,5 +265,5 @@ def test_a_rate_record_file_the_parser_cannot_take_is_refused_clearly(raw: bytes
 
 
 def test_brackets_inside_strings_do_not_count_as_nesting(b19) -> None:
-    record = {**b19, "description": "[[[[" * 40}
-    assert tariff_json_load(json.dumps(record))["description"] == "[[[[" * 40
+    record = {**b19, "description": '"[[[[' * 40}
+    assert tariff_json_load(json.dumps(record))["description"] == '"[[[[' * 40
