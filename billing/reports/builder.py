@@ -209,7 +209,7 @@ def _site_section(
         bill_actual, bill_unmanaged = _bills(site, spec, year, month, actual, unmanaged, computed)
     except (TariffError, ArithmeticError) as exc:
         # A version stored before today's checks: the site is billed without it, and says so.
-        problem = f"not billed: {exc}"
+        problem = f"not billed: {exc}" if isinstance(exc, TariffError) else "not billed: amounts too large to show"
         logger.warning("site %s, %04d-%02d: tariff %s %s", site.slug, year, month, tariff and tariff.pk, problem)
         spec = NO_TARIFF
         del computed[mark:]
