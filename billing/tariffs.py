@@ -259,7 +259,8 @@ def tariff_json_load(raw: bytes | str) -> Any:
 
     Refused before parsing: more than ``RECORD_MAX_BYTES``, or nested deeper than
     ``RECORD_MAX_DEPTH`` (the parser would run out of stack); while parsing: a number of more
-    than ``MAX_DIGITS`` digits, ``NaN`` or ``Infinity``.
+    than ``MAX_DIGITS`` digits, ``NaN`` or ``Infinity``; after it: a NUL character in a text
+    (PostgreSQL stores none).
     """
     if len(raw) > RECORD_MAX_BYTES:
         raise TariffError("record", f"the file is larger than {RECORD_MAX_BYTES // 1024} KiB")
@@ -270,13 +271,27 @@ def tariff_json_load(raw: bytes | str) -> Any:
     if _json_depth(text) > RECORD_MAX_DEPTH:
         raise TariffError("record", f"nested deeper than {RECORD_MAX_DEPTH} levels")
     try:
-        return json.loads(text, parse_int=_json_int, parse_float=_json_float, parse_constant=_json_constant)
+        record = json.loads(text, parse_int=_json_int, parse_float=_json_float, parse_constant=_json_constant)
     except TariffError:
         raise
     except json.JSONDecodeError as exc:
         raise TariffError("record", f"the file is not JSON (line {exc.lineno}: {exc.msg})") from None
     except (RecursionError, ValueError):
         raise TariffError("record", "the file is not JSON") from None
+    if _holds_nul(record):
+        raise TariffError("record", "a text holds a NUL character (\\u0000), which cannot be stored")
+    return record
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether a parsed JSON value (nested at most ``RECORD_MAX_DEPTH``) has a NUL in a key or text."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in key or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
 
 
 def _json_depth(text: str) -> int:

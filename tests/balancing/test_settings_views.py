@@ -120,6 +120,7 @@ def test_an_energy_manager_sets_stepped_raises_after_confirming_and_it_is_audite
         (b"[" * 100_000 + b"]" * 100_000, "nested deeper than 32 levels"),
         (b'{"name": "x", "energyratestructure": [[{"rate": ' + b"9" * 100_000 + b"}]]}", "more than 30 digits"),
         (b'{"name": "x", "energyratestructure": [[{"rate": NaN}]]}', "NaN is not a number"),
+        (json.dumps({**simple_record(), "name": "Peak\x00"}).encode(), "NUL character"),
     ],
 )
 def test_a_tariff_out_of_bounds_or_unparseable_is_refused_naming_why(make_user, site, content, named) -> None:

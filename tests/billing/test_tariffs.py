@@ -254,6 +254,8 @@ def test_credits_in_adj_and_the_bounds_themselves_are_accepted() -> None:
         (b" " * (512 * 1024 + 1), "larger than 512 KiB"),
         (b"\xff\xfe{}", "not UTF-8"),
         (b"{nope", "not JSON (line 1"),
+        (b'{"name": "Peak\\u0000"}', "NUL character"),
+        (b'{"a": [{"\\u0000": 1}]}', "NUL character"),
         (b'"' + b'\\"' * 200_000, "not JSON (line 1"),  # one pass: escaped quotes are not rescanned
     ],
 )
