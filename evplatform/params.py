@@ -4,12 +4,15 @@ PostgreSQL text cannot hold a NUL, so a lookup with one fails in the driver (a 5
 parameter reaches a query: a portal search, an admin filter, an API filter or a slug in a form.
 One middleware refuses such a request before any view runs: a 400 naming the parameter, in the
 API's error shape under ``/api/`` and as plain text elsewhere. Uploaded files are not checked
-(their content is the view's business).
+(their content is the view's business). An API form body that cannot be read is answered in the
+API's error shape too.
 """
 
 from collections.abc import Callable
 
+from django.core.exceptions import SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 
 NUL = "\x00"
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -37,10 +40,17 @@ class NulRejectMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        name = nul_parameter(request)
+        api = request.path.startswith("/api/")
+        try:
+            name = nul_parameter(request)
+        except (MultiPartParserError, SuspiciousOperation) as exc:
+            if not api:
+                raise  # Django answers 400
+            body = {"status": 400, "code": "parse_error", "message": f"The form body cannot be read: {exc}"}
+            return JsonResponse({"error": body}, status=400)
         if name is None:
             return self.get_response(request)
-        if request.path.startswith("/api/"):
+        if api:
             body = {"status": 400, "code": "invalid", "message": "Some fields are not valid."}
             return JsonResponse({"error": {**body, "fields": {name: [NUL_PROBLEM]}}}, status=400)
         return HttpResponseBadRequest(f"Bad request: {name} {NUL_PROBLEM}.", content_type="text/plain; charset=utf-8")

@@ -83,6 +83,15 @@ def test_a_nul_in_an_api_filter_or_body_field_is_a_400_in_the_api_error_shape(ap
     assert not SiteLimitSchedule.objects.exists()
 
 
+def test_an_api_form_body_that_cannot_be_read_is_a_400_in_the_api_error_shape(api, site) -> None:
+    body = b'--xx\r\nContent-Disposition: form-data; name="a"\r\n\r\nb\r\n'
+
+    response = api.generic("POST", "/api/v1/schedules/", body, content_type="multipart/form-data; boundary=")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "parse_error"
+
+
 @pytest.mark.parametrize(
     ("url", "named"),
     [
