@@ -105,6 +105,11 @@ MIDDLEWARE = [
     # Last, as django-axes asks: counts failed sign-ins and locks out guessing.
     "axes.middleware.AxesMiddleware",
 ]
+# A request with a NUL character in its path, query or form fields is answered 400 naming it,
+# before any view (PostgreSQL text cannot hold one): right after the tenant is found.
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django_tenants.middleware.main.TenantMainMiddleware") + 1, "evplatform.params.NulRejectMiddleware"
+)
 
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
