@@ -2,8 +2,9 @@
 
 from django.core.exceptions import ImproperlyConfigured
 
+from evplatform.logs import logging_config
 from evplatform.settings.base import *  # noqa: F403
-from evplatform.settings.base import MIDDLEWARE, SECRET_KEY, STORAGES, env
+from evplatform.settings.base import LOG_LEVEL, MIDDLEWARE, SECRET_KEY, STORAGES, env
 
 if len(SECRET_KEY) < 32:
     raise ImproperlyConfigured("SECRET_KEY must be set to a random string of at least 32 characters")
@@ -18,3 +19,7 @@ STORAGES["staticfiles"] = {"BACKEND": "whitenoise.storage.CompressedManifestStat
 MIDDLEWARE.insert(
     MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1, "whitenoise.middleware.WhiteNoiseMiddleware"
 )
+
+# --- Operations: JSON log lines by default (README, "Operations") ---------------------------
+LOG_FORMAT = env.str("LOG_FORMAT", default="json")
+LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)
