@@ -241,7 +241,7 @@ def _queue_figures() -> dict[str, tuple[int, int]]:
     with Connection(settings.CELERY_BROKER_URL, connect_timeout=BROKER_TIMEOUT_S) as connection:
         connection.ensure_connection(max_retries=0)
         for queue in QUEUES:
-            channel = connection.channel()
+            channel: Any = connection.channel()
             try:
                 _name, waiting, consuming = channel.queue_declare(queue=queue_name(queue), passive=True)
             except NotFound:
