@@ -108,13 +108,18 @@ app.autodiscover_tasks()
 # --- Operations: log ids, metrics and liveness of workers (README, "Operations") -------------
 
 
+# The ids bound before a task ran (an eager task runs inside a request or another task), put back after it.
+_ids_before_task: dict[str, dict[str, Any]] = {}
+
+
 @signals.task_prerun.connect(weak=False)
 def _task_context(task_id: str, task: Any, **_: Any) -> None:
     from tenant_schemas_celery.app import get_schema_name_from_task
 
     from evplatform import logs, metrics
 
-    logs.clear()
+    _ids_before_task[task_id] = logs.bound_ids()
+    logs.clear()  # nothing of the thread's last task stays on this one's lines
     logs.bind(task_id=task_id, task_name=task.name, tenant=get_schema_name_from_task(task, {}) or "public")
     metrics.task_started(task_id)
 
@@ -125,6 +130,7 @@ def _task_context_end(task_id: str, task: Any, **_: Any) -> None:
 
     metrics.task_finished(task_id, task.name)
     logs.clear()
+    logs.bind(**_ids_before_task.pop(task_id, {}))
 
 
 @signals.task_failure.connect(weak=False)

@@ -54,6 +54,11 @@ def bound(**ids: Any) -> Iterator[None]:
         structlog.contextvars.reset_contextvars(**tokens)
 
 
+def bound_ids() -> dict[str, Any]:
+    """The ids bound in this context now."""
+    return dict(structlog.contextvars.get_contextvars())
+
+
 def clear() -> None:
     """Forget every bound id (a new request or task starts from nothing)."""
     structlog.contextvars.clear_contextvars()

@@ -107,3 +107,30 @@ def test_production_logs_json_lines_and_the_other_settings_plain_ones() -> None:
     assert chosen.stderr.strip().splitlines()[-1].endswith("WARNING evplatform.check started 1")
     with pytest.raises(ValueError, match="LOG_FORMAT"):
         logs.logging_config(log_format="xml", level="INFO")
+
+
+def test_a_task_binds_its_ids_and_gives_the_callers_back_when_it_ran_in_process() -> None:
+    from celery.signals import task_success
+
+    from tenants.accounts.tasks import worker_heartbeat
+
+    seen: list[dict[str, object]] = []
+
+    def record(**_: object) -> None:
+        seen.append(logs.bound_ids())
+
+    task_success.connect(record, weak=False)
+    logs.clear()
+    logs.bind(request_id="req-outer", site="depot")
+    try:
+        result = worker_heartbeat.apply(
+            kwargs={"queue": "reports", "token": "t-logs", "sent_at": "2026-01-01T00:00:00Z"},
+            headers={"_schema_name": "alpha"},
+        )
+        after = logs.bound_ids()
+    finally:
+        task_success.disconnect(record)
+        logs.clear()
+
+    assert seen == [{"task_id": result.id, "task_name": "tenants.accounts.tasks.worker_heartbeat", "tenant": "alpha"}]
+    assert after == {"request_id": "req-outer", "site": "depot"}

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -192,3 +193,33 @@ def test_the_worker_keeps_its_liveness_file_fresh_and_removes_it_when_it_stops(w
     gone = healthcheck(worker)
     assert gone.returncode == 1
     assert "no worker liveness file" in gone.stderr
+
+
+def test_a_prefork_worker_without_a_multiprocess_directory_refuses_to_serve_metrics(
+    django_db_blocker, tmp_path
+) -> None:
+    port = free_port()
+    prefix = f"{PREFIX}nodir."
+    with django_db_blocker.unblock():
+        process = start_celery_worker(
+            env={"CELERY_QUEUE_PREFIX": prefix, "WORKER_METRICS_PORT": str(port), "PROMETHEUS_MULTIPROC_DIR": ""},
+            log_path=tmp_path / "worker.log",
+            hostname=f"obs-nodir-{os.getpid()}@%h",
+            extra_args=["--pool=prefork", "--concurrency=1"],
+        )
+    try:
+        time.sleep(0.5)
+        with pytest.raises(urllib.error.URLError, match="Connection refused"):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+        log = (tmp_path / "worker.log").read_text()
+    finally:
+        stop_celery_worker(process)
+        from evplatform.celery import app
+
+        with app.connection_for_write() as broker:
+            channel = broker.channel()
+            for queue in ("balancing", "telemetry", "reports"):
+                channel.queue_delete(f"{prefix}{queue}")
+            channel.exchange_delete(f"{prefix}evplatform")
+
+    assert "WORKER_METRICS_PORT needs PROMETHEUS_MULTIPROC_DIR with the prefork pool" in log
