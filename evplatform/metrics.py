@@ -70,7 +70,10 @@ BROKER_TIMEOUT_S = 2.0
 
 
 def multiprocess_dir() -> str | None:
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+    """``PROMETHEUS_MULTIPROC_DIR`` or None; set at all (even empty) is multiprocess mode, as in prometheus_client."""
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        return None
+    return os.environ["PROMETHEUS_MULTIPROC_DIR"] or "."
 
 
 def process_registry() -> CollectorRegistry:

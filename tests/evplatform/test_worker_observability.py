@@ -198,11 +198,12 @@ def test_the_worker_keeps_its_liveness_file_fresh_and_removes_it_when_it_stops(w
 def test_a_prefork_worker_without_a_multiprocess_directory_refuses_to_serve_metrics(
     django_db_blocker, tmp_path
 ) -> None:
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ  # its mere presence turns multiprocess mode on
     port = free_port()
     prefix = f"{PREFIX}nodir."
     with django_db_blocker.unblock():
         process = start_celery_worker(
-            env={"CELERY_QUEUE_PREFIX": prefix, "WORKER_METRICS_PORT": str(port), "PROMETHEUS_MULTIPROC_DIR": ""},
+            env={"CELERY_QUEUE_PREFIX": prefix, "WORKER_METRICS_PORT": str(port)},
             log_path=tmp_path / "worker.log",
             hostname=f"obs-nodir-{os.getpid()}@%h",
             extra_args=["--pool=prefork", "--concurrency=1"],
