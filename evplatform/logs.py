@@ -33,13 +33,13 @@ CONTEXT_KEYS = ("tenant", "site", "charger", "task_name", "task_id", "request_id
 LOG_FORMATS = ("json", "plain")
 REQUEST_ID_HEADER = "X-Request-ID"
 # A request id we take from the caller (a proxy's): short and plain, so it cannot forge log fields.
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{8,64}")
 
 
 def bind(**ids: Any) -> None:
     """Bind ids (``site="depot"``, ``charger="CP-1"``) to every later log line of this context; None is skipped.
 
-    A request's or a task's ids are cleared when it ends; elsewhere use ``bound``.
+    A task's ids are forgotten when it ends, a request's when the next one starts; elsewhere use ``bound``.
     """
     structlog.contextvars.bind_contextvars(**{key: value for key, value in ids.items() if value is not None})
 
@@ -134,7 +134,7 @@ structlog.configure(
 def request_id_of(request: "HttpRequest") -> str:
     """The caller's ``X-Request-ID`` when it is a plain token, else a new one."""
     offered = request.META.get("HTTP_X_REQUEST_ID", "")
-    return offered if _REQUEST_ID_RE.match(offered) else uuid.uuid4().hex
+    return offered if _REQUEST_ID_RE.fullmatch(offered) else uuid.uuid4().hex
 
 
 class RequestIdMiddleware:
