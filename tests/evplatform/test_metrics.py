@@ -6,6 +6,7 @@ import urllib.request
 from types import SimpleNamespace
 
 import pytest
+from django.conf import settings
 from prometheus_client import Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -126,3 +127,51 @@ def test_a_run_that_raises_counts_as_failed_and_a_skipped_one_is_not_timed(tenan
 
 def _count(histogram: Histogram) -> float:
     return next(s.value for s in histogram.collect()[0].samples if s.name.endswith("_count"))
+
+
+WORKERS = ("--workers", "2")
+
+
+def test_gunicorn_workers_counts_are_added_up_in_multiprocess_mode(django_db_blocker, tmp_path) -> None:
+    """Each scrape reaches one of the two workers; each must show the requests both of them answered."""
+    import subprocess
+    import sys
+
+    from tests.conftest import _database_url, _free_port
+
+    (tmp_path / "prometheus").mkdir()
+    port = _free_port()
+    with django_db_blocker.unblock():
+        database_url = _database_url()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "evplatform.wsgi:application", "--bind", f"127.0.0.1:{port}", *WORKERS],
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "evplatform.settings.test",
+            "DATABASE_URL": database_url,
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus"),
+        },
+        cwd=settings.BASE_DIR,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if get(f"http://127.0.0.1:{port}/healthz", host="10.0.0.5")[0] == 200:
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("gunicorn did not start")
+                time.sleep(0.3)
+        for _ in range(12):
+            assert get(f"http://127.0.0.1:{port}/api/v1/sites/", host=ALPHA.domain)[0] == 401
+        counted = {
+            scrape(str(port))[1][("evp_http_requests_total", (("method", "GET"), ("status", "401")))] for _ in range(6)
+        }
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    assert counted == {12.0}  # without the directory each worker shows its own share (3 and 9, say)
