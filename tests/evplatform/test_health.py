@@ -11,7 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from bench.tcpproxy import free_port
 from evplatform.beat import leader_lock_key
@@ -44,6 +46,13 @@ def test_healthz_answers_on_a_host_no_tenant_has(client) -> None:
 
     assert response.status_code == 200
     assert response.content == b"ok"
+
+
+def test_healthz_touches_no_database(client) -> None:
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get("/healthz").status_code == 200
+
+    assert len(queries) == 0  # liveness: a database outage must not restart the web processes
 
 
 def test_readyz_is_ready_when_postgresql_redis_and_the_broker_answer(client) -> None:
