@@ -5,7 +5,6 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from evplatform.admin_sites import tenant_admin_site
 from evplatform.urls_api import urlpatterns as api_v1
-from evplatform.views import healthz
 
 urlpatterns = [
     path("", include("evplatform.urls_portal")),
@@ -14,5 +13,4 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path("admin/", tenant_admin_site.urls),
-    path("healthz", healthz, name="healthz"),
 ]

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email import message_from_bytes
 from email import policy as email_policy
@@ -151,11 +151,14 @@ def _database_url() -> str:
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-def start_celery_worker(*, env: Mapping[str, str], log_path: Path, hostname: str) -> subprocess.Popen[str]:
+def start_celery_worker(
+    *, env: Mapping[str, str], log_path: Path, hostname: str, extra_args: Sequence[str] = ()
+) -> subprocess.Popen[str]:
     """Start a real `celery -A evplatform worker` on the test queues and database; return it once ready.
 
     ``env`` is added to (and may override) the test environment; the worker's output goes to
-    ``log_path``. The test fails if the worker is not ready within ``WORKER_START_SECONDS``.
+    ``log_path``; ``extra_args`` are added to (and may override) the command line's options
+    (``--pool=prefork``). The test fails if the worker is not ready within ``WORKER_START_SECONDS``.
     """
     environment = {
         **os.environ,
@@ -177,6 +180,7 @@ def start_celery_worker(*, env: Mapping[str, str], log_path: Path, hostname: str
         "--without-gossip",
         "--without-mingle",
         f"--hostname={hostname}",
+        *extra_args,
     ]
     worker = subprocess.Popen(
         command, cwd=settings.BASE_DIR, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -237,29 +241,25 @@ def make_user():
 _free_port = free_port  # the name tests/chargepoint/conftest.py imports
 
 
-@pytest.fixture(scope="session")
-def web_server(django_db_setup: None, django_db_blocker) -> Iterator[str]:
-    """The real web process (runserver, static files on) on the test database; yields its port.
+def start_web_server(*, env: Mapping[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the real web process (runserver, static files on) on the test database; return it and its port.
 
-    pytest-django's live_server would flush the database after each test, dropping the
-    session's tenants; a separate process on committed data is closer to production anyway.
+    ``env`` is added to (and may override) the test environment. Call with the database unblocked.
     """
-    import time
     import urllib.request
 
-    with django_db_blocker.unblock():
-        database_url = _database_url()
     port = _free_port()
-    env = {
+    environment = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "evplatform.settings.test",
-        "DATABASE_URL": database_url,
+        "DATABASE_URL": _database_url(),
         "CELERY_QUEUE_PREFIX": settings.CELERY_QUEUE_PREFIX,
+        **(env or {}),
     }
     server = subprocess.Popen(
         [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload", "--insecure"],
         cwd=settings.BASE_DIR,
-        env=env,
+        env=environment,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -274,7 +274,10 @@ def web_server(django_db_setup: None, django_db_blocker) -> Iterator[str]:
                 server.kill()
                 pytest.fail("the web server did not start")
             time.sleep(0.3)
-    yield str(port)
+    return server, str(port)
+
+
+def stop_web_server(server: subprocess.Popen[bytes]) -> None:
     server.terminate()
     try:
         server.wait(timeout=15)
@@ -345,3 +348,16 @@ def smtp_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Smt
         yield SmtpServer(url=f"smtp+tls://{user}:{password}@127.0.0.1:{port}", messages=messages)
     finally:
         controller.stop()
+
+
+@pytest.fixture(scope="session")
+def web_server(django_db_setup: None, django_db_blocker) -> Iterator[str]:
+    """The real web process (runserver, static files on) on the test database; yields its port.
+
+    pytest-django's live_server would flush the database after each test, dropping the
+    session's tenants; a separate process on committed data is closer to production anyway.
+    """
+    with django_db_blocker.unblock():
+        server, port = start_web_server()
+    yield port
+    stop_web_server(server)

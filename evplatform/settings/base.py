@@ -5,12 +5,15 @@ RabbitMQ (127.0.0.1:5672, guest/guest) and Redis (127.0.0.1:6379) run.
 """
 
 from pathlib import Path
+from tempfile import gettempdir
 from typing import Any
 from urllib.parse import unquote
 
 import environ
 from celery.schedules import crontab
 from csp.constants import NONE, SELF
+
+from evplatform.logs import error_reporting_init, logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -93,7 +96,13 @@ TENANT_LIMIT_SET_CALLS = True
 AUTH_USER_MODEL = "accounts.User"
 
 MIDDLEWARE = [
+    # A request id for the log lines, then probes and /metrics answered on any Host header,
+    # before anything looks the host up; the tenant is bound to the log lines once known.
+    "evplatform.logs.RequestIdMiddleware",
+    "evplatform.health.HealthMiddleware",
+    "evplatform.metrics.RequestMetricsMiddleware",
     "django_tenants.middleware.main.TenantMainMiddleware",
+    "evplatform.logs.TenantContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -494,11 +503,27 @@ CELERY_BEAT_SCHEDULE["retention-prune-history"] = {
     "schedule": crontab(minute=17, hour=RETENTION_HOUR_UTC),
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
-}
+# --- Operations: logs, health, metrics, error reporting (README, "Operations") ----------------
+
+# "plain": readable lines (local, tests); "json": one JSON object per line with the tenant, site,
+# charger, task and request ids bound to the work (evplatform.logs); production defaults to json.
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)
+# /readyz gives each dependency (PostgreSQL, Redis, the broker) this long to answer (seconds).
+READINESS_TIMEOUT_S = env.float("READINESS_TIMEOUT_S", default=2.0)
+# /metrics answers callers on these networks (not through a proxy), or with this bearer token.
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"])
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# A Celery worker serves its own metrics on this port (0: off), from its main process.
+WORKER_METRICS_PORT = env.int("WORKER_METRICS_PORT", default=0)
+WORKER_METRICS_ADDR = env.str("WORKER_METRICS_ADDR", default="0.0.0.0")  # noqa: S104 - opt-in, container port
+# Liveness files of workers (rewritten every HEALTHCHECK_INTERVAL_S) and beat (every tick), read
+# by `manage.py healthcheck worker|beat`.
+HEALTHCHECK_DIR = env.str("HEALTHCHECK_DIR", default=str(Path(gettempdir()) / "evplatform-health"))
+HEALTHCHECK_INTERVAL_S = env.float("HEALTHCHECK_INTERVAL_S", default=10.0)
+# Errors (and, at this sample rate, traces) of every process go to Sentry when a DSN is set.
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+SENTRY_TRACES_SAMPLE_RATE = env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0)
+SENTRY_ENVIRONMENT = env.str("SENTRY_ENVIRONMENT", default="")
+if SENTRY_DSN:
+    error_reporting_init(dsn=SENTRY_DSN, traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE, environment=SENTRY_ENVIRONMENT)

@@ -6,8 +6,9 @@ written to the log; HTTPS is required (HSTS, redirect) except on the health endp
 
 from django.core.exceptions import ImproperlyConfigured
 
+from evplatform.logs import logging_config
 from evplatform.settings.base import *  # noqa: F403
-from evplatform.settings.base import DEBUG, EMAIL_BACKEND, MIDDLEWARE, SECRET_KEY, STORAGES, env
+from evplatform.settings.base import DEBUG, EMAIL_BACKEND, LOG_LEVEL, MIDDLEWARE, SECRET_KEY, STORAGES, env
 
 DEVELOPMENT_HINT = "for development set DJANGO_SETTINGS_MODULE=evplatform.settings.local"
 
@@ -45,3 +46,7 @@ STORAGES["staticfiles"] = {"BACKEND": "whitenoise.storage.CompressedManifestStat
 MIDDLEWARE.insert(
     MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1, "whitenoise.middleware.WhiteNoiseMiddleware"
 )
+
+# --- Operations: JSON log lines by default (README, "Operations") ---------------------------
+LOG_FORMAT = env.str("LOG_FORMAT", default="json")
+LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)
