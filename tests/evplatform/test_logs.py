@@ -95,7 +95,7 @@ def test_plain_lines_end_with_the_bound_ids() -> None:
 
 def test_production_logs_json_lines_and_the_other_settings_plain_ones() -> None:
     code = "import django, logging; django.setup(); logging.getLogger('evplatform.check').warning('started %s', 1)"
-    secret = {"SECRET_KEY": "x" * 50}
+    secret = {"SECRET_KEY": "x" * 50, "EMAIL_URL": "smtp+tls://mailer:secret@smtp.example.com:587"}
     production = run_python(code, DJANGO_SETTINGS_MODULE="evplatform.settings.production", **secret)
     plain = run_python(code, DJANGO_SETTINGS_MODULE="evplatform.settings.local", **secret)
     chosen = run_python(code, DJANGO_SETTINGS_MODULE="evplatform.settings.production", LOG_FORMAT="plain", **secret)
