@@ -17,7 +17,7 @@ def test_a_handshake_put_off_with_503_or_429_is_retried_after_retry_after_and_a_
     ]
     seen: list[str] = []
 
-    def refuse(connection, request):  # type: ignore[no-untyped-def]
+    def refuse(connection, request):
         status, retry_after = answers[len(seen)]
         seen.append(request.path)
         response = connection.respond(status, "no\n")
