@@ -33,7 +33,14 @@ from chargepoint.actions import ACTIONS, charger_action
 from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterReading
 from chargepoint.readings import BY_COLUMN, context_label, reading_values
 from evplatform.api import time_filtered
-from evplatform.api_plumbing import StrictIntegerField, TimeBoundField, capped_window, query_params, slug_filter
+from evplatform.api_plumbing import (
+    StrictIntegerField,
+    StrictRegexField,
+    TimeBoundField,
+    capped_window,
+    query_params,
+    slug_filter,
+)
 from evplatform.permissions import CHARGER_ACTIONS, RoleForWrites, actor_of
 from tenants.validators import CHARGE_POINT_ID_RE
 
@@ -308,7 +315,7 @@ class CommandSerializer(serializers.Serializer):
 
 
 def charge_point_filter(help_text: str) -> serializers.RegexField:
-    return serializers.RegexField(
+    return StrictRegexField(
         CHARGE_POINT_ID_RE.pattern,
         required=False,
         max_length=48,

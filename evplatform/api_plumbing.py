@@ -239,8 +239,14 @@ class StrictCharField(serializers.CharField):
 
 
 class StrictRegexField(serializers.RegexField):
+    """A JSON string matching the whole pattern (a ``$`` in DRF's own also lets a final newline by)."""
+
+    def __init__(self, regex: str, **kwargs: Any) -> None:
+        super().__init__(regex, **kwargs)
+        self.whole = re.compile(regex.removeprefix("^").removesuffix("$"))
+
     def to_internal_value(self, data: Any) -> str:
-        if not isinstance(data, str):
+        if not isinstance(data, str) or not self.whole.fullmatch(data):
             self.fail("invalid")
         return super().to_internal_value(data)
 
