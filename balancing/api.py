@@ -243,7 +243,8 @@ class RunFilter(SiteFilter):
 
 
 class MeterReadingFilter(serializers.Serializer):
-    source = serializers.ChoiceField(choices=SiteMeterReading.Source.choices, required=False)
+    # A parameter named like Field.source: DRF's serializer metaclass takes it off the class.
+    source = serializers.ChoiceField(choices=SiteMeterReading.Source.choices, required=False)  # type: ignore[assignment]
     since = TimeBoundField(
         help_text="ISO 8601 time with zone; default: a day before until. At most 31 days ago when alone."
     )

@@ -7,7 +7,7 @@ naming what was wrong, and the schema declares what each parameter accepts.
 import codecs
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
@@ -66,7 +66,7 @@ class SafeJSONParser(JSONParser):
     characters (which PostgreSQL cannot store) are all a ``ParseError``.
     """
 
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: dict[str, Any] | None = None) -> Any:
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
         parser_context = parser_context or {}
         encoding = parser_context.get("encoding", settings.DEFAULT_CHARSET)
         try:
@@ -296,8 +296,8 @@ def query_params(request: Request, serializer_class: type[serializers.Serializer
 
     Each may be given once; parameters it does not declare are left to others (paging).
     """
-    fields = serializer_class().fields
-    given = {name: _once(request, name) for name in fields if name in request.query_params}
+    names: list[str] = list(serializer_class().fields.keys())
+    given = {name: _once(request, name) for name in names if name in request.query_params}
     serializer = serializer_class(data=given)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
