@@ -14,7 +14,7 @@ from billing.models import SavingsReport
 from billing.reports import CONTENT_TYPES
 from billing.services import savings_report_request
 from billing.views import report_file_response
-from evplatform.api_plumbing import StrictRegexField, query_params
+from evplatform.api_plumbing import FileDownloadNegotiation, StrictRegexField, query_params
 from evplatform.permissions import MANAGE_REPORTS, READ_REPORTS, RoleForWrites, actor_of
 
 # A month YYYY-MM, years 1000 to 9999 (a report's month needs the month after it in the calendar too).
@@ -97,7 +97,7 @@ class ReportViewSet(viewsets.ReadOnlyModelViewSet):
             for name, media_type in CONTENT_TYPES.items()
         },
     )
-    @action(detail=True, methods=["get"], url_path="download")
+    @action(detail=True, methods=["get"], url_path="download", content_negotiation_class=FileDownloadNegotiation)
     def download(self, request: Request, pk: str | None = None) -> Any:
         """The stored file of this version, byte for byte (its SHA-256 in ``X-Content-SHA256``)."""
         file_format = query_params(request, DownloadQuery)["file_format"]

@@ -20,6 +20,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import ParseError, ValidationError
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
@@ -92,6 +93,17 @@ class LenientJSONParser(SafeJSONParser):
     """JSON that lets NaN and Infinity through, so that a reading is refused naming its field."""
 
     strict = False
+
+
+class FileDownloadNegotiation(BaseContentNegotiation):
+    """For an action answering a file: the file whatever ``Accept`` asks (no 406 for ``text/csv``),
+    and an error in JSON, the view's first renderer."""
+
+    def select_parser(self, request: Request, parsers: list[Any]) -> Any:
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request: Request, renderers: list[Any], format_suffix: str | None = None) -> Any:
+        return renderers[0], renderers[0].media_type
 
 
 def _once(request: Request, name: str) -> str | None:

@@ -1,17 +1,16 @@
 """A schema-driven fuzz run (schemathesis, every check) against a live server: the schema tells the truth.
 
-Every operation gets valid and invalid requests (examples, coverage and fuzzing phases, in
-deterministic mode): none may answer 5xx, an undocumented status, content type or body, accept
-what the schema forbids or refuse what it allows (bar the few rules tests/evplatform/schemathesis.toml
-names, which a schema cannot state). Each list holds real rows, so their bodies are checked too.
+Every operation gets valid and invalid requests (examples, coverage and fuzzing phases), then
+chains of them along the links schemathesis infers between operations (stateful phase: create,
+read, delete, read again), all in deterministic mode: none may answer 5xx, an undocumented
+status, content type or body, accept what the schema forbids or refuse what it allows (bar the
+few rules tests/evplatform/schemathesis.toml names, which a schema cannot state). Each list
+holds real rows, so their bodies are checked too.
 
-Checks that cannot run here, and why:
-- use_after_free and ensure_resource_availability run only in the stateful phase, which follows
-  OpenAPI links; the schema declares none (drf-spectacular does not generate them), so the
-  phase has nothing to chain. Deleting and reading back a schedule is tested in test_api.py.
-- object_level_authorization needs two users owning different objects: here every object belongs
-  to the organisation (the host name picks it) and its users see the same objects, by role; the
-  isolation between organisations is tested in tests/tenants/test_cross_tenant.py.
+One check does not run: object_level_authorization needs two users owning different objects.
+Here every object belongs to the organisation (the host name picks it) and all its users see the
+same objects, by role; isolation between organisations is tested in
+tests/tenants/test_cross_tenant.py.
 """
 
 import os
@@ -118,7 +117,7 @@ def test_the_schema_tells_the_truth_under_every_check(web_server, admin_token) -
             "--rate-limit",
             "1000/m",
             "--phases",
-            "examples,coverage,fuzzing",
+            "examples,coverage,fuzzing,stateful",
         ],
         cwd=settings.BASE_DIR,
         capture_output=True,
@@ -129,7 +128,8 @@ def test_the_schema_tells_the_truth_under_every_check(web_server, admin_token) -
     )
     report = result.stdout[-12000:] + result.stderr[-2000:]
     assert result.returncode == 0, report
-    assert "Fuzzing" in result.stdout
+    assert "✅ Fuzzing" in result.stdout
+    assert "✅ Stateful" in result.stdout
     operations = int(re.search(r"Operations:\s+(\d+) selected", result.stdout).group(1))
     assert operations >= 25  # every endpoint of the schema was exercised
     assert f"{operations} passed" in result.stdout
