@@ -74,7 +74,7 @@ class SafeJSONParser(JSONParser):
         try:
             data = json.load(
                 codecs.getreader(encoding)(stream),
-                parse_constant=None if not self.strict else _refuse_constant,
+                parse_constant=_refuse_constant if self.strict else None,
                 parse_int=_number(int),
                 parse_float=_number(float),
             )
