@@ -24,6 +24,7 @@ from evplatform.api_plumbing import (
     LocalTimeField,
     StrictBooleanField,
     StrictRegexField,
+    StrictSlugRelatedField,
     TimeBoundField,
     capped_window,
     query_params,
@@ -57,9 +58,7 @@ class CircuitSerializer(serializers.ModelSerializer):
 
 class ScheduleSerializer(serializers.ModelSerializer):
     serializer_field_mapping = STRICT_FIELD_MAPPING
-    site: "serializers.SlugRelatedField[Site]" = serializers.SlugRelatedField(
-        slug_field="slug", queryset=Site.objects.all()
-    )
+    site: "serializers.SlugRelatedField[Site]" = StrictSlugRelatedField(slug_field="slug", queryset=Site.objects.all())
     weekdays = StrictRegexField(
         r"^[0-6]{1,7}$",
         max_length=7,

@@ -44,28 +44,24 @@ def _number(kind: type) -> Any:
     return parse
 
 
-def _refuse_nul_and_depth(data: Any) -> None:
-    """A ParseError for a NUL character in any string (PostgreSQL refuses them) or nesting too deep."""
+def _refuse_depth(data: Any) -> None:
+    """A ParseError for nesting deeper than ``JSON_MAX_DEPTH`` (walked without recursion)."""
     stack: list[tuple[Any, int]] = [(data, 1)]
     while stack:
         value, depth = stack.pop()
-        if isinstance(value, str):
-            if "\x00" in value:
-                raise ParseError("JSON parse error - a string holds a NUL character (\\u0000)")
-            continue
         if not isinstance(value, dict | list):
             continue
         if depth > JSON_MAX_DEPTH:
             raise ParseError(f"JSON parse error - nested deeper than {JSON_MAX_DEPTH} levels")
-        items: Iterable[Any] = [*value.keys(), *value.values()] if isinstance(value, dict) else value
-        stack.extend((item, depth + 1) for item in items)
+        stack.extend((item, depth + 1) for item in (value.values() if isinstance(value, dict) else value))
 
 
 class SafeJSONParser(JSONParser):
     """DRF's JSON parser, refusing with 400 what would otherwise fail later as a 500.
 
-    Nesting deep enough to exhaust the recursion limit, numbers of thousands of digits and NUL
-    characters (which PostgreSQL cannot store) are all a ``ParseError``.
+    Nesting deep enough to exhaust the recursion limit and numbers of thousands of digits are a
+    ``ParseError``. NUL characters (which PostgreSQL cannot store) are refused by the fields that
+    would store or look them up: DRF's text fields, ``StrictSlugRelatedField``.
     """
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
@@ -82,7 +78,7 @@ class SafeJSONParser(JSONParser):
             raise ParseError(f"JSON parse error - nested deeper than {JSON_MAX_DEPTH} levels") from None
         except ValueError as exc:  # UnicodeDecodeError and json.JSONDecodeError are ValueErrors too
             raise ParseError(f"JSON parse error - {exc}") from None
-        _refuse_nul_and_depth(data)
+        _refuse_depth(data)
         return data
 
 
@@ -250,6 +246,16 @@ class StrictCharField(serializers.CharField):
 
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictSlugRelatedField(serializers.SlugRelatedField):
+    """An object named by its slug, sent as a string without NUL characters (PostgreSQL's lookup
+    would fail on one: a 500)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str) or "\x00" in data:
             self.fail("invalid")
         return super().to_internal_value(data)
 

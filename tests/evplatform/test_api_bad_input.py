@@ -79,9 +79,10 @@ def test_a_nul_character_in_a_filter_is_a_400(api, url) -> None:
 def test_a_nul_character_in_a_json_body_is_a_400_and_nothing_is_stored(api) -> None:
     SiteFactory(slug="mall")
 
-    error = error_of(api.post("/api/v1/schedules/", schedule_body(site="\x00"), content_type="application/json"))
-
-    assert "NUL" in error["message"]
+    for changes in ({"site": "mall\x00"}, {"name": "Peak\x00"}):
+        body = schedule_body(**changes)
+        error = error_of(api.post("/api/v1/schedules/", body, content_type="application/json"))
+        assert list(error["fields"]) == list(changes)
     assert not SiteLimitSchedule.objects.exists()
 
 
@@ -238,3 +239,22 @@ def test_a_circuit_without_a_parent_says_so_with_null(api) -> None:
     (circuit,) = api.get("/api/v1/circuits/", {"site": "mall"}).json()["results"]
 
     assert circuit["parent_name"] is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"measured_at": "2026-05-01T00:00:00\x00Z", "power_kw": 1},
+        {"measured_at": "now", "current_a": ["1\x00"]},
+        {"measured_at": "now", "power_kw": "\x00"},
+    ],
+)
+def test_a_nul_character_in_a_meter_reading_is_a_400(api, body) -> None:
+    SiteFactory(slug="mall")
+    if body["measured_at"] == "now":
+        body = {**body, "measured_at": timezone.now().isoformat()}
+
+    response = api.post("/api/v1/sites/mall/meter-readings/", body, content_type="application/json")
+
+    assert error_of(response)["fields"]
+    assert not SiteMeterReading.objects.exists()
