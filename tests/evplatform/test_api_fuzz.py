@@ -84,6 +84,7 @@ def admin_token(tenant, django_db_blocker):
         MeterReading.objects.filter(station=station).delete()
         station.delete()
         Circuit.objects.filter(site=site, parent__isnull=False).delete()
+        site.limit_schedules.all().delete()
         site.delete()
         ApiToken.objects.filter(user=user).delete()
         user.delete()
