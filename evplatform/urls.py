@@ -1,9 +1,10 @@
 """URL map of a tenant's domain (its own schema): portal, REST API, sign-in, admin."""
 
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from evplatform.admin_sites import tenant_admin_site
+from evplatform.api_plumbing import api_not_found
 from evplatform.urls_api import urlpatterns as api_v1
 
 urlpatterns = [
@@ -12,5 +13,6 @@ urlpatterns = [
     path("api/v1/", include((api_v1, "api"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    re_path(r"^api/", api_not_found),
     path("admin/", tenant_admin_site.urls),
 ]

@@ -283,9 +283,10 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PARSER_CLASSES": ["evplatform.api_plumbing.SafeJSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "evplatform.api_plumbing.StrictLimitOffsetPagination",
     "PAGE_SIZE": 100,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "evplatform.api_schema.ApiSchema",
     "EXCEPTION_HANDLER": "evplatform.api.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": [
         "rest_framework.throttling.UserRateThrottle",
@@ -311,6 +312,10 @@ SPECTACULAR_SETTINGS = {
         "CircuitKindEnum": "balancing.models.Circuit.Kind",
         "SiteAlertKindEnum": "balancing.models.SiteAlert.Kind",
     },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "evplatform.api_schema.error_responses_hook",
+    ],
 }
 
 # --- Celery (RabbitMQ broker; nothing acknowledged before it is done) ------------------------
