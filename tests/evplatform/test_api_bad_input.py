@@ -110,7 +110,7 @@ def test_a_number_of_100000_digits_is_a_400(api, number) -> None:
 def test_form_bodies_are_refused_as_the_api_takes_json_only(api) -> None:
     SiteFactory(slug="mall")
 
-    error = error_of(api.post("/api/v1/schedules/", {"site": "mall\x00"}), status=415)
+    error = error_of(api.post("/api/v1/schedules/", {"site": "mall"}), status=415)
 
     assert error["code"] == "unsupported_media_type"
 
