@@ -76,6 +76,7 @@ from chargepoint.gateway.telemetry import (
 )
 from chargepoint.ocpp16 import ChargePoint16
 from chargepoint.ocpp201 import ChargePoint201
+from evplatform import logs
 from evplatform.redis import REDIS_ERRORS, client_options
 
 logger = logging.getLogger("chargepoint.gateway")
@@ -306,6 +307,8 @@ class Gateway:
             await websocket.close(1011, "not admitted")
             return
         identity = admitted.identity
+        # This connection's task (and the tasks it starts) log with the charger's ids.
+        logs.bind(tenant=identity.schema_name, site=identity.site_slug, charger=identity.charge_point_id)
         link = ChargerLink(
             identity=identity,
             ocpp_version="1.6" if admitted.subprotocol == "ocpp1.6" else "2.0.1",

@@ -1,5 +1,8 @@
 """Liveness, readiness and Prometheus metrics on the gateway's own port, without a charger id or credentials."""
 
+import io
+import json
+import logging
 import re
 import urllib.error
 import urllib.request
@@ -7,6 +10,7 @@ import urllib.request
 import pytest
 from ocpp.messages import CallResult
 
+from evplatform import logs
 from tests.chargepoint.conftest import roundtrip, ws_connect
 
 pytestmark = pytest.mark.django_db  # the session's test database (the gateway's threads read it)
@@ -92,3 +96,27 @@ def test_an_unknown_action_is_counted_as_other_not_as_its_name(gateway, gw_fleet
 
     assert "MadeUpAction" not in metrics
     assert sample(metrics, "evp_gateway_messages_received_total", action="other") >= 1
+
+
+def test_a_connections_log_lines_carry_its_tenant_site_and_charger(gateway, gw_fleet, tenant) -> None:
+    cp = gw_fleet.chargers_16[1]
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.json_formatter())
+    gateway_logger = logging.getLogger("chargepoint.gateway")
+    gateway_logger.addHandler(handler)
+    try:
+
+        async def scenario() -> None:
+            ws = await ws_connect(gateway.url, cp)
+            await roundtrip(ws, '[2,"h1","Heartbeat",{}]')
+            await ws.close()
+
+        gateway.bg.run(scenario())
+    finally:
+        gateway_logger.removeHandler(handler)
+
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    connected = next(line for line in lines if "connected" in str(line["event"]))
+    assert (connected["charger"], connected["tenant"]) == (cp, tenant.schema_name)
+    assert connected["site"]
