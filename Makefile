@@ -7,8 +7,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEPS_STAMP := $(VENV)/.deps-installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
+# The entry points (manage.py, wsgi, asgi, celery) default to the production settings; the
+# development commands here use the local ones unless the environment names others.
+export DJANGO_SETTINGS_MODULE ?= evplatform.settings.local
 
-.PHONY: run test lint format setup migrate demo clean bench bench-engine bench-acn bench-balance bench-gateway bench-billing bench-chart bench-runs bench-faults bench-scale bench-tenants
+.PHONY: run test lint format setup migrate demo clean bench bench-engine bench-acn bench-balance bench-gateway bench-auth-flood bench-billing bench-chart bench-runs bench-faults bench-scale bench-tenants
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed; set PYTHON=python3.x")'
@@ -49,7 +52,7 @@ test: setup $(CHROMIUM)
 
 # Benchmarks print their figures (README, "Performance"); they use the running services and
 # their own databases, never the dev data. Each takes from seconds to a few minutes.
-bench: bench-engine bench-acn bench-balance bench-gateway bench-billing bench-chart bench-runs bench-faults bench-scale bench-tenants
+bench: bench-engine bench-acn bench-balance bench-gateway bench-auth-flood bench-billing bench-chart bench-runs bench-faults bench-scale bench-tenants
 
 bench-engine: setup
 	$(BIN)/python bench/engine_bench.py
@@ -62,6 +65,9 @@ bench-balance: setup
 
 bench-gateway: setup
 	$(BIN)/python bench/gateway_bench.py
+
+bench-auth-flood: setup
+	$(BIN)/python bench/gateway_auth_flood_bench.py
 
 bench-billing: setup
 	$(BIN)/python bench/billing_bench.py

@@ -17,28 +17,108 @@ from balancing.models import (
     SiteAlert,
     SiteLimitSchedule,
 )
-from balancing.services import site_rebalance_request
+from balancing.services import site_limits_refresh, site_rebalance_request
 from evplatform.admin_sites import tenant_admin_site
 from tenants.accounts.services import audit_record
 
 
+def _actor(request: HttpRequest) -> str:
+    return getattr(request.user, "email", "") or "admin"
+
+
+def _site_id(obj: Any) -> int | None:
+    """The site whose limits ``obj`` (a site, circuit, schedule, override, charger, connector) is part of."""
+    if isinstance(obj, Site):
+        return obj.pk
+    if hasattr(obj, "site_id"):
+        return obj.site_id
+    station = getattr(obj, "station", None)
+    return getattr(station, "site_id", None)
+
+
+def _value(obj: Any, name: str) -> Any:
+    return getattr(obj, name, None)
+
+
 class AuditedAdmin(admin.ModelAdmin):
-    """Every change made in the admin is audited (who, when, old, new) and rebalances the site."""
+    """Every change made in the admin is audited (who, when, old, new) and rebalances the site.
+
+    That holds for additions, edits, the rows of inlines, and deletions (one at a time and the
+    "delete selected" action): each is an audit row per field, and the affected sites get their
+    fail-safe sized again and a balancing run once the change commits. ``audit_fields``: the
+    fields a deletion records (their last values).
+    """
+
+    audit_fields: tuple[str, ...] = ()
+
+    def _refresh(self, request: HttpRequest, site_ids: set[int | None], reason: str) -> None:
+        for site_id in sorted(s for s in site_ids if s is not None):
+            site_limits_refresh(site_id=site_id, actor=_actor(request), reason=reason)
+
+    def _audit_deletion(self, request: HttpRequest, obj: Any) -> None:
+        audit_record(
+            actor=_actor(request),
+            action="delete",
+            object_type=type(obj).__name__.lower(),
+            object_id=obj.pk,
+            label=str(obj),
+            changes=[(f, _value(obj, f), None) for f in self.audit_fields] or [("", str(obj), None)],
+        )
 
     def save_model(self, request: HttpRequest, obj: Any, form: ModelForm, change: bool) -> None:
         old = type(obj).objects.filter(pk=obj.pk).first() if change else None
         with transaction.atomic():
             super().save_model(request, obj, form, change)
             audit_record(
-                actor=getattr(request.user, "email", "") or "admin",
+                actor=_actor(request),
                 action="update" if change else "create",
                 object_type=type(obj).__name__.lower(),
                 object_id=obj.pk,
                 label=str(obj),
                 changes=[(f, getattr(old, f, None), getattr(obj, f)) for f in form.changed_data],
             )
-            site_id = obj.pk if isinstance(obj, Site) else obj.site_id
-            site_rebalance_request(site_id=site_id, reason=f"{type(obj).__name__} changed in admin")
+            old_site = _site_id(old) if old is not None else None
+            self._refresh(request, {_site_id(obj), old_site}, f"{type(obj).__name__} changed in admin")
+
+    def save_formset(self, request: HttpRequest, form: ModelForm, formset: Any, change: bool) -> None:
+        """The rows of an inline (a site's circuits, a charger's connectors): audited like the rest."""
+        deleted = [f.instance for f in formset.deleted_forms] if formset.can_delete else []
+        edited = [
+            (f, type(f.instance).objects.filter(pk=f.instance.pk).first() if f.instance.pk else None)
+            for f in formset.forms
+            if f.has_changed() and f.instance not in deleted
+        ]
+        with transaction.atomic():
+            for obj in deleted:
+                self._audit_deletion(request, obj)
+            super().save_formset(request, form, formset, change)
+            for inline_form, old in edited:
+                obj = inline_form.instance
+                audit_record(
+                    actor=_actor(request),
+                    action="update" if old is not None else "create",
+                    object_type=type(obj).__name__.lower(),
+                    object_id=obj.pk,
+                    label=str(obj),
+                    changes=[(f, getattr(old, f, None), getattr(obj, f, None)) for f in inline_form.changed_data],
+                )
+            if deleted or edited:
+                self._refresh(request, {_site_id(form.instance)}, f"{type(form.instance).__name__} changed in admin")
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        with transaction.atomic():
+            site_id = _site_id(obj)
+            self._audit_deletion(request, obj)
+            super().delete_model(request, obj)
+            self._refresh(request, {site_id}, f"{type(obj).__name__} deleted in admin")
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        with transaction.atomic():
+            objs = list(queryset)
+            for obj in objs:
+                self._audit_deletion(request, obj)
+            super().delete_queryset(request, queryset)
+            self._refresh(request, {_site_id(obj) for obj in objs}, f"{queryset.model.__name__} deleted in admin")
 
 
 class CircuitInline(admin.TabularInline):
@@ -53,6 +133,7 @@ class SiteAdmin(AuditedAdmin):
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
     inlines = (CircuitInline,)
+    audit_fields = ("slug", "limit_a", "demand_cap_kw")
 
 
 @admin.register(Circuit, site=tenant_admin_site)
@@ -60,18 +141,21 @@ class CircuitAdmin(AuditedAdmin):
     list_display = ("name", "site", "kind", "parent", "limit_a", "limit_kw")
     list_filter = ("site", "kind")
     search_fields = ("name",)
+    audit_fields = ("name", "limit_a", "limit_kw")
 
 
 @admin.register(SiteLimitSchedule, site=tenant_admin_site)
 class SiteLimitScheduleAdmin(AuditedAdmin):
     list_display = ("name", "site", "weekdays", "start_time", "end_time", "limit_kw", "limit_a", "is_active")
     list_filter = ("site", "is_active")
+    audit_fields = ("weekdays", "start_time", "end_time", "limit_kw", "limit_a")
 
 
 @admin.register(LimitOverride, site=tenant_admin_site)
 class LimitOverrideAdmin(AuditedAdmin):
     list_display = ("site", "reason", "limit_kw", "limit_a", "starts_at", "ends_at", "created_by")
     list_filter = ("site",)
+    audit_fields = ("limit_kw", "limit_a", "starts_at", "ends_at")
 
 
 class ProfilePushInline(admin.TabularInline):

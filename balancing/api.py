@@ -6,11 +6,10 @@ from typing import Any
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import generics, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -19,6 +18,18 @@ from balancing.models import BalancingRun, Circuit, Site, SiteAlert, SiteLimitSc
 from balancing.selectors import runs_seen_since, site_meter_latest, site_overview
 from balancing.services import SITE_LIMIT_FIELDS, schedule_create, schedule_delete, site_limits_update
 from evplatform.api import time_range
+from evplatform.api_plumbing import (
+    STRICT_FIELD_MAPPING,
+    LenientJSONParser,
+    LocalTimeField,
+    StrictBooleanField,
+    StrictRegexField,
+    StrictSlugRelatedField,
+    TimeBoundField,
+    capped_window,
+    query_params,
+    slug_filter,
+)
 from evplatform.permissions import CHANGE_LIMITS, RoleForWrites, actor_of
 
 # A site meter readings request covers at most this many days (the last day by default).
@@ -26,6 +37,8 @@ METER_READINGS_MAX_DAYS = 31
 
 
 class SiteSerializer(serializers.ModelSerializer):
+    serializer_field_mapping = STRICT_FIELD_MAPPING
+
     class Meta:
         model = Site
         fields = ["slug", "name", "timezone", "voltage_v", "phases", *SITE_LIMIT_FIELDS, "free_vend"]
@@ -34,7 +47,9 @@ class SiteSerializer(serializers.ModelSerializer):
 
 class CircuitSerializer(serializers.ModelSerializer):
     site: "serializers.SlugRelatedField[Site]" = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    parent_name = serializers.CharField(source="parent.name", read_only=True, default=None)
+    parent_name = serializers.CharField(
+        source="parent.name", read_only=True, default=None, allow_null=True, help_text="null: a top-level circuit."
+    )
 
     class Meta:
         model = Circuit
@@ -42,9 +57,16 @@ class CircuitSerializer(serializers.ModelSerializer):
 
 
 class ScheduleSerializer(serializers.ModelSerializer):
-    site: "serializers.SlugRelatedField[Site]" = serializers.SlugRelatedField(
-        slug_field="slug", queryset=Site.objects.all()
+    serializer_field_mapping = STRICT_FIELD_MAPPING
+    site: "serializers.SlugRelatedField[Site]" = StrictSlugRelatedField(slug_field="slug", queryset=Site.objects.all())
+    weekdays = StrictRegexField(
+        r"^[0-6]{1,7}$",
+        max_length=7,
+        help_text="Digits 0 (Monday) to 6 (Sunday), e.g. 01234.",
+        error_messages={"invalid": "digits 0 (Monday) to 6 (Sunday), e.g. 01234"},
     )
+    start_time = LocalTimeField(help_text="Local time the window opens, HH:MM.")
+    end_time = LocalTimeField(help_text="Local time it closes, HH:MM; before start_time: it runs past midnight.")
 
     class Meta:
         model = SiteLimitSchedule
@@ -210,6 +232,25 @@ class SiteViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Updat
         return Response(SiteStatusSerializer(body).data)
 
 
+class SiteFilter(serializers.Serializer):
+    site = slug_filter("Site slug: only this site's.")
+
+
+class RunFilter(SiteFilter):
+    since = TimeBoundField(help_text="ISO 8601 time with zone: runs that ran since (started, or repeated).")
+    until = TimeBoundField(help_text="ISO 8601 time with zone: runs started before.")
+
+
+class MeterReadingFilter(serializers.Serializer):
+    # A parameter named like Field.source: DRF's serializer metaclass takes it off the class.
+    source = serializers.ChoiceField(choices=SiteMeterReading.Source.choices, required=False)  # type: ignore[assignment]
+    since = TimeBoundField(
+        help_text="ISO 8601 time with zone; default: a day before until. At most 31 days ago when alone."
+    )
+    until = TimeBoundField(help_text="ISO 8601 time with zone, excluded; default: now. At most 31 days after since.")
+
+
+@extend_schema_view(list=extend_schema(parameters=[SiteFilter]))
 class CircuitViewSet(viewsets.ReadOnlyModelViewSet):
     """The circuit tree of each site (filter with ``?site=<slug>``)."""
 
@@ -218,10 +259,13 @@ class CircuitViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self) -> Any:
         qs = Circuit.objects.select_related("site", "parent").order_by("site__slug", "name")
-        site = self.request.query_params.get("site")
+        if self.action != "list":
+            return qs
+        site = query_params(self.request, SiteFilter).get("site")
         return qs.filter(site__slug=site) if site else qs
 
 
+@extend_schema_view(list=extend_schema(parameters=[SiteFilter]))
 class ScheduleViewSet(viewsets.ModelViewSet):
     """Recurring lower limits of a site (site local time). Changes need the energy manager role."""
 
@@ -232,7 +276,9 @@ class ScheduleViewSet(viewsets.ModelViewSet):
 
     def get_queryset(self) -> Any:
         qs = SiteLimitSchedule.objects.select_related("site").order_by("site__slug", "start_time")
-        site = self.request.query_params.get("site")
+        if self.action != "list":
+            return qs
+        site = query_params(self.request, SiteFilter).get("site")
         return qs.filter(site__slug=site) if site else qs
 
     def perform_create(self, serializer: serializers.BaseSerializer) -> None:
@@ -247,15 +293,7 @@ class ScheduleViewSet(viewsets.ModelViewSet):
         schedule_delete(schedule=instance, actor=actor_of(self.request))
 
 
-@extend_schema(
-    parameters=[
-        OpenApiParameter("site", str, description="site slug"),
-        OpenApiParameter(
-            "since", str, description="ISO 8601 time with zone: runs that ran since (started, or repeated)"
-        ),
-        OpenApiParameter("until", str, description="ISO 8601 time with zone: runs started before"),
-    ]
-)
+@extend_schema_view(list=extend_schema(parameters=[RunFilter]))
 class RunViewSet(viewsets.ReadOnlyModelViewSet):
     """Balancing runs: what went in, what came out, what bound, what was pushed."""
 
@@ -264,13 +302,15 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self) -> Any:
         qs = BalancingRun.objects.select_related("site").order_by("-started_at")
-        params = self.request.query_params
+        if self.action != "list":
+            return qs
+        filters = query_params(self.request, RunFilter)
         sites = Site.objects.all()
-        if params.get("site"):
-            sites = sites.filter(slug=params["site"])
+        if filters.get("site"):
+            sites = sites.filter(slug=filters["site"])
             qs = qs.filter(site__in=sites)
         # A run repeated since ``since`` ran then too; ``until`` bounds when it started.
-        since, until = time_range(params)
+        since, until = time_range(filters)
         if since:
             qs = qs.filter(runs_seen_since(dict.fromkeys(sites.values_list("pk", flat=True), since)))
         if until:
@@ -316,7 +356,7 @@ class MeterReadingInSerializer(serializers.Serializer):
         help_text="Current per phase (A), L1 first, as many values as the site has phases; [] with power only.",
     )
     power_kw = PowerField(required=False, allow_null=True, default=None, help_text="Active import (kW).")
-    includes_chargers = serializers.BooleanField(
+    includes_chargers = StrictBooleanField(
         default=True, help_text="True: the grid-connection meter (chargers included); false: building load only."
     )
 
@@ -327,12 +367,6 @@ class MeterReadingSerializer(serializers.ModelSerializer):
     class Meta:
         model = SiteMeterReading
         fields = ["id", "site", "measured_at", "received_at", "source", "current_a", "power_kw", "includes_chargers"]
-
-
-class LenientJSONParser(JSONParser):
-    """JSON that lets NaN and Infinity through, so the reading is refused naming its field."""
-
-    strict = False
 
 
 class SiteMeterReadingsView(generics.ListAPIView):
@@ -355,27 +389,17 @@ class SiteMeterReadingsView(generics.ListAPIView):
 
     def get_queryset(self) -> Any:
         qs = SiteMeterReading.objects.filter(site=self.site()).select_related("site").order_by("-measured_at")
-        params = self.request.query_params
-        if params.get("source"):
-            qs = qs.filter(source=params["source"])
+        filters = query_params(self.request, MeterReadingFilter)
+        if filters.get("source"):
+            qs = qs.filter(source=filters["source"])
         # A bounded window whatever is asked (its page count is a COUNT over it): the last day
         # unless since/until say otherwise, at most METER_READINGS_MAX_DAYS.
-        since, until = time_range(params, max_days=METER_READINGS_MAX_DAYS)
-        if until is None:
-            until = (
-                (since + timedelta(days=METER_READINGS_MAX_DAYS)) if since else timezone.now() + timedelta(minutes=1)
-            )
-        if since is None:
-            since = until - timedelta(days=1)
+        since, until = capped_window(
+            filters, max_days=METER_READINGS_MAX_DAYS, default=timedelta(days=1), now=timezone.now()
+        )
         return qs.filter(measured_at__gte=since, measured_at__lt=until)
 
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("source", str, enum=SiteMeterReading.Source.values),
-            OpenApiParameter("since", str, description="ISO 8601 time with zone"),
-            OpenApiParameter("until", str, description="ISO 8601 time with zone"),
-        ]
-    )
+    @extend_schema(parameters=[MeterReadingFilter])
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 

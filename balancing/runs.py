@@ -74,6 +74,7 @@ from balancing.push import Pusher, PushRequest
 from balancing.services import site_rebalance_request
 from chargepoint.models import ChargingStation, Connector
 from chargepoint.resync import station_resync_request
+from evplatform.logs import bind
 
 logger = logging.getLogger(__name__)
 
@@ -840,6 +841,7 @@ def site_balance_run(*, site: Site, reason: str, pusher: Pusher, now: datetime |
     counted in its ``repeats``; see the module docstring).
     """
     now = now or timezone.now()
+    bind(site=site.slug)  # on every log line of the task from here on
     built = build_problem(site, now)
     resumes_noted = _track_resumes(built, now)
     stuck = _stuck(built)

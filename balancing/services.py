@@ -434,3 +434,18 @@ def schedule_delete(*, schedule: SiteLimitSchedule, actor: str) -> None:
     schedule.delete()
     site_rebalance_request(site_id=site_id, reason="schedule removed")
     site_failsafe_refresh(site=site, actor=actor)
+
+
+def site_limits_refresh(*, site_id: int, actor: str, reason: str) -> None:
+    """After a change to what limits a site made elsewhere than the portal (the Django admin).
+
+    The fail-safe is sized again (not strictly: the change is made, and a ``failsafe`` alert
+    says if a fixed fail-safe no longer fits) and a balancing run is requested. Call it in the
+    change's transaction: the run reads what was written. A site deleted meanwhile is skipped.
+    """
+    require_tenant_schema("site_limits_refresh")
+    site = Site.objects.filter(pk=site_id).first()
+    if site is None:
+        return
+    site_failsafe_refresh(site=site, actor=actor, strict=False)
+    site_rebalance_request(site_id=site_id, reason=reason)

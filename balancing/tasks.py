@@ -12,6 +12,8 @@ from balancing.retention import history_prune, sessions_prune
 from balancing.selectors import site_ids
 from balancing.services import site_balance, site_rebalance_request
 from evplatform.celery import PublicTask, app
+from evplatform.metrics import balancing_run_observed
+from evplatform.services import active_schema
 from tenants.fanout import tenant_chunk, tenant_chunks_send
 
 # A first prune of a long history deletes many batches; one cut short resumes the next day.
@@ -21,8 +23,13 @@ PRUNE_TIME_LIMIT_S = 3900
 
 @app.task(name="balancing.tasks.balance_site")
 def balance_site(*, site_id: int, reason: str = "") -> int | None:
-    """Balance one site of the tenant the task was sent for; returns the run id."""
-    run = site_balance(site_id=site_id, reason=reason or "request")
+    """Balance one site of the tenant the task was sent for; returns the run id.
+
+    Timed and counted by outcome for Prometheus (``evplatform.metrics``).
+    """
+    with balancing_run_observed(schema=active_schema(), site_id=site_id) as observed:
+        run = site_balance(site_id=site_id, reason=reason or "request")
+        observed.ran(run)
     return None if run is None else run.pk
 
 

@@ -31,9 +31,9 @@ from balancing.selectors import (
     site_runs,
 )
 from chargepoint.models import ChargingStation
+from evplatform.csp import chart_page
 from evplatform.permissions import CHANGE_LIMITS, actor_of, has_role, role_required
 
-TARIFF_MAX_BYTES = 512 * 1024
 RANGES = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(days=7), "month": timedelta(days=31)}
 LOAD_SERIES = ["drawn", "allowed", "limit", "unmanaged"]
 SORTS = ("name", "load", "share", "peak", "chargers", "alerts")
@@ -64,6 +64,7 @@ def _tree(site: Site, node_load: dict[str, list[float]]) -> list[dict[str, Any]]
     return build(None)
 
 
+@chart_page
 @login_required
 def site_detail(request: HttpRequest, slug: str) -> HttpResponse:
     site = get_object_or_404(Site, slug=slug)
@@ -294,9 +295,8 @@ def circuit_save(request: HttpRequest, slug: str) -> HttpResponse:
 @role_required(CHANGE_LIMITS)
 def tariff_upload(request: HttpRequest, slug: str) -> HttpResponse:
     """Import a URDB v7 rate record as the site's next tariff version (audited)."""
-    import json
-
     from billing.services import tariff_import
+    from billing.tariffs import RECORD_MAX_BYTES, TariffError, tariff_json_load
 
     site = get_object_or_404(Site, slug=slug)
     form = TariffUploadForm(request.POST, request.FILES)
@@ -304,16 +304,15 @@ def tariff_upload(request: HttpRequest, slug: str) -> HttpResponse:
         messages.error(request, "Tariff not imported: " + _form_errors(form))
         return redirect("portal:site-settings", slug=site.slug)
     upload = form.cleaned_data["record"]
-    if upload.size > TARIFF_MAX_BYTES:
-        messages.error(request, f"Tariff not imported: the file is larger than {TARIFF_MAX_BYTES // 1024} KiB.")
-        return redirect("portal:site-settings", slug=site.slug)
     try:
-        record = json.loads(upload.read().decode("utf-8-sig"))
+        if upload.size > RECORD_MAX_BYTES:
+            raise TariffError("record", f"the file is larger than {RECORD_MAX_BYTES // 1024} KiB")
+        record = tariff_json_load(upload.read())
         tariff = tariff_import(
             site=site, record=record, valid_from=form.cleaned_data["valid_from"], actor=actor_of(request)
         )
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        messages.error(request, f"Tariff not imported: the file is not JSON ({exc}).")
+    except TariffError as exc:
+        messages.error(request, f"Tariff not imported: {exc.problem}.")
     except ValidationError as exc:
         messages.error(request, f"Tariff not imported: {_errors(exc)}")
     else:

@@ -2,22 +2,44 @@
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from billing.models import SavingsReport
 from billing.reports import CONTENT_TYPES
 from billing.services import savings_report_request
-from billing.views import MONTH_RE, report_file_response
+from billing.views import report_file_response
+from evplatform.api_plumbing import FileDownloadNegotiation, StrictRegexField, query_params
 from evplatform.permissions import MANAGE_REPORTS, READ_REPORTS, RoleForWrites, actor_of
+
+# A month YYYY-MM, years 1000 to 9999 (a report's month needs the month after it in the calendar too).
+MONTH_PATTERN = r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])$"
+
+
+def month_field(**kwargs: Any) -> serializers.RegexField:
+    return StrictRegexField(
+        MONTH_PATTERN,
+        max_length=7,
+        error_messages={"invalid": "a month in the form YYYY-MM, e.g. 2026-05"},
+        **kwargs,
+    )
+
+
+@extend_schema_field({"type": "string", "pattern": MONTH_PATTERN, "example": "2026-05"})
+class MonthField(serializers.DateField):
+    """A report's month as YYYY-MM (stored as its first day)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(format="%Y-%m", **kwargs)
 
 
 class ReportSerializer(serializers.ModelSerializer):
-    month = serializers.DateField(format="%Y-%m")
+    month = MonthField(read_only=True)
     formats = serializers.SerializerMethodField()
 
     class Meta:
@@ -38,6 +60,19 @@ class ReportSerializer(serializers.ModelSerializer):
         return sorted(f.format for f in report.files.all())
 
 
+class ReportFilter(serializers.Serializer):
+    month = month_field(required=False, help_text="Only this month's versions, YYYY-MM.")
+
+
+class DownloadQuery(serializers.Serializer):
+    file_format = serializers.ChoiceField(choices=list(CONTENT_TYPES), default="pdf", help_text="csv, xlsx or pdf")
+
+
+class RegenerateSerializer(serializers.Serializer):
+    month = month_field(help_text="The month to report again, YYYY-MM.")
+
+
+@extend_schema_view(list=extend_schema(parameters=[ReportFilter]))
 class ReportViewSet(viewsets.ReadOnlyModelViewSet):
     """Every stored version of every month (newest first); ``?month=YYYY-MM`` filters."""
 
@@ -48,27 +83,24 @@ class ReportViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self) -> Any:
         qs = SavingsReport.objects.prefetch_related("files").order_by("-month", "-version")
-        month = self.request.query_params.get("month")
-        if month:
-            if not MONTH_RE.match(month):
-                raise ValidationError({"month": [f"{month!r} is not a month in the form YYYY-MM"]})
-            qs = qs.filter(month=f"{month}-01")
-        return qs
+        if self.action != "list":
+            return qs
+        month = query_params(self.request, ReportFilter).get("month")
+        return qs.filter(month=f"{month}-01") if month else qs
 
     @extend_schema(
-        parameters=[
-            OpenApiParameter(
-                "file_format", str, enum=list(CONTENT_TYPES), location="query", description="csv, xlsx or pdf"
+        parameters=[DownloadQuery],
+        responses={
+            (200, media_type.split(";")[0]): OpenApiResponse(
+                OpenApiTypes.BINARY, description=f"The {name} file, byte for byte."
             )
-        ],
-        responses={200: bytes},
+            for name, media_type in CONTENT_TYPES.items()
+        },
     )
-    @action(detail=True, methods=["get"], url_path="download")
+    @action(detail=True, methods=["get"], url_path="download", content_negotiation_class=FileDownloadNegotiation)
     def download(self, request: Request, pk: str | None = None) -> Any:
         """The stored file of this version, byte for byte (its SHA-256 in ``X-Content-SHA256``)."""
-        file_format = request.query_params.get("file_format", "pdf")
-        if file_format not in CONTENT_TYPES:
-            raise ValidationError({"file_format": [f"use one of {', '.join(CONTENT_TYPES)}"]})
+        file_format = query_params(request, DownloadQuery)["file_format"]
         report = self.get_object()
         if not report.files.filter(format=file_format).exists():
             raise NotFound(f"version {report.version} has no {file_format} file")
@@ -76,14 +108,14 @@ class ReportViewSet(viewsets.ReadOnlyModelViewSet):
         return report_file_response(report=report, file_format=file_format, tenant_slug=tenant_slug)
 
     @extend_schema(
-        request=inline_serializer("RegenerateRequest", {"month": serializers.CharField()}),
-        responses={202: inline_serializer("RegenerateQueued", {"month": serializers.CharField()})},
+        request=RegenerateSerializer,
+        responses={202: OpenApiResponse(RegenerateSerializer, description="Queued.")},
     )
     @action(detail=False, methods=["post"])
     def regenerate(self, request: Request) -> Response:
         """Queue a new version of a month's report (finance and admins)."""
-        month = str(request.data.get("month", "") if isinstance(request.data, dict) else "")
-        if not MONTH_RE.match(month):
-            raise ValidationError({"month": [f"{month!r} is not a month in the form YYYY-MM"]})
+        body = RegenerateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        month = body.validated_data["month"]
         savings_report_request(month=month, requested_by=actor_of(request))
         return Response({"month": month}, status=status.HTTP_202_ACCEPTED)

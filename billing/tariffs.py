@@ -29,6 +29,8 @@ modelled (a holiday is billed as the weekday it is).
 from __future__ import annotations
 
 import calendar
+import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -41,6 +43,19 @@ HOURS = 24
 DEFAULT_DEMAND_WINDOW_MINUTES = 15
 FIXED_UNITS = ("$/month", "$/day")
 ZERO = Decimal(0)
+
+# Bounds of what a rate record may hold: generous for any real tariff, small enough that every
+# bill of a month stays a number the reports can round to the cent.
+MAX_DIGITS = 30  # significant digits (and decimal places) of any number
+MAX_NUMBER_CHARS = 64  # a number written as text
+PRICE_MAX = {"kWh": Decimal(100), "kW": Decimal(10_000)}  # $ per kWh of energy, per kW of demand
+TIER_MAX_UNITS = Decimal(10**9)  # kWh or kW where a tier ends
+FIXED_CHARGE_MAX = Decimal(1_000_000)  # $ per month or per day
+DEMAND_WINDOW_MAX_MINUTES = 24 * 60
+RECORD_MAX_BYTES = 512 * 1024  # an uploaded rate record's JSON (a real one is a few kB)
+RECORD_MAX_DEPTH = 32  # nesting of its arrays and objects (a URDB record needs 4)
+JSON_TOKENS = re.compile(r'["\[\]{}]')
+JSON_STRING_REST = re.compile(r'(?:[^"\\]|\\.)*"', re.S)  # after the opening quote
 
 
 class TariffError(ValueError):
@@ -95,16 +110,30 @@ class TariffSpec:
         return table[local.month - 1][local.hour]
 
 
-def _number(value: Any, path: str) -> Decimal:
+def _number(value: Any, path: str, *, low: Decimal | None = None, high: Decimal | None = None) -> Decimal:
+    """A finite number of at most ``MAX_DIGITS`` digits (and decimal places), within [low, high]."""
     if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
-        raise TariffError(path, f"expected a number, got {value!r}")
+        raise TariffError(path, f"expected a number, got {_shown(value)}")
+    if isinstance(value, str) and len(value) > MAX_NUMBER_CHARS:
+        raise TariffError(path, f"expected a number of at most {MAX_DIGITS} digits")
     try:
-        number = Decimal(str(value))
+        number = Decimal(value) if isinstance(value, int | Decimal) else Decimal(str(value))
     except InvalidOperation:
-        raise TariffError(path, f"expected a number, got {value!r}") from None
+        raise TariffError(path, f"expected a number, got {_shown(value)}") from None
     if not number.is_finite():
-        raise TariffError(path, f"expected a finite number, got {value!r}")
+        raise TariffError(path, f"expected a finite number, got {_shown(value)}")
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise TariffError(path, f"{_shown(value)} is outside {low if low is not None else '...'}..{high}")
+    digits = number.as_tuple()
+    if len(digits.digits) > MAX_DIGITS or int(digits.exponent) < -MAX_DIGITS:
+        raise TariffError(path, f"expected a number of at most {MAX_DIGITS} digits")
     return number
+
+
+def _shown(value: Any) -> str:
+    """A value as quoted in an error: short, whatever was sent."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**MAX_DIGITS else "a huge number"
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _tiers(record: Mapping[str, Any], key: str, unit: str) -> Periods:
@@ -125,8 +154,15 @@ def _tiers(record: Mapping[str, Any], key: str, unit: str) -> Periods:
                 raise TariffError(f"{path}.rate", "missing")
             if tier.get("unit") not in (None, unit):
                 raise TariffError(f"{path}.unit", f"{tier['unit']!r} is not supported (only {unit!r})")
-            price = _number(tier["rate"], f"{path}.rate") + _number(tier.get("adj", 0) or 0, f"{path}.adj")
-            max_units = None if tier.get("max") in (None, "") else _number(tier["max"], f"{path}.max")
+            top = PRICE_MAX[unit]
+            price = _number(tier["rate"], f"{path}.rate", low=ZERO, high=top) + _number(
+                tier.get("adj", 0) or 0, f"{path}.adj", low=-top, high=top
+            )
+            if not ZERO <= price <= top:
+                raise TariffError(f"{path}.adj", f"rate + adj is {price}, outside 0..{top} $/{unit}")
+            max_units = (
+                None if tier.get("max") in (None, "") else _number(tier["max"], f"{path}.max", high=TIER_MAX_UNITS)
+            )
             if max_units is not None:
                 if max_units <= previous_max:
                     raise TariffError(f"{path}.max", "tier maxima must increase")
@@ -194,7 +230,7 @@ def tariff_from_urdb(record: Mapping[str, Any]) -> TariffSpec:
         spec["demand_weekend"] = _schedule(record, "demandweekendschedule", len(demand))
     window = record.get("demandwindow")
     if window not in (None, ""):
-        minutes = _number(window, "demandwindow")
+        minutes = _number(window, "demandwindow", high=Decimal(DEMAND_WINDOW_MAX_MINUTES))
         if minutes <= 0 or minutes != minutes.to_integral_value():
             raise TariffError("demandwindow", f"expected whole minutes > 0, got {window!r}")
         spec["demand_window_minutes"] = int(minutes)
@@ -204,18 +240,96 @@ def tariff_from_urdb(record: Mapping[str, Any]) -> TariffSpec:
             raise TariffError("demandratchetpercentage", f"expected {MONTHS} values, one per month")
         fractions = []
         for m, value in enumerate(ratchet):
-            share = _number(value, f"demandratchetpercentage[{m}]")
-            if share < 0 or share > 100:
-                raise TariffError(f"demandratchetpercentage[{m}]", f"{value!r} is outside 0..100")
+            share = _number(value, f"demandratchetpercentage[{m}]", low=ZERO, high=Decimal(100))
             fractions.append(share / 100 if share > 1 else share)
         spec["ratchet_fractions"] = tuple(fractions)
     if record.get("fixedchargefirstmeter") not in (None, ""):
-        spec["fixed_charge"] = _number(record["fixedchargefirstmeter"], "fixedchargefirstmeter")
+        spec["fixed_charge"] = _number(
+            record["fixedchargefirstmeter"], "fixedchargefirstmeter", low=ZERO, high=FIXED_CHARGE_MAX
+        )
     units = record.get("fixedchargeunits") or "$/month"
     if units not in FIXED_UNITS:
         raise TariffError("fixedchargeunits", f"{units!r} is not supported ({', '.join(FIXED_UNITS)})")
     spec["fixed_units"] = units
     return TariffSpec(**spec)
+
+
+def tariff_json_load(raw: bytes | str) -> Any:
+    """Parse the JSON text of an uploaded rate record; ``TariffError`` (path ``record``) if unfit.
+
+    Refused before parsing: more than ``RECORD_MAX_BYTES``, or nested deeper than
+    ``RECORD_MAX_DEPTH`` (the parser would run out of stack); while parsing: a number of more
+    than ``MAX_DIGITS`` digits, ``NaN`` or ``Infinity``; after it: a NUL character in a text
+    (PostgreSQL stores none).
+    """
+    if len(raw) > RECORD_MAX_BYTES:
+        raise TariffError("record", f"the file is larger than {RECORD_MAX_BYTES // 1024} KiB")
+    try:
+        text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError:
+        raise TariffError("record", "the file is not UTF-8 text") from None
+    if _json_depth(text) > RECORD_MAX_DEPTH:
+        raise TariffError("record", f"nested deeper than {RECORD_MAX_DEPTH} levels")
+    try:
+        record = json.loads(text, parse_int=_json_int, parse_float=_json_float, parse_constant=_json_constant)
+    except TariffError:
+        raise
+    except json.JSONDecodeError as exc:
+        raise TariffError("record", f"the file is not JSON (line {exc.lineno}: {exc.msg})") from None
+    except (RecursionError, ValueError):
+        raise TariffError("record", "the file is not JSON") from None
+    if _holds_nul(record):
+        raise TariffError("record", "a text holds a NUL character (\\u0000), which cannot be stored")
+    return record
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether a parsed JSON value (nested at most ``RECORD_MAX_DEPTH``) has a NUL in a key or text."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in key or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
+
+
+def _json_depth(text: str) -> int:
+    """How deep the arrays and objects of a JSON text nest (brackets in strings do not count).
+
+    One pass: each string is skipped from its opening quote to its closing one; an unterminated
+    string ends the count (the parser stops there too).
+    """
+    depth = deepest = position = 0
+    while (token := JSON_TOKENS.search(text, position)) is not None:
+        if token.group() == '"':
+            rest = JSON_STRING_REST.match(text, token.end())
+            if rest is None:
+                break
+            position = rest.end()
+            continue
+        depth += 1 if token.group() in "[{" else -1
+        deepest = max(deepest, depth)
+        position = token.end()
+    return deepest
+
+
+def _json_digits(text: str) -> str:
+    if sum(ch.isdigit() for ch in text) > MAX_DIGITS:
+        raise TariffError("record", f"a number of more than {MAX_DIGITS} digits ({text[:20]}...)")
+    return text
+
+
+def _json_int(text: str) -> int:
+    return int(_json_digits(text))
+
+
+def _json_float(text: str) -> float:
+    return float(_json_digits(text))
+
+
+def _json_constant(text: str) -> Any:
+    raise TariffError("record", f"{text} is not a number a tariff may hold")
 
 
 def tiered_charge(tiers: Sequence[Tier], units: Decimal) -> Decimal:

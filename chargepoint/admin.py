@@ -2,6 +2,7 @@
 
 from django.contrib import admin
 
+from balancing.admin import AuditedAdmin
 from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector, IdTag
 from evplatform.admin_sites import tenant_admin_site
 
@@ -14,7 +15,10 @@ class ConnectorInline(admin.TabularInline):
 
 
 @admin.register(ChargingStation, site=tenant_admin_site)
-class ChargingStationAdmin(admin.ModelAdmin):
+class ChargingStationAdmin(AuditedAdmin):
+    """A charger's site, circuit and ratings (and its connectors') limit what it is given: changes
+    and deletions are audited and rebalance the site (``AuditedAdmin``)."""
+
     list_display = ("charge_point_id", "site", "circuit", "max_current_a", "phases", "is_online", "last_seen_at")
     list_filter = ("site", "is_online", "vendor")
     search_fields = ("charge_point_id", "vendor", "model", "serial_number")
@@ -31,6 +35,7 @@ class ChargingStationAdmin(admin.ModelAdmin):
         "updated_at",
     )
     inlines = (ConnectorInline,)
+    audit_fields = ("charge_point_id", "site", "circuit", "max_current_a", "phases")
 
     def has_add_permission(self, request):
         # Chargers are registered with their password (register_charger), which also writes

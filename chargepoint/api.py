@@ -11,7 +11,13 @@ from django.db.models import BooleanField, Prefetch, Q
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+    inline_serializer,
+)
 from ocpp.v16.enums import Measurand
 from ocpp.v201.enums import MeasurandEnumType
 from rest_framework import mixins, serializers, status, viewsets
@@ -26,16 +32,23 @@ from balancing.models import ChargerModelCompliance, Circuit, Site, SiteAlert
 from chargepoint.actions import ACTIONS, charger_action
 from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterReading
 from chargepoint.readings import BY_COLUMN, context_label, reading_values
-from evplatform.api import time_filtered, time_range
+from evplatform.api import time_filtered
+from evplatform.api_plumbing import (
+    StrictIntegerField,
+    StrictRegexField,
+    TimeBoundField,
+    capped_window,
+    query_params,
+    slug_filter,
+)
 from evplatform.permissions import CHARGER_ACTIONS, RoleForWrites, actor_of
-from tenants.validators import validate_charge_point_id
+from tenants.validators import CHARGE_POINT_ID_RE
 
 READINGS_MAX_DAYS = 31
 READINGS_DEFAULT_WINDOW = timedelta(days=1)
-TIME_PARAMS = [
-    OpenApiParameter("since", str, description="ISO 8601 time with zone"),
-    OpenApiParameter("until", str, description="ISO 8601 time with zone"),
-]
+# Every measurand OCPP 1.6 and 2.0.1 define: the gateway stores no other (the OCPP schemas refuse it).
+MEASURANDS = sorted({m.value for m in Measurand} | {m.value for m in MeasurandEnumType})
+MAX_CONNECTOR_NO = 32767  # the column is a smallint
 
 
 class ConnectorSerializer(serializers.ModelSerializer):
@@ -74,7 +87,9 @@ class ComplianceSerializer(serializers.ModelSerializer):
 
 class ChargerSerializer(serializers.ModelSerializer):
     site: "serializers.SlugRelatedField[Site]" = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    circuit: "serializers.SlugRelatedField[Circuit]" = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    circuit: "serializers.SlugRelatedField[Circuit]" = serializers.SlugRelatedField(
+        slug_field="name", read_only=True, allow_null=True, help_text="null: not on a circuit of the site's tree."
+    )
     connectors = ConnectorSerializer(many=True, read_only=True)
     alerts = ChargerAlertSerializer(source="open_alerts", many=True, read_only=True)
     compliance = serializers.SerializerMethodField()
@@ -240,13 +255,22 @@ class ReadingCursor(CursorPagination):
         return page
 
     def get_page_size(self, request: Request) -> int:
-        raw = request.query_params.get(self.page_size_query_param or "limit")
-        if raw is None:
+        name = self.page_size_query_param or "limit"
+        values = request.query_params.getlist(name)
+        if not values:
             return self.page_size
-        size = int(raw) if raw.isascii() and raw.isdigit() else 0
-        if size < 1:
-            raise ValidationError({"limit": [f"{raw[:20]!r} is not a whole number from 1 to {self.max_page_size}"]})
-        return min(size, self.max_page_size)
+        raw = values[-1]
+        size = int(raw) if len(values) == 1 and raw.isascii() and raw.isdigit() and len(raw) <= 4 else 0
+        if not 1 <= size <= self.max_page_size:
+            raise ValidationError({name: [f"{raw[:20]!r} is not a whole number from 1 to {self.max_page_size}"]})
+        return size
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"].update({"minimum": 1, "maximum": self.max_page_size})
+        return parameters
 
     def get_next_link(self) -> str | None:
         if not self.has_next:
@@ -287,9 +311,49 @@ class ReadingCursor(CursorPagination):
 
 class CommandSerializer(serializers.Serializer):
     action = serializers.ChoiceField(choices=ACTIONS)
-    connector_id = serializers.IntegerField(min_value=0, default=0)
+    connector_id = StrictIntegerField(min_value=0, max_value=MAX_CONNECTOR_NO, default=0)
 
 
+def charge_point_filter(help_text: str) -> serializers.RegexField:
+    return StrictRegexField(
+        CHARGE_POINT_ID_RE.pattern,
+        required=False,
+        max_length=48,
+        help_text=help_text,
+        error_messages={"invalid": "must be 1-48 characters of letters, digits, '.', '_', '~' or '-'"},
+    )
+
+
+class ChargerFilter(serializers.Serializer):
+    site = slug_filter("Site slug: only this site's chargers.")
+
+
+class SessionFilter(serializers.Serializer):
+    charger = charge_point_filter("Charge point id: only its sessions.")
+    site = slug_filter("Site slug: only sessions at this site.")
+    since = TimeBoundField(help_text="ISO 8601 time with zone: sessions started since.")
+    until = TimeBoundField(help_text="ISO 8601 time with zone: sessions started before.")
+
+
+class ReadingFilter(serializers.Serializer):
+    charger = charge_point_filter("Charge point id: only its readings (an unknown one: an empty page).")
+    connector = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=MAX_CONNECTOR_NO,
+        help_text="Connector (EVSE) id: only its readings; 0: the main meter.",
+    )
+    measurand = serializers.ChoiceField(
+        choices=MEASURANDS, required=False, help_text="Only readings with this measurand, and only its values."
+    )
+    since = TimeBoundField(
+        help_text="ISO 8601 time with zone; default: a day before until. Alone: at most 31 days ago "
+        "(the readings from it to now)."
+    )
+    until = TimeBoundField(help_text="ISO 8601 time with zone, excluded; default: now. At most 31 days after since.")
+
+
+@extend_schema_view(list=extend_schema(parameters=[ChargerFilter]))
 class ChargerViewSet(viewsets.ReadOnlyModelViewSet):
     """Chargers (filter with ``?site=<slug>``); POST ``commands`` to act on one."""
 
@@ -304,7 +368,7 @@ class ChargerViewSet(viewsets.ReadOnlyModelViewSet):
         qs = ChargingStation.objects.select_related("site", "circuit").prefetch_related(
             "connectors", Prefetch("alerts", queryset=open_alerts, to_attr="open_alerts")
         )
-        site = self.request.query_params.get("site")
+        site = query_params(self.request, ChargerFilter).get("site") if self.action == "list" else None
         return (qs.filter(site__slug=site) if site else qs).order_by("charge_point_id")
 
     @extend_schema(
@@ -312,7 +376,8 @@ class ChargerViewSet(viewsets.ReadOnlyModelViewSet):
         responses={
             200: inline_serializer(
                 "CommandResult", {"status": serializers.CharField(), "error": serializers.CharField()}
-            )
+            ),
+            409: OpenApiResponse(description="The charger is offline or did not answer in time."),
         },
     )
     @action(detail=True, methods=["post"])
@@ -347,7 +412,7 @@ class ChargerViewSet(viewsets.ReadOnlyModelViewSet):
         return Response(answer)
 
 
-@extend_schema(parameters=[OpenApiParameter("charger", str), OpenApiParameter("site", str), *TIME_PARAMS])
+@extend_schema_view(list=extend_schema(parameters=[SessionFilter]))
 class SessionViewSet(viewsets.ReadOnlyModelViewSet):
     """Charging sessions, newest first."""
 
@@ -355,31 +420,23 @@ class SessionViewSet(viewsets.ReadOnlyModelViewSet):
     permission_classes = [RoleForWrites]
 
     def get_queryset(self) -> Any:
-        params = self.request.query_params
         qs = ChargingSession.objects.select_related("station", "connector").order_by("-started_at")
-        if params.get("charger"):
-            qs = qs.filter(station__charge_point_id=params["charger"])
-        if params.get("site"):
-            qs = qs.filter(station__site__slug=params["site"])
-        return time_filtered(qs, params, "started_at")
-
-
-# Every measurand OCPP 1.6 and 2.0.1 define: the gateway stores no other (the OCPP schemas refuse it).
-MEASURANDS = sorted({m.value for m in Measurand} | {m.value for m in MeasurandEnumType})
-MAX_CONNECTOR_NO = 32767  # the column is a smallint
+        if self.action != "list":
+            return qs
+        filters = query_params(self.request, SessionFilter)
+        if filters.get("charger"):
+            qs = qs.filter(station__charge_point_id=filters["charger"])
+        if filters.get("site"):
+            qs = qs.filter(station__site__slug=filters["site"])
+        return time_filtered(qs, filters, "started_at")
 
 
 def readings_window(params: Any, *, now: datetime) -> tuple[datetime, datetime]:
     """``[since, until)`` of a readings request: at most 31 days; by default the last day.
 
-    Only ``since``: the 31 days from it; only ``until``: the day before it.
+    Only ``since``: from it to now (so at most 31 days ago); only ``until``: the day before it.
     """
-    since, until = time_range(params, max_days=READINGS_MAX_DAYS)
-    if until is None:
-        until = since + timedelta(days=READINGS_MAX_DAYS) if since else now + timedelta(minutes=1)
-    if since is None:
-        since = until - READINGS_DEFAULT_WINDOW
-    return since, until
+    return capped_window(params, max_days=READINGS_MAX_DAYS, default=READINGS_DEFAULT_WINDOW, now=now)
 
 
 def _has_measurand(measurand: str) -> Q:
@@ -399,26 +456,7 @@ def _has_measurand(measurand: str) -> Q:
     return found | Q(in_extra)
 
 
-@extend_schema(
-    parameters=[
-        OpenApiParameter(
-            "charger", str, description="Charge point id: only its readings (an unknown one: an empty page)."
-        ),
-        OpenApiParameter("connector", int, description="Connector (EVSE) id: only its readings; 0: the main meter."),
-        OpenApiParameter(
-            "measurand", str, enum=MEASURANDS, description="Only readings with this measurand, and only its values."
-        ),
-        OpenApiParameter(
-            "since", str, description="ISO 8601 time with zone; default: a day before until (the last day)."
-        ),
-        OpenApiParameter(
-            "until",
-            str,
-            description="ISO 8601 time with zone, excluded; default: 31 days after since, or now. "
-            "At most 31 days after since.",
-        ),
-    ]
-)
+@extend_schema_view(list=extend_schema(parameters=[ReadingFilter]))
 class ReadingViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     """Meter readings, one item per connector and instant with its values, oldest first, paged by
     a cursor (follow ``next``); at most 31 days per request, the last day when no time is given."""
@@ -428,34 +466,24 @@ class ReadingViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     pagination_class = ReadingCursor
 
     def get_queryset(self) -> Any:
-        params = self.request.query_params
-        since, until = readings_window(params, now=timezone.now())
+        filters = query_params(self.request, ReadingFilter)
+        since, until = readings_window(filters, now=timezone.now())
         qs = MeterReading.objects.filter(sampled_at__gte=since, sampled_at__lt=until)
-        charger = params.get("charger")
+        charger = filters.get("charger")
         if charger:
-            try:
-                validate_charge_point_id(charger)
-            except DjangoValidationError as exc:
-                raise ValidationError({"charger": [f"{charger[:60]!r} {exc.messages[0]}"]}) from None
             # Looked up on its own so that the readings query names one station: PostgreSQL then
             # reads it from the primary key (station, time, connector) in the order paged on.
             station_id = ChargingStation.objects.filter(charge_point_id=charger).values_list("pk", flat=True).first()
             qs = qs.filter(station_id=station_id) if station_id is not None else qs.none()
-        connector = params.get("connector")
-        if connector:
-            number = int(connector) if connector.isascii() and connector.isdigit() else -1
-            if not 0 <= number <= MAX_CONNECTOR_NO:
-                raise ValidationError({"connector": [f"{connector[:20]!r} is not a connector id (0 or more)"]})
-            qs = qs.filter(connector_no=number)
-        measurand = params.get("measurand")
-        if measurand:
-            if measurand not in MEASURANDS:
-                raise ValidationError({"measurand": [f"{measurand[:60]!r} is not an OCPP measurand"]})
-            qs = qs.filter(_has_measurand(measurand))
+        if filters.get("connector") is not None:
+            qs = qs.filter(connector_no=filters["connector"])
+        if filters.get("measurand"):
+            qs = qs.filter(_has_measurand(filters["measurand"]))
         return qs
 
     def get_serializer_context(self) -> dict[str, Any]:
-        return {**super().get_serializer_context(), "measurand": self.request.query_params.get("measurand") or ""}
+        measurand = query_params(self.request, ReadingFilter).get("measurand", "")
+        return {**super().get_serializer_context(), "measurand": measurand}
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """One page, and the charge point ids of the stations on it (one query, never all stations)."""

@@ -19,12 +19,14 @@ from balancing.models import ConnectorLimit, ProfilePush
 from balancing.selectors import DateBin, compliance_find, station_alerts
 from chargepoint.actions import ACTIONS, charger_action
 from chargepoint.models import ChargingSession, ChargingStation, MeterReading
+from evplatform.csp import chart_page
 from evplatform.permissions import CHARGER_ACTIONS, actor_of, has_role, role_required
 
 HISTORY = timedelta(hours=6)
 CHART_STEP = timedelta(minutes=1)
 
 
+@chart_page
 @login_required
 def charger_detail(request: HttpRequest, charge_point_id: str) -> HttpResponse:
     station = get_object_or_404(

@@ -4,14 +4,22 @@ Every error answers ``{"error": {"status": 400, "code": "invalid", "message": ".
 "fields": {"limit_a": ["..."]}}}`` so integrators parse one format.
 """
 
+from datetime import UTC
 from typing import Any
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    # Django's own, as DRF's handler turns them into its own (and their codes: not_found, ...).
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound(*exc.args)
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied(*exc.args)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
@@ -31,8 +39,17 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return response
 
 
+# Times a ``since``/``until`` may name: any real data lies between; a range shifted by a month
+# from either end is still a datetime (year 1 or 9999 would overflow).
+TIME_RANGE_YEARS = (2000, 2100)
+
+
 def time_range(params: Any, *, max_days: int | None = None) -> tuple[Any, Any]:
-    """``since``/``until`` query parameters as aware datetimes; a clear 400 naming the bad one."""
+    """``since``/``until`` query parameters as aware datetimes; a clear 400 naming the bad one.
+
+    Refused: not ISO 8601 with a zone, no such time (2026-02-30), a year outside
+    ``TIME_RANGE_YEARS``, ``until`` before ``since``, or a range longer than ``max_days``.
+    """
     from datetime import timedelta
 
     from django.utils.dateparse import parse_datetime
@@ -43,14 +60,22 @@ def time_range(params: Any, *, max_days: int | None = None) -> tuple[Any, Any]:
         if not raw:
             bounds.append(None)
             continue
+        shown = repr(raw) if len(raw) <= 40 else repr(raw[:37] + "...")
         try:
             value = parse_datetime(raw)
-        except ValueError:  # well formed but no such time, e.g. 2026-02-30
+        except (ValueError, OverflowError):  # well formed but no such time, e.g. 2026-02-30
             value = None
         if value is None or value.tzinfo is None:
             raise exceptions.ValidationError(
-                {name: [f"{raw!r} is not an ISO 8601 time with a zone, e.g. 2026-05-01T00:00:00Z"]}
+                {name: [f"{shown} is not an ISO 8601 time with a zone, e.g. 2026-05-01T00:00:00Z"]}
             )
+        first, last = TIME_RANGE_YEARS
+        try:
+            year = value.astimezone(UTC).year
+        except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+            year = value.year
+        if not first <= year <= last:
+            raise exceptions.ValidationError({name: [f"{shown} is not a time between the years {first} and {last}"]})
         bounds.append(value)
     since, until = bounds
     if since and until and until < since:

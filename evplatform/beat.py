@@ -27,6 +27,8 @@ import psycopg
 from celery.beat import PersistentScheduler
 from django.conf import settings
 
+from evplatform.health import beat_tick
+
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5
@@ -55,7 +57,9 @@ class LeaderScheduler(PersistentScheduler):
         super().__init__(*args, **kwargs)
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
-        if not self.leader_check():
+        leader = self.leader_check()
+        beat_tick(leader=leader)  # the liveness file `manage.py healthcheck beat` reads
+        if not leader:
             return self.check_interval_s
         delay = super().tick(*args, **kwargs)
         return min(delay, self.check_interval_s)

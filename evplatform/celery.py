@@ -5,15 +5,17 @@ tenant task) carry that schema in the ``_schema_name`` header (tenant-schemas-ce
 worker switches to it before the task runs and back afterwards.
 """
 
+import logging
 import os
 from typing import Any
 
+from celery import bootsteps, signals
 from django.conf import settings
 from kombu import Exchange, Queue
 from tenant_schemas_celery.app import CeleryApp
 from tenant_schemas_celery.task import TenantTask as SchemaCarryingTask
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evplatform.settings.local")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evplatform.settings.production")
 
 QUEUE_BALANCING = "balancing"  # seconds matter: rebalancing, profile pushes
 QUEUE_TELEMETRY = "telemetry"  # volume: meter values, status, transactions
@@ -101,3 +103,107 @@ def _configure_queues(**_: Any) -> None:
 
 app.on_after_configure.connect(_configure_queues, weak=False)
 app.autodiscover_tasks()
+
+
+# --- Operations: log ids, metrics and liveness of workers (README, "Operations") -------------
+
+
+# The ids bound before a task ran (an eager task runs inside a request or another task), put back after it.
+_ids_before_task: dict[str, dict[str, Any]] = {}
+
+
+@signals.task_prerun.connect(weak=False)
+def _task_context(task_id: str, task: Any, **_: Any) -> None:
+    from tenant_schemas_celery.app import get_schema_name_from_task
+
+    from evplatform import logs, metrics
+
+    _ids_before_task[task_id] = logs.bound_ids()
+    logs.clear()  # nothing of the thread's last task stays on this one's lines
+    logs.bind(task_id=task_id, task_name=task.name, tenant=get_schema_name_from_task(task, {}) or "public")
+    metrics.task_started(task_id)
+
+
+@signals.task_postrun.connect(weak=False)
+def _task_context_end(task_id: str, task: Any, **_: Any) -> None:
+    from evplatform import logs, metrics
+
+    metrics.task_finished(task_id, task.name)
+    logs.clear()
+    logs.bind(**_ids_before_task.pop(task_id, {}))
+
+
+@signals.task_failure.connect(weak=False)
+def _task_failure(sender: Any = None, **_: Any) -> None:
+    from evplatform import metrics
+
+    metrics.task_failed(getattr(sender, "name", "unknown"))
+
+
+class LivenessFile(bootsteps.StartStopStep):
+    """Rewrites the worker's liveness file (``evplatform.health``) every ``HEALTHCHECK_INTERVAL_S``.
+
+    A step of the consumer, on its timer: the file stays fresh only while the consumer is
+    connected to the broker and its event loop turns; it is removed on a clean shutdown.
+    """
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.tref: Any = None
+
+    def start(self, parent: Any) -> None:
+        self._write(parent)
+        self.tref = parent.timer.call_repeatedly(float(settings.HEALTHCHECK_INTERVAL_S), self._write, (parent,))
+
+    def stop(self, parent: Any) -> None:
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+
+    def shutdown(self, parent: Any) -> None:
+        from evplatform.health import worker_file
+
+        self.stop(parent)
+        worker_file(parent.hostname).unlink(missing_ok=True)
+
+    def _write(self, parent: Any) -> None:
+        from evplatform.health import liveness_write, worker_file
+
+        try:
+            liveness_write(worker_file(parent.hostname), node=parent.hostname)
+        except OSError:
+            logging.getLogger(__name__).warning("worker: cannot write its liveness file", exc_info=True)
+
+
+app.steps["consumer"].add(LivenessFile)
+
+
+@signals.worker_init.connect(weak=False)
+def _worker_metrics_dir(**_: Any) -> None:
+    from evplatform import metrics
+
+    if settings.WORKER_METRICS_PORT and metrics.multiprocess_dir():
+        metrics.forget_dead_processes(keep_pid=os.getpid())  # before the pool forks: a restart's leftovers
+
+
+@signals.worker_ready.connect(weak=False)
+def _worker_metrics_server(sender: Any = None, **_: Any) -> None:
+    """Serve the worker's metrics on ``WORKER_METRICS_PORT`` from its main process (all its pool's processes)."""
+    from prometheus_client import start_http_server
+
+    from evplatform import metrics
+
+    port = int(settings.WORKER_METRICS_PORT)
+    if not port:
+        return
+    pool = getattr(sender, "pool", None)
+    if type(pool).__module__.endswith(".prefork") and metrics.multiprocess_dir() is None:
+        logging.getLogger(__name__).error(
+            "worker: WORKER_METRICS_PORT needs PROMETHEUS_MULTIPROC_DIR with the prefork pool "
+            "(tasks run in child processes); not serving metrics"
+        )
+        return
+    start_http_server(port, addr=settings.WORKER_METRICS_ADDR, registry=metrics.process_registry())
+    logging.getLogger(__name__).info("worker: metrics on %s:%s/metrics", settings.WORKER_METRICS_ADDR, port)

@@ -45,6 +45,7 @@ SERVICES_ENV_FILE = RUN_DIR / "services.env"
 SIGINT_RETURNCODE = 130
 PROBE_TIMEOUT_SECONDS = 1.5
 DATABASE_NAME = "evplatform"
+PRODUCTION_SETTINGS = "evplatform.settings.production"
 
 
 def _mask(url: str) -> str:
@@ -267,9 +268,18 @@ def write_services_env(stack: Stack, path: Path = SERVICES_ENV_FILE) -> None:
     path.write_text("".join(f"{key}={value}\n" for key, value in stack.env.items()))
 
 
+def development_settings(named: str | None) -> str:
+    """The settings module of the stack: the local settings, or another one the environment names.
+
+    Never the production settings (what importing the package sets by default): the stack loads
+    the demo organisation, whose published passwords production refuses.
+    """
+    return named if named and named != PRODUCTION_SETTINGS else "evplatform.settings.local"
+
+
 def main() -> int:
     RUN_DIR.mkdir(exist_ok=True)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evplatform.settings.local")
+    os.environ["DJANGO_SETTINGS_MODULE"] = development_settings(os.environ.get("DJANGO_SETTINGS_MODULE"))
     print("==> services", flush=True)
     stack = resolve_services(os.environ)
     try:

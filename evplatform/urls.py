@@ -1,18 +1,18 @@
 """URL map of a tenant's domain (its own schema): portal, REST API, sign-in, admin."""
 
-from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from evplatform.admin_sites import tenant_admin_site
+from evplatform.api_plumbing import api_not_found
 from evplatform.urls_api import urlpatterns as api_v1
-from evplatform.views import healthz
 
 urlpatterns = [
     path("", include("evplatform.urls_portal")),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/v1/", include((api_v1, "api"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    re_path(r"^api/", api_not_found),
     path("admin/", tenant_admin_site.urls),
-    path("healthz", healthz, name="healthz"),
 ]

@@ -3,9 +3,7 @@
 from django.urls import path
 
 from evplatform.admin_sites import platform_admin_site
-from evplatform.views import healthz
 
 urlpatterns = [
     path("admin/", platform_admin_site.urls),
-    path("healthz", healthz, name="healthz"),
 ]

@@ -8,14 +8,20 @@ rolled back, so nothing a test writes leaks into the next (django-tenants issues
 """
 
 import os
+import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from email import message_from_bytes
+from email import policy as email_policy
+from email.message import Message
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -145,11 +151,14 @@ def _database_url() -> str:
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-def start_celery_worker(*, env: Mapping[str, str], log_path: Path, hostname: str) -> subprocess.Popen[str]:
+def start_celery_worker(
+    *, env: Mapping[str, str], log_path: Path, hostname: str, extra_args: Sequence[str] = ()
+) -> subprocess.Popen[str]:
     """Start a real `celery -A evplatform worker` on the test queues and database; return it once ready.
 
     ``env`` is added to (and may override) the test environment; the worker's output goes to
-    ``log_path``. The test fails if the worker is not ready within ``WORKER_START_SECONDS``.
+    ``log_path``; ``extra_args`` are added to (and may override) the command line's options
+    (``--pool=prefork``). The test fails if the worker is not ready within ``WORKER_START_SECONDS``.
     """
     environment = {
         **os.environ,
@@ -171,6 +180,7 @@ def start_celery_worker(*, env: Mapping[str, str], log_path: Path, hostname: str
         "--without-gossip",
         "--without-mingle",
         f"--hostname={hostname}",
+        *extra_args,
     ]
     worker = subprocess.Popen(
         command, cwd=settings.BASE_DIR, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -231,29 +241,25 @@ def make_user():
 _free_port = free_port  # the name tests/chargepoint/conftest.py imports
 
 
-@pytest.fixture(scope="session")
-def web_server(django_db_setup: None, django_db_blocker) -> Iterator[str]:
-    """The real web process (runserver, static files on) on the test database; yields its port.
+def start_web_server(*, env: Mapping[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the real web process (runserver, static files on) on the test database; return it and its port.
 
-    pytest-django's live_server would flush the database after each test, dropping the
-    session's tenants; a separate process on committed data is closer to production anyway.
+    ``env`` is added to (and may override) the test environment. Call with the database unblocked.
     """
-    import time
     import urllib.request
 
-    with django_db_blocker.unblock():
-        database_url = _database_url()
     port = _free_port()
-    env = {
+    environment = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "evplatform.settings.test",
-        "DATABASE_URL": database_url,
+        "DATABASE_URL": _database_url(),
         "CELERY_QUEUE_PREFIX": settings.CELERY_QUEUE_PREFIX,
+        **(env or {}),
     }
     server = subprocess.Popen(
         [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload", "--insecure"],
         cwd=settings.BASE_DIR,
-        env=env,
+        env=environment,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -268,9 +274,90 @@ def web_server(django_db_setup: None, django_db_blocker) -> Iterator[str]:
                 server.kill()
                 pytest.fail("the web server did not start")
             time.sleep(0.3)
-    yield str(port)
+    return server, str(port)
+
+
+def stop_web_server(server: subprocess.Popen[bytes]) -> None:
     server.terminate()
     try:
         server.wait(timeout=15)
     except subprocess.TimeoutExpired:
         server.kill()
+
+
+@dataclass
+class SmtpServer:
+    """A real SMTP server on 127.0.0.1 (aiosmtpd): STARTTLS required before AUTH, AUTH required.
+
+    ``messages`` collects what it received (parsed); ``url`` is the EMAIL_URL that reaches it,
+    and ``email_settings`` the Django settings parsed from that URL, to give to override_settings.
+    """
+
+    url: str
+    messages: list[Message]
+
+    @property
+    def email_settings(self) -> dict[str, object]:
+        from evplatform.settings.base import email_settings
+
+        return email_settings(self.url)
+
+
+@pytest.fixture
+def smtp_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpServer]:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    cert, key = tmp_path / "smtp-cert.pem", tmp_path / "smtp-key.pem"
+    openssl = shutil.which("openssl")
+    assert openssl, "the SMTP tests make their certificate with the openssl command"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    # The client checks the server's certificate as in production; here it trusts only this one.
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    user, password = "mailer", "smtp-test-secret-2026"
+    messages: list[Message] = []
+
+    class Handler:
+        async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+            messages.append(message_from_bytes(envelope.content, policy=email_policy.default))
+            return "250 OK"
+
+    def authenticate(server: object, session: object, envelope: object, mechanism: str, data: object) -> AuthResult:
+        ok = isinstance(data, LoginPassword) and (data.login, data.password) == (user.encode(), password.encode())
+        return AuthResult(success=ok)
+
+    port = _free_port()
+    controller = Controller(
+        Handler(),
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=tls,
+        require_starttls=True,
+        authenticator=authenticate,
+        auth_required=True,
+    )
+    controller.start()
+    try:
+        yield SmtpServer(url=f"smtp+tls://{user}:{password}@127.0.0.1:{port}", messages=messages)
+    finally:
+        controller.stop()
+
+
+@pytest.fixture(scope="session")
+def web_server(django_db_setup: None, django_db_blocker) -> Iterator[str]:
+    """The real web process (runserver, static files on) on the test database; yields its port.
+
+    pytest-django's live_server would flush the database after each test, dropping the
+    session's tenants; a separate process on committed data is closer to production anyway.
+    """
+    with django_db_blocker.unblock():
+        server, port = start_web_server()
+    yield port
+    stop_web_server(server)

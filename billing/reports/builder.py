@@ -5,6 +5,7 @@ is written as a string; the renderers round to the cent with ROUND_HALF_UP.
 """
 
 import calendar
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -15,6 +16,7 @@ from balancing.models import Site
 from billing.counterfactual import scaled_to, unmanaged_intervals
 from billing.intervals import DEFAULT_INTERVAL_MINUTES, ZERO
 from billing.models import InstallationCostModel, SiteMonthDemand
+from billing.reports.rows import money
 from billing.selectors import (
     SessionFacts,
     installation_cost,
@@ -28,6 +30,7 @@ from billing.selectors import (
 )
 from billing.tariffs import (
     MonthBill,
+    TariffError,
     TariffSpec,
     Tier,
     bill_month,
@@ -35,6 +38,8 @@ from billing.tariffs import (
     previous_months,
     window_demands_kw,
 )
+
+logger = logging.getLogger(__name__)
 
 RATCHET_LOOKBACK_MONTHS = 11
 LOAD_DURATION_POINTS = 400  # the curve is drawn from this many evenly spaced ranks
@@ -161,18 +166,54 @@ def _avoided_capital(model: InstallationCostModel, chargers: int) -> tuple[Decim
     return with_lb * scale, without_lb * scale, (without_lb - with_lb) * scale
 
 
+def _bills(
+    site: Site,
+    spec: TariffSpec,
+    year: int,
+    month: int,
+    actual: dict[datetime, Decimal],
+    unmanaged: dict[datetime, Decimal],
+    computed: list[MonthDemand],
+) -> tuple[MonthBill, MonthBill]:
+    """The month's actual and unmanaged bills; ``ArithmeticError`` if one cannot be shown to the cent."""
+    ref_actual, ref_unmanaged = _ratchet_references(site, spec, year, month, computed)
+    kwargs: dict[str, Any] = {
+        "tz": site_timezone(site),
+        "year": year,
+        "month": month,
+        "interval_minutes": DEFAULT_INTERVAL_MINUTES,
+    }
+    bills = (
+        bill_month(spec, actual, ratchet_reference_kw=ref_actual, **kwargs),
+        bill_month(spec, unmanaged, ratchet_reference_kw=ref_unmanaged, **kwargs),
+    )
+    for bill in bills:
+        shown = [bill.energy_cost, bill.flat_demand_charge, bill.demand_charge, bill.fixed_charge, bill.total]
+        for amount in [*shown, *bill.tou_demand_charge.values(), *bill.energy_cost_by_period.values()]:
+            money(amount)
+    money(bills[1].total - bills[0].total)
+    return bills
+
+
 def _site_section(
     site: Site, year: int, month: int, totals: dict[str, dict[datetime, Decimal]], computed: list[MonthDemand]
 ) -> dict[str, Any]:
     tz = site_timezone(site)
     start, end = month_bounds(year, month, tz)
     tariff = tariff_in_force(site=site, on=date(year, month, 1))
-    spec = tariff_spec(tariff) if tariff is not None else NO_TARIFF
     actual, unmanaged, sources, sessions, resets = _month_profiles(site, year, month)
-    ref_actual, ref_unmanaged = _ratchet_references(site, spec, year, month, computed)
-    kwargs: dict[str, Any] = {"tz": tz, "year": year, "month": month, "interval_minutes": DEFAULT_INTERVAL_MINUTES}
-    bill_actual = bill_month(spec, actual, ratchet_reference_kw=ref_actual, **kwargs)
-    bill_unmanaged = bill_month(spec, unmanaged, ratchet_reference_kw=ref_unmanaged, **kwargs)
+    problem = None
+    mark = len(computed)
+    try:
+        spec = tariff_spec(tariff) if tariff is not None else NO_TARIFF
+        bill_actual, bill_unmanaged = _bills(site, spec, year, month, actual, unmanaged, computed)
+    except (TariffError, ArithmeticError) as exc:
+        # A version stored before today's checks: the site is billed without it, and says so.
+        problem = f"not billed: {exc}" if isinstance(exc, TariffError) else "not billed: amounts too large to show"
+        logger.warning("site %s, %04d-%02d: tariff %s %s", site.slug, year, month, tariff and tariff.pk, problem)
+        spec = NO_TARIFF
+        del computed[mark:]
+        bill_actual, bill_unmanaged = _bills(site, spec, year, month, actual, unmanaged, computed)
     computed.append(MonthDemand(site.pk, date(year, month, 1), bill_actual.peak_kw, bill_unmanaged.peak_kw))
     for key, series in (("actual", actual), ("unmanaged", unmanaged)):
         for at, kwh in series.items():
@@ -206,6 +247,7 @@ def _site_section(
             "valid_from": tariff.valid_from.isoformat(),
             "record_sha256": tariff.record_sha256,
             "demand_window_minutes": spec.demand_window_minutes,
+            **({"problem": problem} if problem else {}),
         },
         "sessions": len(in_month),
         "energy_delivered_kwh": _s(bill_actual.energy_kwh),

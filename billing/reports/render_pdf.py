@@ -1,10 +1,12 @@
 """PDF rendering (reportlab): summary table, charts (daily peak, load duration), methodology.
 
 ``invariant=1`` keeps the bytes the same for the same data (no creation time or random id).
+Names people chose (organisation, tariff) are escaped: a paragraph reads its text as markup.
 """
 
 import io
 from decimal import Decimal
+from html import escape
 from typing import Any
 
 from reportlab.graphics.charts.lineplots import LinePlot  # type: ignore[import-untyped]
@@ -149,7 +151,7 @@ def render_pdf(data: dict[str, Any]) -> bytes:
         invariant=1,
     )
     story: list[Any] = [
-        Paragraph(f"Load balancing savings, {data['month']}: {data['tenant']['name']}", styles["Title"]),
+        Paragraph(f"Load balancing savings, {data['month']}: {escape(data['tenant']['name'])}", styles["Title"]),
         Paragraph(
             f"Generated {data['generated_at']}. Amounts in {data['currency']}, rounded to the cent. "
             f"Savings = unmanaged bill - actual bill; avoided capital cost is one-time.",
@@ -169,11 +171,13 @@ def render_pdf(data: dict[str, Any]) -> bytes:
     for site in data["sites"]:
         tariff = site["tariff"]
         line = (
-            f"<b>{site['slug']}</b>: tariff {tariff['name']} v{tariff['version']} "
+            f"<b>{site['slug']}</b>: tariff {escape(tariff['name'])} v{tariff['version']} "
             f"(from {tariff['valid_from']}, {tariff['demand_window_minutes']}-min demand window)"
             if tariff
             else f"<b>{site['slug']}</b>: no tariff in force (costs shown as 0)"
         )
+        if tariff and tariff.get("problem"):
+            line += f", {escape(tariff['problem'])} (costs shown as 0)"
         sources = ", ".join(f"{k} {n}" for k, n in site["rate_sources"].items()) or "no sessions"
         story.append(
             Paragraph(

@@ -10,6 +10,7 @@ from openpyxl.chart import LineChart, Reference  # type: ignore[import-untyped]
 from openpyxl.styles import Font  # type: ignore[import-untyped]
 
 from billing.reports.rows import COLUMNS, table
+from evplatform.spreadsheets import xlsx_append
 
 MONEY_FORMAT = '"$"#,##0.00'
 
@@ -18,15 +19,15 @@ def render_xlsx(data: dict[str, Any]) -> bytes:
     wb = Workbook()
     summary = wb.active
     summary.title = "Summary"
-    summary.append([f"Savings report {data['month']}: {data['tenant']['name']} ({data['tenant']['slug']})"])
+    xlsx_append(summary, [f"Savings report {data['month']}: {data['tenant']['name']} ({data['tenant']['slug']})"])
     summary["A1"].font = Font(bold=True, size=14)
-    summary.append([f"Generated {data['generated_at']}; amounts in {data['currency']}, rounded to the cent."])
-    summary.append([])
-    summary.append([name for name, _, _ in COLUMNS])
+    xlsx_append(summary, [f"Generated {data['generated_at']}; amounts in {data['currency']}, rounded to the cent."])
+    xlsx_append(summary, [])
+    xlsx_append(summary, [name for name, _, _ in COLUMNS])
     for cell in summary[4]:
         cell.font = Font(bold=True)
     for row in table(data):
-        summary.append([float(v) if isinstance(v, Decimal) else v for v in row])
+        xlsx_append(summary, [float(v) if isinstance(v, Decimal) else v for v in row])
     for col, (_, _, kind) in enumerate(COLUMNS, start=1):
         if kind == "money":
             for r in range(5, summary.max_row + 1):
@@ -35,9 +36,9 @@ def render_xlsx(data: dict[str, Any]) -> bytes:
 
     charts = data["charts"]
     daily = wb.create_sheet("Daily peaks")
-    daily.append(["date", "managed_peak_kw", "unmanaged_peak_kw"])
+    xlsx_append(daily, ["date", "managed_peak_kw", "unmanaged_peak_kw"])
     for day, managed, unmanaged in charts["daily_peak_kw"]:
-        daily.append([day, float(managed), float(unmanaged)])
+        xlsx_append(daily, [day, float(managed), float(unmanaged)])
     if len(charts["daily_peak_kw"]):
         chart = LineChart()
         chart.title = "Daily peak, all sites: managed vs unmanaged (kW)"
@@ -48,16 +49,17 @@ def render_xlsx(data: dict[str, Any]) -> bytes:
         daily.add_chart(chart, "E2")
 
     duration = wb.create_sheet("Load duration")
-    duration.append(["rank", "managed_kw", "unmanaged_kw"])
+    xlsx_append(duration, ["rank", "managed_kw", "unmanaged_kw"])
     managed_curve = charts["load_duration_kw"].get("actual", [])
     unmanaged_curve = charts["load_duration_kw"].get("unmanaged", [])
     for i in range(max(len(managed_curve), len(unmanaged_curve))):
-        duration.append(
+        xlsx_append(
+            duration,
             [
                 i + 1,
                 float(managed_curve[i]) if i < len(managed_curve) else None,
                 float(unmanaged_curve[i]) if i < len(unmanaged_curve) else None,
-            ]
+            ],
         )
     if duration.max_row > 1:
         chart = LineChart()
@@ -72,7 +74,7 @@ def render_xlsx(data: dict[str, Any]) -> bytes:
 
     method = wb.create_sheet("Methodology")
     for line in data["methodology"]:
-        method.append([line])
+        xlsx_append(method, [line])
     method.column_dimensions["A"].width = 160
 
     buffer = io.BytesIO()

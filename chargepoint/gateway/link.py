@@ -36,6 +36,7 @@ from ocpp.exceptions import InternalError
 from chargepoint.gateway import keys, normalise
 from chargepoint.gateway.auth import ChargerIdentity
 from chargepoint.gateway.telemetry import TelemetryBuffer
+from chargepoint.models import ChargingStation
 from chargepoint.selectors import idtag_status
 from chargepoint.services import transaction_id_next
 
@@ -90,6 +91,19 @@ class TenantReads:
             self._auth_cache.clear()
         self._auth_cache[key] = (status, now + AUTH_CACHE_SECONDS)
         return status
+
+    async def limits(self, identity: ChargerIdentity) -> normalise.Limits:
+        """What the charger is registered with: its connectors and its rating (once per connection)."""
+
+        def read() -> normalise.Limits:
+            station = ChargingStation.objects.filter(charge_point_id__iexact=identity.charge_point_id).first()
+            if station is None:
+                return normalise.ANY_CHARGER
+            return normalise.Limits.for_station(
+                connectors=station.connectors.count(), rating_a=station.max_current_a, site_meter=station.is_site_meter
+            )
+
+        return await self._run(identity.schema_name, read)
 
     async def transaction_id(self, identity: ChargerIdentity, start: tuple[Any, ...]) -> int:
         """A new id from the tenant's sequence, or the one a repeat of the same start got."""
@@ -153,10 +167,14 @@ class ChargerLink:
         self.data_transfer_vendors = set(settings.GATEWAY_DATA_TRANSFER_VENDORS)
         # 2.0.1: which EVSE a transaction runs on (Updated/Ended events may omit it).
         self.transaction_evse: dict[str, int] = {}
+        self.limits = normalise.ANY_CHARGER  # the registered ones once read (``TenantReads.limits``)
 
     @property
     def charge_point_id(self) -> str:
         return self.identity.charge_point_id
+
+    def _connector(self, value: Any, *, allow_zero: bool = True) -> int:
+        return normalise.connector_id(value, allow_zero=allow_zero, limits=self.limits)
 
     # -- events for the worker -------------------------------------------------------------
 
@@ -212,7 +230,7 @@ class ChargerLink:
     def status(self, *, connector_id: int, status: str, error_code: str = "", at: str | None = None) -> None:
         now = utcnow()
         when = normalise.timestamp(at, now=now) if at else now
-        number = normalise.connector_id(connector_id)
+        number = self._connector(connector_id)
         if number == 0:  # the station as a whole: its connectors' own notifications follow
             self.emit("seen")
             return
@@ -221,7 +239,7 @@ class ChargerLink:
     def meter_values(
         self, *, connector_id: int, samples: list[dict[str, str]], transaction_id: str | None = None
     ) -> None:
-        number = normalise.connector_id(connector_id)
+        number = self._connector(connector_id)
         if samples:
             self.emit("meter", connector=number or None, transaction_id=transaction_id, samples=samples)
 
@@ -230,7 +248,7 @@ class ChargerLink:
     ) -> None:
         self.emit(
             "start",
-            connector=normalise.connector_id(connector_id, allow_zero=False),
+            connector=self._connector(connector_id, allow_zero=False),
             transaction_id=transaction_id,
             id_tag=id_tag[:MAX_ID_TAG_LENGTH],
             meter_start_wh=str(meter_start_wh),
@@ -258,7 +276,7 @@ class ChargerLink:
     ) -> None:
         self.emit(
             "needs",
-            connector=normalise.connector_id(evse_id, allow_zero=False),
+            connector=self._connector(evse_id, allow_zero=False),
             departure_at=departure_at.isoformat() if departure_at else None,
             energy_needed_kwh=None if energy_needed_kwh is None else str(energy_needed_kwh),
             ev_max_current_a=None if ev_max_current_a is None else str(ev_max_current_a),
@@ -282,8 +300,8 @@ class ChargerLink:
     ) -> tuple[int, str]:
         """OCPP 1.6 StartTransaction: a transactionId at once (tenant sequence) and the tag's status."""
         now = utcnow()
-        at = normalise.timestamp(timestamp, now=now)
-        number = normalise.connector_id(connector_id, allow_zero=False)
+        at = normalise.timestamp(timestamp, now=now, earliest=normalise.readings_floor(now))
+        number = self._connector(connector_id, allow_zero=False)
         meter_start_wh = normalise.number(meter_start, field="meterStart", low=Decimal(0), high=normalise.MAX_ENERGY_WH)
         status, transaction_id = await asyncio.gather(
             self.authorize(id_tag), self.next_transaction_id(number, at, meter_start_wh, id_tag)
@@ -309,9 +327,9 @@ class ChargerLink:
     ) -> None:
         """OCPP 1.6 StopTransaction, with the meter values it may carry."""
         now = utcnow()
-        at = normalise.timestamp(timestamp, now=now)
+        at = normalise.timestamp(timestamp, now=now, earliest=normalise.readings_floor(now))
         meter_stop_wh = normalise.number(meter_stop, field="meterStop", low=Decimal(0), high=normalise.MAX_ENERGY_WH)
-        samples = normalise.meter_values_16(transaction_data or [], now=now)
+        samples = normalise.meter_values_16(transaction_data or [], now=now, limits=self.limits)
         self.meter_values(connector_id=0, samples=samples, transaction_id=str(transaction_id))
         self.transaction_stopped(
             transaction_id=str(transaction_id), meter_stop_wh=meter_stop_wh, at=at, reason=reason or ""
@@ -320,7 +338,7 @@ class ChargerLink:
     def meter_values_16(
         self, *, connector_id: int, meter_value: list[dict[str, Any]], transaction_id: int | None = None
     ) -> None:
-        samples = normalise.meter_values_16(meter_value, now=utcnow())
+        samples = normalise.meter_values_16(meter_value, now=utcnow(), limits=self.limits)
         self.meter_values(
             connector_id=connector_id,
             samples=samples,
@@ -355,12 +373,12 @@ class ChargerLink:
     ) -> str | None:
         """OCPP 2.0.1 TransactionEvent: start, meter values, charging state, end; the token's status."""
         now = utcnow()
-        at = normalise.timestamp(timestamp, now=now)
+        at = normalise.timestamp(timestamp, now=now, earliest=normalise.readings_floor(now))
         transaction_id = str(transaction_info["transaction_id"])[:36]
         if evse:
-            self.transaction_evse[transaction_id] = normalise.connector_id(evse.get("id"), allow_zero=False)
+            self.transaction_evse[transaction_id] = self._connector(evse.get("id"), allow_zero=False)
         evse_id = self.transaction_evse.get(transaction_id)
-        samples = normalise.meter_values_201(meter_value or [], now=now)
+        samples = normalise.meter_values_201(meter_value or [], now=now, limits=self.limits)
         energy_wh = normalise.energy_register_wh(samples)
         status = await self.authorize_token(id_token)
         if event_type == "Started":
@@ -388,7 +406,9 @@ class ChargerLink:
         return status
 
     def meter_values_201(self, *, evse_id: int, meter_value: list[dict[str, Any]]) -> None:
-        self.meter_values(connector_id=evse_id, samples=normalise.meter_values_201(meter_value, now=utcnow()))
+        self.meter_values(
+            connector_id=evse_id, samples=normalise.meter_values_201(meter_value, now=utcnow(), limits=self.limits)
+        )
 
     def charging_limit_201(self, *, evse_id: int | None, source: str, schedules: list[dict[str, Any]] | None) -> None:
         """NotifyChargingLimit / ClearedChargingLimit: a limit set outside the platform.
@@ -412,7 +432,7 @@ class ChargerLink:
             break
         self.emit(
             "limit",
-            connector=0 if evse_id is None else normalise.connector_id(evse_id),
+            connector=0 if evse_id is None else self._connector(evse_id),
             limit_a=None if limit_a is None else str(limit_a),
             source=str(source)[:20],
         )
@@ -422,7 +442,11 @@ class ChargerLink:
         now = utcnow()
         params = charging_needs.get("ac_charging_parameters") or charging_needs.get("dc_charging_parameters") or {}
         departure = charging_needs.get("departure_time")
-        departure_at = normalise.timestamp(departure, now=now, field="departureTime") if departure else None
+        departure_at = (
+            normalise.timestamp(departure, now=now, field="departureTime", ahead=normalise.MAX_DEPARTURE_AHEAD)
+            if departure
+            else None
+        )
         energy = params.get("energy_amount")
         current = params.get("ev_max_current")
         self.charging_needs(

@@ -4,7 +4,11 @@ Schema: public (charger identities, through ``auth``); tenants only by name (see
 
 - Handshake: path ``/ocpp/<charge_point_id>``, a subprotocol the charger offers (its first
   choice among ``ocpp1.6``/``ocpp2.0.1``), HTTP Basic auth with the id and its password.
-  Refusals are HTTP 404/400/401 with a plain reason, and logged.
+  Refusals are HTTP 404/400/401 with a plain reason, and logged; 429 (too many failures of
+  that id or address) and 503 (password checks queue full), each with Retry-After, before any
+  password check (see ``auth``).
+- Plain HTTP on the same port, no id or credentials: ``/healthz`` (the loop answers),
+  ``/readyz`` (Redis and the broker answer, not draining) and ``/metrics`` (``metrics``).
 - A second connection with the same id replaces the first (closed with 4000).
 - Messages that carry data are answered once RabbitMQ confirmed their batch (``telemetry``,
   ``link.stored``), BootNotification and Heartbeat at once. With 5,000 chargers sending
@@ -59,16 +63,28 @@ from websockets.typing import Subprotocol
 
 from chargepoint.commands import REPLY_GRACE_S
 from chargepoint.gateway import keys
-from chargepoint.gateway.auth import ChargerIdentity, CredentialVerifier
+from chargepoint.gateway.auth import OVERLOADED, THROTTLED, ChargerIdentity, CredentialVerifier
 from chargepoint.gateway.link import ChargerLink, TenantReads
+from chargepoint.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from chargepoint.gateway.protocol import Channel, GatewayChargePoint, TokenBucket
-from chargepoint.gateway.telemetry import Publish, TelemetryBuffer, publish_to_celery, telemetry_queue_depth
+from chargepoint.gateway.telemetry import (
+    Publish,
+    TelemetryBuffer,
+    broker_reachable,
+    publish_to_celery,
+    telemetry_queue_depth,
+)
 from chargepoint.ocpp16 import ChargePoint16
 from chargepoint.ocpp201 import ChargePoint201
+from evplatform import logs
 from evplatform.redis import REDIS_ERRORS, client_options
 
 logger = logging.getLogger("chargepoint.gateway")
 
+HEALTH_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+READY_CHECK_TIMEOUT_S = 2.0
+READY_CACHE_S = 1.0
+LIMITS_READ_TIMEOUT_S = 5.0
 PATH_RE = re.compile(r"^/ocpp/([A-Za-z0-9._~\-]{1,48})/?$")
 PROTOCOLS: dict[str, type[GatewayChargePoint]] = {"ocpp1.6": ChargePoint16, "ocpp2.0.1": ChargePoint201}
 CLOSE_REPLACED = 4000
@@ -133,13 +149,19 @@ class Gateway:
         ssl_context: ssl.SSLContext | None = None,
         publish: Publish = publish_to_celery,
         queue_depth: Callable[[], int] | None = telemetry_queue_depth,
+        broker_check: Callable[[], None] | None = broker_reachable,
     ) -> None:
         self.host = host
         self.port = port
         self.instance_id = instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.ssl_context = ssl_context
         self.db = ThreadPoolExecutor(max_workers=settings.GATEWAY_DB_THREADS, thread_name_prefix="gw-db")
-        self.verifier = CredentialVerifier(executor=self.db, cache_seconds=settings.GATEWAY_AUTH_CACHE_S)
+        self.verifier = CredentialVerifier()
+        self.metrics = GatewayMetrics()
+        self.broker_check = broker_check
+        self.draining = False
+        self._ready_lock = asyncio.Lock()
+        self._ready_checked: tuple[float, list[str]] | None = None
         self.reads = TenantReads(self.db, redis=lambda: self.redis)
         self.telemetry = TelemetryBuffer(
             publish=publish,
@@ -172,7 +194,10 @@ class Gateway:
 
     async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         peer = connection.remote_address
-        match = PATH_RE.match(request.path.split("?", 1)[0])
+        path = request.path.split("?", 1)[0]
+        if path in HEALTH_PATHS:
+            return await self._health(connection, path)
+        match = PATH_RE.match(path)
         if match is None:
             return self._refused(
                 connection, peer, "-", HTTPStatus.NOT_FOUND, "use ws://HOST:PORT/ocpp/<charge_point_id>"
@@ -202,19 +227,72 @@ class Gateway:
             return self._refused(
                 connection, peer, cp_id, HTTPStatus.UNAUTHORIZED, "user name must be the charge point id", basic=True
             )
-        verdict = await self.verifier.verify(cp_id, password)
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        verdict = await self.verifier.verify(cp_id, password, address)
+        self.metrics.handshakes.labels(verdict.outcome).inc()
         if verdict.identity is None:
-            logger.warning("refused %s from %s: %s", cp_id, peer, verdict.reason)
             self.refusals += 1
+            if verdict.outcome in (THROTTLED, OVERLOADED):
+                logger.info("refused %s from %s: %s", cp_id, peer, verdict.reason)
+                status = (
+                    HTTPStatus.TOO_MANY_REQUESTS if verdict.outcome == THROTTLED else HTTPStatus.SERVICE_UNAVAILABLE
+                )
+                response = _refuse(connection, status, verdict.reason)
+                response.headers["Retry-After"] = str(verdict.retry_after_s)
+                return response
+            logger.warning("refused %s from %s: %s", cp_id, peer, verdict.reason)
             return _refuse(connection, HTTPStatus.UNAUTHORIZED, "unknown charger or wrong password", basic=True)
         self._admitted[connection] = Admitted(verdict.identity, chosen)
         return None
+
+    async def _health(self, connection: ServerConnection, path: str) -> Response:
+        """``/healthz``: the event loop answers. ``/readyz``: Redis and the broker answer and the
+        gateway is not draining (else 503, with what failed). ``/metrics``: Prometheus text."""
+        if path == "/healthz":
+            return connection.respond(HTTPStatus.OK, "ok\n")
+        if path == "/metrics":
+            response = connection.respond(HTTPStatus.OK, self.metrics.render().decode())
+            del response.headers["Content-Type"]
+            response.headers["Content-Type"] = CONTENT_TYPE
+            return response
+        problems = await self._readiness_problems()
+        if problems:
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "not ready: " + "; ".join(problems) + "\n")
+        return connection.respond(HTTPStatus.OK, "ready\n")
+
+    async def _readiness_problems(self) -> list[str]:
+        """What keeps the gateway from taking chargers; the checks of Redis and the broker are
+        shared by the probes of one ``READY_CACHE_S``, so probing in a loop costs no more."""
+        problems = ["draining"] if self.draining else []
+        async with self._ready_lock:
+            now = time.monotonic()
+            if self._ready_checked is None or now - self._ready_checked[0] > READY_CACHE_S:
+                self._ready_checked = (now, await self._dependency_problems())
+        return problems + self._ready_checked[1]
+
+    async def _dependency_problems(self) -> list[str]:
+        problems = []
+        try:
+            async with asyncio.timeout(READY_CHECK_TIMEOUT_S):
+                await self.redis.ping()
+        except Exception as exc:  # Redis errors, a timeout, or not running yet
+            problems.append(f"Redis: {exc or type(exc).__name__}")
+        if self.broker_check is not None:
+            try:
+                async with asyncio.timeout(READY_CHECK_TIMEOUT_S):
+                    await asyncio.get_running_loop().run_in_executor(None, self.broker_check)
+            except Exception as exc:
+                problems.append(f"broker: {exc or type(exc).__name__}")
+        if self.telemetry.failing:
+            problems.append("broker: publishing telemetry fails")
+        return problems
 
     def _refused(
         self, connection: ServerConnection, peer: Any, cp_id: str, status: HTTPStatus, text: str, *, basic: bool = False
     ) -> Response:
         logger.warning("refused %s from %s: %d %s", cp_id, peer, status, text)
         self.refusals += 1
+        self.metrics.handshakes.labels("refused").inc()
         return _refuse(connection, status, text, basic=basic)
 
     def select_subprotocol(self, connection: ServerConnection, subprotocols: Any) -> Subprotocol | None:
@@ -229,6 +307,8 @@ class Gateway:
             await websocket.close(1011, "not admitted")
             return
         identity = admitted.identity
+        # This connection's task (and the tasks it starts) log with the charger's ids.
+        logs.bind(tenant=identity.schema_name, site=identity.site_slug, charger=identity.charge_point_id)
         link = ChargerLink(
             identity=identity,
             ocpp_version="1.6" if admitted.subprotocol == "ocpp1.6" else "2.0.1",
@@ -241,7 +321,15 @@ class Gateway:
             link=link,
             channel=Channel(websocket, link.ocpp_version),
             bucket=TokenBucket(burst=settings.GATEWAY_RATE_BURST, rate_per_s=settings.GATEWAY_RATE_PER_S),
+            metrics=self.metrics,
         )
+        connected = self.metrics.connected.labels(admitted.subprotocol)
+        connected.inc()
+        try:
+            async with asyncio.timeout(LIMITS_READ_TIMEOUT_S):
+                link.limits = await self.reads.limits(identity)
+        except Exception:  # the database is slow or away: the platform's bounds meanwhile
+            logger.warning("%s: registered connectors not read; any id up to the maximum", identity.charge_point_id)
         key = identity.charge_point_id.lower()
         previous = self.connections.get(key)
         self.connections[key] = charge_point
@@ -267,6 +355,7 @@ class Gateway:
             logger.exception("%s: connection failed", identity.charge_point_id)
             reason = "gateway error"
         finally:
+            connected.dec()
             if self.connections.get(key) is charge_point:
                 del self.connections[key]
                 self._registry_changes[key] = (identity.charge_point_id, False)
@@ -367,6 +456,11 @@ class Gateway:
         for future in [self.db.submit(close) for _ in range(workers)]:
             future.result(30)
         self.db.shutdown(wait=True)
+
+    def _close_auth_threads(self) -> None:
+        self.verifier.lookup_executor.submit(connections.close_all).result(30)
+        self.verifier.lookup_executor.shutdown(wait=True)
+        self.verifier.close()
 
     # -- lifetime ----------------------------------------------------------------------------
 
@@ -595,6 +689,9 @@ class Gateway:
                 logger.info("gateway %s listening on %s:%d", self.instance_id, self.host, self.port)
                 self.ready.set()
                 await stop.wait()
+                self.draining = True
+                if settings.GATEWAY_DRAIN_S > 0:  # /readyz says 503 meanwhile: the balancer stops sending
+                    await asyncio.sleep(settings.GATEWAY_DRAIN_S)
                 for cp in list(self.connections.values()):
                     cp.closing_reason = "gateway shutting down"
                 server.close(close_connections=True)
@@ -613,4 +710,5 @@ class Gateway:
             if self._beat_redis is not None:
                 await self._beat_redis.aclose()
             await asyncio.get_running_loop().run_in_executor(None, self._close_db_threads)
+            await asyncio.get_running_loop().run_in_executor(None, self._close_auth_threads)
             sys.setswitchinterval(switch_interval)

@@ -57,6 +57,14 @@ def publish_to_celery(schema_name: str, events: list[Event]) -> None:
     )
 
 
+def broker_reachable() -> None:
+    """Raise unless a broker connection answers (readiness probe; runs in a thread)."""
+    from evplatform.celery import app
+
+    with app.pool.acquire(block=True, timeout=2) as connection:
+        connection.ensure_connection(max_retries=1, timeout=2)
+
+
 def telemetry_queue_depth() -> int:
     """Tasks waiting in the telemetry queue (publisher thread; one passive declare)."""
     from evplatform.celery import QUEUE_TELEMETRY, app, queue_name
@@ -114,6 +122,7 @@ class TelemetryBuffer:
         self._backlog: deque[Batch] = deque()
         self._backlog_events = 0
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gw-publish")
+        self.added = 0  # events taken, ever
         self.published_batches = 0
         self.published_events = 0
         self.failures = 0
@@ -127,6 +136,7 @@ class TelemetryBuffer:
         if batch is None:
             batch = self._current[schema_name] = Batch(schema_name, asyncio.get_running_loop().create_future())
         batch.events.append(event)
+        self.added += 1
         self._count += 1
         if self._count == 1:
             self._opened_at = time.monotonic()
@@ -134,6 +144,11 @@ class TelemetryBuffer:
         if self._count >= self._max_events:
             self._full.set()
         return batch.stored
+
+    @property
+    def failing(self) -> bool:
+        """The last publish failed (the broker is away): retried until it works."""
+        return self._failing
 
     @property
     def waiting(self) -> int:

@@ -14,6 +14,7 @@ import base64
 import contextlib
 import itertools
 import logging
+import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -94,6 +95,8 @@ class ChargerState:
     first_profile_at: float | None = None
     connects: int = 0
     refused: str = ""
+    # Handshakes the gateway put off (503 overloaded, 429 throttled) and the charger retried.
+    deferred: int = 0
     fault: Fault = NO_FAULT
     suspended_ev_sent: bool = False
 
@@ -414,6 +417,15 @@ class SimulatedCharger:
                         with contextlib.suppress(BaseException):
                             await serve
             except InvalidStatus as refused:
+                if refused.response.status_code in RETRY_LATER_STATUSES:
+                    # As a real charger does: the gateway is busy or throttling, not saying no.
+                    self.state.deferred += 1
+                    wait_s = _retry_after_s(refused.response.headers.get("Retry-After"), default=delay)
+                    logger.info("%s put off: HTTP %s, retrying in %.1f s", self.spec.charge_point_id,
+                                refused.response.status_code, wait_s)  # fmt: skip
+                    await _sleep_unless(stop, wait_s * random.uniform(1.0, 1.5))  # noqa: S311 (jitter)
+                    delay = min(delay * 2, 10)
+                    continue
                 self.state.refused = f"HTTP {refused.response.status_code}"
                 logger.warning("%s refused: %s", self.spec.charge_point_id, self.state.refused)
                 return
@@ -669,6 +681,18 @@ class SimulatedCharger:
                     meter_value=self._samples201(context),
                 )
             )
+
+
+# Handshake answers that mean "not now" rather than "no": retried after Retry-After.
+RETRY_LATER_STATUSES = (429, 503)
+
+
+def _retry_after_s(header: str | None, *, default: float) -> float:
+    """Seconds from a Retry-After header (delta-seconds form), the back-off when absent or odd."""
+    try:
+        return min(max(float(header or ""), 0.0), 300.0)
+    except ValueError:
+        return default
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:

@@ -5,10 +5,15 @@ RabbitMQ (127.0.0.1:5672, guest/guest) and Redis (127.0.0.1:6379) run.
 """
 
 from pathlib import Path
+from tempfile import gettempdir
+from typing import Any
 from urllib.parse import unquote
 
 import environ
 from celery.schedules import crontab
+from csp.constants import NONE, SELF
+
+from evplatform.logs import error_reporting_init, logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -32,6 +37,8 @@ CELERY_QUEUE_PREFIX = env.str("CELERY_QUEUE_PREFIX", default="")
 # Hostname that serves the platform (public schema): platform admin and onboarding.
 PLATFORM_DOMAIN = env.str("PLATFORM_DOMAIN", default="localhost")
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# True only in evplatform.settings.production: commands that make demo data refuse to run there.
+IS_PRODUCTION = False
 
 # --- Tenancy (django-tenants: one PostgreSQL schema per organisation) -----------------------
 
@@ -89,7 +96,13 @@ TENANT_LIMIT_SET_CALLS = True
 AUTH_USER_MODEL = "accounts.User"
 
 MIDDLEWARE = [
+    # A request id for the log lines, then probes and /metrics answered on any Host header,
+    # before anything looks the host up; the tenant is bound to the log lines once known.
+    "evplatform.logs.RequestIdMiddleware",
+    "evplatform.health.HealthMiddleware",
+    "evplatform.metrics.RequestMetricsMiddleware",
     "django_tenants.middleware.main.TenantMainMiddleware",
+    "evplatform.logs.TenantContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -97,9 +110,15 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     # Last, as django-axes asks: counts failed sign-ins and locks out guessing.
     "axes.middleware.AxesMiddleware",
 ]
+# A request with a NUL character in its path, query or form fields is answered 400 naming it,
+# before any view (PostgreSQL text cannot hold one): right after the tenant is found.
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django_tenants.middleware.main.TenantMainMiddleware") + 1, "evplatform.params.NulRejectMiddleware"
+)
 
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
@@ -113,13 +132,76 @@ AXES_RESET_ON_SUCCESS = True
 # The sign-in form posts the email in the field Django calls "username".
 AXES_USERNAME_FORM_FIELD = "username"
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# `Alice@Example.com` and `alice@example.com` are one account for the lockout too.
+AXES_USERNAME_CALLABLE = "tenants.accounts.lockout.lockout_username"
+
+# --- Reverse proxy, email, Content-Security-Policy ----------------------------------------
+
+# How many reverse proxies stand in front of the web process (a TLS-terminating load balancer
+# or Caddy: 1). 0: none, and X-Forwarded-For / X-Forwarded-Proto are ignored, since anybody can
+# send them. From 1: the request counts as HTTPS when the proxy says so, and the sign-in lockout
+# keys on the client address the proxies forward, not on the proxy's own (which every user
+# shares). ipware counts the proxies listed in X-Forwarded-For: the last one is REMOTE_ADDR.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+if TRUSTED_PROXY_COUNT > 0:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR")
+    AXES_IPWARE_PROXY_COUNT = TRUSTED_PROXY_COUNT - 1
+    # Addresses a client put in front of the chain are skipped; the proxies' part is trusted.
+    IPWARE_STRICT = False
+
+# Outgoing mail (password resets, invitations) by URL: smtp://, smtp+tls:// (STARTTLS) or
+# smtp+ssl://, with user:password@ (percent-encoded) and :port, e.g.
+# smtp+tls://apikey:secret@smtp.example.com:587. consolemail:// prints mails to the log: for
+# development only, production refuses it.
+EMAIL_URL = env.str("EMAIL_URL", default="consolemail://")
+
+
+def email_settings(url: str) -> dict[str, Any]:
+    """Django's EMAIL_* settings for a mail URL (tests point them at their own SMTP server)."""
+    parsed = env.email_url_config(url)
+    return {
+        "EMAIL_BACKEND": parsed["EMAIL_BACKEND"],
+        "EMAIL_HOST": parsed["EMAIL_HOST"] or "localhost",
+        "EMAIL_PORT": parsed["EMAIL_PORT"] or 25,
+        "EMAIL_HOST_USER": parsed["EMAIL_HOST_USER"] or "",
+        "EMAIL_HOST_PASSWORD": parsed["EMAIL_HOST_PASSWORD"] or "",
+        "EMAIL_USE_TLS": parsed.get("EMAIL_USE_TLS", False),
+        "EMAIL_USE_SSL": parsed.get("EMAIL_USE_SSL", False),
+    }
+
+
+_email = email_settings(EMAIL_URL)
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_HOST = _email["EMAIL_HOST"]
+EMAIL_PORT = _email["EMAIL_PORT"]
+EMAIL_HOST_USER = _email["EMAIL_HOST_USER"]
+EMAIL_HOST_PASSWORD = _email["EMAIL_HOST_PASSWORD"]
+EMAIL_USE_TLS = _email["EMAIL_USE_TLS"]
+EMAIL_USE_SSL = _email["EMAIL_USE_SSL"]
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT_S", default=10)
+
+# Content-Security-Policy (django-csp) on every page: scripts and styles only from our own
+# static files, no inline script, nothing framed. Inline style attributes (bar widths, htmx,
+# Vega) are allowed; the chart pages also allow eval (evplatform/csp.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, "'unsafe-inline'"],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
-EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
-EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
-EMAIL_PORT = env.int("EMAIL_PORT", default=25)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="no-reply@localhost")
 
 TEMPLATES = [
@@ -201,9 +283,10 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PARSER_CLASSES": ["evplatform.api_plumbing.SafeJSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "evplatform.api_plumbing.StrictLimitOffsetPagination",
     "PAGE_SIZE": 100,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "evplatform.api_schema.ApiSchema",
     "EXCEPTION_HANDLER": "evplatform.api.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": [
         "rest_framework.throttling.UserRateThrottle",
@@ -224,6 +307,15 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Two models of the API have a `kind` with their own choices: one named enum each, not a hash.
+    "ENUM_NAME_OVERRIDES": {
+        "CircuitKindEnum": "balancing.models.Circuit.Kind",
+        "SiteAlertKindEnum": "balancing.models.SiteAlert.Kind",
+    },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "evplatform.api_schema.error_responses_hook",
+    ],
 }
 
 # --- Celery (RabbitMQ broker; nothing acknowledged before it is done) ------------------------
@@ -284,7 +376,28 @@ GATEWAY_HANDSHAKE_TIMEOUT_S = env.float("GATEWAY_HANDSHAKE_TIMEOUT_S", default=1
 # A successful password check is remembered this long (seconds), keyed by a hash of the
 # presented secret, so reconnect storms do not burn CPU on PBKDF2.
 GATEWAY_AUTH_CACHE_S = env.float("GATEWAY_AUTH_CACHE_S", default=60.0)
+# Handshake hardening (chargepoint/gateway/auth.py). Password hashes run on this many threads
+# of their own (not the DB threads); at most GATEWAY_AUTH_QUEUE checks wait or run, more are
+# refused at once with 503 and Retry-After (seconds). A failed (hash, secret) pair is
+# remembered this long, so a repeated guess costs no hash.
+GATEWAY_AUTH_THREADS = env.int("GATEWAY_AUTH_THREADS", default=2)
+GATEWAY_AUTH_QUEUE = env.int("GATEWAY_AUTH_QUEUE", default=16)
+GATEWAY_AUTH_RETRY_AFTER_S = env.int("GATEWAY_AUTH_RETRY_AFTER_S", default=5)
+GATEWAY_AUTH_NEGATIVE_CACHE_S = env.float("GATEWAY_AUTH_NEGATIVE_CACHE_S", default=300.0)
+# This many failed handshakes of one charger id (or one client address) within the window
+# start a cooldown in which it is refused with 429 without a check (0: no limit). Counted per
+# gateway process. Behind a proxy every charger has the proxy's address: set the address
+# limit to 0 there.
+GATEWAY_AUTH_ID_FAILURES = env.int("GATEWAY_AUTH_ID_FAILURES", default=5)
+GATEWAY_AUTH_ADDRESS_FAILURES = env.int("GATEWAY_AUTH_ADDRESS_FAILURES", default=30)
+GATEWAY_AUTH_FAILURE_WINDOW_S = env.float("GATEWAY_AUTH_FAILURE_WINDOW_S", default=60.0)
+GATEWAY_AUTH_COOLDOWN_S = env.float("GATEWAY_AUTH_COOLDOWN_S", default=60.0)
 GATEWAY_DB_THREADS = env.int("GATEWAY_DB_THREADS", default=4)
+# On SIGTERM the gateway keeps serving this many seconds with /readyz answering 503, so a load
+# balancer stops sending new chargers before their connections are closed.
+GATEWAY_DRAIN_S = env.float("GATEWAY_DRAIN_S", default=0.0)
+# A time a charger reports may be this many seconds ahead of ours (clock skew); later is refused.
+GATEWAY_CLOCK_SKEW_S = env.float("GATEWAY_CLOCK_SKEW_S", default=300.0)
 # An instance announces itself in Redis with this TTL and refreshes it every third of it.
 GATEWAY_REGISTRY_TTL_S = env.int("GATEWAY_REGISTRY_TTL_S", default=15)
 # DataTransfer vendor ids the platform accepts; any other gets UnknownVendorId.
@@ -395,11 +508,27 @@ CELERY_BEAT_SCHEDULE["retention-prune-history"] = {
     "schedule": crontab(minute=17, hour=RETENTION_HOUR_UTC),
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
-}
+# --- Operations: logs, health, metrics, error reporting (README, "Operations") ----------------
+
+# "plain": readable lines (local, tests); "json": one JSON object per line with the tenant, site,
+# charger, task and request ids bound to the work (evplatform.logs); production defaults to json.
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)
+# /readyz gives each dependency (PostgreSQL, Redis, the broker) this long to answer (seconds).
+READINESS_TIMEOUT_S = env.float("READINESS_TIMEOUT_S", default=2.0)
+# /metrics answers callers on these networks (not through a proxy), or with this bearer token.
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"])
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# A Celery worker serves its own metrics on this port (0: off), from its main process.
+WORKER_METRICS_PORT = env.int("WORKER_METRICS_PORT", default=0)
+WORKER_METRICS_ADDR = env.str("WORKER_METRICS_ADDR", default="0.0.0.0")  # noqa: S104 - opt-in, container port
+# Liveness files of workers (rewritten every HEALTHCHECK_INTERVAL_S) and beat (every tick), read
+# by `manage.py healthcheck worker|beat`.
+HEALTHCHECK_DIR = env.str("HEALTHCHECK_DIR", default=str(Path(gettempdir()) / "evplatform-health"))
+HEALTHCHECK_INTERVAL_S = env.float("HEALTHCHECK_INTERVAL_S", default=10.0)
+# Errors (and, at this sample rate, traces) of every process go to Sentry when a DSN is set.
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+SENTRY_TRACES_SAMPLE_RATE = env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0)
+SENTRY_ENVIRONMENT = env.str("SENTRY_ENVIRONMENT", default="")
+if SENTRY_DSN:
+    error_reporting_init(dsn=SENTRY_DSN, traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE, environment=SENTRY_ENVIRONMENT)

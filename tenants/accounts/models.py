@@ -9,6 +9,7 @@ from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.auth.models import PermissionsMixin
 from django.db import models
 from django.db.models.functions import Lower
+from django.db.models.lookups import Exact
 from django.utils import timezone
 
 
@@ -35,6 +36,13 @@ class UserManager(BaseUserManager["User"]):
         user.set_password(password)
         user.save(using=self._db)
         return user
+
+    def get_by_natural_key(self, username: str | None) -> "User":
+        """The user whose email is ``username`` in any letter case (emails are stored lowercased).
+
+        Compares ``lower(email)``, the expression the unique index is built on.
+        """
+        return self.get(Exact(Lower("email"), (username or "").strip().lower()))
 
     def create_user(self, email: str, password: str | None = None, **fields: Any) -> "User":
         fields.setdefault("is_staff", False)
@@ -73,6 +81,11 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     def __str__(self) -> str:
         return self.email
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Every path (admin forms included) stores the address lowercased, as sign-in looks it up.
+        self.email = self.email.strip().lower()
+        super().save(*args, **kwargs)
 
     @property
     def can_change_limits(self) -> bool:

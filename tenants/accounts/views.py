@@ -17,7 +17,7 @@ from evplatform.permissions import MANAGE_USERS, READ_AUDIT, actor_of, role_requ
 from tenants.accounts.forms import TokenForm, UserInviteForm, UserRoleForm
 from tenants.accounts.models import ApiToken, AuditEvent, User
 from tenants.accounts.services import user_invite, user_update
-from tenants.accounts.tokens import api_token_create
+from tenants.accounts.tokens import api_token_create, token_max_days
 
 AUDIT_PAGE_SIZE = 50
 
@@ -61,23 +61,26 @@ def user_change(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 def tokens(request: HttpRequest) -> HttpResponse:
-    form = TokenForm(request.POST or None)
+    user = cast(User, request.user)
+    max_days = token_max_days(user)
+    form = TokenForm(request.POST or None, max_days=max_days)
     raw = None
     if request.method == "POST" and form.is_valid():
         try:
             _, raw = api_token_create(
-                user=cast(User, request.user),
+                user=user,
                 name=form.cleaned_data["name"],
                 expires_at=timezone.now() + timedelta(days=form.cleaned_data["expires_in_days"]),
                 scope=form.cleaned_data["scope"] or ApiToken.Scope.FULL,
             )
         except ValidationError as exc:
             for field, errors in exc.message_dict.items():
+                field = "expires_in_days" if field == "expires_at" else field
                 form.add_error(field if field in form.fields else None, errors)
         else:
-            form = TokenForm()
+            form = TokenForm(max_days=max_days)
     context = {
-        "tokens": ApiToken.objects.filter(user=cast(User, request.user)).order_by("-created_at"),
+        "tokens": ApiToken.objects.filter(user=user).order_by("-created_at"),
         "form": form,
         "raw": raw,
         "nav": "tokens",

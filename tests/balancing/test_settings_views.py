@@ -110,3 +110,30 @@ def test_an_energy_manager_sets_stepped_raises_after_confirming_and_it_is_audite
     site.refresh_from_db()
     assert site.max_raise_a == Decimal("4")
     assert AuditEvent.objects.filter(object_type="site", field="max_raise_a", new_value="4").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "named"),
+    [
+        (json.dumps(simple_record(energy_rates=("1e308",))).encode(), "energyratestructure[0][0].rate"),
+        (json.dumps(simple_record(flat_rate="1e9")).encode(), "flatdemandstructure[0][0].rate"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested deeper than 32 levels"),
+        (b'{"name": "x", "energyratestructure": [[{"rate": ' + b"9" * 100_000 + b"}]]}", "more than 30 digits"),
+        (b'{"name": "x", "energyratestructure": [[{"rate": NaN}]]}', "NaN is not a number"),
+        (json.dumps({**simple_record(), "name": "Peak\x00"}).encode(), "NUL character"),
+    ],
+)
+def test_a_tariff_out_of_bounds_or_unparseable_is_refused_naming_why(make_user, site, content, named) -> None:
+    _, client = make_user(Role.ENERGY_MANAGER)
+
+    response = client.post(
+        "/sites/mall/tariffs/",
+        {"record": SimpleUploadedFile("rate.json", content), "valid_from": "2026-01-01"},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Tariff not imported" in page
+    assert named in page
+    assert not Tariff.objects.filter(site=site).exists()

@@ -282,3 +282,71 @@ def test_a_tenant_never_sees_another_tenants_report_or_sites(tenant, other_tenan
     assert [s["slug"] for s in alpha_report.data["sites"]] == ["alpha-mall"]
     assert "alpha-mall" not in (tmp_path / "b.csv").read_text()
     assert SavingsReport.objects.count() == 1
+
+
+FORMULA = '=HYPERLINK("http://evil","x")'
+
+
+def formula_named_site() -> Site:
+    """A site and its tariff named like a spreadsheet formula (the tariff with markup too)."""
+    site = mall_site(record={**simple_record(flat_rate="10", fixed="100"), "name": f"{FORMULA} <b> & co"})
+    Site.objects.filter(pk=site.pk).update(name=f"@SUM(A1) {FORMULA}")
+    return site
+
+
+def test_formula_like_names_are_quoted_text_in_the_csv() -> None:
+    formula_named_site()
+
+    mall = rows(savings_report_generate(year=2026, month=10, reason="request"))["mall"]
+
+    assert mall["site_name"] == f"'@SUM(A1) {FORMULA}"
+    assert mall["tariff"] == f"'{FORMULA} <b> & co"
+    assert mall["savings_total"] == "80.00"  # numbers are not quoted
+
+
+def test_formula_like_names_are_strings_in_the_xlsx_and_numbers_stay_numbers() -> None:
+    from openpyxl import load_workbook
+
+    formula_named_site()
+    report = savings_report_generate(year=2026, month=10, reason="request")
+
+    summary = load_workbook(io.BytesIO(bytes(report.files.get(format="xlsx").content)))["Summary"]
+    header = [c.value for c in summary[4]]
+    mall = dict(zip(header, summary[5], strict=True))
+    assert mall["site_name"].value == f"@SUM(A1) {FORMULA}"
+    assert mall["tariff"].value == f"{FORMULA} <b> & co"
+    assert (mall["site_name"].data_type, mall["tariff"].data_type) == ("s", "s")
+    assert mall["tariff"].quotePrefix
+    assert not any(cell.data_type == "f" for row in summary.iter_rows() for cell in row)
+    assert mall["savings_total"].data_type == "n"
+    assert mall["savings_total"].value == pytest.approx(80.0)
+
+
+def test_formula_like_and_markup_names_are_shown_as_typed_in_the_pdf() -> None:
+    formula_named_site()
+
+    content = bytes(savings_report_generate(year=2026, month=10, reason="request").files.get(format="pdf").content)
+
+    text = pdf_text(content)
+    assert "=HYPERLINK" in text
+    assert "'=HYPERLINK" not in text
+    assert "(: tariff =HYPERLINK" in text
+    assert "> & co v1" in text  # the markup is drawn as typed, not read as bold
+    assert "&amp;" not in text
+
+
+def test_a_stored_tariff_beyond_the_bounds_is_named_and_the_report_is_still_stored() -> None:
+    from billing.models import Tariff
+
+    site = mall_site()
+    tariff = Tariff.objects.get(site=site)
+    Tariff.objects.filter(pk=tariff.pk).update(record={**tariff.record, "flatdemandstructure": [[{"rate": 1e308}]]})
+
+    report = savings_report_generate(year=2026, month=10, reason="request")
+
+    mall = rows(report)["mall"]
+    assert (mall["actual_demand_charge"], mall["actual_bill"]) == ("0.00", "0.00")
+    assert mall["energy_delivered_kwh"] == "16.000"
+    assert "flatdemandstructure[0][0].rate" in report.data["sites"][0]["tariff"]["problem"]
+    assert set(report.files.values_list("format", flat=True)) == {"csv", "xlsx", "pdf"}
+    assert "not billed: flatdemandstructure" in pdf_text(bytes(report.files.get(format="pdf").content))

@@ -1,12 +1,13 @@
 """Tariff parsing and monthly bills, each checked against a figure worked out by hand."""
 
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from billing.tariffs import TariffError, bill_month, month_bounds, tariff_from_urdb, tiered_charge
+from billing.tariffs import TariffError, bill_month, month_bounds, tariff_from_urdb, tariff_json_load, tiered_charge
 from tests.billing.conftest import LA, constant_load, simple_record
 
 JULY_1 = datetime(2026, 7, 1, tzinfo=LA)  # a Wednesday
@@ -199,3 +200,72 @@ def test_a_july_bill_under_b19_matches_the_hand_calculation(b19) -> None:
 
 def test_an_api_answer_with_one_item_is_accepted(b19) -> None:
     assert tariff_from_urdb({"items": [b19]}).name == b19["name"]
+
+
+def _set_tier(key: str, **values: Any):
+    return lambda r: r[key][0][0].update(values)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (_set_tier("energyratestructure", rate=1e308), "energyratestructure[0][0].rate"),
+        (_set_tier("energyratestructure", rate=-0.1), "energyratestructure[0][0].rate"),
+        (_set_tier("energyratestructure", rate=100.01), "energyratestructure[0][0].rate"),
+        (_set_tier("energyratestructure", rate="NaN"), "energyratestructure[0][0].rate"),
+        (_set_tier("energyratestructure", rate="-Infinity"), "energyratestructure[0][0].rate"),
+        (_set_tier("energyratestructure", rate=0.1, adj=-0.2), "energyratestructure[0][0].adj"),
+        (_set_tier("energyratestructure", rate="0." + "1" * 40), "energyratestructure[0][0].rate"),
+        (_set_tier("energyratestructure", rate=10**5000), "energyratestructure[0][0].rate"),
+        (_set_tier("energyratestructure", rate="1" * 100_000), "energyratestructure[0][0].rate"),
+        (_set_tier("flatdemandstructure", rate=10_001), "flatdemandstructure[0][0].rate"),
+        (_set_tier("flatdemandstructure", rate=10, max=1e12), "flatdemandstructure[0][0].max"),
+        (lambda r: r.__setitem__("fixedchargefirstmeter", 1e7), "fixedchargefirstmeter"),
+        (lambda r: r.__setitem__("fixedchargefirstmeter", -5), "fixedchargefirstmeter"),
+        (lambda r: r.__setitem__("demandwindow", 10**9), "demandwindow"),
+        (lambda r: r.__setitem__("demandratchetpercentage", [101] * 12), "demandratchetpercentage[0]"),
+    ],
+)
+def test_a_value_out_of_bounds_is_refused_naming_the_field(change, field: str) -> None:
+    record = simple_record(fixed="10")
+    change(record)
+    with pytest.raises(TariffError) as raised:
+        tariff_from_urdb(record)
+    assert raised.value.path == field
+
+
+def test_credits_in_adj_and_the_bounds_themselves_are_accepted() -> None:
+    record = simple_record(energy_rates=("100",), flat_rate="10000", fixed="1000000")
+    record["energyratestructure"][0][0]["adj"] = -99.5  # a credit adjustment, price still >= 0
+    spec = tariff_from_urdb(record)
+    assert spec.energy_periods[0][0].price == Decimal("0.5")
+    assert spec.fixed_charge == Decimal(1_000_000)
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "nested deeper than 32 levels"),
+        (b'{"a": ' * 33 + b"1" + b"}" * 33, "nested deeper than 32 levels"),
+        (b'{"rate": ' + b"9" * 100_000 + b"}", "more than 30 digits"),
+        (b'{"rate": 0.' + b"1" * 40 + b"}", "more than 30 digits"),
+        (b'{"rate": NaN}', "NaN is not a number"),
+        (b'{"rate": Infinity}', "Infinity is not a number"),
+        (b" " * (512 * 1024 + 1), "larger than 512 KiB"),
+        (b"\xff\xfe{}", "not UTF-8"),
+        (b"{nope", "not JSON (line 1"),
+        (b'{"name": "Peak\\u0000"}', "NUL character"),
+        (b'{"a": [{"\\u0000": 1}]}', "NUL character"),
+        (b'"' + b'\\"' * 200_000, "not JSON (line 1"),  # one pass: escaped quotes are not rescanned
+    ],
+)
+def test_a_rate_record_file_the_parser_cannot_take_is_refused_clearly(raw: bytes, problem: str) -> None:
+    with pytest.raises(TariffError) as raised:
+        tariff_json_load(raw)
+    assert raised.value.path == "record"
+    assert problem in raised.value.problem
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting(b19) -> None:
+    record = {**b19, "description": '"[[[[' * 40}
+    assert tariff_json_load(json.dumps(record))["description"] == '"[[[[' * 40

@@ -74,7 +74,10 @@ def test_the_reports_api_lists_downloads_and_queues(make_user, report, django_ca
     assert pdf.content.startswith(b"%PDF")
     assert api.get("/api/v1/reports/", {"month": "10/2026"}).status_code == 400
     with django_capture_on_commit_callbacks() as callbacks:
-        assert api.post("/api/v1/reports/regenerate/", {"month": "2026-11"}).status_code == 202
+        assert (
+            api.post("/api/v1/reports/regenerate/", {"month": "2026-11"}, content_type="application/json").status_code
+            == 202
+        )
     assert len(callbacks) == 1
 
 

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import websockets
@@ -152,6 +153,13 @@ def test_a_second_connection_with_the_same_id_replaces_the_first(gateway, gw_fle
             "PropertyConstraintViolation",
         ),
         ("ocpp2.0.1", '[2,"u9","Heartbeat",{"unexpected":true}]', "FormatViolation"),
+        ("ocpp1.6", "[" * 5000 + "]" * 5000, "FormationViolation"),
+        (
+            "ocpp2.0.1",
+            '[2,"n2","DataTransfer",{"vendorId":"x","data":' + "[" * 5000 + "]" * 5000 + "}]",
+            "FormatViolation",
+        ),
+        ("ocpp1.6", '[2,"' + "x" * 5000 + '","Heartbeat",{}]', "FormationViolation"),
     ],
     ids=[
         "malformed-json-1.6",
@@ -166,6 +174,9 @@ def test_a_second_connection_with_the_same_id_replaces_the_first(gateway, gw_fle
         "future-timestamp",
         "connector-out-of-range",
         "extra-field",
+        "nested-5000-deep",
+        "nested-payload-5000-deep",
+        "message-id-5000-long",
     ],
 )
 def test_bad_input_gets_the_callerror_the_spec_names_and_the_connection_stays(
@@ -186,6 +197,96 @@ def test_bad_input_gets_the_callerror_the_spec_names_and_the_connection_stays(
 
     assert isinstance(bad, CallError), bad
     assert bad.error_code == code
+    assert isinstance(still_there, CallResult)
+
+
+def test_a_call_with_a_message_id_over_36_characters_is_refused_under_id_minus_one(gateway, gw_fleet) -> None:
+    cp = gw_fleet.chargers_16[2]
+    meter = '{"connectorId":1,"meterValue":[{"timestamp":"2026-01-01T00:00:00Z","sampledValue":[{"value":"1"}]}]}'
+
+    async def scenario() -> object:
+        ws = await ws_connect(gateway.url, cp)
+        try:
+            return await roundtrip(ws, '[2,"' + "m" * 37 + '","MeterValues",' + meter + "]")
+        finally:
+            await ws.close()
+
+    answer = gateway.bg.run(scenario())
+
+    assert isinstance(answer, CallError)
+    assert (answer.unique_id, answer.error_code) == ("-1", "FormationViolation")
+
+
+def _meter(sampled: str, stamp: str = "") -> str:
+    stamp = stamp or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f'{{"connectorId":1,"meterValue":[{{"timestamp":"{stamp}","sampledValue":[{sampled}]}}]}}'
+
+
+@pytest.mark.parametrize(
+    ("action", "payload"),
+    [
+        ("StatusNotification", lambda: '{"connectorId":7,"errorCode":"NoError","status":"Available"}'),
+        ("MeterValues", lambda: _meter('{"value":"-1e12","measurand":"Energy.Active.Import.Register","unit":"Wh"}')),
+        ("MeterValues", lambda: _meter('{"value":"-500","measurand":"Current.Import","unit":"A"}')),
+        ("MeterValues", lambda: _meter('{"value":"10"}', "2011-06-01T00:00:00Z")),
+        (
+            "MeterValues",
+            lambda: _meter('{"value":"10"}', (datetime.now(UTC) + timedelta(hours=23)).strftime("%Y-%m-%dT%H:%M:%SZ")),
+        ),
+        (
+            "StartTransaction",
+            lambda: (
+                '{"connectorId":7,"idTag":"T1","meterStart":0,"timestamp":"'
+                + datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                + '"}'
+            ),
+        ),
+        (
+            "StartTransaction",
+            lambda: '{"connectorId":1,"idTag":"T1","meterStart":0,"timestamp":"2011-06-01T00:00:00Z"}',
+        ),
+        (
+            "StartTransaction",
+            lambda: (
+                '{"connectorId":1,"idTag":"T1","meterStart":-1000000000000,"timestamp":"'
+                + datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                + '"}'
+            ),
+        ),
+    ],
+    ids=[
+        "phantom-connector",
+        "negative-energy",
+        "negative-current",
+        "dated-2011",
+        "a-day-ahead",
+        "phantom-start",
+        "start-dated-2011",
+        "start-negative-meter",
+    ],
+)
+def test_values_a_charger_cannot_physically_report_are_refused_and_forwarded_nowhere(
+    gateway, gw_fleet, action, payload
+) -> None:
+    cp = gw_fleet.chargers_16[1]  # registered with one connector, rated 16 A
+    telemetry = gateway.gateway.telemetry
+
+    async def scenario() -> tuple[object, int, object]:
+        ws = await ws_connect(gateway.url, cp)
+        try:
+            await roundtrip(ws, BOOT_16)
+            before = telemetry.added
+            answer = await roundtrip(ws, f'[2,"p1","{action}",{payload()}]')
+            taken = telemetry.added - before
+            return answer, taken, await roundtrip(ws, '[2,"hb","Heartbeat",{}]')
+        finally:
+            await ws.close()
+
+    answer, taken, still_there = gateway.bg.run(scenario())
+
+    assert isinstance(answer, CallError), answer
+    assert answer.error_code == "PropertyConstraintViolation"
+    assert taken == 0
     assert isinstance(still_there, CallResult)
 
 

@@ -95,3 +95,96 @@ def test_number_keeps_six_decimals_and_bounds() -> None:
     assert normalise.number("1.23456789", field="x") == Decimal("1.234568")
     with pytest.raises(PropertyConstraintViolationError):
         normalise.number("-1", field="x", low=Decimal(0))
+
+
+@pytest.mark.parametrize(
+    ("measurand", "value", "unit"),
+    [
+        ("Energy.Active.Import.Register", "-1e12", "Wh"),
+        ("Energy.Active.Import.Register", "2e10", "Wh"),
+        ("Energy.Active.Import.Interval", "-1", "Wh"),
+        ("Current.Import", "-500", "A"),
+        ("Current.Import", "1001", "A"),
+        ("Current.Offered", "33", "A"),  # twice the rating of 16 A, and more
+        ("Power.Active.Import", "-7.2", "kW"),
+        ("Power.Active.Import", "1001", "kW"),
+        ("Power.Factor", "1.5", ""),
+        ("Voltage", "1200", "V"),
+        ("Voltage", "-230", "V"),
+        ("SoC", "101", "Percent"),
+        ("SoC", "-1", "Percent"),
+    ],
+)
+def test_a_reading_outside_what_a_charger_can_measure_is_refused(measurand, value, unit) -> None:
+    limits = normalise.Limits.for_station(connectors=2, rating_a=Decimal(16))
+    reading = [
+        {"timestamp": "2026-05-01T11:59:50Z", "sampled_value": [{"value": value, "measurand": measurand, "unit": unit}]}
+    ]
+
+    with pytest.raises(PropertyConstraintViolationError):
+        normalise.meter_values_16(reading, now=NOW, limits=limits)
+
+
+def test_readings_at_the_edges_of_the_physical_range_are_kept() -> None:
+    limits = normalise.Limits.for_station(connectors=2, rating_a=Decimal(16))
+    values = [
+        {"value": "0", "measurand": "Energy.Active.Import.Register"},
+        {"value": "32", "measurand": "Current.Import"},
+        {"value": "-1", "measurand": "Power.Factor"},
+        {"value": "0", "measurand": "Power.Active.Export"},
+        {"value": "100", "measurand": "SoC"},
+    ]
+
+    samples = normalise.meter_values_16(
+        [{"timestamp": "2026-05-01T11:59:50Z", "sampled_value": values}], now=NOW, limits=limits
+    )
+
+    assert len(samples) == 5
+
+
+@pytest.mark.parametrize("stamp", ["2026-05-01T12:06:00Z", "2026-05-02T12:00:00Z", "2011-01-01T00:00:00Z"])
+def test_a_reading_dated_past_the_clock_skew_or_older_than_retention_is_refused(stamp, settings) -> None:
+    settings.GATEWAY_CLOCK_SKEW_S = 300
+    settings.TELEMETRY_RETENTION_DAYS = 90
+    reading = [{"timestamp": stamp, "sampled_value": [{"value": "1"}]}]
+
+    with pytest.raises(PropertyConstraintViolationError):
+        normalise.meter_values_16(reading, now=NOW)
+
+
+def test_a_reading_within_the_clock_skew_is_kept(settings) -> None:
+    settings.GATEWAY_CLOCK_SKEW_S = 300
+
+    samples = normalise.meter_values_16(
+        [{"timestamp": "2026-05-01T12:04:00Z", "sampled_value": [{"value": "1"}]}], now=NOW
+    )
+
+    assert len(samples) == 1
+
+
+@pytest.mark.parametrize(("connector", "ok"), [(0, True), (2, True), (3, False), (7, False)])
+def test_a_connector_beyond_the_registered_count_is_refused(connector, ok) -> None:
+    limits = normalise.Limits.for_station(connectors=2, rating_a=Decimal(16))
+
+    if ok:
+        assert normalise.connector_id(connector, limits=limits) == connector
+    else:
+        with pytest.raises(PropertyConstraintViolationError):
+            normalise.connector_id(connector, limits=limits)
+
+
+def test_a_site_meter_may_report_a_whole_site_on_connector_0_only() -> None:
+    limits = normalise.Limits.for_station(connectors=0, rating_a=Decimal(16), site_meter=True)
+    site = [
+        {"value": "2000", "measurand": "Power.Active.Import", "unit": "kW"},
+        {"value": "2500", "measurand": "Current.Import"},
+    ]
+
+    samples = normalise.meter_values_16(
+        [{"timestamp": "2026-05-01T11:59:50Z", "sampled_value": site}], now=NOW, limits=limits
+    )
+
+    assert [s["value"] for s in samples] == ["2000000.000000", "2500.000000"]
+    assert normalise.connector_id(0, limits=limits) == 0
+    with pytest.raises(PropertyConstraintViolationError):
+        normalise.connector_id(1, limits=limits)

@@ -175,3 +175,26 @@ def test_the_openapi_schema_validates_and_the_docs_page_is_served_locally(token_
     # Served from our own static files: nothing is loaded from another host (a CDN).
     assert re.findall(r'(?:src|href)="(https?://[^"]*)"', docs) == []
     assert "/static/drf_spectacular_sidecar/" in docs
+
+
+@pytest.mark.parametrize(
+    ("file_format", "accept"),
+    [
+        ("csv", "text/csv"),
+        ("pdf", "application/pdf"),
+        ("xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+    ],
+)
+def test_a_report_download_asked_for_by_its_media_type_is_served(token_client, file_format, accept) -> None:
+    from billing.services import savings_report_generate
+
+    report = savings_report_generate(year=2026, month=10, reason="request")
+    client = token_client(Role.FINANCE)
+
+    response = client.get(f"/api/v1/reports/{report.pk}/download/", {"file_format": file_format}, HTTP_ACCEPT=accept)
+
+    assert response.status_code == 200
+    assert response["Content-Type"].split(";")[0] == accept
+    missing = client.get(f"/api/v1/reports/{report.pk + 1}/download/", {"file_format": file_format}, HTTP_ACCEPT=accept)
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"

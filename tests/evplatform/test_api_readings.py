@@ -198,7 +198,7 @@ def test_the_default_window_is_the_last_day(api) -> None:
 
     recent = api.get(URL, {"charger": "CP-WINDOW"}).json()["results"]
     assert [item["values"][1]["value"] for item in recent] == [23 * 3600.0, 60.0]
-    # Only until: the day before it; only since: the 31 days from it.
+    # Only until: the day before it; only since: from it to now.
     before = api.get(URL, {"charger": "CP-WINDOW", "until": (now - timedelta(hours=12)).isoformat()}).json()
     assert [item["values"][1]["value"] for item in before["results"]] == [23 * 3600.0]
     after = api.get(URL, {"charger": "CP-WINDOW", "since": (now - timedelta(days=3)).isoformat()}).json()

@@ -13,7 +13,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 from django_tenants.utils import tenant_context
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Dialog, Page, expect, sync_playwright
 
 from balancing.models import BalancingRun, Circuit, Site
 from tenants.accounts.models import Role, User
@@ -201,3 +201,66 @@ def test_finance_downloads_the_monthly_report_as_a_pdf_that_opens(
     pdf = PdfReader(io.BytesIO(content))
     assert len(pdf.pages) >= 1
     assert "October 2026" in pdf.pages[0].extract_text() or "2026-10" in pdf.pages[0].extract_text()
+
+
+@pytest.fixture(scope="module")
+def station(tenant, portal_data, django_db_blocker):
+    """A charger at the browser site, committed for the server process, removed afterwards."""
+    from chargepoint.models import ChargingStation
+
+    with django_db_blocker.unblock(), tenant_context(tenant):
+        station = ChargingStation.objects.create(charge_point_id="CSP-CP-1", site=portal_data, max_current_a=32)
+    yield station
+    with django_db_blocker.unblock(), tenant_context(tenant):
+        station.delete()
+
+
+def test_the_pages_work_under_the_content_security_policy(browser, web_server, portal_data, station) -> None:
+    page = open_page(browser, web_server)
+    refused: list[str] = []
+    page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+    response = page.goto("/accounts/login/")
+    assert response is not None
+    assert "script-src 'self';" in response.headers["content-security-policy"]
+    sign_in(page, "energy_manager.browser@alpha.localhost")
+    response = page.goto(f"/sites/{portal_data.slug}/")
+    assert response is not None
+    # Vega compiles chart expressions with Function(): only the chart pages allow that.
+    assert "script-src 'self' 'unsafe-eval';" in response.headers["content-security-policy"]
+    expect(page.locator("#load-chart")).to_have_attribute("data-drawn", "true", timeout=15000)
+
+    # The charger's command form asks first (portal.js; an inline onclick would be refused).
+    page.goto(f"/chargers/{station.charge_point_id}/")
+    questions: list[str] = []
+
+    def answer_no(dialog: Dialog) -> None:
+        questions.append(dialog.message)
+        dialog.dismiss()
+
+    page.once("dialog", answer_no)
+    page.get_by_role("button", name="Send").click()
+    page.wait_for_timeout(300)
+    assert questions == ["Send this command to the charger?"]
+    assert page.url.endswith(f"/chargers/{station.charge_point_id}/")
+    assert page.locator(".messages li").count() == 0
+
+    page.goto("/api/docs/")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("EV load-balancing platform API", timeout=15000)
+    assert refused == []
+
+
+def test_the_admin_works_under_the_content_security_policy(browser, web_server, portal_data) -> None:
+    page = open_page(browser, web_server)
+    refused: list[str] = []
+    page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+    page.goto("/admin/login/")
+    page.get_by_label("Email").fill(ALPHA.admin_email)
+    page.get_by_label("Password").fill(ALPHA.admin_password)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("link", name="Sites", exact=True)).to_be_visible()
+    page.goto(f"/admin/balancing/site/{portal_data.pk}/change/")
+    expect(page.locator("#site_form")).to_be_visible()
+    page.goto("/admin/accounts/user/add/")
+    expect(page.locator("#user_form")).to_be_visible()
+    shot(page, "admin-under-csp")
+    assert refused == []

@@ -143,3 +143,22 @@ def test_embedded_postgres_and_redis_carry_migrations_a_tenant_and_a_celery_roun
         if p.info["cmdline"] and any(str(tmp_path) in part for part in p.info["cmdline"])
     ]
     assert leftovers == []
+
+
+def test_make_run_uses_the_local_settings_unless_told_otherwise() -> None:
+    code = (
+        "import os; from evplatform import runner; "
+        "print(runner.development_settings(os.environ['DJANGO_SETTINGS_MODULE']))"
+    )
+    clean = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    for named, expected in (
+        (None, "evplatform.settings.local"),  # importing the package set the production default
+        ("evplatform.settings.production", "evplatform.settings.local"),
+        ("evplatform.settings.test", "evplatform.settings.test"),
+    ):
+        env = clean if named is None else {**clean, "DJANGO_SETTINGS_MODULE": named}
+        result = subprocess.run(
+            [sys.executable, "-c", code], cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == expected, named

@@ -1,13 +1,15 @@
 """Sign-in, brute-force lockout, password reset, users and roles, API tokens, the audit log."""
 
+import json
 import re
 
 import pytest
 from django.core import mail
-from django.test import Client
+from django.test import Client, override_settings
 
 from tenants.accounts.models import ApiToken, AuditEvent, Role, User
 from tests.conftest import ALPHA
+from tests.evplatform.test_settings import run_python
 
 pytestmark = pytest.mark.django_db
 
@@ -99,3 +101,87 @@ def test_the_audit_log_shows_changes_to_managers_not_viewers(make_user) -> None:
     _, viewer = make_user(Role.SITE_VIEWER)
     assert "x@alpha.example" in manager.get("/audit/").content.decode()
     assert viewer.get("/audit/").status_code == 403
+
+
+def test_sign_in_ignores_the_letter_case_of_the_email(alpha_client) -> None:
+    assert sign_in(alpha_client, "Admin@Alpha.LocalHost", ALPHA.admin_password).status_code == 302
+    assert alpha_client.get("/").status_code == 200
+
+
+def test_every_way_of_adding_a_person_stores_the_email_lowercased() -> None:
+    made = User.objects.create_user(email="Carol@Alpha.Example", password="carol-secret-2026")
+    saved = User(email=" Dave@Alpha.Example ", full_name="Dave")
+    saved.set_password("dave-secret-2026")
+    saved.save()  # as the admin's forms do, past the manager
+    assert {made.email, User.objects.get(pk=saved.pk).email} == {"carol@alpha.example", "dave@alpha.example"}
+
+
+def test_wrong_passwords_count_against_one_account_whatever_the_letter_case(alpha_client) -> None:
+    for spelling in ("ADMIN@alpha.localhost", "Admin@Alpha.localhost", "admin@ALPHA.localhost", ALPHA.admin_email):
+        assert sign_in(alpha_client, spelling, "wrong-password").status_code == 200
+    assert sign_in(alpha_client, "admin@alpha.LOCALHOST", "wrong-password").status_code == 429  # the 5th
+    assert sign_in(alpha_client, ALPHA.admin_email, ALPHA.admin_password).status_code == 429
+
+
+LOAD_BALANCER = "10.0.0.2"
+CLIENT_ADDRESS_SETTINGS = ("AXES_IPWARE_META_PRECEDENCE_ORDER", "AXES_IPWARE_PROXY_COUNT", "IPWARE_STRICT")
+
+
+def settings_behind_one_proxy() -> dict[str, object]:
+    """The settings that say how to find the client's address when TRUSTED_PROXY_COUNT=1."""
+    code = (
+        "import django, json; django.setup(); from django.conf import settings as s; "
+        f"print(json.dumps({{name: getattr(s, name, None) for name in {CLIENT_ADDRESS_SETTINGS!r}}}))"
+    )
+    result = run_python(code, DJANGO_SETTINGS_MODULE="evplatform.settings.test", TRUSTED_PROXY_COUNT="1")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def behind_the_proxy(forwarded_for: str) -> Client:
+    return Client(HTTP_HOST=ALPHA.domain, REMOTE_ADDR=LOAD_BALANCER, HTTP_X_FORWARDED_FOR=forwarded_for)
+
+
+def test_behind_a_proxy_a_guesser_locked_out_does_not_lock_out_the_account_elsewhere() -> None:
+    with override_settings(**settings_behind_one_proxy()):
+        guesser = behind_the_proxy("203.0.113.66")
+        for _ in range(5):
+            sign_in(guesser, ALPHA.admin_email, "wrong-password")
+        assert sign_in(guesser, ALPHA.admin_email, ALPHA.admin_password).status_code == 429
+        # Putting another address in front of the one the proxy adds does not get the guesser out.
+        forger = behind_the_proxy("198.51.100.7, 203.0.113.66")
+        assert sign_in(forger, ALPHA.admin_email, ALPHA.admin_password).status_code == 429
+        owner = behind_the_proxy("198.51.100.7")
+        assert sign_in(owner, ALPHA.admin_email, ALPHA.admin_password).status_code == 302
+
+
+def mail_link(message) -> str:
+    body = message.get_body(preferencelist=("plain",)).get_content()
+    return re.search(r"https?://[^/\s]+(/accounts/reset/\S+)", body).group(1)
+
+
+def test_password_reset_mail_goes_out_through_the_smtp_server_of_email_url(alpha_client, smtp_server) -> None:
+    with override_settings(**smtp_server.email_settings):
+        response = alpha_client.post("/accounts/password_reset/", {"email": "Admin@Alpha.localhost"})
+    assert response.status_code == 302
+    assert len(smtp_server.messages) == 1
+    message = smtp_server.messages[0]
+    assert message["To"] == ALPHA.admin_email
+    link = mail_link(message)
+    assert alpha_client.get(link, follow=True).status_code == 200
+
+
+def test_an_invitation_goes_out_through_the_smtp_server_of_email_url(make_user, smtp_server) -> None:
+    _, client = make_user(Role.ADMIN)
+    with override_settings(**smtp_server.email_settings):
+        client.post("/users/", {"email": "Invited@Alpha.example", "full_name": "Invited", "role": Role.FINANCE})
+    assert [m["To"] for m in smtp_server.messages] == ["invited@alpha.example"]
+    assert "/accounts/reset/" in mail_link(smtp_server.messages[0])
+
+
+def test_a_wrong_smtp_password_is_refused_by_the_server_and_logged(alpha_client, smtp_server, caplog) -> None:
+    wrong = {**smtp_server.email_settings, "EMAIL_HOST_PASSWORD": "not-the-password", "EMAIL_TIMEOUT": 3}
+    with override_settings(**wrong):
+        alpha_client.post("/accounts/password_reset/", {"email": ALPHA.admin_email})
+    assert smtp_server.messages == []
+    assert "Failed to send password reset email" in caplog.text

@@ -1,6 +1,5 @@
 """Import an OpenEI URDB v7 rate record as a site's next tariff version."""
 
-import json
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from django_tenants.utils import tenant_context
 
 from balancing.selectors import site_get
 from billing.services import tariff_import
+from billing.tariffs import TariffError, tariff_json_load
 from evplatform.cli import command_error, tenant_arg
 
 
@@ -30,11 +30,11 @@ class Command(BaseCommand):
         except ValueError:
             raise CommandError(f"--valid-from: {options['valid_from']!r} is not a date (YYYY-MM-DD)") from None
         try:
-            record = json.loads(Path(options["file"]).read_text())
+            record = tariff_json_load(Path(options["file"]).read_bytes())
         except OSError as exc:
             raise CommandError(f"--file: cannot read {options['file']}: {exc.strerror}") from None
-        except json.JSONDecodeError as exc:
-            raise CommandError(f"--file: not JSON (line {exc.lineno}: {exc.msg})") from None
+        except TariffError as exc:
+            raise CommandError(f"--file: {exc.problem}") from None
         with tenant_context(tenant):
             try:
                 site = site_get(slug=options["site"])

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from billing.tariffs import TariffError, tariff_from_urdb
+from billing.tariffs import TariffError, tariff_from_urdb, tariff_json_load
 from billing.whatif import (
     DEFAULT_MAX_KW,
     DEFAULT_PHASES,
@@ -53,13 +53,11 @@ class Command(BaseCommand):
         if options["voltage"] <= 0:
             raise CommandError("--voltage: must be > 0")
         try:
-            record = json.loads(Path(options["tariff"]).read_text())
+            raw = Path(options["tariff"]).read_bytes()
         except OSError as exc:
             raise CommandError(f"--tariff: cannot read {options['tariff']}: {exc.strerror}") from None
-        except json.JSONDecodeError as exc:
-            raise CommandError(f"--tariff: not JSON (line {exc.lineno}: {exc.msg})") from None
         try:
-            spec = tariff_from_urdb(record)
+            spec = tariff_from_urdb(tariff_json_load(raw))
         except TariffError as exc:
             raise CommandError(f"--tariff: {exc}") from None
         try:

@@ -18,5 +18,10 @@
     (root || document).querySelectorAll(".chart[data-spec-url]").forEach(draw);
   }
   window.addEventListener("load", function () { drawAll(document); });
+  // <form data-confirm="question">: asks before sending (no inline handlers: the CSP forbids them).
+  document.addEventListener("submit", function (e) {
+    var question = e.target.getAttribute && e.target.getAttribute("data-confirm");
+    if (question && !window.confirm(question)) { e.preventDefault(); }
+  });
   document.addEventListener("htmx:afterSwap", function (e) { drawAll(e.target); });
 })();

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django_tenants.utils import tenant_context
 
 from balancing.services import circuit_create_or_update, site_create_or_update
@@ -34,6 +34,11 @@ class Command(BaseCommand):
         parser.add_argument("--domain", default=DEMO_DOMAIN)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if settings.IS_PRODUCTION:
+            raise CommandError(
+                "seed_demo creates accounts with published passwords and refuses to run with the production "
+                "settings; set up a deployment with `manage.py setup_platform` and `manage.py create_tenant`"
+            )
         password = env.str("DEMO_PASSWORD", default="demo-charge-2026")
         charger_password = env.str("DEMO_CHARGER_PASSWORD", default="demo-charger-secret-2026")
         try:
