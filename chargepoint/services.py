@@ -49,7 +49,7 @@ GATEWAY_RECHECK_S = 2.0
 
 
 def _validate(
-    *, charge_point_id: str, password: str, max_current_a: Decimal, phases: int, wiring: str, connectors: int
+    *, charge_point_id: str, password: str | None, max_current_a: Decimal, phases: int, wiring: str, connectors: int
 ) -> None:
     errors: dict[str, str] = {}
     if not CHARGE_POINT_ID_RE.match(charge_point_id):
@@ -57,7 +57,7 @@ def _validate(
             f"{charge_point_id!r} is not a valid charge point id: "
             "1-48 characters of letters, digits, '.', '_', '~', '-'"
         )
-    if not CHARGER_PASSWORD_RE.match(password):
+    if password is not None and not CHARGER_PASSWORD_RE.match(password):
         errors["password"] = "must be 16 to 40 printable ASCII characters without spaces (OCPP security profile 1/2)"  # noqa: S105
     if not MIN_CHARGING_CURRENT_A <= max_current_a <= MAX_STATION_CURRENT_A:
         errors["max_current_a"] = (
@@ -80,7 +80,7 @@ def charger_register(
     tenant: Tenant,
     site_slug: str,
     charge_point_id: str,
-    password: str,
+    password: str | None,
     max_current_a: Decimal,
     phases: int = 3,
     wiring: str | None = None,
@@ -91,7 +91,8 @@ def charger_register(
     """Register a charger at a site (or bring its registration to these values).
 
     Raises ``ValidationError`` naming the bad field, and the selectors' not-found errors for
-    an unknown site or circuit. The id must not belong to another organisation.
+    an unknown site or circuit. The id must not belong to another organisation. ``password``
+    None keeps a registered charger's password (a new charger needs one).
     ``is_site_meter``: an OCPP identity that is the site's meter, reporting on connector 0; it
     gets no connectors, so balancing never plans it as a charger.
     """
@@ -112,6 +113,8 @@ def charger_register(
                 raise ValidationError(
                     {"charge_point_id": f"{charge_point_id!r} is already registered to another organisation"}
                 )
+            if identity is None and password is None:
+                raise ValidationError({"password": "required for a charger not registered yet"})
             if identity is not None and identity.charge_point_id != charge_point_id:
                 raise ValidationError(
                     {"charge_point_id": f"{charge_point_id!r} is already registered as {identity.charge_point_id!r}"}
@@ -163,11 +166,13 @@ def charger_register(
 
         with schema_context(get_public_schema_name()):
             if identity is None:
+                if password is None:  # refused above; here only if the registry row went in between
+                    raise ValidationError({"password": "required for a charger not registered yet"})
                 identity = ChargePointIdentity(charge_point_id=charge_point_id, tenant=tenant)
                 identity.set_password(password)
                 identity.password_changed_at = timezone.now()
             else:
-                if not identity.check_password(password):
+                if password is not None and not identity.check_password(password):
                     identity.set_password(password)
                     identity.password_changed_at = timezone.now()
                     changes.append("password changed")

@@ -4,6 +4,7 @@ from decimal import Decimal
 from io import StringIO
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django_tenants.utils import schema_context, tenant_context
 
@@ -167,3 +168,21 @@ def test_a_three_phase_charger_on_a_single_phase_site_is_refused() -> None:
         register("CP-1", "--phases", "3", site="house")
     register("CP-1", "--phases", "1", "--wiring", "L2", site="house")
     assert ChargingStation.objects.get(charge_point_id="CP-1").site_phases == ["L2"]
+
+
+def test_no_password_keeps_a_registered_chargers_and_is_refused_for_a_new_one(tenant, site) -> None:
+    from chargepoint.services import charger_register
+
+    with pytest.raises(ValidationError, match="required for a charger not registered yet"):
+        charger_register(
+            tenant=tenant, site_slug="north", charge_point_id="CP-NEW", password=None, max_current_a=Decimal(32)
+        )
+    register("CP-1")
+
+    outcome = charger_register(
+        tenant=tenant, site_slug="north", charge_point_id="CP-1", password=None, max_current_a=Decimal(32)
+    )
+
+    assert outcome.changes == []
+    with schema_context("public"):
+        assert ChargePointIdentity.objects.get(charge_point_id="CP-1").check_password(PASSWORD)
