@@ -6,6 +6,7 @@ Schema: tenant.
 from datetime import timedelta
 from typing import Any
 
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -20,7 +21,7 @@ from balancing.selectors import DateBin, compliance_find, station_alerts
 from chargepoint.actions import ACTIONS, charger_action
 from chargepoint.models import ChargingSession, ChargingStation, MeterReading
 from evplatform.csp import chart_page
-from evplatform.permissions import CHARGER_ACTIONS, actor_of, has_role, role_required
+from evplatform.permissions import CHARGER_ACTIONS, IMPORT_FLEET, actor_of, has_role, role_required
 
 HISTORY = timedelta(hours=6)
 CHART_STEP = timedelta(minutes=1)
@@ -113,3 +114,31 @@ def charger_act(request: HttpRequest, charge_point_id: str) -> HttpResponse:
             + (f" ({outcome.result.error})" if outcome.result.error else ""),
         )
     return redirect("portal:charger", charge_point_id=station.charge_point_id)
+
+
+class FleetImportForm(forms.Form):
+    file = forms.FileField(label="CSV or XLSX file", help_text="one row per site, circuit or charger")
+    dry_run = forms.BooleanField(label="Dry run: check every row, write nothing", required=False, initial=True)
+
+
+@role_required(IMPORT_FLEET)
+def fleet_import_page(request: HttpRequest) -> HttpResponse:
+    """Sites, circuits and chargers from a file (chargepoint.onboarding): every row's errors, or all written."""
+    from chargepoint.onboarding import ImportFileError, fleet_import, fleet_rows_read
+
+    form = FleetImportForm(request.POST or None, request.FILES or None)
+    context: dict[str, Any] = {"form": form, "nav": "import"}
+    if request.method == "POST" and form.is_valid():
+        upload = form.cleaned_data["file"]
+        try:
+            rows = fleet_rows_read(filename=upload.name, content=upload.read())
+        except ImportFileError as exc:
+            form.add_error("file", str(exc))
+        else:
+            tenant = request.tenant  # type: ignore[attr-defined]  # set by django-tenants' TenantMainMiddleware
+            context["result"] = fleet_import(
+                tenant=tenant, rows=rows, dry_run=form.cleaned_data["dry_run"], actor=actor_of(request)
+            )
+            context["filename"] = upload.name
+    status = 400 if form.errors or (context.get("result") and context["result"].errors) else 200
+    return render(request, "portal/import.html", context, status=status)

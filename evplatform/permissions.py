@@ -24,6 +24,8 @@ READ_REPORTS = frozenset({Role.ADMIN, Role.FINANCE, Role.ENERGY_MANAGER})
 MANAGE_REPORTS = frozenset({Role.ADMIN, Role.FINANCE})
 MANAGE_USERS = frozenset({Role.ADMIN})
 READ_AUDIT = frozenset({Role.ADMIN, Role.ENERGY_MANAGER})
+# Adding sites, circuits and chargers in bulk (chargepoint.onboarding): an organisation's admins.
+IMPORT_FLEET = frozenset({Role.ADMIN})
 
 
 def has_role(user: Any, roles: Iterable[str]) -> bool:

@@ -18,6 +18,7 @@ urlpatterns = [
     path("sites/<slug:slug>/circuits/", site_views.circuit_save, name="circuit-save"),
     path("sites/<slug:slug>/tariffs/", site_views.tariff_upload, name="tariff-upload"),
     path("sites/<slug:slug>/schedules/<int:pk>/delete/", site_views.schedule_delete, name="schedule-delete"),
+    path("import/", charger_views.fleet_import_page, name="import"),
     path("chargers/<str:charge_point_id>/", charger_views.charger_detail, name="charger"),
     path("chargers/<str:charge_point_id>/chart.json", charger_views.charger_chart, name="charger-chart"),
     path("chargers/<str:charge_point_id>/act/", charger_views.charger_act, name="charger-act"),

@@ -12,7 +12,7 @@ from openpyxl import Workbook, load_workbook
 from balancing.models import Circuit, Site
 from chargepoint.models import ChargingStation, Connector
 from chargepoint.onboarding import ImportFileError, RowError, fleet_import, fleet_rows_read
-from tenants.accounts.models import AuditEvent
+from tenants.accounts.models import AuditEvent, Role
 from tenants.models import ChargePointIdentity
 
 pytestmark = pytest.mark.django_db
@@ -185,3 +185,43 @@ def test_the_command_prints_every_row_error_and_fails_then_imports_with_password
     call_command("import_fleet", str(path), "--tenant", "alpha", stdout=out)
     assert "chargers: 4 new" in out.getvalue()
     assert out.getvalue().count("CAMPUS-00") == 4
+
+
+def upload(client, rows: list[dict[str, str]], *, dry_run: bool):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    data = {"file": SimpleUploadedFile("campus.csv", as_csv(rows), content_type="text/csv")}
+    if dry_run:
+        data["dry_run"] = "on"
+    return client.post("/import/", data)
+
+
+def test_the_portal_lists_every_bad_row_then_imports_the_fixed_file_for_an_admin_only(make_user) -> None:
+    _, admin = make_user(Role.ADMIN)
+    _, manager = make_user(Role.ENERGY_MANAGER)
+    rows = campus_rows(chargers=20)
+    rows[7]["max_current_a"] = "lots"  # file row 9
+    rows[12]["site"] = "elsewhere"  # file row 14
+
+    refused = upload(admin, rows, dry_run=False)
+
+    assert refused.status_code == 400
+    page = refused.content.decode()
+    assert "2 problems in campus.csv (25 rows): nothing was written" in page
+    assert "<td>9</td><td>max_current_a</td>" in page
+    assert "<td>14</td><td>site</td>" in page
+    assert not Site.objects.filter(slug="campus").exists()
+    assert manager.get("/import/").status_code == 403
+
+    rows[7]["max_current_a"] = "32"
+    rows[12]["site"] = "campus"
+    checked = upload(admin, rows, dry_run=True)
+    assert "all 25 rows are valid (dry run, nothing written)" in checked.content.decode()
+    assert not Site.objects.filter(slug="campus").exists()
+
+    imported = upload(admin, rows, dry_run=False)
+
+    assert imported.status_code == 200
+    assert "Chargers: 20 new, 0 changed" in imported.content.decode()
+    assert imported.content.decode().count('<code class="secret">') == 20
+    assert ChargingStation.objects.filter(site__slug="campus").count() == 20

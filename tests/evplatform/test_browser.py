@@ -264,3 +264,65 @@ def test_the_admin_works_under_the_content_security_policy(browser, web_server, 
     expect(page.locator("#user_form")).to_be_visible()
     shot(page, "admin-under-csp")
     assert refused == []
+
+
+@pytest.fixture(scope="module")
+def fleet_admin(tenant, django_db_blocker):
+    """A committed admin of alpha; the campus an import makes is removed afterwards."""
+    from django_tenants.utils import schema_context
+
+    from chargepoint.models import ChargingStation
+    from tenants.models import ChargePointIdentity
+
+    with django_db_blocker.unblock(), tenant_context(tenant):
+        admin = User.objects.create_user(email="admin.browser@alpha.localhost", password=PASSWORD, role=Role.ADMIN)
+    yield admin
+    with django_db_blocker.unblock(), tenant_context(tenant):
+        ChargingStation.objects.filter(site__slug="campus").delete()
+        Circuit.objects.filter(site__slug="campus", parent__isnull=False).delete()
+        Site.objects.filter(slug="campus").delete()
+        admin.delete()
+        with schema_context("public"):
+            ChargePointIdentity.objects.filter(charge_point_id__startswith="CAMPUS-").delete()
+
+
+def test_an_admin_imports_300_chargers_two_bad_rows_are_listed_and_nothing_written_until_fixed(
+    browser, web_server, fleet_admin, tenant
+) -> None:
+    from chargepoint.models import ChargingStation
+    from tests.chargepoint.test_onboarding import as_csv, campus_rows
+
+    rows = campus_rows(chargers=300)
+    rows[40]["max_current_a"] = "thirty-two"  # file row 42
+    rows[200]["circuit"] = "Feeder 9"  # file row 202
+    page = open_page(browser, web_server)
+    page.set_default_timeout(120_000)
+    sign_in(page, fleet_admin.email)
+    page.get_by_role("link", name="Import").click()
+
+    def submit(content: bytes, *, dry_run: bool) -> None:
+        page.get_by_label("CSV or XLSX file").set_input_files(
+            {"name": "campus.csv", "mimeType": "text/csv", "buffer": content}
+        )
+        page.get_by_label("Dry run: check every row, write nothing").set_checked(dry_run)
+        page.get_by_role("button", name="Check and import").click()
+
+    submit(as_csv(rows), dry_run=False)
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("2 problems in campus.csv (305 rows): nothing was written")
+    expect(alert.locator("tbody tr")).to_have_count(2)
+    expect(alert.locator("tbody tr").nth(0)).to_contain_text("42")
+    expect(alert.locator("tbody tr").nth(0)).to_contain_text("max_current_a")
+    expect(alert.locator("tbody tr").nth(1)).to_contain_text("202")
+    expect(alert.locator("tbody tr").nth(1)).to_contain_text("Feeder 9")
+    shot(page, "import-errors")
+    with tenant_context(tenant):
+        assert not ChargingStation.objects.filter(charge_point_id__startswith="CAMPUS-").exists()
+
+    rows[40]["max_current_a"] = "32"
+    rows[200]["circuit"] = "Feeder 3"
+    submit(as_csv(rows), dry_run=False)
+
+    expect(page.get_by_role("status")).to_contain_text("Chargers: 300 new, 0 changed")
+    with tenant_context(tenant):
+        assert ChargingStation.objects.filter(site__slug="campus").count() == 300
