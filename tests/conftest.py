@@ -212,6 +212,18 @@ def stop_celery_worker(worker: subprocess.Popen[str]) -> None:
         worker.kill()
 
 
+def broker_queues_delete(prefix: str) -> None:
+    """Delete a deployment prefix's three queues and its exchange at RabbitMQ (what a test's own
+    worker or beat under that prefix declared)."""
+    from evplatform.celery import QUEUES, app
+
+    with app.connection_for_write() as broker:
+        channel = broker.channel()
+        for queue in QUEUES:
+            channel.queue_delete(f"{prefix}{queue}")
+        channel.exchange_delete(f"{prefix}evplatform")
+
+
 @pytest.fixture(scope="session")
 def celery_worker(django_db_setup: None, django_db_blocker, tmp_path_factory) -> Iterator[subprocess.Popen[str]]:
     """A real `celery -A evplatform worker` on the test queues and database, for the whole session."""

@@ -21,7 +21,7 @@ from django.conf import settings
 
 from evplatform.beat import LeaderScheduler
 from evplatform.celery import app
-from tests.conftest import _database_url
+from tests.conftest import _database_url, broker_queues_delete
 
 pytestmark = pytest.mark.django_db(transaction=False)
 
@@ -178,11 +178,7 @@ def beat_deployment() -> Iterator[None]:
         for name in names:
             Queue(name, exchange, routing_key=name, durable=True)(channel).declare()
     yield
-    with app.connection_for_write() as broker:
-        channel = broker.channel()
-        for name in names:
-            channel.queue_delete(name)
-        channel.exchange_delete(exchange.name)
+    broker_queues_delete(PREFIX)
 
 
 def test_two_celery_beat_processes_one_sends_and_the_other_takes_over_when_it_is_killed(

@@ -19,7 +19,7 @@ from kombu import Exchange, Queue
 
 from tenants.accounts.models import WorkerHeartbeat
 from tenants.accounts.tasks import worker_heartbeat
-from tests.conftest import _database_url, start_celery_worker, stop_celery_worker
+from tests.conftest import _database_url, broker_queues_delete, start_celery_worker, stop_celery_worker
 
 pytestmark = pytest.mark.django_db
 
@@ -39,13 +39,7 @@ def reuse_worker(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterat
         )
     yield
     stop_celery_worker(worker)
-    from evplatform.celery import app
-
-    with app.connection_for_write() as broker:
-        channel = broker.channel()
-        for queue in ("balancing", "telemetry", "reports"):
-            channel.queue_delete(f"{PREFIX}{queue}")
-        channel.exchange_delete(f"{PREFIX}evplatform")
+    broker_queues_delete(PREFIX)
 
 
 def heartbeat_through_the_worker(tenant) -> str:

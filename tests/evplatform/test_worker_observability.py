@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from balancing.models import BalancingRun, Site
 from balancing.tasks import balance_site
 from bench.tcpproxy import free_port
-from tests.conftest import start_celery_worker, stop_celery_worker
+from tests.conftest import broker_queues_delete, start_celery_worker, stop_celery_worker
 
 pytestmark = pytest.mark.django_db
 
@@ -68,13 +68,7 @@ def worker(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Obs
     yield ObservedWorker(process, f"http://127.0.0.1:{port}/metrics", log_path, root / "health")
     if process.poll() is None:
         stop_celery_worker(process)
-    from evplatform.celery import app
-
-    with app.connection_for_write() as broker:
-        channel = broker.channel()
-        for queue in ("balancing", "telemetry", "reports"):
-            channel.queue_delete(f"{PREFIX}{queue}")
-        channel.exchange_delete(f"{PREFIX}evplatform")
+    broker_queues_delete(PREFIX)
 
 
 @pytest.fixture(scope="module")
@@ -215,12 +209,6 @@ def test_a_prefork_worker_without_a_multiprocess_directory_refuses_to_serve_metr
         log = (tmp_path / "worker.log").read_text()
     finally:
         stop_celery_worker(process)
-        from evplatform.celery import app
-
-        with app.connection_for_write() as broker:
-            channel = broker.channel()
-            for queue in ("balancing", "telemetry", "reports"):
-                channel.queue_delete(f"{prefix}{queue}")
-            channel.exchange_delete(f"{prefix}evplatform")
+        broker_queues_delete(prefix)
 
     assert "WORKER_METRICS_PORT needs PROMETHEUS_MULTIPROC_DIR with the prefork pool" in log
