@@ -236,8 +236,11 @@ def _integer(row: Mapping[str, str], column: str, default: int) -> int:
     if not raw:
         return default
     try:
-        return int(Decimal(raw).to_integral_exact())
-    except (InvalidOperation, ValueError, ArithmeticError):
+        value = Decimal(raw)
+        if value != value.to_integral_value():
+            raise ValueError(raw)
+        return int(value)
+    except (ArithmeticError, ValueError):  # not a number, NaN, infinite, or with a fraction
         raise _RowProblem(column, f"{raw!r} is not a whole number") from None
 
 

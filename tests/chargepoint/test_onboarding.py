@@ -155,6 +155,7 @@ def test_rows_name_their_problems_by_column(tenant) -> None:
         {"kind": "site", "site": "a", "name": "A"},
         {"kind": "charger", "site": "nowhere", "charge_point_id": "CP-X", "max_current_a": "32"},
         {"kind": "site", "site": "b", "name": "B", "limit_a": "63", "phases": "two"},
+        {"kind": "site", "site": "c", "name": "C", "limit_a": "63", "phases": "2.5"},
     ]
 
     result = fleet_import(tenant=tenant, rows=rows, dry_run=True, actor="test")
@@ -165,6 +166,7 @@ def test_rows_name_their_problems_by_column(tenant) -> None:
     ]
     assert (result.errors[2].row, result.errors[2].column) == (4, "site")
     assert result.errors[3] == RowError(5, "phases", "'two' is not a whole number")
+    assert result.errors[4] == RowError(6, "phases", "'2.5' is not a whole number")
 
 
 def test_the_command_prints_every_row_error_and_fails_then_imports_with_passwords_once(tenant, tmp_path) -> None:
