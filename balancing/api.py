@@ -4,33 +4,34 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import generics, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from balancing.access import access_of, site_for
 from balancing.meter import site_meter_record
 from balancing.models import BalancingRun, Circuit, Site, SiteAlert, SiteLimitSchedule, SiteMeterReading
 from balancing.selectors import runs_seen_since, site_meter_latest, site_overview
 from balancing.services import SITE_LIMIT_FIELDS, schedule_create, schedule_delete, site_limits_update
 from evplatform.api import time_range
+from evplatform.api_access import ReachableSiteField, SiteScopedMixin
 from evplatform.api_plumbing import (
     STRICT_FIELD_MAPPING,
     LenientJSONParser,
     LocalTimeField,
     StrictBooleanField,
     StrictRegexField,
-    StrictSlugRelatedField,
     TimeBoundField,
     capped_window,
     query_params,
     slug_filter,
 )
-from evplatform.permissions import CHANGE_LIMITS, RoleForWrites, actor_of
+from evplatform.permissions import CHANGE_LIMITS, actor_of
 
 # A site meter readings request covers at most this many days (the last day by default).
 METER_READINGS_MAX_DAYS = 31
@@ -58,7 +59,7 @@ class CircuitSerializer(serializers.ModelSerializer):
 
 class ScheduleSerializer(serializers.ModelSerializer):
     serializer_field_mapping = STRICT_FIELD_MAPPING
-    site: "serializers.SlugRelatedField[Site]" = StrictSlugRelatedField(slug_field="slug", queryset=Site.objects.all())
+    site: "serializers.SlugRelatedField[Site]" = ReachableSiteField(write_roles=CHANGE_LIMITS)
     weekdays = StrictRegexField(
         r"^[0-6]{1,7}$",
         max_length=7,
@@ -180,13 +181,15 @@ class SiteStatusSerializer(serializers.Serializer):
     last_run_at = serializers.DateTimeField(allow_null=True)
 
 
-class SiteViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet):
-    """Sites and their grid-connection limits. Energy managers and admins may change the limits."""
+class SiteViewSet(
+    SiteScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet
+):
+    """Sites and their grid-connection limits. Energy managers and admins (of the site) may change the limits."""
 
     queryset = Site.objects.order_by("name")
     serializer_class = SiteSerializer
     lookup_field = "slug"
-    permission_classes = [RoleForWrites]
+    site_field = "pk"
     write_roles = CHANGE_LIMITS
 
     def perform_update(self, serializer: serializers.BaseSerializer) -> None:
@@ -204,8 +207,8 @@ class SiteViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Updat
     @action(detail=True, methods=["get"])
     def status(self, request: Request, slug: str | None = None) -> Response:
         """Live status: load against limit, charger counts, today's peak, open alerts, fail-safe, site meter."""
-        site = get_object_or_404(Site, slug=slug)
-        row = next(r for r in site_overview(now=timezone.now(), search=site.slug) if r.site.pk == site.pk)
+        site = self.get_object()
+        (row,) = site_overview(now=timezone.now(), sites=Site.objects.filter(pk=site.pk))
         body = {
             "site": site.slug,
             "load_kw": row.load_kw,
@@ -251,11 +254,11 @@ class MeterReadingFilter(serializers.Serializer):
 
 
 @extend_schema_view(list=extend_schema(parameters=[SiteFilter]))
-class CircuitViewSet(viewsets.ReadOnlyModelViewSet):
+class CircuitViewSet(SiteScopedMixin, viewsets.ReadOnlyModelViewSet):
     """The circuit tree of each site (filter with ``?site=<slug>``)."""
 
     serializer_class = CircuitSerializer
-    permission_classes = [RoleForWrites]
+    write_roles = CHANGE_LIMITS
 
     def get_queryset(self) -> Any:
         qs = Circuit.objects.select_related("site", "parent").order_by("site__slug", "name")
@@ -266,11 +269,10 @@ class CircuitViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 @extend_schema_view(list=extend_schema(parameters=[SiteFilter]))
-class ScheduleViewSet(viewsets.ModelViewSet):
-    """Recurring lower limits of a site (site local time). Changes need the energy manager role."""
+class ScheduleViewSet(SiteScopedMixin, viewsets.ModelViewSet):
+    """Recurring lower limits of a site (site local time). Changes need the energy manager role on the site."""
 
     serializer_class = ScheduleSerializer
-    permission_classes = [RoleForWrites]
     write_roles = CHANGE_LIMITS
     http_method_names = ["get", "post", "delete", "head", "options"]
 
@@ -294,18 +296,17 @@ class ScheduleViewSet(viewsets.ModelViewSet):
 
 
 @extend_schema_view(list=extend_schema(parameters=[RunFilter]))
-class RunViewSet(viewsets.ReadOnlyModelViewSet):
+class RunViewSet(SiteScopedMixin, viewsets.ReadOnlyModelViewSet):
     """Balancing runs: what went in, what came out, what bound, what was pushed."""
 
     serializer_class = RunSerializer
-    permission_classes = [RoleForWrites]
 
     def get_queryset(self) -> Any:
         qs = BalancingRun.objects.select_related("site").order_by("-started_at")
         if self.action != "list":
             return qs
         filters = query_params(self.request, RunFilter)
-        sites = Site.objects.all()
+        sites = access_of(self.request).sites()
         if filters.get("site"):
             sites = sites.filter(slug=filters["site"])
             qs = qs.filter(site__in=sites)
@@ -369,7 +370,7 @@ class MeterReadingSerializer(serializers.ModelSerializer):
         fields = ["id", "site", "measured_at", "received_at", "source", "current_a", "power_kw", "includes_chargers"]
 
 
-class SiteMeterReadingsView(generics.ListAPIView):
+class SiteMeterReadingsView(SiteScopedMixin, generics.ListAPIView):
     """A site's meter readings, newest first; POST adds one (energy managers, admins, meter-write tokens).
 
     A reading that cannot be true (negative, not finite, over 4x the site's limit, wrong number
@@ -379,13 +380,14 @@ class SiteMeterReadingsView(generics.ListAPIView):
     """
 
     serializer_class = MeterReadingSerializer
-    permission_classes = [RoleForWrites]
     write_roles = CHANGE_LIMITS
     accepts_meter_write_token = True
     parser_classes = [LenientJSONParser]
 
     def site(self) -> Site:
-        return get_object_or_404(Site, slug=self.kwargs["slug"])
+        """The site of the URL: 404 outside reach; posting needs the energy manager role on it (403)."""
+        roles = None if self.request.method in SAFE_METHODS else self.write_roles
+        return site_for(self.request, self.kwargs["slug"], roles)
 
     def get_queryset(self) -> Any:
         qs = SiteMeterReading.objects.filter(site=self.site()).select_related("site").order_by("-measured_at")

@@ -28,11 +28,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
+from balancing.access import access_of
 from balancing.models import ChargerModelCompliance, Circuit, Site, SiteAlert
 from chargepoint.actions import ACTIONS, charger_action
 from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterReading
 from chargepoint.readings import BY_COLUMN, context_label, reading_values
 from evplatform.api import time_filtered
+from evplatform.api_access import SiteScopedMixin
 from evplatform.api_plumbing import (
     StrictIntegerField,
     StrictRegexField,
@@ -41,7 +43,7 @@ from evplatform.api_plumbing import (
     query_params,
     slug_filter,
 )
-from evplatform.permissions import CHARGER_ACTIONS, RoleForWrites, actor_of
+from evplatform.permissions import CHARGER_ACTIONS, actor_of
 from tenants.validators import CHARGE_POINT_ID_RE
 
 READINGS_MAX_DAYS = 31
@@ -354,13 +356,12 @@ class ReadingFilter(serializers.Serializer):
 
 
 @extend_schema_view(list=extend_schema(parameters=[ChargerFilter]))
-class ChargerViewSet(viewsets.ReadOnlyModelViewSet):
-    """Chargers (filter with ``?site=<slug>``); POST ``commands`` to act on one."""
+class ChargerViewSet(SiteScopedMixin, viewsets.ReadOnlyModelViewSet):
+    """Chargers (filter with ``?site=<slug>``); POST ``commands`` to act on one (the role on its site)."""
 
     serializer_class = ChargerSerializer
     lookup_field = "charge_point_id"
     lookup_value_regex = r"[A-Za-z0-9._~-]+"
-    permission_classes = [RoleForWrites]
     write_roles = CHARGER_ACTIONS
 
     def get_queryset(self) -> Any:
@@ -413,11 +414,12 @@ class ChargerViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 @extend_schema_view(list=extend_schema(parameters=[SessionFilter]))
-class SessionViewSet(viewsets.ReadOnlyModelViewSet):
+class SessionViewSet(SiteScopedMixin, viewsets.ReadOnlyModelViewSet):
     """Charging sessions, newest first."""
 
     serializer_class = SessionSerializer
-    permission_classes = [RoleForWrites]
+    site_field = "station__site"
+    write_roles = CHARGER_ACTIONS
 
     def get_queryset(self) -> Any:
         qs = ChargingSession.objects.select_related("station", "connector").order_by("-started_at")
@@ -457,13 +459,20 @@ def _has_measurand(measurand: str) -> Q:
 
 
 @extend_schema_view(list=extend_schema(parameters=[ReadingFilter]))
-class ReadingViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+class ReadingViewSet(SiteScopedMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     """Meter readings, one item per connector and instant with its values, oldest first, paged by
     a cursor (follow ``next``); at most 31 days per request, the last day when no time is given."""
 
     serializer_class = ReadingSerializer
-    permission_classes = [RoleForWrites]
     pagination_class = ReadingCursor
+    site_field = "station__site"
+
+    def reachable(self, queryset: Any) -> Any:
+        """By station id, not a join: the readings query keeps naming stations of its own table."""
+        site_ids = access_of(self.request).site_ids()
+        if site_ids is None:
+            return queryset
+        return queryset.filter(station_id__in=ChargingStation.objects.filter(site_id__in=site_ids).values("pk"))
 
     def get_queryset(self) -> Any:
         filters = query_params(self.request, ReadingFilter)
@@ -473,7 +482,8 @@ class ReadingViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         if charger:
             # Looked up on its own so that the readings query names one station: PostgreSQL then
             # reads it from the primary key (station, time, connector) in the order paged on.
-            station_id = ChargingStation.objects.filter(charge_point_id=charger).values_list("pk", flat=True).first()
+            stations = access_of(self.request).filter(ChargingStation.objects.filter(charge_point_id=charger), "site")
+            station_id = stations.values_list("pk", flat=True).first()
             qs = qs.filter(station_id=station_id) if station_id is not None else qs.none()
         if filters.get("connector") is not None:
             qs = qs.filter(connector_no=filters["connector"])
@@ -487,7 +497,7 @@ class ReadingViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """One page, and the charge point ids of the stations on it (one query, never all stations)."""
-        page = self.paginate_queryset(self.get_queryset()) or []
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset())) or []
         station_ids = {reading.station_id for reading in page}
         names = (
             dict(ChargingStation.objects.filter(pk__in=station_ids).values_list("pk", "charge_point_id"))

@@ -26,6 +26,10 @@ class Role(models.TextChoices):
     FINANCE = "finance", "Finance"
 
 
+# How an empty ``User.role`` reads in the portal: the person's roles are on site groups or sites.
+NO_ORG_ROLE_LABEL = "— (site grants only)"
+
+
 class UserManager(BaseUserManager["User"]):
     use_in_migrations = True
 
@@ -92,6 +96,11 @@ class User(AbstractBaseUser, PermissionsMixin):
         # Every path (admin forms included) stores the address lowercased, as sign-in looks it up.
         self.email = self.email.strip().lower()
         super().save(*args, **kwargs)
+
+    @property
+    def role_label(self) -> str:
+        """The organisation role as people read it; none: the user has only site grants."""
+        return self.get_role_display() if self.role else NO_ORG_ROLE_LABEL
 
     @property
     def can_change_limits(self) -> bool:
