@@ -71,8 +71,9 @@ def users(request: HttpRequest) -> HttpResponse:
         "roles": UserRoleForm(),
         "groups": SiteGroup.objects.prefetch_related("sites").order_by("name"),
         "sites": Site.objects.order_by("name"),
-        "group_form": SiteGroupForm(),
-        "grant_form": SiteGrantForm(),
+        # Ids of their own: three forms on the page have a "role" or "name" field.
+        "group_form": SiteGroupForm(auto_id="group-%s"),
+        "grant_form": SiteGrantForm(auto_id="grant-%s"),
     }
     return render(request, "portal/users.html", context)
 
