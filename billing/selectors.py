@@ -4,6 +4,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.core.exceptions import ValidationError
@@ -171,6 +172,15 @@ def site_timezone(site: Site) -> ZoneInfo:
 
 def report_latest(*, month: date) -> SavingsReport | None:
     return SavingsReport.objects.filter(month=month).order_by("-version").first()
+
+
+def report_latest_data(*, months: list[date]) -> dict[date, dict[str, Any]]:
+    """The ``data`` of the latest stored version of each of these months that has one."""
+    found: dict[date, dict[str, Any]] = {}
+    rows = SavingsReport.objects.filter(month__in=months).order_by("month", "-version").values_list("month", "data")
+    for month, data in rows:
+        found.setdefault(month, data)
+    return found
 
 
 def report_versions(*, month: date) -> list[SavingsReport]:
