@@ -1,4 +1,9 @@
-"""REST API for the monthly savings reports: list, download, regenerate. Schema: tenant."""
+"""REST API for the monthly savings reports: list, download, regenerate. Schema: tenant.
+
+A reader holding a report role on some sites only (a site group, a site) sees every month's
+versions, each narrowed to its sites: ``tariffs`` names only those, downloads are rendered for
+them (``scope`` says which). Reaching no site is a 403, as for a site viewer.
+"""
 
 from typing import Any
 
@@ -7,15 +12,19 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from balancing.access import access_of
 from billing.models import SavingsReport
 from billing.reports import CONTENT_TYPES
+from billing.reports.scope import section_in
+from billing.selectors import report_site_ids, site_slugs
 from billing.services import savings_report_request
-from billing.views import report_file_response
+from billing.views import may_manage_reports, report_file_response
 from evplatform.api_plumbing import FileDownloadNegotiation, StrictRegexField, query_params
-from evplatform.permissions import MANAGE_REPORTS, READ_REPORTS, RoleForWrites, actor_of
+from evplatform.permissions import actor_of
 
 # A month YYYY-MM, years 1000 to 9999 (a report's month needs the month after it in the calendar too).
 MONTH_PATTERN = r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])$"
@@ -38,9 +47,26 @@ class MonthField(serializers.DateField):
         super().__init__(format="%Y-%m", **kwargs)
 
 
+class ReportReach(BasePermission):
+    """Reads: a report role on at least one site. Writes: finance or admin on the whole organisation."""
+
+    message = "Your role may not do this with reports."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if not (request.user and request.user.is_authenticated):
+            return False
+        if request.method in SAFE_METHODS:
+            return report_site_ids(access_of(request)) != set()
+        return may_manage_reports(request)
+
+
 class ReportSerializer(serializers.ModelSerializer):
     month = MonthField(read_only=True)
     formats = serializers.SerializerMethodField()
+    tariffs = serializers.SerializerMethodField(help_text="Site slug -> the tariff version it was billed with.")
+    scope = serializers.SerializerMethodField(
+        help_text="organisation: the stored version as it is; sites: narrowed to the sites you reach."
+    )
 
     class Meta:
         model = SavingsReport
@@ -54,10 +80,33 @@ class ReportSerializer(serializers.ModelSerializer):
             "tariffs",
             "data_sha256",
             "formats",
+            "scope",
         ]
+
+    def _reach(self) -> tuple[set[int], set[str]] | None:
+        return self.context.get("reach")
+
+    def _in_reach(self, report: SavingsReport) -> list[dict[str, Any]] | None:
+        reach = self._reach()
+        if reach is None:
+            return None
+        return [site for site in report.data["sites"] if section_in(site, *reach)]
 
     def get_formats(self, report: SavingsReport) -> list[str]:
         return sorted(f.format for f in report.files.all())
+
+    @extend_schema_field({"type": "object", "additionalProperties": {"type": "object", "nullable": True}})
+    def get_tariffs(self, report: SavingsReport) -> dict[str, Any]:
+        kept = self._in_reach(report)
+        if kept is None:
+            return dict(report.tariffs)
+        slugs = {site["slug"] for site in kept}
+        return {slug: tariff for slug, tariff in report.tariffs.items() if slug in slugs}
+
+    @extend_schema_field({"type": "string", "enum": ["organisation", "sites"]})
+    def get_scope(self, report: SavingsReport) -> str:
+        kept = self._in_reach(report)
+        return "organisation" if kept is None or len(kept) == len(report.data["sites"]) else "sites"
 
 
 class ReportFilter(serializers.Serializer):
@@ -77,9 +126,13 @@ class ReportViewSet(viewsets.ReadOnlyModelViewSet):
     """Every stored version of every month (newest first); ``?month=YYYY-MM`` filters."""
 
     serializer_class = ReportSerializer
-    permission_classes = [RoleForWrites]
-    read_roles = READ_REPORTS
-    write_roles = MANAGE_REPORTS
+    permission_classes = [ReportReach]
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        context = dict(super().get_serializer_context())
+        site_ids = report_site_ids(access_of(self.request))
+        context["reach"] = None if site_ids is None else (site_ids, site_slugs(site_ids=site_ids))
+        return context
 
     def get_queryset(self) -> Any:
         qs = SavingsReport.objects.prefetch_related("files").order_by("-month", "-version")
@@ -92,20 +145,24 @@ class ReportViewSet(viewsets.ReadOnlyModelViewSet):
         parameters=[DownloadQuery],
         responses={
             (200, media_type.split(";")[0]): OpenApiResponse(
-                OpenApiTypes.BINARY, description=f"The {name} file, byte for byte."
+                OpenApiTypes.BINARY,
+                description=f"The {name} file: the stored one byte for byte, or narrowed to the sites you reach.",
             )
             for name, media_type in CONTENT_TYPES.items()
         },
     )
     @action(detail=True, methods=["get"], url_path="download", content_negotiation_class=FileDownloadNegotiation)
     def download(self, request: Request, pk: str | None = None) -> Any:
-        """The stored file of this version, byte for byte (its SHA-256 in ``X-Content-SHA256``)."""
+        """The file of this version (its SHA-256 in ``X-Content-SHA256``): the stored one byte for byte
+        for the whole organisation, else the report narrowed to the sites you reach
+        (``X-Report-Scope: sites``)."""
         file_format = query_params(request, DownloadQuery)["file_format"]
         report = self.get_object()
         if not report.files.filter(format=file_format).exists():
             raise NotFound(f"version {report.version} has no {file_format} file")
         tenant_slug = getattr(getattr(request, "tenant", None), "slug", "tenant")
-        return report_file_response(report=report, file_format=file_format, tenant_slug=tenant_slug)
+        site_ids = report_site_ids(access_of(request))
+        return report_file_response(report=report, file_format=file_format, tenant_slug=tenant_slug, site_ids=site_ids)
 
     @extend_schema(
         request=RegenerateSerializer,
