@@ -5,8 +5,10 @@ versions, each narrowed to its sites: ``tariffs`` names only those, downloads ar
 them (``scope`` says which). Reaching no site is a 403, as for a site viewer.
 """
 
+from datetime import date
 from typing import Any
 
+from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import serializers, status, viewsets
@@ -15,14 +17,16 @@ from rest_framework.exceptions import NotFound
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from balancing.access import access_of
+from billing.exports import EXPORT_CONTENT_TYPES, MAX_DAYS, period_of_dates, period_of_month, sessions_export
 from billing.models import SavingsReport
 from billing.reports import CONTENT_TYPES
 from billing.reports.scope import section_in
 from billing.selectors import report_site_ids, site_slugs
 from billing.services import savings_report_request
-from billing.views import may_manage_reports, report_file_response
+from billing.views import may_manage_reports, report_file_response, sessions_export_response
 from evplatform.api_plumbing import FileDownloadNegotiation, StrictRegexField, query_params
 from evplatform.permissions import actor_of
 
@@ -176,3 +180,77 @@ class ReportViewSet(viewsets.ReadOnlyModelViewSet):
         month = body.validated_data["month"]
         savings_report_request(month=month, requested_by=actor_of(request))
         return Response({"month": month}, status=status.HTTP_202_ACCEPTED)
+
+
+EXPORT_MONTH_PATTERN = r"^(20[0-9]{2}|2100)-(0[1-9]|1[0-2])$"
+EXPORT_EARLIEST, EXPORT_LATEST = date(2000, 1, 1), date(2100, 12, 31)
+
+
+class SessionExportQuery(serializers.Serializer):
+    """A month (each site's own) or local dates from ``since`` to ``until`` (both included)."""
+
+    month = StrictRegexField(
+        EXPORT_MONTH_PATTERN,
+        max_length=7,
+        required=False,
+        error_messages={"invalid": "a month in the form YYYY-MM (2000 to 2100), e.g. 2026-05"},
+        help_text="The month, YYYY-MM, in each site's time zone. Or give since and until.",
+    )
+    since = serializers.DateField(required=False, help_text="First day (site local), YYYY-MM-DD; with until.")
+    until = serializers.DateField(
+        required=False, help_text=f"Last day (site local, included), YYYY-MM-DD; at most {MAX_DAYS} days from since."
+    )
+    file_format = serializers.ChoiceField(choices=["csv", "xlsx"], default="csv", help_text="csv or xlsx")
+    part = serializers.ChoiceField(
+        choices=["sessions", "chargeback"],
+        default="sessions",
+        help_text="CSV only: the sessions, or the charge-back by site group (an XLSX holds both).",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        month, since, until = attrs.get("month"), attrs.get("since"), attrs.get("until")
+        if month and (since or until):
+            raise serializers.ValidationError({"month": "give a month or since and until, not both"})
+        if month:
+            year, number = (int(part) for part in month.split("-"))
+            attrs["period"] = period_of_month(year, number)
+            return attrs
+        if since is None and until is None:
+            raise serializers.ValidationError({"month": "required: a month YYYY-MM, or since and until"})
+        if since is None or until is None:
+            missing = "since" if since is None else "until"
+            raise serializers.ValidationError({missing: "required with the other one of since and until"})
+        for name, day in (("since", since), ("until", until)):
+            if not EXPORT_EARLIEST <= day <= EXPORT_LATEST:
+                raise serializers.ValidationError({name: "a day in the years 2000 to 2100"})
+        if until < since:
+            raise serializers.ValidationError({"until": "may not be before since"})
+        if (until - since).days >= MAX_DAYS:
+            raise serializers.ValidationError({"until": f"at most {MAX_DAYS} days from since, both included"})
+        attrs["period"] = period_of_dates(since, until)
+        return attrs
+
+
+class SessionExportView(APIView):
+    """Charging sessions of a month or dates as CSV or XLSX, with the charge-back by site group,
+    for the sites where you hold a report role (finance, admin, energy manager)."""
+
+    permission_classes = [ReportReach]
+    content_negotiation_class = FileDownloadNegotiation
+
+    @extend_schema(
+        operation_id="exports_sessions",
+        parameters=[SessionExportQuery],
+        responses={
+            (200, media_type.split(";")[0]): OpenApiResponse(
+                OpenApiTypes.BINARY,
+                description=f"The {name} file: sessions (and, in XLSX, the charge-back) of the sites you reach.",
+            )
+            for name, media_type in EXPORT_CONTENT_TYPES.items()
+        },
+    )
+    def get(self, request: Request) -> HttpResponse:
+        query = query_params(request, SessionExportQuery)
+        site_ids = report_site_ids(access_of(request))
+        export = sessions_export(site_ids=site_ids, period=query["period"])
+        return sessions_export_response(export, file_format=query["file_format"], part=query["part"])

@@ -22,6 +22,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from balancing.access import access_of
+from billing.exports import EXPORT_CONTENT_TYPES, SessionExport, sessions_export, sessions_export_file
 from billing.models import SavingsReport
 from billing.reports import CONTENT_TYPES
 from billing.selectors import report_content, report_site_ids
@@ -108,3 +109,28 @@ def report_regenerate(request: HttpRequest) -> HttpResponse:
         savings_report_request(month=month, requested_by=actor_of(request))
         messages.success(request, f"A new version of {month} is being prepared; it appears here when done.")
     return redirect("portal:reports")
+
+
+def sessions_export_response(export: SessionExport, *, file_format: str, part: str) -> HttpResponse:
+    content, filename = sessions_export_file(export, file_format=file_format, part=part)
+    response = HttpResponse(content, content_type=EXPORT_CONTENT_TYPES[file_format])
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def sessions_export_download(request: HttpRequest) -> HttpResponse:
+    """The session export of the reports page: ``?month=YYYY-MM`` (or since/until), file_format, part."""
+    from billing.api import SessionExportQuery
+
+    if not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    site_ids = report_reach(request)
+    query = SessionExportQuery(data={k: v for k, v in request.GET.items() if v != ""})
+    if not query.is_valid():
+        problems = "; ".join(f"{name}: {' '.join(str(m) for m in msgs)}" for name, msgs in query.errors.items())
+        messages.error(request, f"No export: {problems}")
+        return redirect("portal:reports")
+    export = sessions_export(site_ids=site_ids, period=query.validated_data["period"])
+    return sessions_export_response(
+        export, file_format=query.validated_data["file_format"], part=query.validated_data["part"]
+    )
