@@ -64,10 +64,10 @@ def fleet() -> dict[str, Site]:
     Site.objects.filter(pk=plaza.pk).update(name=f"{FORMULA} plaza")
     group_of(mall, slug="north")
     group_of(mall, plaza, slug="campus")
-    tou = SiteFactory(slug="tou", timezone="America/Los_Angeles", voltage_v=Decimal(250), phases=1)
+    tou: Site = SiteFactory(slug="tou", timezone="America/Los_Angeles", voltage_v=Decimal(250), phases=1)
     tariff_import(site=tou, record=simple_record(energy_rates=("0.10", "0.30")), valid_from=date(2026, 1, 1))
     session_at(tou, "TOU-1", datetime(2026, 10, 6, 15, tzinfo=LA), 2, energy_kwh=8, readings=True)
-    bare = SiteFactory(slug="bare", timezone="America/Los_Angeles")
+    bare: Site = SiteFactory(slug="bare", timezone="America/Los_Angeles")
     session_at(bare, "BARE-1", datetime(2026, 10, 7, 9, tzinfo=LA), 1, energy_kwh=5, readings=False)
     intervals_roll_up()
     return {"mall": mall, "plaza": plaza, "tou": tou, "bare": bare}
