@@ -4,7 +4,7 @@ from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from balancing.api import CircuitViewSet, RunViewSet, ScheduleViewSet, SiteMeterReadingsView, SiteViewSet
-from billing.api import ReportViewSet
+from billing.api import ReportViewSet, SessionExportView
 from chargepoint.api import ChargerViewSet, ReadingViewSet, SessionViewSet
 
 router = DefaultRouter()
@@ -19,5 +19,6 @@ router.register("reports", ReportViewSet, basename="report")
 
 urlpatterns = [
     path("sites/<slug:slug>/meter-readings/", SiteMeterReadingsView.as_view(), name="site-meter-readings"),
+    path("exports/sessions/", SessionExportView.as_view(), name="sessions-export"),
     *router.urls,
 ]

@@ -25,6 +25,7 @@ urlpatterns = [
     path("reports/", report_views.reports, name="reports"),
     path("reports/<int:pk>/<str:file_format>/", report_views.report_download, name="report-download"),
     path("reports/regenerate/", report_views.report_regenerate, name="report-regenerate"),
+    path("reports/sessions/", report_views.sessions_export_download, name="sessions-export"),
     path("users/", account_views.users, name="users"),
     path("users/<int:pk>/", account_views.user_change, name="user-change"),
     path("users/grants/", account_views.grant_create, name="grant-create"),

@@ -486,6 +486,9 @@ CELERY_BEAT_SCHEDULE["billing-monthly-reports"] = {
     "task": "billing.tasks.monthly_reports_all_tenants",
     "schedule": 3600.0,
 }
+# Each stored report version (month close or a request) is mailed to the organisation's finance
+# people, each narrowed to the sites they reach (billing.report_mail); false sends no mail.
+BILLING_REPORT_MAIL = env.bool("BILLING_REPORT_MAIL", default=True)
 
 # --- Retention (balancing.retention; README, "Retention") ------------------------------
 
