@@ -1,8 +1,9 @@
 """Template context every portal page needs: the organisation's name and what the user may do.
 
 Links to site pages show for a role on any site in reach (the pages then check the site's own
-role); organisation-wide pages (users, import, audit, reports) need the role on the whole
-organisation, as their views do.
+role); the reports page shows for a report role on any site (each report is narrowed to the sites
+the reader reaches); organisation-wide pages (users, import, audit, regenerating reports) need
+the role on the whole organisation, as their views do.
 """
 
 from typing import Any
@@ -42,7 +43,7 @@ def _perms(request: HttpRequest) -> dict[str, bool]:
     return {
         "change_limits": access.can_anywhere(CHANGE_LIMITS),
         "charger_actions": access.can_anywhere(CHARGER_ACTIONS),
-        "read_reports": has_role(user, READ_REPORTS),
+        "read_reports": access.can_anywhere(READ_REPORTS),
         "manage_reports": has_role(user, MANAGE_REPORTS),
         "manage_users": access.has_org_role(MANAGE_USERS),
         "import_fleet": access.has_org_role(IMPORT_FLEET),
