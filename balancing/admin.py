@@ -279,3 +279,6 @@ class ChargerModelComplianceAdmin(admin.ModelAdmin):
                 )
                 for site_id in site_ids:
                     site_rebalance_request(site_id=site_id, reason=f"{obj}: limits as station maximum changed")
+
+
+from balancing.notifications import admin as notification_admin  # noqa: E402, F401 - registers its admins
