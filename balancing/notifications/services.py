@@ -8,6 +8,7 @@ with Celery's retries and back-off, counting every attempt on its row.
 """
 
 import json
+import logging
 import smtplib
 import uuid
 from collections.abc import Iterable, Sequence
@@ -39,6 +40,7 @@ from evplatform.services import active_schema, require_tenant_schema
 from tenants.accounts.services import audit_record
 from tenants.models import Tenant
 
+logger = logging.getLogger(__name__)
 MAX_SUBJECT_CHARS = 200
 MAX_NAME_CHARS = 100
 
@@ -231,7 +233,10 @@ def email_delivery_attempt(*, delivery_id: str, final: bool) -> bool:
     """Send one email delivery once; True if it is done (sent now, or before, or gone)."""
     require_tenant_schema("email_delivery_attempt")
     delivery = EmailDelivery.objects.select_related("event").filter(pk=delivery_id).first()
-    if delivery is None or delivery.status != DeliveryStatus.PENDING:
+    if delivery is None:
+        logger.warning("email delivery %s: not found (deleted with its event?); nothing sent", delivery_id)
+        return True
+    if delivery.status != DeliveryStatus.PENDING:
         return True
     event = delivery.event
     message = EmailMessage(subject=event.subject, body=event.body, to=[delivery.email])
@@ -253,7 +258,10 @@ def webhook_delivery_attempt(*, delivery_id: str, final: bool) -> bool:
     """POST one webhook delivery once; True if it is done (a 2xx now, or before, or gone)."""
     require_tenant_schema("webhook_delivery_attempt")
     delivery = WebhookDelivery.objects.select_related("event", "endpoint").filter(pk=delivery_id).first()
-    if delivery is None or delivery.status != DeliveryStatus.PENDING:
+    if delivery is None:
+        logger.warning("webhook delivery %s: not found (deleted with its endpoint?); nothing sent", delivery_id)
+        return True
+    if delivery.status != DeliveryStatus.PENDING:
         return True
     endpoint = delivery.endpoint
     result = webhooks.webhook_post(
