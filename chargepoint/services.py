@@ -317,13 +317,58 @@ def _on_status(batch: _Batch, station: ChargingStation, event: dict[str, Any]) -
     if connector.status_changed_at is not None and at < connector.status_changed_at:
         return  # older than what we have
     status = event["status"] if event["status"] in Connector.Status.values else Connector.Status.UNKNOWN
-    changed = connector.status != status
+    was = connector.status
     connector.status = status
     connector.error_code = str(event.get("error_code") or "")[:50]
     connector.status_changed_at = at
     batch.dirty_connectors[connector.pk] = connector
-    if changed:
+    if was != status:
         batch.rebalance(station, f"connector {connector.connector_id} {status}")
+    _fault_note(station, connector, status=status, was=was, event=event)
+
+
+def _on_station_status(batch: _Batch, station: ChargingStation, event: dict[str, Any]) -> None:
+    """The station as a whole (OCPP connector 0): only a fault matters here, as a station alert."""
+    status = event["status"] if event["status"] in Connector.Status.values else Connector.Status.UNKNOWN
+    _fault_note(station, None, status=status, was=None, event=event)
+
+
+def _fault_note(
+    station: ChargingStation, connector: Connector | None, *, status: str, was: str | None, event: dict[str, Any]
+) -> None:
+    """Open the FAULTED alert of a connector (or station) reporting Faulted; close it when it reports anything else.
+
+    A repeated Faulted refreshes the open alert (its error code may change); it never opens a second one.
+    """
+    from balancing.alerts import alert_clear, alert_raise  # balancing reads chargepoint: import late
+    from balancing.models import SiteAlert
+
+    where = f"connector {connector.connector_id}" if connector is not None else "station"
+    if status == Connector.Status.FAULTED:
+        code = str(event.get("error_code") or "")[:50]
+        vendor_code = str(event.get("vendor_error_code") or "")[:50]
+        detail = f"{station.charge_point_id} {where} reports Faulted: " + (
+            code or "no error code given (OCPP 2.0.1 StatusNotification has none)"
+        )
+        if vendor_code:
+            detail += f" (vendor code {vendor_code})"
+        alert_raise(
+            site=station.site,
+            kind=SiteAlert.Kind.FAULTED,
+            detail=detail,
+            now=timezone.now(),
+            station=station,
+            connector=connector,
+        )
+    elif was is None or was == Connector.Status.FAULTED:
+        alert_clear(
+            site=station.site,
+            kind=SiteAlert.Kind.FAULTED,
+            now=timezone.now(),
+            station=station,
+            connector=connector,
+            why=f"{where} now {status}",
+        )
 
 
 def _on_start(batch: _Batch, station: ChargingStation, event: dict[str, Any]) -> None:
@@ -514,6 +559,7 @@ _HANDLERS = {
     "needs": _on_needs,
     "limit": _on_limit,
     "seen": _on_seen,
+    "station_status": _on_station_status,
 }
 _SESSION_EVENTS = {"start", "stop", "needs"}
 

@@ -3,6 +3,7 @@
 from django.urls import path
 
 from balancing import views as site_views
+from balancing.notifications import views as notification_views
 from billing import views as report_views
 from chargepoint import views as charger_views
 from tenants.accounts import views as account_views
@@ -36,4 +37,8 @@ urlpatterns = [
     path("tokens/", account_views.tokens, name="tokens"),
     path("tokens/<int:pk>/revoke/", account_views.token_revoke, name="token-revoke"),
     path("audit/", account_views.audit, name="audit"),
+    path("notifications/", notification_views.notifications, name="notifications"),
+    path("webhooks/", notification_views.webhooks, name="webhooks"),
+    path("webhooks/<int:pk>/act/", notification_views.webhook_act, name="webhook-act"),
+    path("webhooks/deliveries/", notification_views.deliveries, name="webhook-deliveries"),
 ]

@@ -535,3 +535,20 @@ SENTRY_TRACES_SAMPLE_RATE = env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0)
 SENTRY_ENVIRONMENT = env.str("SENTRY_ENVIRONMENT", default="")
 if SENTRY_DSN:
     error_reporting_init(dsn=SENTRY_DSN, traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE, environment=SENTRY_ENVIRONMENT)
+
+# --- Notifications (balancing.notifications; README, "Alerts and notifications") ---------
+
+# Links in emails: the organisation's primary domain put into this ({domain}).
+PORTAL_URL = env.str("PORTAL_URL", default="https://{domain}")
+# Webhook signing secrets are HMAC-SHA256(this key, the endpoint's salt); empty = SECRET_KEY.
+# Changing it (or SECRET_KEY while this is empty) changes every endpoint's secret.
+WEBHOOK_SIGNING_KEY = env.str("WEBHOOK_SIGNING_KEY", default="")
+WEBHOOK_TIMEOUT_S = env.float("WEBHOOK_TIMEOUT_S", default=5.0)
+# Webhook URLs that resolve to loopback, private or link-local addresses are refused (they would
+# let an organisation reach our own network) unless this is on; DEBUG allows them too.
+WEBHOOK_ALLOW_PRIVATE_HOSTS = env.bool("WEBHOOK_ALLOW_PRIVATE_HOSTS", default=False)
+# A failed email or webhook is tried again after up to FACTOR x 2^n seconds (full jitter),
+# at most BACKOFF_MAX apart, MAX_RETRIES times; then its delivery is marked failed.
+NOTIFICATION_RETRY_BACKOFF_S = env.int("NOTIFICATION_RETRY_BACKOFF_S", default=30)
+NOTIFICATION_RETRY_BACKOFF_MAX_S = env.int("NOTIFICATION_RETRY_BACKOFF_MAX_S", default=3600)
+NOTIFICATION_MAX_RETRIES = env.int("NOTIFICATION_MAX_RETRIES", default=8)
