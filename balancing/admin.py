@@ -362,4 +362,5 @@ class SiteGrantAdmin(admin.ModelAdmin):
             for grant in queryset.select_related("user", "group", "site"):
                 site_grant_delete(grant=grant, actor=_actor(request))
 
+
 from balancing.notifications import admin as notification_admin  # noqa: E402, F401 - registers its admins

@@ -1,7 +1,8 @@
 """Mail a stored savings report to the finance people of the organisation. Schema: tenant.
 
 Each person holding the finance role on a site of the report (on the whole organisation, a
-site group or a site: ``balancing.access.users_with_role``) gets one mail: the report narrowed
+site group or a site), or who asked for "Monthly report ready" on their notification settings
+(``balancing.notifications.routing.email_recipients``), gets one mail: the report narrowed
 to the sites they may read reports of, or for the whole organisation the stored files as they
 are. The mail has the PDF (summary first), the CSV and the XLSX attached and a short text with
 the headline figures. A ``ReportDelivery`` row per person and version records what was sent
@@ -16,19 +17,22 @@ from typing import Any
 from django.conf import settings
 from django.core.mail import EmailMessage
 from django.db import connection, transaction
+from django.urls import reverse
 from django.utils import timezone
 
-from balancing.access import access_for_user, users_with_role
+from balancing.access import access_for_user
+from balancing.notifications.models import REPORT_READY, EventType
+from balancing.notifications.routing import email_recipients
+from balancing.notifications.services import notification_emit, portal_link
 from billing.models import ReportDelivery, SavingsReport
 from billing.reports import CONTENT_TYPES, FORMATS, render
 from billing.reports.render_pdf import month_label
 from billing.reports.rows import money
 from billing.selectors import report_data_for, report_site_ids
-from tenants.accounts.models import Role, User
+from tenants.accounts.models import User
 
 logger = logging.getLogger(__name__)
 
-MAIL_ROLES = (Role.FINANCE,)
 ERROR_CHARS = 500
 
 
@@ -44,8 +48,36 @@ def report_mail_site_ids(*, report: SavingsReport) -> set[int]:
 
 
 def report_mail_recipients(*, report: SavingsReport) -> list[User]:
-    """Active finance people reaching at least one site of the report."""
-    return list(users_with_role(report_mail_site_ids(report=report), MAIL_ROLES))
+    """Active people to mail the report to: by default those holding finance on a site of the
+    report; a person's notification settings ("Monthly report ready") add or drop them."""
+    return email_recipients(kind=REPORT_READY, site_ids=report_mail_site_ids(report=report))
+
+
+def report_ready_notify(*, report: SavingsReport) -> None:
+    """Tell the webhooks subscribed to ``report_ready`` that a report version is stored (people get
+    the report itself by mail, ``report_mail_plan``)."""
+    path = reverse("portal:reports")
+    month = f"{report.month:%Y-%m}"
+    notification_emit(
+        kind=REPORT_READY,
+        event_type=EventType.REPORT_READY,
+        site_ids=sorted(report_mail_site_ids(report=report)),
+        subject=f"Savings report {month_label(month)} is ready (version {report.version})",
+        body=f"Savings report {month_label(month)} version {report.version} is stored: {portal_link(path)}",
+        link=portal_link(path),
+        email=False,
+        data={
+            "report": {
+                "id": report.pk,
+                "month": month,
+                "version": report.version,
+                "reason": report.reason,
+                "generated_at": report.generated_at,
+                "data_sha256": report.data_sha256,
+                "url": portal_link(path),
+            }
+        },
+    )
 
 
 def report_mail_plan(*, report_id: int) -> list[int]:

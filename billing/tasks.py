@@ -15,7 +15,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
-from billing.report_mail import report_delivery_fail, report_mail_plan, report_mail_send
+from billing.report_mail import report_delivery_fail, report_mail_plan, report_mail_send, report_ready_notify
 from billing.selectors import report_latest, site_list, site_timezone
 from billing.services import intervals_rebuild_month, intervals_roll_up, savings_report_generate
 from billing.tariffs import previous_months
@@ -74,6 +74,7 @@ def generate_savings_report(
     if rebuild:
         intervals_rebuild_month(year=year, month=number)
     report = savings_report_generate(year=year, month=number, reason=reason, requested_by=requested_by)
+    report_ready_notify(report=report)
     transaction.on_commit(lambda: mail_report.delay(report_id=report.pk))
     return report.pk
 

@@ -72,6 +72,7 @@ def notification_emit(
     link: str = "",
     alert: SiteAlert | None = None,
     endpoint: WebhookEndpoint | None = None,
+    email: bool = True,
     now: datetime | None = None,
 ) -> NotificationEvent | None:
     """Tell everyone subscribed to ``kind`` at these sites: an email to each person, a POST to each endpoint.
@@ -85,15 +86,17 @@ def notification_emit(
     ``type``, ``created_at``, ``organisation``, ``site`` when it is about one site, ``sites``),
     e.g. ``{"alert": {...}}`` or ``{"report": {...}}``; JSON-serialisable (Decimals and dates
     are turned to strings). ``endpoint``: only this endpoint and nobody else (a test event).
+    ``email`` False: webhooks only (the monthly report mails itself, with its files attached,
+    to the same people ``email_recipients`` names).
 
     Runs in the caller's transaction: the event and its deliveries are written with what the
     caller writes and sent after it commits (nothing is sent for a rolled-back transaction).
     Returns the event, or None when nobody is to be told (then nothing is written).
 
-    Billing, once a month's report is stored::
+    Billing, once a month's report is stored (``billing.report_mail.report_ready_notify``)::
 
         notification_emit(kind="report_ready", event_type="report.ready", site_ids=[...],
-            subject="Savings report for May 2026 is ready", body="...", link=url,
+            subject="Savings report for May 2026 is ready", body="...", link=url, email=False,
             data={"report": {"month": "2026-05", "version": 1, "url": url}})
     """
     require_tenant_schema("notification_emit")
@@ -105,7 +108,7 @@ def notification_emit(
     if endpoint is not None:
         recipients, endpoints = [], [endpoint]
     else:
-        recipients = email_recipients(kind=kind, site_ids=site_ids, cleared=cleared)
+        recipients = email_recipients(kind=kind, site_ids=site_ids, cleared=cleared) if email else []
         endpoints = webhook_endpoints(kind=kind, site_ids=site_ids, cleared=cleared)
     if not recipients and not endpoints:
         return None

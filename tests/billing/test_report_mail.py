@@ -164,3 +164,44 @@ def test_someone_no_longer_finance_when_the_mail_goes_is_not_sent_it(readers, sm
     delivery.refresh_from_db()
     assert delivery.status == ReportDelivery.Status.FAILED
     assert not smtp_server.messages
+
+
+def test_a_stored_report_is_told_to_report_webhooks_once_and_mailed_once_per_reader(
+    readers, django_capture_on_commit_callbacks
+) -> None:
+    from balancing.notifications.models import EmailDelivery, NotificationEvent, WebhookDelivery
+    from balancing.notifications.services import webhook_endpoint_create
+
+    reports_hook, _ = webhook_endpoint_create(
+        name="ERP",
+        url="http://127.0.0.1:9/erp",
+        kinds=["report_ready"],
+        send_cleared=False,
+        group_ids=[],
+        actor="test",
+    )
+    webhook_endpoint_create(
+        name="Pager",
+        url="http://127.0.0.1:9/pager",
+        kinds=["offline"],
+        send_cleared=False,
+        group_ids=[],
+        actor="test",
+    )
+    with override_settings(BILLING_REPORT_MAIL=True), django_capture_on_commit_callbacks(execute=False):
+        report = savings_report_generate(year=2026, month=10, reason="schedule")
+        from billing.report_mail import report_mail_plan, report_ready_notify
+
+        report_ready_notify(report=report)
+        planned = report_mail_plan(report_id=report.pk)
+
+    event = NotificationEvent.objects.get(type="report.ready")
+    assert event.payload["report"]["month"] == "2026-10"
+    assert event.payload["report"]["version"] == report.version
+    assert {s["slug"] for s in event.payload["sites"]} == {readers["mall"].slug, readers["plaza"].slug}
+    assert list(WebhookDelivery.objects.filter(event=event).values_list("endpoint", flat=True)) == [reports_hook.pk]
+    assert not EmailDelivery.objects.filter(event=event).exists()  # the report mails itself, with its files
+    assert sorted(ReportDelivery.objects.filter(pk__in=planned).values_list("email", flat=True)) == [
+        "cfo@alpha.example",
+        "north.fin@alpha.example",
+    ]
