@@ -94,7 +94,7 @@ def campus_build(prefix: str = "scope", *, group: bool = True) -> Campus:
         engineering = SiteGroup.objects.create(slug=f"{prefix}-engineering", name="Engineering")
         engineering.sites.add(sites["north"], sites["south"])
     return Campus(
-        engineering,  # type: ignore[arg-type]
+        engineering,
         sites["north"],
         sites["south"],
         sites["library"],
