@@ -24,7 +24,6 @@ pytestmark = pytest.mark.django_db
 # Pages for a role on the whole organisation: refused (403) to a person with roles on a group only.
 ORGANISATION_PAGES = {
     "import",
-    "reports",
     "report-download",
     "report-regenerate",
     "users",
@@ -35,9 +34,18 @@ ORGANISATION_PAGES = {
     "group-change",
     "group-delete",
     "audit",
+    "webhooks",
+    "webhook-act",
+    "webhook-deliveries",
 }
-# API endpoints of organisation-wide data (the monthly reports): never 200 to a group's person.
-ORGANISATION_ENDPOINTS = {"report-list", "report-detail", "report-download", "report-regenerate"}
+# API endpoints a group's person may not reach: a report by id (of the whole organisation or
+# absent) and regenerating one (it stores and mails an organisation-wide version).
+ORGANISATION_ENDPOINTS = {"report-detail", "report-download", "report-regenerate"}
+# Lists narrowed to the person's sites whose rows may be empty in this data (reports, exports):
+# a 200 without the library, but not necessarily with the group's own sites.
+NARROWED = {"reports", "report-list", "sessions-export"}
+# Downloads that need the period they cover.
+QUERIES = {"sessions-export": "?month=2026-10&file_format=csv"}
 
 
 @pytest.fixture
@@ -124,7 +132,18 @@ def outsider(campus) -> dict[str, int]:
     other = SiteGroup.objects.create(slug="scope-library-group", name="Library group")
     other.sites.add(campus.library)
     grant = SiteGrant.objects.create(user=admin, role=Role.SITE_VIEWER, site=campus.library)
+    from balancing.notifications.services import webhook_endpoint_create
+
+    endpoint, _ = webhook_endpoint_create(
+        name="library hook",
+        url="http://127.0.0.1:9/hook",
+        kinds=[],
+        send_cleared=False,
+        group_ids=[other.pk],
+        actor="test",
+    )
     return {
+        "webhook-act": endpoint.pk,
         "user-change": admin.pk,
         "token-revoke": token.pk,
         "grant-delete": grant.pk,
@@ -143,7 +162,7 @@ def _markers(campus: Campus) -> tuple[str, ...]:
 def test_every_portal_page_hides_a_site_outside_the_persons_group(
     manager_client, campus, outsider, name, regex, prefix
 ) -> None:
-    path = "/" + _fill(regex, _library_kwargs(campus, name, regex, outsider))
+    path = "/" + _fill(regex, _library_kwargs(campus, name, regex, outsider)) + QUERIES.get(name, "")
     response = manager_client.get(path)
     if response.status_code == 405:
         response = manager_client.post(path)
@@ -163,7 +182,7 @@ def test_every_api_endpoint_hides_a_site_outside_the_tokens_group(
     manager_api, campus, outsider, name, regex, prefix
 ) -> None:
     params = re.compile(regex).groupindex
-    path = "/api/v1/" + _fill(regex, _library_kwargs(campus, name, regex, outsider))
+    path = "/api/v1/" + _fill(regex, _library_kwargs(campus, name, regex, outsider)) + QUERIES.get(name, "")
     response = manager_api.get(path)
     if response.status_code == 405:
         response = manager_api.post(path, data="{}", content_type="application/json")
@@ -173,6 +192,8 @@ def test_every_api_endpoint_hides_a_site_outside_the_tokens_group(
         assert response.status_code in (403, 404, 405), f"{path}: {response.status_code}"
     elif params:
         assert response.status_code == 404, f"{path}: {response.status_code} {body[:200]}"
+    elif name in NARROWED:
+        assert response.status_code == 200, f"{path}: {response.status_code} {body[:200]}"
     else:
         assert response.status_code == 200, f"{path}: {response.status_code} {body[:200]}"
         # The group's own rows are there: the list is not simply empty.
@@ -312,8 +333,13 @@ def test_an_organisation_token_limited_to_a_group_reaches_only_its_sites(campus)
     assert campus.library.slug not in slugs
     assert limited.get(f"/api/v1/chargers/{campus.stations['library'].charge_point_id}/").status_code == 404
     assert whole.get(f"/api/v1/chargers/{campus.stations['library'].charge_point_id}/").status_code == 200
-    # A group's token is not the organisation: organisation-wide data stays closed to it.
-    assert limited.get("/api/v1/reports/").status_code == 403
+    # A group's token is not the organisation: it reads reports narrowed to its sites, and may not
+    # regenerate one (that stores and mails a version for the whole organisation).
+    assert limited.get("/api/v1/reports/").status_code == 200
+    regenerate = limited.post(
+        "/api/v1/reports/regenerate/", data='{"month": "2026-10"}', content_type="application/json"
+    )
+    assert regenerate.status_code == 403
 
 
 def test_a_read_only_group_token_reads_its_sites_and_writes_nothing(manager, campus) -> None:
