@@ -505,7 +505,9 @@ SCHEDULE_FIELDS = ("name", "weekdays", "start_time", "end_time", "limit_kw", "li
 
 
 @transaction.atomic
-def schedule_update(*, schedule: SiteLimitSchedule, values: Mapping[str, Any], actor: str) -> Outcome[SiteLimitSchedule]:
+def schedule_update(
+    *, schedule: SiteLimitSchedule, values: Mapping[str, Any], actor: str
+) -> Outcome[SiteLimitSchedule]:
     """Bring a limit schedule to ``values`` (any of ``SCHEDULE_FIELDS``); audited, its site rebalanced."""
     require_tenant_schema("schedule_update")
     schedule = SiteLimitSchedule.objects.select_for_update().select_related("site").get(pk=schedule.pk)

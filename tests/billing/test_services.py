@@ -44,7 +44,8 @@ def test_the_same_record_from_the_same_day_again_is_the_same_version() -> None:
     first = tariff_version_import(site=site, record=simple_record(), valid_from=date(2026, 6, 1), actor="a@x.test")
     again = tariff_version_import(site=site, record=simple_record(), valid_from=date(2026, 6, 1), actor="a@x.test")
 
-    assert first.created and not again.created
+    assert first.created
+    assert not again.created
     assert again.obj.pk == first.obj.pk
     assert Tariff.objects.filter(site=site).count() == 1
 
