@@ -778,32 +778,10 @@ class FleetImportResultSerializer(serializers.Serializer):
     )
 
 
-class RowErrorSerializer(serializers.Serializer):
-    row = serializers.IntegerField(
-        help_text="CSV: the line as a spreadsheet numbers it (the header is 1); "
-        "JSON: the row's position in rows, from 1."
-    )
-    column = serializers.CharField()
-    message = serializers.CharField()
-
-
 ROW_ERRORS_RESPONSE = OpenApiResponse(
-    inline_serializer(
-        "FleetImportErrors",
-        {
-            "error": inline_serializer(
-                "FleetImportErrorBody",
-                {
-                    "status": serializers.IntegerField(),
-                    "code": serializers.CharField(),
-                    "message": serializers.CharField(),
-                    "rows": RowErrorSerializer(many=True),
-                },
-            )
-        },
-    ),
-    description="Rows that are not valid, each named by its row and column: nothing was written. (A body "
-    "that cannot be read at all is a 400 in the common error shape.)",
+    description="Bad input, nothing written. Rows that are not valid are listed under error.fields.rows, each "
+    "as {row, column, message}: row is, for CSV, the line as a spreadsheet numbers it (the header is 1) and, "
+    "for JSON, the row's position in rows (from 1)."
 )
 
 
@@ -856,10 +834,8 @@ class FleetImportView(APIView):
             errors = [{"row": e.row - offset, "column": e.column, "message": e.message} for e in result.errors]
             bad_rows = len({e.row for e in result.errors})
             message = f"{bad_rows} row{'s' if bad_rows != 1 else ''} not valid: nothing was written"
-            return Response(
-                {"error": {"status": 400, "code": "invalid", "message": message, "rows": errors}},
-                status=status.HTTP_400_BAD_REQUEST,
-            )
+            body = {"status": 400, "code": "invalid", "message": message, "fields": {"rows": errors}}
+            return Response({"error": body}, status=status.HTTP_400_BAD_REQUEST)
         answer = {
             "rows": result.rows,
             "dry_run": result.dry_run,
