@@ -85,7 +85,7 @@ class CircuitWriteSerializer(serializers.ModelSerializer):
     """A circuit's values as PUT and PATCH take them (a circuit stays at its site)."""
 
     serializer_field_mapping = STRICT_FIELD_MAPPING
-    parent = StrictCharField(
+    parent_name = StrictCharField(
         max_length=100,
         required=False,
         allow_null=True,
@@ -94,7 +94,7 @@ class CircuitWriteSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Circuit
-        fields = ["name", "kind", "parent", "limit_a", "limit_kw"]
+        fields = ["name", "kind", "parent_name", "limit_a", "limit_kw"]
         validators: list[Any] = []  # a name taken at the site is the service's 400, naming it
 
 
@@ -112,7 +112,7 @@ def _circuit_values(values: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": values["name"],
         "kind": values.get("kind", Circuit.Kind.CIRCUIT),
-        "parent_name": values.get("parent"),
+        "parent_name": values.get("parent_name"),
         "limit_a": values["limit_a"],
         "limit_kw": values.get("limit_kw"),
     }
@@ -353,7 +353,7 @@ class CircuitViewSet(viewsets.ReadOnlyModelViewSet):
         if Circuit.objects.filter(site=site, name=values["name"]).exists():
             raise ValidationError(taken)
         try:
-            with service_errors({"circuit": "parent", "parent_name": "parent"}):
+            with service_errors({"circuit": "parent_name", "parent": "parent_name"}):
                 outcome = circuit_create_or_update(site=site, **_circuit_values(values), actor=actor_of(request))
         except IntegrityError:  # the same circuit added by a concurrent request
             raise ValidationError(taken) from None
@@ -376,14 +376,14 @@ class CircuitViewSet(viewsets.ReadOnlyModelViewSet):
         stored = {
             "name": circuit.name,
             "kind": circuit.kind,
-            "parent": circuit.parent.name if circuit.parent else None,
+            "parent_name": circuit.parent.name if circuit.parent else None,
             "limit_a": circuit.limit_a,
             "limit_kw": circuit.limit_kw,
         }
-        defaults = {"kind": Circuit.Kind.CIRCUIT, "parent": None, "limit_kw": None}
+        defaults = {"kind": Circuit.Kind.CIRCUIT, "parent_name": None, "limit_kw": None}
         values = {**(stored if partial else defaults), **body.validated_data}
         try:
-            with service_errors({"circuit": "parent", "parent_name": "parent"}):
+            with service_errors({"circuit": "parent_name", "parent": "parent_name"}):
                 outcome = circuit_update(circuit=circuit, **_circuit_values(values), actor=actor_of(request))
         except IntegrityError:  # renamed to a name a concurrent request took
             raise ValidationError({"name": [f"the site has a circuit named {values['name']!r}"]}) from None

@@ -22,7 +22,7 @@ import json
 import re
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import Any, cast
 
 from django.db import transaction
 from django.utils import timezone
@@ -33,6 +33,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from tenants.accounts.models import User
 from tenants.accounts.services import idempotency_answer, idempotency_claim
 
 HEADER = "Idempotency-Key"
@@ -108,7 +109,10 @@ def idempotent(redact: Callable[[Any], Any] | None = None) -> Callable[[Handler]
                         transaction.set_rollback(True)
                     return response
                 claim = idempotency_claim(
-                    user=request.user, key=key, request_sha256=request_fingerprint(request), now=timezone.now()
+                    user=cast(User, request.user),
+                    key=key,
+                    request_sha256=request_fingerprint(request),
+                    now=timezone.now(),
                 )
                 if claim.conflict:
                     raise IdempotencyKeyReused(

@@ -39,13 +39,13 @@ def test_an_energy_manager_adds_changes_renames_and_removes_a_circuit(api_as) ->
 
     main = send(client, "POST", "/api/v1/circuits/", {"site": "mall", "name": "Main", "limit_a": "63"})
     feeder = send(
-        client, "POST", "/api/v1/circuits/", {"site": "mall", "name": "Feeder", "limit_a": "32", "parent": "Main"}
+        client, "POST", "/api/v1/circuits/", {"site": "mall", "name": "Feeder", "limit_a": "32", "parent_name": "Main"}
     )
     assert main.status_code == feeder.status_code == 201
     assert feeder.json()["parent_name"] == "Main"
 
     url = f"/api/v1/circuits/{feeder.json()['id']}/"
-    put = send(client, "PUT", url, {"name": "Bay feeder", "limit_a": "25", "limit_kw": "15.5", "parent": "Main"})
+    put = send(client, "PUT", url, {"name": "Bay feeder", "limit_a": "25", "limit_kw": "15.5", "parent_name": "Main"})
     assert put.status_code == 200, put.json()
     assert put.json()["name"] == "Bay feeder"
     assert put.json()["limit_kw"] == "15.50"
@@ -98,7 +98,7 @@ def test_a_circuit_with_chargers_or_circuits_below_it_is_not_removed(api_as) -> 
         ({"site": "mall", "name": "X", "limit_a": "abc"}, "limit_a"),
         ({"site": "mall", "name": "X", "limit_a": 32}, "limit_a"),  # decimals are strings
         ({"site": "mall", "name": "", "limit_a": "32"}, "name"),
-        ({"site": "mall", "name": "X", "limit_a": "32", "parent": "Nowhere"}, "parent"),
+        ({"site": "mall", "name": "X", "limit_a": "32", "parent_name": "Nowhere"}, "parent_name"),
         ({"site": "mall", "name": "X", "limit_a": "32", "kind": "breaker"}, "kind"),
         ({"site": "mall", "name": "Main", "limit_a": "32"}, "name"),  # taken
     ],
