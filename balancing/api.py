@@ -53,7 +53,7 @@ from evplatform.api_plumbing import (
     query_params,
     slug_filter,
 )
-from evplatform.api_writes import conflict_errors, service_errors
+from evplatform.api_writes import SITE_NOT_FOUND_RESPONSE, conflict_errors, service_errors
 from evplatform.idempotency import IDEMPOTENCY_PARAMETER, KEY_REUSED_RESPONSE, idempotent
 from evplatform.permissions import CHANGE_LIMITS, RoleForWrites, SiteRoleForWrites, actor_of, object_site_check
 
@@ -340,7 +340,7 @@ class CircuitViewSet(viewsets.ReadOnlyModelViewSet):
     @extend_schema(
         request=CircuitCreateSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
-        responses={201: CircuitSerializer, 422: KEY_REUSED_RESPONSE},
+        responses={201: CircuitSerializer, 404: SITE_NOT_FOUND_RESPONSE, 422: KEY_REUSED_RESPONSE},
     )
     @idempotent()
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -664,7 +664,7 @@ class LimitOverrideViewSet(
     @extend_schema(
         request=OverrideSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
-        responses={201: OverrideSerializer, 422: KEY_REUSED_RESPONSE},
+        responses={201: OverrideSerializer, 404: SITE_NOT_FOUND_RESPONSE, 422: KEY_REUSED_RESPONSE},
     )
     @idempotent()
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:

@@ -19,7 +19,7 @@ from billing.services import savings_report_request, tariff_version_import
 from billing.tariffs import TariffError, tariff_json_load
 from billing.views import report_file_response
 from evplatform.api_plumbing import FileDownloadNegotiation, StrictRegexField, query_params, slug_filter
-from evplatform.api_writes import service_errors
+from evplatform.api_writes import SITE_NOT_FOUND_RESPONSE, service_errors
 from evplatform.idempotency import IDEMPOTENCY_PARAMETER, KEY_REUSED_RESPONSE, idempotent
 from evplatform.permissions import (
     CHANGE_LIMITS,
@@ -190,6 +190,7 @@ class TariffViewSet(viewsets.ReadOnlyModelViewSet):
         responses={
             201: TariffSerializer,
             200: OpenApiResponse(TariffSerializer, description="The same record from the same day: that version."),
+            404: SITE_NOT_FOUND_RESPONSE,
             422: KEY_REUSED_RESPONSE,
         },
     )
