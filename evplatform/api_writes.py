@@ -9,7 +9,6 @@ from drf_spectacular.utils import OpenApiResponse
 from rest_framework import status
 from rest_framework.exceptions import APIException, ValidationError
 
-
 # A write naming a site in its body: an unknown site, or one the caller does not reach, is a 404.
 SITE_NOT_FOUND_RESPONSE = OpenApiResponse(description="No such site (or none the caller reaches).")
 
