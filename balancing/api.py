@@ -4,6 +4,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import generics, mixins, serializers, status, viewsets
@@ -15,9 +16,28 @@ from rest_framework.response import Response
 
 from balancing.access import access_of, site_for
 from balancing.meter import site_meter_record
-from balancing.models import BalancingRun, Circuit, Site, SiteAlert, SiteLimitSchedule, SiteMeterReading
+from balancing.models import (
+    BalancingRun,
+    Circuit,
+    LimitOverride,
+    Site,
+    SiteAlert,
+    SiteLimitSchedule,
+    SiteMeterReading,
+)
 from balancing.selectors import runs_seen_since, site_meter_latest, site_overview
-from balancing.services import SITE_LIMIT_FIELDS, schedule_create, schedule_delete, site_limits_update
+from balancing.services import (
+    SITE_LIMIT_FIELDS,
+    circuit_create_or_update,
+    circuit_delete,
+    circuit_update,
+    override_create,
+    override_end,
+    schedule_create,
+    schedule_delete,
+    schedule_update,
+    site_limits_update,
+)
 from evplatform.api import time_range
 from evplatform.api_access import ReachableSiteField, SiteScopedMixin
 from evplatform.api_plumbing import (
@@ -25,13 +45,16 @@ from evplatform.api_plumbing import (
     LenientJSONParser,
     LocalTimeField,
     StrictBooleanField,
+    StrictCharField,
     StrictRegexField,
     TimeBoundField,
     capped_window,
     query_params,
     slug_filter,
 )
-from evplatform.permissions import CHANGE_LIMITS, actor_of
+from evplatform.api_writes import SITE_NOT_FOUND_RESPONSE, conflict_errors, service_errors
+from evplatform.idempotency import IDEMPOTENCY_PARAMETER, KEY_REUSED_RESPONSE, idempotent
+from evplatform.permissions import CHANGE_LIMITS, RoleOnSomeSite, actor_of, object_site_check
 
 # A site meter readings request covers at most this many days (the last day by default).
 METER_READINGS_MAX_DAYS = 31
@@ -57,6 +80,43 @@ class CircuitSerializer(serializers.ModelSerializer):
         fields = ["id", "site", "name", "kind", "parent_name", "limit_a", "limit_kw"]
 
 
+class CircuitWriteSerializer(serializers.ModelSerializer):
+    """A circuit's values as PUT and PATCH take them (a circuit stays at its site)."""
+
+    serializer_field_mapping = STRICT_FIELD_MAPPING
+    parent_name = StrictCharField(
+        max_length=100,
+        required=False,
+        allow_null=True,
+        help_text="Name of the circuit it hangs below (same site); null: fed by the grid connection.",
+    )
+
+    class Meta:
+        model = Circuit
+        fields = ["name", "kind", "parent_name", "limit_a", "limit_kw"]
+        validators: list[Any] = []  # a name taken at the site is the service's 400, naming it
+
+
+class CircuitCreateSerializer(CircuitWriteSerializer):
+    """A new circuit: its site too."""
+
+    site = serializers.SlugField(max_length=50, help_text="The site's slug.")
+
+    class Meta(CircuitWriteSerializer.Meta):
+        fields = ["site", *CircuitWriteSerializer.Meta.fields]
+
+
+def _circuit_values(values: dict[str, Any]) -> dict[str, Any]:
+    """The API's circuit fields as ``circuit_create_or_update`` and ``circuit_update`` take them."""
+    return {
+        "name": values["name"],
+        "kind": values.get("kind", Circuit.Kind.CIRCUIT),
+        "parent_name": values.get("parent_name"),
+        "limit_a": values["limit_a"],
+        "limit_kw": values.get("limit_kw"),
+    }
+
+
 class ScheduleSerializer(serializers.ModelSerializer):
     serializer_field_mapping = STRICT_FIELD_MAPPING
     site: "serializers.SlugRelatedField[Site]" = ReachableSiteField(write_roles=CHANGE_LIMITS)
@@ -74,6 +134,9 @@ class ScheduleSerializer(serializers.ModelSerializer):
         fields = ["id", "site", "name", "weekdays", "start_time", "end_time", "limit_kw", "limit_a", "is_active"]
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if self.partial and isinstance(self.instance, SiteLimitSchedule):  # PATCH: the stored values count too
+            stored = {name: getattr(self.instance, name) for name in ("limit_kw", "limit_a", "weekdays")}
+            attrs = {**stored, **attrs}
         if attrs.get("limit_kw") is None and attrs.get("limit_a") is None:
             raise serializers.ValidationError({"limit_kw": ["set limit_kw, limit_a or both"]})
         weekdays = attrs.get("weekdays", "")
@@ -255,7 +318,8 @@ class MeterReadingFilter(serializers.Serializer):
 
 @extend_schema_view(list=extend_schema(parameters=[SiteFilter]))
 class CircuitViewSet(SiteScopedMixin, viewsets.ReadOnlyModelViewSet):
-    """The circuit tree of each site (filter with ``?site=<slug>``)."""
+    """The circuit tree of each site (filter with ``?site=<slug>``); energy managers and admins of
+    the circuit's site add (POST), change (PUT, PATCH) and remove (DELETE) circuits."""
 
     serializer_class = CircuitSerializer
     write_roles = CHANGE_LIMITS
@@ -267,6 +331,72 @@ class CircuitViewSet(SiteScopedMixin, viewsets.ReadOnlyModelViewSet):
         site = query_params(self.request, SiteFilter).get("site")
         return qs.filter(site__slug=site) if site else qs
 
+    def get_object(self) -> Any:
+        circuit = super().get_object()
+        if self.request.method not in SAFE_METHODS:
+            object_site_check(self.request, circuit.site_id, CHANGE_LIMITS)
+        return circuit
+
+    @extend_schema(
+        request=CircuitCreateSerializer,
+        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={201: CircuitSerializer, 404: SITE_NOT_FOUND_RESPONSE, 422: KEY_REUSED_RESPONSE},
+    )
+    @idempotent()
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Add a circuit to a site's tree (under ``parent``, or fed by the grid connection)."""
+        body = CircuitCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        values = dict(body.validated_data)
+        site = site_for(request, values.pop("site"), CHANGE_LIMITS)
+        taken = {"name": [f"site {site.slug!r} has a circuit named {values['name']!r}: PUT changes it"]}
+        if Circuit.objects.filter(site=site, name=values["name"]).exists():
+            raise ValidationError(taken)
+        try:
+            with service_errors({"circuit": "parent_name", "parent": "parent_name"}):
+                outcome = circuit_create_or_update(site=site, **_circuit_values(values), actor=actor_of(request))
+        except IntegrityError:  # the same circuit added by a concurrent request
+            raise ValidationError(taken) from None
+        return Response(CircuitSerializer(outcome.obj).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=CircuitWriteSerializer, responses={200: CircuitSerializer})
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Bring a circuit to these values (left out: kind circuit, no parent, no kW limit)."""
+        return self._change(request, partial=False)
+
+    @extend_schema(request=CircuitWriteSerializer, responses={200: CircuitSerializer})
+    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Change some of a circuit's values."""
+        return self._change(request, partial=True)
+
+    def _change(self, request: Request, *, partial: bool) -> Response:
+        circuit = self.get_object()
+        body = CircuitWriteSerializer(data=request.data, partial=partial)
+        body.is_valid(raise_exception=True)
+        stored = {
+            "name": circuit.name,
+            "kind": circuit.kind,
+            "parent_name": circuit.parent.name if circuit.parent else None,
+            "limit_a": circuit.limit_a,
+            "limit_kw": circuit.limit_kw,
+        }
+        defaults = {"kind": Circuit.Kind.CIRCUIT, "parent_name": None, "limit_kw": None}
+        values = {**(stored if partial else defaults), **body.validated_data}
+        try:
+            with service_errors({"circuit": "parent_name", "parent": "parent_name"}):
+                outcome = circuit_update(circuit=circuit, **_circuit_values(values), actor=actor_of(request))
+        except IntegrityError:  # renamed to a name a concurrent request took
+            raise ValidationError({"name": [f"the site has a circuit named {values['name']!r}"]}) from None
+        return Response(CircuitSerializer(self.get_queryset().get(pk=outcome.obj.pk)).data)
+
+    @extend_schema(responses={204: None, 409: OpenApiResponse(description="Circuits or chargers hang below it.")})
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Remove a circuit that has no circuit and no charger below it (else 409 naming them)."""
+        circuit = self.get_object()
+        with conflict_errors():
+            circuit_delete(circuit=circuit, actor=actor_of(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
 
 @extend_schema_view(list=extend_schema(parameters=[SiteFilter]))
 class ScheduleViewSet(SiteScopedMixin, viewsets.ModelViewSet):
@@ -274,7 +404,30 @@ class ScheduleViewSet(SiteScopedMixin, viewsets.ModelViewSet):
 
     serializer_class = ScheduleSerializer
     write_roles = CHANGE_LIMITS
-    http_method_names = ["get", "post", "delete", "head", "options"]
+    http_method_names = ["get", "post", "put", "patch", "delete", "head", "options"]
+
+    def get_object(self) -> Any:
+        schedule = super().get_object()
+        if self.request.method not in SAFE_METHODS:
+            object_site_check(self.request, schedule.site_id, CHANGE_LIMITS)
+        return schedule
+
+    @extend_schema(parameters=[IDEMPOTENCY_PARAMETER], responses={201: ScheduleSerializer, 422: KEY_REUSED_RESPONSE})
+    @idempotent()
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Add a recurring lower limit to a site."""
+        return super().create(request, *args, **kwargs)
+
+    def perform_update(self, serializer: serializers.BaseSerializer) -> None:
+        schedule = serializer.instance
+        if not isinstance(schedule, SiteLimitSchedule):
+            raise ValidationError({"id": ["unknown schedule"]})
+        values = dict(serializer.validated_data)
+        site = values.pop("site", schedule.site)
+        if site.pk != schedule.site_id:
+            raise ValidationError({"site": ["a schedule stays at its site: add one at the other site instead"]})
+        with service_errors():
+            serializer.instance = schedule_update(schedule=schedule, values=values, actor=actor_of(self.request)).obj
 
     def get_queryset(self) -> Any:
         qs = SiteLimitSchedule.objects.select_related("site").order_by("site__slug", "start_time")
@@ -284,6 +437,7 @@ class ScheduleViewSet(SiteScopedMixin, viewsets.ModelViewSet):
         return qs.filter(site__slug=site) if site else qs
 
     def perform_create(self, serializer: serializers.BaseSerializer) -> None:
+        object_site_check(self.request, serializer.validated_data["site"].pk, CHANGE_LIMITS)
         try:
             serializer.instance = schedule_create(
                 schedule=SiteLimitSchedule(**serializer.validated_data), actor=actor_of(self.request)
@@ -407,14 +561,17 @@ class SiteMeterReadingsView(SiteScopedMixin, generics.ListAPIView):
 
     @extend_schema(
         request=MeterReadingInSerializer,
+        parameters=[IDEMPOTENCY_PARAMETER],
         responses={
             201: MeterReadingSerializer,
             200: OpenApiResponse(MeterReadingSerializer, description="The same reading was already stored."),
             400: OpenApiResponse(description="Refused, naming the field: nothing stored."),
+            422: KEY_REUSED_RESPONSE,
         },
     )
+    @idempotent()
     def post(self, request: Request, slug: str) -> Response:
-        site = self.site()
+        site = site_for(request, slug, CHANGE_LIMITS)
         data = MeterReadingInSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
@@ -432,3 +589,96 @@ class SiteMeterReadingsView(SiteScopedMixin, generics.ListAPIView):
             raise ValidationError(exc.message_dict) from exc
         code = status.HTTP_201_CREATED if outcome.created else status.HTTP_200_OK
         return Response(MeterReadingSerializer(outcome.reading).data, status=code)
+
+
+# --- Limit overrides ------------------------------------------------------------------------
+
+
+class OverrideSerializer(serializers.ModelSerializer):
+    """A temporary lower limit of a site, from ``starts_at`` (default: now) until ``ends_at``."""
+
+    serializer_field_mapping = STRICT_FIELD_MAPPING
+    site: "serializers.SlugRelatedField[Site]" = ReachableSiteField(write_roles=CHANGE_LIMITS)
+    starts_at = AwareDateTimeField(required=False, help_text="ISO 8601 with a zone; default: now.")
+    ends_at = AwareDateTimeField(help_text="ISO 8601 with a zone, in the future: the override ends then.")
+    active = serializers.SerializerMethodField(help_text="In force now.")
+
+    class Meta:
+        model = LimitOverride
+        fields = ["id", "site", "reason", "limit_kw", "limit_a", "starts_at", "ends_at", "active", "created_by"]
+        read_only_fields = ["created_by"]
+
+    def get_active(self, override: LimitOverride) -> bool:
+        now = timezone.now()
+        return bool(override.starts_at <= now < override.ends_at)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        now = timezone.now()
+        attrs.setdefault("starts_at", now)
+        if attrs.get("limit_kw") is None and attrs.get("limit_a") is None:
+            raise serializers.ValidationError({"limit_kw": ["set limit_kw, limit_a or both"]})
+        if attrs["ends_at"] <= max(now, attrs["starts_at"]):
+            raise serializers.ValidationError({"ends_at": ["must be in the future and after starts_at"]})
+        return attrs
+
+
+class OverrideFilter(SiteFilter):
+    active = serializers.BooleanField(
+        required=False, allow_null=True, default=None, help_text="true: only those in force now; false: the others."
+    )
+
+
+@extend_schema_view(list=extend_schema(parameters=[OverrideFilter]))
+class LimitOverrideViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet
+):
+    """Temporary lower limits (maintenance, a grid operator's request), newest first. Energy managers
+    and admins of the site set them (POST) and end them now (DELETE); each binds while in force."""
+
+    serializer_class = OverrideSerializer
+    permission_classes = [RoleOnSomeSite]
+    write_roles = CHANGE_LIMITS
+    reads_by_site = True
+
+    def get_queryset(self) -> Any:
+        qs = access_of(self.request).filter(LimitOverride.objects.select_related("site")).order_by("-starts_at", "-pk")
+        if self.action != "list":
+            return qs
+        filters = query_params(self.request, OverrideFilter)
+        if filters.get("site"):
+            qs = qs.filter(site__slug=filters["site"])
+        now = timezone.now()
+        if filters.get("active") is True:
+            qs = qs.filter(starts_at__lte=now, ends_at__gt=now)
+        elif filters.get("active") is False:
+            qs = qs.exclude(starts_at__lte=now, ends_at__gt=now)
+        return qs
+
+    def get_object(self) -> Any:
+        override = super().get_object()
+        if self.request.method not in SAFE_METHODS:
+            object_site_check(self.request, override.site_id, CHANGE_LIMITS)
+        return override
+
+    @extend_schema(
+        request=OverrideSerializer,
+        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={201: OverrideSerializer, 404: SITE_NOT_FOUND_RESPONSE, 422: KEY_REUSED_RESPONSE},
+    )
+    @idempotent()
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Set a temporary limit: the site is rebalanced under it at once."""
+        body = OverrideSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        values = dict(body.validated_data)
+        site = values.pop("site")
+        object_site_check(request, site.pk, CHANGE_LIMITS)
+        with service_errors():
+            override = override_create(site=site, **values, actor=actor_of(request))
+        return Response(OverrideSerializer(override).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses={204: None})
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """End the override now (one not started yet is removed); an override that ended already stays."""
+        override_end(override=self.get_object(), now=timezone.now(), actor=actor_of(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -5,6 +5,7 @@ versions, each narrowed to its sites: ``tariffs`` names only those, downloads ar
 them (``scope`` says which). Reaching no site is a 403, as for a site viewer.
 """
 
+import json
 from datetime import date
 from typing import Any
 
@@ -13,22 +14,26 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from balancing.access import access_of
+from balancing.access import access_of, site_for
+from balancing.models import Site
 from billing.exports import EXPORT_CONTENT_TYPES, MAX_DAYS, period_of_dates, period_of_month, sessions_export
-from billing.models import SavingsReport
+from billing.models import SavingsReport, Tariff
 from billing.reports import CONTENT_TYPES
 from billing.reports.scope import section_in
 from billing.selectors import report_site_ids, site_slugs
-from billing.services import savings_report_request
+from billing.services import savings_report_request, tariff_version_import
+from billing.tariffs import TariffError, tariff_json_load
 from billing.views import may_manage_reports, report_file_response, sessions_export_response
-from evplatform.api_plumbing import FileDownloadNegotiation, StrictRegexField, query_params
-from evplatform.permissions import actor_of
+from evplatform.api_plumbing import FileDownloadNegotiation, StrictRegexField, query_params, slug_filter
+from evplatform.api_writes import SITE_NOT_FOUND_RESPONSE, service_errors
+from evplatform.idempotency import IDEMPOTENCY_PARAMETER, KEY_REUSED_RESPONSE, idempotent
+from evplatform.permissions import CHANGE_LIMITS, RoleOnSomeSite, actor_of
 
 # A month YYYY-MM, years 1000 to 9999 (a report's month needs the month after it in the calendar too).
 MONTH_PATTERN = r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])$"
@@ -254,3 +259,84 @@ class SessionExportView(APIView):
         site_ids = report_site_ids(access_of(request))
         export = sessions_export(site_ids=site_ids, period=query["period"])
         return sessions_export_response(export, file_format=query["file_format"], part=query["part"])
+
+
+# --- Tariffs --------------------------------------------------------------------------------
+
+
+class TariffSerializer(serializers.ModelSerializer):
+    site: "serializers.SlugRelatedField[Site]" = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+
+    class Meta:
+        model = Tariff
+        fields = [
+            "id",
+            "site",
+            "version",
+            "name",
+            "utility",
+            "urdb_label",
+            "valid_from",
+            "valid_until",
+            "record_sha256",
+            "imported_at",
+            "imported_by",
+        ]
+
+
+class TariffImportSerializer(serializers.Serializer):
+    site = serializers.SlugField(max_length=50, help_text="The site's slug.")
+    valid_from = serializers.DateField(help_text="First day (site local) it applies; after the latest version's.")
+    record = serializers.DictField(help_text="An OpenEI URDB v7 rate record (or a URDB answer holding one in items).")
+
+
+class TariffFilter(serializers.Serializer):
+    site = slug_filter("Site slug: only this site's versions.")
+
+
+@extend_schema_view(list=extend_schema(parameters=[TariffFilter]))
+class TariffViewSet(viewsets.ReadOnlyModelViewSet):
+    """Tariff versions of each site (newest first); energy managers and admins of a site import the
+    next one (POST a URDB v7 record with the day it applies from)."""
+
+    serializer_class = TariffSerializer
+    permission_classes = [RoleOnSomeSite]
+    write_roles = CHANGE_LIMITS
+    reads_by_site = True
+
+    def get_queryset(self) -> Any:
+        qs = access_of(self.request).filter(Tariff.objects.select_related("site")).order_by("site__slug", "-version")
+        if self.action != "list":
+            return qs
+        site = query_params(self.request, TariffFilter).get("site")
+        return qs.filter(site__slug=site) if site else qs
+
+    @extend_schema(
+        request=TariffImportSerializer,
+        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={
+            201: TariffSerializer,
+            200: OpenApiResponse(TariffSerializer, description="The same record from the same day: that version."),
+            404: SITE_NOT_FOUND_RESPONSE,
+            422: KEY_REUSED_RESPONSE,
+        },
+    )
+    @idempotent()
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Import a rate record as the site's next version (the one before ends where it begins);
+        the same record from the same day again is that version (200), not a new one."""
+        body = TariffImportSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        values = body.validated_data
+        site = site_for(request, values["site"], CHANGE_LIMITS)
+        try:
+            # Through the upload's checks: size, depth, digits, NUL characters.
+            record = tariff_json_load(json.dumps(values["record"]))
+        except TariffError as exc:
+            raise ValidationError({"record": [exc.problem]}) from exc
+        with service_errors():
+            outcome = tariff_version_import(
+                site=site, record=record, valid_from=values["valid_from"], actor=actor_of(request)
+            )
+        code = status.HTTP_201_CREATED if outcome.created else status.HTTP_200_OK
+        return Response(TariffSerializer(outcome.obj).data, status=code)

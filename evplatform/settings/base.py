@@ -311,6 +311,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "CircuitKindEnum": "balancing.models.Circuit.Kind",
         "SiteAlertKindEnum": "balancing.models.SiteAlert.Kind",
+        "PhasesEnum": "balancing.models.Phases",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

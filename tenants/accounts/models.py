@@ -178,3 +178,30 @@ class ApiToken(models.Model):
     def is_usable(self) -> bool:
         now = timezone.now()
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+
+class IdempotencyKey(models.Model):
+    """The first answer to an API request sent with an ``Idempotency-Key`` header, kept for a day.
+
+    Schema: tenant (the API's). One row per (user, key): a repeat of the same request (method,
+    path, query and body, ``request_sha256``) gets this answer again instead of doing it twice;
+    another request under the same key is refused. A row is written in the transaction of the
+    request it answers, so a committed row always holds an answer (``status_code``) and one being
+    answered is locked: a concurrent repeat waits for it (``evplatform.idempotency``).
+    """
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="idempotency_keys")
+    key = models.CharField(max_length=255)
+    request_sha256 = models.CharField(max_length=64, help_text="Of the method, path, query and body.")
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_unique_per_user")]
+        indexes = [models.Index(fields=["expires_at"], name="idempotency_key_expiry")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {self.key[:40]}"

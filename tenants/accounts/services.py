@@ -2,7 +2,8 @@
 
 import secrets
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -10,7 +11,7 @@ from django.utils import timezone
 from django_tenants.utils import tenant_context
 
 from evplatform.celery import QUEUES, queue_name
-from tenants.accounts.models import AuditEvent, Role, User, WorkerHeartbeat
+from tenants.accounts.models import AuditEvent, IdempotencyKey, Role, User, WorkerHeartbeat
 from tenants.models import Tenant
 
 
@@ -110,3 +111,58 @@ def user_update(*, user: User, role: str, is_active: bool, actor: str) -> list[s
             actor=actor, action="update", object_type="user", object_id=user.pk, label=user.email, changes=changes
         )
     return [c[0] for c in changes]
+
+
+# How long the answer to a request sent with an Idempotency-Key is replayed to its repeats.
+IDEMPOTENCY_TTL = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class IdempotencyClaim:
+    """A key looked up for a request: ``record`` to fill in (``owned``), to replay, or a conflict."""
+
+    record: IdempotencyKey
+    owned: bool
+    conflict: bool
+
+
+def idempotency_claim(*, user: User, key: str, request_sha256: str, now: datetime) -> IdempotencyClaim:
+    """Take ``key`` for this request, or find the answer it already has. Call inside a transaction.
+
+    The row is inserted with ``ON CONFLICT DO NOTHING`` and then locked: a concurrent request
+    with the same key waits at the insert until the first one commits (and then replays its
+    answer) or rolls back (and then answers itself). A committed row always holds an answer, so
+    a row without one is this transaction's own. An expired row is taken over.
+    """
+    IdempotencyKey.objects.bulk_create(
+        [IdempotencyKey(user=user, key=key, request_sha256=request_sha256, expires_at=now + IDEMPOTENCY_TTL)],
+        ignore_conflicts=True,
+    )
+    record = IdempotencyKey.objects.select_for_update().get(user=user, key=key)
+    if record.status_code is None:
+        return IdempotencyClaim(record, owned=True, conflict=False)
+    if record.expires_at <= now:
+        record.request_sha256, record.status_code, record.response_body = request_sha256, None, None
+        record.created_at, record.expires_at = now, now + IDEMPOTENCY_TTL
+        record.save()
+        return IdempotencyClaim(record, owned=True, conflict=False)
+    return IdempotencyClaim(record, owned=False, conflict=record.request_sha256 != request_sha256)
+
+
+def idempotency_answer(*, record: IdempotencyKey, status_code: int, body: Any) -> None:
+    """Keep the answer of the request that owns ``record`` (in its transaction)."""
+    record.status_code, record.response_body = status_code, body
+    record.save(update_fields=["status_code", "response_body"])
+
+
+def idempotency_keys_prune(*, now: datetime, batch: int, dry_run: bool = False) -> int:
+    """Delete the active schema's expired idempotency keys, ``batch`` rows a statement; how many (would) go."""
+    expired = IdempotencyKey.objects.filter(expires_at__lte=now)
+    if dry_run:
+        return expired.count()
+    deleted = 0
+    while True:
+        count, _ = IdempotencyKey.objects.filter(pk__in=expired.order_by("expires_at").values("pk")[:batch]).delete()
+        deleted += count
+        if count < batch:
+            return deleted

@@ -293,5 +293,6 @@ def test_the_prune_is_a_daily_beat_task_on_the_reports_queue_fanned_out_per_tena
         "alerts": 0,
         "meter_readings": 0,
         "sessions": 0,
+        "idempotency_keys": 0,
     }
     assert f"history of {tenant.schema_name} pruned: 0 balancing runs" in caplog.text
