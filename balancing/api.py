@@ -52,7 +52,7 @@ from evplatform.api_plumbing import (
     query_params,
     slug_filter,
 )
-from evplatform.api_writes import SITE_NOT_FOUND_RESPONSE, conflict_errors, service_errors
+from evplatform.api_writes import conflict_errors, service_errors
 from evplatform.idempotency import IDEMPOTENCY_PARAMETER, KEY_REUSED_RESPONSE, idempotent
 from evplatform.permissions import CHANGE_LIMITS, RoleOnSomeSite, actor_of, object_site_check
 
@@ -100,7 +100,9 @@ class CircuitWriteSerializer(serializers.ModelSerializer):
 class CircuitCreateSerializer(CircuitWriteSerializer):
     """A new circuit: its site too."""
 
-    site = serializers.SlugField(max_length=50, help_text="The site's slug.")
+    site: "serializers.SlugRelatedField[Site]" = ReachableSiteField(
+        write_roles=CHANGE_LIMITS, help_text="The site's slug (one the caller reaches)."
+    )
 
     class Meta(CircuitWriteSerializer.Meta):
         fields = ["site", *CircuitWriteSerializer.Meta.fields]
@@ -340,15 +342,15 @@ class CircuitViewSet(SiteScopedMixin, viewsets.ReadOnlyModelViewSet):
     @extend_schema(
         request=CircuitCreateSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
-        responses={201: CircuitSerializer, 404: SITE_NOT_FOUND_RESPONSE, 422: KEY_REUSED_RESPONSE},
+        responses={201: CircuitSerializer, 422: KEY_REUSED_RESPONSE},
     )
     @idempotent()
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """Add a circuit to a site's tree (under ``parent``, or fed by the grid connection)."""
-        body = CircuitCreateSerializer(data=request.data)
+        body = CircuitCreateSerializer(data=request.data, context=self.get_serializer_context())
         body.is_valid(raise_exception=True)
         values = dict(body.validated_data)
-        site = site_for(request, values.pop("site"), CHANGE_LIMITS)
+        site = values.pop("site")
         taken = {"name": [f"site {site.slug!r} has a circuit named {values['name']!r}: PUT changes it"]}
         if Circuit.objects.filter(site=site, name=values["name"]).exists():
             raise ValidationError(taken)
@@ -663,12 +665,12 @@ class LimitOverrideViewSet(
     @extend_schema(
         request=OverrideSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
-        responses={201: OverrideSerializer, 404: SITE_NOT_FOUND_RESPONSE, 422: KEY_REUSED_RESPONSE},
+        responses={201: OverrideSerializer, 422: KEY_REUSED_RESPONSE},
     )
     @idempotent()
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """Set a temporary limit: the site is rebalanced under it at once."""
-        body = OverrideSerializer(data=request.data)
+        body = self.get_serializer(data=request.data)
         body.is_valid(raise_exception=True)
         values = dict(body.validated_data)
         site = values.pop("site")

@@ -20,7 +20,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from balancing.access import access_of, site_for
+from balancing.access import access_of
 from balancing.models import Site
 from billing.exports import EXPORT_CONTENT_TYPES, MAX_DAYS, period_of_dates, period_of_month, sessions_export
 from billing.models import SavingsReport, Tariff
@@ -30,8 +30,9 @@ from billing.selectors import report_site_ids, site_slugs
 from billing.services import savings_report_request, tariff_version_import
 from billing.tariffs import TariffError, tariff_json_load
 from billing.views import may_manage_reports, report_file_response, sessions_export_response
+from evplatform.api_access import ReachableSiteField
 from evplatform.api_plumbing import FileDownloadNegotiation, StrictRegexField, query_params, slug_filter
-from evplatform.api_writes import SITE_NOT_FOUND_RESPONSE, service_errors
+from evplatform.api_writes import service_errors
 from evplatform.idempotency import IDEMPOTENCY_PARAMETER, KEY_REUSED_RESPONSE, idempotent
 from evplatform.permissions import CHANGE_LIMITS, RoleOnSomeSite, actor_of
 
@@ -285,7 +286,9 @@ class TariffSerializer(serializers.ModelSerializer):
 
 
 class TariffImportSerializer(serializers.Serializer):
-    site = serializers.SlugField(max_length=50, help_text="The site's slug.")
+    site: "serializers.SlugRelatedField[Site]" = ReachableSiteField(
+        write_roles=CHANGE_LIMITS, help_text="The site's slug (one the caller reaches)."
+    )
     valid_from = serializers.DateField(help_text="First day (site local) it applies; after the latest version's.")
     record = serializers.DictField(help_text="An OpenEI URDB v7 rate record (or a URDB answer holding one in items).")
 
@@ -317,7 +320,6 @@ class TariffViewSet(viewsets.ReadOnlyModelViewSet):
         responses={
             201: TariffSerializer,
             200: OpenApiResponse(TariffSerializer, description="The same record from the same day: that version."),
-            404: SITE_NOT_FOUND_RESPONSE,
             422: KEY_REUSED_RESPONSE,
         },
     )
@@ -325,10 +327,10 @@ class TariffViewSet(viewsets.ReadOnlyModelViewSet):
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """Import a rate record as the site's next version (the one before ends where it begins);
         the same record from the same day again is that version (200), not a new one."""
-        body = TariffImportSerializer(data=request.data)
+        body = TariffImportSerializer(data=request.data, context=self.get_serializer_context())
         body.is_valid(raise_exception=True)
         values = body.validated_data
-        site = site_for(request, values["site"], CHANGE_LIMITS)
+        site = values["site"]
         try:
             # Through the upload's checks: size, depth, digits, NUL characters.
             record = tariff_json_load(json.dumps(values["record"]))

@@ -32,7 +32,7 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
-from balancing.access import access_of, site_for
+from balancing.access import access_of
 from balancing.models import ChargerModelCompliance, Circuit, Site, SiteAlert
 from chargepoint.actions import ACTIONS, charger_action
 from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterReading
@@ -47,7 +47,7 @@ from chargepoint.services import (
     charger_save,
 )
 from evplatform.api import time_filtered
-from evplatform.api_access import SiteScopedMixin
+from evplatform.api_access import ReachableSiteField, SiteScopedMixin
 from evplatform.api_plumbing import (
     SafeJSONParser,
     StrictCharField,
@@ -364,7 +364,9 @@ class PhasesField(StrictIntegerField):
 class ChargerWriteSerializer(serializers.Serializer):
     """A charger's registration as PUT (all but ``site`` and ``max_current_a`` optional) and PATCH take it."""
 
-    site = serializers.SlugField(max_length=50, help_text="Slug of the site it is wired to.")
+    site: "serializers.SlugRelatedField[Site]" = ReachableSiteField(
+        write_roles=CHARGER_ACTIONS, help_text="Slug of the site it is wired to (one the caller reaches)."
+    )
     circuit = StrictCharField(
         max_length=100,
         required=False,
@@ -401,7 +403,7 @@ def _charger_values(stored: ChargingStation | None, given: dict[str, Any], *, pa
     """What ``charger_save`` takes: a PATCH keeps the stored values it leaves out, a PUT the defaults."""
     if partial and stored is not None:
         base: dict[str, Any] = {
-            "site": stored.site.slug,
+            "site": stored.site,
             "circuit": stored.circuit.name if stored.circuit else None,
             "max_current_a": stored.max_current_a,
             "phases": stored.phases,
@@ -562,10 +564,10 @@ class ChargerViewSet(SiteScopedMixin, viewsets.ReadOnlyModelViewSet):
             object_site_check(request, stored.site_id, CHARGER_ACTIONS)
         elif partial:
             raise Http404("No such charger.")
-        body = ChargerWriteSerializer(data=request.data, partial=partial)
+        body = ChargerWriteSerializer(data=request.data, partial=partial, context=self.get_serializer_context())
         body.is_valid(raise_exception=True)
         values = _charger_values(stored, body.validated_data, partial=partial)
-        site = site_for(request, values.pop("site"), CHARGER_ACTIONS)
+        site = values.pop("site")  # in reach with the role: the stored one checked above, a new one by its field
         with service_errors({"site_slug": "site", "circuit_name": "circuit"}):
             saved = charger_save(
                 tenant=request.tenant,  # type: ignore[attr-defined]  # set by django-tenants' middleware

@@ -4,11 +4,14 @@ One mixin for every view whose rows belong to a site: its queryset reaches only 
 sites (anything else is a 404, as if absent), reads need a role on some site in reach, and a
 write needs one of the view's ``write_roles`` on the row's own site (a 403 there). A site named
 in a request body (``ReachableSiteField``) is looked up among the sites in reach and, for a write,
-must be one the request may change.
+must be one the request may change: a site out of reach is a 400 "does not exist" naming the
+field, as an unknown one is (the URL exists; the body is what names nothing), one in reach without
+the role a 403. Every write endpoint taking a site in its body follows this rule.
 """
 
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db.models import QuerySet
 from django.http import Http404
 from rest_framework.exceptions import PermissionDenied
@@ -76,8 +79,10 @@ class SiteScopedMixin(GenericAPIView):
 
 
 class ReachableSiteField(StrictSlugRelatedField):
-    """A site named by its slug in a request body: only sites in reach exist ("does not exist"
-    otherwise); on a write, the request must hold one of ``write_roles`` on it (403)."""
+    """A site named by its slug in a request body: only sites in reach exist (a 400 "does not exist"
+    otherwise, the same as for an unknown slug); on a write, the request must hold one of
+    ``write_roles`` on it (403). The serializer needs the request in its context
+    (``get_serializer`` passes it; ``Serializer(data=..., context={"request": request})`` else)."""
 
     def __init__(self, *, write_roles: Any, **kwargs: Any) -> None:
         self.write_roles = frozenset(write_roles)
@@ -92,8 +97,10 @@ class ReachableSiteField(StrictSlugRelatedField):
         return access_of(request).sites(queryset) if request is not None else queryset.none()
 
     def to_internal_value(self, data: Any) -> Site:
+        request = self.context.get("request")
+        if request is None:  # without it no site is in reach: say so rather than "does not exist"
+            raise ImproperlyConfigured("ReachableSiteField needs the request in the serializer's context")
         site: Site = super().to_internal_value(data)
-        request = self.context["request"]
         if request.method not in SAFE_METHODS and not access_of(request).can(self.write_roles, site.pk):
             raise PermissionDenied(f"Your role on site {site.slug!r} may not change this.")
         return site

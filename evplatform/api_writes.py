@@ -1,16 +1,16 @@
-"""What the API's write endpoints share: service errors as 400s naming the field, 409 conflicts."""
+"""What the API's write endpoints share: service errors as 400s naming the field, 409 conflicts.
+
+A site named in a write's body is an ``evplatform.api_access.ReachableSiteField``: one the caller
+does not reach is a 400 "does not exist" naming ``site``, as an unknown one is.
+"""
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
-from drf_spectacular.utils import OpenApiResponse
 from rest_framework import status
 from rest_framework.exceptions import APIException, ValidationError
-
-# A write naming a site in its body: an unknown site, or one the caller does not reach, is a 404.
-SITE_NOT_FOUND_RESPONSE = OpenApiResponse(description="No such site (or none the caller reaches).")
 
 
 class Conflict(APIException):

@@ -16,7 +16,11 @@ def bearer(raw: str) -> Client:
 
 
 def token_clients() -> Any:
-    """``make(role, grants=[(role, group_or_site)], scope="full")``: a client with a fresh token each time."""
+    """``make(role, grants=[(role, group_or_site)], scope="full")``: a client with a fresh token each time.
+
+    A user without a role on the whole organisation (``role=""``) gets a token limited to the groups
+    of its grants, as ``api_token_create`` requires of it (grant groups for such a user, not sites).
+    """
     made = 0
 
     def make(role: str = "", *, grants: tuple[tuple[str, SiteGroup | Site], ...] = (), scope: str = "full") -> Client:
@@ -30,7 +34,8 @@ def token_clients() -> Any:
                 SiteGrant.objects.create(user=user, role=grant_role, group=target)
             else:
                 SiteGrant.objects.create(user=user, role=grant_role, site=target)
-        _, raw = api_token_create(user=user, name="test", scope=ApiToken.Scope(scope))
+        groups = [target for _, target in grants if isinstance(target, SiteGroup)] if not role else []
+        _, raw = api_token_create(user=user, name="test", scope=ApiToken.Scope(scope), site_groups=groups)
         return bearer(raw)
 
     return make

@@ -117,7 +117,9 @@ def test_bad_circuit_input_is_400_naming_the_field_and_writes_nothing(api_as, bo
 # --- Who may write ----------------------------------------------------------------------------
 
 
-def test_a_manager_granted_a_site_group_writes_there_and_gets_404_elsewhere(api_as, campus) -> None:
+def test_a_manager_granted_a_site_group_writes_there_and_finds_no_other_site(api_as, campus) -> None:
+    """A row of a site out of reach is a 404; such a site named in a body does not exist (400), as
+    an unknown one does."""
     group, north, _, library = campus
     client = api_as(grants=((Role.ENERGY_MANAGER, group),))
     library_circuit = CircuitFactory(site=library, name="Library main")
@@ -140,7 +142,10 @@ def test_a_manager_granted_a_site_group_writes_there_and_gets_404_elsewhere(api_
 
     assert ok.status_code == 201
     assert Circuit.objects.filter(site=north, name="Main").exists()
-    assert [r.status_code for r in (outside, change_outside, remove_outside, override_outside)] == [404] * 4
+    assert [r.status_code for r in (change_outside, remove_outside)] == [404] * 2
+    for named_outside in (outside, override_outside):
+        assert named_outside.status_code == 400
+        assert named_outside.json()["error"]["fields"] == {"site": ["Object with slug=library does not exist."]}
     assert Circuit.objects.get(pk=library_circuit.pk).limit_a == Decimal("32")
     assert not Circuit.objects.filter(site=library, name="Main").exists()
     assert not LimitOverride.objects.exists()

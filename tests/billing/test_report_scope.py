@@ -228,7 +228,8 @@ def test_a_group_holding_every_site_gets_the_stored_files(make_user, october) ->
 def test_a_site_finance_user_downloads_only_its_site_through_the_api(make_user, october) -> None:
     report, _, plaza = october
     user, _ = granted(make_user, Role.FINANCE, site=plaza, email="plaza.finance@alpha.localhost")
-    _, raw = api_token_create(user=user, name="plaza finance")
+    # Holding roles on sites only, the user limits its tokens to a group within its reach.
+    _, raw = api_token_create(user=user, name="plaza finance", site_groups=[group_of(plaza, slug="plaza")])
     api = Client(HTTP_HOST=ALPHA.domain, HTTP_AUTHORIZATION=f"Bearer {raw}")
 
     listed = api.get("/api/v1/reports/").json()["results"]
@@ -261,8 +262,11 @@ def test_a_reader_reaching_no_site_with_a_report_role_is_refused(make_user, octo
     report, mall, _plaza = october
     empty = SiteGroup.objects.create(slug="empty", name="Empty")
     user, client = granted(make_user, Role.FINANCE, group=empty, email="nobody.finance@alpha.localhost")
+    # It reads mall, as a viewer: its token, limited to mall's group, reaches a site but no report role.
+    mall_group = group_of(mall, slug="mall")
+    SiteGrant.objects.create(user=user, role=Role.SITE_VIEWER, group=mall_group)
     _viewer, viewer_client = granted(make_user, Role.SITE_VIEWER, site=mall, email="viewer@alpha.localhost")
-    _, raw = api_token_create(user=user, name="empty")
+    _, raw = api_token_create(user=user, name="mall", site_groups=[mall_group])
 
     assert client.get("/reports/").status_code == 403
     assert client.get(f"/reports/{report.pk}/pdf/").status_code == 403

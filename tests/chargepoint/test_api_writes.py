@@ -153,7 +153,9 @@ def test_a_group_manager_registers_chargers_on_its_sites_only(api_as) -> None:
     read_only = api_as(Role.ADMIN, scope="read")
 
     assert ok.status_code == 201
-    assert [r.status_code for r in (elsewhere, steal, patch_outside, delete_outside, command_outside)] == [404] * 5
+    assert [r.status_code for r in (steal, patch_outside, delete_outside, command_outside)] == [404] * 4
+    assert elsewhere.status_code == 400  # a site out of reach in the body does not exist, as an unknown one
+    assert elsewhere.json()["error"]["fields"] == {"site": ["Object with slug=library does not exist."]}
     assert send(read_only, "PUT", "/api/v1/chargers/N-3/", {"site": "north", "max_current_a": "16"}).status_code == 403
     assert ChargingStation.objects.get(charge_point_id="LIB-1").site == library
     assert not ChargingStation.objects.filter(charge_point_id__in=["N-2", "N-3"]).exists()

@@ -7,15 +7,20 @@ another site group, and every list leaves that site's rows out.
 
 import json
 import re
+from datetime import date, timedelta
+from decimal import Decimal
 
 import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver
+from django.utils import timezone
 
-from balancing.models import SiteGrant, SiteGroup, SiteLimitSchedule
+from balancing.models import LimitOverride, SiteGrant, SiteGroup, SiteLimitSchedule
+from billing.services import tariff_version_import
 from evplatform import urls_api, urls_portal
 from tenants.accounts.models import ApiToken, AuditEvent, Role, User
 from tenants.accounts.tokens import api_token_create
+from tests.billing.conftest import simple_record
 from tests.campus import Campus, campus_build, group_user
 from tests.conftest import ALPHA
 
@@ -40,7 +45,7 @@ ORGANISATION_PAGES = {
 }
 # API endpoints a group's person may not reach: a report by id (of the whole organisation or
 # absent) and regenerating one (it stores and mails an organisation-wide version).
-ORGANISATION_ENDPOINTS = {"report-detail", "report-download", "report-regenerate"}
+ORGANISATION_ENDPOINTS = {"report-detail", "report-download", "report-regenerate", "import-fleet"}
 # Lists narrowed to the person's sites whose rows may be empty in this data (reports, exports):
 # a 200 without the library, but not necessarily with the group's own sites.
 NARROWED = {"reports", "report-list", "sessions-export"}
@@ -125,7 +130,27 @@ def _fill(regex: str, values: dict[str, str]) -> str:
 
 
 @pytest.fixture
-def outsider(campus) -> dict[str, int]:
+def overrides_and_tariffs(campus) -> dict[str, int]:
+    """A limit override and a tariff at north (the lists show the group's own rows) and at the
+    library; returns the library's by the URL names that take their pk."""
+    now = timezone.now()
+    library = {}
+    for site in (campus.north, campus.library):
+        override = LimitOverride.objects.create(
+            site=site,
+            reason=f"works at {site.slug}",
+            limit_kw=Decimal("10"),
+            starts_at=now,
+            ends_at=now + timedelta(hours=2),
+            created_by="facilities@alpha.localhost",
+        )
+        tariff = tariff_version_import(site=site, record=simple_record(), valid_from=date(2026, 1, 1), actor="test").obj
+        library = {"override-detail": override.pk, "tariff-detail": tariff.pk}
+    return library
+
+
+@pytest.fixture
+def outsider(campus, overrides_and_tariffs) -> dict[str, int]:
     """Rows of the organisation a group's person may not touch, by the URL names that take their pk."""
     admin = User.objects.create_user(email="someone.admin@alpha.localhost", password="x-long-pass-9", role=Role.ADMIN)
     token, _ = api_token_create(user=admin, name="admin's")
@@ -151,6 +176,7 @@ def outsider(campus) -> dict[str, int]:
         "group-delete": other.pk,
         "report-download": 1,
         "report-detail": 1,
+        **overrides_and_tariffs,
     }
 
 
@@ -356,8 +382,6 @@ def test_a_read_only_group_token_reads_its_sites_and_writes_nothing(manager, cam
 
 
 def test_a_group_managers_meter_token_posts_readings_for_its_sites_only(manager, campus) -> None:
-    from django.utils import timezone
-
     api = _token_client(manager, site_groups=[campus.group], scope=ApiToken.Scope.METER_WRITE)
     reading = {"measured_at": timezone.now().isoformat(), "current_a": [10, 11, 12]}
 
