@@ -7,9 +7,12 @@ status, content type or body, accept what the schema forbids or refuse what it a
 few rules tests/evplatform/schemathesis.toml names, which a schema cannot state). Each list
 holds real rows, so their bodies are checked too.
 
-One check does not run: object_level_authorization needs two users owning different objects.
-Here every object belongs to the organisation (the host name picks it) and all its users see the
-same objects, by role; isolation between organisations is tested in
+One check does not run: object_level_authorization needs two users owning different objects,
+and this run has one, an admin of the whole organisation. Who sees which object is by site:
+tests/evplatform/test_site_scope.py walks every API URL with a token limited to a site group and
+checks that a row of a site outside it is a 404 and that no list shows it (the write tests check
+writes the same way: tests/balancing/test_api_writes.py, tests/chargepoint/test_api_writes.py,
+tests/billing/test_api_tariffs.py); isolation between organisations is tested in
 tests/tenants/test_cross_tenant.py.
 """
 
