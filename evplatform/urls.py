@@ -6,10 +6,15 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from evplatform.admin_sites import tenant_admin_site
 from evplatform.api_plumbing import api_not_found
 from evplatform.urls_api import urlpatterns as api_v1
+from tenants.accounts.views import SignInView
 
 urlpatterns = [
     path("", include("evplatform.urls_portal")),
+    # Sign-in stays Django's form (with a button per identity provider); allauth serves the rest
+    # under accounts/: oidc/<provider id>/login/(callback/), 2fa/ (second factors), reauthenticate/.
+    path("accounts/login/", SignInView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("accounts/", include("allauth.urls")),
     path("api/v1/", include((api_v1, "api"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),

@@ -6,6 +6,8 @@ from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Model
 from django.utils import timezone
 from django_tenants.utils import tenant_context
 
@@ -110,3 +112,57 @@ def user_update(*, user: User, role: str, is_active: bool, actor: str) -> list[s
             actor=actor, action="update", object_type="user", object_id=user.pk, label=user.email, changes=changes
         )
     return [c[0] for c in changes]
+
+
+def user_role_sync(*, user: User, role: str, actor: str) -> list[str]:
+    """Give a person the role their identity provider's groups map to; audited when it changes.
+
+    Like ``user_update``, the admin role also opens the organisation's Django admin. A user not
+    yet saved (a just-in-time account) only gets the fields set: ``user_sso_created`` audits it.
+    """
+    changes = [("role", user.role, role)] if user.role != role else []
+    user.role = role
+    user.is_staff = user.is_superuser = role == Role.ADMIN
+    if user.pk is not None and changes:
+        user.save(update_fields=["role", "is_staff", "is_superuser"])
+        audit_record(
+            actor=actor, action="update", object_type="user", object_id=user.pk, label=user.email, changes=changes
+        )
+    return [c[0] for c in changes]
+
+
+def user_sso_created(*, user: User, actor: str) -> None:
+    """Audit a person created on their first sign-in through an identity provider."""
+    audit_record(
+        actor=actor, action="create", object_type="user", object_id=user.pk, label=user.email, changes=[("role", None, user.role)]
+    )
+
+
+def sign_in_settings_save(*, instance: Model, changes: Sequence[tuple[str, Any, Any]], actor: str) -> None:
+    """Save an identity provider or the sign-in policy and audit each changed field (secrets masked)."""
+    with transaction.atomic():
+        created = instance.pk is None
+        instance.save()
+        audit_record(
+            actor=actor,
+            action="create" if created else "update",
+            object_type=instance._meta.model_name or "",
+            object_id=instance.pk,
+            label=str(instance),
+            changes=changes,
+        )
+
+
+def authenticator_remove(*, authenticator: Any, actor: str) -> None:
+    """Delete a person's second factor (an admin's reset for a lost phone or key); audited."""
+    user = authenticator.user
+    kind = authenticator.type
+    authenticator.delete()
+    audit_record(
+        actor=actor,
+        action="delete",
+        object_type="authenticator",
+        object_id=user.pk,
+        label=user.email,
+        changes=[("type", kind, None)],
+    )

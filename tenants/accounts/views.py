@@ -1,11 +1,16 @@
-"""Portal pages for people, API tokens and the audit log. Schema: tenant."""
+"""Sign-in, and portal pages for people, API tokens and the audit log. Schema: tenant."""
 
 from datetime import timedelta
-from typing import cast
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+from allauth.account.internal.flows.login import record_authentication
+from allauth.account.utils import perform_login
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import PasswordResetForm
+from django.contrib.auth.views import LoginView
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
@@ -14,12 +19,47 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from evplatform.permissions import MANAGE_USERS, READ_AUDIT, actor_of, role_required
-from tenants.accounts.forms import TokenForm, UserInviteForm, UserRoleForm
-from tenants.accounts.models import ApiToken, AuditEvent, User
+from tenants.accounts.forms import SignInForm, TokenForm, UserInviteForm, UserRoleForm
+from tenants.accounts.models import ApiToken, AuditEvent, IdentityProvider, User
+from tenants.accounts.policy import active_providers
 from tenants.accounts.services import user_invite, user_update
 from tenants.accounts.tokens import api_token_create, token_max_days
 
 AUDIT_PAGE_SIZE = 50
+
+
+def allow_forms_to(response: HttpResponse, providers: list[IdentityProvider]) -> HttpResponse:
+    """Let the page's "Sign in with" forms continue to the identity providers.
+
+    Those forms post here and are redirected to the provider, and browsers hold such redirects
+    to the Content-Security-Policy's form-action too.
+    """
+    origins = sorted({f"{u.scheme}://{u.netloc}" for u in (urlsplit(p.server_url) for p in providers) if u.netloc})
+    if origins:
+        response._csp_update = {"form-action": origins}  # type: ignore[attr-defined]
+    return response
+
+
+class SignInView(LoginView):
+    """Email and password (Django's form, django-axes' lockout), plus a button per identity provider.
+
+    A password that checks out goes on through allauth's login stages, so a person with a second
+    factor is asked for it before they are signed in.
+    """
+
+    authentication_form = SignInForm
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        return super().get_context_data(**kwargs, sso_providers=self.providers)
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        self.providers = active_providers()
+        return allow_forms_to(super().dispatch(request, *args, **kwargs), self.providers)
+
+    def form_valid(self, form: SignInForm) -> HttpResponse:  # type: ignore[override]
+        user = form.get_user()
+        record_authentication(self.request, user, method="password", email=user.email)
+        return perform_login(self.request, user, email_verification="none", redirect_url=self.get_success_url())
 
 
 @role_required(MANAGE_USERS)

@@ -1,0 +1,118 @@
+"""django-allauth adapters: no public sign-up, SSO per organisation, second factors. Schema: tenant.
+
+The social adapter serves each organisation's ``IdentityProvider`` rows as allauth apps, lets
+only those create accounts (just in time, role from the IdP's groups), matches an existing
+person by the email the IdP vouches for, and re-syncs the role at every SSO sign-in.
+"""
+
+from typing import Any
+
+from allauth.account.adapter import DefaultAccountAdapter
+from allauth.core.exceptions import ImmediateHttpResponse
+from allauth.mfa.adapter import DefaultMFAAdapter
+from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
+from allauth.socialaccount.models import SocialLogin
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import connection
+from django.http import HttpRequest
+from django.shortcuts import render
+
+from tenants.accounts.models import IdentityProvider, User
+from tenants.accounts.policy import in_tenant_schema
+from tenants.accounts.services import user_role_sync, user_sso_created
+from tenants.accounts.sso import PROVIDER_TYPE, claims_of, role_for_groups, social_app_of
+
+# The backend a person signed in by SSO or after a second factor is attached to (allauth keeps
+# no backend across the second-factor step; the first configured one is django-axes', which
+# cannot load users).
+SESSION_BACKEND = "django.contrib.auth.backends.ModelBackend"
+
+
+def sso_actor(provider_slug: str) -> str:
+    return f"sso:{provider_slug}"
+
+
+def refuse(request: HttpRequest, provider: IdentityProvider | None, reason: str) -> ImmediateHttpResponse:
+    """A sign-in through an identity provider that this organisation does not let in, and why."""
+    context = {"reason": reason, "provider": provider}
+    return ImmediateHttpResponse(render(request, "registration/sso_refused.html", context, status=403))
+
+
+class AccountAdapter(DefaultAccountAdapter):
+    def is_open_for_signup(self, request: HttpRequest) -> bool:
+        """People are invited by an admin or come through their organisation's identity provider."""
+        return False
+
+    def login(self, request: HttpRequest, user: AbstractBaseUser) -> None:
+        if not hasattr(user, "backend"):
+            user.backend = SESSION_BACKEND  # type: ignore[attr-defined]
+        super().login(request, user)
+
+
+class SocialAccountAdapter(DefaultSocialAccountAdapter):
+    def list_apps(self, request: HttpRequest | None, provider: str | None = None, client_id: str | None = None) -> list:
+        if not in_tenant_schema():
+            return []
+        providers = IdentityProvider.objects.filter(is_active=True)
+        if provider and provider != PROVIDER_TYPE:
+            providers = providers.filter(slug=provider)
+        if client_id:
+            providers = providers.filter(client_id=client_id)
+        return [social_app_of(row) for row in providers]
+
+    def is_open_for_signup(self, request: HttpRequest, sociallogin: SocialLogin) -> bool:
+        return in_tenant_schema() and IdentityProvider.objects.filter(
+            slug=sociallogin.account.provider, is_active=True
+        ).exists()
+
+    def pre_social_login(self, request: HttpRequest, sociallogin: SocialLogin) -> None:
+        """Refuse, or settle who this is and their role, before allauth signs them in or up."""
+        provider = IdentityProvider.objects.filter(slug=sociallogin.account.provider, is_active=True).first()
+        if provider is None:
+            raise refuse(request, None, "This identity provider is not enabled for this organisation.")
+        claims = claims_of(sociallogin.account.extra_data, groups_claim=provider.groups_claim)
+        if not claims.email:
+            raise refuse(request, provider, f"{provider.name} did not give an email address for your account.")
+        if not (provider.trust_email or claims.email_verified):
+            raise refuse(
+                request, provider, f"{provider.name} did not confirm that {claims.email} is your email address."
+            )
+        role = role_for_groups(group_roles=provider.group_roles, groups=claims.groups, default_role=provider.default_role)
+        if role is None:
+            raise refuse(
+                request,
+                provider,
+                f"Your account at {provider.name} ({claims.email}) is in none of the groups that give a role "
+                f"in {getattr(connection.tenant, 'name', 'this organisation')}. Ask your administrator for access.",
+            )
+        if not sociallogin.is_existing:
+            same_email = User.objects.filter(email__iexact=claims.email).first()
+            if same_email is not None:
+                if not same_email.is_active:
+                    raise refuse(request, provider, f"The account {claims.email} is deactivated here.")
+                sociallogin.connect(request, same_email)
+        user = sociallogin.user
+        assert isinstance(user, User)
+        if user.pk is not None and not user.is_active:
+            raise refuse(request, provider, f"The account {user.email} is deactivated here.")
+        user_role_sync(user=user, role=role, actor=sso_actor(provider.slug))
+
+    def populate_user(self, request: HttpRequest, sociallogin: SocialLogin, data: dict[str, Any]) -> Any:
+        user = super().populate_user(request, sociallogin, data)
+        provider = IdentityProvider.objects.filter(slug=sociallogin.account.provider).first()
+        claims = claims_of(sociallogin.account.extra_data, groups_claim=provider.groups_claim if provider else "groups")
+        user.email = claims.email or user.email.lower()
+        user.full_name = claims.name
+        return user
+
+    def save_user(self, request: HttpRequest, sociallogin: SocialLogin, form: Any = None) -> Any:
+        user = super().save_user(request, sociallogin, form)
+        user_sso_created(user=user, actor=sso_actor(sociallogin.account.provider))
+        return user
+
+
+class MfaAdapter(DefaultMFAAdapter):
+    def get_totp_issuer(self) -> str:
+        """The name an authenticator app lists the code under: the organisation's."""
+        name = getattr(connection.tenant, "name", "") if in_tenant_schema() else ""
+        return f"{name} (EV load balancing)" if name else "EV load balancing"
