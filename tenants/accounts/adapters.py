@@ -5,9 +5,10 @@ only those create accounts (just in time, role from the IdP's groups), matches a
 person by the email the IdP vouches for, and re-syncs the role at every SSO sign-in.
 """
 
-from typing import Any
+from typing import Any, cast
 
 from allauth.account.adapter import DefaultAccountAdapter
+from allauth.account.internal.flows.login import record_authentication
 from allauth.core.exceptions import ImmediateHttpResponse
 from allauth.mfa.adapter import DefaultMFAAdapter
 from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
@@ -18,7 +19,7 @@ from django.http import HttpRequest
 from django.shortcuts import render
 
 from tenants.accounts.models import IdentityProvider, User
-from tenants.accounts.policy import in_tenant_schema
+from tenants.accounts.policy import in_tenant_schema, signed_in_recently
 from tenants.accounts.services import user_role_sync, user_sso_created
 from tenants.accounts.sso import PROVIDER_TYPE, claims_of, role_for_groups, social_app_of
 
@@ -43,6 +44,15 @@ class AccountAdapter(DefaultAccountAdapter):
         """People are invited by an admin or come through their organisation's identity provider."""
         return False
 
+    def is_reauthentication_required(self, *, app: str, **kwargs: Any) -> bool:
+        """Setting up a second factor right after signing in asks for nothing more; later it asks for
+        the password, a mailed code or an existing factor again (allauth's own rule)."""
+        request = self.request
+        user = getattr(request, "user", None)
+        if app == "allauth.mfa" and isinstance(user, User) and signed_in_recently(request, user):
+            return False
+        return super().is_reauthentication_required(app=app, **kwargs)
+
     def login(self, request: HttpRequest, user: AbstractBaseUser) -> None:
         if not hasattr(user, "backend"):
             user.backend = SESSION_BACKEND  # type: ignore[attr-defined]
@@ -61,9 +71,10 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
         return [social_app_of(row) for row in providers]
 
     def is_open_for_signup(self, request: HttpRequest, sociallogin: SocialLogin) -> bool:
-        return in_tenant_schema() and IdentityProvider.objects.filter(
-            slug=sociallogin.account.provider, is_active=True
-        ).exists()
+        return (
+            in_tenant_schema()
+            and IdentityProvider.objects.filter(slug=sociallogin.account.provider, is_active=True).exists()
+        )
 
     def pre_social_login(self, request: HttpRequest, sociallogin: SocialLogin) -> None:
         """Refuse, or settle who this is and their role, before allauth signs them in or up."""
@@ -77,7 +88,9 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
             raise refuse(
                 request, provider, f"{provider.name} did not confirm that {claims.email} is your email address."
             )
-        role = role_for_groups(group_roles=provider.group_roles, groups=claims.groups, default_role=provider.default_role)
+        role = role_for_groups(
+            group_roles=provider.group_roles, groups=claims.groups, default_role=provider.default_role
+        )
         if role is None:
             raise refuse(
                 request,
@@ -91,8 +104,7 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
                 if not same_email.is_active:
                     raise refuse(request, provider, f"The account {claims.email} is deactivated here.")
                 sociallogin.connect(request, same_email)
-        user = sociallogin.user
-        assert isinstance(user, User)
+        user = cast(User, sociallogin.user)
         if user.pk is not None and not user.is_active:
             raise refuse(request, provider, f"The account {user.email} is deactivated here.")
         user_role_sync(user=user, role=role, actor=sso_actor(provider.slug))
@@ -107,6 +119,10 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
 
     def save_user(self, request: HttpRequest, sociallogin: SocialLogin, form: Any = None) -> Any:
         user = super().save_user(request, sociallogin, form)
+        # allauth records a sign-in through an IdP only for existing accounts; a new one counts too.
+        record_authentication(
+            request, user, "socialaccount", provider=sociallogin.account.provider, uid=sociallogin.account.uid
+        )
         user_sso_created(user=user, actor=sso_actor(sociallogin.account.provider))
         return user
 

@@ -91,7 +91,19 @@ class IdentityProviderForm(forms.ModelForm):
 
     class Meta:
         model = IdentityProvider
-        fields = "__all__"
+        fields = (
+            "name",
+            "slug",
+            "is_active",
+            "server_url",
+            "client_id",
+            "client_secret",
+            "client_secret_env",
+            "groups_claim",
+            "group_roles",
+            "default_role",
+            "trust_email",
+        )
 
     def clean_client_secret(self) -> str:
         return self.cleaned_data["client_secret"] or (self.instance.client_secret if self.instance.pk else "")

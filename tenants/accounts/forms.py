@@ -9,7 +9,13 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator
 
 from tenants.accounts.models import ApiToken, Role
-from tenants.accounts.policy import active_providers, current_policy, password_refusal, password_refused_for_everyone, sso_message
+from tenants.accounts.policy import (
+    active_providers,
+    current_policy,
+    password_refusal,
+    password_refused_for_everyone,
+    sso_message,
+)
 
 
 class UserInviteForm(forms.Form):

@@ -3,7 +3,10 @@
 Only tenant schemas have these tables: in ``public`` (platform staff) no policy applies.
 """
 
+import time
+
 from django.db import connection
+from django.http import HttpRequest
 from django_tenants.utils import get_public_schema_name
 
 from tenants.accounts.models import Enforcement, IdentityProvider, SignInPolicy, User, applies_to
@@ -49,3 +52,13 @@ def has_second_factor(user: User) -> bool:
     from allauth.mfa.utils import is_mfa_enabled
 
     return is_mfa_enabled(user, [Authenticator.Type.TOTP, Authenticator.Type.WEBAUTHN])
+
+
+def signed_in_recently(request: HttpRequest, user: User) -> bool:
+    """Whether this session signed the person in (password, SSO or second factor) within allauth's
+    re-authentication window (ACCOUNT_REAUTHENTICATION_TIMEOUT, 5 minutes)."""
+    from allauth.account import app_settings
+    from allauth.account.internal.flows.login import get_authentication_records
+
+    records = get_authentication_records(request, user)
+    return bool(records) and time.time() - records[-1]["at"] < app_settings.REAUTHENTICATION_TIMEOUT

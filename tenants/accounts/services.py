@@ -134,7 +134,12 @@ def user_role_sync(*, user: User, role: str, actor: str) -> list[str]:
 def user_sso_created(*, user: User, actor: str) -> None:
     """Audit a person created on their first sign-in through an identity provider."""
     audit_record(
-        actor=actor, action="create", object_type="user", object_id=user.pk, label=user.email, changes=[("role", None, user.role)]
+        actor=actor,
+        action="create",
+        object_type="user",
+        object_id=user.pk,
+        label=user.email,
+        changes=[("role", None, user.role)],
     )
 
 

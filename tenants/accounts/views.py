@@ -6,7 +6,6 @@ from urllib.parse import urlsplit
 
 from allauth.account.internal.flows.login import record_authentication
 from allauth.account.utils import perform_login
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import PasswordResetForm
