@@ -5,7 +5,7 @@ charger identity registry, platform staff. ``tenant_admin_site`` (a tenant's dom
 organisation's sites, circuits, chargers, sessions, meter data and users.
 """
 
-from typing import Any
+from typing import Any, cast
 
 from django.contrib.admin import AdminSite
 from django.contrib.auth import REDIRECT_FIELD_NAME
@@ -50,7 +50,7 @@ class TenantAdminSite(AdminSite):
         view = SignInView.as_view(
             extra_context=context, authentication_form=AdminSignInForm, template_name="admin/login.html"
         )
-        return view(request)
+        return cast(HttpResponse, view(request))
 
 
 platform_admin_site = PlatformAdminSite(name="platform_admin")

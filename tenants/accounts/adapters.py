@@ -14,12 +14,11 @@ from allauth.mfa.adapter import DefaultMFAAdapter
 from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
 from allauth.socialaccount.models import SocialLogin
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db import connection
 from django.http import HttpRequest
 from django.shortcuts import render
 
 from tenants.accounts.models import IdentityProvider, User
-from tenants.accounts.policy import in_tenant_schema, signed_in_recently
+from tenants.accounts.policy import in_tenant_schema, signed_in_recently, tenant_name
 from tenants.accounts.services import user_role_sync, user_sso_created
 from tenants.accounts.sso import PROVIDER_TYPE, claims_of, role_for_groups, social_app_of
 
@@ -55,7 +54,7 @@ class AccountAdapter(DefaultAccountAdapter):
 
     def login(self, request: HttpRequest, user: AbstractBaseUser) -> None:
         if not hasattr(user, "backend"):
-            user.backend = SESSION_BACKEND  # type: ignore[attr-defined]
+            user.backend = SESSION_BACKEND
         super().login(request, user)
 
 
@@ -96,7 +95,7 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
                 request,
                 provider,
                 f"Your account at {provider.name} ({claims.email}) is in none of the groups that give a role "
-                f"in {getattr(connection.tenant, 'name', 'this organisation')}. Ask your administrator for access.",
+                f"in {tenant_name() or 'this organisation'}. Ask your administrator for access.",
             )
         if not sociallogin.is_existing:
             same_email = User.objects.filter(email__iexact=claims.email).first()
@@ -130,5 +129,5 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
 class MfaAdapter(DefaultMFAAdapter):
     def get_totp_issuer(self) -> str:
         """The name an authenticator app lists the code under: the organisation's."""
-        name = getattr(connection.tenant, "name", "") if in_tenant_schema() else ""
+        name = tenant_name()
         return f"{name} (EV load balancing)" if name else "EV load balancing"

@@ -13,7 +13,12 @@ from tenants.accounts.models import Enforcement, IdentityProvider, SignInPolicy,
 
 
 def in_tenant_schema() -> bool:
-    return connection.schema_name != get_public_schema_name()
+    return getattr(connection, "schema_name", get_public_schema_name()) != get_public_schema_name()
+
+
+def tenant_name() -> str:
+    """The active organisation's name ("" in public)."""
+    return str(getattr(getattr(connection, "tenant", None), "name", "")) if in_tenant_schema() else ""
 
 
 def current_policy() -> SignInPolicy:

@@ -12,7 +12,7 @@ from django.contrib.auth.forms import PasswordResetForm
 from django.contrib.auth.views import LoginView
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
@@ -27,7 +27,7 @@ from tenants.accounts.tokens import api_token_create, token_max_days
 AUDIT_PAGE_SIZE = 50
 
 
-def allow_forms_to(response: HttpResponse, providers: list[IdentityProvider]) -> HttpResponse:
+def allow_forms_to(response: HttpResponseBase, providers: list[IdentityProvider]) -> HttpResponseBase:
     """Let the page's "Sign in with" forms continue to the identity providers.
 
     Those forms post here and are redirected to the provider, and browsers hold such redirects
@@ -51,7 +51,7 @@ class SignInView(LoginView):
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         return super().get_context_data(**kwargs, sso_providers=self.providers)
 
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         self.providers = active_providers()
         return allow_forms_to(super().dispatch(request, *args, **kwargs), self.providers)
 
