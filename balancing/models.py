@@ -8,9 +8,12 @@ import zoneinfo
 from datetime import datetime
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
+
+from tenants.accounts.models import Role
 
 
 def validate_timezone(value: str) -> None:
@@ -125,6 +128,63 @@ class Site(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class SiteGroup(models.Model):
+    """Sites that belong together: a campus, a building, a department, a region.
+
+    A role granted on a group (``SiteGrant``) reaches every site in it; a site may sit in several
+    groups (a building and the campus around it). Finance charge-backs are totalled per group.
+    """
+
+    slug = models.SlugField(max_length=50, unique=True)
+    name = models.CharField(max_length=200)
+    sites = models.ManyToManyField(Site, related_name="groups", blank=True)
+    api_tokens = models.ManyToManyField(
+        "accounts.ApiToken",
+        related_name="site_groups",
+        blank=True,
+        help_text="Tokens limited to the sites of their groups (a token in no group is not limited).",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SiteGrant(models.Model):
+    """A role a person holds on one site group or one site (not the whole organisation).
+
+    A role on the whole organisation is the user's own ``role``; these rows add roles below it.
+    Exactly one of ``group`` and ``site`` is set.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="site_grants")
+    role = models.CharField(max_length=20, choices=Role.choices)
+    group = models.ForeignKey(SiteGroup, on_delete=models.CASCADE, null=True, blank=True, related_name="grants")
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, null=True, blank=True, related_name="grants")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["user", "role"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(models.Q(group__isnull=True) & models.Q(site__isnull=False))
+                | (models.Q(group__isnull=False) & models.Q(site__isnull=True)),
+                name="site_grant_group_xor_site",
+            ),
+            models.CheckConstraint(condition=models.Q(role__in=Role.values), name="site_grant_role_valid"),
+            models.UniqueConstraint(
+                fields=["user", "role", "group", "site"], nulls_distinct=False, name="site_grant_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.role} on {self.group or self.site}"
 
 
 class Circuit(models.Model):

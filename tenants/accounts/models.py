@@ -62,7 +62,13 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     email = models.EmailField(max_length=254, unique=True)
     full_name = models.CharField(max_length=200, blank=True)
-    role = models.CharField(max_length=20, choices=Role.choices, default=Role.SITE_VIEWER)
+    role = models.CharField(
+        max_length=20,
+        choices=Role.choices,
+        default=Role.SITE_VIEWER,
+        blank=True,
+        help_text="Role on the whole organisation; empty: only the roles granted on site groups or sites.",
+    )
     is_staff = models.BooleanField(default=False, help_text="May sign in to the Django admin.")
     is_active = models.BooleanField(default=True)
     date_joined = models.DateTimeField(default=timezone.now)
@@ -77,7 +83,7 @@ class User(AbstractBaseUser, PermissionsMixin):
         ordering = ["email"]
         constraints = [
             models.UniqueConstraint(Lower("email"), name="user_email_unique_ci"),
-            models.CheckConstraint(condition=models.Q(role__in=Role.values), name="user_role_valid"),
+            models.CheckConstraint(condition=models.Q(role__in=[*Role.values, ""]), name="user_role_valid"),
         ]
 
     def __str__(self) -> str:
@@ -135,6 +141,8 @@ class ApiToken(models.Model):
 
     ``scope`` narrows what the token may do below its user's role: ``read`` only reads,
     ``meter-write`` only posts site meter readings (a meter gateway's token, nothing else).
+    A token named by site groups (``SiteGroup.api_tokens``, tenant schemas only) reaches only
+    those groups' sites.
     """
 
     class Scope(models.TextChoices):
