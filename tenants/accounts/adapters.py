@@ -1,8 +1,9 @@
 """django-allauth adapters: no public sign-up, SSO per organisation, second factors. Schema: tenant.
 
 The social adapter serves each organisation's ``IdentityProvider`` rows as allauth apps, lets
-only those create accounts (just in time, role from the IdP's groups), matches an existing
-person by the email the IdP vouches for, and re-syncs the role at every SSO sign-in.
+only those create accounts (just in time, roles from the IdP's groups), matches an existing
+person by the email the IdP vouches for, and re-syncs the roles (on the organisation, and on
+site groups where the mapping names them) at every SSO sign-in.
 """
 
 from typing import Any, cast
@@ -19,8 +20,15 @@ from django.shortcuts import render
 
 from tenants.accounts.models import IdentityProvider, User
 from tenants.accounts.policy import in_tenant_schema, signed_in_recently, tenant_name
-from tenants.accounts.services import user_role_sync, user_sso_created
-from tenants.accounts.sso import PROVIDER_TYPE, claims_of, role_for_groups, social_app_of
+from tenants.accounts.services import user_sso_created, user_sso_sync
+from tenants.accounts.sso import (
+    PROVIDER_TYPE,
+    Assignment,
+    assignment_for_groups,
+    claims_of,
+    manages_group_grants,
+    social_app_of,
+)
 
 # The backend a person signed in by SSO or after a second factor is attached to (allauth keeps
 # no backend across the second-factor step; the first configured one is django-axes', which
@@ -36,6 +44,13 @@ def refuse(request: HttpRequest, provider: IdentityProvider | None, reason: str)
     """A sign-in through an identity provider that this organisation does not let in, and why."""
     context = {"reason": reason, "provider": provider}
     return ImmediateHttpResponse(render(request, "registration/sso_refused.html", context, status=403))
+
+
+def assignment_of(provider: IdentityProvider, sociallogin: SocialLogin) -> Assignment | None:
+    claims = claims_of(sociallogin.account.extra_data, groups_claim=provider.groups_claim)
+    return assignment_for_groups(
+        group_roles=provider.group_roles, groups=claims.groups, default_role=provider.default_role
+    )
 
 
 class AccountAdapter(DefaultAccountAdapter):
@@ -87,10 +102,8 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
             raise refuse(
                 request, provider, f"{provider.name} did not confirm that {claims.email} is your email address."
             )
-        role = role_for_groups(
-            group_roles=provider.group_roles, groups=claims.groups, default_role=provider.default_role
-        )
-        if role is None:
+        assignment = assignment_of(provider, sociallogin)
+        if assignment is None:
             raise refuse(
                 request,
                 provider,
@@ -106,7 +119,12 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
         user = cast(User, sociallogin.user)
         if user.pk is not None and not user.is_active:
             raise refuse(request, provider, f"The account {user.email} is deactivated here.")
-        user_role_sync(user=user, role=role, actor=sso_actor(provider.slug))
+        user_sso_sync(
+            user=user,
+            org_role=assignment.org_role,
+            group_grants=assignment.group_grants if manages_group_grants(provider.group_roles) else None,
+            actor=sso_actor(provider.slug),
+        )
 
     def populate_user(self, request: HttpRequest, sociallogin: SocialLogin, data: dict[str, Any]) -> Any:
         user = super().populate_user(request, sociallogin, data)
@@ -122,7 +140,11 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
         record_authentication(
             request, user, "socialaccount", provider=sociallogin.account.provider, uid=sociallogin.account.uid
         )
-        user_sso_created(user=user, actor=sso_actor(sociallogin.account.provider))
+        provider = IdentityProvider.objects.get(slug=sociallogin.account.provider)
+        assignment = assignment_of(provider, sociallogin)
+        user_sso_created(
+            user=user, group_grants=assignment.group_grants if assignment else None, actor=sso_actor(provider.slug)
+        )
         return user
 
 

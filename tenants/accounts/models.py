@@ -220,8 +220,9 @@ class IdentityProvider(models.Model):
     allauth sees each active row as an ``openid_connect`` app whose provider id is ``slug``;
     the redirect URI to register at the IdP is ``https://<org domain>/accounts/oidc/<slug>/login/callback/``.
     ``group_roles`` maps an IdP group (in the ``groups_claim`` claim of the ID token or userinfo)
-    to a role, e.g. ``{"ev-admins": "admin", "ev-finance": "finance"}``; a person in several
-    mapped groups gets the strongest role; in none, ``default_role``, or is refused when it is blank.
+    to a role on the whole organisation, e.g. ``{"ev-admins": "admin", "ev-finance": "finance"}``,
+    or to a role on a site group, ``{"north-fm": {"role": "energy_manager", "site_group": "north"}}``
+    (tenants.accounts.sso.assignment_for_groups); in no mapped group, ``default_role``, or refused.
     """
 
     slug = models.SlugField(
@@ -246,7 +247,8 @@ class IdentityProvider(models.Model):
         "Group to role mapping",
         default=dict,
         blank=True,
-        help_text='IdP group name to role, e.g. {"ev-admins": "admin", "ev-finance": "finance"}.',
+        help_text='IdP group name to a role on the organisation, e.g. {"ev-admins": "admin"}, or on a site '
+        'group: {"north-fm": {"role": "energy_manager", "site_group": "north"}}.',
     )
     default_role = models.CharField(
         max_length=20,
@@ -273,13 +275,16 @@ class IdentityProvider(models.Model):
         return self.name
 
     def clean(self) -> None:
-        from tenants.accounts.sso import group_roles_errors
+        from balancing.models import SiteGroup
+        from tenants.accounts.sso import group_roles_errors, site_groups_named
 
         errors: dict[str, list[str]] = {}
         if self.slug == "openid_connect":
             errors["slug"] = ["'openid_connect' is the provider type; choose another id, e.g. 'okta'."]
         if mapping_errors := group_roles_errors(self.group_roles):
             errors["group_roles"] = mapping_errors
+        elif missing := site_groups_named(self.group_roles) - set(SiteGroup.objects.values_list("slug", flat=True)):
+            errors["group_roles"] = [f"No site group '{slug}'." for slug in sorted(missing)]
         if not (self.client_secret or self.client_secret_env):
             errors["client_secret"] = ["Set a client secret or the environment variable that holds it."]
         if self.client_secret_env and not self.client_secret_env.startswith("OIDC_SECRET_"):

@@ -114,33 +114,60 @@ def user_update(*, user: User, role: str, is_active: bool, actor: str) -> list[s
     return [c[0] for c in changes]
 
 
-def user_role_sync(*, user: User, role: str, actor: str) -> list[str]:
-    """Give a person the role their identity provider's groups map to; audited when it changes.
+def _grants_label(grants: set[tuple[str, str]]) -> str:
+    return ", ".join(f"{role} on {slug}" for slug, role in sorted(grants))
 
-    Like ``user_update``, the admin role also opens the organisation's Django admin. A user not
-    yet saved (a just-in-time account) only gets the fields set: ``user_sso_created`` audits it.
+
+def _group_grants_set(*, user: User, grants: frozenset[tuple[str, str]]) -> tuple[str, str] | None:
+    """Make the person's site-group roles exactly ``grants`` (site group slug, role); groups that do
+    not exist are skipped; roles on single sites are left alone. The (old, new) labels when changed."""
+    from balancing.models import SiteGrant, SiteGroup
+
+    current = SiteGrant.objects.filter(user=user, group__isnull=False)
+    old = set(current.values_list("group__slug", "role"))
+    groups = {group.slug: group for group in SiteGroup.objects.filter(slug__in={slug for slug, _ in grants})}
+    new = {(slug, role) for slug, role in grants if slug in groups}
+    if old == new:
+        return None
+    for slug, role in old - new:
+        current.filter(group__slug=slug, role=role).delete()
+    SiteGrant.objects.bulk_create([SiteGrant(user=user, group=groups[slug], role=role) for slug, role in new - old])
+    return _grants_label(old), _grants_label(new)
+
+
+def user_sso_sync(
+    *, user: User, org_role: str, group_grants: frozenset[tuple[str, str]] | None, actor: str
+) -> list[str]:
+    """Give a person the roles their identity provider's groups map to; audited when they change.
+
+    ``org_role`` is the role on the whole organisation ("" for none; admin also opens the
+    organisation's Django admin, as in ``user_update``). ``group_grants`` replaces their roles on
+    site groups; None leaves those alone. A user not yet saved (a just-in-time account) only gets
+    its fields set: ``user_sso_created`` stores the rest.
     """
-    changes = [("role", user.role, role)] if user.role != role else []
-    user.role = role
-    user.is_staff = user.is_superuser = role == Role.ADMIN
-    if user.pk is not None and changes:
-        user.save(update_fields=["role", "is_staff", "is_superuser"])
-        audit_record(
-            actor=actor, action="update", object_type="user", object_id=user.pk, label=user.email, changes=changes
-        )
+    changes: list[tuple[str, Any, Any]] = [("role", user.role, org_role)] if user.role != org_role else []
+    user.role = org_role
+    user.is_staff = user.is_superuser = org_role == Role.ADMIN
+    if user.pk is None:
+        return [c[0] for c in changes]
+    with transaction.atomic():
+        if changes:
+            user.save(update_fields=["role", "is_staff", "is_superuser"])
+        if group_grants is not None and (labels := _group_grants_set(user=user, grants=group_grants)):
+            changes.append(("site_group_roles", *labels))
+        if changes:
+            audit_record(
+                actor=actor, action="update", object_type="user", object_id=user.pk, label=user.email, changes=changes
+            )
     return [c[0] for c in changes]
 
 
-def user_sso_created(*, user: User, actor: str) -> None:
-    """Audit a person created on their first sign-in through an identity provider."""
-    audit_record(
-        actor=actor,
-        action="create",
-        object_type="user",
-        object_id=user.pk,
-        label=user.email,
-        changes=[("role", None, user.role)],
-    )
+def user_sso_created(*, user: User, group_grants: frozenset[tuple[str, str]] | None, actor: str) -> None:
+    """Store and audit a person created on their first sign-in through an identity provider."""
+    changes: list[tuple[str, Any, Any]] = [("role", None, user.role)]
+    if group_grants and (labels := _group_grants_set(user=user, grants=group_grants)):
+        changes.append(("site_group_roles", None, labels[1]))
+    audit_record(actor=actor, action="create", object_type="user", object_id=user.pk, label=user.email, changes=changes)
 
 
 def sign_in_settings_save(*, instance: Model, changes: Sequence[tuple[str, Any, Any]], actor: str) -> None:

@@ -51,24 +51,65 @@ def claims_of(extra_data: Mapping[str, Any], *, groups_claim: str) -> Claims:
     )
 
 
-def role_for_groups(*, group_roles: Mapping[str, Any], groups: Iterable[str], default_role: str) -> str | None:
-    """The organisation-wide role these IdP groups map to; ``default_role`` (None when blank) if none does."""
-    mapped = {group_roles[group] for group in groups if group in group_roles}
-    for role in ROLE_PRECEDENCE:
-        if role in mapped:
-            return role
-    return default_role or None
+@dataclass(frozen=True)
+class Assignment:
+    """What an IdP's groups give a person: a role on the whole organisation ("" for none) and
+    roles on site groups, as (site group slug, role) pairs."""
+
+    org_role: str
+    group_grants: frozenset[tuple[str, str]]
+
+
+def assignment_for_groups(
+    *, group_roles: Mapping[str, Any], groups: Iterable[str], default_role: str
+) -> Assignment | None:
+    """The roles these IdP groups map to; ``default_role`` (organisation-wide) when they map to
+    nothing; None (refuse) when that is blank too.
+
+    A mapping's value is a role (on the whole organisation) or ``{"role": ..., "site_group": slug}``
+    (on that site group's sites). Of several organisation-wide roles the strongest wins.
+    """
+    org_roles: set[str] = set()
+    grants: set[tuple[str, str]] = set()
+    for group in groups:
+        target = group_roles.get(group)
+        if isinstance(target, str):
+            org_roles.add(target)
+        elif isinstance(target, Mapping):
+            grants.add((str(target["site_group"]), str(target["role"])))
+    org_role = next((role for role in ROLE_PRECEDENCE if role in org_roles), "")
+    if not org_role and not grants:
+        org_role = default_role
+    return Assignment(org_role=org_role, group_grants=frozenset(grants)) if org_role or grants else None
+
+
+def manages_group_grants(group_roles: Mapping[str, Any]) -> bool:
+    """Whether sign-ins through this IdP set a person's site-group roles (it maps some group to one);
+    otherwise the grants an admin gave are left alone."""
+    return any(isinstance(target, Mapping) for target in group_roles.values())
 
 
 def group_roles_errors(mapping: object) -> list[str]:
     """What is wrong with a group -> role mapping, one message per bad entry (empty when valid)."""
     if not isinstance(mapping, dict):
         return ['Give a JSON object of group name to role, e.g. {"ev-admins": "admin"}.']
-    return [
-        f"Group '{group}': '{role}' is not a role (one of {', '.join(Role.values)})."
-        for group, role in mapping.items()
-        if role not in Role.values
-    ]
+    errors = []
+    for group, target in mapping.items():
+        if isinstance(target, dict):
+            role, site_group = target.get("role"), target.get("site_group")
+            if set(target) != {"role", "site_group"} or not isinstance(site_group, str) or not site_group:
+                errors.append(f'Group \'{group}\': give {{"role": ..., "site_group": "<slug>"}}.')
+                continue
+        else:
+            role = target
+        if role not in Role.values:
+            errors.append(f"Group '{group}': '{role}' is not a role (one of {', '.join(Role.values)}).")
+    return errors
+
+
+def site_groups_named(mapping: Mapping[str, Any]) -> set[str]:
+    """The site group slugs a mapping grants roles on."""
+    return {str(t["site_group"]) for t in mapping.values() if isinstance(t, Mapping) and "site_group" in t}
 
 
 def client_secret_of(provider: IdentityProvider) -> str:

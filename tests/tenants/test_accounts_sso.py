@@ -11,7 +11,14 @@ from django.test import RequestFactory, override_settings
 
 from tenants.accounts.adapters import AccountAdapter, SocialAccountAdapter
 from tenants.accounts.models import AuditEvent, IdentityProvider, Role, User
-from tenants.accounts.sso import claims_of, client_secret_of, group_roles_errors, role_for_groups, social_app_of
+from tenants.accounts.sso import (
+    Assignment,
+    assignment_for_groups,
+    claims_of,
+    client_secret_of,
+    group_roles_errors,
+    social_app_of,
+)
 from tests.conftest import ALPHA
 
 pytestmark = pytest.mark.django_db
@@ -52,11 +59,25 @@ def test_a_single_group_string_and_a_string_email_verified_are_understood() -> N
     assert claims_of({"userinfo": {"email": "c@x.example"}}, groups_claim="groups").email_verified is False
 
 
+def org_role(groups: list[str], default_role: str = "") -> str | None:
+    assignment = assignment_for_groups(group_roles=MAPPING, groups=groups, default_role=default_role)
+    return assignment.org_role if assignment else None
+
+
 def test_the_strongest_mapped_role_wins_and_no_mapped_group_falls_back_to_the_default() -> None:
-    assert role_for_groups(group_roles=MAPPING, groups=["ev-finance", "ev-admins", "other"], default_role="") == "admin"
-    assert role_for_groups(group_roles=MAPPING, groups=["ev-finance", "ev-energy"], default_role="") == "energy_manager"
-    assert role_for_groups(group_roles=MAPPING, groups=["other"], default_role="site_viewer") == "site_viewer"
-    assert role_for_groups(group_roles=MAPPING, groups=[], default_role="") is None
+    assert org_role(["ev-finance", "ev-admins", "other"]) == "admin"
+    assert org_role(["ev-finance", "ev-energy"]) == "energy_manager"
+    assert org_role(["other"], default_role="site_viewer") == "site_viewer"
+    assert org_role([]) is None
+
+
+def test_a_group_mapped_to_a_site_group_gives_a_role_there_and_none_on_the_organisation() -> None:
+    mapping = {**MAPPING, "north-fm": {"role": "energy_manager", "site_group": "north"}}
+    assert assignment_for_groups(group_roles=mapping, groups=["north-fm"], default_role="site_viewer") == Assignment(
+        org_role="", group_grants=frozenset({("north", "energy_manager")})
+    )
+    both = assignment_for_groups(group_roles=mapping, groups=["north-fm", "ev-finance"], default_role="")
+    assert both == Assignment(org_role="finance", group_grants=frozenset({("north", "energy_manager")}))
 
 
 def test_a_mapping_to_an_unknown_role_is_refused_naming_the_group() -> None:
@@ -65,6 +86,10 @@ def test_a_mapping_to_an_unknown_role_is_refused_naming_the_group() -> None:
         "Group 'ev-boss': 'owner' is not a role (one of admin, energy_manager, site_viewer, finance)."
     ]
     assert group_roles_errors(["ev-admins"]) != []
+    assert group_roles_errors({"north-fm": {"role": "energy_manager", "site_group": "north"}}) == []
+    assert group_roles_errors({"north-fm": {"role": "energy_manager"}}) == [
+        'Group \'north-fm\': give {"role": ..., "site_group": "<slug>"}.'
+    ]
 
 
 def test_a_provider_without_any_secret_or_with_a_reserved_id_is_invalid() -> None:
@@ -244,3 +269,52 @@ def test_the_admin_sets_the_client_secret_write_only_and_every_change_is_audited
     refused = client.post(f"/admin/accounts/identityprovider/{provider.pk}/change/", form)
     assert refused.status_code == 200
     assert "Group &#x27;ev-admins&#x27;: &#x27;owner&#x27; is not a role" in refused.content.decode()
+
+
+def test_site_group_mappings_replace_the_persons_site_group_roles_at_each_sign_in() -> None:
+    from balancing.models import Site, SiteGrant, SiteGroup
+
+    north = SiteGroup.objects.create(slug="north", name="North campus")
+    south = SiteGroup.objects.create(slug="south", name="South campus")
+    site = Site.objects.create(slug="lab", name="Lab", limit_a=63)
+    provider = make_provider(
+        group_roles={
+            "north-fm": {"role": "energy_manager", "site_group": "north"},
+            "south-view": {"role": "site_viewer", "site_group": "south"},
+        }
+    )
+    provider.full_clean()
+    person = User.objects.create_user(email="fm@corp.example", password="fm-password-2026", role=Role.SITE_VIEWER)
+    SiteGrant.objects.create(user=person, role=Role.FINANCE, site=site)  # given by an admin: left alone
+
+    pre_social_login(
+        social_login({"sub": "fm", "email": "fm@corp.example", "email_verified": True, "groups": ["north-fm"]})
+    )
+    person.refresh_from_db()
+    assert person.role == ""
+
+    def grants() -> set[tuple[str, str | None, str | None]]:
+        return set(SiteGrant.objects.filter(user=person).values_list("role", "group__slug", "site__slug"))
+
+    assert grants() == {("energy_manager", "north", None), ("finance", None, "lab")}
+
+    again = social_login({"sub": "fm", "email": "fm@corp.example", "email_verified": True, "groups": ["south-view"]})
+    again.lookup()
+    pre_social_login(again)
+    assert grants() == {("site_viewer", "south", None), ("finance", None, "lab")}
+    audited = AuditEvent.objects.filter(object_id=str(person.pk), field="site_group_roles").order_by("at", "pk")
+    assert [(e.old_value, e.new_value) for e in audited] == [
+        ("", "energy_manager on north"),
+        ("energy_manager on north", "site_viewer on south"),
+    ]
+    assert (south.grants.count(), north.grants.count()) == (1, 0)
+
+
+def test_a_mapping_to_a_site_group_that_does_not_exist_is_refused() -> None:
+    provider = IdentityProvider(
+        slug="x", name="X", server_url="https://x.example/", client_id="c", client_secret="s",
+        group_roles={"g": {"role": "site_viewer", "site_group": "nowhere"}},
+    )  # fmt: skip
+    with pytest.raises(ValidationError) as refused:
+        provider.clean()
+    assert refused.value.message_dict == {"group_roles": ["No site group 'nowhere'."]}
