@@ -12,7 +12,7 @@ from django.contrib.auth.forms import PasswordResetForm
 from django.contrib.auth.views import LoginView
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
@@ -37,6 +37,10 @@ def allow_forms_to(response: HttpResponseBase, providers: list[IdentityProvider]
     if origins:
         response._csp_update = {"form-action": origins}  # type: ignore[attr-defined]
     return response
+
+
+def not_offered(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    raise Http404("This page is not offered.")
 
 
 class SignInView(LoginView):

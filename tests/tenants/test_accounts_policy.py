@@ -12,6 +12,7 @@ from django.test import Client
 from tenants.accounts.models import AuditEvent, Enforcement, IdentityProvider, Role, SignInPolicy, User
 from tenants.accounts.services import authenticator_remove
 from tests.conftest import ALPHA
+from tests.evplatform.test_browser import csp_directives
 
 pytestmark = pytest.mark.django_db
 PASSWORD = "policy-test-pass-2026"
@@ -53,13 +54,13 @@ def test_the_sign_in_page_offers_each_active_provider_and_lets_its_form_reach_th
     assert "Sign in with Corp SSO" in page
     assert "Old IdP" not in page
     assert '<input type="hidden" name="next" value="/reports/">' in page
-    assert "form-action 'self' https://login.corp.example" in response["Content-Security-Policy"]
+    assert csp_directives(response["Content-Security-Policy"])["form-action"] == "'self' https://login.corp.example"
 
 
 def test_without_providers_the_sign_in_page_keeps_the_plain_policy(alpha_client) -> None:
     response = alpha_client.get("/accounts/login/")
     assert "Sign in with" not in response.content.decode()
-    assert "form-action 'self';" in response["Content-Security-Policy"]
+    assert csp_directives(response["Content-Security-Policy"])["form-action"] == "'self'"
 
 
 def test_sso_for_everyone_refuses_a_password_without_checking_it(alpha_client, provider) -> None:
@@ -166,3 +167,11 @@ def test_the_policy_edited_in_the_admin_is_audited(make_user) -> None:
     changes = [(e.field, e.old_value, e.new_value) for e in AuditEvent.objects.filter(object_type="signinpolicy")]
     assert changes == [("require_sso", "", "everyone")]  # a new row: no old value
     assert client.get("/admin/accounts/signinpolicy/add/").status_code == 403  # one policy per organisation
+
+
+def test_there_is_no_public_sign_up_nor_allauths_email_and_password_pages(alpha_client, make_user) -> None:
+    assert "Sign Up Closed" in alpha_client.get("/accounts/signup/").content.decode()
+    _, client = make_user(Role.FINANCE)
+    for path in ("/accounts/email/", "/accounts/password/change/", "/accounts/password/reset/"):
+        assert client.get(path).status_code == 404, path
+    assert client.get("/accounts/password_change/").status_code == 200  # Django's own
