@@ -14,3 +14,5 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # The tests' fixed dates (2026 and earlier) are older than the default 90 days: raw readings are
 # kept ten years here, and the retention tests set the period they test.
 TELEMETRY_RETENTION_DAYS = 3650
+# The browser tests add a WebAuthn key (Chromium's virtual authenticator) over plain HTTP.
+MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN = True

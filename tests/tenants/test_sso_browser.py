@@ -200,6 +200,40 @@ class TestSecondFactorForEveryone:
         page.get_by_role("button", name="Sign In").click()
         expect(page.locator(".who")).to_contain_text(f"dave@{IDP_DOMAIN}")
 
+    def test_a_security_key_is_added_as_a_second_factor_under_the_content_security_policy(
+        self, browser, sso_stack, idp, tenant
+    ) -> None:
+        page = open_page(browser, sso_stack)
+        refused: list[str] = []
+        page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+        # Chromium's virtual authenticator stands in for the key (DevTools WebAuthn domain).
+        devtools = page.context.new_cdp_session(page)
+        devtools.send("WebAuthn.enable")
+        devtools.send(
+            "WebAuthn.addVirtualAuthenticator",
+            {
+                "options": {
+                    "protocol": "ctap2",
+                    "transport": "usb",
+                    "hasResidentKey": True,
+                    "hasUserVerification": True,
+                    "isUserVerified": True,
+                }
+            },
+        )
+        sign_in_at_idp(page, sso_stack, "bob")
+        expect(page.get_by_text("Your organisation requires a second factor")).to_be_visible()
+        page.goto("/accounts/2fa/webauthn/add/")
+        page.get_by_label("Name").fill("Desk key")
+        page.get_by_role("button", name="Add", exact=True).click()
+        expect(page.get_by_role("status")).to_contain_text("Security key added.")
+        page.goto("/")
+        expect(page.locator(".who")).to_contain_text(f"bob@{IDP_DOMAIN} · Finance")
+        with tenant_context(tenant):
+            key = User.objects.get(email=f"bob@{IDP_DOMAIN}").authenticator_set.get(type="webauthn")
+            assert key.wrap().name == "Desk key"
+        assert refused == []
+
 
 @pytest.mark.usefixtures("sso_for_everyone")
 class TestSsoForEveryone:
