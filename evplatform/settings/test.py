@@ -18,3 +18,5 @@ TELEMETRY_RETENTION_DAYS = 3650
 WEBHOOK_ALLOW_PRIVATE_HOSTS = True
 NOTIFICATION_RETRY_BACKOFF_S = env.int("NOTIFICATION_RETRY_BACKOFF_S", default=1)
 PORTAL_URL = env.str("PORTAL_URL", default="http://{domain}")
+# The browser tests add a WebAuthn key (Chromium's virtual authenticator) over plain HTTP.
+MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN = True

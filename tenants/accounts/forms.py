@@ -1,11 +1,21 @@
-"""Portal forms for users and API tokens."""
+"""Portal forms for signing in, users and API tokens."""
 
 from typing import Any
 
 from django import forms
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator
 
 from tenants.accounts.models import NO_ORG_ROLE_LABEL, ApiToken, Role
+from tenants.accounts.policy import (
+    active_providers,
+    current_policy,
+    password_refusal,
+    password_refused_for_everyone,
+    sso_message,
+)
 
 # A role on the whole organisation, or none (the person's roles are then granted on site groups or sites).
 ORG_ROLE_CHOICES = [*Role.choices, ("", NO_ORG_ROLE_LABEL)]
@@ -55,3 +65,30 @@ class TokenForm(forms.Form):
         field.validators.append(
             MaxValueValidator(max_days, message=f"A token of your role may last at most {max_days} days.")
         )
+
+
+class SignInPolicyMixin:
+    """Refuses a password sign-in that the organisation's SignInPolicy reserves for SSO.
+
+    With SSO required for everyone the password is not even checked (nothing to guess); with SSO
+    required for admins an admin's correct password is answered with where to sign in instead.
+    """
+
+    def clean(self) -> dict[str, Any]:
+        policy = current_policy()
+        if password_refused_for_everyone(policy):
+            raise ValidationError(sso_message(active_providers()), code="sso_required")
+        return super().clean()  # type: ignore[misc]
+
+    def confirm_login_allowed(self, user: Any) -> None:
+        super().confirm_login_allowed(user)  # type: ignore[misc]
+        if refusal := password_refusal(user, current_policy()):
+            raise ValidationError(refusal, code="sso_required")
+
+
+class SignInForm(SignInPolicyMixin, AuthenticationForm):
+    pass
+
+
+class AdminSignInForm(SignInPolicyMixin, AdminAuthenticationForm):
+    pass

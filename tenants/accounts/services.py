@@ -7,6 +7,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Model
 from django.utils import timezone
 from django_tenants.utils import tenant_context
 
@@ -166,3 +168,89 @@ def idempotency_keys_prune(*, now: datetime, batch: int, dry_run: bool = False) 
         deleted += count
         if count < batch:
             return deleted
+
+
+def _grants_label(grants: set[tuple[str, str]]) -> str:
+    return ", ".join(f"{role} on {slug}" for slug, role in sorted(grants))
+
+
+def _group_grants_set(*, user: User, grants: frozenset[tuple[str, str]]) -> tuple[str, str] | None:
+    """Make the person's site-group roles exactly ``grants`` (site group slug, role); groups that do
+    not exist are skipped; roles on single sites are left alone. The (old, new) labels when changed."""
+    from balancing.models import SiteGrant, SiteGroup
+
+    current = SiteGrant.objects.filter(user=user, group__isnull=False)
+    old = set(current.values_list("group__slug", "role"))
+    groups = {group.slug: group for group in SiteGroup.objects.filter(slug__in={slug for slug, _ in grants})}
+    new = {(slug, role) for slug, role in grants if slug in groups}
+    if old == new:
+        return None
+    for slug, role in old - new:
+        current.filter(group__slug=slug, role=role).delete()
+    SiteGrant.objects.bulk_create([SiteGrant(user=user, group=groups[slug], role=role) for slug, role in new - old])
+    return _grants_label(old), _grants_label(new)
+
+
+def user_sso_sync(
+    *, user: User, org_role: str, group_grants: frozenset[tuple[str, str]] | None, actor: str
+) -> list[str]:
+    """Give a person the roles their identity provider's groups map to; audited when they change.
+
+    ``org_role`` is the role on the whole organisation ("" for none; admin also opens the
+    organisation's Django admin, as in ``user_update``). ``group_grants`` replaces their roles on
+    site groups; None leaves those alone. A user not yet saved (a just-in-time account) only gets
+    its fields set: ``user_sso_created`` stores the rest.
+    """
+    changes: list[tuple[str, Any, Any]] = [("role", user.role, org_role)] if user.role != org_role else []
+    user.role = org_role
+    user.is_staff = user.is_superuser = org_role == Role.ADMIN
+    if user.pk is None:
+        return [c[0] for c in changes]
+    with transaction.atomic():
+        if changes:
+            user.save(update_fields=["role", "is_staff", "is_superuser"])
+        if group_grants is not None and (labels := _group_grants_set(user=user, grants=group_grants)):
+            changes.append(("site_group_roles", *labels))
+        if changes:
+            audit_record(
+                actor=actor, action="update", object_type="user", object_id=user.pk, label=user.email, changes=changes
+            )
+    return [c[0] for c in changes]
+
+
+def user_sso_created(*, user: User, group_grants: frozenset[tuple[str, str]] | None, actor: str) -> None:
+    """Store and audit a person created on their first sign-in through an identity provider."""
+    changes: list[tuple[str, Any, Any]] = [("role", None, user.role)]
+    if group_grants and (labels := _group_grants_set(user=user, grants=group_grants)):
+        changes.append(("site_group_roles", None, labels[1]))
+    audit_record(actor=actor, action="create", object_type="user", object_id=user.pk, label=user.email, changes=changes)
+
+
+def sign_in_settings_save(*, instance: Model, changes: Sequence[tuple[str, Any, Any]], actor: str) -> None:
+    """Save an identity provider or the sign-in policy and audit each changed field (secrets masked)."""
+    with transaction.atomic():
+        created = instance.pk is None
+        instance.save()
+        audit_record(
+            actor=actor,
+            action="create" if created else "update",
+            object_type=instance._meta.model_name or "",
+            object_id=instance.pk,
+            label=str(instance),
+            changes=changes,
+        )
+
+
+def authenticator_remove(*, authenticator: Any, actor: str) -> None:
+    """Delete a person's second factor (an admin's reset for a lost phone or key); audited."""
+    user = authenticator.user
+    kind = authenticator.type
+    authenticator.delete()
+    audit_record(
+        actor=actor,
+        action="delete",
+        object_type="authenticator",
+        object_id=user.pk,
+        label=user.email,
+        changes=[("type", kind, None)],
+    )

@@ -1,5 +1,5 @@
-"""Portal pages for people, their roles (on the organisation, site groups and sites), API tokens
-and the audit log. Schema: tenant.
+"""Sign-in, and portal pages for people, their roles (on the organisation, site groups and
+sites), API tokens and the audit log. Schema: tenant.
 
 People, groups, grants and the audit log are for a role on the whole organisation; everyone
 manages their own tokens, limited to the site groups within their reach.
@@ -7,13 +7,17 @@ manages their own tokens, limited to the site groups within their reach.
 
 from datetime import timedelta
 from typing import Any, cast
+from urllib.parse import urlsplit
 
+from allauth.account.internal.flows.login import record_authentication
+from allauth.account.utils import perform_login
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import PasswordResetForm
+from django.contrib.auth.views import LoginView
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
@@ -31,8 +35,9 @@ from balancing.groups import (
 )
 from balancing.models import Site, SiteGrant, SiteGroup
 from evplatform.permissions import MANAGE_USERS, READ_AUDIT, actor_of, role_required
-from tenants.accounts.forms import TokenForm, UserInviteForm, UserRoleForm
-from tenants.accounts.models import ApiToken, AuditEvent, User
+from tenants.accounts.forms import SignInForm, TokenForm, UserInviteForm, UserRoleForm
+from tenants.accounts.models import ApiToken, AuditEvent, IdentityProvider, User
+from tenants.accounts.policy import active_providers
 from tenants.accounts.services import user_invite, user_update
 from tenants.accounts.tokens import api_token_create, token_max_days
 
@@ -47,6 +52,44 @@ def _refusal(exc: ValidationError) -> str:
 
 def _form_errors(form: SiteGroupForm | SiteGrantForm) -> str:
     return "; ".join(f"{field}: {' '.join(str(e) for e in errors)}" for field, errors in form.errors.items())
+
+
+def allow_forms_to(response: HttpResponseBase, providers: list[IdentityProvider]) -> HttpResponseBase:
+    """Let the page's "Sign in with" forms continue to the identity providers.
+
+    Those forms post here and are redirected to the provider, and browsers hold such redirects
+    to the Content-Security-Policy's form-action too.
+    """
+    origins = sorted({f"{u.scheme}://{u.netloc}" for u in (urlsplit(p.server_url) for p in providers) if u.netloc})
+    if origins:
+        response._csp_update = {"form-action": origins}  # type: ignore[attr-defined]
+    return response
+
+
+def not_offered(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    raise Http404("This page is not offered.")
+
+
+class SignInView(LoginView):
+    """Email and password (Django's form, django-axes' lockout), plus a button per identity provider.
+
+    A password that checks out goes on through allauth's login stages, so a person with a second
+    factor is asked for it before they are signed in.
+    """
+
+    authentication_form = SignInForm
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        return super().get_context_data(**kwargs, sso_providers=self.providers)
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        self.providers = active_providers()
+        return allow_forms_to(super().dispatch(request, *args, **kwargs), self.providers)
+
+    def form_valid(self, form: SignInForm) -> HttpResponse:  # type: ignore[override]
+        user = form.get_user()
+        record_authentication(self.request, user, method="password", email=user.email)
+        return perform_login(self.request, user, email_verification="none", redirect_url=self.get_success_url())
 
 
 @role_required(MANAGE_USERS)
