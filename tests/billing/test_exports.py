@@ -171,8 +171,9 @@ def test_the_xlsx_holds_the_sessions_the_charge_back_and_the_notes(make_user, fl
 
 
 def test_the_api_exports_the_tokens_sites_and_names_a_bad_parameter(make_user, fleet) -> None:
-    user, _ = granted(make_user, Role.FINANCE, group=group_of(fleet["tou"], slug="labs"), email="labs@alpha.localhost")
-    _, raw = api_token_create(user=user, name="labs")
+    labs = group_of(fleet["tou"], slug="labs")
+    user, _ = granted(make_user, Role.FINANCE, group=labs, email="labs@alpha.localhost")
+    _, raw = api_token_create(user=user, name="labs", site_groups=[labs])
     api = Client(HTTP_HOST=ALPHA.domain, HTTP_AUTHORIZATION=f"Bearer {raw}")
 
     answer = api.get("/api/v1/exports/sessions/", {"month": "2026-10", "file_format": "csv"})
@@ -197,8 +198,9 @@ def test_the_api_exports_the_tokens_sites_and_names_a_bad_parameter(make_user, f
 
 def test_a_reader_without_a_report_role_cannot_export(make_user, fleet) -> None:
     _, viewer = make_user(Role.SITE_VIEWER)
-    user, _ = granted(make_user, Role.SITE_VIEWER, site=fleet["mall"], email="v@alpha.localhost")
-    _, raw = api_token_create(user=user, name="viewer")
+    malls = group_of(fleet["mall"], slug="malls")
+    user, _ = granted(make_user, Role.SITE_VIEWER, group=malls, email="v@alpha.localhost")
+    _, raw = api_token_create(user=user, name="viewer", site_groups=[malls])
 
     assert viewer.get("/reports/sessions/", {"month": "2026-10"}).status_code == 403
     api = Client(HTTP_HOST=ALPHA.domain, HTTP_AUTHORIZATION=f"Bearer {raw}")
