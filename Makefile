@@ -47,7 +47,13 @@ $(CHROMIUM):
 		echo "The browser tests need Debian's chromium: sudo apt-get install chromium fonts-dejavu-core"; exit 1; \
 	fi
 
-test: setup $(CHROMIUM)
+# The single sign-on tests run a real OpenID Connect provider (npm oidc-provider, Node 20.19+).
+OIDC_STAMP := tests/oidc/node_modules/.installed
+$(OIDC_STAMP): tests/oidc/package.json tests/oidc/package-lock.json
+	npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
+	@touch $@
+
+test: setup $(CHROMIUM) $(OIDC_STAMP)
 	$(BIN)/python -m pytest
 
 # Benchmarks print their figures (README, "Performance"); they use the running services and

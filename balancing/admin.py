@@ -1,5 +1,6 @@
-"""Organisation admin (tenant schema): sites, circuit trees, limits, balancing runs."""
+"""Organisation admin (tenant schema): sites, circuit trees, limits, balancing runs, site groups and grants."""
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.contrib import admin
@@ -7,6 +8,13 @@ from django.db import transaction
 from django.forms import ModelForm
 from django.http import HttpRequest
 
+from balancing.groups import (
+    site_grant_create,
+    site_grant_delete,
+    site_group_create,
+    site_group_delete,
+    site_group_update,
+)
 from balancing.models import (
     BalancingRun,
     ChargerModelCompliance,
@@ -15,6 +23,8 @@ from balancing.models import (
     ProfilePush,
     Site,
     SiteAlert,
+    SiteGrant,
+    SiteGroup,
     SiteLimitSchedule,
 )
 from balancing.services import site_limits_refresh, site_rebalance_request
@@ -279,3 +289,78 @@ class ChargerModelComplianceAdmin(admin.ModelAdmin):
                 )
                 for site_id in site_ids:
                     site_rebalance_request(site_id=site_id, reason=f"{obj}: limits as station maximum changed")
+
+
+@admin.register(SiteGroup, site=tenant_admin_site)
+class SiteGroupAdmin(admin.ModelAdmin):
+    """Site groups with their sites; every change goes through ``balancing.groups`` (audited)."""
+
+    list_display = ("name", "slug", "site_count")
+    search_fields = ("name", "slug")
+    fields = ("name", "slug", "sites")
+    filter_horizontal = ("sites",)
+    prepopulated_fields = {"slug": ("name",)}
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return ("slug",) if obj is not None else ()
+
+    def get_prepopulated_fields(self, request: HttpRequest, obj: Any = None) -> dict[str, Sequence[str]]:
+        return {} if obj is not None else {"slug": ("name",)}
+
+    @admin.display(description="sites")
+    def site_count(self, obj: SiteGroup) -> int:
+        return obj.sites.count()
+
+    def save_model(self, request: HttpRequest, obj: Any, form: ModelForm, change: bool) -> None:
+        sites = form.cleaned_data.get("sites", ())
+        if change:
+            site_group_update(group=obj, name=obj.name, sites=sites, actor=_actor(request))
+        else:
+            created = site_group_create(name=obj.name, slug=obj.slug, sites=sites, actor=_actor(request))
+            # The admin goes on with the object it built (its pk names the new row in messages and links).
+            obj.pk, obj.created_at, obj.updated_at = created.pk, created.created_at, created.updated_at
+            obj._state.adding = False
+
+    def save_related(self, request: HttpRequest, form: ModelForm, formsets: Any, change: bool) -> None:
+        """The sites were set (and audited) with the group in ``save_model``."""
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        site_group_delete(group=obj, actor=_actor(request))
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        with transaction.atomic():
+            for group in queryset:
+                site_group_delete(group=group, actor=_actor(request))
+
+
+@admin.register(SiteGrant, site=tenant_admin_site)
+class SiteGrantAdmin(admin.ModelAdmin):
+    """Roles held on one site group or one site (a role on the whole organisation is the user's own).
+
+    Added or removed, never edited (remove it and grant another); both audited.
+    """
+
+    list_display = ("user", "role", "group", "site", "created_at")
+    list_filter = ("role", "group", "site")
+    search_fields = ("user__email",)
+    fields = ("user", "role", "group", "site")
+    list_select_related = ("user", "group", "site")
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: Any, form: ModelForm, change: bool) -> None:
+        created = site_grant_create(user=obj.user, role=obj.role, group=obj.group, site=obj.site, actor=_actor(request))
+        obj.pk, obj.created_at = created.pk, created.created_at
+        obj._state.adding = False
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        site_grant_delete(grant=obj, actor=_actor(request))
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        with transaction.atomic():
+            for grant in queryset.select_related("user", "group", "site"):
+                site_grant_delete(grant=grant, actor=_actor(request))
+
+
+from balancing.notifications import admin as notification_admin  # noqa: E402, F401 - registers its admins

@@ -2,10 +2,13 @@
 
 An alert is one open row per condition (site, charger, connector, kind): raising it again only
 refreshes ``last_seen_at`` and its text, so a condition that lasts an hour is one alert, not
-sixty; it is audited when it opens and when it clears. The compliance record per charger model
-(vendor, model, firmware from BootNotification) is learnt from every site of the organisation.
+sixty; it is audited when it opens and when it clears, and told (email, webhooks:
+``balancing.notifications``) once when it opens and once when it clears, never on a refresh.
+The compliance record per charger model (vendor, model, firmware from BootNotification) is
+learnt from every site of the organisation.
 """
 
+import logging
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
@@ -17,6 +20,18 @@ from evplatform.services import require_tenant_schema
 from tenants.accounts.services import audit_record
 
 ACTOR = "system:balancing"
+logger = logging.getLogger(__name__)
+
+
+def _notify(alert: SiteAlert, *, opened: bool) -> None:
+    """Tell subscribers; a fault in telling never costs the alert (or the caller's batch) itself."""
+    from balancing.notifications.services import alert_notify
+
+    try:
+        with transaction.atomic():
+            alert_notify(alert=alert, opened=opened)
+    except Exception:
+        logger.exception("alert %s (%s): could not queue its notifications", alert.pk, alert.kind)
 
 
 def _label(site: Site, station: ChargingStation | None, connector: Connector | None) -> str:
@@ -68,6 +83,7 @@ def alert_raise(
         label=_label(site, station, connector),
         changes=[(kind, None, detail + (f" [{charger}]" if charger else ""))],
     )
+    _notify(alert, opened=True)
     return alert
 
 
@@ -99,6 +115,7 @@ def alert_clear(
         label=_label(site, station, connector),
         changes=[(kind, alert.detail, why)],
     )
+    _notify(alert, opened=False)
     return True
 
 

@@ -4,33 +4,57 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.shortcuts import get_object_or_404
+from django.db import IntegrityError
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import generics, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from balancing.access import access_of, site_for
 from balancing.meter import site_meter_record
-from balancing.models import BalancingRun, Circuit, Site, SiteAlert, SiteLimitSchedule, SiteMeterReading
+from balancing.models import (
+    BalancingRun,
+    Circuit,
+    LimitOverride,
+    Site,
+    SiteAlert,
+    SiteLimitSchedule,
+    SiteMeterReading,
+)
 from balancing.selectors import runs_seen_since, site_meter_latest, site_overview
-from balancing.services import SITE_LIMIT_FIELDS, schedule_create, schedule_delete, site_limits_update
+from balancing.services import (
+    SITE_LIMIT_FIELDS,
+    circuit_create_or_update,
+    circuit_delete,
+    circuit_update,
+    override_create,
+    override_end,
+    schedule_create,
+    schedule_delete,
+    schedule_update,
+    site_limits_update,
+)
 from evplatform.api import time_range
+from evplatform.api_access import ReachableSiteField, SiteScopedMixin
 from evplatform.api_plumbing import (
     STRICT_FIELD_MAPPING,
     LenientJSONParser,
     LocalTimeField,
     StrictBooleanField,
+    StrictCharField,
     StrictRegexField,
-    StrictSlugRelatedField,
     TimeBoundField,
     capped_window,
     query_params,
     slug_filter,
 )
-from evplatform.permissions import CHANGE_LIMITS, RoleForWrites, actor_of
+from evplatform.api_writes import conflict_errors, service_errors
+from evplatform.idempotency import IDEMPOTENCY_PARAMETER, KEY_REUSED_RESPONSE, idempotent
+from evplatform.permissions import CHANGE_LIMITS, RoleOnSomeSite, actor_of, object_site_check
 
 # A site meter readings request covers at most this many days (the last day by default).
 METER_READINGS_MAX_DAYS = 31
@@ -56,9 +80,48 @@ class CircuitSerializer(serializers.ModelSerializer):
         fields = ["id", "site", "name", "kind", "parent_name", "limit_a", "limit_kw"]
 
 
+class CircuitWriteSerializer(serializers.ModelSerializer):
+    """A circuit's values as PUT and PATCH take them (a circuit stays at its site)."""
+
+    serializer_field_mapping = STRICT_FIELD_MAPPING
+    parent_name = StrictCharField(
+        max_length=100,
+        required=False,
+        allow_null=True,
+        help_text="Name of the circuit it hangs below (same site); null: fed by the grid connection.",
+    )
+
+    class Meta:
+        model = Circuit
+        fields = ["name", "kind", "parent_name", "limit_a", "limit_kw"]
+        validators: list[Any] = []  # a name taken at the site is the service's 400, naming it
+
+
+class CircuitCreateSerializer(CircuitWriteSerializer):
+    """A new circuit: its site too."""
+
+    site: "serializers.SlugRelatedField[Site]" = ReachableSiteField(
+        write_roles=CHANGE_LIMITS, help_text="The site's slug (one the caller reaches)."
+    )
+
+    class Meta(CircuitWriteSerializer.Meta):
+        fields = ["site", *CircuitWriteSerializer.Meta.fields]
+
+
+def _circuit_values(values: dict[str, Any]) -> dict[str, Any]:
+    """The API's circuit fields as ``circuit_create_or_update`` and ``circuit_update`` take them."""
+    return {
+        "name": values["name"],
+        "kind": values.get("kind", Circuit.Kind.CIRCUIT),
+        "parent_name": values.get("parent_name"),
+        "limit_a": values["limit_a"],
+        "limit_kw": values.get("limit_kw"),
+    }
+
+
 class ScheduleSerializer(serializers.ModelSerializer):
     serializer_field_mapping = STRICT_FIELD_MAPPING
-    site: "serializers.SlugRelatedField[Site]" = StrictSlugRelatedField(slug_field="slug", queryset=Site.objects.all())
+    site: "serializers.SlugRelatedField[Site]" = ReachableSiteField(write_roles=CHANGE_LIMITS)
     weekdays = StrictRegexField(
         r"^[0-6]{1,7}$",
         max_length=7,
@@ -73,6 +136,9 @@ class ScheduleSerializer(serializers.ModelSerializer):
         fields = ["id", "site", "name", "weekdays", "start_time", "end_time", "limit_kw", "limit_a", "is_active"]
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if self.partial and isinstance(self.instance, SiteLimitSchedule):  # PATCH: the stored values count too
+            stored = {name: getattr(self.instance, name) for name in ("limit_kw", "limit_a", "weekdays")}
+            attrs = {**stored, **attrs}
         if attrs.get("limit_kw") is None and attrs.get("limit_a") is None:
             raise serializers.ValidationError({"limit_kw": ["set limit_kw, limit_a or both"]})
         weekdays = attrs.get("weekdays", "")
@@ -180,13 +246,15 @@ class SiteStatusSerializer(serializers.Serializer):
     last_run_at = serializers.DateTimeField(allow_null=True)
 
 
-class SiteViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet):
-    """Sites and their grid-connection limits. Energy managers and admins may change the limits."""
+class SiteViewSet(
+    SiteScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet
+):
+    """Sites and their grid-connection limits. Energy managers and admins (of the site) may change the limits."""
 
     queryset = Site.objects.order_by("name")
     serializer_class = SiteSerializer
     lookup_field = "slug"
-    permission_classes = [RoleForWrites]
+    site_field = "pk"
     write_roles = CHANGE_LIMITS
 
     def perform_update(self, serializer: serializers.BaseSerializer) -> None:
@@ -204,8 +272,8 @@ class SiteViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Updat
     @action(detail=True, methods=["get"])
     def status(self, request: Request, slug: str | None = None) -> Response:
         """Live status: load against limit, charger counts, today's peak, open alerts, fail-safe, site meter."""
-        site = get_object_or_404(Site, slug=slug)
-        row = next(r for r in site_overview(now=timezone.now(), search=site.slug) if r.site.pk == site.pk)
+        site = self.get_object()
+        (row,) = site_overview(now=timezone.now(), sites=Site.objects.filter(pk=site.pk))
         body = {
             "site": site.slug,
             "load_kw": row.load_kw,
@@ -251,11 +319,12 @@ class MeterReadingFilter(serializers.Serializer):
 
 
 @extend_schema_view(list=extend_schema(parameters=[SiteFilter]))
-class CircuitViewSet(viewsets.ReadOnlyModelViewSet):
-    """The circuit tree of each site (filter with ``?site=<slug>``)."""
+class CircuitViewSet(SiteScopedMixin, viewsets.ReadOnlyModelViewSet):
+    """The circuit tree of each site (filter with ``?site=<slug>``); energy managers and admins of
+    the circuit's site add (POST), change (PUT, PATCH) and remove (DELETE) circuits."""
 
     serializer_class = CircuitSerializer
-    permission_classes = [RoleForWrites]
+    write_roles = CHANGE_LIMITS
 
     def get_queryset(self) -> Any:
         qs = Circuit.objects.select_related("site", "parent").order_by("site__slug", "name")
@@ -264,15 +333,103 @@ class CircuitViewSet(viewsets.ReadOnlyModelViewSet):
         site = query_params(self.request, SiteFilter).get("site")
         return qs.filter(site__slug=site) if site else qs
 
+    def get_object(self) -> Any:
+        circuit = super().get_object()
+        if self.request.method not in SAFE_METHODS:
+            object_site_check(self.request, circuit.site_id, CHANGE_LIMITS)
+        return circuit
+
+    @extend_schema(
+        request=CircuitCreateSerializer,
+        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={201: CircuitSerializer, 422: KEY_REUSED_RESPONSE},
+    )
+    @idempotent()
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Add a circuit to a site's tree (under ``parent``, or fed by the grid connection)."""
+        body = CircuitCreateSerializer(data=request.data, context=self.get_serializer_context())
+        body.is_valid(raise_exception=True)
+        values = dict(body.validated_data)
+        site = values.pop("site")
+        taken = {"name": [f"site {site.slug!r} has a circuit named {values['name']!r}: PUT changes it"]}
+        if Circuit.objects.filter(site=site, name=values["name"]).exists():
+            raise ValidationError(taken)
+        try:
+            with service_errors({"circuit": "parent_name", "parent": "parent_name"}):
+                outcome = circuit_create_or_update(site=site, **_circuit_values(values), actor=actor_of(request))
+        except IntegrityError:  # the same circuit added by a concurrent request
+            raise ValidationError(taken) from None
+        return Response(CircuitSerializer(outcome.obj).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=CircuitWriteSerializer, responses={200: CircuitSerializer})
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Bring a circuit to these values (left out: kind circuit, no parent, no kW limit)."""
+        return self._change(request, partial=False)
+
+    @extend_schema(request=CircuitWriteSerializer, responses={200: CircuitSerializer})
+    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Change some of a circuit's values."""
+        return self._change(request, partial=True)
+
+    def _change(self, request: Request, *, partial: bool) -> Response:
+        circuit = self.get_object()
+        body = CircuitWriteSerializer(data=request.data, partial=partial)
+        body.is_valid(raise_exception=True)
+        stored = {
+            "name": circuit.name,
+            "kind": circuit.kind,
+            "parent_name": circuit.parent.name if circuit.parent else None,
+            "limit_a": circuit.limit_a,
+            "limit_kw": circuit.limit_kw,
+        }
+        defaults = {"kind": Circuit.Kind.CIRCUIT, "parent_name": None, "limit_kw": None}
+        values = {**(stored if partial else defaults), **body.validated_data}
+        try:
+            with service_errors({"circuit": "parent_name", "parent": "parent_name"}):
+                outcome = circuit_update(circuit=circuit, **_circuit_values(values), actor=actor_of(request))
+        except IntegrityError:  # renamed to a name a concurrent request took
+            raise ValidationError({"name": [f"the site has a circuit named {values['name']!r}"]}) from None
+        return Response(CircuitSerializer(self.get_queryset().get(pk=outcome.obj.pk)).data)
+
+    @extend_schema(responses={204: None, 409: OpenApiResponse(description="Circuits or chargers hang below it.")})
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Remove a circuit that has no circuit and no charger below it (else 409 naming them)."""
+        circuit = self.get_object()
+        with conflict_errors():
+            circuit_delete(circuit=circuit, actor=actor_of(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
 
 @extend_schema_view(list=extend_schema(parameters=[SiteFilter]))
-class ScheduleViewSet(viewsets.ModelViewSet):
-    """Recurring lower limits of a site (site local time). Changes need the energy manager role."""
+class ScheduleViewSet(SiteScopedMixin, viewsets.ModelViewSet):
+    """Recurring lower limits of a site (site local time). Changes need the energy manager role on the site."""
 
     serializer_class = ScheduleSerializer
-    permission_classes = [RoleForWrites]
     write_roles = CHANGE_LIMITS
-    http_method_names = ["get", "post", "delete", "head", "options"]
+    http_method_names = ["get", "post", "put", "patch", "delete", "head", "options"]
+
+    def get_object(self) -> Any:
+        schedule = super().get_object()
+        if self.request.method not in SAFE_METHODS:
+            object_site_check(self.request, schedule.site_id, CHANGE_LIMITS)
+        return schedule
+
+    @extend_schema(parameters=[IDEMPOTENCY_PARAMETER], responses={201: ScheduleSerializer, 422: KEY_REUSED_RESPONSE})
+    @idempotent()
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Add a recurring lower limit to a site."""
+        return super().create(request, *args, **kwargs)
+
+    def perform_update(self, serializer: serializers.BaseSerializer) -> None:
+        schedule = serializer.instance
+        if not isinstance(schedule, SiteLimitSchedule):
+            raise ValidationError({"id": ["unknown schedule"]})
+        values = dict(serializer.validated_data)
+        site = values.pop("site", schedule.site)
+        if site.pk != schedule.site_id:
+            raise ValidationError({"site": ["a schedule stays at its site: add one at the other site instead"]})
+        with service_errors():
+            serializer.instance = schedule_update(schedule=schedule, values=values, actor=actor_of(self.request)).obj
 
     def get_queryset(self) -> Any:
         qs = SiteLimitSchedule.objects.select_related("site").order_by("site__slug", "start_time")
@@ -282,6 +439,7 @@ class ScheduleViewSet(viewsets.ModelViewSet):
         return qs.filter(site__slug=site) if site else qs
 
     def perform_create(self, serializer: serializers.BaseSerializer) -> None:
+        object_site_check(self.request, serializer.validated_data["site"].pk, CHANGE_LIMITS)
         try:
             serializer.instance = schedule_create(
                 schedule=SiteLimitSchedule(**serializer.validated_data), actor=actor_of(self.request)
@@ -294,18 +452,17 @@ class ScheduleViewSet(viewsets.ModelViewSet):
 
 
 @extend_schema_view(list=extend_schema(parameters=[RunFilter]))
-class RunViewSet(viewsets.ReadOnlyModelViewSet):
+class RunViewSet(SiteScopedMixin, viewsets.ReadOnlyModelViewSet):
     """Balancing runs: what went in, what came out, what bound, what was pushed."""
 
     serializer_class = RunSerializer
-    permission_classes = [RoleForWrites]
 
     def get_queryset(self) -> Any:
         qs = BalancingRun.objects.select_related("site").order_by("-started_at")
         if self.action != "list":
             return qs
         filters = query_params(self.request, RunFilter)
-        sites = Site.objects.all()
+        sites = access_of(self.request).sites()
         if filters.get("site"):
             sites = sites.filter(slug=filters["site"])
             qs = qs.filter(site__in=sites)
@@ -369,7 +526,7 @@ class MeterReadingSerializer(serializers.ModelSerializer):
         fields = ["id", "site", "measured_at", "received_at", "source", "current_a", "power_kw", "includes_chargers"]
 
 
-class SiteMeterReadingsView(generics.ListAPIView):
+class SiteMeterReadingsView(SiteScopedMixin, generics.ListAPIView):
     """A site's meter readings, newest first; POST adds one (energy managers, admins, meter-write tokens).
 
     A reading that cannot be true (negative, not finite, over 4x the site's limit, wrong number
@@ -379,13 +536,14 @@ class SiteMeterReadingsView(generics.ListAPIView):
     """
 
     serializer_class = MeterReadingSerializer
-    permission_classes = [RoleForWrites]
     write_roles = CHANGE_LIMITS
     accepts_meter_write_token = True
     parser_classes = [LenientJSONParser]
 
     def site(self) -> Site:
-        return get_object_or_404(Site, slug=self.kwargs["slug"])
+        """The site of the URL: 404 outside reach; posting needs the energy manager role on it (403)."""
+        roles = None if self.request.method in SAFE_METHODS else self.write_roles
+        return site_for(self.request, self.kwargs["slug"], roles)
 
     def get_queryset(self) -> Any:
         qs = SiteMeterReading.objects.filter(site=self.site()).select_related("site").order_by("-measured_at")
@@ -405,14 +563,17 @@ class SiteMeterReadingsView(generics.ListAPIView):
 
     @extend_schema(
         request=MeterReadingInSerializer,
+        parameters=[IDEMPOTENCY_PARAMETER],
         responses={
             201: MeterReadingSerializer,
             200: OpenApiResponse(MeterReadingSerializer, description="The same reading was already stored."),
             400: OpenApiResponse(description="Refused, naming the field: nothing stored."),
+            422: KEY_REUSED_RESPONSE,
         },
     )
+    @idempotent()
     def post(self, request: Request, slug: str) -> Response:
-        site = self.site()
+        site = site_for(request, slug, CHANGE_LIMITS)
         data = MeterReadingInSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
@@ -430,3 +591,96 @@ class SiteMeterReadingsView(generics.ListAPIView):
             raise ValidationError(exc.message_dict) from exc
         code = status.HTTP_201_CREATED if outcome.created else status.HTTP_200_OK
         return Response(MeterReadingSerializer(outcome.reading).data, status=code)
+
+
+# --- Limit overrides ------------------------------------------------------------------------
+
+
+class OverrideSerializer(serializers.ModelSerializer):
+    """A temporary lower limit of a site, from ``starts_at`` (default: now) until ``ends_at``."""
+
+    serializer_field_mapping = STRICT_FIELD_MAPPING
+    site: "serializers.SlugRelatedField[Site]" = ReachableSiteField(write_roles=CHANGE_LIMITS)
+    starts_at = AwareDateTimeField(required=False, help_text="ISO 8601 with a zone; default: now.")
+    ends_at = AwareDateTimeField(help_text="ISO 8601 with a zone, in the future: the override ends then.")
+    active = serializers.SerializerMethodField(help_text="In force now.")
+
+    class Meta:
+        model = LimitOverride
+        fields = ["id", "site", "reason", "limit_kw", "limit_a", "starts_at", "ends_at", "active", "created_by"]
+        read_only_fields = ["created_by"]
+
+    def get_active(self, override: LimitOverride) -> bool:
+        now = timezone.now()
+        return bool(override.starts_at <= now < override.ends_at)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        now = timezone.now()
+        attrs.setdefault("starts_at", now)
+        if attrs.get("limit_kw") is None and attrs.get("limit_a") is None:
+            raise serializers.ValidationError({"limit_kw": ["set limit_kw, limit_a or both"]})
+        if attrs["ends_at"] <= max(now, attrs["starts_at"]):
+            raise serializers.ValidationError({"ends_at": ["must be in the future and after starts_at"]})
+        return attrs
+
+
+class OverrideFilter(SiteFilter):
+    active = serializers.BooleanField(
+        required=False, allow_null=True, default=None, help_text="true: only those in force now; false: the others."
+    )
+
+
+@extend_schema_view(list=extend_schema(parameters=[OverrideFilter]))
+class LimitOverrideViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet
+):
+    """Temporary lower limits (maintenance, a grid operator's request), newest first. Energy managers
+    and admins of the site set them (POST) and end them now (DELETE); each binds while in force."""
+
+    serializer_class = OverrideSerializer
+    permission_classes = [RoleOnSomeSite]
+    write_roles = CHANGE_LIMITS
+    reads_by_site = True
+
+    def get_queryset(self) -> Any:
+        qs = access_of(self.request).filter(LimitOverride.objects.select_related("site")).order_by("-starts_at", "-pk")
+        if self.action != "list":
+            return qs
+        filters = query_params(self.request, OverrideFilter)
+        if filters.get("site"):
+            qs = qs.filter(site__slug=filters["site"])
+        now = timezone.now()
+        if filters.get("active") is True:
+            qs = qs.filter(starts_at__lte=now, ends_at__gt=now)
+        elif filters.get("active") is False:
+            qs = qs.exclude(starts_at__lte=now, ends_at__gt=now)
+        return qs
+
+    def get_object(self) -> Any:
+        override = super().get_object()
+        if self.request.method not in SAFE_METHODS:
+            object_site_check(self.request, override.site_id, CHANGE_LIMITS)
+        return override
+
+    @extend_schema(
+        request=OverrideSerializer,
+        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={201: OverrideSerializer, 422: KEY_REUSED_RESPONSE},
+    )
+    @idempotent()
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Set a temporary limit: the site is rebalanced under it at once."""
+        body = self.get_serializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        values = dict(body.validated_data)
+        site = values.pop("site")
+        object_site_check(request, site.pk, CHANGE_LIMITS)
+        with service_errors():
+            override = override_create(site=site, **values, actor=actor_of(request))
+        return Response(OverrideSerializer(override).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses={204: None})
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """End the override now (one not started yet is removed); an override that ended already stays."""
+        override_end(override=self.get_object(), now=timezone.now(), actor=actor_of(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,10 +1,12 @@
-"""Portal forms for a site's load-management settings (validated again by the services)."""
+"""Portal forms for a site's load-management settings, site groups and grants (validated again by the services)."""
 
 from decimal import Decimal
+from typing import Any
 
 from django import forms
 
-from balancing.models import Circuit, Site, SiteLimitSchedule
+from balancing.models import Circuit, Site, SiteGroup, SiteLimitSchedule
+from tenants.accounts.models import Role, User
 
 
 class SiteLimitsForm(forms.Form):
@@ -100,3 +102,42 @@ class CircuitForm(forms.Form):
 class TariffUploadForm(forms.Form):
     record = forms.FileField(label="URDB v7 rate record (JSON)")
     valid_from = forms.DateField(label="Valid from (site local date)", widget=forms.DateInput(attrs={"type": "date"}))
+
+
+class SiteGroupForm(forms.Form):
+    """A site group's name and sites (a new group's slug comes from its name)."""
+
+    name = forms.CharField(label="Group name", max_length=200)
+    sites = forms.ModelMultipleChoiceField(
+        label="Sites", queryset=Site.objects.order_by("name"), required=False, widget=forms.CheckboxSelectMultiple
+    )
+
+
+ORGANISATION = "organisation"
+
+
+class SiteGrantForm(forms.Form):
+    """A role for a person on the whole organisation, one site group or one site.
+
+    ``target`` is ``organisation``, ``group:<id>`` or ``site:<id>``.
+    """
+
+    user: "forms.ModelChoiceField[User]" = forms.ModelChoiceField(label="Person", queryset=User.objects.none())
+    role = forms.ChoiceField(label="Role", choices=Role.choices)
+    target = forms.ChoiceField(label="On", choices=())
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["user"].queryset = User.objects.order_by("email")  # type: ignore[attr-defined]
+        groups = [(f"group:{g.pk}", f"Group: {g.name}") for g in SiteGroup.objects.order_by("name")]
+        sites = [(f"site:{s.pk}", f"Site: {s.name}") for s in Site.objects.order_by("name")]
+        self.fields["target"].choices = [(ORGANISATION, "The whole organisation"), *groups, *sites]  # type: ignore[attr-defined]
+
+    def target_objects(self) -> tuple[SiteGroup | None, Site | None]:
+        """The chosen group or site (both None: the whole organisation)."""
+        kind, _, pk = self.cleaned_data["target"].partition(":")
+        if kind == "group":
+            return SiteGroup.objects.get(pk=int(pk)), None
+        if kind == "site":
+            return None, Site.objects.get(pk=int(pk))
+        return None, None

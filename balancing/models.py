@@ -365,6 +365,7 @@ class SiteAlert(models.Model):
         OFFLINE = "offline", "Charger offline"
         FAILSAFE = "failsafe", "Fail-safe does not fit the site"
         ESCALATED = "escalated", "Escalation applied"
+        FAULTED = "faulted", "Charger faulted"
 
     site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="alerts")
     station = models.ForeignKey(
@@ -601,3 +602,14 @@ class ProfilePush(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.new_limit_a} A: {self.status or 'pending'}"
+
+
+# Alerts and reports told by email and webhook (README, "Alerts and notifications"): the
+# balancing app's models too, kept in their own module.
+from balancing.notifications.models import (  # noqa: E402, F401
+    EmailDelivery,
+    NotificationEvent,
+    NotificationPreference,
+    WebhookDelivery,
+    WebhookEndpoint,
+)

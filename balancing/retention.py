@@ -16,7 +16,9 @@ lock is held for long and a prune cut short resumes the next day where it stoppe
   to them once answered (a reply waits seconds, not days);
 - **cleared site alerts** (``RETENTION_ALERTS_DAYS``, 365): by ``cleared_at``; open alerts are
   live state and stay. Opening and clearing each alert is also in the audit log;
-- **expired portal sessions** (Django's ``clearsessions``), which have no use at all.
+- **expired portal sessions** (Django's ``clearsessions``), which have no use at all;
+- **expired API idempotency keys** (``tenants.accounts.IdempotencyKey``, kept 24 hours): a
+  repeat after that is a new request.
 
 A setting of 0 keeps that history forever. The audit log (``tenants.accounts.AuditEvent``) is
 not pruned: it is the record of who changed which load-management setting and when (NEC 750.30),
@@ -42,6 +44,7 @@ from django.db.models import Q, QuerySet
 from balancing.models import BalancingRun, ProfilePush, Site, SiteAlert, SiteMeterReading
 from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector
 from evplatform.services import active_schema
+from tenants.accounts.services import idempotency_keys_prune
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +61,7 @@ class PruneCounts:
     alerts: int = 0
     meter_readings: int = 0
     sessions: int = 0
+    idempotency_keys: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -66,7 +70,7 @@ class PruneCounts:
         return (
             f"{self.runs:,} balancing runs ({self.pushes:,} profile pushes), {self.commands:,} charger commands, "
             f"{self.alerts:,} cleared alerts, {self.meter_readings:,} site meter readings, "
-            f"{self.sessions:,} expired sessions"
+            f"{self.sessions:,} expired sessions, {self.idempotency_keys:,} expired idempotency keys"
         )
 
 
@@ -216,6 +220,7 @@ def history_prune(*, now: datetime, dry_run: bool = False, batch: int | None = N
     if (cutoff := _cutoff(now, days["meter readings"])) is not None:
         _prune_site_meter(cutoff, batch, dry_run, counts)
     counts.sessions = sessions_prune(now=now, dry_run=dry_run, batch=batch)
+    counts.idempotency_keys = idempotency_keys_prune(now=now, batch=batch, dry_run=dry_run)
     logger.info(
         "history of %s %s: %s (kept: runs %s d, commands %s d, cleared alerts %s d, site meter readings %s d;"
         " 0 = forever)",

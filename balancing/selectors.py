@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist
 from django.db import connection
-from django.db.models import Count, DateTimeField, F, FloatField, Func, Max, OuterRef, Q, Subquery, Value
+from django.db.models import Count, DateTimeField, F, FloatField, Func, Max, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Greatest
 
@@ -89,15 +89,17 @@ def _site_day_start(site: Site, now: datetime) -> datetime:
     return local.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def site_overview(*, now: datetime, search: str = "", sort: str = "name") -> list[SiteRow]:
-    """Every site with its live load against its limit, charger counts, today's peak and alerts.
+def site_overview(
+    *, now: datetime, search: str = "", sort: str = "name", sites: QuerySet[Site] | None = None
+) -> list[SiteRow]:
+    """Every site (of ``sites``: those in someone's reach) with its live load against its limit,
+    charger counts, today's peak and alerts.
 
     A constant number of queries whatever the number of sites.
     """
-    sites = list(
-        Site.objects.filter(Q(name__icontains=search) | Q(slug__icontains=search)) if search else Site.objects.all()
-    )
-    ids = [s.pk for s in sites]
+    chosen = Site.objects.all() if sites is None else sites
+    shown = list(chosen.filter(Q(name__icontains=search) | Q(slug__icontains=search)) if search else chosen)
+    ids = [s.pk for s in shown]
     # Each site's latest run by one probe of its (site, -started_at) index, not a walk over all its runs.
     latest_ids = Site.objects.filter(pk__in=ids).annotate(
         latest=Subquery(BalancingRun.objects.filter(site=OuterRef("pk")).order_by("-started_at").values("pk")[:1])
@@ -121,7 +123,7 @@ def site_overview(*, now: datetime, search: str = "", sort: str = "name") -> lis
         )
     }
     # Today's peak per site, its day starting at midnight in the site's own zone: two queries.
-    today = runs_seen_since({site.pk: _site_day_start(site, now) for site in sites})
+    today = runs_seen_since({site.pk: _site_day_start(site, now) for site in shown})
     peaks: dict[int, float] = dict(
         BalancingRun.objects.filter(today, measured_kw__isnull=False)
         .values("site_id")
@@ -145,7 +147,7 @@ def site_overview(*, now: datetime, search: str = "", sort: str = "name") -> lis
         recent_runs.setdefault(site_id, []).extend([(allocated, limit)] * (1 + repeats))  # a repeat is a run too
 
     rows = []
-    for site in sites:
+    for site in shown:
         run = latest_runs.get(site.pk)
         counts = station_counts.get(site.pk, {"total": 0, "online": 0})
         conn = connector_counts.get(site.pk, {"charging": 0, "faulted": 0})

@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -19,7 +20,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import LockError
 
 from balancing.failsafe import site_failsafe_refresh
-from balancing.models import BalancingRun, Circuit, Site, SiteLimitSchedule
+from balancing.models import BalancingRun, Circuit, LimitOverride, Site, SiteLimitSchedule
 from balancing.push import GatewayPusher, Pusher, push_timeout_s
 from balancing.selectors import circuit_get
 from evplatform.redis import REDIS_ERRORS, get_redis, redis_outage, tenant_key
@@ -217,6 +218,70 @@ def circuit_create_or_update(
         site_rebalance_request(site_id=site.pk, reason="limits changed")
     site_failsafe_refresh(site=site, actor=actor)
     return Outcome(circuit, created, changes)
+
+
+@transaction.atomic
+def circuit_update(
+    *,
+    circuit: Circuit,
+    name: str,
+    limit_a: Decimal,
+    kind: str = Circuit.Kind.CIRCUIT,
+    parent_name: str | None = None,
+    limit_kw: Decimal | None = None,
+    actor: str,
+) -> Outcome[Circuit]:
+    """Bring an existing circuit to these values, its name too (unique within its site)."""
+    require_tenant_schema("circuit_update")
+    circuit = Circuit.objects.select_for_update().select_related("site").get(pk=circuit.pk)
+    site = circuit.site
+    renamed: list[str] = []
+    if name != circuit.name:
+        if Circuit.objects.filter(site=site, name=name).exists():
+            raise ValidationError({"name": f"site {site.slug!r} has a circuit named {name!r} already"})
+        audit_record(
+            actor=actor,
+            action="update",
+            object_type="circuit",
+            object_id=circuit.pk,
+            label=f"{site.name} / {name}",
+            changes=[("name", circuit.name, name)],
+        )
+        renamed.append(describe_change("name", circuit.name, name))
+        circuit.name = name
+        circuit.full_clean()
+        circuit.save(update_fields=["name", "updated_at"])
+    outcome = circuit_create_or_update(
+        site=site, name=name, limit_a=limit_a, kind=kind, parent_name=parent_name, limit_kw=limit_kw, actor=actor
+    )
+    return Outcome(outcome.obj, False, renamed + outcome.changes)
+
+
+@transaction.atomic
+def circuit_delete(*, circuit: Circuit, actor: str) -> None:
+    """Remove a circuit that feeds nothing (no circuit below it, no charger on it); audited, rebalanced.
+
+    A ``ValidationError`` on ``circuit`` says what still hangs below it.
+    """
+    require_tenant_schema("circuit_delete")
+    circuit = Circuit.objects.select_for_update().select_related("site").get(pk=circuit.pk)
+    children = list(circuit.children.order_by("name").values_list("name", flat=True)[:5])
+    if children:
+        raise ValidationError({"circuit": f"circuits {', '.join(children)} hang below it: move or remove them first"})
+    chargers = list(circuit.stations.order_by("charge_point_id").values_list("charge_point_id", flat=True)[:5])
+    if chargers:
+        raise ValidationError({"circuit": f"chargers {', '.join(chargers)} are on it: move them first"})
+    audit_record(
+        actor=actor,
+        action="delete",
+        object_type="circuit",
+        object_id=circuit.pk,
+        label=f"{circuit.site.name} / {circuit.name}",
+        changes=[("limit_a", circuit.limit_a, None), ("limit_kw", circuit.limit_kw, None)],
+    )
+    site_id = circuit.site_id
+    circuit.delete()
+    site_limits_refresh(site_id=site_id, actor=actor, reason="circuit removed")
 
 
 def site_rebalance_request(*, site_id: int, reason: str) -> None:
@@ -434,6 +499,116 @@ def schedule_delete(*, schedule: SiteLimitSchedule, actor: str) -> None:
     schedule.delete()
     site_rebalance_request(site_id=site_id, reason="schedule removed")
     site_failsafe_refresh(site=site, actor=actor)
+
+
+SCHEDULE_FIELDS = ("name", "weekdays", "start_time", "end_time", "limit_kw", "limit_a", "is_active")
+
+
+@transaction.atomic
+def schedule_update(
+    *, schedule: SiteLimitSchedule, values: Mapping[str, Any], actor: str
+) -> Outcome[SiteLimitSchedule]:
+    """Bring a limit schedule to ``values`` (any of ``SCHEDULE_FIELDS``); audited, its site rebalanced."""
+    require_tenant_schema("schedule_update")
+    schedule = SiteLimitSchedule.objects.select_for_update().select_related("site").get(pk=schedule.pk)
+    audit: list[tuple[str, object, object]] = []
+    for name in SCHEDULE_FIELDS:
+        if name in values and getattr(schedule, name) != values[name]:
+            audit.append((name, getattr(schedule, name), values[name]))
+            setattr(schedule, name, values[name])
+    if not audit:
+        return Outcome(schedule, False, [])
+    schedule.full_clean()
+    schedule.save()
+    audit_record(
+        actor=actor,
+        action="update",
+        object_type="schedule",
+        object_id=schedule.pk,
+        label=f"{schedule.site.name}: {schedule.name}",
+        changes=audit,
+    )
+    site_rebalance_request(site_id=schedule.site_id, reason="schedule changed")
+    site_failsafe_refresh(site=schedule.site, actor=actor)
+    return Outcome(schedule, False, [describe_change(name, old, new) for name, old, new in audit])
+
+
+@transaction.atomic
+def override_create(
+    *,
+    site: Site,
+    reason: str,
+    starts_at: datetime,
+    ends_at: datetime,
+    limit_a: Decimal | None = None,
+    limit_kw: Decimal | None = None,
+    actor: str,
+) -> LimitOverride:
+    """A temporary lower limit of ``site`` from ``starts_at`` until ``ends_at``; audited, rebalanced.
+
+    Raises ``ValidationError`` by field (no limit given, ending before it starts). Every
+    override in force binds at once (the lowest wins, ``balancing.limits``); the fail-safe is
+    not sized to overrides, which are temporary by nature.
+    """
+    require_tenant_schema("override_create")
+    if limit_a is None and limit_kw is None:
+        raise ValidationError({"limit_kw": "set limit_kw, limit_a or both"})
+    if ends_at <= starts_at:
+        raise ValidationError({"ends_at": "must be after starts_at"})
+    override = LimitOverride(
+        site=site,
+        reason=reason,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        limit_a=limit_a,
+        limit_kw=limit_kw,
+        created_by=actor,
+    )
+    override.full_clean()
+    override.save()
+    audit_record(
+        actor=actor,
+        action="create",
+        object_type="override",
+        object_id=override.pk,
+        label=f"{site.name}: {reason}",
+        changes=[(f, None, getattr(override, f)) for f in ("limit_kw", "limit_a", "starts_at", "ends_at")],
+    )
+    site_rebalance_request(site_id=site.pk, reason="limit override set")
+    return override
+
+
+@transaction.atomic
+def override_end(*, override: LimitOverride, now: datetime, actor: str) -> bool:
+    """End an override now (one not started yet is removed); False when it had ended already."""
+    require_tenant_schema("override_end")
+    override = LimitOverride.objects.select_for_update().select_related("site").get(pk=override.pk)
+    if override.ends_at <= now:
+        return False
+    label = f"{override.site.name}: {override.reason}"
+    if override.starts_at >= now:
+        audit_record(
+            actor=actor,
+            action="delete",
+            object_type="override",
+            object_id=override.pk,
+            label=label,
+            changes=[("ends_at", override.ends_at, None)],
+        )
+        override.delete()
+    else:
+        audit_record(
+            actor=actor,
+            action="update",
+            object_type="override",
+            object_id=override.pk,
+            label=label,
+            changes=[("ends_at", override.ends_at, now)],
+        )
+        override.ends_at = now
+        override.save(update_fields=["ends_at"])
+    site_rebalance_request(site_id=override.site_id, reason="limit override ended")
+    return True
 
 
 def site_limits_refresh(*, site_id: int, actor: str, reason: str) -> None:

@@ -1,13 +1,15 @@
 """Balancing tasks on the ``balancing`` queue. Schema: tenant (balance_site, prune_history), public (fan-outs).
 
 The history prune goes to the ``reports`` queue instead (``evplatform.celery.TASK_QUEUES``): it is
-patient work that must not hold up a rebalance.
+patient work that must not hold up a rebalance. The notification deliveries
+(``balancing.notifications.tasks``, registered by importing them here) go to ``notifications``.
 """
 
 from django.conf import settings
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
+from balancing.notifications import tasks as notification_tasks  # noqa: F401 - registers the delivery tasks
 from balancing.retention import history_prune, sessions_prune
 from balancing.selectors import site_ids
 from balancing.services import site_balance, site_rebalance_request

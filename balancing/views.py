@@ -1,8 +1,9 @@
 """Portal pages for sites: the overview, a site's live page, its settings. Schema: tenant.
 
-Thin edges: parse the request, call a selector or a service, render. Every signed-in user may
-read; changing load-management settings needs the energy manager or admin role, is confirmed
-on a second step, audited and followed by a balancing run.
+Thin edges: parse the request, call a selector or a service, render. A site outside the user's
+reach (``balancing.access``) is a 404; any role on a site reads it; changing its load-management
+settings needs the energy manager or admin role on that site, is confirmed on a second step,
+audited and followed by a balancing run.
 """
 
 from datetime import timedelta
@@ -18,6 +19,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from balancing import services
+from balancing.access import access_of, site_for
 from balancing.forms import CircuitForm, ScheduleForm, SiteLimitsForm, TariffUploadForm
 from balancing.models import Circuit, Site, SiteLimitSchedule
 from balancing.problem import evse_id
@@ -32,7 +34,7 @@ from balancing.selectors import (
 )
 from chargepoint.models import ChargingStation
 from evplatform.csp import chart_page
-from evplatform.permissions import CHANGE_LIMITS, actor_of, has_role, role_required
+from evplatform.permissions import CHANGE_LIMITS, actor_of
 
 RANGES = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(days=7), "month": timedelta(days=31)}
 LOAD_SERIES = ["drawn", "allowed", "limit", "unmanaged"]
@@ -43,7 +45,9 @@ SORTS = ("name", "load", "share", "peak", "chargers", "alerts")
 def overview(request: HttpRequest) -> HttpResponse:
     search = request.GET.get("q", "").strip()[:100]
     sort = request.GET.get("sort", "name")
-    rows = site_overview(now=timezone.now(), search=search, sort=sort if sort in SORTS else "name")
+    rows = site_overview(
+        now=timezone.now(), search=search, sort=sort if sort in SORTS else "name", sites=access_of(request).sites()
+    )
     context = {"rows": rows, "q": search, "sort": sort, "nav": "sites", "sorts": SORTS}
     template = "portal/_site_rows.html" if request.headers.get("HX-Request") else "portal/overview.html"
     return render(request, template, context)
@@ -67,7 +71,7 @@ def _tree(site: Site, node_load: dict[str, list[float]]) -> list[dict[str, Any]]
 @chart_page
 @login_required
 def site_detail(request: HttpRequest, slug: str) -> HttpResponse:
-    site = get_object_or_404(Site, slug=slug)
+    site = site_for(request, slug)
     runs = site_runs(site=site, limit=10)
     last = runs[0] if runs else None
     result = (last.result or {}) if last else {}
@@ -100,7 +104,7 @@ def site_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "root_load": result.get("node_load_a", {}).get("site"),
         "range": range_name if range_name in RANGES else "hour",
         "ranges": list(RANGES),
-        "can_change": has_role(request.user, CHANGE_LIMITS),
+        "can_change": access_of(request).can(CHANGE_LIMITS, site.pk),
         "open_alerts": site_alerts_open(site=site),
         "cleared_alerts": site_alerts_cleared(site=site, now=timezone.now()),
         "meter": site_meter_latest(site=site),
@@ -118,7 +122,7 @@ def site_chart(request: HttpRequest, slug: str) -> JsonResponse:
     with every series as a field, unfolded into lines by the chart itself: the time is sent
     once per bucket, not once per series, so a month is a few hundred kB however many runs.
     """
-    site = get_object_or_404(Site, slug=slug)
+    site = site_for(request, slug)
     window = RANGES.get(request.GET.get("range", "hour"), RANGES["hour"])
     per_phase = bool(request.GET.get("phases")) and site.phases == 3
     series = site_load_series(site=site, since=timezone.now() - window, step=chart_step(window), phases=per_phase)
@@ -167,9 +171,9 @@ def site_chart(request: HttpRequest, slug: str) -> JsonResponse:
     return JsonResponse(spec)
 
 
-@role_required(CHANGE_LIMITS)
+@login_required
 def site_settings(request: HttpRequest, slug: str) -> HttpResponse:
-    site = get_object_or_404(Site, slug=slug)
+    site = site_for(request, slug, CHANGE_LIMITS)
     initial = {name: getattr(site, name) for name in services.SITE_LIMIT_FIELDS}
     form = SiteLimitsForm(request.POST or None, initial=initial)
     confirming = False
@@ -220,9 +224,9 @@ def _shown(form: BaseForm, name: str, value: Any) -> Any:
 
 
 @require_POST
-@role_required(CHANGE_LIMITS)
+@login_required
 def schedule_add(request: HttpRequest, slug: str) -> HttpResponse:
-    site = get_object_or_404(Site, slug=slug)
+    site = site_for(request, slug, CHANGE_LIMITS)
     form = ScheduleForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Schedule not added: " + _form_errors(form))
@@ -235,9 +239,9 @@ def schedule_add(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @require_POST
-@role_required(CHANGE_LIMITS)
+@login_required
 def schedule_delete(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    site = get_object_or_404(Site, slug=slug)
+    site = site_for(request, slug, CHANGE_LIMITS)
     schedule = get_object_or_404(SiteLimitSchedule, site=site, pk=pk)
     services.schedule_delete(schedule=schedule, actor=actor_of(request))
     messages.success(request, "Schedule removed.")
@@ -259,10 +263,10 @@ def _errors(exc: ValidationError) -> str:
 
 
 @require_POST
-@role_required(CHANGE_LIMITS)
+@login_required
 def circuit_save(request: HttpRequest, slug: str) -> HttpResponse:
     """Add a circuit, or change one (found by name): audited, and the site is rebalanced."""
-    site = get_object_or_404(Site, slug=slug)
+    site = site_for(request, slug, CHANGE_LIMITS)
     form = CircuitForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Circuit not saved: " + _form_errors(form))
@@ -292,13 +296,13 @@ def circuit_save(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @require_POST
-@role_required(CHANGE_LIMITS)
+@login_required
 def tariff_upload(request: HttpRequest, slug: str) -> HttpResponse:
     """Import a URDB v7 rate record as the site's next tariff version (audited)."""
     from billing.services import tariff_import
     from billing.tariffs import RECORD_MAX_BYTES, TariffError, tariff_json_load
 
-    site = get_object_or_404(Site, slug=slug)
+    site = site_for(request, slug, CHANGE_LIMITS)
     form = TariffUploadForm(request.POST, request.FILES)
     if not form.is_valid():
         messages.error(request, "Tariff not imported: " + _form_errors(form))

@@ -8,7 +8,14 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 
-from billing.models import InstallationCostModel, IntervalEnergy, SavingsReport, SavingsReportFile, Tariff
+from billing.models import (
+    InstallationCostModel,
+    IntervalEnergy,
+    ReportDelivery,
+    SavingsReport,
+    SavingsReportFile,
+    Tariff,
+)
 from evplatform.admin_sites import tenant_admin_site
 
 
@@ -105,3 +112,13 @@ class SavingsReportAdmin(ReadOnlyAdmin):
         stored = get_object_or_404(SavingsReportFile.objects.select_related("report"), pk=file_id)
         tenant_slug = getattr(getattr(request, "tenant", None), "slug", "tenant")
         return report_file_response(report=stored.report, file_format=stored.format, tenant_slug=tenant_slug)
+
+
+@admin.register(ReportDelivery, site=tenant_admin_site)
+class ReportDeliveryAdmin(ReadOnlyAdmin):
+    """Who was mailed which report version, and whether it went (a failed send says why)."""
+
+    list_display = ("report", "email", "status", "attempts", "sent_at", "last_error")
+    list_filter = ("status",)
+    search_fields = ("email",)
+    readonly_fields = [f.name for f in ReportDelivery._meta.fields]

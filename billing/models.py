@@ -7,6 +7,7 @@ interval length; the site's time zone decides which month and tariff period an i
 
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.validators import MinValueValidator
 from django.db import models
 
@@ -223,3 +224,38 @@ class SavingsReportFile(models.Model):
 
     def __str__(self) -> str:
         return f"{self.report} {self.format}"
+
+
+class ReportDelivery(models.Model):
+    """One finance recipient's mail of one report version: sent, still being retried, or failed.
+
+    The mail holds the report narrowed to the sites the recipient reaches (``site_ids``; empty
+    for the whole organisation), so each row says what that person was sent and whether it went.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending (being sent or retried)"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed (retries exhausted)"
+
+    report = models.ForeignKey(SavingsReport, on_delete=models.CASCADE, related_name="deliveries")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="report_deliveries"
+    )
+    email = models.EmailField(max_length=254)
+    site_ids = models.JSONField(
+        null=True, blank=True, help_text="Sites the mail covered; empty: the whole organisation."
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=500, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "email"]
+        constraints = [models.UniqueConstraint(fields=["report", "email"], name="report_delivery_once_per_address")]
+
+    def __str__(self) -> str:
+        return f"{self.report} to {self.email}: {self.status}"

@@ -4,18 +4,21 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.core.exceptions import ValidationError
 from django.db.models import BigIntegerField, FloatField, Max, Q
 from django.db.models.functions import Cast, Extract
 
+from balancing.access import Access
 from balancing.models import Site
 from billing.counterfactual import SessionLoad
 from billing.intervals import EPOCH
 from billing.models import InstallationCostModel, IntervalEnergy, SavingsReport, SavingsReportFile, Tariff
 from billing.tariffs import TariffSpec, tariff_from_urdb
 from chargepoint.models import ChargingSession, ChargingStation
+from evplatform.permissions import READ_REPORTS
 
 MONTH_PATTERN = re.compile(r"^(\d{4})-(\d{2})$")
 SESSION_LOOKBACK_DAYS = 7  # a session that began this long before a month may still draw in it
@@ -173,6 +176,15 @@ def report_latest(*, month: date) -> SavingsReport | None:
     return SavingsReport.objects.filter(month=month).order_by("-version").first()
 
 
+def report_latest_data(*, months: list[date]) -> dict[date, dict[str, Any]]:
+    """The ``data`` of the latest stored version of each of these months that has one."""
+    found: dict[date, dict[str, Any]] = {}
+    rows = SavingsReport.objects.filter(month__in=months).order_by("month", "-version").values_list("month", "data")
+    for month, data in rows:
+        found.setdefault(month, data)
+    return found
+
+
 def report_versions(*, month: date) -> list[SavingsReport]:
     return list(SavingsReport.objects.filter(month=month).order_by("version"))
 
@@ -184,3 +196,70 @@ def report_next_version(*, month: date) -> int:
 
 def report_file(*, report: SavingsReport, file_format: str) -> SavingsReportFile:
     return SavingsReportFile.objects.get(report=report, format=file_format)
+
+
+def report_site_ids(access: Access) -> set[int] | None:
+    """The sites whose figures this reader may see in a report: those where it holds a role that
+    reads reports (finance, admin, energy manager); None for the whole organisation."""
+    ids = access.site_ids()
+    if ids is None:
+        if access.org_role in READ_REPORTS:
+            return None
+        ids = set(access.site_roles)
+    return {site_id for site_id in ids if access.can(READ_REPORTS, site_id, write=False)}
+
+
+def site_slugs(*, site_ids: set[int]) -> set[str]:
+    return set(Site.objects.filter(pk__in=site_ids).values_list("slug", flat=True))
+
+
+@dataclass(frozen=True)
+class ReportContent:
+    """A report file as one reader gets it: the stored file, or a rendering narrowed to its sites."""
+
+    content: bytes
+    sha256: str
+    scoped: bool
+
+
+SCOPED_CACHE_S = 24 * 3600
+SCOPED_CACHE_MAX_BYTES = 2 * 1024 * 1024
+
+
+def report_data_for(*, report: SavingsReport, site_ids: set[int] | None) -> dict[str, Any] | None:
+    """The report's figures narrowed to ``site_ids``; None when the stored report is already
+    theirs (the whole organisation, or every site it holds is in reach)."""
+    from billing.reports.scope import report_covers_all, report_data_narrow
+
+    if site_ids is None:
+        return None
+    slugs = site_slugs(site_ids=site_ids)
+    if report_covers_all(report.data, site_ids=site_ids, site_slugs=slugs):
+        return None
+    return report_data_narrow(report.data, site_ids=site_ids, site_slugs=slugs)
+
+
+def report_content(*, report: SavingsReport, file_format: str, site_ids: set[int] | None) -> ReportContent | None:
+    """The file a reader of ``site_ids`` (None: every site) downloads; None if the version has no
+    such format. Narrowed renderings are cached a day by report, format and sites (a stored
+    version never changes, so neither does its narrowing)."""
+    import hashlib
+
+    from django.core.cache import cache
+
+    from billing.reports import render
+
+    stored = SavingsReportFile.objects.filter(report=report, format=file_format).first()
+    if stored is None:
+        return None
+    narrowed = report_data_for(report=report, site_ids=site_ids)
+    if narrowed is None:
+        return ReportContent(bytes(stored.content), stored.sha256, scoped=False)
+    sites = ",".join(map(str, sorted(site_ids or ())))
+    key = f"billing:scoped-report:{report.pk}:{report.data_sha256}:{file_format}:{sites}"
+    content = cache.get(key)
+    if content is None:
+        content = render(narrowed, file_format)
+        if len(content) <= SCOPED_CACHE_MAX_BYTES:
+            cache.set(key, content, SCOPED_CACHE_S)
+    return ReportContent(content, hashlib.sha256(content).hexdigest(), scoped=True)

@@ -35,7 +35,7 @@ from billing.tariffs import TariffError, month_bounds, tariff_from_urdb
 from chargepoint.models import ChargingSession, ChargingStation, MeterReading, RollupPending
 from chargepoint.partitions import partitions_list
 from chargepoint.readings import PENDING_GRAIN
-from evplatform.services import active_schema, require_tenant_schema
+from evplatform.services import Outcome, active_schema, require_tenant_schema
 
 # Pending marks (station, 15-minute interval, session) the rollup takes per transaction.
 ROLLUP_BATCH_MARKS = 5_000
@@ -75,6 +75,12 @@ def tariff_import(*, site: Site, record: dict[str, Any], valid_from: date, actor
     The version before it (if open) now ends where this one begins. Nothing is written when
     the record does not parse (a ``ValidationError`` names the field).
     """
+    return tariff_version_import(site=site, record=record, valid_from=valid_from, actor=actor).obj
+
+
+def tariff_version_import(*, site: Site, record: dict[str, Any], valid_from: date, actor: str = "") -> Outcome[Tariff]:
+    """``tariff_import`` that says whether a version was made: the same record from the same day
+    as the site's latest version is that version again (``created`` false, nothing written)."""
     require_tenant_schema("tariff_import")
     try:
         spec = tariff_from_urdb(record)
@@ -82,9 +88,14 @@ def tariff_import(*, site: Site, record: dict[str, Any], valid_from: date, actor
         raise ValidationError({exc.path: exc.problem}) from exc
     if isinstance(record, dict) and "items" in record and "energyratestructure" not in record:
         record = record["items"][0]
+    record_sha256 = _sha256(canonical_json(record))
     with transaction.atomic():
+        # The site's row, so that two imports of a site's first version do not both make version 1.
+        Site.objects.select_for_update().filter(pk=site.pk).first()
         versions = Tariff.objects.select_for_update().filter(site=site).order_by("-version")
         latest = versions.first()
+        if latest is not None and latest.valid_from == valid_from and latest.record_sha256 == record_sha256:
+            return Outcome(latest, False)
         if latest is not None and latest.valid_from >= valid_from:
             raise ValidationError(
                 {"valid_from": f"must be after {latest.valid_from} (version {latest.version} begins then)"}
@@ -100,7 +111,7 @@ def tariff_import(*, site: Site, record: dict[str, Any], valid_from: date, actor
             urdb_label=spec.label[:64],
             valid_from=valid_from,
             record=record,
-            record_sha256=_sha256(canonical_json(record)),
+            record_sha256=record_sha256,
             imported_by=actor,
         )
         if actor:
@@ -114,7 +125,7 @@ def tariff_import(*, site: Site, record: dict[str, Any], valid_from: date, actor
                 label=f"{site.name}: {tariff.name} v{tariff.version}",
                 changes=[("valid_from", None, valid_from), ("record_sha256", None, tariff.record_sha256)],
             )
-        return tariff
+        return Outcome(tariff, True)
 
 
 # --- rollups ------------------------------------------------------------------------------

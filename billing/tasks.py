@@ -6,16 +6,20 @@ fan-outs (``roll_up_all_tenants``, ``monthly_reports_all_tenants``) and their ch
 """
 
 import hashlib
+import smtplib
 from datetime import date, datetime
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import transaction
 from django.utils import timezone
 
+from billing.report_mail import report_delivery_fail, report_mail_plan, report_mail_send, report_ready_notify
 from billing.selectors import report_latest, site_list, site_timezone
 from billing.services import intervals_rebuild_month, intervals_roll_up, savings_report_generate
 from billing.tariffs import previous_months
-from evplatform.celery import PublicTask, app
+from evplatform.celery import PublicTask, TenantTask, app
 from tenants.fanout import tenant_chunk, tenant_chunks_send
 
 REPORT_SENT_MEMORY_S = 6 * 3600  # a scheduled report is not sent again for this long
@@ -69,7 +73,50 @@ def generate_savings_report(
     intervals_roll_up()
     if rebuild:
         intervals_rebuild_month(year=year, month=number)
-    return savings_report_generate(year=year, month=number, reason=reason, requested_by=requested_by).pk
+    report = savings_report_generate(year=year, month=number, reason=reason, requested_by=requested_by)
+    report_ready_notify(report=report)
+    transaction.on_commit(lambda: mail_report.delay(report_id=report.pk))
+    return report.pk
+
+
+MAIL_MAX_RETRIES = 6  # with the backoff below: about 30 s, 1, 2, 4, 8 and 16 minutes, half an hour in all
+MAIL_RETRY_BACKOFF_S = 30
+MAIL_RETRY_BACKOFF_MAX_S = 1800
+
+
+@app.task(name="billing.tasks.mail_report")
+def mail_report(*, report_id: int) -> int:
+    """Send a stored report version to each of the organisation's finance people (a task each,
+    so one bad address or a slow server does not hold up the others); returns the mails queued."""
+    delivery_ids = report_mail_plan(report_id=report_id)
+    for delivery_id in delivery_ids:
+        mail_report_to.delay(delivery_id=delivery_id)
+    return len(delivery_ids)
+
+
+class ReportMailTask(TenantTask):
+    """When its retries are spent, the delivery row is marked failed (and an error logged)."""
+
+    abstract = True
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        delivery_id = (kwargs or {}).get("delivery_id")
+        if delivery_id is not None:
+            report_delivery_fail(delivery_id=delivery_id, error=f"{type(exc).__name__}: {exc}")
+
+
+@app.task(
+    base=ReportMailTask,
+    name="billing.tasks.mail_report_to",
+    autoretry_for=(smtplib.SMTPException, OSError),
+    retry_backoff=MAIL_RETRY_BACKOFF_S,
+    retry_backoff_max=MAIL_RETRY_BACKOFF_MAX_S,
+    retry_jitter=False,
+    max_retries=MAIL_MAX_RETRIES,
+)
+def mail_report_to(*, delivery_id: int) -> str:
+    """One person's mail of a report; an SMTP or network error is retried with a growing wait."""
+    return report_mail_send(delivery_id=delivery_id).status
 
 
 def month_closed_everywhere(now: datetime) -> str | None:

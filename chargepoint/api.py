@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlencode
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import BooleanField, Prefetch, Q
 from django.db.models.expressions import RawSQL
+from django.http import Http404
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import (
@@ -22,18 +23,35 @@ from ocpp.v16.enums import Measurand
 from ocpp.v201.enums import MeasurandEnumType
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import ParseError, PermissionDenied, ValidationError
 from rest_framework.pagination import CursorPagination
+from rest_framework.parsers import BaseParser
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
+from rest_framework.views import APIView
 
+from balancing.access import access_of
 from balancing.models import ChargerModelCompliance, Circuit, Site, SiteAlert
 from chargepoint.actions import ACTIONS, charger_action
 from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterReading
+from chargepoint.onboarding import MAX_FILE_BYTES, MAX_ROWS, ImportFileError, fleet_import, fleet_rows_read
 from chargepoint.readings import BY_COLUMN, context_label, reading_values
+from chargepoint.services import (
+    CHARGER_PASSWORD_RE,
+    MAX_CONNECTORS,
+    MAX_STATION_CURRENT_A,
+    MIN_CHARGING_CURRENT_A,
+    charger_deactivate,
+    charger_save,
+)
 from evplatform.api import time_filtered
+from evplatform.api_access import ReachableSiteField, SiteScopedMixin
 from evplatform.api_plumbing import (
+    SafeJSONParser,
+    StrictCharField,
+    StrictDecimalField,
     StrictIntegerField,
     StrictRegexField,
     TimeBoundField,
@@ -41,7 +59,15 @@ from evplatform.api_plumbing import (
     query_params,
     slug_filter,
 )
-from evplatform.permissions import CHARGER_ACTIONS, RoleForWrites, actor_of
+from evplatform.api_writes import service_errors
+from evplatform.idempotency import IDEMPOTENCY_PARAMETER, KEY_REUSED_RESPONSE, idempotent
+from evplatform.permissions import (
+    CHARGER_ACTIONS,
+    IMPORT_FLEET,
+    RoleForWrites,
+    actor_of,
+    object_site_check,
+)
 from tenants.validators import CHARGE_POINT_ID_RE
 
 READINGS_MAX_DAYS = 31
@@ -324,6 +350,94 @@ def charge_point_filter(help_text: str) -> serializers.RegexField:
     )
 
 
+@extend_schema_field({"type": "integer", "enum": [1, 3]})
+class PhasesField(StrictIntegerField):
+    """1 or 3 phases."""
+
+    def to_internal_value(self, data: Any) -> int:
+        value = super().to_internal_value(data)
+        if value not in (1, 3):
+            raise ValidationError("1 or 3")
+        return value
+
+
+class ChargerWriteSerializer(serializers.Serializer):
+    """A charger's registration as PUT (all but ``site`` and ``max_current_a`` optional) and PATCH take it."""
+
+    site: "serializers.SlugRelatedField[Site]" = ReachableSiteField(
+        write_roles=CHARGER_ACTIONS, help_text="Slug of the site it is wired to (one the caller reaches)."
+    )
+    circuit = StrictCharField(
+        max_length=100,
+        required=False,
+        allow_null=True,
+        help_text="Name of the circuit of the site's tree it is on; null: straight on the grid connection.",
+    )
+    max_current_a = StrictDecimalField(
+        max_digits=5,
+        decimal_places=1,
+        min_value=MIN_CHARGING_CURRENT_A,
+        max_value=MAX_STATION_CURRENT_A,
+        help_text="Per-phase rating (A), 6 to 1000.",
+    )
+    phases = PhasesField(required=False, help_text="1 or 3 (default 3); at most the site's.")
+    wiring = serializers.ChoiceField(
+        choices=ChargingStation.Wiring.choices,
+        required=False,
+        help_text="Site phases its L1 (L2, L3) are on; default L1 or L1L2L3. Must fit phases.",
+    )
+    connectors = StrictIntegerField(
+        min_value=1, max_value=MAX_CONNECTORS, required=False, help_text="Connectors (EVSEs), default 1."
+    )
+    password = StrictRegexField(
+        CHARGER_PASSWORD_RE.pattern,
+        required=False,
+        write_only=True,
+        help_text="OCPP Basic-auth password, 16-40 printable ASCII characters; left out: a new charger gets one "
+        "generated (in the answer, once), a registered one keeps its own.",
+        error_messages={"invalid": "16 to 40 printable ASCII characters without spaces"},
+    )
+
+
+def _charger_values(stored: ChargingStation | None, given: dict[str, Any], *, partial: bool) -> dict[str, Any]:
+    """What ``charger_save`` takes: a PATCH keeps the stored values it leaves out, a PUT the defaults."""
+    if partial and stored is not None:
+        base: dict[str, Any] = {
+            "site": stored.site,
+            "circuit": stored.circuit.name if stored.circuit else None,
+            "max_current_a": stored.max_current_a,
+            "phases": stored.phases,
+            "wiring": stored.wiring if "phases" not in given or given["phases"] == stored.phases else None,
+            "connectors": stored.connectors.count() or 1,
+        }
+    else:
+        base = {"circuit": None, "phases": 3, "wiring": None, "connectors": 1}
+    values = {**base, **given}
+    return {
+        "site": values["site"],
+        "circuit_name": values["circuit"],
+        "max_current_a": values["max_current_a"],
+        "phases": values["phases"],
+        "wiring": values["wiring"],
+        "connectors": values["connectors"],
+        "password": values.get("password"),
+    }
+
+
+class ChargerSavedSerializer(ChargerSerializer):
+    """The charger as stored after a PUT or PATCH, with its generated password when it has just got one."""
+
+    active = serializers.BooleanField(help_text="Its identity may connect (DELETE deactivates it).")
+    password = serializers.CharField(
+        allow_null=True,
+        help_text="The password generated for a charger registered without one: in this answer only (the "
+        "platform keeps its hash). null otherwise.",
+    )
+
+    class Meta(ChargerSerializer.Meta):
+        fields = [*ChargerSerializer.Meta.fields, "active", "password"]
+
+
 class ChargerFilter(serializers.Serializer):
     site = slug_filter("Site slug: only this site's chargers.")
 
@@ -354,13 +468,12 @@ class ReadingFilter(serializers.Serializer):
 
 
 @extend_schema_view(list=extend_schema(parameters=[ChargerFilter]))
-class ChargerViewSet(viewsets.ReadOnlyModelViewSet):
-    """Chargers (filter with ``?site=<slug>``); POST ``commands`` to act on one."""
+class ChargerViewSet(SiteScopedMixin, viewsets.ReadOnlyModelViewSet):
+    """Chargers (filter with ``?site=<slug>``); POST ``commands`` to act on one (the role on its site)."""
 
     serializer_class = ChargerSerializer
     lookup_field = "charge_point_id"
     lookup_value_regex = r"[A-Za-z0-9._~-]+"
-    permission_classes = [RoleForWrites]
     write_roles = CHARGER_ACTIONS
 
     def get_queryset(self) -> Any:
@@ -411,13 +524,82 @@ class ChargerViewSet(viewsets.ReadOnlyModelViewSet):
             )
         return Response(answer)
 
+    def get_object(self) -> Any:
+        station = super().get_object()
+        if self.request.method not in SAFE_METHODS:
+            object_site_check(self.request, station.site_id, CHARGER_ACTIONS)
+        return station
+
+    @extend_schema(
+        request=ChargerWriteSerializer,
+        responses={
+            200: OpenApiResponse(ChargerSavedSerializer, description="Updated (or unchanged)."),
+            201: OpenApiResponse(
+                ChargerSavedSerializer, description="Registered: a generated password is in this answer only."
+            ),
+        },
+    )
+    def update(self, request: Request, charge_point_id: str | None = None) -> Response:
+        """Register the charger ``charge_point_id`` or bring it to these values (PUT is an upsert).
+
+        A new charger without ``password`` gets one generated, shown in this answer only; a
+        registered charger keeps its password unless one is given. Connectors are added up to
+        ``connectors``, never removed. A deactivated charger is active again.
+        """
+        return self._save(request, str(charge_point_id), partial=False)
+
+    @extend_schema(
+        request=ChargerWriteSerializer,
+        responses={200: OpenApiResponse(ChargerSavedSerializer, description="Updated (or unchanged).")},
+    )
+    def partial_update(self, request: Request, charge_point_id: str | None = None) -> Response:
+        """Change some of a registered charger's values (its site, circuit, rating, ...)."""
+        return self._save(request, str(charge_point_id), partial=True)
+
+    def _save(self, request: Request, charge_point_id: str, *, partial: bool) -> Response:
+        stored = (
+            ChargingStation.objects.select_related("site", "circuit").filter(charge_point_id=charge_point_id).first()
+        )
+        if stored is not None:
+            object_site_check(request, stored.site_id, CHARGER_ACTIONS)
+        elif partial:
+            raise Http404("No such charger.")
+        body = ChargerWriteSerializer(data=request.data, partial=partial, context=self.get_serializer_context())
+        body.is_valid(raise_exception=True)
+        values = _charger_values(stored, body.validated_data, partial=partial)
+        site = values.pop("site")  # in reach with the role: the stored one checked above, a new one by its field
+        with service_errors({"site_slug": "site", "circuit_name": "circuit"}):
+            saved = charger_save(
+                tenant=request.tenant,  # type: ignore[attr-defined]  # set by django-tenants' middleware
+                charge_point_id=charge_point_id,
+                site_slug=site.slug,
+                **values,
+                actor=actor_of(request),
+            )
+        station = self.get_queryset().get(pk=saved.outcome.obj.pk)
+        answer = {
+            **ChargerSerializer(station, context=self.get_serializer_context()).data,
+            "active": saved.active,
+            "password": saved.password,
+        }
+        return Response(answer, status=status.HTTP_201_CREATED if saved.outcome.created else status.HTTP_200_OK)
+
+    @extend_schema(responses={204: None})
+    def destroy(self, request: Request, charge_point_id: str | None = None) -> Response:
+        """Deactivate the charger: its next connection is refused (one open now is not cut); its
+        history stays. PUT registers it again."""
+        station = self.get_object()
+        charger_deactivate(tenant=request.tenant, station=station, actor=actor_of(request))  # type: ignore[attr-defined]
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
 
 @extend_schema_view(list=extend_schema(parameters=[SessionFilter]))
-class SessionViewSet(viewsets.ReadOnlyModelViewSet):
+class SessionViewSet(SiteScopedMixin, viewsets.ReadOnlyModelViewSet):
     """Charging sessions, newest first."""
 
     serializer_class = SessionSerializer
-    permission_classes = [RoleForWrites]
+    site_field = "station__site"
+    write_roles = CHARGER_ACTIONS
 
     def get_queryset(self) -> Any:
         qs = ChargingSession.objects.select_related("station", "connector").order_by("-started_at")
@@ -457,13 +639,20 @@ def _has_measurand(measurand: str) -> Q:
 
 
 @extend_schema_view(list=extend_schema(parameters=[ReadingFilter]))
-class ReadingViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+class ReadingViewSet(SiteScopedMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     """Meter readings, one item per connector and instant with its values, oldest first, paged by
     a cursor (follow ``next``); at most 31 days per request, the last day when no time is given."""
 
     serializer_class = ReadingSerializer
-    permission_classes = [RoleForWrites]
     pagination_class = ReadingCursor
+    site_field = "station__site"
+
+    def reachable(self, queryset: Any) -> Any:
+        """By station id, not a join: the readings query keeps naming stations of its own table."""
+        site_ids = access_of(self.request).site_ids()
+        if site_ids is None:
+            return queryset
+        return queryset.filter(station_id__in=ChargingStation.objects.filter(site_id__in=site_ids).values("pk"))
 
     def get_queryset(self) -> Any:
         filters = query_params(self.request, ReadingFilter)
@@ -473,7 +662,8 @@ class ReadingViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         if charger:
             # Looked up on its own so that the readings query names one station: PostgreSQL then
             # reads it from the primary key (station, time, connector) in the order paged on.
-            station_id = ChargingStation.objects.filter(charge_point_id=charger).values_list("pk", flat=True).first()
+            stations = access_of(self.request).filter(ChargingStation.objects.filter(charge_point_id=charger), "site")
+            station_id = stations.values_list("pk", flat=True).first()
             qs = qs.filter(station_id=station_id) if station_id is not None else qs.none()
         if filters.get("connector") is not None:
             qs = qs.filter(connector_no=filters["connector"])
@@ -487,7 +677,7 @@ class ReadingViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """One page, and the charge point ids of the stations on it (one query, never all stations)."""
-        page = self.paginate_queryset(self.get_queryset()) or []
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset())) or []
         station_ids = {reading.station_id for reading in page}
         names = (
             dict(ChargingStation.objects.filter(pk__in=station_ids).values_list("pk", "charge_point_id"))
@@ -498,3 +688,173 @@ class ReadingViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             page, many=True, context={**self.get_serializer_context(), "charge_point_ids": names}
         )
         return self.get_paginated_response(serializer.data)
+
+
+# --- Fleet import -----------------------------------------------------------------------------
+
+
+class CsvRows(list[dict[str, str]]):
+    """The rows of a ``text/csv`` body, as ``fleet_rows_read`` read them."""
+
+
+class FleetCsvParser(BaseParser):
+    """A ``text/csv`` body (UTF-8, comma separated, a header row with ``kind``), as the file import reads it."""
+
+    media_type = "text/csv"
+
+    def parse(  # type: ignore[override]  # a list of rows, not DRF's usual mapping: the view tells them apart
+        self, stream: Any, media_type: str | None = None, parser_context: Any = None
+    ) -> CsvRows:
+        content = stream.read(MAX_FILE_BYTES + 1) if stream is not None else b""
+        try:
+            return CsvRows(fleet_rows_read(filename="body.csv", content=content))
+        except ImportFileError as exc:
+            raise ParseError(f"CSV body: {str(exc).removeprefix('body.csv: ')}") from None
+
+
+TEXT_COLUMNS = ("site", "name", "timezone", "parent", "kind_of_circuit", "charge_point_id", "circuit", "password")
+NUMBER_COLUMNS = ("limit_a", "phases", "voltage_v", "demand_cap_kw", "max_current_a", "connectors")
+COLUMN_MAX_CHARS = 200
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "description": "One row, columns as in the CSV file (README, 'Onboarding'): site, circuit or charger.",
+        "properties": {
+            "kind": {"type": "string", "enum": ["site", "circuit", "charger"]},
+            **{name: {"type": "string", "maxLength": COLUMN_MAX_CHARS} for name in TEXT_COLUMNS},
+            **{
+                name: {"oneOf": [{"type": "string", "maxLength": COLUMN_MAX_CHARS}, {"type": "number"}]}
+                for name in NUMBER_COLUMNS
+            },
+        },
+        "required": ["kind"],
+        "additionalProperties": False,
+    }
+)
+class FleetRowField(serializers.Field):
+    """One row as an object of column -> value (text, or a number for the numeric columns)."""
+
+    def to_internal_value(self, data: Any) -> dict[str, str]:
+        if not isinstance(data, dict):
+            raise ValidationError("an object of column: value")
+        row: dict[str, str] = {}
+        for column, value in data.items():
+            if column == "kind" and value not in ("site", "circuit", "charger"):
+                raise ValidationError("kind: one of site, circuit, charger")
+            if column != "kind" and column not in TEXT_COLUMNS and column not in NUMBER_COLUMNS:
+                raise ValidationError(f"{str(column)[:40]!r} is not a column of the import")
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if number and column in NUMBER_COLUMNS:
+                row[column] = str(value)
+            elif isinstance(value, str) and len(value) <= COLUMN_MAX_CHARS and "\x00" not in value:
+                row[column] = value.strip()
+            else:
+                kind = "text or a number" if column in NUMBER_COLUMNS else "text"
+                raise ValidationError(f"{column}: {kind} of at most {COLUMN_MAX_CHARS} characters")
+        if "kind" not in row:
+            raise ValidationError("kind: required (site, circuit or charger)")
+        return row
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class FleetImportSerializer(serializers.Serializer):
+    rows = serializers.ListField(child=FleetRowField(), min_length=1, max_length=MAX_ROWS)
+
+
+class FleetImportQuery(serializers.Serializer):
+    dry_run = serializers.BooleanField(
+        default=False, help_text="true: check every row and answer what would change; nothing is written."
+    )
+
+
+class KindCountsSerializer(serializers.Serializer):
+    site = serializers.IntegerField()
+    circuit = serializers.IntegerField()
+    charger = serializers.IntegerField()
+
+
+class FleetImportResultSerializer(serializers.Serializer):
+    rows = serializers.IntegerField(help_text="Rows read.")
+    dry_run = serializers.BooleanField()
+    written = serializers.BooleanField(help_text="True: every row is stored; false: a dry run, nothing stored.")
+    created = KindCountsSerializer(help_text="Objects new (or, on a dry run, that would be).")
+    updated = KindCountsSerializer(help_text="Objects changed (or that would be).")
+    passwords = serializers.DictField(
+        child=serializers.CharField(),
+        help_text="Charge point id -> generated password, for new chargers without one: shown in this answer "
+        "only (a replay of the request with its Idempotency-Key leaves them out).",
+    )
+
+
+ROW_ERRORS_RESPONSE = OpenApiResponse(
+    description="Bad input, nothing written. Rows that are not valid are listed under error.fields.rows, each "
+    "as {row, column, message}: row is, for CSV, the line as a spreadsheet numbers it (the header is 1) and, "
+    "for JSON, the row's position in rows (from 1)."
+)
+
+
+def _counts(counter: Any) -> dict[str, int]:
+    return {kind: int(counter[kind]) for kind in ("site", "circuit", "charger")}
+
+
+def _without_passwords(body: Any) -> Any:
+    """What an idempotent replay answers: the counts, never a password again."""
+    return {**body, "passwords": {}} if isinstance(body, dict) and "passwords" in body else body
+
+
+class FleetImportView(APIView):
+    """Sites, circuits and chargers in bulk: the file import of the portal, through the API."""
+
+    permission_classes = [RoleForWrites]
+    write_roles = IMPORT_FLEET
+    parser_classes = [SafeJSONParser, FleetCsvParser]
+
+    @extend_schema(
+        operation_id="imports_fleet_create",
+        parameters=[FleetImportQuery, IDEMPOTENCY_PARAMETER],
+        request={"application/json": FleetImportSerializer, "text/csv": {"type": "string"}},
+        responses={
+            201: OpenApiResponse(FleetImportResultSerializer, description="Every row written; something was new."),
+            200: OpenApiResponse(
+                FleetImportResultSerializer, description="A dry run without errors, or nothing new: nothing written."
+            ),
+            400: ROW_ERRORS_RESPONSE,
+            422: KEY_REUSED_RESPONSE,
+        },
+    )
+    @idempotent(redact=_without_passwords)
+    def post(self, request: Request) -> Response:
+        """Apply rows of kind site, circuit or charger (JSON ``{"rows": [...]}`` or a ``text/csv`` body
+        with a header row), all or nothing: with one bad row, 400 lists every bad row and nothing is
+        written. ``?dry_run=true`` checks without writing. Importing the same rows again changes
+        nothing. Organisation admins only."""
+        if not access_of(request).has_org_role(IMPORT_FLEET):
+            raise PermissionDenied("Bulk imports need the admin role on the whole organisation.")
+        dry_run = query_params(request, FleetImportQuery)["dry_run"]
+        if isinstance(request.data, CsvRows):
+            rows, offset = list(request.data), 0
+        else:
+            given = FleetImportSerializer(data=request.data)
+            given.is_valid(raise_exception=True)
+            rows, offset = given.validated_data["rows"], 1  # fleet_import numbers a file's rows from 2
+        result = fleet_import(tenant=request.tenant, rows=rows, dry_run=dry_run, actor=actor_of(request))  # type: ignore[attr-defined]
+        if result.errors:
+            errors = [{"row": e.row - offset, "column": e.column, "message": e.message} for e in result.errors]
+            bad_rows = len({e.row for e in result.errors})
+            message = f"{bad_rows} row{'s' if bad_rows != 1 else ''} not valid: nothing was written"
+            body = {"status": 400, "code": "invalid", "message": message, "fields": {"rows": errors}}
+            return Response({"error": body}, status=status.HTTP_400_BAD_REQUEST)
+        answer = {
+            "rows": result.rows,
+            "dry_run": result.dry_run,
+            "written": result.written,
+            "created": _counts(result.created),
+            "updated": _counts(result.updated),
+            "passwords": result.passwords,
+        }
+        created = result.written and sum(result.created.values()) > 0
+        return Response(answer, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)

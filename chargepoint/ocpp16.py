@@ -61,7 +61,13 @@ class ChargePoint16(GatewayChargePoint, ChargePoint):
     async def on_status_notification(
         self, connector_id: int, error_code: str, status: str, timestamp: str | None = None, **kw: Any
     ) -> Any:
-        self.link.status(connector_id=connector_id, status=status, error_code=error_code, at=timestamp)
+        self.link.status(
+            connector_id=connector_id,
+            status=status,
+            error_code=error_code,
+            at=timestamp,
+            vendor_error_code=str(kw.get("vendor_error_code") or ""),
+        )
         await self.link.stored()
         return call_result.StatusNotification()
 

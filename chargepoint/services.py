@@ -11,6 +11,7 @@ record functions keep the platform's calls to chargers on file (``chargepoint.co
 
 import logging
 import re
+import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from chargepoint.readings import CURRENT, ReadingRows, readings_store
 from chargepoint.resync import station_resync_request
 from chargepoint.selectors import gateway_instances_gone, station_gateway_ids_online
 from evplatform.services import Outcome, describe_change, require_tenant_schema
+from tenants.accounts.services import audit_record
 from tenants.models import ChargePointIdentity, Tenant
 from tenants.selectors import identity_find
 from tenants.validators import CHARGE_POINT_ID_RE
@@ -185,6 +187,142 @@ def charger_register(
     return Outcome(station, created, changes)
 
 
+GENERATED_PASSWORD_CHARS = 32
+
+
+@dataclass(frozen=True)
+class ChargerSaved:
+    """What ``charger_save`` did; ``password`` is the one generated for a new charger (shown once)."""
+
+    outcome: Outcome[ChargingStation]
+    password: str | None
+    active: bool
+
+
+def _charger_state(station: ChargingStation | None, identity: ChargePointIdentity | None) -> dict[str, object]:
+    if station is None:
+        return {}
+    return {
+        "site": station.site.slug,
+        "circuit": station.circuit.name if station.circuit else None,
+        "max_current_a": station.max_current_a,
+        "phases": station.phases,
+        "wiring": station.wiring,
+        "connectors": station.connectors.count(),
+        "active": identity.is_active if identity is not None else None,
+    }
+
+
+@transaction.atomic
+def charger_save(
+    *,
+    tenant: Tenant,
+    charge_point_id: str,
+    site_slug: str,
+    max_current_a: Decimal,
+    phases: int = 3,
+    wiring: str | None = None,
+    circuit_name: str | None = None,
+    connectors: int = 1,
+    password: str | None = None,
+    actor: str,
+) -> ChargerSaved:
+    """Register a charger or bring it to these values (``charger_register``), audited and rebalanced.
+
+    A new charger without ``password`` gets a generated one, returned once (only its hash is
+    kept); a registered one keeps its password unless one is given. Connectors are added up to
+    ``connectors``, never removed (a charger reports its own). Every changed field is one audit
+    row; the charger's site (and the one it left) is rebalanced once the change commits.
+    """
+    from balancing.services import site_rebalance_request  # balancing reads chargepoint: import late
+
+    require_tenant_schema("charger_save")
+    before_station = (
+        ChargingStation.objects.select_related("site", "circuit").filter(charge_point_id=charge_point_id).first()
+    )
+    with schema_context(get_public_schema_name()):
+        identity = identity_find(charge_point_id=charge_point_id)
+    before = _charger_state(before_station, identity if identity and identity.tenant_id == tenant.pk else None)
+    generated = None
+    if password is None and identity is None:
+        generated = password = secrets.token_urlsafe(GENERATED_PASSWORD_CHARS)[:GENERATED_PASSWORD_CHARS]
+    outcome = charger_register(
+        tenant=tenant,
+        site_slug=site_slug,
+        charge_point_id=charge_point_id,
+        password=password,
+        max_current_a=max_current_a,
+        phases=phases,
+        wiring=wiring,
+        circuit_name=circuit_name,
+        connectors=connectors,
+    )
+    station = ChargingStation.objects.select_related("site", "circuit").get(pk=outcome.obj.pk)
+    after = _charger_state(station, _identity_of(charge_point_id))
+    changes: list[tuple[str, object, object]] = [
+        (name, before.get(name), value) for name, value in after.items() if before.get(name) != value
+    ]
+    if "password changed" in outcome.changes:
+        changes.append(("password", "", "changed"))
+    if changes:
+        audit_record(
+            actor=actor,
+            action="create" if outcome.created else "update",
+            object_type="charger",
+            object_id=station.pk,
+            label=charge_point_id,
+            changes=changes,
+        )
+        site_rebalance_request(site_id=station.site_id, reason="charger changed")
+        if before_station is not None and before_station.site_id != station.site_id:
+            site_rebalance_request(site_id=before_station.site_id, reason="charger moved away")
+    return ChargerSaved(Outcome(station, outcome.created, outcome.changes), generated, True)
+
+
+def _identity_of(charge_point_id: str) -> ChargePointIdentity | None:
+    with schema_context(get_public_schema_name()):
+        return identity_find(charge_point_id=charge_point_id)
+
+
+def charger_is_active(*, charge_point_id: str) -> bool:
+    """Whether the charger's identity may connect (``charger_deactivate`` turns it off)."""
+    identity = _identity_of(charge_point_id)
+    return bool(identity is not None and identity.is_active)
+
+
+@transaction.atomic
+def charger_deactivate(*, tenant: Tenant, station: ChargingStation, actor: str) -> bool:
+    """Refuse the charger's connections from now on; its history and registration stay.
+
+    Its identity is deactivated (the gateway refuses its next handshake; a connection open now
+    is not cut, and the charger keeps being planned while it is online). Registering it again
+    (``charger_save``) re-activates it. False when it was inactive already; audited, rebalanced.
+    """
+    from balancing.services import site_rebalance_request  # balancing reads chargepoint: import late
+
+    require_tenant_schema("charger_deactivate")
+    with schema_context(get_public_schema_name()):
+        identity = (
+            ChargePointIdentity.objects.select_for_update()
+            .filter(charge_point_id=station.charge_point_id, tenant=tenant)
+            .first()
+        )
+        if identity is None or not identity.is_active:
+            return False
+        identity.is_active = False
+        identity.save(update_fields=["is_active", "updated_at"])
+    audit_record(
+        actor=actor,
+        action="deactivate",
+        object_type="charger",
+        object_id=station.pk,
+        label=station.charge_point_id,
+        changes=[("active", True, False)],
+    )
+    site_rebalance_request(site_id=station.site_id, reason="charger deactivated")
+    return True
+
+
 # --- Telemetry from the gateway (runs in a worker, in the charger's tenant schema) ----------------
 
 logger = logging.getLogger("chargepoint.telemetry")
@@ -317,13 +455,58 @@ def _on_status(batch: _Batch, station: ChargingStation, event: dict[str, Any]) -
     if connector.status_changed_at is not None and at < connector.status_changed_at:
         return  # older than what we have
     status = event["status"] if event["status"] in Connector.Status.values else Connector.Status.UNKNOWN
-    changed = connector.status != status
+    was = connector.status
     connector.status = status
     connector.error_code = str(event.get("error_code") or "")[:50]
     connector.status_changed_at = at
     batch.dirty_connectors[connector.pk] = connector
-    if changed:
+    if was != status:
         batch.rebalance(station, f"connector {connector.connector_id} {status}")
+    _fault_note(station, connector, status=status, was=was, event=event)
+
+
+def _on_station_status(batch: _Batch, station: ChargingStation, event: dict[str, Any]) -> None:
+    """The station as a whole (OCPP connector 0): only a fault matters here, as a station alert."""
+    status = event["status"] if event["status"] in Connector.Status.values else Connector.Status.UNKNOWN
+    _fault_note(station, None, status=status, was=None, event=event)
+
+
+def _fault_note(
+    station: ChargingStation, connector: Connector | None, *, status: str, was: str | None, event: dict[str, Any]
+) -> None:
+    """Open the FAULTED alert of a connector (or station) reporting Faulted; close it when it reports anything else.
+
+    A repeated Faulted refreshes the open alert (its error code may change); it never opens a second one.
+    """
+    from balancing.alerts import alert_clear, alert_raise  # balancing reads chargepoint: import late
+    from balancing.models import SiteAlert
+
+    where = f"connector {connector.connector_id}" if connector is not None else "station"
+    if status == Connector.Status.FAULTED:
+        code = str(event.get("error_code") or "")[:50]
+        vendor_code = str(event.get("vendor_error_code") or "")[:50]
+        detail = f"{station.charge_point_id} {where} reports Faulted: " + (
+            code or "no error code given (OCPP 2.0.1 StatusNotification has none)"
+        )
+        if vendor_code:
+            detail += f" (vendor code {vendor_code})"
+        alert_raise(
+            site=station.site,
+            kind=SiteAlert.Kind.FAULTED,
+            detail=detail,
+            now=timezone.now(),
+            station=station,
+            connector=connector,
+        )
+    elif was is None or was == Connector.Status.FAULTED:
+        alert_clear(
+            site=station.site,
+            kind=SiteAlert.Kind.FAULTED,
+            now=timezone.now(),
+            station=station,
+            connector=connector,
+            why=f"{where} now {status}",
+        )
 
 
 def _on_start(batch: _Batch, station: ChargingStation, event: dict[str, Any]) -> None:
@@ -514,6 +697,7 @@ _HANDLERS = {
     "needs": _on_needs,
     "limit": _on_limit,
     "seen": _on_seen,
+    "station_status": _on_station_status,
 }
 _SESSION_EVENTS = {"start", "stop", "needs"}
 

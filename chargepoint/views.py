@@ -1,6 +1,7 @@
 """Portal page of one charger: status, connectors, sessions, meter history, profiles, actions.
 
-Schema: tenant.
+A charger whose site is outside the user's reach is a 404; acting on it needs the role on its
+site (403). The fleet import needs the role on the whole organisation. Schema: tenant.
 """
 
 from datetime import timedelta
@@ -9,30 +10,41 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Max
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from balancing.access import access_of
 from balancing.models import ConnectorLimit, ProfilePush
 from balancing.selectors import DateBin, compliance_find, station_alerts
 from chargepoint.actions import ACTIONS, charger_action
 from chargepoint.models import ChargingSession, ChargingStation, MeterReading
 from evplatform.csp import chart_page
-from evplatform.permissions import CHARGER_ACTIONS, IMPORT_FLEET, actor_of, has_role, role_required
+from evplatform.permissions import CHARGER_ACTIONS, IMPORT_FLEET, actor_of, role_required
 
 HISTORY = timedelta(hours=6)
 CHART_STEP = timedelta(minutes=1)
 
 
+def station_for(request: HttpRequest, charge_point_id: str, roles: frozenset[str] | None = None) -> ChargingStation:
+    """The charger if its site is in the user's reach (else 404), holding one of ``roles`` there (else 403)."""
+    access = access_of(request)
+    stations = access.filter(ChargingStation.objects.select_related("site", "circuit"), "site")
+    station = stations.filter(charge_point_id=charge_point_id).first()
+    if station is None:
+        raise Http404("No such charger.")
+    if roles is not None and not access.can(roles, station.site_id):
+        raise PermissionDenied("Your role on this charger's site may not do this.")
+    return station
+
+
 @chart_page
 @login_required
 def charger_detail(request: HttpRequest, charge_point_id: str) -> HttpResponse:
-    station = get_object_or_404(
-        ChargingStation.objects.select_related("site", "circuit"), charge_point_id=charge_point_id
-    )
+    station = station_for(request, charge_point_id)
     context = {
         "station": station,
         "connectors": station.connectors.all(),
@@ -43,7 +55,7 @@ def charger_detail(request: HttpRequest, charge_point_id: str) -> HttpResponse:
         "checks": ConnectorLimit.objects.filter(
             connector__station=station, applied_checked_at__isnull=False
         ).select_related("connector"),
-        "can_act": has_role(request.user, CHARGER_ACTIONS),
+        "can_act": access_of(request).can(CHARGER_ACTIONS, station.site_id),
         "actions": ACTIONS,
         "nav": "sites",
     }
@@ -58,7 +70,7 @@ def charger_chart(request: HttpRequest, charge_point_id: str) -> JsonResponse:
     station's key range (station, time): at most 360 points a series however often the charger
     reports. The connector is named in the series only where the charger has several.
     """
-    station = get_object_or_404(ChargingStation, charge_point_id=charge_point_id)
+    station = station_for(request, charge_point_id)
     buckets = (
         MeterReading.objects.filter(station=station, sampled_at__gte=timezone.now() - HISTORY, connector_no__gt=0)
         .annotate(at=DateBin(CHART_STEP, "sampled_at"))
@@ -90,9 +102,9 @@ def charger_chart(request: HttpRequest, charge_point_id: str) -> JsonResponse:
 
 
 @require_POST
-@role_required(CHARGER_ACTIONS)
+@login_required
 def charger_act(request: HttpRequest, charge_point_id: str) -> HttpResponse:
-    station = get_object_or_404(ChargingStation, charge_point_id=charge_point_id)
+    station = station_for(request, charge_point_id, CHARGER_ACTIONS)
     action = request.POST.get("action", "")
     try:
         connector_id = int(request.POST.get("connector_id", "0"))

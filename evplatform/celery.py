@@ -1,4 +1,4 @@
-"""The Celery app: three queues split by latency, tenant schema carried on every task.
+"""The Celery app: four queues split by latency, tenant schema carried on every task.
 
 Tasks sent while a tenant schema is active (``tenant_context``, a tenant request, or another
 tenant task) carry that schema in the ``_schema_name`` header (tenant-schemas-celery); the
@@ -20,7 +20,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evplatform.settings.production"
 QUEUE_BALANCING = "balancing"  # seconds matter: rebalancing, profile pushes
 QUEUE_TELEMETRY = "telemetry"  # volume: meter values, status, transactions
 QUEUE_REPORTS = "reports"  # heavy and patient: rollups, monthly reports
-QUEUES = (QUEUE_BALANCING, QUEUE_TELEMETRY, QUEUE_REPORTS)
+QUEUE_NOTIFICATIONS = "notifications"  # waits on others: emails and webhooks, retried with back-off
+QUEUES = (QUEUE_BALANCING, QUEUE_TELEMETRY, QUEUE_REPORTS, QUEUE_NOTIFICATIONS)
 
 # Tasks land on a queue by the app that defines them; a task may still name its own queue.
 APP_QUEUES = {
@@ -48,6 +49,10 @@ TASK_QUEUES = {
     "balancing.tasks.prune_history": QUEUE_REPORTS,
     "balancing.tasks.prune_history_all_tenants": QUEUE_REPORTS,
     "balancing.tasks.prune_history_chunk": QUEUE_REPORTS,
+    # An alert's email or webhook waits on someone else's server (up to 5 s, then retries):
+    # never in front of a rebalance, never behind an hour-long report.
+    "balancing.notifications.tasks.email_deliver": QUEUE_NOTIFICATIONS,
+    "balancing.notifications.tasks.webhook_deliver": QUEUE_NOTIFICATIONS,
 }
 
 

@@ -4,6 +4,12 @@ Roles (tenants.accounts.models.Role): everyone signed in may read; load-manageme
 and charger actions need the energy manager or admin role (NEC 750.30: changeable only by
 qualified people); reports are for finance (and admins, energy managers may read them); users,
 tokens and roles are the admin's.
+
+A role is held on the whole organisation (``User.role``) or on site groups and sites
+(``balancing.access``). What belongs to one site (its page, settings, chargers, API rows) asks
+``balancing.access.site_for`` / ``evplatform.api_access``; ``has_role``, ``role_required`` and
+``RoleForWrites`` here are for organisation-wide work (people, tokens, the audit log, imports)
+and need the role on the whole organisation.
 """
 
 from collections.abc import Callable, Iterable
@@ -29,7 +35,8 @@ IMPORT_FLEET = frozenset({Role.ADMIN})
 
 
 def has_role(user: Any, roles: Iterable[str]) -> bool:
-    return bool(user and user.is_authenticated and user.is_active and user.role in roles)
+    """``user`` holds one of ``roles`` on the whole organisation (site grants do not count)."""
+    return bool(user and user.is_authenticated and user.is_active and user.role and user.role in roles)
 
 
 def actor_of(request: Any) -> str:
@@ -38,7 +45,7 @@ def actor_of(request: Any) -> str:
 
 
 def role_required(roles: Iterable[str]) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
-    """Portal view decorator: sign-in first, then 403 for a role that may not."""
+    """Portal view decorator: sign-in first, then 403 without one of ``roles`` on the whole organisation."""
     allowed = frozenset(roles)
 
     def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -56,13 +63,52 @@ def role_required(roles: Iterable[str]) -> Callable[[Callable[..., HttpResponse]
 
 
 class RoleForWrites(BasePermission):
-    """API: any signed-in user reads; writes need one of the view's ``write_roles``."""
+    """API views of organisation-wide data: reads need one of ``read_roles`` (any role), writes one
+    of ``write_roles``, on the whole organisation and with a token not limited to site groups.
+    Views over rows of sites use ``evplatform.api_access.SiteScopedMixin`` instead."""
 
     message = "Your role may not change this."
 
     def has_permission(self, request: Request, view: Any) -> bool:
+        from balancing.access import access_of
+
         if not (request.user and request.user.is_authenticated):
             return False
+        roles = getattr(view, "read_roles", Role.values) if request.method in SAFE_METHODS else None
+        return access_of(request).has_org_role(roles if roles is not None else getattr(view, "write_roles", ()))
+
+
+class RoleOnSomeSite(RoleForWrites):
+    """API: writes need one of the view's ``write_roles`` on the organisation or on some site.
+
+    The view then checks the role on the site of the object it changes (``object_site_check``,
+    ``balancing.access.site_for``): a site out of reach is 404, a site seen without the role 403.
+    A read-only token never writes. Reads are as ``RoleForWrites``'s unless the view sets
+    ``reads_by_site`` (it narrows its lists to the sites in reach itself): then a role from
+    ``read_roles`` on some site is enough.
+    """
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        from balancing.access import access_of
+
+        if not (request.user and request.user.is_authenticated):
+            return False
+        access = access_of(request)
         if request.method in SAFE_METHODS:
-            return has_role(request.user, getattr(view, "read_roles", Role.values))
-        return has_role(request.user, getattr(view, "write_roles", ()))
+            if getattr(view, "reads_by_site", False):
+                return access.can_anywhere(getattr(view, "read_roles", Role.values))
+            return super().has_permission(request, view)
+        return not access.read_only and access.can_anywhere(getattr(view, "write_roles", ()))
+
+
+def object_site_check(request: Any, site_id: int | None, roles: Iterable[str]) -> None:
+    """An object on site ``site_id`` may be changed by this request: else 404 (site out of reach) or 403."""
+    from django.http import Http404
+
+    from balancing.access import access_of
+
+    access = access_of(request)
+    if not access.sees(site_id):
+        raise Http404("No such object.")
+    if not access.can(roles, site_id):
+        raise PermissionDenied("Your role on this site may not change this.")

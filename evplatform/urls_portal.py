@@ -3,6 +3,7 @@
 from django.urls import path
 
 from balancing import views as site_views
+from balancing.notifications import views as notification_views
 from billing import views as report_views
 from chargepoint import views as charger_views
 from tenants.accounts import views as account_views
@@ -25,9 +26,19 @@ urlpatterns = [
     path("reports/", report_views.reports, name="reports"),
     path("reports/<int:pk>/<str:file_format>/", report_views.report_download, name="report-download"),
     path("reports/regenerate/", report_views.report_regenerate, name="report-regenerate"),
+    path("reports/sessions/", report_views.sessions_export_download, name="sessions-export"),
     path("users/", account_views.users, name="users"),
     path("users/<int:pk>/", account_views.user_change, name="user-change"),
+    path("users/grants/", account_views.grant_create, name="grant-create"),
+    path("users/grants/<int:pk>/delete/", account_views.grant_delete, name="grant-delete"),
+    path("users/groups/", account_views.group_create, name="group-create"),
+    path("users/groups/<int:pk>/", account_views.group_change, name="group-change"),
+    path("users/groups/<int:pk>/delete/", account_views.group_delete, name="group-delete"),
     path("tokens/", account_views.tokens, name="tokens"),
     path("tokens/<int:pk>/revoke/", account_views.token_revoke, name="token-revoke"),
     path("audit/", account_views.audit, name="audit"),
+    path("notifications/", notification_views.notifications, name="notifications"),
+    path("webhooks/", notification_views.webhooks, name="webhooks"),
+    path("webhooks/<int:pk>/act/", notification_views.webhook_act, name="webhook-act"),
+    path("webhooks/deliveries/", notification_views.deliveries, name="webhook-deliveries"),
 ]

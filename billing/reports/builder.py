@@ -12,6 +12,7 @@ from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from balancing.meter import site_limit_kw
 from balancing.models import Site
 from billing.counterfactual import scaled_to, unmanaged_intervals
 from billing.intervals import DEFAULT_INTERVAL_MINUTES, ZERO
@@ -20,6 +21,7 @@ from billing.reports.rows import money
 from billing.selectors import (
     SessionFacts,
     installation_cost,
+    report_latest_data,
     site_intervals_and_resets,
     site_list,
     site_sessions,
@@ -233,7 +235,13 @@ def _site_section(
         [day.isoformat(), _s(kw), _s(bill_unmanaged.daily_peak_kw.get(day, ZERO))]
         for day, kw in sorted(bill_actual.daily_peak_kw.items())
     ]
+    daily_kwh: dict[str, Decimal] = {}
+    for at, kwh in actual.items():
+        if start <= at < end:
+            day = at.astimezone(tz).date().isoformat()
+            daily_kwh[day] = daily_kwh.get(day, ZERO) + kwh
     return {
+        "site_id": site.pk,
         "slug": site.slug,
         "name": site.name,
         "timezone": site.timezone,
@@ -267,6 +275,9 @@ def _site_section(
         "installation_without_lb": _s(cost_without),
         "avoided_capital_cost": _s(avoided),
         "daily_peaks_kw": daily,
+        "daily_energy_kwh": [[day, _kw(kwh)] for day, kwh in sorted(daily_kwh.items())],
+        "demand_cap_kw": None if site.demand_cap_kw is None else _s(site.demand_cap_kw),
+        "grid_limit_kw": _kw(site_limit_kw(site)),
     }
 
 
@@ -293,7 +304,8 @@ SUMMED = (
 )
 
 
-def _total(sites: list[dict[str, Any]]) -> dict[str, Any]:
+def report_total(sites: list[dict[str, Any]]) -> dict[str, Any]:
+    """The TOTAL section of these site sections (every figure of ``SUMMED`` added up)."""
     total: dict[str, Any] = {
         "sessions": sum(s["sessions"] for s in sites),
         "chargers": sum(s["chargers"] for s in sites),
@@ -364,8 +376,59 @@ def report_data_build(
         "generated_at": generated_at.isoformat(),
         "currency": "USD",
         "sites": sections,
-        "total": _total(sections),
+        "total": report_total(sections),
         "charts": _curves(totals, sites[0].timezone if sites else "UTC", year, month),
         "methodology": METHODOLOGY,
     }
+    data["year_to_date"] = _year_to_date(sections, year, month)
     return data, computed
+
+
+# Per-site figures the summary adds up over the year (paths into a site section).
+YEAR_TO_DATE = (
+    ("savings_total", ("savings", "total")),
+    ("savings_demand_charge", ("savings", "demand_charge")),
+    ("savings_energy_cost", ("savings", "energy_cost")),
+    ("energy_delivered_kwh", ("energy_delivered_kwh",)),
+)
+
+
+def _year_to_date(sections: list[dict[str, Any]], year: int, month: int) -> dict[str, Any]:
+    """This year's figures up to this month, per site and in total.
+
+    The earlier months come from the latest stored version of each (its ``data``, as finance
+    received it); a month without a stored report is left out and not counted in ``months``.
+    Each site section gets its own ``year_to_date`` so a report narrowed to some sites adds up
+    only theirs (``billing.reports.scope``).
+    """
+    earlier = report_latest_data(months=[date(year, m, 1) for m in range(1, month)])
+    months = [*(f"{first:%Y-%m}" for first in sorted(earlier)), f"{year:04d}-{month:02d}"]
+    for section in sections:
+        sums = {name: Decimal(_get(section, path)) for name, path in YEAR_TO_DATE}
+        for first in sorted(earlier):
+            before = _matching_section(earlier[first], section)
+            if before is not None:
+                for name, path in YEAR_TO_DATE:
+                    sums[name] += Decimal(_get(before, path))
+        section["year_to_date"] = {name: _s(value) for name, value in sums.items()}
+    return year_to_date_total(sections, year=year, months=months)
+
+
+def _matching_section(data: dict[str, Any], section: dict[str, Any]) -> dict[str, Any] | None:
+    """The same site's section in an earlier report: by id where both have one, else by slug."""
+    for candidate in data.get("sites", []):
+        if "site_id" in candidate:
+            if candidate["site_id"] == section["site_id"]:
+                return candidate
+        elif candidate.get("slug") == section["slug"]:
+            return candidate
+    return None
+
+
+def year_to_date_total(sections: list[dict[str, Any]], *, year: int, months: list[str]) -> dict[str, Any]:
+    """The year-to-date block of a report: the months it covers and its figures over ``sections``."""
+    total = {
+        name: _s(sum((Decimal(s["year_to_date"][name]) for s in sections if "year_to_date" in s), ZERO))
+        for name, _ in YEAR_TO_DATE
+    }
+    return {"year": year, "months": months, "total": total}

@@ -13,6 +13,7 @@ from billing.reports.rows import COLUMNS, table
 from evplatform.spreadsheets import xlsx_append
 
 MONEY_FORMAT = '"$"#,##0.00'
+DAILY_TITLE = "Daily peak, all sites: managed vs unmanaged (kW)"
 
 
 def render_xlsx(data: dict[str, Any]) -> bytes:
@@ -21,7 +22,11 @@ def render_xlsx(data: dict[str, Any]) -> bytes:
     summary.title = "Summary"
     xlsx_append(summary, [f"Savings report {data['month']}: {data['tenant']['name']} ({data['tenant']['slug']})"])
     summary["A1"].font = Font(bold=True, size=14)
-    xlsx_append(summary, [f"Generated {data['generated_at']}; amounts in {data['currency']}, rounded to the cent."])
+    scope = data.get("scope")
+    only = f" Sites: {', '.join(scope['sites']) or 'none'}." if scope else ""
+    xlsx_append(
+        summary, [f"Generated {data['generated_at']}; amounts in {data['currency']}, rounded to the cent.{only}"]
+    )
     xlsx_append(summary, [])
     xlsx_append(summary, [name for name, _, _ in COLUMNS])
     for cell in summary[4]:
@@ -41,7 +46,8 @@ def render_xlsx(data: dict[str, Any]) -> bytes:
         xlsx_append(daily, [day, float(managed), float(unmanaged)])
     if len(charts["daily_peak_kw"]):
         chart = LineChart()
-        chart.title = "Daily peak, all sites: managed vs unmanaged (kW)"
+        basis = charts.get("daily_peak_basis")
+        chart.title = f"Daily peak ({basis}): managed vs unmanaged (kW)" if basis else DAILY_TITLE
         chart.y_axis.title = "kW"
         chart.add_data(Reference(daily, min_col=2, max_col=3, min_row=1, max_row=daily.max_row), titles_from_data=True)
         chart.set_categories(Reference(daily, min_col=1, min_row=2, max_row=daily.max_row))
@@ -61,7 +67,9 @@ def render_xlsx(data: dict[str, Any]) -> bytes:
                 float(unmanaged_curve[i]) if i < len(unmanaged_curve) else None,
             ],
         )
-    if duration.max_row > 1:
+    if scope and not managed_curve:
+        xlsx_append(duration, ["The load duration curve is drawn for the whole organisation's report only."])
+    if duration.max_row > 1 and managed_curve:
         chart = LineChart()
         chart.title = "Load duration curve of the month, all sites (kW)"
         chart.y_axis.title = "kW"

@@ -227,14 +227,23 @@ class ChargerLink:
     def heartbeat(self) -> None:
         self.emit("seen")
 
-    def status(self, *, connector_id: int, status: str, error_code: str = "", at: str | None = None) -> None:
+    def status(
+        self,
+        *,
+        connector_id: int,
+        status: str,
+        error_code: str = "",
+        at: str | None = None,
+        vendor_error_code: str = "",
+    ) -> None:
         now = utcnow()
         when = normalise.timestamp(at, now=now) if at else now
         number = self._connector(connector_id)
-        if number == 0:  # the station as a whole: its connectors' own notifications follow
-            self.emit("seen")
+        codes = {"error_code": (error_code or "")[:50], "vendor_error_code": (vendor_error_code or "")[:50]}
+        if number == 0:  # the station as a whole (its connectors' own notifications follow): a fault is an alert
+            self.emit("station_status", status=status, at=when.isoformat(), **codes)
             return
-        self.emit("status", connector=number, status=status, error_code=(error_code or "")[:50], at=when.isoformat())
+        self.emit("status", connector=number, status=status, at=when.isoformat(), **codes)
 
     def meter_values(
         self, *, connector_id: int, samples: list[dict[str, str]], transaction_id: str | None = None

@@ -71,6 +71,13 @@ TENANT_APPS = [
     "balancing",
     "chargepoint",
     "billing",
+    # Single sign-on (OpenID Connect) and second factors: each organisation's schema holds its
+    # own linked IdP accounts, authenticators and email addresses (tenants/accounts/sso.py).
+    "allauth",
+    "allauth.account",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.openid_connect",
+    "allauth.mfa",
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
@@ -109,6 +116,9 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+    # An organisation that requires a second factor sends its signed-in people to set one up first.
+    "tenants.accounts.middleware.SecondFactorRequiredMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     # Last, as django-axes asks: counts failed sign-ins and locks out guessing.
@@ -134,6 +144,33 @@ AXES_USERNAME_FORM_FIELD = "username"
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 # `Alice@Example.com` and `alice@example.com` are one account for the lockout too.
 AXES_USERNAME_CALLABLE = "tenants.accounts.lockout.lockout_username"
+
+# --- Single sign-on and second factors (django-allauth; README, "Single sign-on and second factors")
+
+# The password form stays Django's (tenants.accounts.views.SignInView); allauth adds the
+# "Sign in with <IdP>" flow of each organisation's IdentityProvider rows and TOTP/WebAuthn.
+ACCOUNT_ADAPTER = "tenants.accounts.adapters.AccountAdapter"
+SOCIALACCOUNT_ADAPTER = "tenants.accounts.adapters.SocialAccountAdapter"
+MFA_ADAPTER = "tenants.accounts.adapters.MfaAdapter"
+ACCOUNT_USER_MODEL_USERNAME_FIELD = None
+ACCOUNT_LOGIN_METHODS = {"email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*"]
+ACCOUNT_EMAIL_VERIFICATION = "none"
+ACCOUNT_LOGOUT_ON_GET = False
+# Just-in-time accounts from a configured identity provider; the adapter matches an existing
+# person by the email the IdP vouches for (IdentityProvider.trust_email or email_verified).
+SOCIALACCOUNT_AUTO_SIGNUP = True
+SOCIALACCOUNT_EMAIL_REQUIRED = True
+SOCIALACCOUNT_EMAIL_VERIFICATION = "none"
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = False
+SOCIALACCOUNT_STORE_TOKENS = False
+SOCIALACCOUNT_LOGIN_ON_GET = False
+SOCIALACCOUNT_REQUESTS_TIMEOUT = env.int("OIDC_REQUESTS_TIMEOUT_S", default=10)
+MFA_SUPPORTED_TYPES = ["totp", "webauthn", "recovery_codes"]
+MFA_PASSKEY_LOGIN_ENABLED = False
+# Client secrets of identity providers kept in the environment rather than in the database: every
+# variable OIDC_SECRET_<NAME>, looked up by an IdentityProvider's `client_secret_env` (its full name).
+OIDC_CLIENT_SECRETS = {name: value for name, value in env.ENVIRON.items() if name.startswith("OIDC_SECRET_")}
 
 # --- Reverse proxy, email, Content-Security-Policy ----------------------------------------
 
@@ -311,6 +348,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "CircuitKindEnum": "balancing.models.Circuit.Kind",
         "SiteAlertKindEnum": "balancing.models.SiteAlert.Kind",
+        "PhasesEnum": "balancing.models.Phases",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
@@ -486,6 +524,9 @@ CELERY_BEAT_SCHEDULE["billing-monthly-reports"] = {
     "task": "billing.tasks.monthly_reports_all_tenants",
     "schedule": 3600.0,
 }
+# Each stored report version (month close or a request) is mailed to the organisation's finance
+# people, each narrowed to the sites they reach (billing.report_mail); false sends no mail.
+BILLING_REPORT_MAIL = env.bool("BILLING_REPORT_MAIL", default=True)
 
 # --- Retention (balancing.retention; README, "Retention") ------------------------------
 
@@ -532,3 +573,20 @@ SENTRY_TRACES_SAMPLE_RATE = env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0)
 SENTRY_ENVIRONMENT = env.str("SENTRY_ENVIRONMENT", default="")
 if SENTRY_DSN:
     error_reporting_init(dsn=SENTRY_DSN, traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE, environment=SENTRY_ENVIRONMENT)
+
+# --- Notifications (balancing.notifications; README, "Alerts and notifications") ---------
+
+# Links in emails: the organisation's primary domain put into this ({domain}).
+PORTAL_URL = env.str("PORTAL_URL", default="https://{domain}")
+# Webhook signing secrets are HMAC-SHA256(this key, the endpoint's salt); empty = SECRET_KEY.
+# Changing it (or SECRET_KEY while this is empty) changes every endpoint's secret.
+WEBHOOK_SIGNING_KEY = env.str("WEBHOOK_SIGNING_KEY", default="")
+WEBHOOK_TIMEOUT_S = env.float("WEBHOOK_TIMEOUT_S", default=5.0)
+# Webhook URLs that resolve to loopback, private or link-local addresses are refused (they would
+# let an organisation reach our own network) unless this is on; DEBUG allows them too.
+WEBHOOK_ALLOW_PRIVATE_HOSTS = env.bool("WEBHOOK_ALLOW_PRIVATE_HOSTS", default=False)
+# A failed email or webhook is tried again after up to FACTOR x 2^n seconds (full jitter),
+# at most BACKOFF_MAX apart, MAX_RETRIES times; then its delivery is marked failed.
+NOTIFICATION_RETRY_BACKOFF_S = env.int("NOTIFICATION_RETRY_BACKOFF_S", default=30)
+NOTIFICATION_RETRY_BACKOFF_MAX_S = env.int("NOTIFICATION_RETRY_BACKOFF_MAX_S", default=3600)
+NOTIFICATION_MAX_RETRIES = env.int("NOTIFICATION_MAX_RETRIES", default=8)

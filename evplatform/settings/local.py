@@ -5,3 +5,4 @@ from evplatform.settings.base import env
 
 DEBUG = env.bool("DEBUG", default=True)
 SECRET_KEY = env.str("SECRET_KEY", default="local-development-only-not-secret")
+PORTAL_URL = env.str("PORTAL_URL", default="http://{domain}:8000")

@@ -14,3 +14,9 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # The tests' fixed dates (2026 and earlier) are older than the default 90 days: raw readings are
 # kept ten years here, and the retention tests set the period they test.
 TELEMETRY_RETENTION_DAYS = 3650
+# Webhook receivers in tests listen on 127.0.0.1; retries come after seconds, not minutes.
+WEBHOOK_ALLOW_PRIVATE_HOSTS = True
+NOTIFICATION_RETRY_BACKOFF_S = env.int("NOTIFICATION_RETRY_BACKOFF_S", default=1)
+PORTAL_URL = env.str("PORTAL_URL", default="http://{domain}")
+# The browser tests add a WebAuthn key (Chromium's virtual authenticator) over plain HTTP.
+MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN = True

@@ -8,7 +8,7 @@ from django.core.management import CommandError, call_command
 
 from billing.models import Tariff
 from billing.selectors import tariff_in_force
-from billing.services import tariff_import
+from billing.services import tariff_import, tariff_version_import
 from tests.billing.conftest import FIXTURES, b19_record, simple_record
 from tests.factories import SiteFactory
 
@@ -34,9 +34,20 @@ def test_a_version_that_does_not_start_after_the_last_is_refused() -> None:
     site = SiteFactory(slug="campus")
     tariff_import(site=site, record=simple_record(), valid_from=date(2026, 6, 1))
     with pytest.raises(ValidationError) as raised:
-        tariff_import(site=site, record=simple_record(), valid_from=date(2026, 6, 1))
+        tariff_import(site=site, record=b19_record(), valid_from=date(2026, 6, 1))
     assert "valid_from" in raised.value.message_dict
     assert Tariff.objects.count() == 1
+
+
+def test_the_same_record_from_the_same_day_again_is_the_same_version() -> None:
+    site = SiteFactory(slug="campus")
+    first = tariff_version_import(site=site, record=simple_record(), valid_from=date(2026, 6, 1), actor="a@x.test")
+    again = tariff_version_import(site=site, record=simple_record(), valid_from=date(2026, 6, 1), actor="a@x.test")
+
+    assert first.created
+    assert not again.created
+    assert again.obj.pk == first.obj.pk
+    assert Tariff.objects.filter(site=site).count() == 1
 
 
 def test_a_record_missing_a_field_names_it_and_writes_nothing() -> None:

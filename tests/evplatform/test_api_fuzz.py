@@ -7,9 +7,12 @@ status, content type or body, accept what the schema forbids or refuse what it a
 few rules tests/evplatform/schemathesis.toml names, which a schema cannot state). Each list
 holds real rows, so their bodies are checked too.
 
-One check does not run: object_level_authorization needs two users owning different objects.
-Here every object belongs to the organisation (the host name picks it) and all its users see the
-same objects, by role; isolation between organisations is tested in
+One check does not run: object_level_authorization needs two users owning different objects,
+and this run has one, an admin of the whole organisation. Who sees which object is by site:
+tests/evplatform/test_site_scope.py walks every API URL with a token limited to a site group and
+checks that a row of a site outside it is a 404 and that no list shows it (the write tests check
+writes the same way: tests/balancing/test_api_writes.py, tests/chargepoint/test_api_writes.py,
+tests/billing/test_api_tariffs.py); isolation between organisations is tested in
 tests/tenants/test_cross_tenant.py.
 """
 
@@ -24,18 +27,20 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.utils import timezone
-from django_tenants.utils import tenant_context
+from django_tenants.utils import schema_context, tenant_context
 
-from balancing.models import BalancingRun, Circuit, Site, SiteLimitSchedule, SiteMeterReading
-from billing.models import SavingsReport
+from balancing.models import BalancingRun, Circuit, LimitOverride, Site, SiteLimitSchedule, SiteMeterReading
+from billing.models import SavingsReport, Tariff
 from billing.services import savings_report_generate
 from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterReading
 from tenants.accounts.models import ApiToken, Role, User
 from tenants.accounts.tokens import api_token_create
+from tenants.models import ChargePointIdentity
 from tests.conftest import ALPHA
 
 pytestmark = pytest.mark.django_db
 EXAMPLES_PER_OPERATION = 8
+WRITTEN = (Site, Circuit, ChargingStation, LimitOverride, Tariff)
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 
@@ -45,6 +50,10 @@ def admin_token(tenant, django_db_blocker):
     with django_db_blocker.unblock(), tenant_context(tenant):
         now = timezone.now()
         reports_before = set(SavingsReport.objects.values_list("pk", flat=True))
+        # What the run's writes may add (chargers, circuits, sites by import, ...) is removed afterwards.
+        before = {model: set(model.objects.values_list("pk", flat=True)) for model in WRITTEN}
+        with schema_context("public"):
+            identities_before = set(ChargePointIdentity.objects.values_list("pk", flat=True))
         user = User.objects.create_user(email="fuzz@alpha.localhost", password="fuzz-pass-2026-x", role=Role.ADMIN)
         _, raw = api_token_create(user=user, name="fuzz")
         site = Site.objects.create(slug="fuzz-site", name="Fuzz site", limit_a=63, demand_cap_kw=20)
@@ -82,12 +91,21 @@ def admin_token(tenant, django_db_blocker):
     with django_db_blocker.unblock(), tenant_context(tenant):
         # The run's report requests stored new versions too: later tests expect the reports they made.
         SavingsReport.objects.exclude(pk__in=reports_before).delete()
+        Tariff.objects.exclude(pk__in=before[Tariff]).delete()
+        LimitOverride.objects.exclude(pk__in=before[LimitOverride]).delete()
         ChargingSession.objects.filter(station=station).delete()
         MeterReading.objects.filter(station=station).delete()
         station.delete()
+        ChargingStation.objects.exclude(pk__in=before[ChargingStation]).delete()
+        with schema_context("public"):
+            ChargePointIdentity.objects.exclude(pk__in=identities_before).delete()
+        added = Circuit.objects.exclude(pk__in=before[Circuit])
+        while added.filter(children__isnull=True).delete()[0]:  # leaves first: a parent is protected
+            pass
         Circuit.objects.filter(site=site, parent__isnull=False).delete()
         site.limit_schedules.all().delete()
         site.delete()
+        Site.objects.exclude(pk__in=before[Site]).delete()
         ApiToken.objects.filter(user=user).delete()
         user.delete()
 

@@ -7,7 +7,7 @@ import yaml
 from django.conf import settings
 
 BASE = Path(settings.BASE_DIR)
-APP_SERVICES = ("web", "gateway", "worker", "balancer", "mqtt", "beat")
+APP_SERVICES = ("web", "gateway", "worker", "balancer", "notifier", "mqtt", "beat")
 
 
 def compose() -> dict:
@@ -41,6 +41,7 @@ def test_every_app_service_has_time_to_stop_cleanly() -> None:
     # A warm shutdown lets the tasks under way end (each within CELERY_TASK_TIME_LIMIT).
     assert seconds(services["worker"]["stop_grace_period"]) > settings.CELERY_TASK_TIME_LIMIT
     assert seconds(services["balancer"]["stop_grace_period"]) > settings.BALANCING_PUSH_TIMEOUT_S
+    assert seconds(services["notifier"]["stop_grace_period"]) > max(settings.WEBHOOK_TIMEOUT_S, settings.EMAIL_TIMEOUT)
     web = services["web"]
     graceful_s = float(web["command"][web["command"].index("--graceful-timeout") + 1])
     assert seconds(web["stop_grace_period"]) > graceful_s

@@ -132,7 +132,7 @@ def test_embedded_postgres_and_redis_carry_migrations_a_tenant_and_a_celery_roun
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=30)
-    assert "workers serve balancing, telemetry, reports for embedded" in checked.stdout
+    assert "workers serve balancing, telemetry, reports, notifications for embedded" in checked.stdout
 
     pg_data = tmp_path / "pg"
     assert (pg_data / "PG_VERSION").read_text().strip() == "16"
