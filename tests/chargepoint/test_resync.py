@@ -15,7 +15,7 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from balancing.models import ConnectorLimit, SiteAlert
+from balancing.models import ConnectorLimit, SiteAlert, StationFailsafe
 from chargepoint.models import (
     ChargerCommand,
     ChargingSession,
@@ -203,7 +203,16 @@ def test_a_charger_applying_more_than_the_books_raises_an_alert_corrects_the_boo
     cp = gw_fleet.chargers_16[4] if version == "1.6" else gw_fleet.chargers_201[2]
     sim = Running(bg, cp, gateway.url, ocpp_version=version)
     try:
-        connected(sim, cp, version)
+        station = connected(sim, cp, version)
+        # The fail-safe the platform sends at boot lands first (else it could land between the
+        # resync and the reading below and change what the charger applies); then the charger
+        # forgets its profiles, as some do on a reboot: it applies its rating, the books say 0 A.
+        wait_until(
+            StationFailsafe.objects.filter(station=station, confirmed_at__isnull=False).first,
+            timeout=30,
+            what=f"{cp} fail-safe confirmed",
+        )
+        sim.charger.state.profiles.profiles.clear()
         connector = books(cp, "0")  # the books say: paused at 0 A
         get_redis().delete(_throttle_key(connector.station_id))
         with django_capture_on_commit_callbacks() as callbacks:
