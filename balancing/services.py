@@ -43,7 +43,10 @@ REDIS_DOWN_RETRY_S = 10.0
 
 
 def _apply(
-    obj: Site | Circuit, values: dict[str, object], changes: list[str], audit: list[tuple[str, object, object]]
+    obj: Site | Circuit | SiteLimitSchedule,
+    values: Mapping[str, object],
+    changes: list[str],
+    audit: list[tuple[str, object, object]],
 ) -> None:
     for attr, value in values.items():
         old = getattr(obj, attr)
@@ -511,11 +514,9 @@ def schedule_update(
     """Bring a limit schedule to ``values`` (any of ``SCHEDULE_FIELDS``); audited, its site rebalanced."""
     require_tenant_schema("schedule_update")
     schedule = SiteLimitSchedule.objects.select_for_update().select_related("site").get(pk=schedule.pk)
+    changes: list[str] = []
     audit: list[tuple[str, object, object]] = []
-    for name in SCHEDULE_FIELDS:
-        if name in values and getattr(schedule, name) != values[name]:
-            audit.append((name, getattr(schedule, name), values[name]))
-            setattr(schedule, name, values[name])
+    _apply(schedule, {name: values[name] for name in SCHEDULE_FIELDS if name in values}, changes, audit)
     if not audit:
         return Outcome(schedule, False, [])
     schedule.full_clean()
@@ -530,7 +531,7 @@ def schedule_update(
     )
     site_rebalance_request(site_id=schedule.site_id, reason="schedule changed")
     site_failsafe_refresh(site=schedule.site, actor=actor)
-    return Outcome(schedule, False, [describe_change(name, old, new) for name, old, new in audit])
+    return Outcome(schedule, False, changes)
 
 
 @transaction.atomic

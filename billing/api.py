@@ -30,11 +30,11 @@ from billing.selectors import report_site_ids, site_slugs
 from billing.services import savings_report_request, tariff_version_import
 from billing.tariffs import TariffError, tariff_json_load
 from billing.views import may_manage_reports, report_file_response, sessions_export_response
-from evplatform.api_access import ReachableSiteField
+from evplatform.api_access import ReachableSiteField, SiteScopedMixin
 from evplatform.api_plumbing import FileDownloadNegotiation, StrictRegexField, query_params, slug_filter
 from evplatform.api_writes import service_errors
 from evplatform.idempotency import IDEMPOTENCY_PARAMETER, KEY_REUSED_RESPONSE, idempotent
-from evplatform.permissions import CHANGE_LIMITS, RoleOnSomeSite, actor_of
+from evplatform.permissions import CHANGE_LIMITS, actor_of
 
 # A month YYYY-MM, years 1000 to 9999 (a report's month needs the month after it in the calendar too).
 MONTH_PATTERN = r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])$"
@@ -298,17 +298,15 @@ class TariffFilter(serializers.Serializer):
 
 
 @extend_schema_view(list=extend_schema(parameters=[TariffFilter]))
-class TariffViewSet(viewsets.ReadOnlyModelViewSet):
+class TariffViewSet(SiteScopedMixin, viewsets.ReadOnlyModelViewSet):
     """Tariff versions of each site (newest first); energy managers and admins of a site import the
     next one (POST a URDB v7 record with the day it applies from)."""
 
     serializer_class = TariffSerializer
-    permission_classes = [RoleOnSomeSite]
     write_roles = CHANGE_LIMITS
-    reads_by_site = True
 
     def get_queryset(self) -> Any:
-        qs = access_of(self.request).filter(Tariff.objects.select_related("site")).order_by("site__slug", "-version")
+        qs = Tariff.objects.select_related("site").order_by("site__slug", "-version")
         if self.action != "list":
             return qs
         site = query_params(self.request, TariffFilter).get("site")

@@ -26,7 +26,6 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ParseError, PermissionDenied, ValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import BaseParser
-from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
@@ -47,7 +46,7 @@ from chargepoint.services import (
     charger_save,
 )
 from evplatform.api import time_filtered
-from evplatform.api_access import ReachableSiteField, SiteScopedMixin
+from evplatform.api_access import ReachableSiteField, SiteScopedMixin, site_write_check
 from evplatform.api_plumbing import (
     SafeJSONParser,
     StrictCharField,
@@ -66,7 +65,6 @@ from evplatform.permissions import (
     IMPORT_FLEET,
     RoleForWrites,
     actor_of,
-    object_site_check,
 )
 from tenants.validators import CHARGE_POINT_ID_RE
 
@@ -524,12 +522,6 @@ class ChargerViewSet(SiteScopedMixin, viewsets.ReadOnlyModelViewSet):
             )
         return Response(answer)
 
-    def get_object(self) -> Any:
-        station = super().get_object()
-        if self.request.method not in SAFE_METHODS:
-            object_site_check(self.request, station.site_id, CHARGER_ACTIONS)
-        return station
-
     @extend_schema(
         request=ChargerWriteSerializer,
         responses={
@@ -561,7 +553,7 @@ class ChargerViewSet(SiteScopedMixin, viewsets.ReadOnlyModelViewSet):
             ChargingStation.objects.select_related("site", "circuit").filter(charge_point_id=charge_point_id).first()
         )
         if stored is not None:
-            object_site_check(request, stored.site_id, CHARGER_ACTIONS)
+            site_write_check(request, stored.site_id, CHARGER_ACTIONS)
         elif partial:
             raise Http404("No such charger.")
         body = ChargerWriteSerializer(data=request.data, partial=partial, context=self.get_serializer_context())

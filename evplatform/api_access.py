@@ -49,6 +49,17 @@ class SiteRoleForWrites(BasePermission):
         return access.can(getattr(view, "write_roles", ()), site_id)
 
 
+def site_write_check(request: Request, site_id: int | None, roles: Any) -> None:
+    """A row of site ``site_id`` that a view found by itself (an upsert's stored row) may be
+    changed by this request: else 404 (site out of reach) or 403 (no role there), as
+    ``SiteRoleForWrites`` answers for the rows a ``SiteScopedMixin`` view looks up."""
+    access = access_of(request)
+    if not access.sees(site_id):
+        raise Http404("Not found.")
+    if not access.can(roles, site_id):
+        raise PermissionDenied("Your role on this site may not change this.")
+
+
 class SiteScopedMixin(GenericAPIView):
     """A DRF view over rows of sites. ``site_field``: the ORM path from a row to its ``Site``
     (``"pk"`` for sites themselves). Every queryset the view filters (list and object lookups)

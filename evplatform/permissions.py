@@ -76,39 +76,3 @@ class RoleForWrites(BasePermission):
             return False
         roles = getattr(view, "read_roles", Role.values) if request.method in SAFE_METHODS else None
         return access_of(request).has_org_role(roles if roles is not None else getattr(view, "write_roles", ()))
-
-
-class RoleOnSomeSite(RoleForWrites):
-    """API: writes need one of the view's ``write_roles`` on the organisation or on some site.
-
-    The view then checks the role on the site of the object it changes (``object_site_check``,
-    ``balancing.access.site_for``): a site out of reach is 404, a site seen without the role 403.
-    A read-only token never writes. Reads are as ``RoleForWrites``'s unless the view sets
-    ``reads_by_site`` (it narrows its lists to the sites in reach itself): then a role from
-    ``read_roles`` on some site is enough.
-    """
-
-    def has_permission(self, request: Request, view: Any) -> bool:
-        from balancing.access import access_of
-
-        if not (request.user and request.user.is_authenticated):
-            return False
-        access = access_of(request)
-        if request.method in SAFE_METHODS:
-            if getattr(view, "reads_by_site", False):
-                return access.can_anywhere(getattr(view, "read_roles", Role.values))
-            return super().has_permission(request, view)
-        return not access.read_only and access.can_anywhere(getattr(view, "write_roles", ()))
-
-
-def object_site_check(request: Any, site_id: int | None, roles: Iterable[str]) -> None:
-    """An object on site ``site_id`` may be changed by this request: else 404 (site out of reach) or 403."""
-    from django.http import Http404
-
-    from balancing.access import access_of
-
-    access = access_of(request)
-    if not access.sees(site_id):
-        raise Http404("No such object.")
-    if not access.can(roles, site_id):
-        raise PermissionDenied("Your role on this site may not change this.")
