@@ -7,10 +7,11 @@ from decimal import Decimal
 
 import pytest
 
-from balancing.models import Circuit, Site
+from balancing.models import Circuit, Site, SiteGroup
 from balancing.push import PushAnswer, PushRequest
 from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterReading
 from chargepoint.partitions import partitions_ensure
+from tenants.accounts.models import User
 from tests.factories import SiteFactory
 
 NOW = datetime(2026, 5, 1, 16, 30, tzinfo=UTC)
@@ -118,3 +119,17 @@ def plug_in() -> Callable[..., Connector]:
         return connector
 
     return make
+
+
+@pytest.fixture
+def campus() -> tuple[SiteGroup, Site, Site, Site]:
+    """Three sites, two of them (north, south) in the group "engineering"; the library outside it."""
+    north, south, library = SiteFactory(slug="north"), SiteFactory(slug="south"), SiteFactory(slug="library")
+    group = SiteGroup.objects.create(slug="engineering", name="Engineering")
+    group.sites.add(north, south)
+    return group, north, south, library
+
+
+def person(email: str, role: str = "") -> User:
+    """A user with ``role`` on the whole organisation ("" for none: grants only)."""
+    return User.objects.create_user(email=email, password="correct-horse-battery-9", role=role)

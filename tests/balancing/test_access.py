@@ -7,29 +7,17 @@ from django.http import Http404
 from django.test import RequestFactory
 
 from balancing.access import access_for_user, access_of, site_for, users_with_role
-from balancing.models import SiteGrant, SiteGroup
-from tenants.accounts.models import ApiToken, Role, User
+from balancing.models import SiteGrant
+from tenants.accounts.models import ApiToken, Role
 from tenants.accounts.tokens import api_token_create
-from tests.factories import SiteFactory
+from tests.balancing.conftest import person
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def campus():
-    north, south, library = SiteFactory(slug="north"), SiteFactory(slug="south"), SiteFactory(slug="library")
-    group = SiteGroup.objects.create(slug="engineering", name="Engineering")
-    group.sites.add(north, south)
-    return group, north, south, library
-
-
-def _user(email: str, role: str = "") -> User:
-    return User.objects.create_user(email=email, password="correct-horse-battery-9", role=role)
-
-
 def test_an_organisation_role_reaches_every_site(campus) -> None:
     _, north, _, library = campus
-    access = access_for_user(_user("admin@x.test", Role.ADMIN))
+    access = access_for_user(person("admin@x.test", Role.ADMIN))
 
     assert access.site_ids() is None
     assert access.can([Role.ADMIN], library.pk)
@@ -39,7 +27,7 @@ def test_an_organisation_role_reaches_every_site(campus) -> None:
 
 def test_a_group_grant_reaches_the_group_sites_only_and_a_site_grant_adds_one_site(campus) -> None:
     group, north, south, library = campus
-    manager = _user("manager@x.test")
+    manager = person("manager@x.test")
     SiteGrant.objects.create(user=manager, role=Role.ENERGY_MANAGER, group=group)
     SiteGrant.objects.create(user=manager, role=Role.SITE_VIEWER, site=library)
 
@@ -54,7 +42,7 @@ def test_a_group_grant_reaches_the_group_sites_only_and_a_site_grant_adds_one_si
 
 
 def test_a_person_with_no_role_and_no_grant_reaches_nothing(campus) -> None:
-    access = access_for_user(_user("nobody@x.test"))
+    access = access_for_user(person("nobody@x.test"))
 
     assert access.site_ids() == set()
     assert not access.sites().exists()
@@ -63,7 +51,7 @@ def test_a_person_with_no_role_and_no_grant_reaches_nothing(campus) -> None:
 
 def test_a_site_outside_reach_is_absent_and_a_missing_role_is_forbidden(campus) -> None:
     group, north, _, library = campus
-    viewer = _user("viewer@x.test")
+    viewer = person("viewer@x.test")
     SiteGrant.objects.create(user=viewer, role=Role.SITE_VIEWER, group=group)
     request = RequestFactory().get("/")
     request.user = viewer
@@ -77,7 +65,7 @@ def test_a_site_outside_reach_is_absent_and_a_missing_role_is_forbidden(campus) 
 
 def test_a_group_token_narrows_an_admin_and_a_read_token_never_writes(campus) -> None:
     group, north, _, library = campus
-    admin = _user("admin2@x.test", Role.ADMIN)
+    admin = person("admin2@x.test", Role.ADMIN)
     token, _ = api_token_create(user=admin, name="BMS", scope=ApiToken.Scope.READ)
     group.api_tokens.add(token)
     request = RequestFactory().get("/")
@@ -94,12 +82,12 @@ def test_a_group_token_narrows_an_admin_and_a_read_token_never_writes(campus) ->
 
 def test_people_to_notify_are_found_through_organisation_group_and_site_roles(campus) -> None:
     group, north, _, library = campus
-    org_finance = _user("cfo@x.test", Role.FINANCE)
-    group_finance = _user("eng-finance@x.test")
+    org_finance = person("cfo@x.test", Role.FINANCE)
+    group_finance = person("eng-finance@x.test")
     SiteGrant.objects.create(user=group_finance, role=Role.FINANCE, group=group)
-    site_finance = _user("lib-finance@x.test")
+    site_finance = person("lib-finance@x.test")
     SiteGrant.objects.create(user=site_finance, role=Role.FINANCE, site=library)
-    _user("viewer2@x.test", Role.SITE_VIEWER)
+    person("viewer2@x.test", Role.SITE_VIEWER)
 
     assert list(users_with_role([north.pk], [Role.FINANCE])) == [org_finance, group_finance]
     assert list(users_with_role([library.pk], [Role.FINANCE])) == [org_finance, site_finance]
@@ -107,7 +95,7 @@ def test_people_to_notify_are_found_through_organisation_group_and_site_roles(ca
 
 def test_a_grant_names_a_group_or_a_site_never_both_nor_neither(campus) -> None:
     group, north, _, _ = campus
-    user = _user("both@x.test")
+    user = person("both@x.test")
 
     for fields in ({"group": group, "site": north}, {}):
         with pytest.raises(IntegrityError), transaction.atomic():

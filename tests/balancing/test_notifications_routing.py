@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 
 from balancing.access import access_for_user
 from balancing.alerts import alert_clear, alert_raise
-from balancing.models import SiteAlert, SiteGrant, SiteGroup
+from balancing.models import SiteAlert, SiteGrant
 from balancing.notifications.models import (
     EmailDelivery,
     EventType,
@@ -17,24 +17,12 @@ from balancing.notifications.models import (
 )
 from balancing.notifications.routing import default_kinds, email_recipients
 from balancing.notifications.services import notification_emit, preference_save, webhook_endpoint_create
-from tenants.accounts.models import AuditEvent, Role, User
-from tests.factories import SiteFactory
+from tenants.accounts.models import AuditEvent, Role
+from tests.balancing.conftest import person
 
 pytestmark = pytest.mark.django_db
 NOW = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
 OVERDRAW = SiteAlert.Kind.OVERDRAW
-
-
-@pytest.fixture
-def campus():
-    north, south, library = SiteFactory(slug="north"), SiteFactory(slug="south"), SiteFactory(slug="library")
-    group = SiteGroup.objects.create(slug="engineering", name="Engineering")
-    group.sites.add(north, south)
-    return group, north, south, library
-
-
-def person(email: str, role: str = "") -> User:
-    return User.objects.create_user(email=email, password="correct-horse-battery-9", role=role)
 
 
 def emailed(site_kind: str = OVERDRAW, **filters) -> set[str]:
