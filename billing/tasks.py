@@ -74,8 +74,8 @@ def generate_savings_report(
     if rebuild:
         intervals_rebuild_month(year=year, month=number)
     report = savings_report_generate(year=year, month=number, reason=reason, requested_by=requested_by)
-    report_ready_notify(report=report)
     transaction.on_commit(lambda: mail_report.delay(report_id=report.pk))
+    report_ready_notify(report=report)  # after the mail is on its way: a webhook fault never costs it
     return report.pk
 
 

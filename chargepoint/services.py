@@ -240,8 +240,7 @@ def charger_save(
     before_station = (
         ChargingStation.objects.select_related("site", "circuit").filter(charge_point_id=charge_point_id).first()
     )
-    with schema_context(get_public_schema_name()):
-        identity = identity_find(charge_point_id=charge_point_id)
+    identity = _identity_of(charge_point_id)
     before = _charger_state(before_station, identity if identity and identity.tenant_id == tenant.pk else None)
     generated = None
     if password is None and identity is None:
