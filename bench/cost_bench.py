@@ -244,8 +244,10 @@ def main() -> None:
             sessions, limit_kw=cap, voltage_v=VOLTAGE_V, phases=PHASES, step_minutes=STEP_MINUTES
         )
         static = bill(spec, managed)
-        log(f"C={cap:g} kW static cap: {static['energy_kwh']:,.1f} kWh, bill ${static['bill']:,.2f} "
-            f"({time.perf_counter() - started:.1f} s)")
+        log(
+            f"C={cap:g} kW static cap: {static['energy_kwh']:,.1f} kWh, bill ${static['bill']:,.2f} "
+            f"({time.perf_counter() - started:.1f} s)"
+        )
         started = time.perf_counter()
         run = cost_aware_profile(
             sessions,
@@ -265,9 +267,11 @@ def main() -> None:
             "p99_ms": percentile(run.solve_ms, 0.99),
             "max_ms": max(run.solve_ms, default=0.0),
         }
-        log(f"C={cap:g} kW cost-aware: {aware['energy_kwh']:,.1f} kWh, bill ${aware['bill']:,.2f}, "
+        log(
+            f"C={cap:g} kW cost-aware: {aware['energy_kwh']:,.1f} kWh, bill ${aware['bill']:,.2f}, "
             f"{run.solves} steps, {timing['mean_ms']:.2f} ms mean / {timing['max_ms']:.1f} ms max "
-            f"({time.perf_counter() - started:.1f} s)")
+            f"({time.perf_counter() - started:.1f} s)"
+        )
         optimum_intervals, objective, lp_s = offline_optimum(spec, sessions, run.delivered_by_row, args.grid_kw)
         optimum = bill(spec, optimum_intervals)
         log(f"C={cap:g} kW offline optimum: bill ${optimum['bill']:,.2f} (LP ${objective:,.2f}, {lp_s:.1f} s)")
@@ -292,10 +296,10 @@ def main() -> None:
     )
     for r in results:
         cap_text = "-" if r["cap_kw"] is None else f"{r['cap_kw']:g}"
-        extra = ""
         if r["policy"] == "cost_aware":
             s = r["solve"]
-            extra = f"{100 * r['vs_optimum']:7.1f}% {r['peak_kw']:7.1f} {s['mean_ms']:8.2f}/{s['p99_ms']:.1f}/{s['max_ms']:.1f}"
+            timing = f"{s['mean_ms']:.2f}/{s['p99_ms']:.1f}/{s['max_ms']:.1f}"
+            extra = f"{100 * r['vs_optimum']:7.1f}% {r['peak_kw']:7.1f} {timing:>22}"
         else:
             extra = f"{'':>8} {r['peak_kw']:7.1f}"
         print(
@@ -323,8 +327,9 @@ def main() -> None:
         )
     output = Path(args.output) if args.output else RESULTS / f"cost-{datetime.now(UTC):%Y-%m-%d}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
-    for r in results:
-        r.pop("daily_peak_kw", None) if not args.diagnose else None
+    if not args.diagnose:
+        for r in results:
+            r.pop("daily_peak_kw", None)
     output.write_text(
         json.dumps(
             {
