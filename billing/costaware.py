@@ -24,12 +24,9 @@ window boundary.
 
 The plan treats the cars together (the site level per slot) and checks each group of cars that
 leave by the same time against the capacity before their departure with their own maximum
-rates; the present slot gets at least what each such group cannot get later under the levels
-(else the plan would put off the same energy step after step, and the level it needs would
-creep up), and its energy goes first to what each car cannot get later at its own rate, then
-to what each group cannot get later, then least laxity first. The first tier of each energy
-period is its price (tiers that count a month's kWh are not modelled in the plan; the bill still
-prices them).
+rates; the present slot's energy then goes first to what each car cannot get later, then least
+laxity first. The first tier of each energy period is its price (tiers that count a month's
+kWh are not modelled in the plan; the bill still prices them).
 """
 
 from __future__ import annotations
@@ -283,7 +280,6 @@ def plan_charging(
     # Groups by departure: cars 0..j, their summed per-slot rates and needs.
     prefix_rates: list[list[float]] = []
     prefix_need: list[float] = []
-    prefix_last: list[int] = []  # index of the group's last car
     acc = [0.0] * len(used)
     need_acc = 0.0
     for j, row in enumerate(rates):
@@ -292,7 +288,6 @@ def plan_charging(
         if j + 1 == len(planned) or planned[j + 1].departure != planned[j].departure:
             prefix_rates.append(acc)
             prefix_need.append(need_acc)
-            prefix_last.append(j)
 
     # Levels (chargers' kW per slot): free first, hard at most.
     hard: list[float] = []
@@ -347,17 +342,12 @@ def plan_charging(
     caps = _slot_caps(levels, used)
     slot_rate = [sum(row[t] for row in rates) for t in range(len(used))]
     caps = [min(c, r) for c, r in zip(caps, slot_rate, strict=True)]
-    # What each group cannot get after the present slot under the levels: it must have it now.
-    must_now = []
-    for group_rates, group_need in zip(prefix_rates, prefix_need, strict=True):
-        later = sum(min(c, r) for c, r in zip(caps[1:], group_rates[1:], strict=True))
-        must_now.append(max(0.0, min(group_need - later, group_rates[0], caps[0])))
     if short > EPS:
         plan.notes.append(f"{_fmt(short)} kWh cannot be delivered before departure under the caps")
         energy_now = caps[0]
     else:
-        energy_now = max(_cheapest_first_slot(used, caps, planned, needs), max(must_now, default=0.0))
-    _share_now(plan, planned, needs, rates, energy_now, used[0].hours, list(zip(prefix_last, must_now, strict=True)))
+        energy_now = _cheapest_first_slot(used, caps, planned, needs)
+    _share_now(plan, planned, needs, rates, energy_now, used[0].hours)
     return plan
 
 
@@ -368,9 +358,7 @@ def _cheapest_first_slot(
 
     Slots are filled cheapest (then earliest) first, each as far as its capacity and the cars
     still there allow: energy placed after a departure never exceeds what the cars leaving later
-    need. Ties go to the earlier slot. The summed capacities do not say which cars can take a
-    later slot's energy, so the caller also gives the present slot at least what each group
-    cannot get later with its own rates under the levels.
+    need, so every group still finishes. Ties go to the earlier slot.
     """
     total = sum(needs)
     # (slot index where a departure group ends, energy that may be placed from there on)
@@ -408,36 +396,21 @@ def _share_now(
     rates: Sequence[Sequence[float]],
     energy_now: float,
     hours_now: float,
-    group_must: Sequence[tuple[int, float]] = (),
 ) -> None:
-    """Split the present slot's energy: first what a car cannot get later at its own rate, then
-    what each group leaving by the same time cannot get later under the levels (``group_must``:
-    the group's last car index and that energy), then least laxity."""
+    """Split the present slot's energy: first what a car cannot get later, then least laxity."""
     if hours_now <= 0:
         return
     given = [0.0] * len(cars)
     for i, row in enumerate(rates):
         later = sum(row[1:])
         given[i] = min(row[0], max(0.0, needs[i] - later))
+    left = max(0.0, energy_now - sum(given))
     laxity = []
     for i, car in enumerate(cars):
         rest = needs[i] - given[i]
         stay_h = (car.departure - plan.slots[0].start).total_seconds() / 3600
         laxity.append((stay_h - rest / car.max_kw, car.departure, car.id, i))
-    by_laxity = sorted(laxity)
-    for last, must in group_must:
-        short = must - sum(given[: last + 1])
-        for _lax, _dep, _id, i in by_laxity:
-            if short <= EPS:
-                break
-            if i > last:
-                continue
-            extra = min(rates[i][0] - given[i], needs[i] - given[i], short)
-            if extra > 0:
-                given[i] += extra
-                short -= extra
-    left = max(0.0, energy_now - sum(given))
-    for _lax, _dep, _id, i in by_laxity:
+    for _lax, _dep, _id, i in sorted(laxity):
         if left <= EPS:
             break
         extra = min(rates[i][0] - given[i], needs[i] - given[i], left)
