@@ -297,9 +297,9 @@ def main() -> None:
     for r in results:
         cap_text = "-" if r["cap_kw"] is None else f"{r['cap_kw']:g}"
         if r["policy"] == "cost_aware":
-            s = r["solve"]
-            timing = f"{s['mean_ms']:.2f}/{s['p99_ms']:.1f}/{s['max_ms']:.1f}"
-            extra = f"{100 * r['vs_optimum']:7.1f}% {r['peak_kw']:7.1f} {timing:>22}"
+            solve = r["solve"]
+            solve_text = f"{solve['mean_ms']:.2f}/{solve['p99_ms']:.1f}/{solve['max_ms']:.1f}"
+            extra = f"{100 * r['vs_optimum']:7.1f}% {r['peak_kw']:7.1f} {solve_text:>22}"
         else:
             extra = f"{'':>8} {r['peak_kw']:7.1f}"
         print(
