@@ -160,7 +160,7 @@ def _policy_check(site: Site) -> None:
     except InvalidOperation:
         margin = Decimal("NaN")
     if not margin.is_finite() or margin < 0:
-        errors["peak_margin_kw"] = f"the peak margin must be a number of kW, 0 or more (got {site.peak_margin_kw})"
+        errors["peak_margin_kw"] = f"the peak margin must be 0 kW or more (got {site.peak_margin_kw})"
     if errors:
         raise ValidationError(errors)
 
