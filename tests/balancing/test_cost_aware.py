@@ -269,7 +269,7 @@ def test_policy_settings_are_refused_with_the_field_named(garage, make_user) -> 
 
 
 def test_balancing_never_imports_billing() -> None:
-    """Billing imports balancing; the other way round would make a circle (the hook goes through ``balancing.policy``)."""
+    """Billing imports balancing; the reverse would close a circle (the hook goes through ``balancing.policy``)."""
     offenders = []
     for path in sorted((ROOT / "balancing").rglob("*.py")):
         if "migrations" in path.parts:
