@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Avg, DateTimeField, F, Func, Max, Value
 
 from balancing.models import Site, SiteMeterReading
@@ -37,6 +37,7 @@ from billing.intervals import DEFAULT_INTERVAL_MINUTES
 from billing.models import IntervalEnergy, SiteMonthDemand, SiteMonthPeak, Tariff
 from billing.selectors import tariff_in_force, tariff_spec
 from billing.tariffs import MonthBill, TariffError, TariffSpec, month_bounds, previous_months, window_demands_kw
+from evplatform.services import active_schema
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ _specs: dict[tuple[str, int, str], TariffSpec] = {}
 
 def _spec(tariff: Tariff) -> TariffSpec:
     """The parsed tariff, kept per process by schema, version and checksum (``TariffError`` if unfit)."""
-    key = (connection.schema_name, tariff.pk, tariff.record_sha256)
+    key = (active_schema(), tariff.pk, tariff.record_sha256)
     spec = _specs.get(key)
     if spec is None:
         spec = tariff_spec(tariff)
