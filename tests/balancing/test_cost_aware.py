@@ -283,3 +283,32 @@ def test_balancing_never_imports_billing() -> None:
             offenders += [f"{path.relative_to(ROOT)}: {name}" for name in names if name.split(".")[0] == "billing"]
 
     assert offenders == []
+
+
+PORTAL_FORM = {
+    "limit_a": "63",
+    "demand_cap_kw": "20",
+    "failsafe_a": "6",
+    "max_raise_a": "",
+    "failsafe_auto": "on",
+    "building_allowance_kw": "0",
+    "overdraw_escalation": "none",
+    "overdraw_escalation_after_s": "300",
+}
+
+
+def test_an_energy_manager_turns_on_the_cost_aware_policy_in_the_portal(garage, make_user) -> None:
+    _, manager = make_user(Role.ENERGY_MANAGER)
+    chosen = {**PORTAL_FORM, "balancing_policy": "cost_aware", "peak_margin_kw": "1.5"}
+
+    review = manager.post(f"/sites/{garage.slug}/settings/", chosen).content.decode()
+    done = manager.post(f"/sites/{garage.slug}/settings/", {**chosen, "confirm": "on"})
+    refused = manager.post(
+        f"/sites/{garage.slug}/settings/", {**chosen, "peak_margin_kw": "-2", "confirm": "on"}
+    ).content.decode()
+
+    assert "Static: the demand cap as set → <strong>Cost-aware: use this month" in review
+    assert done.status_code == 302
+    garage.refresh_from_db()
+    assert (garage.balancing_policy, garage.peak_margin_kw) == ("cost_aware", Decimal("1.5"))
+    assert "The peak margin must be 0 kW or more." in refused
