@@ -242,7 +242,8 @@ def _static(site: Site, note: str) -> PolicyDecision:
     )
 
 
-def _record(plan: Plan, *, tariff: Tariff, peaks: MonthPeaks, demands: Mapping[str, Any]) -> dict[str, Any]:
+def _record(plan: Plan, *, tariff: Tariff, demands: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's ``limits["policy"]``: nothing in it moves by itself, so a quiet site's runs still repeat."""
     return {
         "policy": Site.Policy.COST_AWARE.value,
         "tariff": f"{tariff.name} (version {tariff.version})",
@@ -260,7 +261,6 @@ def _record(plan: Plan, *, tariff: Tariff, peaks: MonthPeaks, demands: Mapping[s
             }
             for key, state in sorted(demands.items())
         },
-        "folded_until": peaks.folded_until.isoformat(),
         "cars": {car_id: {"planned_kw": round(kw, 3)} for car_id, kw in sorted(plan.kw_now.items())},
         "raised_to_kw": dict(sorted(plan.raised_to_kw.items())),
         "unmet_kwh": round(plan.unmet_kwh, 3),
@@ -297,9 +297,7 @@ def cost_aware_decide(inp: PolicyInput) -> PolicyDecision:
         other_kw=inp.limits.building_kw,
         margin_kw=margin_kw,
     )
-    decision = PolicyDecision(
-        car_kw=dict(plan.kw_now), record=_record(plan, tariff=tariff, peaks=peaks, demands=demands)
-    )
+    decision = PolicyDecision(car_kw=dict(plan.kw_now), record=_record(plan, tariff=tariff, demands=demands))
     if plan.cap.lifted and plan.cap.kw is not None:
         decision.cap_kw, decision.cap_source, decision.cap_reason = plan.cap.kw, plan.cap.source, plan.cap.reason
     return decision

@@ -312,3 +312,19 @@ def test_an_energy_manager_turns_on_the_cost_aware_policy_in_the_portal(garage, 
     garage.refresh_from_db()
     assert (garage.balancing_policy, garage.peak_margin_kw) == ("cost_aware", Decimal("1.5"))
     assert "The peak margin must be 0 kW or more." in refused
+
+
+def test_a_quiet_cost_aware_site_repeats_its_last_run(garage, plug_in, chargers) -> None:
+    tariff_import(site=garage, record=simple_record(flat_rate="10"), valid_from=date(2026, 1, 1))
+    window(garage, datetime(2026, 5, 1, 9, 0, tzinfo=UTC), "6.5")
+    four_cars(garage, plug_in)
+    cost_aware(garage)
+    first = run(garage, chargers)
+    run(garage, chargers, now=NOW + timedelta(seconds=30))  # the pushes of the first run are booked now
+
+    quiet = run(garage, chargers, now=NOW + timedelta(seconds=60))
+    again = run(garage, chargers, now=NOW + timedelta(seconds=90))
+
+    assert first.limits["policy"]["lifted"] is True
+    assert again.pk == quiet.pk
+    assert BalancingRun.objects.get(pk=quiet.pk).repeats >= 1
