@@ -23,7 +23,7 @@ from billing import whatif
 from billing.counterfactual import acceptance_rate, scaled_to, unmanaged_intervals
 from billing.intervals import DEFAULT_INTERVAL_MINUTES, ZERO, interval_floor
 from billing.models import InstallationCostModel, SiteMonthDemand
-from billing.reports.rows import POLICY_COLUMNS, SIMULATED, money
+from billing.reports.rows import POLICY_COLUMNS, RAN, SIMULATED, money
 from billing.selectors import (
     SessionFacts,
     installation_cost,
@@ -93,7 +93,6 @@ METHODOLOGY = [
     "Building load behind the same meter is not included: the bill estimate covers EV charging.",
 ]
 SIMULATION_STEP_MINUTES = DEFAULT_INTERVAL_MINUTES  # the interval the bill is computed on
-RAN = {"static": "static_cap", "cost_aware": "cost_aware"}  # a site's policy -> the column it meters
 
 
 def _s(value: Decimal) -> str:
@@ -394,7 +393,8 @@ def site_policy(site: Site) -> str:
 
 
 def _policy_note(column: str, basis: str, site: Site) -> str:
-    cap = "no demand cap (the grid limit)" if site.demand_cap_kw is None else f"its {_s(site.demand_cap_kw)} kW cap"
+    cap_kw = site.demand_cap_kw
+    cap = "no demand cap (the grid limit)" if cap_kw is None else f"its {_s(cap_kw.normalize())} kW demand cap"
     if basis == "metered":
         return "metered: the policy the site ran"
     if basis == "no_cap":

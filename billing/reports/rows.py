@@ -9,6 +9,7 @@ KW = Decimal("0.001")
 # The balancing policies compared besides unmanaged: the section key of each, and its label.
 POLICY_COLUMNS = ("static_cap", "cost_aware")
 POLICY_LABELS = {"unmanaged": "unmanaged", "static_cap": "static cap", "cost_aware": "cost-aware"}
+RAN = {"static": "static_cap", "cost_aware": "cost_aware"}  # a site's policy -> the column it meters
 SIMULATED = "simulated from the month's sessions"
 # What a policy column's figures rest on.
 BASIS_TEXT = {
