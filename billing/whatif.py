@@ -35,7 +35,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from balancing.engine import solve
-from billing.costaware import HORIZON, CarNeed, DemandState, demand_states, plan_charging, tariff_slots
+from billing.costaware import (
+    HORIZON,
+    CarNeed,
+    DemandState,
+    SlotFacts,
+    demand_states,
+    plan_charging,
+    tariff_slots,
+)
 from billing.intervals import interval_floor, spread_energy
 from billing.tariffs import MonthBill, TariffSpec, bill_month, window_start
 
@@ -315,6 +323,7 @@ def cost_aware_profile(
     delivered_total = 0.0
     history: list[float] = []  # flat peaks of the simulated months before, oldest first
     month: _MonthToDate | None = None
+    slot_memo: dict[datetime, SlotFacts] = {}
     next_index = 0
     t = interval_floor(ordered[0].arrival, step_minutes)
     while next_index < len(ordered) or cars:
@@ -339,7 +348,9 @@ def cost_aware_profile(
             started = time.perf_counter()
             plan = plan_charging(
                 now=t,
-                slots=tariff_slots(spec, tz, t, t + HORIZON),
+                slots=tariff_slots(
+                    spec, tz, t, min(t + HORIZON, max(c.session.departure for c, _ in present)), memo=slot_memo
+                ),
                 cars=[CarNeed(c.evse_id, c.remaining_kwh, c.session.departure, c.session.max_kw) for c, _ in present],
                 demands=month.states(),
                 cap_kw=cap_kw,
