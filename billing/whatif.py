@@ -28,6 +28,7 @@ import io
 import math
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -151,19 +152,17 @@ class _Car:
     delivered_kwh: float = 0.0
 
 
-def managed_profile(
-    sessions: list[PlannedSession], *, limit_kw: float, voltage_v: float, phases: int, step_minutes: int
-) -> tuple[dict[datetime, Decimal], float, int]:
-    """Interval kWh with the engine sharing ``limit_kw`` each step; energy delivered; solves."""
+def _replay(
+    sessions: list[PlannedSession], *, step_minutes: int, kw_per_a: float
+) -> Iterator[tuple[datetime, list[tuple[_Car, float]]]]:
+    """The replay's clock: each step's start and the cars present in it, with the hours each is.
+
+    Steps run on the clock grid from the first arrival, skipping the empty stretches; a car is
+    present from its arrival until it leaves or has its energy (the caller books what it draws).
+    """
     step = timedelta(minutes=step_minutes)
-    kw_per_a = voltage_v * phases / 1000
-    phase_names = ["L1"] if phases == 1 else ["L1", "L2", "L3"]
     ordered = sorted(sessions, key=lambda s: (s.arrival, s.row))
     cars: list[_Car] = []
-    out: dict[datetime, Decimal] = {}
-    cache: dict[tuple[Any, ...], dict[str, float]] = {}
-    solves = 0
-    delivered_total = 0.0
     next_index = 0
     t = interval_floor(ordered[0].arrival, step_minutes)
     while next_index < len(ordered) or cars:
@@ -179,52 +178,73 @@ def managed_profile(
             begin, end = max(t, car.session.arrival), min(t_end, car.session.departure)
             if end > begin and car.remaining_kwh > 1e-9:
                 present.append((car, (end - begin).total_seconds() / 3600))
-        if present:
-            evses = []
-            rotate = sum(min(MIN_CURRENT_A, car.max_a) for car, _ in present) * kw_per_a > limit_kw
-            for car, hours in present:
-                min_a = min(MIN_CURRENT_A, car.max_a)
-                needed_a = car.remaining_kwh / hours / kw_per_a
-                evse = {
-                    "id": car.evse_id,
-                    "node": "site",
-                    "phases": phase_names,
-                    "min_a": min_a,
-                    "max_a": car.max_a,
-                    "step_a": 0.1,
-                    "active": True,
-                    "ev_max_a": round(max(min_a, min(car.max_a, needed_a)), 3),
-                }
-                if rotate:
-                    evse["session_kwh"] = round(car.delivered_kwh, 6)
-                evses.append(evse)
-            key = tuple((e["id"], e["max_a"], e["ev_max_a"], e.get("session_kwh")) for e in evses)
-            allocation = cache.get(key)
-            if allocation is None:
-                problem = {
-                    "voltage_v": voltage_v,
-                    "phases": phases,
-                    "now": t.isoformat(),
-                    "period_s": step_minutes * 60,
-                    "nodes": [{"id": "site", "parent": None, "limit_kw": limit_kw}],
-                    "evses": evses,
-                }
-                allocation = solve(problem)["allocations_a"]
-                solves += 1
-                if len(cache) > 50_000:
-                    cache.clear()
-                cache[key] = allocation
-            step_kwh = 0.0
-            for car, hours in present:
-                energy = min(allocation.get(car.evse_id, 0.0) * kw_per_a * hours, car.remaining_kwh)
-                car.remaining_kwh -= energy
-                car.delivered_kwh += energy
-                step_kwh += energy
-            if step_kwh > 0:
-                out[t] = out.get(t, ZERO) + _dec(step_kwh)
-                delivered_total += step_kwh
+        yield t, present
         cars = [c for c in cars if c.session.departure > t_end and c.remaining_kwh > 1e-9]
         t = t_end
+
+
+def _book(present: list[tuple[_Car, float]], allocation: dict[str, float], kw_per_a: float) -> float:
+    """Energy each present car draws at its allocated current for the time it is there; the sum."""
+    step_kwh = 0.0
+    for car, hours in present:
+        energy = min(allocation.get(car.evse_id, 0.0) * kw_per_a * hours, car.remaining_kwh)
+        car.remaining_kwh -= energy
+        car.delivered_kwh += energy
+        step_kwh += energy
+    return step_kwh
+
+
+def managed_profile(
+    sessions: list[PlannedSession], *, limit_kw: float, voltage_v: float, phases: int, step_minutes: int
+) -> tuple[dict[datetime, Decimal], float, int]:
+    """Interval kWh with the engine sharing ``limit_kw`` each step; energy delivered; solves."""
+    kw_per_a = voltage_v * phases / 1000
+    phase_names = ["L1"] if phases == 1 else ["L1", "L2", "L3"]
+    out: dict[datetime, Decimal] = {}
+    cache: dict[tuple[Any, ...], dict[str, float]] = {}
+    solves = 0
+    delivered_total = 0.0
+    for t, present in _replay(sessions, step_minutes=step_minutes, kw_per_a=kw_per_a):
+        if not present:
+            continue
+        evses = []
+        rotate = sum(min(MIN_CURRENT_A, car.max_a) for car, _ in present) * kw_per_a > limit_kw
+        for car, hours in present:
+            min_a = min(MIN_CURRENT_A, car.max_a)
+            needed_a = car.remaining_kwh / hours / kw_per_a
+            evse = {
+                "id": car.evse_id,
+                "node": "site",
+                "phases": phase_names,
+                "min_a": min_a,
+                "max_a": car.max_a,
+                "step_a": 0.1,
+                "active": True,
+                "ev_max_a": round(max(min_a, min(car.max_a, needed_a)), 3),
+            }
+            if rotate:
+                evse["session_kwh"] = round(car.delivered_kwh, 6)
+            evses.append(evse)
+        key = tuple((e["id"], e["max_a"], e["ev_max_a"], e.get("session_kwh")) for e in evses)
+        allocation = cache.get(key)
+        if allocation is None:
+            problem = {
+                "voltage_v": voltage_v,
+                "phases": phases,
+                "now": t.isoformat(),
+                "period_s": step_minutes * 60,
+                "nodes": [{"id": "site", "parent": None, "limit_kw": limit_kw}],
+                "evses": evses,
+            }
+            allocation = solve(problem)["allocations_a"]
+            solves += 1
+            if len(cache) > 50_000:
+                cache.clear()
+            cache[key] = allocation
+        step_kwh = _book(present, allocation, kw_per_a)
+        if step_kwh > 0:
+            out[t] = out.get(t, ZERO) + _dec(step_kwh)
+            delivered_total += step_kwh
     return out, delivered_total, solves
 
 
@@ -312,11 +332,8 @@ def cost_aware_profile(
     """
     if not sessions:
         return CostAwareRun({}, 0.0, {}, 0, [])
-    step = timedelta(minutes=step_minutes)
     kw_per_a = voltage_v * phases / 1000
     phase_names = ["L1"] if phases == 1 else ["L1", "L2", "L3"]
-    ordered = sorted(sessions, key=lambda s: (s.arrival, s.row))
-    cars: list[_Car] = []
     out: dict[datetime, Decimal] = {}
     delivered_by_row = {s.row: 0.0 for s in sessions}
     solve_ms: list[float] = []
@@ -324,26 +341,12 @@ def cost_aware_profile(
     history: list[float] = []  # flat peaks of the simulated months before, oldest first
     month: _MonthToDate | None = None
     slot_memo: dict[datetime, SlotFacts] = {}
-    next_index = 0
-    t = interval_floor(ordered[0].arrival, step_minutes)
-    while next_index < len(ordered) or cars:
-        if not cars and next_index < len(ordered) and ordered[next_index].arrival >= t + step:
-            t = interval_floor(ordered[next_index].arrival, step_minutes)
-        t_end = t + step
-        while next_index < len(ordered) and ordered[next_index].arrival < t_end:
-            s = ordered[next_index]
-            cars.append(_Car(s, f"{s.station_id}#{s.row}", s.max_kw / kw_per_a, s.energy_kwh))
-            next_index += 1
+    for t, present in _replay(sessions, step_minutes=step_minutes, kw_per_a=kw_per_a):
         local = t.astimezone(tz)
         if month is None or (local.year, local.month) != (month.year, month.month):
             if month is not None and month.booked:
                 history.append(max(month.peak_kw, 0.0))
             month = _MonthToDate(spec, tz, local.year, local.month, max(history[-11:], default=0.0))
-        present = []
-        for car in cars:
-            begin, end = max(t, car.session.arrival), min(t_end, car.session.departure)
-            if end > begin and car.remaining_kwh > 1e-9:
-                present.append((car, (end - begin).total_seconds() / 3600))
         if present:
             started = time.perf_counter()
             plan = plan_charging(
@@ -391,19 +394,14 @@ def cost_aware_profile(
             }
             allocation = solve(problem)["allocations_a"]
             solve_ms.append((time.perf_counter() - started) * 1000)
-            step_kwh = 0.0
-            for car, hours in present:
-                energy = min(allocation.get(car.evse_id, 0.0) * kw_per_a * hours, car.remaining_kwh)
-                car.remaining_kwh -= energy
-                car.delivered_kwh += energy
-                delivered_by_row[car.session.row] += energy
-                step_kwh += energy
+            before = {car.session.row: car.delivered_kwh for car, _ in present}
+            step_kwh = _book(present, allocation, kw_per_a)
+            for car, _ in present:
+                delivered_by_row[car.session.row] += car.delivered_kwh - before[car.session.row]
             if step_kwh > 0:
                 out[t] = out.get(t, ZERO) + _dec(step_kwh)
                 delivered_total += step_kwh
                 month.book(t, step_kwh)
-        cars = [c for c in cars if c.session.departure > t_end and c.remaining_kwh > 1e-9]
-        t = t_end
     return CostAwareRun(out, delivered_total, delivered_by_row, len(solve_ms), solve_ms)
 
 
