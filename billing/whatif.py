@@ -183,6 +183,21 @@ def _replay(
         t = t_end
 
 
+def _evse(car: _Car, phase_names: list[str], wants_a: float) -> dict[str, Any]:
+    """The engine's EVSE for a replayed car: 0.1 A steps, asking ``wants_a`` (never below its minimum)."""
+    min_a = min(MIN_CURRENT_A, car.max_a)
+    return {
+        "id": car.evse_id,
+        "node": "site",
+        "phases": phase_names,
+        "min_a": min_a,
+        "max_a": car.max_a,
+        "step_a": 0.1,
+        "active": True,
+        "ev_max_a": round(max(min_a, wants_a), 3),
+    }
+
+
 def _book(present: list[tuple[_Car, float]], allocation: dict[str, float], kw_per_a: float) -> float:
     """Energy each present car draws at its allocated current for the time it is there; the sum."""
     step_kwh = 0.0
@@ -210,18 +225,7 @@ def managed_profile(
         evses = []
         rotate = sum(min(MIN_CURRENT_A, car.max_a) for car, _ in present) * kw_per_a > limit_kw
         for car, hours in present:
-            min_a = min(MIN_CURRENT_A, car.max_a)
-            needed_a = car.remaining_kwh / hours / kw_per_a
-            evse = {
-                "id": car.evse_id,
-                "node": "site",
-                "phases": phase_names,
-                "min_a": min_a,
-                "max_a": car.max_a,
-                "step_a": 0.1,
-                "active": True,
-                "ev_max_a": round(max(min_a, min(car.max_a, needed_a)), 3),
-            }
+            evse = _evse(car, phase_names, min(car.max_a, car.remaining_kwh / hours / kw_per_a))
             if rotate:
                 evse["session_kwh"] = round(car.delivered_kwh, 6)
             evses.append(evse)
@@ -362,24 +366,14 @@ def cost_aware_profile(
             )
             evses = []
             for car, hours in present:
-                min_a = min(MIN_CURRENT_A, car.max_a)
                 planned_a = plan.kw_now.get(car.evse_id, 0.0) / kw_per_a
                 needed_a = car.remaining_kwh / hours / kw_per_a
-                evses.append(
-                    {
-                        "id": car.evse_id,
-                        "node": "site",
-                        "phases": phase_names,
-                        "min_a": min_a,
-                        "max_a": car.max_a,
-                        "step_a": 0.1,
-                        "active": planned_a >= min_a / 2,
-                        "ev_max_a": round(max(min_a, min(car.max_a, planned_a, needed_a)), 3),
-                        "energy_needed_kwh": round(car.remaining_kwh, 6),
-                        "departure": car.session.departure.isoformat(),
-                        "session_kwh": round(car.delivered_kwh, 6),
-                    }
-                )
+                evse = _evse(car, phase_names, min(car.max_a, planned_a, needed_a))
+                evse["active"] = planned_a >= evse["min_a"] / 2
+                evse["energy_needed_kwh"] = round(car.remaining_kwh, 6)
+                evse["departure"] = car.session.departure.isoformat()
+                evse["session_kwh"] = round(car.delivered_kwh, 6)
+                evses.append(evse)
             node: dict[str, Any] = {"id": "site", "parent": None}
             limit = plan.cap.kw if plan.cap.kw is not None else grid_kw
             if limit is not None:

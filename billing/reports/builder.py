@@ -23,7 +23,7 @@ from billing import whatif
 from billing.counterfactual import acceptance_rate, scaled_to, unmanaged_intervals
 from billing.intervals import DEFAULT_INTERVAL_MINUTES, ZERO, interval_floor
 from billing.models import InstallationCostModel, SiteMonthDemand
-from billing.reports.rows import POLICY_COLUMNS, RAN, SIMULATED, money
+from billing.reports.rows import POLICY_COLUMNS, RAN, SIMULATED, money, value_at
 from billing.selectors import (
     SessionFacts,
     installation_cost,
@@ -588,7 +588,7 @@ def report_total(sites: list[dict[str, Any]]) -> dict[str, Any]:
         "chargers": sum(s["chargers"] for s in sites),
     }
     for path in SUMMED:
-        values = [_find(s, path) for s in sites]
+        values = [value_at(s, path) for s in sites]
         if any(value is None for value in values):
             continue
         node = total
@@ -608,16 +608,6 @@ def report_total(sites: list[dict[str, Any]]) -> dict[str, Any]:
 def _get(section: dict[str, Any], path: tuple[str, ...]) -> Any:
     node: Any = section
     for part in path:
-        node = node[part]
-    return node
-
-
-def _find(section: dict[str, Any], path: tuple[str, ...]) -> Any:
-    """The value at ``path``, None where the section has none."""
-    node: Any = section
-    for part in path:
-        if not isinstance(node, dict) or part not in node:
-            return None
         node = node[part]
     return node
 
@@ -702,7 +692,7 @@ YEAR_TO_DATE_ALWAYS = ("savings_total", "savings_demand_charge", "savings_energy
 
 def _year_to_date_figure(section: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> Decimal | None:
     for path in paths:
-        value = _find(section, path)
+        value = value_at(section, path)
         if value is not None:
             return Decimal(value)
     return None

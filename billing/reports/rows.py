@@ -73,7 +73,8 @@ def money(value: Decimal | str) -> Decimal:
     return Decimal(value).quantize(CENT, rounding=ROUND_HALF_UP)
 
 
-def _lookup(section: dict[str, Any], path: tuple[str, ...]) -> Any:
+def value_at(section: dict[str, Any], path: tuple[str, ...]) -> Any:
+    """The value at ``path`` in a report section, None where the section has none."""
     node: Any = section
     for part in path:
         if not isinstance(node, dict) or part not in node:
@@ -84,7 +85,7 @@ def _lookup(section: dict[str, Any], path: tuple[str, ...]) -> Any:
 
 def cell(section: dict[str, Any], path: tuple[str, ...], kind: str) -> Any:
     """One shown value: Decimal for numbers (rounded for display), str otherwise, None if absent."""
-    value = _lookup(section, path)
+    value = value_at(section, path)
     if value is None:
         return None
     if kind == "money":

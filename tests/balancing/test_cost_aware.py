@@ -20,7 +20,7 @@ from balancing.services import site_limits_update
 from billing.models import IntervalEnergy, SiteMonthDemand, SiteMonthPeak
 from billing.services import tariff_import
 from tenants.accounts.models import Role
-from tests.balancing.conftest import NOW
+from tests.balancing.conftest import NOW, SITE_SETTINGS_FORM
 from tests.billing.conftest import simple_record
 
 pytestmark = pytest.mark.django_db
@@ -285,21 +285,9 @@ def test_balancing_never_imports_billing() -> None:
     assert offenders == []
 
 
-PORTAL_FORM = {
-    "limit_a": "63",
-    "demand_cap_kw": "20",
-    "failsafe_a": "6",
-    "max_raise_a": "",
-    "failsafe_auto": "on",
-    "building_allowance_kw": "0",
-    "overdraw_escalation": "none",
-    "overdraw_escalation_after_s": "300",
-}
-
-
 def test_an_energy_manager_turns_on_the_cost_aware_policy_in_the_portal(garage, make_user) -> None:
     _, manager = make_user(Role.ENERGY_MANAGER)
-    chosen = {**PORTAL_FORM, "balancing_policy": "cost_aware", "peak_margin_kw": "1.5"}
+    chosen = {**SITE_SETTINGS_FORM, "balancing_policy": "cost_aware", "peak_margin_kw": "1.5"}
 
     review = manager.post(f"/sites/{garage.slug}/settings/", chosen).content.decode()
     done = manager.post(f"/sites/{garage.slug}/settings/", {**chosen, "confirm": "on"})
