@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # development commands here use the local ones unless the environment names others.
 export DJANGO_SETTINGS_MODULE ?= evplatform.settings.local
 
-.PHONY: run test lint format setup migrate demo clean bench bench-engine bench-acn bench-balance bench-gateway bench-auth-flood bench-billing bench-chart bench-runs bench-faults bench-scale bench-tenants
+.PHONY: run test lint format setup migrate demo clean bench bench-engine bench-acn bench-balance bench-gateway bench-auth-flood bench-billing bench-chart bench-runs bench-faults bench-scale bench-tenants bench-cost
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed; set PYTHON=python3.x")'
@@ -58,7 +58,7 @@ test: setup $(CHROMIUM) $(OIDC_STAMP)
 
 # Benchmarks print their figures (README, "Performance"); they use the running services and
 # their own databases, never the dev data. Each takes from seconds to a few minutes.
-bench: bench-engine bench-acn bench-balance bench-gateway bench-auth-flood bench-billing bench-chart bench-runs bench-faults bench-scale bench-tenants
+bench: bench-engine bench-acn bench-balance bench-gateway bench-auth-flood bench-billing bench-chart bench-runs bench-faults bench-scale bench-tenants bench-cost
 
 bench-engine: setup
 	$(BIN)/python bench/engine_bench.py
@@ -77,6 +77,9 @@ bench-auth-flood: setup
 
 bench-billing: setup
 	$(BIN)/python bench/billing_bench.py
+
+bench-cost: setup
+	$(BIN)/python bench/cost_bench.py
 
 bench-chart: setup
 	$(BIN)/python bench/chart_bench.py

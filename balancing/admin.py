@@ -139,11 +139,12 @@ class CircuitInline(admin.TabularInline):
 
 @admin.register(Site, site=tenant_admin_site)
 class SiteAdmin(AuditedAdmin):
-    list_display = ("name", "slug", "phases", "voltage_v", "limit_a", "demand_cap_kw", "timezone")
+    list_display = ("name", "slug", "phases", "voltage_v", "limit_a", "demand_cap_kw", "balancing_policy", "timezone")
+    list_filter = ("balancing_policy",)
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
     inlines = (CircuitInline,)
-    audit_fields = ("slug", "limit_a", "demand_cap_kw")
+    audit_fields = ("slug", "limit_a", "demand_cap_kw", "balancing_policy", "peak_margin_kw")
 
 
 @admin.register(Circuit, site=tenant_admin_site)

@@ -25,7 +25,7 @@ from balancing.models import (
     SiteLimitSchedule,
     SiteMeterReading,
 )
-from balancing.selectors import runs_seen_since, site_meter_latest, site_overview
+from balancing.selectors import CapInForce, runs_seen_since, site_cap_in_force, site_meter_latest, site_overview
 from balancing.services import (
     SITE_LIMIT_FIELDS,
     circuit_create_or_update,
@@ -67,6 +67,52 @@ class SiteSerializer(serializers.ModelSerializer):
         model = Site
         fields = ["slug", "name", "timezone", "voltage_v", "phases", *SITE_LIMIT_FIELDS, "free_vend"]
         read_only_fields = ["slug", "name", "timezone", "voltage_v", "phases", "free_vend"]
+        extra_kwargs = {
+            "balancing_policy": {
+                "error_messages": {
+                    "invalid_choice": "'{input}' is not a balancing policy; choose 'static' or 'cost_aware'"
+                }
+            },
+            "peak_margin_kw": {"error_messages": {"min_value": "the peak margin must be 0 kW or more"}},
+        }
+
+
+class SiteDetailSerializer(SiteSerializer):
+    """One site with the cap it balances under now (``balancing.selectors.site_cap_in_force``)."""
+
+    policy = serializers.SerializerMethodField(help_text="The balancing policy of the cap in force.")
+    effective_cap_kw = serializers.SerializerMethodField(
+        help_text="The whole-site cap in force now (kW, building included); null: no kW cap."
+    )
+    effective_cap_reason = serializers.SerializerMethodField(help_text="Why that cap is in force.")
+    effective_cap_at = serializers.SerializerMethodField(
+        help_text="Start of the balancing run that chose it; null: the site's setting."
+    )
+
+    class Meta(SiteSerializer.Meta):
+        fields = [*SiteSerializer.Meta.fields, "policy", "effective_cap_kw", "effective_cap_reason", "effective_cap_at"]
+
+    def _cap(self, site: Site) -> CapInForce:
+        caps: dict[int, CapInForce] = self.__dict__.setdefault("_caps", {})
+        if site.pk not in caps:
+            caps[site.pk] = site_cap_in_force(site=site)
+        return caps[site.pk]
+
+    @extend_schema_field(serializers.ChoiceField(choices=Site.Policy.choices))
+    def get_policy(self, site: Site) -> str:
+        return self._cap(site).policy
+
+    @extend_schema_field(serializers.FloatField(allow_null=True))
+    def get_effective_cap_kw(self, site: Site) -> float | None:
+        return self._cap(site).kw
+
+    @extend_schema_field(serializers.CharField())
+    def get_effective_cap_reason(self, site: Site) -> str:
+        return self._cap(site).reason
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_effective_cap_at(self, site: Site) -> datetime | None:
+        return self._cap(site).at
 
 
 class CircuitSerializer(serializers.ModelSerializer):
@@ -256,6 +302,9 @@ class SiteViewSet(
     lookup_field = "slug"
     site_field = "pk"
     write_roles = CHANGE_LIMITS
+
+    def get_serializer_class(self) -> type[serializers.BaseSerializer]:
+        return SiteDetailSerializer if self.action == "retrieve" else SiteSerializer
 
     def perform_update(self, serializer: serializers.BaseSerializer) -> None:
         site = serializer.instance

@@ -63,7 +63,33 @@ class SiteLimitsForm(forms.Form):
         max_value=86_400,
         help_text="Seconds of continuous overdraw before the escalation acts.",
     )
+    balancing_policy = forms.ChoiceField(
+        label="Balancing policy",
+        required=False,
+        choices=Site.Policy.choices,
+        help_text="Cost-aware needs a tariff (without one the demand cap binds as set): a billing demand "
+        "already set this month lifts the cap up to it, less the margin below, and cars that gave an energy "
+        "need and a departure charge in the cheapest hours before they leave.",
+    )
+    peak_margin_kw = forms.DecimalField(
+        label="Peak margin (kW)",
+        required=False,
+        min_value=Decimal(0),
+        max_digits=7,
+        decimal_places=2,
+        help_text="Cost-aware: how far below a billing demand already set this month the lifted cap stays.",
+        error_messages={"min_value": "The peak margin must be 0 kW or more."},
+    )
     confirm = forms.BooleanField(required=False, widget=forms.HiddenInput, help_text="Set on the confirmation step.")
+
+    def clean_balancing_policy(self) -> str:
+        """Left out (a form from before the setting existed): the site's policy stays."""
+        return self.cleaned_data.get("balancing_policy") or self.initial.get("balancing_policy") or Site.Policy.STATIC
+
+    def clean_peak_margin_kw(self) -> Decimal:
+        """Left out: the site's margin stays."""
+        value = self.cleaned_data.get("peak_margin_kw")
+        return value if value is not None else self.initial.get("peak_margin_kw", Decimal("0.5"))
 
 
 class ScheduleForm(forms.ModelForm):

@@ -28,9 +28,10 @@ PHASES = ("L1", "L2", "L3")
 
 @dataclass(frozen=True)
 class Candidate:
-    source: str  # "grid", "building", "demand_cap", "schedule:<name>", "override:<reason>"
+    source: str  # "grid", "building", "demand_cap", "month_peak:<key>", "schedule:<name>", "override:<reason>"
     limit_a: float | None = None
     limit_kw: float | None = None
+    why: str = ""  # a policy's cap: the sentence that says where its value comes from
 
 
 @dataclass
@@ -49,8 +50,15 @@ class SiteLimits:
     site_over_limit: bool = False
     site_over_limit_detail: str = ""
     meter: dict[str, object] | None = None
+    # What they were combined from, to combine again with a policy's cap (not in the record).
+    inputs: "LimitInputs | None" = field(default=None, repr=False)
+    chargers_a: list[float] | None = field(default=None, repr=False)
+    chargers_kw: float | None = field(default=None, repr=False)
+    # A policy's record (``balancing.policy``): the cap in force, why, the cars it planned.
+    policy: dict[str, object] | None = None
 
     def as_record(self) -> dict[str, object]:
+        extra: dict[str, object] = {} if self.policy is None else {"policy": self.policy}
         return {
             "limit_a": self.limit_a,
             "limit_kw": self.limit_kw,
@@ -61,7 +69,11 @@ class SiteLimits:
             "site_over_limit": self.site_over_limit,
             "site_over_limit_detail": self.site_over_limit_detail,
             "meter": self.meter,
-            "candidates": [{"source": c.source, "limit_a": c.limit_a, "limit_kw": c.limit_kw} for c in self.candidates],
+            "candidates": [
+                {"source": c.source, "limit_a": c.limit_a, "limit_kw": c.limit_kw, **({"why": c.why} if c.why else {})}
+                for c in self.candidates
+            ],
+            **extra,
         }
 
 
@@ -117,16 +129,20 @@ def _site_meter(site: Site, now: datetime) -> tuple[SiteMeterReading | None, str
     return reading, ""
 
 
-def site_limits(
-    site: Site, now: datetime, *, chargers_a: list[float] | None = None, chargers_kw: float | None = None
-) -> SiteLimits:
-    """Combine every limit on the site's grid connection that is in force at ``now``.
+@dataclass
+class LimitInputs:
+    """What the arbiter read for a site at one instant (``limits_read``): combined by ``limits_combine``."""
 
-    ``chargers_a`` (per site phase) and ``chargers_kw``: what the site's chargers drew at the
-    latest readings, which a site meter at the grid connection includes; without them such a
-    meter still detects the site over a limit, but the building load comes from
-    ``BuildingLoadReading``.
-    """
+    candidates: list[Candidate]
+    building_a: list[float]
+    building_kw: float
+    building_note: str
+    reading: SiteMeterReading | None
+    meter_note: str
+
+
+def limits_read(site: Site, now: datetime) -> LimitInputs:
+    """Every limit in force on the site's grid connection at ``now``, the building load and the site meter."""
     candidates = [Candidate("grid", limit_a=float(site.limit_a))]
     if site.demand_cap_kw is not None:
         candidates.append(Candidate("demand_cap", limit_kw=float(site.demand_cap_kw)))
@@ -148,19 +164,63 @@ def site_limits(
                 limit_kw=float(override.limit_kw) if override.limit_kw is not None else None,
             )
         )
+    building_a, building_kw, note = _building_load(site, now)
+    reading, meter_note = _site_meter(site, now)
+    return LimitInputs(candidates, building_a, building_kw, note, reading, meter_note)
 
+
+def site_limits(
+    site: Site, now: datetime, *, chargers_a: list[float] | None = None, chargers_kw: float | None = None
+) -> SiteLimits:
+    """Combine every limit on the site's grid connection that is in force at ``now``.
+
+    ``chargers_a`` (per site phase) and ``chargers_kw``: what the site's chargers drew at the
+    latest readings, which a site meter at the grid connection includes; without them such a
+    meter still detects the site over a limit, but the building load comes from
+    ``BuildingLoadReading``.
+    """
+    return limits_combine(site, limits_read(site, now), chargers_a=chargers_a, chargers_kw=chargers_kw)
+
+
+def limits_with_demand_cap(site: Site, limits: SiteLimits, cap: Candidate) -> SiteLimits:
+    """``limits`` again with ``cap`` in place of the site's demand cap (no new reads).
+
+    A policy's cap in force (``balancing.policy``) goes through the same arithmetic as the demand
+    cap: building load and a site meter's overshoot come off it, schedules and overrides below it
+    still bind, and the record's ``bound_kw`` names it when it binds.
+    """
+    if limits.inputs is None:
+        raise ValueError("these limits were not built by limits_combine")
+    kept = [c for c in limits.inputs.candidates if c.source != "demand_cap"]
+    inputs = LimitInputs(
+        [kept[0], cap, *kept[1:]],
+        limits.inputs.building_a,
+        limits.inputs.building_kw,
+        limits.inputs.building_note,
+        limits.inputs.reading,
+        limits.inputs.meter_note,
+    )
+    return limits_combine(site, inputs, chargers_a=limits.chargers_a, chargers_kw=limits.chargers_kw)
+
+
+def limits_combine(
+    site: Site, inputs: LimitInputs, *, chargers_a: list[float] | None = None, chargers_kw: float | None = None
+) -> SiteLimits:
+    """The one arbiter: the lowest limit of each kind, less the building load and a meter's overshoot."""
+    candidates = inputs.candidates
+    given_a, given_kw = chargers_a, chargers_kw
     a_candidates = [c for c in candidates if c.limit_a is not None]
     bound_a = min(a_candidates, key=lambda c: (c.limit_a, c.source))
     kw_candidates = [c for c in candidates if c.limit_kw is not None]
     bound_kw = min(kw_candidates, key=lambda c: (c.limit_kw, c.source)) if kw_candidates else None
 
-    building_a, building_kw, note = _building_load(site, now)
+    building_a, building_kw, note = list(inputs.building_a), inputs.building_kw, inputs.building_note
     grid_a = bound_a.limit_a if bound_a.limit_a is not None else float(site.limit_a)
     cap_kw = bound_kw.limit_kw if bound_kw is not None else None
     over_a = [0.0] * site.phases
     over_kw = 0.0
     meter_record: dict[str, object] | None = None
-    reading, meter_note = _site_meter(site, now)
+    reading, meter_note = inputs.reading, inputs.meter_note
     if reading is not None:
         meter_a = _meter_phases(site, reading)
         meter_kw = float(reading.power_kw) if reading.power_kw is not None else None
@@ -200,7 +260,8 @@ def site_limits(
     source_a = bound_a.source + (" minus building load" if any(building_a) else "")
     source_kw = None
     if bound_kw is not None:
-        source_kw = bound_kw.source + (" minus building load" if building_kw else "")
+        source_kw = bound_kw.source + (f" ({bound_kw.why})" if bound_kw.why else "")
+        source_kw += " minus building load" if building_kw else ""
     overs: list[str] = []
     phases_over = [
         f"{PHASES[i]} {_fmt(grid_a + over)} A over {_fmt(grid_a)} A" for i, over in enumerate(over_a) if over > 0
@@ -227,4 +288,7 @@ def site_limits(
         site_over_limit=bool(overs),
         site_over_limit_detail="; ".join(overs),
         meter=meter_record,
+        inputs=inputs,
+        chargers_a=given_a,
+        chargers_kw=given_kw,
     )

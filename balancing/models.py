@@ -92,6 +92,28 @@ class Site(models.Model):
         help_text="Building load (kW) the fail-safe sizing leaves room for under the demand cap.",
     )
 
+    class Policy(models.TextChoices):
+        STATIC = "static", "Static: the demand cap as set"
+        COST_AWARE = "cost_aware", "Cost-aware: use this month's peak, cheapest hours for cars with a departure"
+
+    balancing_policy = models.CharField(
+        max_length=12,
+        choices=Policy.choices,
+        default=Policy.STATIC,
+        db_default=Policy.STATIC,  # a worker still on the code before it can create a site
+        help_text="Static: the demand cap binds as set. Cost-aware (needs a tariff): up to a billing demand "
+        "already set this month the cap is lifted (it adds no demand charge), and cars that gave an energy "
+        "need and a departure charge in the cheapest hours before they leave.",
+    )
+    peak_margin_kw = models.DecimalField(
+        max_digits=7,
+        decimal_places=2,
+        default=Decimal("0.5"),
+        db_default=Decimal("0.5"),
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="Cost-aware: how far (kW) below a billing demand already set this month the lifted cap stays.",
+    )
+
     class Escalation(models.TextChoices):
         NONE = "none", "Alert only"
         STOP = "stop", "Stop the session (RemoteStop)"
@@ -124,6 +146,10 @@ class Site(models.Model):
             ),
             models.CheckConstraint(condition=models.Q(voltage_v__gt=0), name="site_voltage_v_positive"),
             models.CheckConstraint(condition=models.Q(phases__in=[1, 3]), name="site_phases_1_or_3"),
+            models.CheckConstraint(condition=models.Q(peak_margin_kw__gte=0), name="site_peak_margin_kw_non_negative"),
+            models.CheckConstraint(
+                condition=models.Q(balancing_policy__in=["static", "cost_aware"]), name="site_balancing_policy_valid"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -22,6 +22,7 @@ readings above ``PLAUSIBLE_SHARE`` of the rating, negative ones and ones from th
 dropped, so a broken meter never moves a limit. Amperes are per phase.
 """
 
+import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -31,10 +32,13 @@ from typing import Any
 from django.conf import settings
 from django.db.models import QuerySet
 
-from balancing.limits import SiteLimits, site_limits
+from balancing.limits import Candidate, SiteLimits, limits_with_demand_cap, site_limits
 from balancing.models import Circuit, ConnectorLimit, Site, StationFailsafe
+from balancing.policy import PolicyInput, policy_hook
 from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterReading
 from chargepoint.readings import extra_values
+
+logger = logging.getLogger(__name__)
 
 ROOT_ID = "site"
 MIN_CURRENT_A = 6.0  # IEC 61851 / SAE J1772 lowest pilot current
@@ -505,7 +509,48 @@ def build_problem(site: Site, now: datetime) -> BuiltProblem:
     }
     if site.max_raise_a is not None:
         built.problem["max_raise_a"] = float(site.max_raise_a)
+    if site.balancing_policy != Site.Policy.STATIC:
+        _apply_policy(site, now, built, nodes[ROOT_ID])
     return built
+
+
+def _apply_policy(site: Site, now: datetime, built: BuiltProblem, root: dict[str, Any]) -> None:
+    """Let the site's policy (``balancing.policy``) set the cap in force and the planned cars' currents.
+
+    The cap goes through the arbiter as the demand cap would (``limits_with_demand_cap``); a
+    planned car gets its planned current as ``ev_max_a`` (rounded up to the step), or waits this
+    run (``active`` false) when that is below the lowest pilot current. A policy that fails
+    leaves the static limits in force: balancing goes on, and the run's record says why.
+    """
+    hook = policy_hook(site.balancing_policy)
+    if hook is None:
+        built.limits.policy = {"policy": site.balancing_policy, "note": "policy not available: static cap"}
+        return
+    try:
+        decision = hook(PolicyInput(site, now, built.limits, built.problem["evses"]))
+    except Exception as exc:
+        logger.exception("balancing policy %s failed for site %s; static cap kept", site.balancing_policy, site.slug)
+        built.limits.policy = {"policy": site.balancing_policy, "error": f"{type(exc).__name__}: {exc}"}
+        return
+    if decision.cap_kw is not None:
+        cap = Candidate(decision.cap_source, limit_kw=decision.cap_kw, why=decision.cap_reason)
+        built.limits = limits_with_demand_cap(site, built.limits, cap)
+        root["limit_a"] = list(built.limits.limit_a)
+        if built.limits.limit_kw is not None:
+            root["limit_kw"] = built.limits.limit_kw
+        else:
+            root.pop("limit_kw", None)
+    voltage = float(site.voltage_v)
+    for evse in built.problem["evses"]:
+        kw = decision.car_kw.get(evse["id"])
+        if kw is None or not evse["phases"]:
+            continue
+        planned_a = ceil_step(kw * 1000.0 / (len(evse["phases"]) * voltage)) if kw > 0 else 0.0
+        if planned_a < MIN_CURRENT_A:
+            evse["active"] = False
+        else:
+            evse["ev_max_a"] = min(planned_a, float(evse.get("ev_max_a", planned_a)))
+    built.limits.policy = decision.record
 
 
 def _fixed_evse(connector: Connector, parent: str, phases: list[str], fixed_a: float, max_a: float) -> dict[str, Any]:

@@ -367,3 +367,48 @@ def compliance_find(*, station: ChargingStation) -> ChargerModelCompliance | Non
 def site_meter_latest(*, site: Site) -> SiteMeterReading | None:
     """The site meter's most recent reading, from any source."""
     return SiteMeterReading.objects.filter(site=site).order_by("-measured_at").first()
+
+
+def _fmt_kw(value: float) -> str:
+    return f"{value:.1f}".removesuffix(".0")
+
+
+@dataclass(frozen=True)
+class CapInForce:
+    """The whole-site power cap (kW, building included) the site balances under now, and why.
+
+    ``kw`` None: no kW cap (only the grid connection's current limit). ``at``: the run it comes
+    from (None when it is the site's setting, no run having said otherwise).
+    """
+
+    policy: str
+    kw: float | None
+    reason: str
+    lifted: bool = False
+    at: datetime | None = None
+
+
+def site_cap_in_force(*, site: Site) -> CapInForce:
+    """The cap in force: the site's demand cap under the static policy; under cost-aware, what the
+    latest stored run's policy record says (one row of the ``run_site_latest`` index, two JSON keys)."""
+    cap = None if site.demand_cap_kw is None else float(site.demand_cap_kw)
+    static_reason = "no demand cap set" if cap is None else f"the site's demand cap {_fmt_kw(cap)} kW"
+    if site.balancing_policy == Site.Policy.STATIC:
+        return CapInForce(site.balancing_policy, cap, static_reason)
+    latest = (
+        BalancingRun.objects.filter(site=site)
+        .order_by("-started_at")
+        .values_list("started_at", "limits__policy")
+        .first()
+    )
+    record = latest[1] if latest is not None else None
+    if not isinstance(record, dict) or "effective_cap_kw" not in record:
+        return CapInForce(site.balancing_policy, cap, f"{static_reason} (no cost-aware run yet)")
+    kw = record.get("effective_cap_kw")
+    return CapInForce(
+        site.balancing_policy,
+        None if kw is None else float(kw),
+        str(record.get("reason") or ""),
+        bool(record.get("lifted")),
+        latest[0] if latest is not None else None,
+    )

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
@@ -74,6 +74,8 @@ def site_create_or_update(
     building_allowance_kw: Decimal | None = None,
     overdraw_escalation: str = Site.Escalation.NONE,
     overdraw_escalation_after_s: int = 300,
+    balancing_policy: str | None = None,
+    peak_margin_kw: Decimal | None = None,
     actor: str = "system",
 ) -> Outcome[Site]:
     """Create the site ``slug`` or bring it to these values. Raises ``ValidationError`` by field.
@@ -83,7 +85,8 @@ def site_create_or_update(
     refused when it breaks a limit. ``failsafe_auto`` None keeps the site's mode (a new site is
     sized), except that a ``failsafe_a`` given alone means a value set by hand.
     ``building_allowance_kw``: building load (kW) the sizing leaves under the demand cap; None
-    keeps it.
+    keeps it. ``balancing_policy`` (``Site.Policy``) and ``peak_margin_kw`` (kW, at least 0):
+    None keeps them.
 
     Every changed limit is audited with ``actor`` (an email, or ``system:<command>``), and a
     change that matters to balancing asks for a run of the site.
@@ -117,10 +120,13 @@ def site_create_or_update(
             "idle_default_zero": idle_default_zero,
             "overdraw_escalation": overdraw_escalation,
             "overdraw_escalation_after_s": overdraw_escalation_after_s,
+            "balancing_policy": site.balancing_policy if balancing_policy is None else balancing_policy,
+            "peak_margin_kw": site.peak_margin_kw if peak_margin_kw is None else peak_margin_kw,
         },
         changes,
         audit,
     )
+    _policy_check(site)
     site.full_clean()
     if not created and phases == 1 and site.stations.filter(phases=3).exists():
         raise ValidationError(
@@ -143,6 +149,22 @@ def site_create_or_update(
     return Outcome(site, created, changes)
 
 
+def _policy_check(site: Site) -> None:
+    """The balancing policy's settings, with errors a person can act on."""
+    errors: dict[str, str] = {}
+    if site.balancing_policy not in Site.Policy.values:
+        choices = ", ".join(f"'{value}'" for value in Site.Policy.values)
+        errors["balancing_policy"] = f"{site.balancing_policy!r} is not a balancing policy; choose {choices}"
+    try:
+        margin = Decimal(str(site.peak_margin_kw))
+    except InvalidOperation:
+        margin = Decimal("NaN")
+    if not margin.is_finite() or margin < 0:
+        errors["peak_margin_kw"] = f"the peak margin must be 0 kW or more (got {site.peak_margin_kw})"
+    if errors:
+        raise ValidationError(errors)
+
+
 SITE_LIMIT_FIELDS = (
     "limit_a",
     "demand_cap_kw",
@@ -153,6 +175,8 @@ SITE_LIMIT_FIELDS = (
     "building_allowance_kw",
     "overdraw_escalation",
     "overdraw_escalation_after_s",
+    "balancing_policy",
+    "peak_margin_kw",
 )
 """The load-management settings people change on an existing site (portal and API)."""
 

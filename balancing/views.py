@@ -27,6 +27,7 @@ from balancing.selectors import (
     chart_step,
     site_alerts_cleared,
     site_alerts_open,
+    site_cap_in_force,
     site_load_series,
     site_meter_latest,
     site_overview,
@@ -108,6 +109,7 @@ def site_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "open_alerts": site_alerts_open(site=site),
         "cleared_alerts": site_alerts_cleared(site=site, now=timezone.now()),
         "meter": site_meter_latest(site=site),
+        "cap": site_cap_in_force(site=site),
         "nav": "sites",
     }
     template = "portal/_site_live.html" if request.headers.get("HX-Request") else "portal/site.html"
@@ -229,7 +231,7 @@ def schedule_add(request: HttpRequest, slug: str) -> HttpResponse:
     site = site_for(request, slug, CHANGE_LIMITS)
     form = ScheduleForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Schedule not added: " + _form_errors(form))
+        messages.error(request, "Schedule not added: " + form_errors_text(form))
         return redirect("portal:site-settings", slug=site.slug)
     schedule = form.save(commit=False)
     schedule.site = site
@@ -248,7 +250,7 @@ def schedule_delete(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     return redirect("portal:site-settings", slug=site.slug)
 
 
-def _form_errors(form: BaseForm) -> str:
+def form_errors_text(form: BaseForm) -> str:
     """A form's errors in one line, each after the field it is about."""
     return "; ".join(
         " ".join(str(e) for e in errors) if field == "__all__" else f"{field}: {' '.join(str(e) for e in errors)}"
@@ -256,7 +258,7 @@ def _form_errors(form: BaseForm) -> str:
     )
 
 
-def _errors(exc: ValidationError) -> str:
+def validation_errors_text(exc: ValidationError) -> str:
     if hasattr(exc, "error_dict"):
         return "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())
     return " ".join(exc.messages)
@@ -269,7 +271,7 @@ def circuit_save(request: HttpRequest, slug: str) -> HttpResponse:
     site = site_for(request, slug, CHANGE_LIMITS)
     form = CircuitForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Circuit not saved: " + _form_errors(form))
+        messages.error(request, "Circuit not saved: " + form_errors_text(form))
         return redirect("portal:site-settings", slug=site.slug)
     data = form.cleaned_data
     try:
@@ -283,7 +285,7 @@ def circuit_save(request: HttpRequest, slug: str) -> HttpResponse:
             actor=actor_of(request),
         )
     except (ValidationError, ObjectDoesNotExist) as exc:
-        text = _errors(exc) if isinstance(exc, ValidationError) else str(exc)
+        text = validation_errors_text(exc) if isinstance(exc, ValidationError) else str(exc)
         messages.error(request, f"Circuit not saved: {text}")
     else:
         verb = (
@@ -292,33 +294,4 @@ def circuit_save(request: HttpRequest, slug: str) -> HttpResponse:
             else ("updated: " + "; ".join(outcome.changes) if outcome.changes else "unchanged")
         )
         messages.success(request, f"Circuit '{outcome.obj.name}' {verb}.")
-    return redirect("portal:site-settings", slug=site.slug)
-
-
-@require_POST
-@login_required
-def tariff_upload(request: HttpRequest, slug: str) -> HttpResponse:
-    """Import a URDB v7 rate record as the site's next tariff version (audited)."""
-    from billing.services import tariff_import
-    from billing.tariffs import RECORD_MAX_BYTES, TariffError, tariff_json_load
-
-    site = site_for(request, slug, CHANGE_LIMITS)
-    form = TariffUploadForm(request.POST, request.FILES)
-    if not form.is_valid():
-        messages.error(request, "Tariff not imported: " + _form_errors(form))
-        return redirect("portal:site-settings", slug=site.slug)
-    upload = form.cleaned_data["record"]
-    try:
-        if upload.size > RECORD_MAX_BYTES:
-            raise TariffError("record", f"the file is larger than {RECORD_MAX_BYTES // 1024} KiB")
-        record = tariff_json_load(upload.read())
-        tariff = tariff_import(
-            site=site, record=record, valid_from=form.cleaned_data["valid_from"], actor=actor_of(request)
-        )
-    except TariffError as exc:
-        messages.error(request, f"Tariff not imported: {exc.problem}.")
-    except ValidationError as exc:
-        messages.error(request, f"Tariff not imported: {_errors(exc)}")
-    else:
-        messages.success(request, f"Tariff '{tariff.name}' imported as version {tariff.version}.")
     return redirect("portal:site-settings", slug=site.slug)

@@ -31,6 +31,7 @@ kWh are not modelled in the plan; the bill still prices them).
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -147,28 +148,52 @@ def demand_states(spec: TariffSpec, bill: MonthBill, *, month: int) -> dict[str,
     return out
 
 
-def tariff_slots(spec: TariffSpec, tz: ZoneInfo, start: datetime, end: datetime) -> list[Slot]:
-    """The slots from ``start`` to ``end``: the first ends at the next demand window boundary."""
+SlotFacts = tuple[float, tuple[str, ...]]
+
+
+def tariff_slots(
+    spec: TariffSpec,
+    tz: ZoneInfo,
+    start: datetime,
+    end: datetime,
+    *,
+    memo: dict[datetime, SlotFacts] | None = None,
+) -> list[Slot]:
+    """The slots from ``start`` to ``end``: the first ends at the next demand window boundary.
+
+    ``memo``: a dict the caller keeps for one tariff and zone (a replay asks for the same windows
+    step after step); each window's price and demand keys are looked up once.
+    """
     minutes = spec.demand_window_minutes
+    window = timedelta(minutes=minutes)
     slots: list[Slot] = []
+    local = start.astimezone(tz)
+    into = (local.hour * 60 + local.minute) % minutes * 60 + local.second + local.microsecond / 1e6
+    window_start = start - timedelta(seconds=into)
     moment = start
     while moment < end:
-        local = moment.astimezone(tz)
-        into = (local.hour * 60 + local.minute) % minutes * 60 + local.second + local.microsecond / 1e6
-        boundary = moment + timedelta(seconds=minutes * 60 - into)
-        slot_end = min(boundary, end)
-        period = spec.energy_period(local)
-        keys: list[str] = []
-        if spec.flat_demand_periods:
-            flat_period = spec.flat_demand_months[local.month - 1]
-            if _first_price(spec.flat_demand_periods[flat_period]) > 0:
-                keys.append("flat")
-        tou = spec.demand_period(local)
-        if tou is not None and _first_price(spec.demand_periods[tou]) > 0:
-            keys.append(f"tou:{tou}")
-        slots.append(Slot(moment, slot_end, _first_price(spec.energy_periods[period]), tuple(keys)))
-        moment = slot_end
+        facts = memo.get(window_start) if memo is not None else None
+        if facts is None:
+            facts = _slot_facts(spec, window_start.astimezone(tz))
+            if memo is not None:
+                memo[window_start] = facts
+        slot_end = min(window_start + window, end)
+        slots.append(Slot(moment, slot_end, facts[0], facts[1]))
+        moment = window_start = window_start + window
     return slots
+
+
+def _slot_facts(spec: TariffSpec, local: datetime) -> SlotFacts:
+    """Energy price and demand keys of the window starting at ``local``."""
+    keys: list[str] = []
+    if spec.flat_demand_periods:
+        flat_period = spec.flat_demand_months[local.month - 1]
+        if _first_price(spec.flat_demand_periods[flat_period]) > 0:
+            keys.append("flat")
+    tou = spec.demand_period(local)
+    if tou is not None and _first_price(spec.demand_periods[tou]) > 0:
+        keys.append(f"tou:{tou}")
+    return _first_price(spec.energy_periods[spec.energy_period(local)]), tuple(keys)
 
 
 def _free_kw(keys: Sequence[str], demands: Mapping[str, DemandState]) -> float:
@@ -218,12 +243,15 @@ def effective_cap(
 
 def _car_energy_caps(cars: Sequence[CarNeed], slots: Sequence[Slot]) -> list[list[float]]:
     """kWh each car can take in each slot at its maximum rate while it is there."""
+    hours = [slot.hours for slot in slots]
+    starts = [slot.start for slot in slots]
     out = []
     for car in cars:
-        row = []
-        for slot in slots:
-            overlap = (min(slot.end, car.departure) - slot.start).total_seconds() / 3600
-            row.append(car.max_kw * overlap if overlap > 0 else 0.0)
+        # Whole slots before the one the car leaves in, then the part of that one, then nothing.
+        last = bisect.bisect_left(starts, car.departure)  # slots starting before the departure
+        row = [car.max_kw * h for h in hours[:last]] + [0.0] * (len(slots) - last)
+        if last and slots[last - 1].end > car.departure:
+            row[last - 1] = car.max_kw * (car.departure - slots[last - 1].start).total_seconds() / 3600
         out.append(row)
     return out
 
@@ -240,8 +268,8 @@ def _shortfall(caps: Sequence[float], prefix_rates: Sequence[Sequence[float]], p
     return worst
 
 
-def _slot_caps(levels: Sequence[float], slots: Sequence[Slot]) -> list[float]:
-    return [max(0.0, level) * slot.hours for level, slot in zip(levels, slots, strict=True)]
+def _slot_caps(levels: Sequence[float], hours: Sequence[float]) -> list[float]:
+    return [(level if level > 0.0 else 0.0) * h for level, h in zip(levels, hours, strict=True)]
 
 
 def plan_charging(
@@ -274,6 +302,7 @@ def plan_charging(
         for c in planned
     ]
     used = [s for s in slots if s.start < planned[-1].departure]
+    used_hours = [s.hours for s in used]
     rates = _car_energy_caps(planned, used)
     # Feasible energy per car: what its stay allows at its maximum rate.
     needs = [min(car.energy_kwh, sum(row)) for car, row in zip(planned, rates, strict=True)]
@@ -304,7 +333,7 @@ def plan_charging(
         hard.append(max(0.0, h if math.isfinite(h) else sum(c.max_kw for c in planned)))
         base.append(min(hard[-1], max(0.0, free - other_kw)))
     levels = list(base)
-    short = _shortfall(_slot_caps(levels, used), prefix_rates, prefix_need)
+    short = _shortfall(_slot_caps(levels, used_hours), prefix_rates, prefix_need)
     if short > EPS:
         # Raise the demand windows the cheapest first, each only as far as the cars need.
         classes: dict[tuple[str, ...], float] = {}
@@ -321,13 +350,13 @@ def plan_charging(
                     out[i] = min(hard[i], max(base[i], level - other_kw))
                 return out
 
-            if _shortfall(_slot_caps(trial(top), used), prefix_rates, prefix_need) > EPS:
+            if _shortfall(_slot_caps(trial(top), used_hours), prefix_rates, prefix_need) > EPS:
                 levels = trial(top)
                 continue
             lo, hi = low, top
             while hi - lo > LEVEL_TOLERANCE_KW:
                 mid = (lo + hi) / 2
-                if _shortfall(_slot_caps(trial(mid), used), prefix_rates, prefix_need) > EPS:
+                if _shortfall(_slot_caps(trial(mid), used_hours), prefix_rates, prefix_need) > EPS:
                     lo = mid
                 else:
                     hi = mid
@@ -336,10 +365,10 @@ def plan_charging(
                 if key in demands and hi > demands[key].peak_kw:
                     plan.raised_to_kw[key] = max(plan.raised_to_kw.get(key, 0.0), round(hi, 3))
             break
-        short = _shortfall(_slot_caps(levels, used), prefix_rates, prefix_need)
+        short = _shortfall(_slot_caps(levels, used_hours), prefix_rates, prefix_need)
     plan.levels_kw = levels
     plan.unmet_kwh = max(0.0, short) + sum(c.energy_kwh for c in planned) - sum(needs)
-    caps = _slot_caps(levels, used)
+    caps = _slot_caps(levels, used_hours)
     slot_rate = [sum(row[t] for row in rates) for t in range(len(used))]
     caps = [min(c, r) for c, r in zip(caps, slot_rate, strict=True)]
     if short > EPS:
@@ -347,7 +376,7 @@ def plan_charging(
         energy_now = caps[0]
     else:
         energy_now = _cheapest_first_slot(used, caps, planned, needs)
-    _share_now(plan, planned, needs, rates, energy_now, used[0].hours)
+    _share_now(plan, planned, needs, rates, energy_now, used_hours[0])
     return plan
 
 
@@ -361,13 +390,14 @@ def _cheapest_first_slot(
     need, so every group still finishes. Ties go to the earlier slot.
     """
     total = sum(needs)
+    starts = [slot.start for slot in slots]
     # (slot index where a departure group ends, energy that may be placed from there on)
     bounds: list[list[float]] = []
     cumulative = 0.0
     for j, car in enumerate(cars):
         cumulative += needs[j]
         if j + 1 == len(cars) or cars[j + 1].departure != car.departure:
-            first_after = next((t for t, s in enumerate(slots) if s.start >= car.departure), len(slots))
+            first_after = bisect.bisect_left(starts, car.departure)
             bounds.append([float(first_after), total - cumulative])
     placed = [0.0] * len(slots)
     left = total

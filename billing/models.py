@@ -176,6 +176,32 @@ class SiteMonthDemand(models.Model):
         return f"{self.site_id} {self.month:%Y-%m}: {self.actual_kw} kW"
 
 
+class SiteMonthPeak(models.Model):
+    """This month's highest demand windows so far, per demand charge: what cost-aware balancing reads.
+
+    Kept by ``billing.policy`` as months go by, so a balancing run reads one row instead of the
+    month's intervals: each run after a demand window ends folds the windows since the last fold
+    (and those of the hour before, for intervals the rollup wrote late) into ``peaks``. Another
+    tariff version or demand window (``basis``) folds the month again from its first day.
+    ``peaks``: ``"peak"`` (every window: the facility demand) and ``"tou:<period>"``, each
+    ``{"kw": float, "at": ISO time of the window start}``.
+    """
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="month_peaks")
+    month = models.DateField(help_text="First day of the month (site local).")
+    basis = models.CharField(max_length=100, help_text="Tariff version and demand window the peaks were folded for.")
+    folded_until = models.DateTimeField(help_text="Windows starting before this instant are folded in.")
+    peaks = models.JSONField(default=dict)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["site", "month"]
+        constraints = [models.UniqueConstraint(fields=["site", "month"], name="site_month_peak_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.site_id} {self.month:%Y-%m} peaks until {self.folded_until:%Y-%m-%d %H:%M}"
+
+
 class SavingsReport(models.Model):
     """One version of a tenant's monthly savings report. Immutable: the database refuses updates.
 

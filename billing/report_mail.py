@@ -27,7 +27,7 @@ from balancing.notifications.services import notification_emit, portal_link
 from billing.models import ReportDelivery, SavingsReport
 from billing.reports import CONTENT_TYPES, FORMATS, render
 from billing.reports.render_pdf import month_label
-from billing.reports.rows import money
+from billing.reports.rows import POLICY_COLUMNS, POLICY_LABELS, SIMULATED, money
 from billing.selectors import report_data_for, report_site_ids
 from tenants.accounts.models import User
 
@@ -102,6 +102,15 @@ def _tenant_name() -> tuple[str, str]:
     return getattr(tenant, "name", "") or getattr(tenant, "slug", ""), domain
 
 
+def _policies_line(total: dict[str, Any]) -> list[str]:
+    """The month's bill under each policy, where every site of the report has it."""
+    bills = [(POLICY_LABELS[c], total.get(c, {}).get("bill_total")) for c in ("unmanaged", *POLICY_COLUMNS)]
+    if any(bill is None for _, bill in bills):
+        return []
+    shown = ", ".join(f"{label} ${money(bill):,.2f}" for label, bill in bills)
+    return [f"Bill by policy: {shown} (the policy each site did not run is {SIMULATED})"]
+
+
 def _body(data: dict[str, Any], org: str, domain: str) -> str:
     total, month = data["total"], month_label(data["month"])
     scope = data.get("scope")
@@ -114,6 +123,7 @@ def _body(data: dict[str, Any], org: str, domain: str) -> str:
         f"energy cost ${money(total['savings']['energy_cost']):,.2f})",
         f"Peak demand: {Decimal(total['actual']['peak_kw']):,.1f} kW managed "
         f"vs {Decimal(total['unmanaged']['peak_kw']):,.1f} kW unmanaged",
+        *_policies_line(total),
         f"Energy delivered: {Decimal(total['energy_delivered_kwh']):,.1f} kWh",
         f"Electrical upgrade avoided (one-time): ${money(total['avoided_capital_cost']):,.2f}",
     ]

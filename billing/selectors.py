@@ -100,6 +100,7 @@ class SessionFacts:
     load: SessionLoad
     energy_needed_kwh: Decimal | None
     was_capped: bool
+    station_id: int | None = None
 
 
 def site_sessions(*, site: Site, start: datetime, end: datetime) -> list[SessionFacts]:
@@ -119,6 +120,7 @@ def site_sessions(*, site: Site, start: datetime, end: datetime) -> list[Session
         )
         .values_list(
             "pk",
+            "station_id",
             "started_epoch",
             "stopped_epoch",
             "energy_kwh",
@@ -137,6 +139,7 @@ def site_sessions(*, site: Site, start: datetime, end: datetime) -> list[Session
     out = []
     for (
         pk,
+        station_id,
         started_epoch,
         stopped_epoch,
         energy,
@@ -164,7 +167,7 @@ def site_sessions(*, site: Site, start: datetime, end: datetime) -> list[Session
             declared_kw=Decimal(ev_max_a) * kw_per_a if ev_max_a else None,
             observed_kw=observed_kw,
         )
-        out.append(SessionFacts(load, needed_kwh, bool(was_capped)))
+        out.append(SessionFacts(load, needed_kwh, bool(was_capped), station_id))
     return out
 
 

@@ -1,5 +1,5 @@
-"""Portal pages for the monthly savings reports: list, download, regenerate; session exports.
-Schema: tenant.
+"""Portal pages for the monthly savings reports: list, download, regenerate; session exports;
+a site's tariff upload. Schema: tenant.
 
 Finance (and admins; energy managers may read) download every stored version. Someone holding
 that role on the whole organisation gets the stored files byte for byte; someone holding it on
@@ -15,19 +15,23 @@ from datetime import date
 from typing import Any
 
 from django.contrib import messages
+from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from balancing.access import access_of
+from balancing.access import access_of, site_for
+from balancing.forms import TariffUploadForm
+from balancing.views import form_errors_text, validation_errors_text
 from billing.exports import EXPORT_CONTENT_TYPES, SessionExport, sessions_export, sessions_export_file
 from billing.models import SavingsReport
 from billing.reports import CONTENT_TYPES
 from billing.selectors import report_content, report_site_ids
-from billing.services import savings_report_request
-from evplatform.permissions import MANAGE_REPORTS, actor_of
+from billing.services import savings_report_request, tariff_import
+from billing.tariffs import RECORD_MAX_BYTES, TariffError, tariff_json_load
+from evplatform.permissions import CHANGE_LIMITS, MANAGE_REPORTS, actor_of
 
 MONTH_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
@@ -134,3 +138,29 @@ def sessions_export_download(request: HttpRequest) -> HttpResponse:
     return sessions_export_response(
         export, file_format=query.validated_data["file_format"], part=query.validated_data["part"]
     )
+
+
+@require_POST
+@login_required
+def tariff_upload(request: HttpRequest, slug: str) -> HttpResponse:
+    """Import a URDB v7 rate record as the site's next tariff version (audited; from the site's settings page)."""
+    site = site_for(request, slug, CHANGE_LIMITS)
+    form = TariffUploadForm(request.POST, request.FILES)
+    if not form.is_valid():
+        messages.error(request, "Tariff not imported: " + form_errors_text(form))
+        return redirect("portal:site-settings", slug=site.slug)
+    upload = form.cleaned_data["record"]
+    try:
+        if upload.size > RECORD_MAX_BYTES:
+            raise TariffError("record", f"the file is larger than {RECORD_MAX_BYTES // 1024} KiB")
+        record = tariff_json_load(upload.read())
+        tariff = tariff_import(
+            site=site, record=record, valid_from=form.cleaned_data["valid_from"], actor=actor_of(request)
+        )
+    except TariffError as exc:
+        messages.error(request, f"Tariff not imported: {exc.problem}.")
+    except ValidationError as exc:
+        messages.error(request, f"Tariff not imported: {validation_errors_text(exc)}")
+    else:
+        messages.success(request, f"Tariff '{tariff.name}' imported as version {tariff.version}.")
+    return redirect("portal:site-settings", slug=site.slug)

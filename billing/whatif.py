@@ -26,7 +26,9 @@ from __future__ import annotations
 import csv
 import io
 import math
+import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -34,8 +36,17 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from balancing.engine import solve
+from billing.costaware import (
+    HORIZON,
+    CarNeed,
+    DemandState,
+    SlotFacts,
+    demand_states,
+    plan_charging,
+    tariff_slots,
+)
 from billing.intervals import interval_floor, spread_energy
-from billing.tariffs import TariffSpec, bill_month
+from billing.tariffs import MonthBill, TariffSpec, bill_month, window_start
 
 REQUIRED_COLUMNS = ("station_id", "arrival", "departure", "energy_kwh")
 MIN_CURRENT_A = 6.0
@@ -141,19 +152,17 @@ class _Car:
     delivered_kwh: float = 0.0
 
 
-def managed_profile(
-    sessions: list[PlannedSession], *, limit_kw: float, voltage_v: float, phases: int, step_minutes: int
-) -> tuple[dict[datetime, Decimal], float, int]:
-    """Interval kWh with the engine sharing ``limit_kw`` each step; energy delivered; solves."""
+def _replay(
+    sessions: list[PlannedSession], *, step_minutes: int, kw_per_a: float
+) -> Iterator[tuple[datetime, list[tuple[_Car, float]]]]:
+    """The replay's clock: each step's start and the cars present in it, with the hours each is.
+
+    Steps run on the clock grid from the first arrival, skipping the empty stretches; a car is
+    present from its arrival until it leaves or has its energy (the caller books what it draws).
+    """
     step = timedelta(minutes=step_minutes)
-    kw_per_a = voltage_v * phases / 1000
-    phase_names = ["L1"] if phases == 1 else ["L1", "L2", "L3"]
     ordered = sorted(sessions, key=lambda s: (s.arrival, s.row))
     cars: list[_Car] = []
-    out: dict[datetime, Decimal] = {}
-    cache: dict[tuple[Any, ...], dict[str, float]] = {}
-    solves = 0
-    delivered_total = 0.0
     next_index = 0
     t = interval_floor(ordered[0].arrival, step_minutes)
     while next_index < len(ordered) or cars:
@@ -169,53 +178,225 @@ def managed_profile(
             begin, end = max(t, car.session.arrival), min(t_end, car.session.departure)
             if end > begin and car.remaining_kwh > 1e-9:
                 present.append((car, (end - begin).total_seconds() / 3600))
+        yield t, present
+        cars = [c for c in cars if c.session.departure > t_end and c.remaining_kwh > 1e-9]
+        t = t_end
+
+
+def _evse(car: _Car, phase_names: list[str], wants_a: float) -> dict[str, Any]:
+    """The engine's EVSE for a replayed car: 0.1 A steps, asking ``wants_a`` (never below its minimum)."""
+    min_a = min(MIN_CURRENT_A, car.max_a)
+    return {
+        "id": car.evse_id,
+        "node": "site",
+        "phases": phase_names,
+        "min_a": min_a,
+        "max_a": car.max_a,
+        "step_a": 0.1,
+        "active": True,
+        "ev_max_a": round(max(min_a, wants_a), 3),
+    }
+
+
+def _book(present: list[tuple[_Car, float]], allocation: dict[str, float], kw_per_a: float) -> float:
+    """Energy each present car draws at its allocated current for the time it is there; the sum."""
+    step_kwh = 0.0
+    for car, hours in present:
+        energy = min(allocation.get(car.evse_id, 0.0) * kw_per_a * hours, car.remaining_kwh)
+        car.remaining_kwh -= energy
+        car.delivered_kwh += energy
+        step_kwh += energy
+    return step_kwh
+
+
+def managed_profile(
+    sessions: list[PlannedSession], *, limit_kw: float, voltage_v: float, phases: int, step_minutes: int
+) -> tuple[dict[datetime, Decimal], float, int]:
+    """Interval kWh with the engine sharing ``limit_kw`` each step; energy delivered; solves."""
+    kw_per_a = voltage_v * phases / 1000
+    phase_names = ["L1"] if phases == 1 else ["L1", "L2", "L3"]
+    out: dict[datetime, Decimal] = {}
+    cache: dict[tuple[Any, ...], dict[str, float]] = {}
+    solves = 0
+    delivered_total = 0.0
+    for t, present in _replay(sessions, step_minutes=step_minutes, kw_per_a=kw_per_a):
+        if not present:
+            continue
+        evses = []
+        rotate = sum(min(MIN_CURRENT_A, car.max_a) for car, _ in present) * kw_per_a > limit_kw
+        for car, hours in present:
+            evse = _evse(car, phase_names, min(car.max_a, car.remaining_kwh / hours / kw_per_a))
+            if rotate:
+                evse["session_kwh"] = round(car.delivered_kwh, 6)
+            evses.append(evse)
+        key = tuple((e["id"], e["max_a"], e["ev_max_a"], e.get("session_kwh")) for e in evses)
+        allocation = cache.get(key)
+        if allocation is None:
+            problem = {
+                "voltage_v": voltage_v,
+                "phases": phases,
+                "now": t.isoformat(),
+                "period_s": step_minutes * 60,
+                "nodes": [{"id": "site", "parent": None, "limit_kw": limit_kw}],
+                "evses": evses,
+            }
+            allocation = solve(problem)["allocations_a"]
+            solves += 1
+            if len(cache) > 50_000:
+                cache.clear()
+            cache[key] = allocation
+        step_kwh = _book(present, allocation, kw_per_a)
+        if step_kwh > 0:
+            out[t] = out.get(t, ZERO) + _dec(step_kwh)
+            delivered_total += step_kwh
+    return out, delivered_total, solves
+
+
+@dataclass
+class CostAwareRun:
+    """The cost-aware policy replayed: its interval energy, what each session got, solve times."""
+
+    intervals: dict[datetime, Decimal]  # UTC interval start -> kWh, on the step grid
+    delivered_kwh: float
+    delivered_by_row: dict[int, float]  # PlannedSession.row -> kWh delivered
+    solves: int
+    solve_ms: list[float]  # per step: plan_charging + engine solve, wall ms
+
+
+class _MonthToDate:
+    """The billing demands a month has set so far, kept as energy is booked (never re-billed).
+
+    Demand of a window = its energy so far / its length: the same running maximum ``bill_month``
+    would find on the month-to-date intervals, flat (all hours) and per time-of-use period.
+    """
+
+    def __init__(self, spec: TariffSpec, tz: ZoneInfo, year: int, month: int, ratchet_reference_kw: float) -> None:
+        self.spec, self.tz, self.year, self.month = spec, tz, year, month
+        self.window_h = spec.demand_window_minutes / 60
+        self.window_kwh: dict[datetime, float] = {}
+        self.peak_kw = 0.0
+        self.peak_at: datetime | None = None
+        self.tou_kw: dict[int, float] = {}
+        self.tou_at: dict[int, datetime] = {}
+        self.booked = False
+        self.ratchet_kw = float(spec.ratchet_fractions[month - 1]) * ratchet_reference_kw
+        self._states: dict[str, DemandState] | None = None
+
+    def book(self, start: datetime, kwh: float) -> None:
+        """Add ``kwh`` drawn in the interval starting at ``start`` (UTC) to its demand window."""
+        self.booked = True
+        local = start.astimezone(self.tz)
+        window = window_start(start, local, self.spec.demand_window_minutes)
+        energy = self.window_kwh.get(window, 0.0) + kwh
+        self.window_kwh[window] = energy
+        kw = energy / self.window_h
+        if kw > self.peak_kw:
+            self.peak_kw, self.peak_at, self._states = kw, window, None
+        period = self.spec.demand_period(window.astimezone(self.tz))
+        if period is not None and kw > self.tou_kw.get(period, -1.0):
+            self.tou_kw[period], self.tou_at[period], self._states = kw, window, None
+
+    def states(self) -> dict[str, DemandState]:
+        """``billing.costaware.demand_states`` of the month so far (rebuilt only after a change)."""
+        if self._states is None:
+            bill = MonthBill(
+                peak_kw=_dec(self.peak_kw),
+                peak_at=self.peak_at,
+                flat_demand_kw=_dec(self.peak_kw),
+                ratchet_kw=_dec(self.ratchet_kw),
+                flat_billing_kw=_dec(max(self.peak_kw, self.ratchet_kw)),
+                tou_demand_kw={p: _dec(kw) for p, kw in self.tou_kw.items()},
+                tou_demand_at=dict(self.tou_at),
+            )
+            self._states = demand_states(self.spec, bill, month=self.month)
+        return self._states
+
+
+def cost_aware_profile(
+    sessions: list[PlannedSession],
+    *,
+    spec: TariffSpec,
+    tz: ZoneInfo,
+    cap_kw: float,
+    grid_kw: float | None,
+    voltage_v: float,
+    phases: int,
+    step_minutes: int,
+    margin_kw: float = 0.0,
+) -> CostAwareRun:
+    """Replay ``sessions`` under the cost-aware policy (``billing.costaware``) feeding the engine.
+
+    Each step: the month-to-date billing demands (kept incrementally; the flat one at least the
+    ratchet of the simulated months before), the tariff's slots for ``HORIZON``, and each car's
+    remaining energy and departure (known, as the session's) go to ``plan_charging``; the engine
+    then shares one node of the plan's cap (``grid_kw`` when there is no cap) among the cars,
+    each at most its planned power. A car planned below half its minimum current waits this
+    step; one planned between that and the minimum gets the minimum (a charger cannot go lower).
+    Energy is booked like ``managed_profile``: a car present part of a step draws only then.
+    """
+    if not sessions:
+        return CostAwareRun({}, 0.0, {}, 0, [])
+    kw_per_a = voltage_v * phases / 1000
+    phase_names = ["L1"] if phases == 1 else ["L1", "L2", "L3"]
+    out: dict[datetime, Decimal] = {}
+    delivered_by_row = {s.row: 0.0 for s in sessions}
+    solve_ms: list[float] = []
+    delivered_total = 0.0
+    history: list[float] = []  # flat peaks of the simulated months before, oldest first
+    month: _MonthToDate | None = None
+    slot_memo: dict[datetime, SlotFacts] = {}
+    for t, present in _replay(sessions, step_minutes=step_minutes, kw_per_a=kw_per_a):
+        local = t.astimezone(tz)
+        if month is None or (local.year, local.month) != (month.year, month.month):
+            if month is not None and month.booked:
+                history.append(max(month.peak_kw, 0.0))
+            month = _MonthToDate(spec, tz, local.year, local.month, max(history[-11:], default=0.0))
         if present:
+            started = time.perf_counter()
+            plan = plan_charging(
+                now=t,
+                slots=tariff_slots(
+                    spec, tz, t, min(t + HORIZON, max(c.session.departure for c, _ in present)), memo=slot_memo
+                ),
+                cars=[CarNeed(c.evse_id, c.remaining_kwh, c.session.departure, c.session.max_kw) for c, _ in present],
+                demands=month.states(),
+                cap_kw=cap_kw,
+                grid_kw=grid_kw,
+                margin_kw=margin_kw,
+            )
             evses = []
-            rotate = sum(min(MIN_CURRENT_A, car.max_a) for car, _ in present) * kw_per_a > limit_kw
             for car, hours in present:
-                min_a = min(MIN_CURRENT_A, car.max_a)
+                planned_a = plan.kw_now.get(car.evse_id, 0.0) / kw_per_a
                 needed_a = car.remaining_kwh / hours / kw_per_a
-                evse = {
-                    "id": car.evse_id,
-                    "node": "site",
-                    "phases": phase_names,
-                    "min_a": min_a,
-                    "max_a": car.max_a,
-                    "step_a": 0.1,
-                    "active": True,
-                    "ev_max_a": round(max(min_a, min(car.max_a, needed_a)), 3),
-                }
-                if rotate:
-                    evse["session_kwh"] = round(car.delivered_kwh, 6)
+                evse = _evse(car, phase_names, min(car.max_a, planned_a, needed_a))
+                evse["active"] = planned_a >= evse["min_a"] / 2
+                evse["energy_needed_kwh"] = round(car.remaining_kwh, 6)
+                evse["departure"] = car.session.departure.isoformat()
+                evse["session_kwh"] = round(car.delivered_kwh, 6)
                 evses.append(evse)
-            key = tuple((e["id"], e["max_a"], e["ev_max_a"], e.get("session_kwh")) for e in evses)
-            allocation = cache.get(key)
-            if allocation is None:
-                problem = {
-                    "voltage_v": voltage_v,
-                    "phases": phases,
-                    "now": t.isoformat(),
-                    "period_s": step_minutes * 60,
-                    "nodes": [{"id": "site", "parent": None, "limit_kw": limit_kw}],
-                    "evses": evses,
-                }
-                allocation = solve(problem)["allocations_a"]
-                solves += 1
-                if len(cache) > 50_000:
-                    cache.clear()
-                cache[key] = allocation
-            step_kwh = 0.0
-            for car, hours in present:
-                energy = min(allocation.get(car.evse_id, 0.0) * kw_per_a * hours, car.remaining_kwh)
-                car.remaining_kwh -= energy
-                car.delivered_kwh += energy
-                step_kwh += energy
+            node: dict[str, Any] = {"id": "site", "parent": None}
+            limit = plan.cap.kw if plan.cap.kw is not None else grid_kw
+            if limit is not None:
+                node["limit_kw"] = limit
+            problem = {
+                "voltage_v": voltage_v,
+                "phases": phases,
+                "now": t.isoformat(),
+                "period_s": step_minutes * 60,
+                "nodes": [node],
+                "evses": evses,
+            }
+            allocation = solve(problem)["allocations_a"]
+            solve_ms.append((time.perf_counter() - started) * 1000)
+            before = {car.session.row: car.delivered_kwh for car, _ in present}
+            step_kwh = _book(present, allocation, kw_per_a)
+            for car, _ in present:
+                delivered_by_row[car.session.row] += car.delivered_kwh - before[car.session.row]
             if step_kwh > 0:
                 out[t] = out.get(t, ZERO) + _dec(step_kwh)
                 delivered_total += step_kwh
-        cars = [c for c in cars if c.session.departure > t_end and c.remaining_kwh > 1e-9]
-        t = t_end
-    return out, delivered_total, solves
+                month.book(t, step_kwh)
+    return CostAwareRun(out, delivered_total, delivered_by_row, len(solve_ms), solve_ms)
 
 
 def _months(intervals: list[dict[datetime, Decimal]], tz: ZoneInfo) -> list[tuple[int, int]]:
@@ -266,60 +447,89 @@ def what_if(
     managed, delivered_managed, solves = managed_profile(
         sessions, limit_kw=limit_kw, voltage_v=voltage_v, phases=phases, step_minutes=step_minutes
     )
+    cost_aware = cost_aware_profile(
+        sessions,
+        spec=spec,
+        tz=tz,
+        cap_kw=limit_kw,
+        grid_kw=None,
+        voltage_v=voltage_v,
+        phases=phases,
+        step_minutes=step_minutes,
+    )
+    series = {"u": unmanaged, "m": managed, "c": cost_aware.intervals}
     months = []
-    totals = {k: ZERO for k in ("du", "dm", "eu", "em", "fixed")}
-    peak_u = peak_m = ZERO
-    history_u: list[Decimal] = []
-    history_m: list[Decimal] = []
-    for year, month in _months([unmanaged, managed], tz):
-        bill_u = bill_month(
-            spec,
-            unmanaged,
-            tz=tz,
-            year=year,
-            month=month,
-            interval_minutes=step_minutes,
-            ratchet_reference_kw=max(history_u[-11:], default=ZERO),
-        )
-        bill_m = bill_month(
-            spec,
-            managed,
-            tz=tz,
-            year=year,
-            month=month,
-            interval_minutes=step_minutes,
-            ratchet_reference_kw=max(history_m[-11:], default=ZERO),
-        )
-        history_u.append(bill_u.peak_kw)
-        history_m.append(bill_m.peak_kw)
-        peak_u, peak_m = max(peak_u, bill_u.peak_kw), max(peak_m, bill_m.peak_kw)
-        totals["du"] += bill_u.demand_charge
-        totals["dm"] += bill_m.demand_charge
-        totals["eu"] += bill_u.energy_cost
-        totals["em"] += bill_m.energy_cost
+    totals = {f"{part}{policy}": ZERO for part in "de" for policy in series} | {"fixed": ZERO}
+    peaks = dict.fromkeys(series, ZERO)
+    history: dict[str, list[Decimal]] = {policy: [] for policy in series}
+    for year, month in _months(list(series.values()), tz):
+        bills = {}
+        for policy, intervals in series.items():
+            bills[policy] = bill = bill_month(
+                spec,
+                intervals,
+                tz=tz,
+                year=year,
+                month=month,
+                interval_minutes=step_minutes,
+                ratchet_reference_kw=max(history[policy][-11:], default=ZERO),
+            )
+            history[policy].append(bill.peak_kw)
+            peaks[policy] = max(peaks[policy], bill.peak_kw)
+            totals[f"d{policy}"] += bill.demand_charge
+            totals[f"e{policy}"] += bill.energy_cost
+        bill_u, bill_m, bill_c = bills["u"], bills["m"], bills["c"]
         totals["fixed"] += bill_m.fixed_charge
         months.append(
             {
                 "month": f"{year:04d}-{month:02d}",
                 "unmanaged_peak_kw": _kw(bill_u.peak_kw),
                 "managed_peak_kw": _kw(bill_m.peak_kw),
+                "cost_aware_peak_kw": _kw(bill_c.peak_kw),
                 "billing_demand_unmanaged_kw": _billing_demands(bill_u),
                 "billing_demand_managed_kw": _billing_demands(bill_m),
+                "cost_aware_billing_demand_kw": _billing_demands(bill_c),
                 "energy_unmanaged_kwh": _kw(bill_u.energy_kwh),
                 "energy_managed_kwh": _kw(bill_m.energy_kwh),
+                "cost_aware_energy_kwh": _kw(bill_c.energy_kwh),
                 "demand_charge_unmanaged": _money(bill_u.demand_charge),
                 "demand_charge_managed": _money(bill_m.demand_charge),
+                "cost_aware_demand_charge": _money(bill_c.demand_charge),
                 "energy_cost_unmanaged": _money(bill_u.energy_cost),
                 "energy_cost_managed": _money(bill_m.energy_cost),
+                "cost_aware_energy_cost": _money(bill_c.energy_cost),
                 "fixed_charges": _money(bill_m.fixed_charge),
                 "savings_total": _money(_savings(bill_u.demand_charge, bill_m.demand_charge, bill_u, bill_m)),
+                "cost_aware_savings_total": _money(
+                    _savings(bill_u.demand_charge, bill_c.demand_charge, bill_u, bill_c)
+                ),
             }
         )
     requested = sum(s.energy_kwh for s in sessions)
-    shortfall_kwh = max(delivered_unmanaged - delivered_managed, 0.0)
+    delivered = {"u": delivered_unmanaged, "m": delivered_managed, "c": cost_aware.delivered_kwh}
     average_price = totals["eu"] / _dec(delivered_unmanaged) if delivered_unmanaged > 0 else ZERO
-    shortfall_value = _dec(shortfall_kwh) * average_price
-    savings = (totals["du"] - totals["dm"]) + (totals["eu"] - totals["em"]) - shortfall_value
+
+    def savings_of(policy: str) -> Decimal:
+        """Demand and energy cost saved against unmanaged, less the energy not delivered at its price."""
+        shortfall_value = _dec(max(delivered_unmanaged - delivered[policy], 0.0)) * average_price
+        return (totals["du"] - totals[f"d{policy}"]) + (totals["eu"] - totals[f"e{policy}"]) - shortfall_value
+
+    shortfall_kwh = max(delivered_unmanaged - delivered_managed, 0.0)
+    savings = savings_of("m")
+    policies = []
+    for policy, name in (("u", "unmanaged"), ("m", "static_cap"), ("c", "cost_aware")):
+        policies.append(
+            {
+                "policy": name,
+                "peak_kw": _kw(peaks[policy]),
+                "energy_kwh": _kw(delivered[policy]),
+                "energy_cost": _money(totals[f"e{policy}"]),
+                "demand_charge": _money(totals[f"d{policy}"]),
+                "bill": _money(totals[f"e{policy}"] + totals[f"d{policy}"] + totals["fixed"]),
+                "savings": _money(savings_of(policy)) if policy != "u" else 0.0,
+            }
+        )
+    peak_u, peak_m = peaks["u"], peaks["m"]
     chosen_charger_kw = charger_kw or Counter(s.max_kw for s in sessions).most_common(1)[0][0]
     return {
         "unmanaged_peak_kw": _kw(peak_u),
@@ -334,6 +544,12 @@ def what_if(
         "energy_cost_managed": _money(totals["em"]),
         "fixed_charges": _money(totals["fixed"]),
         "savings_total": _money(savings),
+        "cost_aware_peak_kw": _kw(peaks["c"]),
+        "cost_aware_energy_delivered_kwh": _kw(cost_aware.delivered_kwh),
+        "cost_aware_demand_charge": _money(totals["dc"]),
+        "cost_aware_energy_cost": _money(totals["ec"]),
+        "cost_aware_savings_total": _money(savings_of("c")),
+        "policies": policies,
         "months": months,
         "capacity": capacity(
             panel_kw=_dec(panel_kw) if panel_kw else _dec(limit_kw) * CONTINUOUS_LOAD_FACTOR,
@@ -351,6 +567,7 @@ def what_if(
             "demand_window_minutes": spec.demand_window_minutes,
             "sessions": len(sessions),
             "engine_solves": solves,
+            "cost_aware_engine_solves": cost_aware.solves,
             "savings_note": "savings_total = demand charge savings + energy cost savings, less the energy not "
             "delivered because of the limit priced at the unmanaged average price (no kWh savings are claimed).",
         },

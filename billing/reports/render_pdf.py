@@ -30,7 +30,7 @@ from reportlab.platypus import (  # type: ignore[import-untyped]
     TableStyle,
 )
 
-from billing.reports.rows import cell, money
+from billing.reports.rows import BASIS_TEXT, POLICY_COLUMNS, POLICY_LABELS, RAN, SIMULATED, cell, money
 
 PDF_COLUMNS = (
     ("Site", ("slug",), "text"),
@@ -128,6 +128,66 @@ def _demand_table(data: dict[str, Any], header_style: Any) -> Table:
     return _table(rows)
 
 
+POLICY_FIGURES = (
+    ("Peak kW", ("peak_kw",), "kw"),
+    ("Flat billing kW", ("flat_billing_kw",), "kw"),
+    ("Demand $", ("demand_charge",), "money"),
+    ("Energy $", ("energy_cost",), "money"),
+    ("kWh", ("energy_kwh",), "kwh"),
+    ("Bill $", ("bill_total",), "money"),
+    ("Savings vs unmanaged $", ("savings", "total"), "money"),
+)
+
+
+def basis_label(section: dict[str, Any], column: str) -> str:
+    """What a policy column of a site (or the TOTAL) rests on, in words."""
+    if column == "unmanaged":
+        return "counterfactual"
+    basis = section.get(column, {}).get("basis")
+    if basis is None:
+        return "-"
+    if isinstance(basis, dict):  # the TOTAL: sites by basis
+        if len(basis) == 1:
+            return BASIS_TEXT.get(next(iter(basis)), "-")
+        return ", ".join(f"{BASIS_TEXT.get(k, k)} at {n} site{'s' if n != 1 else ''}" for k, n in sorted(basis.items()))
+    return BASIS_TEXT.get(basis, str(basis))
+
+
+def _policy_table(data: dict[str, Any], header_style: Any) -> Table:
+    """Each site's month under the three policies: the one it ran metered, the other simulated."""
+    names = ("Site", "Policy", "Figures", *(name for name, _, _ in POLICY_FIGURES))
+    rows: list[list[Any]] = [[Paragraph(f"<b>{name}</b>", header_style) for name in names]]
+    cell_style = header_style.clone("policy-cell", fontSize=7, leading=8)
+    for section, slug in [*((site, site["slug"]) for site in data["sites"]), (data["total"], "TOTAL")]:
+        policy = section.get("policy")
+        ran = RAN.get(policy) if isinstance(policy, str) else None
+        for column in ("unmanaged", *POLICY_COLUMNS):
+            label = POLICY_LABELS[column] + (" (ran)" if column == ran else "")
+            rows.append(
+                [
+                    Paragraph(escape(slug), cell_style) if column == "unmanaged" else "",
+                    label,
+                    Paragraph(escape(basis_label(section, column)), cell_style),
+                    *(_shown(cell(section, (column, *path), kind), kind) for _, path, kind in POLICY_FIGURES),
+                ]
+            )
+    widths = [1.3 * inch, 0.95 * inch, 1.95 * inch, *([0.85 * inch] * len(POLICY_FIGURES))]
+    table = Table(rows, colWidths=widths, repeatRows=1)
+    table.setStyle(
+        TableStyle(
+            [
+                ("FONTSIZE", (0, 1), (-1, -1), 7),
+                ("ALIGN", (3, 1), (-1, -1), "RIGHT"),
+                ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                ("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
+                ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#eeeeee")),
+                ("FONTNAME", (0, -3), (-1, -1), "Helvetica-Bold"),
+            ]
+        )
+    )
+    return table
+
+
 def _table(rows: list[list[Any]], *extra_style: tuple[Any, ...]) -> Table:
     """A report table: small figures right-aligned, grid, shaded header row (repeated per page)."""
     table = Table(rows, repeatRows=1)
@@ -205,6 +265,7 @@ def _summary(data: dict[str, Any], styles: Any) -> list[Any]:
          f"{_dollars(total['unmanaged']['bill_total'])}", ""],
     ]  # fmt: skip
     figures = Table(rows, colWidths=[3.4 * inch, 2.6 * inch, 3.2 * inch])
+    policies = _policies_summary(data, styles)
     figures.setStyle(
         TableStyle(
             [
@@ -232,7 +293,9 @@ def _summary(data: dict[str, Any], styles: Any) -> list[Any]:
         Paragraph(_scope_line(data), styles["Normal"]),
         Spacer(1, 10),
         figures,
-        Spacer(1, 14),
+        Spacer(1, 10),
+        *policies,
+        Spacer(1, 10),
         Paragraph("<b>Electrical upgrade avoided (one-time capital cost)</b>", styles["Heading3"]),
         Paragraph(
             f"Installing the chargers with load balancing: {_dollars(with_lb)}; without it, the service "
@@ -247,6 +310,59 @@ def _summary(data: dict[str, Any], styles: Any) -> list[Any]:
             f"Savings = unmanaged bill - actual bill (amounts in {data['currency']}, rounded to the cent). "
             + "".join(notes)
             + "The pages after this one hold every figure per site, each site's load against its cap, and the method.",
+            styles["BodyText"],
+        ),
+    ]
+
+
+def _policies_summary(data: dict[str, Any], styles: Any) -> list[Any]:
+    """Page one's comparison: the month's bill and savings under each policy, and the year so far."""
+    total = data["total"]
+    ytd = data.get("year_to_date") or {}
+    ytd_total, partial = ytd.get("total", {}), ytd.get("partial", {})
+
+    def dollars(value: Any) -> str:
+        return "-" if value is None else _dollars(value)
+
+    def so_far(name: str) -> str:
+        if name not in ytd_total:
+            return "-"
+        months = partial.get(name)
+        covers = f" ({len(months)} month{'s' if len(months) != 1 else ''})" if months else ""
+        return _dollars(ytd_total[name]) + covers
+
+    rows: list[list[Any]] = [["Policy (figures)", "Bill", "Savings vs unmanaged", "Bill, year to date",
+                              "Savings, year to date"]]  # fmt: skip
+    for column in ("unmanaged", *POLICY_COLUMNS):
+        bill = cell(total, (column, "bill_total"), "money")
+        saved = cell(total, (column, "savings", "total"), "money") if column != "unmanaged" else None
+        rows.append(
+            [
+                f"{POLICY_LABELS[column].capitalize()} ({basis_label(total, column)})",
+                dollars(bill),
+                "-" if column == "unmanaged" else dollars(saved),
+                so_far(f"bill_{column}"),
+                "-" if column == "unmanaged" else so_far(f"savings_{column}"),
+            ]
+        )
+    table = Table(rows, colWidths=[4.4 * inch, 1.2 * inch, 1.5 * inch, 1.4 * inch, 1.6 * inch])
+    table.setStyle(
+        TableStyle(
+            [
+                ("FONTSIZE", (0, 0), (-1, -1), 9),
+                ("LEADING", (0, 0), (-1, -1), 11),
+                ("FONTNAME", (0, 0), (-1, 0), "Helvetica-Bold"),
+                ("ALIGN", (1, 0), (-1, -1), "RIGHT"),
+                ("LINEBELOW", (0, 0), (-1, 0), 0.75, colors.black),
+            ]
+        )
+    )
+    return [
+        Paragraph("<b>Policies compared: unmanaged, static cap, cost-aware</b>", styles["Heading3"]),
+        table,
+        Paragraph(
+            f"Each site's metered load is the policy it ran; the other policy is {SIMULATED}. "
+            "A figure some site lacks is not added up (-).",
             styles["BodyText"],
         ),
     ]
@@ -356,6 +472,19 @@ def render_pdf(data: dict[str, Any]) -> bytes:
     rows[-1][0] = "TOTAL"
     table = _table(rows, ("FONTNAME", (0, -1), (-1, -1), "Helvetica-Bold"))
     story += [table, Spacer(1, 10), _demand_table(data, header_style), Spacer(1, 10)]
+    story += [
+        CondPageBreak(1.5 * inch),
+        Paragraph("Policies compared: unmanaged, static cap and cost-aware", styles["Heading3"]),
+        Paragraph(
+            f"The policy each site ran (ran) is its metered load; the other is {SIMULATED} under the site's "
+            "demand cap (and, for cost-aware, its tariff). Savings are on the unmanaged bill, energy a simulated "
+            "policy would not have delivered priced out.",
+            styles["Normal"],
+        ),
+        Spacer(1, 4),
+        _policy_table(data, header_style),
+        Spacer(1, 10),
+    ]
     for site in data["sites"]:
         tariff = site["tariff"]
         line = (
@@ -367,9 +496,15 @@ def render_pdf(data: dict[str, Any]) -> bytes:
         if tariff and tariff.get("problem"):
             line += f", {escape(tariff['problem'])} (costs shown as 0)"
         sources = ", ".join(f"{k} {n}" for k, n in site["rate_sources"].items()) or "no sessions"
+        policies = "".join(
+            f"; {POLICY_LABELS[column]}: {escape(site[column]['note'])}"
+            for column in POLICY_COLUMNS
+            if "note" in site.get(column, {})
+        )
         story.append(
             Paragraph(
-                f"{line}; acceptance rates: {sources}; register resets: {site['register_resets']}", styles["Normal"]
+                f"{line}; acceptance rates: {sources}; register resets: {site['register_resets']}{policies}",
+                styles["Normal"],
             )
         )
     story.append(PageBreak())

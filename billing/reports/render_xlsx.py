@@ -9,7 +9,7 @@ from openpyxl import Workbook  # type: ignore[import-untyped]
 from openpyxl.chart import LineChart, Reference  # type: ignore[import-untyped]
 from openpyxl.styles import Font  # type: ignore[import-untyped]
 
-from billing.reports.rows import COLUMNS, table
+from billing.reports.rows import COLUMNS, SIMULATED, table
 from evplatform.spreadsheets import xlsx_append
 
 MONEY_FORMAT = '"$"#,##0.00'
@@ -27,7 +27,13 @@ def render_xlsx(data: dict[str, Any]) -> bytes:
     xlsx_append(
         summary, [f"Generated {data['generated_at']}; amounts in {data['currency']}, rounded to the cent.{only}"]
     )
-    xlsx_append(summary, [])
+    xlsx_append(
+        summary,
+        [
+            "Policies: each site's metered load is the policy it ran (policy); the other is "
+            f"{SIMULATED} (static_cap_basis, cost_aware_basis)."
+        ],
+    )
     xlsx_append(summary, [name for name, _, _ in COLUMNS])
     for cell in summary[4]:
         cell.font = Font(bold=True)

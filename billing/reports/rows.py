@@ -6,6 +6,19 @@ from typing import Any
 CENT = Decimal("0.01")
 KW = Decimal("0.001")
 
+# The balancing policies compared besides unmanaged: the section key of each, and its label.
+POLICY_COLUMNS = ("static_cap", "cost_aware")
+POLICY_LABELS = {"unmanaged": "unmanaged", "static_cap": "static cap", "cost_aware": "cost-aware"}
+RAN = {"static": "static_cap", "cost_aware": "cost_aware"}  # a site's policy -> the column it meters
+SIMULATED = "simulated from the month's sessions"
+# What a policy column's figures rest on.
+BASIS_TEXT = {
+    "metered": "metered",
+    "simulated": SIMULATED,
+    "no_cap": "unmanaged (no demand cap)",
+    "unavailable": "not simulated",
+}
+
 # (CSV column, path into a site section or the total, kind)
 COLUMNS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("site", ("slug",), "text"),
@@ -34,6 +47,24 @@ COLUMNS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("savings_total", ("savings", "total"), "money"),
     ("avoided_capital_cost", ("avoided_capital_cost",), "money"),
     ("rate_sources", ("rate_sources",), "sources"),
+    ("policy", ("policy",), "counts"),
+    ("unmanaged_energy_kwh", ("unmanaged", "energy_kwh"), "kwh"),
+    *(
+        (f"{column}_{name}", (column, *path), kind)
+        for column in POLICY_COLUMNS
+        for name, path, kind in (
+            ("basis", ("basis",), "basis"),
+            ("peak_kw", ("peak_kw",), "kw"),
+            ("flat_billing_demand_kw", ("flat_billing_kw",), "kw"),
+            ("tou_demand_kw", ("tou_demand_kw",), "periods_kw"),
+            ("demand_charge", ("demand_charge",), "money"),
+            ("energy_cost", ("energy_cost",), "money"),
+            ("energy_kwh", ("energy_kwh",), "kwh"),
+            ("energy_short_kwh", ("energy_short_kwh",), "kwh"),
+            ("bill", ("bill_total",), "money"),
+            ("savings_total", ("savings", "total"), "money"),
+        )
+    ),
 )
 
 
@@ -42,7 +73,8 @@ def money(value: Decimal | str) -> Decimal:
     return Decimal(value).quantize(CENT, rounding=ROUND_HALF_UP)
 
 
-def _lookup(section: dict[str, Any], path: tuple[str, ...]) -> Any:
+def value_at(section: dict[str, Any], path: tuple[str, ...]) -> Any:
+    """The value at ``path`` in a report section, None where the section has none."""
     node: Any = section
     for part in path:
         if not isinstance(node, dict) or part not in node:
@@ -53,7 +85,7 @@ def _lookup(section: dict[str, Any], path: tuple[str, ...]) -> Any:
 
 def cell(section: dict[str, Any], path: tuple[str, ...], kind: str) -> Any:
     """One shown value: Decimal for numbers (rounded for display), str otherwise, None if absent."""
-    value = _lookup(section, path)
+    value = value_at(section, path)
     if value is None:
         return None
     if kind == "money":
@@ -66,6 +98,12 @@ def cell(section: dict[str, Any], path: tuple[str, ...], kind: str) -> Any:
         return "; ".join(f"p{p}={Decimal(kw).quantize(KW, rounding=ROUND_HALF_UP)}" for p, kw in sorted(value.items()))
     if kind == "sources":
         return "; ".join(f"{k}={n}" for k, n in sorted(value.items()))
+    if kind == "counts":  # a site's value, or the TOTAL's count of sites by value
+        return "; ".join(f"{k}={n}" for k, n in sorted(value.items())) if isinstance(value, dict) else str(value)
+    if kind == "basis":
+        if isinstance(value, dict):
+            return "; ".join(f"{BASIS_TEXT.get(k, k)}={n}" for k, n in sorted(value.items()))
+        return BASIS_TEXT.get(value, str(value))
     return str(value)
 
 

@@ -344,11 +344,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    # Two models of the API have a `kind` with their own choices: one named enum each, not a hash.
+    # Fields that share a choice set (two `kind`s; a site's policy as set and as in force): one named
+    # enum each, not a hash and not two names.
     "ENUM_NAME_OVERRIDES": {
         "CircuitKindEnum": "balancing.models.Circuit.Kind",
         "SiteAlertKindEnum": "balancing.models.SiteAlert.Kind",
         "PhasesEnum": "balancing.models.Phases",
+        "BalancingPolicyEnum": "balancing.models.Site.Policy",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

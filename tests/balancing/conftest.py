@@ -133,3 +133,16 @@ def campus() -> tuple[SiteGroup, Site, Site, Site]:
 def person(email: str, role: str = "") -> User:
     """A user with ``role`` on the whole organisation ("" for none: grants only)."""
     return User.objects.create_user(email=email, password="correct-horse-battery-9", role=role)
+
+
+# The site settings form as the portal posts it (the safety fields; tests add what they change).
+SITE_SETTINGS_FORM = {
+    "limit_a": "63",
+    "demand_cap_kw": "20",
+    "failsafe_a": "6",
+    "max_raise_a": "",
+    "failsafe_auto": "on",
+    "building_allowance_kw": "0",
+    "overdraw_escalation": "none",
+    "overdraw_escalation_after_s": "300",
+}

@@ -12,21 +12,12 @@ from django.test import Client
 from balancing.models import Site
 from tenants.accounts.models import AuditEvent, Role, User
 from tenants.accounts.tokens import api_token_create
+from tests.balancing.conftest import SITE_SETTINGS_FORM
 from tests.conftest import ALPHA
 from tests.factories import SiteFactory
 
 pytestmark = pytest.mark.django_db
 
-FORM = {
-    "limit_a": "63",
-    "demand_cap_kw": "20",
-    "failsafe_a": "6",
-    "max_raise_a": "",
-    "failsafe_auto": "on",
-    "building_allowance_kw": "0",
-    "overdraw_escalation": "none",
-    "overdraw_escalation_after_s": "300",
-}
 NEW = {
     "failsafe_auto": None,  # unchecked: left out of the POST
     "idle_default_zero": "on",
@@ -73,7 +64,7 @@ def test_the_limits_form_shows_the_new_settings_with_their_help(make_user, site)
 
 def test_the_new_settings_are_confirmed_then_saved_and_audited(make_user, site) -> None:
     _, manager = make_user(Role.ENERGY_MANAGER)
-    values = post_data({**FORM, **NEW})
+    values = post_data({**SITE_SETTINGS_FORM, **NEW})
 
     review = manager.post("/sites/mall/settings/", values).content.decode()
 
@@ -110,7 +101,7 @@ def test_bad_values_in_the_form_are_named_and_change_nothing(make_user, site) ->
     _, manager = make_user(Role.ENERGY_MANAGER)
     page = manager.post(
         "/sites/mall/settings/",
-        {**FORM, "building_allowance_kw": "-1", "overdraw_escalation": "explode", "confirm": "on"},
+        {**SITE_SETTINGS_FORM, "building_allowance_kw": "-1", "overdraw_escalation": "explode", "confirm": "on"},
     ).content.decode()
 
     assert "Ensure this value is greater than or equal to 0" in page

@@ -20,7 +20,7 @@ from billing.services import savings_report_generate
 from tenants.accounts.models import Role
 from tenants.accounts.tokens import api_token_create
 from tests.billing.conftest import simple_record
-from tests.billing.test_reports import mall_site
+from tests.billing.test_reports import mall_site, ran_cost_aware
 from tests.conftest import ALPHA
 
 pytestmark = pytest.mark.django_db
@@ -295,3 +295,88 @@ def test_the_narrowed_report_lists_months_the_same_as_the_organisations(make_use
     assert "October 2026" in page
     assert f"/reports/{report.pk}/pdf/" in page
     assert report.month == date(2026, 10, 1)
+
+
+POLICY_KEYS = ("policy", "static_cap", "cost_aware", "year_to_date_partial")
+
+
+def before_the_policies(data: dict) -> dict:
+    """``data`` as a report stored before the policies were compared held it."""
+    sites = [{k: v for k, v in section.items() if k not in POLICY_KEYS} for section in data["sites"]]
+    for section in sites:
+        section["year_to_date"] = {
+            k: v for k, v in section["year_to_date"].items() if not k.startswith(("bill_", "savings_static"))
+        }
+        section["year_to_date"].pop("savings_cost_aware", None)
+    total = {k: v for k, v in data["total"].items() if k not in POLICY_KEYS}
+    total["unmanaged"] = {k: v for k, v in total["unmanaged"].items() if k != "energy_kwh"}
+    ytd = data["year_to_date"]
+    ytd_total = {k: v for k, v in ytd["total"].items() if not k.startswith(("bill_", "savings_static", "savings_cost"))}
+    return {**data, "sites": sites, "total": total, "year_to_date": {**ytd, "total": ytd_total}}
+
+
+def test_narrowing_carries_each_policys_figures_over_the_sites_kept(october) -> None:
+    report, mall, _ = october
+
+    narrowed = report_data_narrow(report.data, site_ids={mall.pk}, site_slugs=set())
+
+    total = narrowed["total"]
+    assert total["policy"] == {"static": 1}
+    assert total["static_cap"]["basis"] == {"metered": 1}  # mall ran the static cap
+    assert Decimal(total["static_cap"]["bill_total"]) == Decimal("181.60")  # 8 kW x $10 + $1.60 + $100
+    assert Decimal(total["static_cap"]["savings"]["total"]) == 80
+    assert Decimal(total["unmanaged"]["bill_total"]) == Decimal("261.60")
+    ytd = narrowed["year_to_date"]["total"]
+    assert (Decimal(ytd["bill_static_cap"]), Decimal(ytd["bill_unmanaged"])) == (Decimal("181.60"), Decimal("261.60"))
+    rows = csv_rows(render(narrowed, "csv"))
+    assert set(rows) == {"mall", "TOTAL"}
+    assert (rows["TOTAL"]["static_cap_bill"], rows["TOTAL"]["static_cap_basis"]) == ("181.60", "metered=1")
+
+
+def test_a_report_stored_before_the_policies_were_compared_narrows_and_renders(october) -> None:
+    report, mall, _ = october
+    old = before_the_policies(report.data)
+
+    narrowed = report_data_narrow(old, site_ids={mall.pk}, site_slugs=set())
+
+    assert "static_cap" not in narrowed["total"]
+    assert "bill_static_cap" not in narrowed["year_to_date"]["total"]
+    assert Decimal(narrowed["total"]["savings"]["total"]) == 80
+    rows = csv_rows(render(narrowed, "csv"))
+    assert (rows["mall"]["static_cap_bill"], rows["TOTAL"]["static_cap_bill"], rows["mall"]["policy"]) == ("", "", "")
+    first = pages(render(narrowed, "pdf"))[0]
+    assert "Policies compared" in first
+    assert "Static cap (-)\n-\n-\n-\n-" in first  # no static cap figures were stored: each is "-"
+    assert load_workbook(io.BytesIO(render(narrowed, "xlsx")))["Summary"]["A5"].value == "mall"
+
+
+def test_an_earlier_month_stored_before_the_policies_counts_as_the_static_cap_in_the_year_to_date(october) -> None:
+    report, mall, plaza = october
+    old = before_the_policies(report.data)
+    SavingsReport.objects.create(
+        month=date(2026, 10, 1),
+        version=2,
+        reason="request",
+        generated_at=GENERATED,
+        tariffs=report.tariffs,
+        data=old,
+        data_sha256="0" * 64,
+    )
+
+    for site in (mall, plaza):
+        ran_cost_aware(site)
+
+    november = savings_report_generate(year=2026, month=11, reason="schedule", now=GENERATED)
+
+    ytd = november.data["year_to_date"]
+    assert ytd["months"] == ["2026-10", "2026-11"]
+    # the cost-aware policy both ran in November has no figures in October: its year covers November
+    assert ytd["partial"]["bill_cost_aware"] == ["2026-11"]
+    assert Decimal(ytd["total"]["bill_cost_aware"]) == 200
+    assert "$200.00 (1 month)" in pages(bytes(november.files.get(format="pdf").content))[0]
+    # October's actual bills (the static cap they ran: mall 8 kW x $10, plaza 8 kW x $25, each $1.60 of
+    # energy and $100 fixed) + November's fixed charges
+    assert Decimal(ytd["total"]["bill_static_cap"]) == Decimal("181.60") + Decimal("301.60") + 200
+    assert Decimal(ytd["total"]["savings_static_cap"]) == 280
+    mall_ytd = next(s for s in november.data["sites"] if s["slug"] == "mall")["year_to_date"]
+    assert Decimal(mall_ytd["bill_unmanaged"]) == Decimal("261.60") + 100

@@ -350,3 +350,111 @@ def test_a_stored_tariff_beyond_the_bounds_is_named_and_the_report_is_still_stor
     assert "flatdemandstructure[0][0].rate" in report.data["sites"][0]["tariff"]["problem"]
     assert set(report.files.values_list("format", flat=True)) == {"csv", "xlsx", "pdf"}
     assert "not billed: flatdemandstructure" in pdf_text(bytes(report.files.get(format="pdf").content))
+
+
+def ran_cost_aware(site: Site) -> None:
+    """The site ran the cost-aware policy this month (its metered load is the cost-aware column)."""
+    Site.objects.filter(pk=site.pk).update(balancing_policy="cost_aware")
+
+
+def test_the_static_cap_simulated_from_the_sessions_peaks_at_the_cap() -> None:
+    """mall (see ``mall_site``) under a 10 kW cap, run cost-aware: the static cap is simulated.
+
+    Two cars of 8 kW and 8 kWh from 10:00 share 10 kW: 5 kW each for 1.5 hours (7.5 kWh), then
+    the last 0.5 kWh each in the next 15 minutes. Peak 10 kW, the cap: 10 kW x $10 = $100 demand
+    charge; 16 kWh x $0.10 = $1.60; $100 fixed; bill $201.60, $60.00 less than unmanaged ($261.60).
+    """
+    site = mall_site()
+    Site.objects.filter(pk=site.pk).update(demand_cap_kw=Decimal(10))
+    ran_cost_aware(site)
+
+    report = savings_report_generate(year=2026, month=10, reason="request")
+
+    mall = rows(report)["mall"]
+    assert mall["policy"] == "cost_aware"
+    assert mall["static_cap_basis"] == "simulated from the month's sessions"
+    assert mall["static_cap_peak_kw"] == "10.000"
+    assert mall["static_cap_flat_billing_demand_kw"] == "10.000"
+    assert mall["static_cap_demand_charge"] == "100.00"  # the cap x $10/kW
+    assert mall["static_cap_energy_cost"] == "1.60"
+    assert mall["static_cap_energy_kwh"] == "16.000"
+    assert mall["static_cap_energy_short_kwh"] == "0.000"
+    assert mall["static_cap_bill"] == "201.60"
+    assert mall["static_cap_savings_total"] == "60.00"
+    # the policy it ran is the metered load, as the actual columns
+    assert mall["cost_aware_basis"] == "metered"
+    assert (mall["cost_aware_peak_kw"], mall["cost_aware_bill"]) == ("8.000", "181.60")
+    assert mall["cost_aware_savings_total"] == mall["savings_total"] == "80.00"
+    assert (mall["unmanaged_bill"], mall["unmanaged_energy_kwh"]) == ("261.60", "16.000")
+    total = rows(report)["TOTAL"]
+    assert (total["static_cap_bill"], total["cost_aware_bill"]) == ("201.60", "181.60")
+    assert total["static_cap_basis"] == "simulated from the month's sessions=1"
+    ytd = report.data["year_to_date"]["total"]
+    assert [Decimal(ytd[f"bill_{policy}"]) for policy in ("unmanaged", "static_cap", "cost_aware")] == [
+        Decimal("261.60"),
+        Decimal("201.60"),
+        Decimal("181.60"),
+    ]
+    assert (Decimal(ytd["savings_static_cap"]), Decimal(ytd["savings_cost_aware"])) == (60, 80)
+
+
+def test_the_xlsx_and_pdf_carry_the_three_policies_and_say_which_is_simulated() -> None:
+    from openpyxl import load_workbook
+    from pypdf import PdfReader
+
+    site = mall_site()
+    Site.objects.filter(pk=site.pk).update(demand_cap_kw=Decimal(10))
+    ran_cost_aware(site)
+    report = savings_report_generate(year=2026, month=10, reason="request")
+
+    summary = load_workbook(io.BytesIO(bytes(report.files.get(format="xlsx").content)))["Summary"]
+    assert "simulated from the month's sessions" in summary["A3"].value
+    header = [c.value for c in summary[4]]
+    mall = dict(zip(header, [c.value for c in summary[5]], strict=True))
+    assert mall["unmanaged_bill"] == pytest.approx(261.6)
+    assert mall["static_cap_bill"] == pytest.approx(201.6)
+    assert mall["static_cap_peak_kw"] == pytest.approx(10.0)
+    assert mall["static_cap_basis"] == "simulated from the month's sessions"
+    assert mall["cost_aware_bill"] == pytest.approx(181.6)
+    assert mall["cost_aware_basis"] == "metered"
+
+    content = bytes(report.files.get(format="pdf").content)
+    first = PdfReader(io.BytesIO(content)).pages[0].extract_text()
+    assert "Policies compared" in first
+    assert "Static cap (simulated from the month's sessions)" in first
+    assert "Cost-aware (metered)" in first
+    for figure in ("$261.60", "$201.60", "$181.60", "$60.00", "$80.00"):
+        assert figure in first
+    text = " ".join(" ".join(page.extract_text() for page in PdfReader(io.BytesIO(content)).pages).split())
+    assert "Policies compared: unmanaged, static cap and cost-aware" in text
+    assert "static cap simulated from the month's sessions 10.0 10.0 100.00 1.60 16.0 201.60 60.00" in text
+    assert "cost-aware (ran) metered 8.0 8.0 80.00 1.60 16.0 181.60 80.00" in text
+    assert "static cap: simulated from the month's sessions, under its 10 kW demand cap" in text
+    assert "with the site's tariff" not in text  # only the static cap was simulated
+    assert "Policies compared: unmanaged (above), static cap" in text  # the methodology
+
+
+def test_a_site_without_a_demand_cap_has_the_unmanaged_load_as_its_static_cap() -> None:
+    site = mall_site()
+    Site.objects.filter(pk=site.pk).update(demand_cap_kw=None)
+    ran_cost_aware(site)
+
+    report = savings_report_generate(year=2026, month=10, reason="request")
+
+    mall = rows(report)["mall"]
+    assert mall["static_cap_basis"] == "unmanaged (no demand cap)"
+    assert (mall["static_cap_peak_kw"], mall["static_cap_bill"]) == ("16.000", "261.60")
+    assert mall["static_cap_savings_total"] == "0.00"
+    assert report.data["sites"][0]["static_cap"]["note"] == "no demand cap: the static cap column is the unmanaged load"
+
+
+def test_a_site_that_ran_the_static_cap_has_its_metered_load_as_the_static_cap() -> None:
+    mall_site()
+
+    report = savings_report_generate(year=2026, month=10, reason="request")
+
+    mall = rows(report)["mall"]
+    assert mall["policy"] == "static"
+    assert mall["static_cap_basis"] == "metered"
+    assert (mall["static_cap_peak_kw"], mall["static_cap_bill"]) == (mall["actual_peak_kw"], mall["actual_bill"])
+    assert mall["static_cap_savings_total"] == mall["savings_total"] == "80.00"

@@ -9,7 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from billing.tariffs import tariff_from_urdb
-from billing.whatif import WhatIfInputError, capacity, sessions_from_csv, what_if
+from billing.whatif import WhatIfInputError, capacity, cost_aware_profile, sessions_from_csv, what_if
 from tests.billing.conftest import LA, simple_record
 
 HEADER = "station_id,arrival,departure,energy_kwh,max_kw\n"
@@ -130,7 +130,9 @@ def run_what_if_command(sessions: Path, tariff: Path, output: Path, *, timezone:
     )
 
 
-def test_the_command_writes_the_comparison_with_the_issue_keys(tmp_path: Path, b19) -> None:
+def test_the_command_writes_the_comparison_with_the_issue_keys(
+    tmp_path: Path, b19, capsys: pytest.CaptureFixture[str]
+) -> None:
     sessions = write(tmp_path, "s.csv", FOUR_CARS)
     tariff = write(tmp_path, "b19.json", json.dumps(b19))
     output = tmp_path / "out.json"
@@ -152,9 +154,21 @@ def test_the_command_writes_the_comparison_with_the_issue_keys(tmp_path: Path, b
         "capacity",
     ):
         assert key in result
+    for key in (
+        "cost_aware_peak_kw",
+        "cost_aware_energy_delivered_kwh",
+        "cost_aware_demand_charge",
+        "cost_aware_energy_cost",
+        "cost_aware_savings_total",
+        "policies",
+    ):
+        assert key in result
+    assert [p["policy"] for p in result["policies"]] == ["unmanaged", "static_cap", "cost_aware"]
     # B-19 in July: facility demand 30.77 $/kW on 28.8 kW vs ~20 kW; 08:00-10:00 is off-peak (0 $/kW).
     assert result["demand_charge_unmanaged"] == pytest.approx(28.8 * 30.77, abs=0.01)
     assert result["savings_total"] > 250
+    header = next(line for line in capsys.readouterr().err.splitlines() if "unmanaged" in line)
+    assert header.split() == ["unmanaged", "static", "cap", "cost-aware"]
 
 
 def test_the_command_refuses_a_bad_row_and_writes_nothing(tmp_path: Path) -> None:
@@ -186,3 +200,76 @@ def test_sessions_over_a_dst_change_bill_in_local_time() -> None:
     result = what_if(sessions_from_csv(text), limit_kw=50, spec=tariff_from_urdb(simple_record()), tz=LA)
     assert result["energy_delivered_kwh"] == pytest.approx(14.4)
     assert result["months"][0]["managed_peak_kw"] == 7.2
+
+
+# Two 7.2 kW cars at 20:00-22:00 local wanting 7.2 kWh each; energy 0.30 $/kWh in 16-21 local and
+# 0.10 otherwise, so 21-22 is the cheap hour.
+TWO_EVENING_CARS = HEADER + "".join(
+    f"CP-{n},2026-07-01T20:00:00-07:00,2026-07-01T22:00:00-07:00,7.2,7.2\n" for n in range(1, 3)
+)
+
+
+def test_cost_aware_moves_energy_to_the_cheap_hour_and_pays_less_than_the_static_cap() -> None:
+    # Static cap (20 kW): both cars at 7.2 kW from 20:00, done by 21:00 -> peak 14.4 kW, 14.4 kWh
+    # at 0.30 = 4.32 $, demand 14.4 x 10 = 144 $. Cost-aware: the lowest level that finishes both
+    # is 7.2 kW for the two hours (7.2 x 10 = 72 $), 7.2 kWh at 0.30 and 7.2 kWh at 0.10 = 2.88 $.
+    spec = tariff_from_urdb(simple_record(flat_rate="10", energy_rates=("0.10", "0.30")))
+
+    result = what_if(sessions_from_csv(TWO_EVENING_CARS), limit_kw=20, spec=spec, tz=LA)
+
+    policies = {p["policy"]: p for p in result["policies"]}
+    assert policies["static_cap"]["peak_kw"] == pytest.approx(14.4, abs=0.01)
+    assert policies["static_cap"]["energy_cost"] == pytest.approx(4.32, abs=0.01)
+    assert policies["static_cap"]["demand_charge"] == pytest.approx(144.00, abs=0.1)
+    assert result["cost_aware_peak_kw"] == pytest.approx(7.2, abs=0.01)
+    assert result["cost_aware_energy_cost"] == pytest.approx(2.88, abs=0.01)
+    assert result["cost_aware_demand_charge"] == pytest.approx(72.00, abs=0.1)
+    assert result["cost_aware_energy_delivered_kwh"] == pytest.approx(result["energy_delivered_kwh"], abs=1e-3)
+    assert result["cost_aware_energy_delivered_kwh"] == pytest.approx(14.4, abs=1e-3)
+    assert policies["cost_aware"]["bill"] < policies["static_cap"]["bill"]
+    assert result["cost_aware_savings_total"] == pytest.approx((144 + 4.32) - (72 + 2.88), abs=0.02)
+    month = result["months"][0]
+    assert month["cost_aware_peak_kw"] == result["cost_aware_peak_kw"]
+    assert month["cost_aware_energy_kwh"] == pytest.approx(14.4, abs=1e-3)
+    # The existing keys still describe the static cap.
+    assert result["managed_peak_kw"] == policies["static_cap"]["peak_kw"]
+
+
+def test_without_a_demand_charge_cost_aware_charges_only_in_the_cheap_hour() -> None:
+    spec = tariff_from_urdb(simple_record(flat_rate="0", energy_rates=("0.10", "0.30")))
+
+    run = cost_aware_profile(
+        sessions_from_csv(TWO_EVENING_CARS),
+        spec=spec,
+        tz=LA,
+        cap_kw=20,
+        grid_kw=None,
+        voltage_v=240,
+        phases=1,
+        step_minutes=15,
+    )
+
+    by_hour: dict[int, float] = {}
+    for start, kwh in run.intervals.items():
+        hour = start.astimezone(LA).hour
+        by_hour[hour] = by_hour.get(hour, 0.0) + float(kwh)
+    assert by_hour.get(20, 0.0) == pytest.approx(0.0, abs=1e-6)
+    assert by_hour[21] == pytest.approx(14.4, abs=1e-3)
+    assert run.delivered_by_row == pytest.approx({2: 7.2, 3: 7.2}, abs=1e-3)
+    assert run.solves == len(run.solve_ms) == 8  # one plan + engine solve per 15-min step with cars present
+
+
+def test_cost_aware_never_exceeds_the_grid_even_when_cars_cannot_finish() -> None:
+    # Four 7.2 kW cars for one hour wanting 7.2 kWh each; a 30 kW cap but a 10 kW grid: at most 10 kWh.
+    text = HEADER + "".join(
+        f"CP-{n},2026-07-01T08:00:00-07:00,2026-07-01T09:00:00-07:00,7.2,7.2\n" for n in range(1, 5)
+    )
+    spec = tariff_from_urdb(simple_record())
+
+    run = cost_aware_profile(
+        sessions_from_csv(text), spec=spec, tz=LA, cap_kw=30, grid_kw=10, voltage_v=240, phases=1, step_minutes=15
+    )
+
+    assert max(float(kwh) * 4 for kwh in run.intervals.values()) <= 10 + 1e-6
+    assert run.delivered_kwh == pytest.approx(sum(run.delivered_by_row.values()))
+    assert run.delivered_kwh <= 10 + 1e-6

@@ -21,8 +21,9 @@ from billing.whatif import (
 
 class Command(BaseCommand):
     help = (
-        "What-if for planning and sales: unmanaged vs load-balanced peak, demand charge, energy cost and "
-        "savings of historical sessions under a kW limit and a URDB tariff; and the NEC 625.42 capacity answer."
+        "What-if for planning and sales: unmanaged vs load-balanced (static cap) vs cost-aware peak, demand "
+        "charge, energy cost and savings of historical sessions under a kW limit and a URDB tariff; and the "
+        "NEC 625.42 capacity answer."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -81,7 +82,23 @@ class Command(BaseCommand):
             prefix = "" if str(exc).startswith("--") else "--sessions: "
             raise CommandError(f"{prefix}{exc}") from None
         Path(options["output"]).write_text(json.dumps(result, indent=2) + "\n")
-        self.stderr.write(
-            f"peak {result['unmanaged_peak_kw']} kW unmanaged -> {result['managed_peak_kw']} kW managed; "
-            f"savings {result['savings_total']:.2f} over {len(result['months'])} month(s) -> {options['output']}"
-        )
+        self.stderr.write(comparison_table(result) + f"\n-> {options['output']}")
+
+
+def comparison_table(result: dict[str, Any]) -> str:
+    """The three policies side by side: unmanaged, static cap (the limit) and cost-aware."""
+    names = {"unmanaged": "unmanaged", "static_cap": "static cap", "cost_aware": "cost-aware"}
+    rows = [
+        ("peak kW", "peak_kw", "{:,.1f}"),
+        ("energy kWh", "energy_kwh", "{:,.1f}"),
+        ("energy cost $", "energy_cost", "{:,.2f}"),
+        ("demand charge $", "demand_charge", "{:,.2f}"),
+        ("bill $", "bill", "{:,.2f}"),
+        ("savings $", "savings", "{:,.2f}"),
+    ]
+    policies = result["policies"]
+    lines = [f"{'':<16}" + "".join(f"{names[p['policy']]:>14}" for p in policies)]
+    for label, key, fmt in rows:
+        lines.append(f"{label:<16}" + "".join(f"{fmt.format(p[key]):>14}" for p in policies))
+    lines.append(f"over {len(result['months'])} month(s); the bill includes fixed charges")
+    return "\n".join(lines)
