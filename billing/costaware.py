@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from billing.tariffs import MonthBill, TariffSpec
+from billing.tariffs import TariffSpec
 
 HORIZON = timedelta(hours=36)  # cars staying longer are planned as if they left then
 LEVEL_TOLERANCE_KW = 0.01
@@ -113,38 +113,44 @@ def _first_price(tiers: Sequence[object]) -> float:
     return float(tiers[0].price) if tiers else 0.0  # type: ignore[attr-defined]
 
 
-def demand_states(spec: TariffSpec, bill: MonthBill, *, month: int) -> dict[str, DemandState]:
-    """The tariff's demand charges with what ``bill`` (this month so far) has already set.
+Peak = tuple[float, datetime | None]  # kW of a demand window and when it began (None: not known)
 
-    ``bill`` is ``bill_month`` of the month-to-date intervals with the ratchet reference given,
-    so its ``flat_billing_kw`` already holds the ratchet's floor.
+
+def demand_states(
+    spec: TariffSpec,
+    *,
+    month: int,
+    peak: Peak,
+    tou: Mapping[int, Peak],
+    ratchet_reference_kw: float = 0.0,
+) -> dict[str, DemandState]:
+    """The tariff's demand charges with the billing demand each has already set this month.
+
+    ``peak``: the month's highest demand window so far (all hours); ``tou``: per time-of-use
+    demand period, its highest window so far; ``ratchet_reference_kw``: the highest flat demand
+    of the 11 months before, of which the tariff's ratchet share is the flat charge's floor.
     """
     out: dict[str, DemandState] = {}
     if spec.flat_demand_periods:
-        period = spec.flat_demand_months[month - 1]
-        price = _first_price(spec.flat_demand_periods[period])
+        price = _first_price(spec.flat_demand_periods[spec.flat_demand_months[month - 1]])
         if price > 0:
-            ratchet = bill.ratchet_kw > bill.flat_demand_kw
+            ratchet_kw = float(spec.ratchet_fractions[month - 1]) * ratchet_reference_kw
+            by_ratchet = ratchet_kw > peak[0]
             out["flat"] = DemandState(
                 "flat",
                 "facility demand",
                 price,
-                float(bill.flat_billing_kw),
-                None if ratchet else bill.peak_at,
-                from_ratchet=ratchet,
+                ratchet_kw if by_ratchet else peak[0],
+                None if by_ratchet else peak[1],
+                from_ratchet=by_ratchet,
             )
     for period, tiers in enumerate(spec.demand_periods):
         price = _first_price(tiers)
         if price <= 0:
             continue
         key = f"tou:{period}"
-        out[key] = DemandState(
-            key,
-            f"time-of-use demand, period {period}",
-            price,
-            float(bill.tou_demand_kw.get(period, 0)),
-            bill.tou_demand_at.get(period),
-        )
+        kw, at = tou.get(period, (0.0, None))
+        out[key] = DemandState(key, f"time-of-use demand, period {period}", price, kw, at)
     return out
 
 

@@ -31,12 +31,11 @@ from django.db.models import Avg, DateTimeField, F, Func, Max, Value
 
 from balancing.models import Site, SiteMeterReading
 from balancing.policy import PolicyDecision, PolicyInput
-from billing.costaware import HORIZON, CarNeed, Plan, plan_charging, tariff_slots
-from billing.costaware import demand_states as costaware_demand_states
+from billing.costaware import HORIZON, CarNeed, DemandState, Plan, demand_states, plan_charging, tariff_slots
 from billing.intervals import DEFAULT_INTERVAL_MINUTES
 from billing.models import IntervalEnergy, SiteMonthDemand, SiteMonthPeak, Tariff
 from billing.selectors import tariff_in_force, tariff_spec
-from billing.tariffs import MonthBill, TariffError, TariffSpec, month_bounds, previous_months, window_demands_kw
+from billing.tariffs import TariffError, TariffSpec, month_bounds, previous_months, window_demands_kw
 from evplatform.services import active_schema
 
 logger = logging.getLogger(__name__)
@@ -178,25 +177,22 @@ def ratchet_reference_kw(*, site: Site, spec: TariffSpec, month: date) -> Decima
     return best or ZERO
 
 
-def month_bill_so_far(spec: TariffSpec, peaks: MonthPeaks, *, ratchet_kw: Decimal) -> MonthBill:
-    """The demand part of this month's bill so far, as ``costaware.demand_states`` reads it."""
-    bill = MonthBill()
-    peak = peaks.peaks.get("peak")
-    if peak is not None:
-        bill.peak_kw = Decimal(str(peak["kw"]))
-        bill.peak_at = datetime.fromisoformat(peak["at"])
-    for key, held in peaks.peaks.items():
-        if key.startswith("tou:"):
-            period = int(key.removeprefix("tou:"))
-            bill.tou_demand_kw[period] = Decimal(str(held["kw"]))
-            bill.tou_demand_at[period] = datetime.fromisoformat(held["at"])
-    if spec.flat_demand_periods:
-        month = peaks.month.month
-        bill.flat_period = spec.flat_demand_months[month - 1]
-        bill.flat_demand_kw = bill.peak_kw
-        bill.ratchet_kw = spec.ratchet_fractions[month - 1] * ratchet_kw
-        bill.flat_billing_kw = max(bill.flat_demand_kw, bill.ratchet_kw)
-    return bill
+def month_demand_states(
+    spec: TariffSpec, peaks: MonthPeaks, *, ratchet_reference_kw: Decimal
+) -> dict[str, DemandState]:
+    """``costaware.demand_states`` of the month's peaks so far (``SiteMonthPeak.peaks``)."""
+
+    def peak(held: dict[str, Any]) -> tuple[float, datetime]:
+        return float(held["kw"]), datetime.fromisoformat(held["at"])
+
+    flat = peaks.peaks.get("peak")
+    return demand_states(
+        spec,
+        month=peaks.month.month,
+        peak=(0.0, None) if flat is None else peak(flat),
+        tou={int(key.removeprefix("tou:")): peak(held) for key, held in peaks.peaks.items() if key.startswith("tou:")},
+        ratchet_reference_kw=float(ratchet_reference_kw),
+    )
 
 
 def _cars(evses: list[dict[str, Any]], voltage_v: float) -> list[CarNeed]:
@@ -280,8 +276,8 @@ def cost_aware_decide(inp: PolicyInput) -> PolicyDecision:
         peaks = month_peaks(site=site, tariff=tariff, spec=spec, tz=tz, now=now)
     except TariffError as exc:
         return _static(site, f"tariff version {tariff.version} cannot be used ({exc}): static cap")
-    bill = month_bill_so_far(spec, peaks, ratchet_kw=ratchet_reference_kw(site=site, spec=spec, month=peaks.month))
-    demands = costaware_demand_states(spec, bill, month=peaks.month.month)
+    ratchet = ratchet_reference_kw(site=site, spec=spec, month=peaks.month)
+    demands = month_demand_states(spec, peaks, ratchet_reference_kw=ratchet)
     voltage = float(site.voltage_v)
     cap_kw = None if site.demand_cap_kw is None else float(site.demand_cap_kw)
     grid_kw = float(site.limit_a) * site.phases * voltage / 1000.0

@@ -46,7 +46,7 @@ from billing.costaware import (
     tariff_slots,
 )
 from billing.intervals import interval_floor, spread_energy
-from billing.tariffs import MonthBill, TariffSpec, bill_month, window_start
+from billing.tariffs import TariffSpec, bill_month, window_start
 
 REQUIRED_COLUMNS = ("station_id", "arrival", "departure", "energy_kwh")
 MIN_CURRENT_A = 6.0
@@ -279,7 +279,7 @@ class _MonthToDate:
         self.tou_kw: dict[int, float] = {}
         self.tou_at: dict[int, datetime] = {}
         self.booked = False
-        self.ratchet_kw = float(spec.ratchet_fractions[month - 1]) * ratchet_reference_kw
+        self.ratchet_reference_kw = ratchet_reference_kw
         self._states: dict[str, DemandState] | None = None
 
     def book(self, start: datetime, kwh: float) -> None:
@@ -299,16 +299,13 @@ class _MonthToDate:
     def states(self) -> dict[str, DemandState]:
         """``billing.costaware.demand_states`` of the month so far (rebuilt only after a change)."""
         if self._states is None:
-            bill = MonthBill(
-                peak_kw=_dec(self.peak_kw),
-                peak_at=self.peak_at,
-                flat_demand_kw=_dec(self.peak_kw),
-                ratchet_kw=_dec(self.ratchet_kw),
-                flat_billing_kw=_dec(max(self.peak_kw, self.ratchet_kw)),
-                tou_demand_kw={p: _dec(kw) for p, kw in self.tou_kw.items()},
-                tou_demand_at=dict(self.tou_at),
+            self._states = demand_states(
+                self.spec,
+                month=self.month,
+                peak=(self.peak_kw, self.peak_at),
+                tou={period: (kw, self.tou_at[period]) for period, kw in self.tou_kw.items()},
+                ratchet_reference_kw=self.ratchet_reference_kw,
             )
-            self._states = demand_states(self.spec, bill, month=self.month)
         return self._states
 
 

@@ -166,6 +166,6 @@ def test_slots_follow_the_tariffs_windows_and_periods() -> None:
     assert all(s.demand_keys == ("flat",) for s in slots)
     # The month so far: one 15-minute window at 24 kW (6 kWh) sets the facility demand.
     bill = bill_month(spec, {at(9): Decimal(6)}, tz=tz, year=2026, month=7, interval_minutes=15)
-    states = demand_states(spec, bill, month=7)
+    states = demand_states(spec, month=7, peak=(float(bill.peak_kw), bill.peak_at), tou={})
     assert states["flat"].peak_kw == 24.0
     assert states["flat"].price_per_kw == 10.0
