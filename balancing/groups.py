@@ -3,6 +3,9 @@
 Who may call these (an admin of the whole organisation) is the caller's business: the portal
 views and the Django admin check it. Every change is one audit row per changed field, written
 in the same transaction as the change.
+
+Accounts (tenancy, below this app) asks about grants and groups through
+``tenants.accounts.hooks``: ``SiteGroupAccountHooks`` answers, registered by ``BalancingConfig.ready``.
 """
 
 from collections.abc import Iterable
@@ -10,11 +13,13 @@ from collections.abc import Iterable
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q, QuerySet
+from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.text import slugify
 
-from balancing.access import Access
+from balancing.access import Access, access_for_user, access_of
 from balancing.models import Site, SiteGrant, SiteGroup
+from tenants.accounts.hooks import AccountHooks, GroupGrants, TokenReach
 from tenants.accounts.models import Role, User
 from tenants.accounts.services import audit_record
 
@@ -150,6 +155,27 @@ def site_grant_delete(*, grant: SiteGrant, actor: str) -> None:
         grant.delete()
 
 
+def site_group_grants_set(
+    *, user: User, grants: GroupGrants
+) -> tuple[set[tuple[str, str]], set[tuple[str, str]]] | None:
+    """Make the person's site-group roles exactly ``grants`` (site group slug, role); groups that do
+    not exist are skipped; roles on single sites are left alone. The (old, new) grants when changed.
+
+    Not audited here: an identity provider's sign-in sets them, and its caller
+    (``tenants.accounts.services.user_sso_sync``) audits them with the person's other changes.
+    """
+    current = SiteGrant.objects.filter(user=user, group__isnull=False)
+    old = set(current.values_list("group__slug", "role"))
+    groups = {group.slug: group for group in SiteGroup.objects.filter(slug__in={slug for slug, _ in grants})}
+    new = {(slug, role) for slug, role in grants if slug in groups}
+    if old == new:
+        return None
+    for slug, role in old - new:
+        current.filter(group__slug=slug, role=role).delete()
+    SiteGrant.objects.bulk_create([SiteGrant(user=user, group=groups[slug], role=role) for slug, role in new - old])
+    return old, new
+
+
 # --- Reads ----------------------------------------------------------------------------------
 
 
@@ -172,3 +198,30 @@ def grants_of_users() -> dict[int, list[SiteGrant]]:
     for grant in SiteGrant.objects.select_related("group", "site").order_by("role", "group__name", "site__name"):
         grants.setdefault(grant.user_id, []).append(grant)
     return grants
+
+
+# --- Accounts' questions ------------------------------------------------------------------------
+
+
+class SiteGroupAccountHooks(AccountHooks):
+    """What accounts asks about site groups and grants (``tenants.accounts.hooks``), answered here."""
+
+    def roles_granted(self, user: User) -> set[str]:
+        return set(SiteGrant.objects.filter(user=user).values_list("role", flat=True))
+
+    def token_reach(self, user: User, request: HttpRequest | None = None) -> TokenReach:
+        # On a page the request's reach is worked out (and cached on it) already.
+        access = access_of(request) if request is not None else access_for_user(user)
+        return TokenReach(
+            whole_org=access.whole_org,
+            roles=frozenset(role for role in Role.values if access.can_anywhere((role,))),
+            site_groups=groups_within(access),
+        )
+
+    def site_group_slugs(self) -> set[str]:
+        return set(SiteGroup.objects.values_list("slug", flat=True))
+
+    def group_grants_set(
+        self, *, user: User, grants: GroupGrants
+    ) -> tuple[set[tuple[str, str]], set[tuple[str, str]]] | None:
+        return site_group_grants_set(user=user, grants=grants)

@@ -2,6 +2,7 @@
 
 from django.urls import path
 
+from balancing import group_views
 from balancing import views as site_views
 from balancing.notifications import views as notification_views
 from billing import views as report_views
@@ -27,13 +28,13 @@ urlpatterns = [
     path("reports/<int:pk>/<str:file_format>/", report_views.report_download, name="report-download"),
     path("reports/regenerate/", report_views.report_regenerate, name="report-regenerate"),
     path("reports/sessions/", report_views.sessions_export_download, name="sessions-export"),
-    path("users/", account_views.users, name="users"),
+    path("users/", group_views.users, name="users"),
     path("users/<int:pk>/", account_views.user_change, name="user-change"),
-    path("users/grants/", account_views.grant_create, name="grant-create"),
-    path("users/grants/<int:pk>/delete/", account_views.grant_delete, name="grant-delete"),
-    path("users/groups/", account_views.group_create, name="group-create"),
-    path("users/groups/<int:pk>/", account_views.group_change, name="group-change"),
-    path("users/groups/<int:pk>/delete/", account_views.group_delete, name="group-delete"),
+    path("users/grants/", group_views.grant_create, name="grant-create"),
+    path("users/grants/<int:pk>/delete/", group_views.grant_delete, name="grant-delete"),
+    path("users/groups/", group_views.group_create, name="group-create"),
+    path("users/groups/<int:pk>/", group_views.group_change, name="group-change"),
+    path("users/groups/<int:pk>/delete/", group_views.group_delete, name="group-delete"),
     path("tokens/", account_views.tokens, name="tokens"),
     path("tokens/<int:pk>/revoke/", account_views.token_revoke, name="token-revoke"),
     path("audit/", account_views.audit, name="audit"),

@@ -46,18 +46,24 @@ class TokenForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
     )
 
-    def __init__(self, *args: Any, max_days: int, site_groups: Any, groups_required: bool, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, max_days: int, site_groups: Any | None, groups_required: bool, **kwargs: Any
+    ) -> None:
         """``max_days``: the longest the user's role may have a token last (``tokens.token_max_days``);
-        ``site_groups``: the groups the user may limit a token to (``balancing.groups.groups_within``)."""
+        ``site_groups``: the groups the user may limit a token to (``hooks.TokenReach.site_groups``;
+        None, where the organisation has no site groups, leaves the field out)."""
         super().__init__(*args, **kwargs)
-        groups = self.fields["site_groups"]
-        groups.queryset = site_groups  # type: ignore[attr-defined]
-        groups.required = groups_required
-        groups.help_text = (
-            "Your roles are on site groups: pick the groups this token may reach."
-            if groups_required
-            else "None ticked: every site you reach."
-        )
+        if site_groups is None:
+            del self.fields["site_groups"]
+        else:
+            groups = self.fields["site_groups"]
+            groups.queryset = site_groups  # type: ignore[attr-defined]
+            groups.required = groups_required
+            groups.help_text = (
+                "Your roles are on site groups: pick the groups this token may reach."
+                if groups_required
+                else "None ticked: every site you reach."
+            )
         field = self.fields["expires_in_days"]
         field.initial = max_days
         field.help_text = f"At most {max_days} days for your role."

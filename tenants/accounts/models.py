@@ -316,7 +316,7 @@ class IdentityProvider(models.Model):
         return self.name
 
     def clean(self) -> None:
-        from balancing.models import SiteGroup
+        from tenants.accounts.hooks import account_hooks
         from tenants.accounts.sso import group_roles_errors, site_groups_named
 
         errors: dict[str, list[str]] = {}
@@ -324,7 +324,7 @@ class IdentityProvider(models.Model):
             errors["slug"] = ["'openid_connect' is the provider type; choose another id, e.g. 'okta'."]
         if mapping_errors := group_roles_errors(self.group_roles):
             errors["group_roles"] = mapping_errors
-        elif missing := site_groups_named(self.group_roles) - set(SiteGroup.objects.values_list("slug", flat=True)):
+        elif missing := site_groups_named(self.group_roles) - account_hooks().site_group_slugs():
             errors["group_roles"] = [f"No site group '{slug}'." for slug in sorted(missing)]
         if not (self.client_secret or self.client_secret_env):
             errors["client_secret"] = ["Set a client secret or the environment variable that holds it."]

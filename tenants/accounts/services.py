@@ -13,6 +13,7 @@ from django.utils import timezone
 from django_tenants.utils import tenant_context
 
 from evplatform.celery import QUEUES, queue_name
+from tenants.accounts.hooks import GroupGrants, account_hooks
 from tenants.accounts.models import AuditEvent, IdempotencyKey, Role, User, WorkerHeartbeat
 from tenants.models import Tenant
 
@@ -174,20 +175,14 @@ def _grants_label(grants: set[tuple[str, str]]) -> str:
     return ", ".join(f"{role} on {slug}" for slug, role in sorted(grants))
 
 
-def _group_grants_set(*, user: User, grants: frozenset[tuple[str, str]]) -> tuple[str, str] | None:
+def _group_grants_set(*, user: User, grants: GroupGrants) -> tuple[str, str] | None:
     """Make the person's site-group roles exactly ``grants`` (site group slug, role); groups that do
-    not exist are skipped; roles on single sites are left alone. The (old, new) labels when changed."""
-    from balancing.models import SiteGrant, SiteGroup
-
-    current = SiteGrant.objects.filter(user=user, group__isnull=False)
-    old = set(current.values_list("group__slug", "role"))
-    groups = {group.slug: group for group in SiteGroup.objects.filter(slug__in={slug for slug, _ in grants})}
-    new = {(slug, role) for slug, role in grants if slug in groups}
-    if old == new:
+    not exist are skipped; roles on single sites are left alone. The (old, new) labels when changed.
+    The site groups are the domain's: it makes the change (``AccountHooks.group_grants_set``)."""
+    changed = account_hooks().group_grants_set(user=user, grants=grants)
+    if changed is None:
         return None
-    for slug, role in old - new:
-        current.filter(group__slug=slug, role=role).delete()
-    SiteGrant.objects.bulk_create([SiteGrant(user=user, group=groups[slug], role=role) for slug, role in new - old])
+    old, new = changed
     return _grants_label(old), _grants_label(new)
 
 

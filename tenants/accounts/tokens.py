@@ -1,9 +1,10 @@
 """Creating and hashing API tokens. Schema: tenant.
 
-A token reaches at most what its user reaches (``balancing.access``): the roles on the whole
-organisation or granted on site groups and sites. It may be narrower: read only, meter readings
-only, or limited to site groups. A user whose roles are only granted on groups or sites must
-limit each token to groups within its reach, so a later grant never widens an old token.
+A token reaches at most what its user reaches: the roles on the whole organisation or granted
+on site groups and sites (the domain's, asked through ``tenants.accounts.hooks``). It may be
+narrower: read only, meter readings only, or limited to site groups. A user whose roles are only
+granted on groups or sites must limit each token to groups within its reach, so a later grant
+never widens an old token.
 """
 
 import hashlib
@@ -17,6 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from evplatform.permissions import CHANGE_LIMITS
+from tenants.accounts.hooks import account_hooks
 from tenants.accounts.models import ApiToken, Role, User
 
 TOKEN_BYTES = 32
@@ -27,10 +29,8 @@ TOKEN_MAX_DAYS: dict[str, int] = {Role.ADMIN: 365, Role.ENERGY_MANAGER: 180, Rol
 
 def _roles_held(user: User) -> set[str]:
     """Every role ``user`` holds: on the whole organisation, on a site group or on a site."""
-    from balancing.models import SiteGrant
-
     held = {user.role} if user.role else set()
-    return held | set(SiteGrant.objects.filter(user=user).values_list("role", flat=True))
+    return held | account_hooks().roles_granted(user)
 
 
 def token_max_days(user: User) -> int:
@@ -57,24 +57,21 @@ def api_token_create(
     ``expires_at`` is at most ``token_max_days`` ahead (that long if None). ``scope``
     (``ApiToken.Scope``) narrows the token below the user's roles. A meter-write token posts
     readings that steer balancing, so only a user who may change limits somewhere can make one.
-    ``site_groups`` (``balancing.models.SiteGroup``) limit the token to their sites: each must be
+    ``site_groups`` (``TokenReach.site_groups``) limit the token to their sites: each must be
     within the user's reach, and a user without a role on the whole organisation must give one.
     """
-    from balancing.access import access_for_user
-    from balancing.groups import groups_within
-
     if scope not in ApiToken.Scope.values:
         raise ValidationError({"scope": f"{scope!r} is not one of {', '.join(ApiToken.Scope.values)}"})
-    access = access_for_user(user)
-    if scope == ApiToken.Scope.METER_WRITE and not access.can_anywhere(CHANGE_LIMITS):
+    reach = account_hooks().token_reach(user)
+    if scope == ApiToken.Scope.METER_WRITE and not reach.can_anywhere(CHANGE_LIMITS):
         raise ValidationError({"scope": "a meter-write token needs the energy manager or admin role"})
     groups = list(site_groups)
-    allowed = set(groups_within(access).values_list("pk", flat=True))
+    allowed = set() if reach.site_groups is None else set(reach.site_groups.values_list("pk", flat=True))
     outside = [group for group in groups if group.pk not in allowed]
     if outside:
         names = ", ".join(sorted(group.name for group in outside))
         raise ValidationError({"site_groups": f"not within your reach: {names}"})
-    if not groups and not access.whole_org:
+    if not groups and not reach.whole_org:
         raise ValidationError({"site_groups": "limit the token to one or more of your site groups"})
     max_days = token_max_days(user)
     now = timezone.now()

@@ -1,8 +1,10 @@
-"""Sign-in, and portal pages for people, their roles (on the organisation, site groups and
-sites), API tokens and the audit log. Schema: tenant.
+"""Sign-in, and portal pages for a person's role on the organisation, API tokens and the audit
+log. Schema: tenant.
 
-People, groups, grants and the audit log are for a role on the whole organisation; everyone
-manages their own tokens, limited to the site groups within their reach.
+A person's role and the audit log are for a role on the whole organisation; everyone manages
+their own tokens, limited to the site groups within their reach (``tenants.accounts.hooks``).
+The people page itself, with the roles on site groups and sites, is the domain's
+(``balancing.group_views``).
 """
 
 from datetime import timedelta
@@ -13,7 +15,6 @@ from allauth.account.internal.flows.login import record_authentication
 from allauth.account.utils import perform_login
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import PasswordResetForm
 from django.contrib.auth.views import LoginView
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
@@ -22,36 +23,15 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from balancing.access import access_of
-from balancing.forms import SiteGrantForm, SiteGroupForm
-from balancing.groups import (
-    grants_of_users,
-    groups_within,
-    site_grant_create,
-    site_grant_delete,
-    site_group_create,
-    site_group_delete,
-    site_group_update,
-)
-from balancing.models import Site, SiteGrant, SiteGroup
 from evplatform.permissions import MANAGE_USERS, READ_AUDIT, actor_of, role_required
-from tenants.accounts.forms import SignInForm, TokenForm, UserInviteForm, UserRoleForm
+from tenants.accounts.forms import SignInForm, TokenForm, UserRoleForm
+from tenants.accounts.hooks import account_hooks
 from tenants.accounts.models import ApiToken, AuditEvent, IdentityProvider, User
 from tenants.accounts.policy import active_providers
-from tenants.accounts.services import user_invite, user_update
+from tenants.accounts.services import user_update
 from tenants.accounts.tokens import api_token_create, token_max_days
 
 AUDIT_PAGE_SIZE = 50
-
-
-def _refusal(exc: ValidationError) -> str:
-    if hasattr(exc, "error_dict"):
-        return "; ".join(f"{field}: {' '.join(errors)}" for field, errors in exc.message_dict.items())
-    return " ".join(exc.messages)
-
-
-def _form_errors(form: SiteGroupForm | SiteGrantForm) -> str:
-    return "; ".join(f"{field}: {' '.join(str(e) for e in errors)}" for field, errors in form.errors.items())
 
 
 def allow_forms_to(response: HttpResponseBase, providers: list[IdentityProvider]) -> HttpResponseBase:
@@ -92,35 +72,6 @@ class SignInView(LoginView):
         return perform_login(self.request, user, email_verification="none", redirect_url=self.get_success_url())
 
 
-@role_required(MANAGE_USERS)
-def users(request: HttpRequest) -> HttpResponse:
-    form = UserInviteForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        user, created = user_invite(actor=actor_of(request), **form.cleaned_data)
-        if created:
-            reset = PasswordResetForm({"email": user.email})
-            if reset.is_valid():
-                reset.save(request=request, use_https=request.is_secure())
-            messages.success(request, f"{user.email} added; they were sent a link to set their password.")
-        else:
-            messages.info(request, f"{user.email} already has an account.")
-        return redirect("portal:users")
-    people = list(User.objects.order_by("email"))
-    grants = grants_of_users()
-    context = {
-        "users": [(person, grants.get(person.pk, [])) for person in people],
-        "form": form,
-        "nav": "users",
-        "roles": UserRoleForm(),
-        "groups": SiteGroup.objects.prefetch_related("sites").order_by("name"),
-        "sites": Site.objects.order_by("name"),
-        # Ids of their own: three forms on the page have a "role" or "name" field.
-        "group_form": SiteGroupForm(auto_id="group-%s"),
-        "grant_form": SiteGrantForm(auto_id="grant-%s"),
-    }
-    return render(request, "portal/users.html", context)
-
-
 @require_POST
 @role_required(MANAGE_USERS)
 def user_change(request: HttpRequest, pk: int) -> HttpResponse:
@@ -141,96 +92,16 @@ def user_change(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("portal:users")
 
 
-@require_POST
-@role_required(MANAGE_USERS)
-def group_create(request: HttpRequest) -> HttpResponse:
-    form = SiteGroupForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, "Group not created: " + _form_errors(form))
-        return redirect("portal:users")
-    try:
-        group = site_group_create(
-            name=form.cleaned_data["name"], sites=form.cleaned_data["sites"], actor=actor_of(request)
-        )
-    except ValidationError as exc:
-        messages.error(request, "Group not created: " + _refusal(exc))
-    else:
-        messages.success(request, f"Group '{group.name}' created with {group.sites.count()} sites.")
-    return redirect("portal:users")
-
-
-@require_POST
-@role_required(MANAGE_USERS)
-def group_change(request: HttpRequest, pk: int) -> HttpResponse:
-    """Rename the group and set its sites (add or remove them)."""
-    group = get_object_or_404(SiteGroup, pk=pk)
-    form = SiteGroupForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, f"Group '{group.name}' not changed: " + _form_errors(form))
-        return redirect("portal:users")
-    try:
-        changed = site_group_update(
-            group=group, name=form.cleaned_data["name"], sites=form.cleaned_data["sites"], actor=actor_of(request)
-        )
-    except ValidationError as exc:
-        messages.error(request, f"Group '{group.name}' not changed: " + _refusal(exc))
-    else:
-        messages.success(request, f"Group '{group.name}': {', '.join(changed) or 'nothing'} changed.")
-    return redirect("portal:users")
-
-
-@require_POST
-@role_required(MANAGE_USERS)
-def group_delete(request: HttpRequest, pk: int) -> HttpResponse:
-    group = get_object_or_404(SiteGroup, pk=pk)
-    site_group_delete(group=group, actor=actor_of(request))
-    messages.success(request, f"Group '{group.name}' removed, with the roles granted on it.")
-    return redirect("portal:users")
-
-
-@require_POST
-@role_required(MANAGE_USERS)
-def grant_create(request: HttpRequest) -> HttpResponse:
-    """A role on the whole organisation (the person's own role), a site group or a site."""
-    form = SiteGrantForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, "Role not granted: " + _form_errors(form))
-        return redirect("portal:users")
-    person, role = form.cleaned_data["user"], form.cleaned_data["role"]
-    group, site = form.target_objects()
-    try:
-        if group is None and site is None:
-            user_update(user=person, role=role, is_active=person.is_active, actor=actor_of(request))
-            where = "the whole organisation"
-        else:
-            site_grant_create(user=person, role=role, group=group, site=site, actor=actor_of(request))
-            where = f"group {group.name}" if group is not None else f"site {site.name if site else ''}"
-    except ValidationError as exc:
-        messages.error(request, "Role not granted: " + _refusal(exc))
-    else:
-        messages.success(request, f"{person.email} is {role.replace('_', ' ')} on {where}.")
-    return redirect("portal:users")
-
-
-@require_POST
-@role_required(MANAGE_USERS)
-def grant_delete(request: HttpRequest, pk: int) -> HttpResponse:
-    grant = get_object_or_404(SiteGrant.objects.select_related("user", "group", "site"), pk=pk)
-    site_grant_delete(grant=grant, actor=actor_of(request))
-    messages.success(request, f"{grant.user.email} no longer holds {grant.role} on {grant.group or grant.site}.")
-    return redirect("portal:users")
-
-
 @login_required
 def tokens(request: HttpRequest) -> HttpResponse:
     user = cast(User, request.user)
     max_days = token_max_days(user)
-    access = access_of(request)
-    reachable_groups = groups_within(access)
+    reach = account_hooks().token_reach(user, request)
+    reachable_groups = reach.site_groups
     form_options: dict[str, Any] = {
         "max_days": max_days,
         "site_groups": reachable_groups,
-        "groups_required": not access.whole_org,
+        "groups_required": not reach.whole_org,
     }
     form = TokenForm(request.POST or None, **form_options)
     raw = None
@@ -241,7 +112,7 @@ def tokens(request: HttpRequest) -> HttpResponse:
                 name=form.cleaned_data["name"],
                 expires_at=timezone.now() + timedelta(days=form.cleaned_data["expires_in_days"]),
                 scope=form.cleaned_data["scope"] or ApiToken.Scope.FULL,
-                site_groups=form.cleaned_data["site_groups"],
+                site_groups=form.cleaned_data.get("site_groups", ()),
             )
         except ValidationError as exc:
             for field, errors in exc.message_dict.items():
@@ -254,7 +125,7 @@ def tokens(request: HttpRequest) -> HttpResponse:
         "form": form,
         "raw": raw,
         "nav": "tokens",
-        "no_groups": not access.whole_org and not reachable_groups.exists(),
+        "no_groups": not reach.whole_org and not (reachable_groups is not None and reachable_groups.exists()),
     }
     return render(request, "portal/tokens.html", context)
 

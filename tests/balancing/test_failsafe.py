@@ -296,7 +296,7 @@ def test_a_site_without_chargers_keeps_its_value_and_checks_one_charger() -> Non
 def test_a_charger_moved_by_the_platform_console_resizes_both_sites(tenant) -> None:
     from django_tenants.utils import schema_context
 
-    from tenants.charger_admin import charger_move
+    from chargepoint.registry import charger_move
     from tenants.models import ChargePointIdentity
 
     demo_site()

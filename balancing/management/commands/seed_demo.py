@@ -2,6 +2,8 @@
 
 Used by `make run`; every value can be changed afterwards in the admin. Demo passwords come
 from the environment where set, so a shared demo host need not use the documented ones.
+It is a balancing command, not an onboarding one of ``tenants``: besides the organisation it
+creates a site, a circuit and chargers, which the tenancy layer knows nothing of.
 """
 
 import os

@@ -1,5 +1,9 @@
 """Platform operators' charger actions: register, move between sites or organisations, reset
 a password. Schema: public, reaching into the tenant schemas involved (one place, explicit).
+
+The platform console's charger page (``chargepoint.admin.ChargePointIdentityAdmin``) calls these.
+They live with the chargers, not with the identity registry's model (``tenants.models``), because
+a move reaches into the sites and limits of the organisations involved.
 """
 
 import secrets
