@@ -15,9 +15,10 @@ from django.conf import settings
 from django.db import OperationalError
 from django.utils import timezone
 
+from chargepoint.liveness import stations_gateway_sweep, stations_offline_sweep
 from chargepoint.partitions import partitions_maintain
 from chargepoint.resync import station_resync
-from chargepoint.services import stations_gateway_sweep, stations_offline_sweep, telemetry_apply
+from chargepoint.telemetry import telemetry_apply
 from evplatform.celery import PublicTask, app
 from tenants.fanout import tenant_chunk, tenant_chunks_send
 
