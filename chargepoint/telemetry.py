@@ -22,7 +22,6 @@ from balancing.models import ConnectorLimit, Site
 from chargepoint.models import ChargingSession, ChargingStation, Connector
 from chargepoint.partitions import retention_cutoff
 from chargepoint.readings import CURRENT, ReadingRows, readings_store
-from chargepoint.resync import station_resync_request
 from chargepoint.services import MAX_CONNECTORS
 from evplatform.services import require_tenant_schema
 
@@ -115,6 +114,8 @@ def _on_connected(batch: _Batch, station: ChargingStation, event: dict[str, Any]
     if station.connected_at is not None and started < station.connected_at:
         return  # an older connection's news
     if station.connected_at is not None:  # back after an earlier connection: ask it what it does (after commit)
+        from balancing.resync import station_resync_request  # balancing reads chargepoint: import late
+
         station_resync_request(station_id=station.pk, reason="reconnected")
     was_online = station.is_online
     station.is_online = True
