@@ -20,7 +20,8 @@ not a number, far above any rating, another connector's) is rejected and changes
 A station is resynced at most once a minute (a Redis key per station), however often it
 reconnects (an attempt that found it offline does not count); ``station_resync_request``
 enqueues the ``station_resync`` task on the balancing queue a few seconds after the caller's
-transaction commits.
+transaction commits. A reconnect reaches it through ``chargepoint.listeners.station_reconnected``
+(``balancing.receivers``).
 """
 
 import logging

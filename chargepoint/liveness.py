@@ -3,8 +3,8 @@
 A gateway that dies sends no ``disconnected`` event. ``stations_offline_sweep`` takes offline
 the chargers silent for several heartbeat intervals; ``stations_gateway_sweep`` those held by a
 gateway instance whose heartbeat key expired in Redis, within seconds. Each affected site's
-inputs changed and it is rebalanced once the sweep commits, like after a ``disconnected`` event
-of the telemetry.
+inputs changed (``chargepoint.listeners.site_inputs_changed``, once the sweep commits), like
+after a ``disconnected`` event of the telemetry.
 """
 
 import logging

@@ -5,8 +5,9 @@ organisation's schema and its identity (id -> organisation, site, password hash)
 in one transaction, so a charger is never half-registered. ``charger_save`` is it audited and
 rebalanced (portal, API), ``charger_deactivate`` refuses a charger's connections from then on.
 
-The charger's telemetry is ``chargepoint.telemetry``, the liveness sweeps
-``chargepoint.liveness``, its command records ``chargepoint.commands``.
+What follows for balancing (the fail-safe sized again, a rebalance) goes out as events of
+``chargepoint.listeners``. The charger's telemetry is ``chargepoint.telemetry``, the liveness
+sweeps ``chargepoint.liveness``, its command records ``chargepoint.commands``.
 """
 
 import re
@@ -19,9 +20,9 @@ from django.db import transaction
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, schema_context, tenant_context
 
-from balancing.failsafe import site_failsafe_refresh
 from balancing.models import Site
 from balancing.selectors import circuit_get, site_get
+from chargepoint import listeners
 from chargepoint.models import ChargingStation, Connector
 from evplatform.services import Outcome, describe_change, require_tenant_schema
 from tenants.accounts.services import audit_record
@@ -150,9 +151,11 @@ def charger_register(
             if created or changes:
                 # A charger added, moved or re-rated changes what all of them at their fail-safe draw.
                 actor = "system:charger_register"
-                site_failsafe_refresh(site=site, actor=actor)
+                listeners.site_chargers_changed.send(site=site, actor=actor, strict=True)
                 if old_site_id is not None and old_site_id != site.pk:
-                    site_failsafe_refresh(site=Site.objects.get(pk=old_site_id), actor=actor)
+                    listeners.site_chargers_changed.send(
+                        site=Site.objects.get(pk=old_site_id), actor=actor, strict=True
+                    )
 
         with schema_context(get_public_schema_name()):
             if identity is None:
@@ -222,8 +225,6 @@ def charger_save(
     ``connectors``, never removed (a charger reports its own). Every changed field is one audit
     row; the charger's site (and the one it left) is rebalanced once the change commits.
     """
-    from balancing.services import site_rebalance_request  # balancing reads chargepoint: import late
-
     require_tenant_schema("charger_save")
     before_station = (
         ChargingStation.objects.select_related("site", "circuit").filter(charge_point_id=charge_point_id).first()
@@ -260,9 +261,9 @@ def charger_save(
             label=charge_point_id,
             changes=changes,
         )
-        site_rebalance_request(site_id=station.site_id, reason="charger changed")
+        listeners.site_inputs_changed.send(site_id=station.site_id, reason="charger changed")
         if before_station is not None and before_station.site_id != station.site_id:
-            site_rebalance_request(site_id=before_station.site_id, reason="charger moved away")
+            listeners.site_inputs_changed.send(site_id=before_station.site_id, reason="charger moved away")
     return ChargerSaved(Outcome(station, outcome.created, outcome.changes), generated, True)
 
 
@@ -285,8 +286,6 @@ def charger_deactivate(*, tenant: Tenant, station: ChargingStation, actor: str) 
     is not cut, and the charger keeps being planned while it is online). Registering it again
     (``charger_save``) re-activates it. False when it was inactive already; audited, rebalanced.
     """
-    from balancing.services import site_rebalance_request  # balancing reads chargepoint: import late
-
     require_tenant_schema("charger_deactivate")
     with schema_context(get_public_schema_name()):
         identity = (
@@ -306,5 +305,5 @@ def charger_deactivate(*, tenant: Tenant, station: ChargingStation, actor: str) 
         label=station.charge_point_id,
         changes=[("active", True, False)],
     )
-    site_rebalance_request(site_id=station.site_id, reason="charger deactivated")
+    listeners.site_inputs_changed.send(site_id=station.site_id, reason="charger deactivated")
     return True

@@ -2,7 +2,9 @@
 
 ``telemetry_apply`` applies one batch (boot, status, transactions, meter values, charging
 needs, external limits, online/offline) in the charger's tenant schema, in one transaction,
-idempotently; the sites whose inputs changed are rebalanced once it commits.
+idempotently. What balancing must hear of (a site to rebalance, a connector the fail-safe must
+count, a Faulted alert, a site meter's samples, a reconnect to resync) goes out as an event of
+``chargepoint.listeners``; the charger app never calls balancing's services.
 
 ``transaction_id_next`` numbers the OCPP 1.6 transactions the gateway starts.
 """
@@ -17,8 +19,9 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from balancing.failsafe import site_failsafe_refresh
 from balancing.models import ConnectorLimit, Site
+from balancing.problem import overdraw_tolerance_a
+from chargepoint import listeners
 from chargepoint.models import ChargingSession, ChargingStation, Connector
 from chargepoint.partitions import retention_cutoff
 from chargepoint.readings import CURRENT, ReadingRows, readings_store
@@ -114,9 +117,7 @@ def _on_connected(batch: _Batch, station: ChargingStation, event: dict[str, Any]
     if station.connected_at is not None and started < station.connected_at:
         return  # an older connection's news
     if station.connected_at is not None:  # back after an earlier connection: ask it what it does (after commit)
-        from balancing.resync import station_resync_request  # balancing reads chargepoint: import late
-
-        station_resync_request(station_id=station.pk, reason="reconnected")
+        listeners.station_reconnected.send(station_id=station.pk)
     was_online = station.is_online
     station.is_online = True
     station.connected_at = started
@@ -178,11 +179,9 @@ def _fault_note(
 ) -> None:
     """Open the FAULTED alert of a connector (or station) reporting Faulted; close it when it reports anything else.
 
-    A repeated Faulted refreshes the open alert (its error code may change); it never opens a second one.
+    The alert is balancing's (its listeners of ``station_fault_raised`` and ``station_fault_cleared``): a
+    repeated Faulted refreshes the open alert (its error code may change); it never opens a second one.
     """
-    from balancing.alerts import alert_clear, alert_raise  # balancing reads chargepoint: import late
-    from balancing.models import SiteAlert
-
     where = f"connector {connector.connector_id}" if connector is not None else "station"
     if status == Connector.Status.FAULTED:
         code = str(event.get("error_code") or "")[:50]
@@ -192,22 +191,10 @@ def _fault_note(
         )
         if vendor_code:
             detail += f" (vendor code {vendor_code})"
-        alert_raise(
-            site=station.site,
-            kind=SiteAlert.Kind.FAULTED,
-            detail=detail,
-            now=timezone.now(),
-            station=station,
-            connector=connector,
-        )
+        listeners.station_fault_raised.send(station=station, connector=connector, detail=detail, now=timezone.now())
     elif was is None or was == Connector.Status.FAULTED:
-        alert_clear(
-            site=station.site,
-            kind=SiteAlert.Kind.FAULTED,
-            now=timezone.now(),
-            station=station,
-            connector=connector,
-            why=f"{where} now {status}",
+        listeners.station_fault_cleared.send(
+            station=station, connector=connector, why=f"{where} now {status}", now=timezone.now()
         )
 
 
@@ -258,9 +245,7 @@ def _on_stop(batch: _Batch, station: ChargingStation, event: dict[str, Any]) -> 
 def _on_meter(batch: _Batch, station: ChargingStation, event: dict[str, Any]) -> None:
     number = event.get("connector")
     if station.is_site_meter and not number and not event.get("transaction_id"):
-        from balancing.meter import site_meter_record_samples  # balancing reads chargepoint: import late
-
-        site_meter_record_samples(site=station.site, samples=event["samples"], now=timezone.now())
+        listeners.meter_samples_arrived.send(site=station.site, samples=event["samples"], now=timezone.now())
         return
     connector = batch.connector(station, int(number)) if number else None
     session = None
@@ -341,8 +326,6 @@ def _rebalance_if_over_books(
     """
     if not currents:
         return
-    from balancing.problem import overdraw_tolerance_a
-
     limit = batch.limit(connector)
     if limit is None or limit.limit_a is None or limit.transaction_id != session.transaction_id:
         return
@@ -468,7 +451,9 @@ def telemetry_apply(*, events: list[dict[str, Any]]) -> TelemetryOutcome:
             readings_store(batch.readings)
             batch.outcome.samples = batch.readings.values
         for site_id in sorted(batch.grown_sites):  # one more connector at the fail-safe
-            site_failsafe_refresh(site=Site.objects.get(pk=site_id), actor="system:telemetry", strict=False)
+            listeners.site_chargers_changed.send(
+                site=Site.objects.get(pk=site_id), actor="system:telemetry", strict=False
+            )
         if batch.outcome.rebalance:
             reasons = dict(batch.outcome.rebalance)
             transaction.on_commit(lambda: rebalances_request(reasons))
@@ -476,8 +461,6 @@ def telemetry_apply(*, events: list[dict[str, Any]]) -> TelemetryOutcome:
 
 
 def rebalances_request(reasons: dict[int, str]) -> None:
-    """Ask for a run of each site whose inputs changed, with why (``TelemetryOutcome.rebalance``)."""
-    from balancing.services import site_rebalance_request  # balancing reads chargepoint: import late
-
+    """Tell the listeners which sites' inputs changed and why (``TelemetryOutcome.rebalance``)."""
     for site_id, reason in reasons.items():
-        site_rebalance_request(site_id=site_id, reason=reason)
+        listeners.site_inputs_changed.send(site_id=site_id, reason=reason)
