@@ -7,6 +7,10 @@ class BalancingConfig(AppConfig):
 
     def ready(self) -> None:
         from balancing.groups import SiteGroupAccountHooks
+        from balancing.receivers import receivers_connect
         from tenants.accounts.hooks import account_hooks_register
 
-        account_hooks_register(SiteGroupAccountHooks())  # accounts' questions on site groups and grants
+        # Tenancy sits below the domain: accounts asks balancing about site groups and grants.
+        account_hooks_register(SiteGroupAccountHooks())
+        # The charger app may not call balancing (balancing imports it); balancing listens to its events.
+        receivers_connect()

@@ -22,6 +22,7 @@ from django.core.exceptions import ValidationError
 
 from balancing.alerts import ACTOR, alert_clear, alert_raise
 from balancing.models import ConnectorLimit, Site, SiteAlert
+from chargepoint.actions import charger_action
 from chargepoint.models import ChargingSession, Connector
 from evplatform.services import require_tenant_schema
 
@@ -56,9 +57,6 @@ def site_escalations_apply(
     session and when its overdraw began. Returns one line per action taken (what was sent to
     which charger and its answer), each also an ``escalated`` alert and an audit entry.
     """
-    # chargepoint.actions reaches chargepoint.services, which calls into balancing: import late.
-    from chargepoint.actions import charger_action
-
     require_tenant_schema("site_escalations_apply")
     markers = {
         alert.connector_id: alert

@@ -1,7 +1,7 @@
 """The site meter's readings, from whichever input they arrive: checked, stored, acted on. Schema: tenant.
 
 Three inputs feed ``site_meter_record``: the REST API (``balancing.api``), an OCPP meter identity
-reporting on connector 0 (``chargepoint.services``) and MQTT (``balancing.mqtt``). Whatever a
+reporting on connector 0 (``chargepoint.telemetry``) and MQTT (``balancing.mqtt``). Whatever a
 meter says is checked before it is believed: a reading that is negative, not a finite number,
 implausibly large (more than ``HUGE_FACTOR`` times the site's grid limit), of the wrong number
 of phases, stale or from the future, or whose ``includes_chargers`` is not a boolean, is refused

@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 from django.conf import settings
 
+from chargepoint.commands import Command, command_send_many
+
 
 def push_timeout_s() -> float:
     """Seconds a batch of pushes waits for its answers (``BALANCING_PUSH_TIMEOUT_S``)."""
@@ -53,8 +55,6 @@ class GatewayPusher:
     def send_many(self, requests: Sequence[PushRequest]) -> list[PushAnswer]:
         if not requests:
             return []
-        from chargepoint.commands import Command, command_send_many
-
         results = command_send_many(
             commands=[Command(r.charge_point_id, r.action, r.payload) for r in requests],
             timeout_s=push_timeout_s() if self.timeout_s is None else self.timeout_s,

@@ -71,9 +71,9 @@ from balancing.problem import (
 )
 from balancing.profiles import failsafe_profile, station_max_profile, tx_profile
 from balancing.push import Pusher, PushRequest
+from balancing.resync import station_resync_request
 from balancing.services import site_rebalance_request
 from chargepoint.models import ChargingStation, Connector
-from chargepoint.resync import station_resync_request
 from evplatform.logs import bind
 
 logger = logging.getLogger(__name__)

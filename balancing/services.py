@@ -23,6 +23,7 @@ from balancing.failsafe import site_failsafe_refresh
 from balancing.models import BalancingRun, Circuit, LimitOverride, Site, SiteLimitSchedule
 from balancing.push import GatewayPusher, Pusher, push_timeout_s
 from balancing.selectors import circuit_get
+from chargepoint.commands import REPLY_GRACE_S
 from evplatform.redis import REDIS_ERRORS, get_redis, redis_outage, tenant_key
 from evplatform.services import Outcome, active_schema, describe_change, require_tenant_schema
 from tenants.accounts.services import audit_record
@@ -388,8 +389,6 @@ def site_balance(*, site_id: int, reason: str, pusher: Pusher | None = None) -> 
 
 def run_lock_ttl_s() -> float:
     """How long the site's Redis lock lives unless released: a run's pushes at their longest, plus margin."""
-    from chargepoint.commands import REPLY_GRACE_S
-
     return RUN_LOCK_BATCHES * (push_timeout_s() + REPLY_GRACE_S) + RUN_LOCK_MARGIN_S
 
 

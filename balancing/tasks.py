@@ -3,13 +3,18 @@
 The history prune goes to the ``reports`` queue instead (``evplatform.celery.TASK_QUEUES``): it is
 patient work that must not hold up a rebalance. The notification deliveries
 (``balancing.notifications.tasks``, registered by importing them here) go to ``notifications``.
+The charger resync keeps the name it had in the charger app (``chargepoint.tasks.station_resync``),
+so resyncs queued before an upgrade still run and its route stays the same.
 """
+
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
 from balancing.notifications import tasks as notification_tasks  # noqa: F401 - registers the delivery tasks
+from balancing.resync import station_resync
 from balancing.retention import history_prune, sessions_prune
 from balancing.selectors import site_ids
 from balancing.services import site_balance, site_rebalance_request
@@ -87,3 +92,17 @@ def prune_history_chunk(*, schemas: list[str]) -> int:
         prune_history.delay()
         count += 1
     return count
+
+
+@app.task(name="chargepoint.tasks.station_resync")
+def station_resync_task(*, station_id: int, reason: str = "") -> dict[str, Any]:
+    """Ask a charger what it does (triggers, composite schedules) and act on a mismatch; at most once a minute."""
+    outcome = station_resync(station_id=station_id)
+    return {
+        "reason": reason,
+        "throttled": outcome.throttled,
+        "offline": outcome.offline,
+        "triggers": outcome.triggers,
+        "applied_a": {c.connector_id: c.applied_a for c in outcome.checks},
+        "mismatches": [c.connector_id for c in outcome.mismatches],
+    }

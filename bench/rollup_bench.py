@@ -117,7 +117,7 @@ def events_at(t: datetime, last: dict[int, tuple[Any, ...]], chargers: dict[int,
 
 
 def ingest(lo: datetime, hi: datetime, last: dict[int, tuple[Any, ...]], chargers: dict[int, tuple[str, str]]) -> int:
-    from chargepoint.services import telemetry_apply
+    from chargepoint.telemetry import telemetry_apply
 
     sent = 0
     t = lo

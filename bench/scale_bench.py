@@ -506,7 +506,7 @@ def meter_event(fleet: Fleet, c: Charger, t: int) -> dict[str, Any]:
 
 def ingest(fleet: Fleet, chargers: list[Charger], lo: int, hi: int) -> tuple[int, float]:
     """The readings of [lo, hi) through ``telemetry_apply``, one batch per instant; (events, seconds)."""
-    from chargepoint.services import telemetry_apply
+    from chargepoint.telemetry import telemetry_apply
 
     began = time.perf_counter()
     events = 0

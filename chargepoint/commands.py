@@ -14,6 +14,8 @@ Redis failing on the way never raises out of ``command_send_many`` (a balancing 
 holding its site's lock): commands that could not be looked up are ``Offline``; once they are
 on their way, the sender keeps waiting for replies, retrying Redis, until the deadline plus
 ``REPLY_GRACE_S`` (the gateway retries its reply as long), and what has not come is ``Timeout``.
+
+``command_records_create`` and ``command_records_finish`` write those records.
 """
 
 import contextlib
@@ -26,9 +28,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chargepoint.gateway import keys
-from chargepoint.models import ChargerCommand
+from chargepoint.models import ChargerCommand, ChargingStation
 from chargepoint.selectors import gateway_instances_live
-from chargepoint.services import command_records_create, command_records_finish
 from evplatform.redis import REDIS_ERRORS, get_redis, redis_outage
 from evplatform.services import active_schema, require_tenant_schema
 
@@ -195,3 +196,37 @@ def _holders(redis: Any, commands: list[Command]) -> list[str | None]:
         for command in commands:
             pipe.get(keys.charger_key(command.charge_point_id))
         return [v.decode() if isinstance(v, bytes) else v for v in pipe.execute()]
+
+
+# --- Command records (one per command, written before it is sent, completed with its answer) --------
+
+
+def command_records_create(
+    *, request_ids: list[uuid.UUID], commands: list[tuple[str, str, dict[str, Any]]], requested_at: datetime
+) -> list[ChargerCommand]:
+    """One Pending row per command (charge point id, action, payload), before anything is sent."""
+    require_tenant_schema("command_records_create")
+    stations = {
+        s.charge_point_id.lower(): s
+        for s in ChargingStation.objects.filter(charge_point_id__in=[cp for cp, _, _ in commands])
+    }
+    records = [
+        ChargerCommand(
+            request_id=request_id,
+            station=stations.get(cp.lower()),
+            charge_point_id=cp[:48],
+            action=action[:40],
+            payload=payload,
+            requested_at=requested_at,
+        )
+        for request_id, (cp, action, payload) in zip(request_ids, commands, strict=True)
+    ]
+    return ChargerCommand.objects.bulk_create(records)
+
+
+def command_records_finish(*, records: list[ChargerCommand]) -> None:
+    """Store the answers (status, response, error, timings) set on ``records``."""
+    require_tenant_schema("command_records_finish")
+    ChargerCommand.objects.bulk_update(
+        records, ["status", "charger_status", "response", "error", "gateway", "answered_at", "duration_ms"]
+    )

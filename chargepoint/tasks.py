@@ -1,7 +1,8 @@
 """Celery tasks of the charger app (``telemetry`` queue). Schema: tenant (the sweeps fan out from public).
 
-The gateway liveness sweep and the resync go to the ``balancing`` queue instead (``evplatform.celery.TASK_QUEUES``;
-see their docstrings): seconds matter for both.
+The gateway liveness sweep goes to the ``balancing`` queue instead (``evplatform.celery.TASK_QUEUES``;
+see its docstring): seconds matter. The charger resync, once here, is ``balancing.tasks.station_resync_task``
+(its task name is still ``chargepoint.tasks.station_resync``).
 
 The gateway sends ``telemetry_ingest`` with the charger's tenant schema in the task headers.
 Acknowledged only after it finished (acks_late, reject_on_worker_lost): a worker that dies
@@ -15,9 +16,9 @@ from django.conf import settings
 from django.db import OperationalError
 from django.utils import timezone
 
+from chargepoint.liveness import stations_gateway_sweep, stations_offline_sweep
 from chargepoint.partitions import partitions_maintain
-from chargepoint.resync import station_resync
-from chargepoint.services import stations_gateway_sweep, stations_offline_sweep, telemetry_apply
+from chargepoint.telemetry import telemetry_apply
 from evplatform.celery import PublicTask, app
 from tenants.fanout import tenant_chunk, tenant_chunks_send
 
@@ -107,17 +108,3 @@ def telemetry_partitions_maintain_chunk(*, schemas: list[str]) -> int:
         telemetry_partitions_maintain.delay()
         count += 1
     return count
-
-
-@app.task(name="chargepoint.tasks.station_resync")
-def station_resync_task(*, station_id: int, reason: str = "") -> dict[str, Any]:
-    """Ask a charger what it does (triggers, composite schedules) and act on a mismatch; at most once a minute."""
-    outcome = station_resync(station_id=station_id)
-    return {
-        "reason": reason,
-        "throttled": outcome.throttled,
-        "offline": outcome.offline,
-        "triggers": outcome.triggers,
-        "applied_a": {c.connector_id: c.applied_a for c in outcome.checks},
-        "mismatches": [c.connector_id for c in outcome.mismatches],
-    }

@@ -38,7 +38,7 @@ from chargepoint.gateway.auth import ChargerIdentity
 from chargepoint.gateway.telemetry import TelemetryBuffer
 from chargepoint.models import ChargingStation
 from chargepoint.selectors import idtag_status
-from chargepoint.services import transaction_id_next
+from chargepoint.telemetry import transaction_id_next
 
 logger = logging.getLogger("chargepoint.gateway")
 T = TypeVar("T")

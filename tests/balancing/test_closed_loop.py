@@ -665,7 +665,7 @@ def test_settings_set_the_tx_profile_validity_and_renewal(garage, plug_in, charg
 
 
 def test_a_reading_above_the_books_asks_for_a_rebalance_at_once(garage, plug_in) -> None:
-    from chargepoint.services import telemetry_apply
+    from chargepoint.telemetry import telemetry_apply
 
     connector = plug_in(garage, "CP-1", max_a="32")
     book(connector, 9)

@@ -335,7 +335,7 @@ def test_the_settings_form_keeps_a_sized_site_sized_until_a_person_changes_the_v
 
 
 def reported_connector_2(cp_id: str) -> None:
-    from chargepoint.services import telemetry_apply
+    from chargepoint.telemetry import telemetry_apply
 
     at = "2026-05-01T09:00:02+00:00"
     telemetry_apply(

@@ -99,7 +99,7 @@ def charger_reports_faulted() -> None:
     code = (
         "from django_tenants.utils import tenant_context\n"
         "from tenants.models import Tenant\n"
-        "from chargepoint.services import telemetry_apply\n"
+        "from chargepoint.telemetry import telemetry_apply\n"
         "with tenant_context(Tenant.objects.get(slug='alpha')):\n"
         f"    telemetry_apply(events=[{json.dumps(event)}])\n"
     )

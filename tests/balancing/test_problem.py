@@ -271,7 +271,7 @@ def test_an_implausible_reading_between_two_over_the_limit_does_not_hide_an_over
 
 
 def test_currents_and_registers_a_charger_reports_at_its_inlet_are_its_draw(garage, plug_in) -> None:
-    from chargepoint.services import telemetry_apply
+    from chargepoint.telemetry import telemetry_apply
 
     connector = plug_in(garage, "CP-IN", max_a="32")
     session = connector.sessions.get()

@@ -21,7 +21,7 @@ from billing.services import intervals_roll_up, tariff_import
 from billing.tasks import generate_savings_report
 from chargepoint.models import ChargingStation, Connector, MeterReading, RollupPending
 from chargepoint.partitions import partitions_maintain
-from chargepoint.services import telemetry_apply
+from chargepoint.telemetry import telemetry_apply
 from tests.billing.conftest import LA, simple_record
 from tests.billing.readings import meter_event
 from tests.billing.test_reports import rows

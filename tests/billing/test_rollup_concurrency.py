@@ -19,7 +19,7 @@ from balancing.models import Site
 from billing.models import IntervalEnergy
 from billing.services import intervals_rebuild, intervals_roll_up
 from chargepoint.models import ChargingStation, Connector, RollupPending
-from chargepoint.services import telemetry_apply
+from chargepoint.telemetry import telemetry_apply
 from tests.billing.readings import meter_event, readings_write
 
 pytestmark = pytest.mark.django_db  # the test database; the test's own connection is not used

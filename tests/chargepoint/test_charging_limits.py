@@ -8,7 +8,7 @@ import pytest
 from balancing.problem import build_problem
 from chargepoint.models import ChargingSession, Connector
 from chargepoint.ocpp201 import ChargePoint201
-from chargepoint.services import telemetry_apply
+from chargepoint.telemetry import telemetry_apply
 from tests.chargepoint.test_handlers import Harness
 from tests.factories import ChargingStationFactory, ConnectorFactory, SiteFactory
 

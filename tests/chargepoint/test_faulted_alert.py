@@ -9,7 +9,7 @@ from balancing.notifications.models import EmailDelivery
 from chargepoint.models import ChargingStation
 from chargepoint.ocpp16 import ChargePoint16
 from chargepoint.ocpp201 import ChargePoint201
-from chargepoint.services import telemetry_apply
+from chargepoint.telemetry import telemetry_apply
 from tenants.accounts.models import Role, User
 from tests.chargepoint.test_handlers import Harness
 from tests.factories import ChargingStationFactory, ConnectorFactory

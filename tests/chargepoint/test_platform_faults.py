@@ -30,9 +30,10 @@ from balancing.services import site_balance
 from bench.tcpproxy import TcpProxy
 from chargepoint.commands import REPLY_GRACE_S, Command, command_send
 from chargepoint.gateway import keys
+from chargepoint.liveness import stations_gateway_sweep, stations_offline_sweep
 from chargepoint.models import ChargingSession, ChargingStation, Connector
-from chargepoint.services import stations_gateway_sweep, stations_offline_sweep, telemetry_apply
 from chargepoint.tasks import stations_gateway_sweep_all
+from chargepoint.telemetry import telemetry_apply
 from evplatform.redis import get_redis, redis_outage, tenant_key
 from tests.chargepoint.conftest import (
     BackgroundLoop,

@@ -17,7 +17,7 @@ from chargepoint.gateway import normalise
 from chargepoint.models import ChargingStation, MeterReading, ReadingContext, RollupPending
 from chargepoint.partitions import partition_name, partitions_list
 from chargepoint.readings import ReadingRows, reading_values, readings_store
-from chargepoint.services import telemetry_apply
+from chargepoint.telemetry import telemetry_apply
 from tests.factories import ChargingSessionFactory, ChargingStationFactory, ConnectorFactory
 
 pytestmark = pytest.mark.django_db
@@ -353,7 +353,7 @@ def test_a_reading_older_than_the_retention_is_refused_by_name_and_nothing_of_it
     old_month = partition_name(old)
     assert old_month not in {name for name, _ in partitions_list()}
 
-    with caplog.at_level(logging.WARNING, logger="chargepoint.services"):
+    with caplog.at_level(logging.WARNING, logger="chargepoint.telemetry"):
         outcome = telemetry_apply(
             events=[
                 meter([sample(old, "Energy.Active.Import.Register", "100", "Wh")]),

@@ -16,6 +16,7 @@ import pytest
 from django.utils import timezone
 
 from balancing.models import ConnectorLimit, SiteAlert, StationFailsafe
+from balancing.resync import RESYNC_DELAY_S, _throttle_key, composite_limit_a, resync_commands, station_resync
 from chargepoint.models import (
     ChargerCommand,
     ChargingSession,
@@ -24,7 +25,6 @@ from chargepoint.models import (
     MeterReading,
     ReadingContext,
 )
-from chargepoint.resync import RESYNC_DELAY_S, _throttle_key, composite_limit_a, resync_commands, station_resync
 from chargepoint.simulator.charger import ChargerSpec, SimulatedCharger
 from evplatform.redis import get_redis
 from tenants.accounts.models import AuditEvent
@@ -330,7 +330,7 @@ def test_a_second_resync_within_a_minute_does_nothing(gateway, celery_worker, gw
 
 
 def test_the_resync_task_goes_to_the_balancing_queue() -> None:
-    from chargepoint.tasks import station_resync_task
+    from balancing.tasks import station_resync_task
     from evplatform.celery import QUEUE_BALANCING, app, queue_name
 
     options = dict(station_resync_task._get_exec_options())

@@ -14,7 +14,7 @@ from balancing.models import Site, SiteMeterReading
 from balancing.problem import build_problem
 from chargepoint.gateway import normalise
 from chargepoint.models import ChargingStation, MeterReading
-from chargepoint.services import telemetry_apply
+from chargepoint.telemetry import telemetry_apply
 from tests.factories import ChargingStationFactory, ConnectorFactory, SiteFactory
 
 pytestmark = pytest.mark.django_db

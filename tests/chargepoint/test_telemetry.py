@@ -8,8 +8,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from balancing.models import ConnectorLimit
+from chargepoint.liveness import stations_offline_sweep
 from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterReading
-from chargepoint.services import stations_offline_sweep, telemetry_apply, transaction_id_next
+from chargepoint.telemetry import telemetry_apply, transaction_id_next
 from tests.factories import ChargingStationFactory, ConnectorFactory
 
 pytestmark = pytest.mark.django_db

@@ -20,7 +20,8 @@ not a number, far above any rating, another connector's) is rejected and changes
 A station is resynced at most once a minute (a Redis key per station), however often it
 reconnects (an attempt that found it offline does not count); ``station_resync_request``
 enqueues the ``station_resync`` task on the balancing queue a few seconds after the caller's
-transaction commits.
+transaction commits. A reconnect reaches it through ``chargepoint.listeners.station_reconnected``
+(``balancing.receivers``).
 """
 
 import logging
@@ -38,6 +39,8 @@ from balancing.alerts import alert_clear, alert_raise
 from balancing.models import ConnectorLimit, SiteAlert, StationFailsafe
 from balancing.problem import STEP_A  # the smallest limit change a profile is sent for
 from balancing.push import push_timeout_s
+from balancing.services import site_rebalance_request
+from chargepoint.commands import OFFLINE, Command, command_send_many
 from chargepoint.models import ChargingSession, ChargingStation, Connector
 from evplatform.redis import get_redis, tenant_key
 from evplatform.services import active_schema, require_tenant_schema
@@ -103,7 +106,7 @@ def station_resync_request(*, station_id: int, reason: str) -> None:
         try:
             if get_redis().exists(key):
                 return  # resynced within the last minute
-            from chargepoint.tasks import station_resync_task
+            from balancing.tasks import station_resync_task  # the tasks module imports this one
 
             station_resync_task.apply_async(  # to the balancing queue (evplatform.celery.TASK_QUEUES)
                 kwargs={"station_id": station_id, "reason": reason[:100]},
@@ -117,10 +120,8 @@ def station_resync_request(*, station_id: int, reason: str) -> None:
     transaction.on_commit(send)
 
 
-def resync_commands(station: ChargingStation, connector_ids: list[int]) -> list[Any]:
+def resync_commands(station: ChargingStation, connector_ids: list[int]) -> list[Command]:
     """The OCPP calls of one resync, in the station's protocol version (triggers first)."""
-    from chargepoint.commands import Command
-
     cp = station.charge_point_id
     commands: list[Command] = []
     if station.ocpp_version == "2.0.1":
@@ -221,9 +222,6 @@ def _books(
 def station_resync(*, station_id: int, now: datetime | None = None, timeout_s: float | None = None) -> ResyncOutcome:
     """Resync one station and verify what it applies (see the module docstring)."""
     require_tenant_schema("station_resync")
-    from balancing.services import site_rebalance_request
-    from chargepoint.commands import OFFLINE, command_send_many
-
     outcome = ResyncOutcome(station_id)
     if not get_redis().set(_throttle_key(station_id), "1", nx=True, ex=RESYNC_EVERY_S):
         outcome.throttled = True
