@@ -14,7 +14,7 @@ from balancing.access import Access
 from balancing.models import Site
 from balancing.selectors import DateBin
 from chargepoint.gateway import keys
-from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, IdTag, MeterReading
+from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector, IdTag, MeterReading
 from evplatform.redis import REDIS_ERRORS, get_redis, redis_outage
 
 logger = logging.getLogger(__name__)
@@ -61,6 +61,10 @@ def station_in_reach(*, access: Access, charge_point_id: str) -> ChargingStation
     """The charger (with its site and circuit) if its site is in ``access``'s reach."""
     stations = access.filter(ChargingStation.objects.select_related("site", "circuit"), "site")
     return stations.filter(charge_point_id=charge_point_id).first()
+
+
+def station_connectors(*, station: ChargingStation) -> QuerySet[Connector]:
+    return station.connectors.all()
 
 
 def station_sessions(*, station: ChargingStation, limit: int = 20) -> QuerySet[ChargingSession]:

@@ -20,7 +20,7 @@ from balancing.access import access_of
 from balancing.selectors import compliance_find, station_alerts, station_limit_checks, station_pushes
 from chargepoint.actions import ACTIONS, charger_action
 from chargepoint.models import ChargingStation
-from chargepoint.selectors import station_current_series, station_in_reach, station_sessions
+from chargepoint.selectors import station_connectors, station_current_series, station_in_reach, station_sessions
 from evplatform.charts import chart_spec
 from evplatform.csp import chart_page
 from evplatform.permissions import CHARGER_ACTIONS, IMPORT_FLEET, actor_of, role_required
@@ -45,7 +45,7 @@ def charger_detail(request: HttpRequest, charge_point_id: str) -> HttpResponse:
     station = station_for(request, charge_point_id)
     context = {
         "station": station,
-        "connectors": station.connectors.all(),
+        "connectors": station_connectors(station=station),
         "sessions": station_sessions(station=station),
         "pushes": station_pushes(station=station),
         "alerts": station_alerts(station=station),
