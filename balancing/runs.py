@@ -45,7 +45,7 @@ from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from balancing.alerts import alert_clear, alert_raise, compliance_note
-from balancing.engine import check, solve
+from balancing.engine import Result, check, solve
 from balancing.escalation import site_escalations_apply
 from balancing.models import (
     BalancingRun,
@@ -486,7 +486,7 @@ def _retries(stuck: list[EvseContext], now: datetime) -> list[PlannedPush]:
     return plans
 
 
-def _solve(problem: dict[str, Any]) -> dict[str, Any]:
+def _solve(problem: dict[str, Any]) -> Result:
     result = solve(problem)
     violations = check(problem, result)
     if violations:
@@ -521,17 +521,16 @@ def _resolve_raises(
             fixed = ctx.allowed_a
         evse["fixed_a"] = fixed
         evse["max_a"] = max(float(evse["max_a"]), fixed)
-    result: dict[str, Any] = {}
+    allocations: dict[str, float] = {}
     for _ in range(len(free) + 1):
-        result = _solve(problem)
-        down = [key for key, plan in free.items() if result["allocations_a"][key] < (plan.old_limit_a or 0.0)]
+        allocations = {k: float(v) for k, v in _solve(problem)["allocations_a"].items()}
+        down = [key for key, plan in free.items() if allocations[key] < (plan.old_limit_a or 0.0)]
         if not down:
             break
         for key in down:
             old = free.pop(key).old_limit_a or 0.0
             evses[key]["fixed_a"] = old
             evses[key]["max_a"] = max(float(evses[key]["max_a"]), old)
-    allocations = {k: float(v) for k, v in result.get("allocations_a", {}).items()}
     replanned = []
     for key, plan in free.items():
         target = allocations[key]
@@ -801,19 +800,19 @@ def _offline_alerts(site: Site, built: BuiltProblem, now: datetime, open_rows: l
     return lines
 
 
-def _summarise(run: BalancingRun, built: BuiltProblem, result: dict[str, Any], site: Site) -> None:
+def _summarise(run: BalancingRun, built: BuiltProblem, result: Result, site: Site) -> None:
     """Site-level totals of the run: drawn, allocated and allowed, in kW and per phase."""
     phases = ["L1", "L2", "L3"][: site.phases]
     voltage = float(site.voltage_v)
     measured = list(built.chargers_a) or [0.0] * len(phases)
     root = next(n for n in built.problem["nodes"] if n["parent"] is None)
-    allocated = list(result.get("node_load_a", {}).get(root["id"], [0.0] * len(phases)))
+    allocated = list(result["node_load_a"].get(root["id"], [0.0] * len(phases)))
     run.phase_measured_a = [round(x, 2) for x in measured]
     run.phase_allocated_a = [round(float(x), 2) for x in allocated]
     run.phase_limit_a = [round(x, 2) for x in built.limits.limit_a]
     run.measured_kw = round(sum(measured) * voltage / 1000, 3)
     # Offline and non-compliant chargers' currents are in the engine's loads (they are fixed EVSEs).
-    run.allocated_kw = round(float(result.get("node_load_kw", {}).get(root["id"], 0.0)), 3)
+    run.allocated_kw = round(float(result["node_load_kw"].get(root["id"], 0.0)), 3)
     run.limit_kw = built.limits.limit_kw
     # Unmanaged, every active car would take what it accepts (or the charger's rating).
     run.unmanaged_kw = round(
@@ -892,7 +891,7 @@ def _act(
     site: Site,
     built: BuiltProblem,
     stuck: list[EvseContext],
-    result: dict[str, Any],
+    result: Result,
     pusher: Pusher,
     now: datetime,
 ) -> bool:

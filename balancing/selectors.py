@@ -4,7 +4,7 @@ import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import ObjectDoesNotExist
 from django.db import connection
@@ -12,15 +12,19 @@ from django.db.models import Count, DateTimeField, F, FloatField, Func, Max, Out
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Greatest
 
+from balancing.engine import Result
 from balancing.models import (
     BalancingRun,
     ChargerModelCompliance,
     Circuit,
+    ConnectorLimit,
     ProfilePush,
     Site,
     SiteAlert,
+    SiteLimitSchedule,
     SiteMeterReading,
 )
+from balancing.problem import evse_id
 from chargepoint.models import ChargingStation, Connector
 
 
@@ -242,6 +246,73 @@ def site_runs(*, site: Site, limit: int = 20) -> list[BalancingRun]:
     )
 
 
+def run_result(run: BalancingRun | None) -> Result:
+    """The engine's result as the run stored it, for reading with ``.get``: none (``{}``) without a
+    run or when the run failed before solving, and runs stored before a key existed lack it."""
+    return cast(Result, (run.result or {}) if run is not None else {})
+
+
+def site_chargers(*, site: Site, run: BalancingRun | None) -> list[dict[str, Any]]:
+    """Every connector of the site's chargers (site meters aside), by charger: what ``run`` (the
+    latest) allocated it, the draw it measured and why it got what it got."""
+    result = run_result(run)
+    allocations = result.get("allocations_a", {})
+    reasons = result.get("reasons", {})
+    measured = {e["id"]: e.get("measured_a") for e in (run.problem or {}).get("evses", [])} if run else {}
+    stations = (
+        ChargingStation.objects.filter(site=site, is_site_meter=False)
+        .prefetch_related("connectors")
+        .order_by("charge_point_id")
+    )
+    return [
+        {
+            "station": s,
+            "connector": c,
+            "allocation_a": allocations.get(evse_id(c)),
+            "measured_a": measured.get(evse_id(c)),
+            "reason": reasons.get(evse_id(c), ""),
+        }
+        for s in stations
+        for c in s.connectors.all()
+    ]
+
+
+def site_circuit_tree(*, site: Site, node_load_a: Mapping[str, list[float]]) -> list[dict[str, Any]]:
+    """The site's circuits as a tree (roots first, children by name), each with its load (A per
+    phase, from a run's ``node_load_a``) when it has one."""
+    children: dict[int | None, list[Circuit]] = {}
+    for c in Circuit.objects.filter(site=site).order_by("name"):
+        children.setdefault(c.parent_id, []).append(c)
+
+    def build(parent: int | None) -> list[dict[str, Any]]:
+        return [
+            {"circuit": c, "load_a": node_load_a.get(f"circuit-{c.pk}"), "children": build(c.pk)}
+            for c in children.get(parent, [])
+        ]
+
+    return build(None)
+
+
+def site_circuits(*, site: Site) -> QuerySet[Circuit]:
+    """The site's circuits by name, with their parent."""
+    return Circuit.objects.filter(site=site).select_related("parent").order_by("name")
+
+
+def site_schedules(*, site: Site) -> QuerySet[SiteLimitSchedule]:
+    """The site's limit schedules by start time."""
+    return SiteLimitSchedule.objects.filter(site=site).order_by("start_time")
+
+
+def site_schedule_find(*, site: Site, pk: int) -> SiteLimitSchedule | None:
+    return SiteLimitSchedule.objects.filter(site=site, pk=pk).first()
+
+
+def site_tariffs(*, site: Site) -> QuerySet[Any]:
+    """The site's tariff versions, newest first (billing's model, through its relation: balancing
+    does not import billing)."""
+    return site.tariffs.order_by("-version")
+
+
 # Chart steps: a minute up to a day (about one run a minute: each sweep shows), 15 minutes
 # beyond (a month: 2,976 points a series, whatever the number of runs).
 CHART_FINE = timedelta(minutes=1)
@@ -317,6 +388,34 @@ def site_load_series(*, site: Site, since: datetime, step: timedelta, phases: bo
     return points
 
 
+LOAD_SERIES = ["drawn", "allowed", "limit", "unmanaged"]
+PHASE_SERIES = [f"{p} {kind}" for kind in ("drawn", "limit") for p in ("L1", "L2", "L3")]
+
+
+@dataclass(frozen=True)
+class LoadChart:
+    """The site chart's data: its series' names and one row per bucket (``time``, ISO) with each
+    series that has a value there as a field, rounded to 0.01."""
+
+    series: list[str]
+    rows: list[dict[str, Any]]
+
+
+def site_load_chart(*, site: Site, now: datetime, window: timedelta, phases: bool = False) -> LoadChart:
+    """``site_load_series`` over the ``window`` up to ``now`` in that window's chart step, as chart rows:
+    kW drawn, allowed, limit and unmanaged, or with ``phases`` the draw and limit per phase (A)."""
+    names = PHASE_SERIES if phases else LOAD_SERIES
+    rows: list[dict[str, Any]] = []
+    for point in site_load_series(site=site, since=now - window, step=chart_step(window), phases=phases):
+        row: dict[str, Any] = {"time": point["at"].isoformat()}
+        for name in names:
+            value = point[name.lower().replace(" ", "_")]  # "L1 drawn" is l1_drawn
+            if value is not None:
+                row[name] = round(value, 2)
+        rows.append(row)
+    return LoadChart(list(names), rows)
+
+
 def alert_where(alert: SiteAlert) -> str:
     """The charger (and connector) an alert is about, e.g. ``CP-7/1``; empty for the whole site."""
     if alert.connector is not None:
@@ -354,6 +453,18 @@ def station_alerts(*, station: ChargingStation, limit: int = 20) -> list[SiteAle
         SiteAlert.objects.filter(station=station)
         .select_related("station", "connector__station")
         .order_by(F("cleared_at").desc(nulls_first=True), "-opened_at")[:limit]
+    )
+
+
+def station_pushes(*, station: ChargingStation, limit: int = 20) -> QuerySet[ProfilePush]:
+    """The profiles last pushed to a charger, newest first, with their run."""
+    return ProfilePush.objects.filter(station=station).select_related("run").order_by("-sent_at")[:limit]
+
+
+def station_limit_checks(*, station: ChargingStation) -> QuerySet[ConnectorLimit]:
+    """The charger's connectors whose applied profile has been read back (``GetCompositeSchedule``)."""
+    return ConnectorLimit.objects.filter(connector__station=station, applied_checked_at__isnull=False).select_related(
+        "connector"
     )
 
 

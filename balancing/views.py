@@ -13,32 +13,35 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.forms import BaseForm
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from balancing import services
 from balancing.access import access_of, site_for
 from balancing.forms import CircuitForm, ScheduleForm, SiteLimitsForm, TariffUploadForm
-from balancing.models import Circuit, Site, SiteLimitSchedule
-from balancing.problem import evse_id
 from balancing.selectors import (
-    chart_step,
+    run_result,
     site_alerts_cleared,
     site_alerts_open,
     site_cap_in_force,
-    site_load_series,
+    site_chargers,
+    site_circuit_tree,
+    site_circuits,
+    site_load_chart,
     site_meter_latest,
     site_overview,
     site_runs,
+    site_schedule_find,
+    site_schedules,
+    site_tariffs,
 )
-from chargepoint.models import ChargingStation
+from evplatform.charts import chart_spec
 from evplatform.csp import chart_page
 from evplatform.permissions import CHANGE_LIMITS, actor_of
 
 RANGES = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(days=7), "month": timedelta(days=31)}
-LOAD_SERIES = ["drawn", "allowed", "limit", "unmanaged"]
 SORTS = ("name", "load", "share", "peak", "chargers", "alerts")
 
 
@@ -54,55 +57,21 @@ def overview(request: HttpRequest) -> HttpResponse:
     return render(request, template, context)
 
 
-def _tree(site: Site, node_load: dict[str, list[float]]) -> list[dict[str, Any]]:
-    circuits = list(Circuit.objects.filter(site=site).order_by("name"))
-    children: dict[int | None, list[Circuit]] = {}
-    for c in circuits:
-        children.setdefault(c.parent_id, []).append(c)
-
-    def build(parent: int | None) -> list[dict[str, Any]]:
-        return [
-            {"circuit": c, "load_a": node_load.get(f"circuit-{c.pk}"), "children": build(c.pk)}
-            for c in children.get(parent, [])
-        ]
-
-    return build(None)
-
-
 @chart_page
 @login_required
 def site_detail(request: HttpRequest, slug: str) -> HttpResponse:
     site = site_for(request, slug)
     runs = site_runs(site=site, limit=10)
     last = runs[0] if runs else None
-    result = (last.result or {}) if last else {}
-    allocations = result.get("allocations_a", {})
-    reasons = result.get("reasons", {})
-    measured = {e["id"]: e.get("measured_a") for e in (last.problem or {}).get("evses", [])} if last else {}
-    stations = list(
-        ChargingStation.objects.filter(site=site, is_site_meter=False)
-        .prefetch_related("connectors")
-        .order_by("charge_point_id")
-    )
-    chargers = [
-        {
-            "station": s,
-            "connector": c,
-            "allocation_a": allocations.get(evse_id(c)),
-            "measured_a": measured.get(evse_id(c)),
-            "reason": reasons.get(evse_id(c), ""),
-        }
-        for s in stations
-        for c in s.connectors.all()
-    ]
+    node_load_a = run_result(last).get("node_load_a", {})
     range_name = request.GET.get("range", "hour")
     context = {
         "site": site,
         "runs": runs,
         "last": last,
-        "chargers": chargers,
-        "tree": _tree(site, result.get("node_load_a", {})),
-        "root_load": result.get("node_load_a", {}).get("site"),
+        "chargers": site_chargers(site=site, run=last),
+        "tree": site_circuit_tree(site=site, node_load_a=node_load_a),
+        "root_load": node_load_a.get("site"),
         "range": range_name if range_name in RANGES else "hour",
         "ranges": list(RANGES),
         "can_change": access_of(request).can(CHANGE_LIMITS, site.pk),
@@ -118,58 +87,19 @@ def site_detail(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 def site_chart(request: HttpRequest, slug: str) -> JsonResponse:
-    """Vega-Lite spec with data: site load against its limit over the chosen range.
+    """Vega-Lite spec with data (``portal/site_chart.json``): site load against its limit over the chosen range.
 
-    One row per time bucket (``site_load_series``: a minute up to a day, a quarter hour beyond)
+    One row per time bucket (``site_load_chart``: a minute up to a day, a quarter hour beyond)
     with every series as a field, unfolded into lines by the chart itself: the time is sent
     once per bucket, not once per series, so a month is a few hundred kB however many runs.
     """
     site = site_for(request, slug)
     window = RANGES.get(request.GET.get("range", "hour"), RANGES["hour"])
     per_phase = bool(request.GET.get("phases")) and site.phases == 3
-    series = site_load_series(site=site, since=timezone.now() - window, step=chart_step(window), phases=per_phase)
-    names = [f"{p} {kind}" for kind in ("drawn", "limit") for p in ("L1", "L2", "L3")] if per_phase else LOAD_SERIES
-    rows: list[dict[str, Any]] = []
-    for point in series:
-        row: dict[str, Any] = {"time": point["at"].isoformat()}
-        for name in names:
-            value = point[name.lower().replace(" ", "_")]  # "L1 drawn" is l1_drawn
-            if value is not None:
-                row[name] = round(value, 2)
-        rows.append(row)
-    spec = {
-        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
-        "description": f"Load of {site.name} against its limit",
-        "width": "container",
-        "height": 260,
-        "data": {"values": rows},
-        "transform": [
-            {"fold": names, "as": ["series", "value"]},
-            {"filter": "isValid(datum.value)"},
-        ],
-        "mark": {"type": "line", "interpolate": "step-after"},
-        "encoding": {
-            "x": {"field": "time", "type": "temporal", "title": None},
-            "y": {"field": "value", "type": "quantitative", "title": "A per phase" if per_phase else "kW"},
-            "color": {
-                "field": "series",
-                "type": "nominal",
-                "title": None,
-                "scale": {"domain": LOAD_SERIES, "range": ["#0b5cad", "#13733b", "#b3261e", "#8a5a00"]}
-                if not per_phase
-                else {},
-            },
-            "strokeDash": {
-                "condition": {"test": "indexof(datum.series, 'limit') >= 0", "value": [6, 4]},
-                "value": [1, 0],
-            },
-            "tooltip": [
-                {"field": "time", "type": "temporal"},
-                {"field": "series"},
-                {"field": "value", "format": ".1f"},
-            ],
-        },
-    }
+    chart = site_load_chart(site=site, now=timezone.now(), window=window, phases=per_phase)
+    spec = chart_spec(
+        "portal/site_chart.json", site_name=site.name, rows=chart.rows, names=chart.series, per_phase=per_phase
+    )
     return JsonResponse(spec)
 
 
@@ -206,11 +136,11 @@ def site_settings(request: HttpRequest, slug: str) -> HttpResponse:
         "form": form,
         "confirming": confirming,
         "changes": changes,
-        "schedules": SiteLimitSchedule.objects.filter(site=site).order_by("start_time"),
+        "schedules": site_schedules(site=site),
         "schedule_form": ScheduleForm(),
-        "circuits": Circuit.objects.filter(site=site).select_related("parent").order_by("name"),
+        "circuits": site_circuits(site=site),
         "circuit_form": CircuitForm(),
-        "tariffs": site.tariffs.order_by("-version"),
+        "tariffs": site_tariffs(site=site),
         "tariff_form": TariffUploadForm(),
         "nav": "sites",
     }
@@ -244,7 +174,9 @@ def schedule_add(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 def schedule_delete(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     site = site_for(request, slug, CHANGE_LIMITS)
-    schedule = get_object_or_404(SiteLimitSchedule, site=site, pk=pk)
+    schedule = site_schedule_find(site=site, pk=pk)
+    if schedule is None:
+        raise Http404("No such schedule.")
     services.schedule_delete(schedule=schedule, actor=actor_of(request))
     messages.success(request, "Schedule removed.")
     return redirect("portal:site-settings", slug=site.slug)

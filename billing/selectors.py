@@ -1,6 +1,7 @@
 """Reads of tariffs, interval energy, sessions and stored reports. Schema: tenant."""
 
 import re
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -186,6 +187,27 @@ def report_latest_data(*, months: list[date]) -> dict[date, dict[str, Any]]:
     for month, data in rows:
         found.setdefault(month, data)
     return found
+
+
+@dataclass(frozen=True)
+class ReportMonth:
+    """A month of the reports page: its latest stored version and the older ones, newest first."""
+
+    month: date
+    latest: SavingsReport
+    older: list[SavingsReport]
+
+
+def report_months() -> list[ReportMonth]:
+    """Every month with a stored report, newest first, with its versions and their files."""
+    by_month: dict[date, list[SavingsReport]] = defaultdict(list)
+    for report in SavingsReport.objects.prefetch_related("files").order_by("-month", "-version"):
+        by_month[report.month].append(report)
+    return [ReportMonth(month, versions[0], versions[1:]) for month, versions in by_month.items()]
+
+
+def report_find(*, pk: int) -> SavingsReport | None:
+    return SavingsReport.objects.filter(pk=pk).first()
 
 
 def report_versions(*, month: date) -> list[SavingsReport]:

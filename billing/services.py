@@ -14,6 +14,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.core.files import File
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
@@ -31,7 +32,7 @@ from billing.reports import FORMATS, render
 from billing.reports.builder import report_data_build
 from billing.rollups import register_to_intervals
 from billing.selectors import rating_kw, report_next_version, site_timezone
-from billing.tariffs import TariffError, month_bounds, tariff_from_urdb
+from billing.tariffs import RECORD_MAX_BYTES, TariffError, month_bounds, tariff_from_urdb, tariff_json_load
 from chargepoint.models import ChargingSession, ChargingStation, MeterReading, RollupPending
 from chargepoint.partitions import partitions_list
 from chargepoint.readings import PENDING_GRAIN
@@ -76,6 +77,19 @@ def tariff_import(*, site: Site, record: dict[str, Any], valid_from: date, actor
     the record does not parse (a ``ValidationError`` names the field).
     """
     return tariff_version_import(site=site, record=record, valid_from=valid_from, actor=actor).obj
+
+
+def tariff_file_import(*, site: Site, file: File, valid_from: date, actor: str = "") -> Tariff:
+    """``tariff_import`` of an uploaded URDB v7 record's JSON file (the portal's tariff upload).
+
+    ``TariffError`` (path ``record``) when the file is unfit before it is a record: larger than
+    ``RECORD_MAX_BYTES`` (refused unread) or not JSON that ``tariff_json_load`` takes; a
+    ``ValidationError`` as ``tariff_import`` when the record is not a tariff or comes too early.
+    """
+    if file.size > RECORD_MAX_BYTES:
+        raise TariffError("record", f"the file is larger than {RECORD_MAX_BYTES // 1024} KiB")
+    record = tariff_json_load(file.read())
+    return tariff_import(site=site, record=record, valid_from=valid_from, actor=actor)
 
 
 def tariff_version_import(*, site: Site, record: dict[str, Any], valid_from: date, actor: str = "") -> Outcome[Tariff]:

@@ -10,8 +10,6 @@ the work on the ``reports`` queue and never touches a stored version.
 """
 
 import re
-from collections import defaultdict
-from datetime import date
 from typing import Any
 
 from django.contrib import messages
@@ -19,7 +17,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from balancing.access import access_of, site_for
@@ -28,9 +26,9 @@ from balancing.views import form_errors_text, validation_errors_text
 from billing.exports import EXPORT_CONTENT_TYPES, SessionExport, sessions_export, sessions_export_file
 from billing.models import SavingsReport
 from billing.reports import CONTENT_TYPES
-from billing.selectors import report_content, report_site_ids
-from billing.services import savings_report_request, tariff_import
-from billing.tariffs import RECORD_MAX_BYTES, TariffError, tariff_json_load
+from billing.selectors import report_content, report_find, report_months, report_site_ids
+from billing.services import savings_report_request, tariff_file_import
+from billing.tariffs import TariffError
 from evplatform.permissions import CHANGE_LIMITS, MANAGE_REPORTS, actor_of
 
 MONTH_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
@@ -59,13 +57,8 @@ def reports(request: HttpRequest) -> HttpResponse:
     if not request.user.is_authenticated:
         return redirect_to_login(request.get_full_path())
     site_ids = report_reach(request)
-    by_month: dict[date, list[SavingsReport]] = defaultdict(list)
-    for report in SavingsReport.objects.prefetch_related("files").order_by("-month", "-version"):
-        by_month[report.month].append(report)
     context = {
-        "months": [
-            {"month": month, "latest": versions[0], "older": versions[1:]} for month, versions in by_month.items()
-        ],
+        "months": report_months(),
         "scoped": site_ids is not None,
         "can_manage": may_manage_reports(request),
         "nav": "reports",
@@ -95,7 +88,9 @@ def report_download(request: HttpRequest, pk: int, file_format: str) -> HttpResp
     site_ids = report_reach(request)
     if file_format not in CONTENT_TYPES:
         raise Http404("unknown format")
-    report = get_object_or_404(SavingsReport, pk=pk)
+    report = report_find(pk=pk)
+    if report is None:
+        raise Http404("No such report.")
     tenant_slug = getattr(getattr(request, "tenant", None), "slug", "tenant")
     return report_file_response(report=report, file_format=file_format, tenant_slug=tenant_slug, site_ids=site_ids)
 
@@ -149,13 +144,12 @@ def tariff_upload(request: HttpRequest, slug: str) -> HttpResponse:
     if not form.is_valid():
         messages.error(request, "Tariff not imported: " + form_errors_text(form))
         return redirect("portal:site-settings", slug=site.slug)
-    upload = form.cleaned_data["record"]
     try:
-        if upload.size > RECORD_MAX_BYTES:
-            raise TariffError("record", f"the file is larger than {RECORD_MAX_BYTES // 1024} KiB")
-        record = tariff_json_load(upload.read())
-        tariff = tariff_import(
-            site=site, record=record, valid_from=form.cleaned_data["valid_from"], actor=actor_of(request)
+        tariff = tariff_file_import(
+            site=site,
+            file=form.cleaned_data["record"],
+            valid_from=form.cleaned_data["valid_from"],
+            actor=actor_of(request),
         )
     except TariffError as exc:
         messages.error(request, f"Tariff not imported: {exc.problem}.")

@@ -4,15 +4,17 @@
 """
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Max, Q, QuerySet
 
+from balancing.access import Access
 from balancing.models import Site
+from balancing.selectors import DateBin
 from chargepoint.gateway import keys
-from chargepoint.models import ChargerCommand, ChargingStation, IdTag
+from chargepoint.models import ChargerCommand, ChargingSession, ChargingStation, Connector, IdTag, MeterReading
 from evplatform.redis import REDIS_ERRORS, get_redis, redis_outage
 
 logger = logging.getLogger(__name__)
@@ -53,6 +55,50 @@ def station_find(*, charge_point_id: str) -> ChargingStation | None:
 def stations_by_id(*, charge_point_ids: list[str]) -> dict[str, ChargingStation]:
     """Stations by their exact charge point id (what the gateway sends is the registered id)."""
     return {s.charge_point_id: s for s in ChargingStation.objects.filter(charge_point_id__in=charge_point_ids)}
+
+
+def station_in_reach(*, access: Access, charge_point_id: str) -> ChargingStation | None:
+    """The charger (with its site and circuit) if its site is in ``access``'s reach."""
+    stations = access.filter(ChargingStation.objects.select_related("site", "circuit"), "site")
+    return stations.filter(charge_point_id=charge_point_id).first()
+
+
+def station_connectors(*, station: ChargingStation) -> QuerySet[Connector]:
+    return station.connectors.all()
+
+
+def station_sessions(*, station: ChargingStation, limit: int = 20) -> QuerySet[ChargingSession]:
+    """The charger's latest sessions, newest first."""
+    return ChargingSession.objects.filter(station=station).order_by("-started_at")[:limit]
+
+
+CURRENT_STEP = timedelta(minutes=1)
+
+
+def station_current_series(*, station: ChargingStation, since: datetime) -> list[dict[str, Any]]:
+    """The charger's current since ``since`` as chart rows (``time``, ``phase``, ``A``), oldest first:
+    the highest total and per-phase current per minute and connector (the main meter aside).
+
+    Aggregated in PostgreSQL over the station's key range (station, time): at most one point a
+    minute a series however often the charger reports. The connector is named in the series
+    (``1 L2``) only where the charger has several; an empty series is left out.
+    """
+    buckets = (
+        MeterReading.objects.filter(station=station, sampled_at__gte=since, connector_no__gt=0)
+        .annotate(at=DateBin(CURRENT_STEP, "sampled_at"))
+        .values("connector_no", "at")
+        .annotate(total=Max("current_a"), l1=Max("current_l1_a"), l2=Max("current_l2_a"), l3=Max("current_l3_a"))
+        .order_by("at", "connector_no")
+    )
+    points: list[dict[str, Any]] = [dict(point) for point in buckets]
+    several = len({point["connector_no"] for point in points}) > 1
+    rows = []
+    for point in points:
+        for phase, key in (("total", "total"), ("L1", "l1"), ("L2", "l2"), ("L3", "l3")):
+            if point[key] is not None:
+                series = f"{point['connector_no']} {phase}" if several else phase
+                rows.append({"time": point["at"].isoformat(), "phase": series, "A": round(point[key], 2)})
+    return rows
 
 
 def command_list(*, charge_point_id: str, limit: int = 50) -> list[ChargerCommand]:

@@ -11,29 +11,27 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Max
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from balancing.access import access_of
-from balancing.models import ConnectorLimit, ProfilePush
-from balancing.selectors import DateBin, compliance_find, station_alerts
+from balancing.selectors import compliance_find, station_alerts, station_limit_checks, station_pushes
 from chargepoint.actions import ACTIONS, charger_action
-from chargepoint.models import ChargingSession, ChargingStation, MeterReading
+from chargepoint.models import ChargingStation
+from chargepoint.selectors import station_connectors, station_current_series, station_in_reach, station_sessions
+from evplatform.charts import chart_spec
 from evplatform.csp import chart_page
 from evplatform.permissions import CHARGER_ACTIONS, IMPORT_FLEET, actor_of, role_required
 
 HISTORY = timedelta(hours=6)
-CHART_STEP = timedelta(minutes=1)
 
 
 def station_for(request: HttpRequest, charge_point_id: str, roles: frozenset[str] | None = None) -> ChargingStation:
     """The charger if its site is in the user's reach (else 404), holding one of ``roles`` there (else 403)."""
     access = access_of(request)
-    stations = access.filter(ChargingStation.objects.select_related("site", "circuit"), "site")
-    station = stations.filter(charge_point_id=charge_point_id).first()
+    station = station_in_reach(access=access, charge_point_id=charge_point_id)
     if station is None:
         raise Http404("No such charger.")
     if roles is not None and not access.can(roles, station.site_id):
@@ -47,14 +45,12 @@ def charger_detail(request: HttpRequest, charge_point_id: str) -> HttpResponse:
     station = station_for(request, charge_point_id)
     context = {
         "station": station,
-        "connectors": station.connectors.all(),
-        "sessions": ChargingSession.objects.filter(station=station).order_by("-started_at")[:20],
-        "pushes": ProfilePush.objects.filter(station=station).select_related("run").order_by("-sent_at")[:20],
+        "connectors": station_connectors(station=station),
+        "sessions": station_sessions(station=station),
+        "pushes": station_pushes(station=station),
         "alerts": station_alerts(station=station),
         "compliance": compliance_find(station=station),
-        "checks": ConnectorLimit.objects.filter(
-            connector__station=station, applied_checked_at__isnull=False
-        ).select_related("connector"),
+        "checks": station_limit_checks(station=station),
         "can_act": access_of(request).can(CHARGER_ACTIONS, station.site_id),
         "actions": ACTIONS,
         "nav": "sites",
@@ -64,41 +60,14 @@ def charger_detail(request: HttpRequest, charge_point_id: str) -> HttpResponse:
 
 @login_required
 def charger_chart(request: HttpRequest, charge_point_id: str) -> JsonResponse:
-    """Vega-Lite spec: the charger's current per phase over the last hours.
+    """Vega-Lite spec (``portal/charger_chart.json``): the charger's current per phase over the last hours.
 
-    The highest current per minute, phase and connector, aggregated in PostgreSQL over the
-    station's key range (station, time): at most 360 points a series however often the charger
-    reports. The connector is named in the series only where the charger has several.
+    The highest current per minute, phase and connector (``station_current_series``): at most
+    360 points a series however often the charger reports.
     """
     station = station_for(request, charge_point_id)
-    buckets = (
-        MeterReading.objects.filter(station=station, sampled_at__gte=timezone.now() - HISTORY, connector_no__gt=0)
-        .annotate(at=DateBin(CHART_STEP, "sampled_at"))
-        .values("connector_no", "at")
-        .annotate(total=Max("current_a"), l1=Max("current_l1_a"), l2=Max("current_l2_a"), l3=Max("current_l3_a"))
-        .order_by("at", "connector_no")
-    )
-    points: list[dict[str, Any]] = [dict(point) for point in buckets]
-    several = len({point["connector_no"] for point in points}) > 1
-    rows = []
-    for point in points:
-        for phase, key in (("total", "total"), ("L1", "l1"), ("L2", "l2"), ("L3", "l3")):
-            if point[key] is not None:
-                series = f"{point['connector_no']} {phase}" if several else phase
-                rows.append({"time": point["at"].isoformat(), "phase": series, "A": round(point[key], 2)})
-    spec = {
-        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
-        "width": "container",
-        "height": 220,
-        "data": {"values": rows},
-        "mark": {"type": "line", "interpolate": "step-after"},
-        "encoding": {
-            "x": {"field": "time", "type": "temporal", "title": None},
-            "y": {"field": "A", "type": "quantitative", "title": "Current (A)"},
-            "color": {"field": "phase", "type": "nominal", "title": None},
-        },
-    }
-    return JsonResponse(spec)
+    rows = station_current_series(station=station, since=timezone.now() - HISTORY)
+    return JsonResponse(chart_spec("portal/charger_chart.json", rows=rows))
 
 
 @require_POST

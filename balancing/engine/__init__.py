@@ -88,6 +88,8 @@ EVSE (one connector):
 
 Result
 ------
+Typed as ``balancing.engine.result.Result``.
+
 - ``allocations_a``: ``{evse_id: A}`` for every EVSE; 0 means paused.
 - ``node_load_a``: ``{node_id: [A per site phase]}``, the allocated sum below each node.
 - ``node_load_kw``: ``{node_id: kW}``.
@@ -105,6 +107,7 @@ get 0; the same problem gives the same result whatever the order of ``nodes`` an
 
 from balancing.engine.check import check
 from balancing.engine.model import ProblemError
+from balancing.engine.result import Result
 from balancing.engine.solver import solve
 
-__all__ = ["ProblemError", "check", "solve"]
+__all__ = ["ProblemError", "Result", "check", "solve"]

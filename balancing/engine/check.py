@@ -7,6 +7,7 @@ beyond input validation, so the tests and the glue (before it pushes profiles) c
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from balancing.engine.model import PHASE_NAMES, parse_problem
@@ -19,7 +20,7 @@ def _over(load: float, limit: float, tolerance: float) -> bool:
     return load > limit + tolerance + 1e-9 * abs(limit)
 
 
-def check(problem: dict[str, Any], result: dict[str, Any], *, tolerance: float = ABS_TOL) -> list[str]:
+def check(problem: dict[str, Any], result: Mapping[str, Any], *, tolerance: float = ABS_TOL) -> list[str]:
     """Return the list of invariant violations of ``result`` for ``problem``; empty means valid.
 
     Checked: every EVSE has an allocation and nothing else does; inactive EVSEs get 0 (unless

@@ -31,6 +31,7 @@ from typing import Any
 
 from balancing.engine.fill import EPS, Constraints, discretise, steps_down, water_fill
 from balancing.engine.model import PHASE_NAMES, Evse, Node, Problem, parse_problem
+from balancing.engine.result import Result
 
 _KW = 3
 """Position of the power constraint in a node's four constraint slots (L1, L2, L3, kW)."""
@@ -255,7 +256,7 @@ def _admission_key(problem: Problem, evse: Evse, laxity: float | None) -> tuple[
     return (protected, -evse.priority, tail, urgency, evse.session_kwh or 0.0, -off_s, on_s, evse.id)
 
 
-def solve_problem(problem: Problem) -> dict[str, Any]:
+def solve_problem(problem: Problem) -> Result:
     """Allocate currents for a validated problem and return the result dict (see package docs)."""
     site = _build_site(problem)
     system = site.system
@@ -498,9 +499,7 @@ def _round6(x: float) -> float:
     return x if x.is_integer() else round(x, 6)
 
 
-def _result(
-    problem: Problem, site: _Site, allocation: list[float], reasons: list[str], warnings: list[str]
-) -> dict[str, Any]:
+def _result(problem: Problem, site: _Site, allocation: list[float], reasons: list[str], warnings: list[str]) -> Result:
     phase_count = problem.phase_count
     node_a = {node.id: [0.0] * phase_count for node in problem.nodes}
     node_kw = dict.fromkeys(node_a, 0.0)
@@ -539,7 +538,7 @@ def _result(
     }
 
 
-def solve(problem: dict[str, Any]) -> dict[str, Any]:
+def solve(problem: dict[str, Any]) -> Result:
     """Balance one site: validate the problem dict and return the result dict.
 
     Raises ProblemError (a ValueError) naming the field when the problem is malformed.

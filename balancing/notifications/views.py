@@ -7,23 +7,25 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.forms import BaseForm
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from balancing.access import access_of
-from balancing.models import SiteGroup
 from balancing.notifications import services
 from balancing.notifications.forms import PreferenceForm, WebhookEndpointForm
-from balancing.notifications.models import (
-    DeliveryStatus,
-    EmailDelivery,
-    NotificationPreference,
-    WebhookDelivery,
-    WebhookEndpoint,
-)
+from balancing.notifications.models import DeliveryStatus
 from balancing.notifications.routing import default_kinds
+from balancing.notifications.selectors import (
+    email_deliveries,
+    endpoint_find,
+    endpoint_list,
+    preference_find,
+    preference_groups,
+    preference_sites,
+    webhook_deliveries,
+)
 from evplatform.permissions import MANAGE_USERS, actor_of
 from tenants.accounts.models import User
 
@@ -39,13 +41,8 @@ def _errors_to_form(form: BaseForm, exc: ValidationError) -> None:
 def notifications(request: HttpRequest) -> HttpResponse:
     """What the signed-in person gets by email, for which of their sites."""
     access = access_of(request)
-    sites = access.sites().order_by("name")
-    site_ids = access.site_ids()
-    groups = SiteGroup.objects.order_by("name")
-    if site_ids is not None:
-        groups = groups.filter(sites__in=site_ids).distinct()
     user = cast(User, request.user)
-    preference = NotificationPreference.objects.filter(user=user).first()
+    preference = preference_find(user=user)
     if preference is None:
         initial: dict[str, Any] = {"email_kinds": default_kinds(access), "all_sites": "1", "email_cleared": False}
     else:
@@ -56,7 +53,12 @@ def notifications(request: HttpRequest) -> HttpResponse:
             "groups": list(preference.groups.all()),
             "sites": list(preference.sites.all()),
         }
-    form = PreferenceForm(request.POST or None, initial=initial, sites=sites, groups=groups)
+    form = PreferenceForm(
+        request.POST or None,
+        initial=initial,
+        sites=preference_sites(access=access),
+        groups=preference_groups(access=access),
+    )
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
@@ -86,8 +88,7 @@ def _admin_only(request: HttpRequest) -> None:
 def _webhooks_page(
     request: HttpRequest, form: WebhookEndpointForm, secret: tuple[str, str] | None = None
 ) -> HttpResponse:
-    endpoints = WebhookEndpoint.objects.prefetch_related("groups").order_by("name")
-    context = {"form": form, "endpoints": endpoints, "secret": secret, "nav": "webhooks"}
+    context = {"form": form, "endpoints": endpoint_list(with_groups=True), "secret": secret, "nav": "webhooks"}
     return render(request, "portal/webhooks.html", context, status=400 if form.errors else 200)
 
 
@@ -119,7 +120,9 @@ def webhooks(request: HttpRequest) -> HttpResponse:
 def webhook_act(request: HttpRequest, pk: int) -> HttpResponse:
     """Send a test event, rotate the secret (shown once), pause or resume."""
     _admin_only(request)
-    endpoint = get_object_or_404(WebhookEndpoint, pk=pk)
+    endpoint = endpoint_find(pk=pk)
+    if endpoint is None:
+        raise Http404("No such endpoint.")
     action = request.POST.get("action", "")
     actor = actor_of(request)
     if action == "test":
@@ -140,20 +143,13 @@ def webhook_act(request: HttpRequest, pk: int) -> HttpResponse:
 def deliveries(request: HttpRequest) -> HttpResponse:
     """Every webhook POST and notification email, newest first, with its attempts and last answer."""
     _admin_only(request)
-    posts = WebhookDelivery.objects.select_related("event", "endpoint", "event__site").order_by("-created_at")
     endpoint_id = request.GET.get("endpoint", "")
-    if endpoint_id.isdigit():
-        posts = posts.filter(endpoint_id=int(endpoint_id))
     status = request.GET.get("status", "")
-    if status in DeliveryStatus.values:
-        posts = posts.filter(status=status)
-    emails = EmailDelivery.objects.select_related("event", "event__site").order_by("-created_at")
-    if status in DeliveryStatus.values:
-        emails = emails.filter(status=status)
+    posts = webhook_deliveries(endpoint_id=int(endpoint_id) if endpoint_id.isdigit() else None, status=status)
     context = {
         "posts": Paginator(posts, DELIVERIES_PAGE_SIZE).get_page(request.GET.get("page")),
-        "emails": emails[:DELIVERIES_PAGE_SIZE],
-        "endpoints": WebhookEndpoint.objects.order_by("name"),
+        "emails": email_deliveries(status=status, limit=DELIVERIES_PAGE_SIZE),
+        "endpoints": endpoint_list(),
         "endpoint_id": endpoint_id,
         "status": status,
         "statuses": DeliveryStatus.choices,
