@@ -465,7 +465,7 @@ class ConnectorLimit(models.Model):
 
     ``limit_a`` is what the platform plans with: it changes only when the charger accepted a
     profile. A rejected or unanswered lowering keeps the old value, so the next run plans with
-    it (ARCHITECTURE, "Safety of pushes"). ``None`` means no profile of ours is known to be in
+    it (``balancing.runs``: lowerings first, raises after). ``None`` means no profile of ours is known to be in
     force (the charger's own default, i.e. its fail-safe or rating, applies).
     """
 

@@ -1,7 +1,7 @@
 """One balancing run of one site: build, solve, check, push (break before make), record.
 
-Schema: tenant. Called by the ``balance_site`` task under the site's lock; see ARCHITECTURE.md,
-"Safety of pushes", and ``balancing.problem`` for what is booked as a fixed current:
+Schema: tenant. Called by the ``balance_site`` task under the site's lock; see the README, "How
+balancing works" and "Closed loop", and ``balancing.problem`` for what is booked as a fixed current:
 
 - lowering profiles (and fail-safe defaults) go first; raises only after the lowerings they
   depend on were accepted. When a lowering is refused or unanswered, the site is solved again

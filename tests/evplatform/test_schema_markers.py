@@ -1,4 +1,4 @@
-"""Every module that touches the database says which schema it runs in (CONVENTIONS: tenancy)."""
+"""Every module that touches the database says which schema it runs in (README, "Layout")."""
 
 import ast
 from pathlib import Path
