@@ -8,6 +8,7 @@ from django.db import transaction
 from django.forms import ModelForm
 from django.http import HttpRequest
 
+from balancing.dispatch import site_rebalance_request
 from balancing.groups import (
     site_grant_create,
     site_grant_delete,
@@ -27,7 +28,7 @@ from balancing.models import (
     SiteGroup,
     SiteLimitSchedule,
 )
-from balancing.services import site_limits_refresh, site_rebalance_request
+from balancing.services import site_limits_refresh
 from evplatform.admin_sites import tenant_admin_site
 from tenants.accounts.services import audit_record
 

@@ -35,6 +35,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from balancing.alerts import alert_clear, alert_raise
+from balancing.dispatch import site_rebalance_request
 from balancing.models import Circuit, Site, SiteAlert, SiteLimitSchedule
 from chargepoint.models import ChargingStation, Connector
 from evplatform.services import require_tenant_schema
@@ -240,8 +241,6 @@ def site_failsafe_refresh(*, site: Site, actor: str, strict: bool = True) -> Fai
     a ``failsafe`` site alert says so instead. Refreshes of one site run one at a time (the
     site's row is locked), so chargers added at once are all counted.
     """
-    from balancing.services import site_rebalance_request  # balancing.services calls this module
-
     require_tenant_schema("site_failsafe_refresh")
     locked = Site.objects.select_for_update().get(pk=site.pk)
     site.failsafe_a, site.failsafe_auto = locked.failsafe_a, locked.failsafe_auto

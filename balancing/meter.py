@@ -21,9 +21,9 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils.dateparse import parse_datetime
 
+from balancing.dispatch import site_rebalance_request
 from balancing.models import Site, SiteMeterReading
 from balancing.selectors import site_meter_latest
-from balancing.services import site_rebalance_request
 from evplatform.services import require_tenant_schema
 
 logger = logging.getLogger(__name__)

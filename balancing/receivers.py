@@ -14,11 +14,11 @@ everywhere, so it cannot call balancing back: it sends events, and ``receivers_c
 from datetime import datetime
 
 from balancing.alerts import alert_clear, alert_raise
+from balancing.dispatch import site_rebalance_request
 from balancing.failsafe import site_failsafe_refresh
 from balancing.meter import site_meter_record_samples
 from balancing.models import SiteAlert
 from balancing.resync import station_resync_request
-from balancing.services import site_rebalance_request
 from chargepoint import listeners
 from chargepoint.models import ChargingStation, Connector
 

@@ -36,10 +36,10 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from balancing.alerts import alert_clear, alert_raise
+from balancing.dispatch import site_rebalance_request
 from balancing.models import ConnectorLimit, SiteAlert, StationFailsafe
 from balancing.problem import STEP_A  # the smallest limit change a profile is sent for
 from balancing.push import push_timeout_s
-from balancing.services import site_rebalance_request
 from chargepoint.commands import OFFLINE, Command, command_send_many
 from chargepoint.models import ChargingSession, ChargingStation, Connector
 from evplatform.redis import get_redis, tenant_key

@@ -45,6 +45,7 @@ from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from balancing.alerts import alert_clear, alert_raise, compliance_note
+from balancing.dispatch import site_rebalance_request
 from balancing.engine import Result, check, solve
 from balancing.escalation import site_escalations_apply
 from balancing.models import (
@@ -72,7 +73,6 @@ from balancing.problem import (
 from balancing.profiles import failsafe_profile, station_max_profile, tx_profile
 from balancing.push import Pusher, PushRequest
 from balancing.resync import station_resync_request
-from balancing.services import site_rebalance_request
 from chargepoint.models import ChargingStation, Connector
 from evplatform.logs import bind
 

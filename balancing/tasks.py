@@ -13,11 +13,11 @@ from django.conf import settings
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
+from balancing.dispatch import site_balance, site_rebalance_request
 from balancing.notifications import tasks as notification_tasks  # noqa: F401 - registers the delivery tasks
 from balancing.resync import station_resync
 from balancing.retention import history_prune, sessions_prune
 from balancing.selectors import site_ids
-from balancing.services import site_balance, site_rebalance_request
 from evplatform.celery import PublicTask, app
 from evplatform.metrics import balancing_run_observed
 from evplatform.services import active_schema

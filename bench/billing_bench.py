@@ -88,8 +88,8 @@ def main() -> None:
 
 def bench_rollup(chargers: int, hours: int) -> None:
     from balancing.models import Site
+    from billing.interval_rollup import intervals_roll_up
     from billing.models import IntervalEnergy
-    from billing.services import intervals_roll_up
     from chargepoint.models import ChargingStation, Connector, RollupPending
     from chargepoint.readings import REGISTER, ReadingRows, readings_store
 
@@ -161,7 +161,8 @@ def bench_report(sites: int, chargers: int, schema: str) -> None:
     from balancing.models import Site
     from billing.intervals import spread_energy
     from billing.models import SessionDraw
-    from billing.services import savings_report_generate, tariff_import
+    from billing.savings_reports import savings_report_generate
+    from billing.tariff_versions import tariff_import
     from billing.tariffs import month_bounds
     from chargepoint.models import ChargingSession, ChargingStation, Connector
 

@@ -141,7 +141,7 @@ def main() -> None:
     from django.db import connection, transaction
     from django_tenants.utils import tenant_context
 
-    from billing.services import intervals_roll_up
+    from billing.interval_rollup import intervals_roll_up
     from chargepoint.models import ChargingSession
     from tenants.models import Tenant
 

@@ -756,7 +756,7 @@ def report_org_make(tenant: Any, sites: int, chargers: int, year: int, month: in
     from django_tenants.utils import tenant_context
 
     from balancing.models import Site
-    from billing.services import tariff_import
+    from billing.tariff_versions import tariff_import
     from chargepoint.models import ChargingStation, Connector
 
     org = ReportOrg(tenant, year, month)
@@ -1065,7 +1065,7 @@ def run(args: argparse.Namespace, days_list: list[float], labels: list[str], res
     from django.test import Client
     from django_tenants.utils import tenant_context
 
-    from billing.services import savings_report_generate
+    from billing.savings_reports import savings_report_generate
     from tenants.accounts.models import Role, User
     from tenants.accounts.tokens import api_token_create
     from tenants.services import platform_setup
@@ -1250,7 +1250,7 @@ def measure_phase(
     api: Any,
     portal: Any,
 ) -> None:
-    from billing.services import intervals_roll_up
+    from billing.interval_rollup import intervals_roll_up
 
     # readings up to now: the 100-charger site to now, the 20-charger site to 5 minutes ago
     now = floor_to(time.time(), STEP_S)
@@ -1291,7 +1291,7 @@ def rollup_measure(label: str, fleet: Fleet, results: Results) -> None:
     """The rollup of 5 minutes of new readings of the 20-charger site (30 instants through the ingest)."""
     from django.db import connection
 
-    from billing.services import intervals_roll_up
+    from billing.interval_rollup import intervals_roll_up
     from chargepoint.models import MeterReading
 
     chargers = fleet.of("s20")
@@ -1408,7 +1408,7 @@ def chart_measure(label: str, results: Results, portal: Any) -> None:
 def rebuild_day(label: str, days: float, fleet: Fleet, results: Results, start: int, report_chargers: int) -> None:
     """``intervals_rebuild`` of one whole UTC day of the 20-charger site, 2 days before the start."""
     from balancing.models import Site
-    from billing.services import intervals_rebuild
+    from billing.interval_rollup import intervals_rebuild
 
     if days < 3:
         results.set("rebuild_day", label, None)

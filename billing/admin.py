@@ -78,7 +78,7 @@ class SavingsReportAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Regenerate as a new version (the selected ones stay as they are)")
     def regenerate(self, request: HttpRequest, queryset: Any) -> None:
-        from billing.services import savings_report_request
+        from billing.savings_reports import savings_report_request
 
         months = sorted({f"{report.month:%Y-%m}" for report in queryset})
         who = getattr(request.user, "email", "") or "admin"

@@ -26,8 +26,9 @@ from billing.exports import EXPORT_CONTENT_TYPES, MAX_DAYS, period_of_dates, per
 from billing.models import SavingsReport, Tariff
 from billing.reports import CONTENT_TYPES
 from billing.reports.scope import section_in
+from billing.savings_reports import savings_report_request
 from billing.selectors import report_site_ids, site_slugs
-from billing.services import savings_report_request, tariff_version_import
+from billing.tariff_versions import tariff_version_import
 from billing.tariffs import TariffError, tariff_json_load
 from billing.views import may_manage_reports, report_file_response, sessions_export_response
 from evplatform.api_access import ReachableSiteField, SiteScopedMixin

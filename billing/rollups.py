@@ -1,4 +1,4 @@
-"""Energy register readings -> interval energy. Pure; ``billing.services`` feeds it rows.
+"""Energy register readings -> interval energy. Pure; ``billing.interval_rollup`` feeds it rows.
 
 A charger's ``Energy.Active.Import.Register`` (Wh) only grows, so the energy between two
 readings is their difference, drawn evenly over the time between them (a gap spreads its

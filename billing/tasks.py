@@ -15,9 +15,10 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
+from billing.interval_rollup import intervals_rebuild_month, intervals_roll_up
 from billing.report_mail import report_delivery_fail, report_mail_plan, report_mail_send, report_ready_notify
+from billing.savings_reports import savings_report_generate
 from billing.selectors import report_latest, site_list, site_timezone
-from billing.services import intervals_rebuild_month, intervals_roll_up, savings_report_generate
 from billing.tariffs import previous_months
 from evplatform.celery import PublicTask, TenantTask, app
 from tenants.fanout import tenant_chunk, tenant_chunks_send

@@ -26,8 +26,9 @@ from balancing.views import form_errors_text, validation_errors_text
 from billing.exports import EXPORT_CONTENT_TYPES, SessionExport, sessions_export, sessions_export_file
 from billing.models import SavingsReport
 from billing.reports import CONTENT_TYPES
+from billing.savings_reports import savings_report_request
 from billing.selectors import report_content, report_find, report_months, report_site_ids
-from billing.services import savings_report_request, tariff_file_import
+from billing.tariff_versions import tariff_file_import
 from billing.tariffs import TariffError
 from evplatform.permissions import CHANGE_LIMITS, MANAGE_REPORTS, actor_of
 

@@ -18,7 +18,7 @@ from balancing.models import BalancingRun, Site
 from balancing.runs import site_balance_run
 from balancing.services import site_limits_update
 from billing.models import IntervalEnergy, SiteMonthDemand, SiteMonthPeak
-from billing.services import tariff_import
+from billing.tariff_versions import tariff_import
 from tenants.accounts.models import Role
 from tests.balancing.conftest import NOW, SITE_SETTINGS_FORM
 from tests.billing.conftest import simple_record

@@ -21,15 +21,15 @@ from django.db import connection
 from django.utils import timezone
 from django_tenants.utils import schema_context, tenant_context
 
-from balancing.models import BalancingRun, ProfilePush, Site
-from balancing.push import PushAnswer, PushRequest
-from balancing.services import (
+from balancing.dispatch import (
     REDIS_DOWN_RETRY_S,
     RUN_LOCK_WAIT_S,
     site_advisory_lock_key,
     site_balance,
     site_rebalance_request,
 )
+from balancing.models import BalancingRun, ProfilePush, Site
+from balancing.push import PushAnswer, PushRequest
 from balancing.tasks import sweep_all_sites
 from bench.tcpproxy import ThreadedTcpProxy
 from chargepoint.commands import REDIS_UNREACHABLE, REPLY_GRACE_S

@@ -5,7 +5,8 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
-from balancing.services import site_balance, site_create_or_update, site_rebalance_request
+from balancing.dispatch import site_balance, site_rebalance_request
+from balancing.services import site_create_or_update
 from evplatform.redis import get_redis, tenant_key
 from tenants.accounts.models import AuditEvent
 from tests.conftest import forget_balancing_keys

@@ -5,7 +5,7 @@ import pytest
 from django_tenants.utils import tenant_context
 
 from billing.models import SavingsReport, SavingsReportFile
-from billing.services import savings_report_generate
+from billing.savings_reports import savings_report_generate
 from tenants.accounts.models import User
 from tests.billing.test_reports import mall_site
 from tests.conftest import ALPHA, BETA

@@ -12,7 +12,8 @@ from openpyxl import load_workbook
 
 from balancing.models import Site
 from billing.exports import period_of_dates, period_of_month, sessions_export
-from billing.services import intervals_roll_up, tariff_import
+from billing.interval_rollup import intervals_roll_up
+from billing.tariff_versions import tariff_import
 from chargepoint.models import ChargingSession, ChargingStation, Connector
 from tenants.accounts.models import Role
 from tenants.accounts.tokens import api_token_create

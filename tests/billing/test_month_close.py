@@ -8,8 +8,9 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from balancing.models import Site
+from billing.interval_rollup import intervals_roll_up
 from billing.models import IntervalEnergy, SavingsReport
-from billing.services import intervals_roll_up, tariff_import
+from billing.tariff_versions import tariff_import
 from billing.tasks import generate_savings_report
 from chargepoint.models import ChargingStation, RollupPending
 from tests.billing.conftest import LA, simple_record

@@ -13,7 +13,7 @@ from pypdf import PdfReader
 from balancing.models import SiteGrant
 from bench.tcpproxy import free_port
 from billing.models import ReportDelivery
-from billing.services import savings_report_generate
+from billing.savings_reports import savings_report_generate
 from billing.tasks import generate_savings_report, mail_report
 from evplatform.celery import app
 from tenants.accounts.models import Role, User

@@ -16,7 +16,7 @@ from balancing.models import Site, SiteGrant, SiteGroup
 from billing.models import SavingsReport, SavingsReportFile
 from billing.reports import FORMATS, render
 from billing.reports.scope import report_data_narrow
-from billing.services import savings_report_generate
+from billing.savings_reports import savings_report_generate
 from tenants.accounts.models import Role
 from tenants.accounts.tokens import api_token_create
 from tests.billing.conftest import simple_record

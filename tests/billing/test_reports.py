@@ -17,8 +17,10 @@ from django.db import DatabaseError, connection, transaction
 from django_tenants.utils import tenant_context
 
 from balancing.models import Site
+from billing.interval_rollup import intervals_roll_up
 from billing.models import SavingsReport, SavingsReportFile, SessionDraw, SiteMonthDemand
-from billing.services import intervals_roll_up, savings_report_generate, tariff_import
+from billing.savings_reports import savings_report_generate
+from billing.tariff_versions import tariff_import
 from chargepoint.models import ChargingSession, ChargingStation, Connector
 from tests.billing.conftest import LA, simple_record
 from tests.billing.readings import readings_write

@@ -16,8 +16,9 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
+from billing.interval_rollup import intervals_roll_up
 from billing.models import IntervalEnergy, SavingsReport
-from billing.services import intervals_roll_up, tariff_import
+from billing.tariff_versions import tariff_import
 from billing.tasks import generate_savings_report
 from chargepoint.models import ChargingStation, Connector, MeterReading, RollupPending
 from chargepoint.partitions import partitions_maintain

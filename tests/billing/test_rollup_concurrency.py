@@ -16,8 +16,8 @@ from django.db import connection, transaction
 from django_tenants.utils import tenant_context
 
 from balancing.models import Site
+from billing.interval_rollup import intervals_rebuild, intervals_roll_up
 from billing.models import IntervalEnergy
-from billing.services import intervals_rebuild, intervals_roll_up
 from chargepoint.models import ChargingStation, Connector, RollupPending
 from chargepoint.telemetry import telemetry_apply
 from tests.billing.readings import meter_event, readings_write

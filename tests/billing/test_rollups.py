@@ -10,9 +10,9 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from billing.interval_rollup import intervals_rebuild, intervals_roll_up
 from billing.models import IntervalEnergy, SessionDraw
 from billing.rollups import register_to_intervals
-from billing.services import intervals_rebuild, intervals_roll_up
 from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterReading, RollupPending
 from tests.billing.readings import readings_write
 from tests.factories import SiteFactory

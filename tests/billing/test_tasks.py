@@ -10,7 +10,7 @@ from django_tenants.utils import schema_context, tenant_context
 
 from balancing.models import Site
 from billing.models import IntervalEnergy, SavingsReport, SessionDraw, SiteMonthDemand, Tariff
-from billing.services import tariff_import
+from billing.tariff_versions import tariff_import
 from billing.tasks import (
     generate_savings_report,
     month_closed_everywhere,

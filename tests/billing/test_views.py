@@ -8,7 +8,7 @@ from django_tenants.utils import tenant_context
 from pypdf import PdfReader
 
 from billing.models import SavingsReport, SavingsReportFile
-from billing.services import savings_report_generate
+from billing.savings_reports import savings_report_generate
 from tenants.accounts.models import Role
 from tenants.accounts.tokens import api_token_create
 from tests.billing.test_reports import mall_site

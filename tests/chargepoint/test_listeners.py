@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 import pytest
 
 from balancing import receivers
+from balancing.dispatch import site_rebalance_request
 from balancing.failsafe import site_failsafe_refresh
 from balancing.meter import site_meter_record_samples
-from balancing.services import site_rebalance_request
 from chargepoint import listeners
 from chargepoint.listeners import Event, event
 from chargepoint.models import ChargingStation

@@ -25,8 +25,8 @@ from django.utils import timezone
 from django_tenants.utils import schema_context
 from websockets.asyncio.client import ClientConnection
 
+from balancing.dispatch import site_balance
 from balancing.models import BalancingRun, ProfilePush
-from balancing.services import site_balance
 from bench.tcpproxy import TcpProxy
 from chargepoint.commands import REPLY_GRACE_S, Command, command_send
 from chargepoint.gateway import keys

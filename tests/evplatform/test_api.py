@@ -186,7 +186,7 @@ def test_the_openapi_schema_validates_and_the_docs_page_is_served_locally(token_
     ],
 )
 def test_a_report_download_asked_for_by_its_media_type_is_served(token_client, file_format, accept) -> None:
-    from billing.services import savings_report_generate
+    from billing.savings_reports import savings_report_generate
 
     report = savings_report_generate(year=2026, month=10, reason="request")
     client = token_client(Role.FINANCE)

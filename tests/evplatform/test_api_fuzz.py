@@ -31,7 +31,7 @@ from django_tenants.utils import schema_context, tenant_context
 
 from balancing.models import BalancingRun, Circuit, LimitOverride, Site, SiteLimitSchedule, SiteMeterReading
 from billing.models import SavingsReport, Tariff
-from billing.services import savings_report_generate
+from billing.savings_reports import savings_report_generate
 from chargepoint.models import ChargingSession, ChargingStation, Connector, MeterReading
 from tenants.accounts.models import ApiToken, Role, User
 from tenants.accounts.tokens import api_token_create

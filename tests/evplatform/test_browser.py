@@ -167,7 +167,7 @@ def test_a_site_viewer_cannot_change_limits(browser, web_server, portal_data) ->
 def finance_report(tenant, django_db_blocker):
     """A stored October report in alpha (committed for the server), removed afterwards."""
     from billing.models import IntervalEnergy, SavingsReport, SessionDraw, SiteMonthDemand, Tariff
-    from billing.services import savings_report_generate
+    from billing.savings_reports import savings_report_generate
     from chargepoint.models import ChargingSession, ChargingStation
     from tests.billing.test_reports import mall_site
 

@@ -16,7 +16,7 @@ from django.urls import URLPattern, URLResolver
 from django.utils import timezone
 
 from balancing.models import LimitOverride, SiteGrant, SiteGroup, SiteLimitSchedule
-from billing.services import tariff_version_import
+from billing.tariff_versions import tariff_version_import
 from evplatform import urls_api, urls_portal
 from tenants.accounts.models import ApiToken, AuditEvent, Role, User
 from tenants.accounts.tokens import api_token_create

@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django_tenants.utils import tenant_context
 
 from balancing.selectors import site_get
-from billing.services import tariff_import
+from billing.tariff_versions import tariff_import
 from billing.tariffs import TariffError, tariff_json_load
 from evplatform.cli import command_error, tenant_arg
 

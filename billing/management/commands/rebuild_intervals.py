@@ -16,8 +16,8 @@ from django.utils import timezone
 from django_tenants.utils import tenant_context
 
 from balancing.selectors import site_get
+from billing.interval_rollup import intervals_rebuild_month
 from billing.selectors import month_parse, site_list
-from billing.services import intervals_rebuild_month
 from evplatform.cli import command_error, tenant_arg
 
 

@@ -14,8 +14,8 @@ from django.utils import timezone
 from django_tenants.utils import tenant_context
 
 from billing.reports import FORMATS
+from billing.savings_reports import savings_report_generate
 from billing.selectors import month_parse, report_file, report_latest
-from billing.services import savings_report_generate
 from evplatform.cli import command_error, tenant_arg
 
 

@@ -8,7 +8,7 @@ from django.core.management import CommandError, call_command
 
 from billing.models import Tariff
 from billing.selectors import tariff_in_force
-from billing.services import tariff_import, tariff_version_import
+from billing.tariff_versions import tariff_import, tariff_version_import
 from tests.billing.conftest import FIXTURES, b19_record, simple_record
 from tests.factories import SiteFactory
 

@@ -1,42 +1,31 @@
-"""Writes of billing: tariff versions, interval rollups, session draws, savings reports.
+"""Writes of billing's interval energy: the rollup of pending marks, and rebuilds from raw readings.
 
-Schema: tenant. Each function checks that a tenant schema is active.
+Schema: tenant. Each public function checks that a tenant schema is active.
 """
 
 import hashlib
-import json
-from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
-from django.core.exceptions import ValidationError
-from django.core.files import File
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
-from balancing.models import ProfilePush, Site
+from balancing.models import Site
+from billing.bulk_reads import MICROS, RATING_FIELDS, READINGS, instant
 from billing.intervals import DEFAULT_INTERVAL_MINUTES, EPOCH, interval_floor
-from billing.models import (
-    IntervalEnergy,
-    SavingsReport,
-    SavingsReportFile,
-    SessionDraw,
-    SiteMonthDemand,
-    Tariff,
-)
-from billing.reports import FORMATS, render
-from billing.reports.builder import report_data_build
+from billing.models import IntervalEnergy
 from billing.rollups import register_to_intervals
-from billing.selectors import rating_kw, report_next_version, site_timezone
-from billing.tariffs import RECORD_MAX_BYTES, TariffError, month_bounds, tariff_from_urdb, tariff_json_load
-from chargepoint.models import ChargingSession, ChargingStation, MeterReading, RollupPending
+from billing.selectors import rating_kw, site_timezone
+from billing.session_draws import sessions_draw_update
+from billing.tariffs import month_bounds
+from chargepoint.models import ChargingStation, RollupPending
 from chargepoint.partitions import partitions_list
 from chargepoint.readings import PENDING_GRAIN
-from evplatform.services import Outcome, active_schema, require_tenant_schema
+from evplatform.services import active_schema, require_tenant_schema
 
 # Pending marks (station, 15-minute interval, session) the rollup takes per transaction.
 ROLLUP_BATCH_MARKS = 5_000
@@ -45,104 +34,7 @@ ROLLUP_GAP = timedelta(hours=1)
 # How far the rollup looks before and after a range for the register readings around it
 # (a charger silent longer than this has its energy start again at its next reading).
 ROLLUP_EDGE = timedelta(days=2)
-# The pushes that tell whether a session's car was held by our limit: those answered from
-# this long before the session started (the limit in force when it began; a transaction's
-# limit is pushed again long before this: its profile is renewed within minutes).
-SESSION_PUSH_LOOKBACK = timedelta(days=1)
-# A session's readings are read this much before its start and after its stop (or now): a
-# charger's clock and the order of its messages date a few of them just outside the session.
-SESSION_READING_SLACK = timedelta(minutes=15)
-SESSION_CHUNK = 500  # sessions whose readings and pushes are read with one query each
 SPAN_CHUNK = 100  # station ranges whose readings are read (and intervals written) with one query each
-DRAW_QUANTUM = Decimal("0.001")  # session draws: kW and kWh to three places, rounded half up
-CAPPED_MARGIN_A = Decimal("1")  # a draw within 1 A of the limit in force is held by it
-REPORT_VERSION_RETRIES = 3
-
-
-def _sha256(payload: bytes) -> str:
-    return hashlib.sha256(payload).hexdigest()
-
-
-def canonical_json(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
-
-
-# --- tariffs ------------------------------------------------------------------------------
-
-
-def tariff_import(*, site: Site, record: dict[str, Any], valid_from: date, actor: str = "") -> Tariff:
-    """Store a URDB v7 record as the site's next tariff version, valid from ``valid_from``.
-
-    The version before it (if open) now ends where this one begins. Nothing is written when
-    the record does not parse (a ``ValidationError`` names the field).
-    """
-    return tariff_version_import(site=site, record=record, valid_from=valid_from, actor=actor).obj
-
-
-def tariff_file_import(*, site: Site, file: File, valid_from: date, actor: str = "") -> Tariff:
-    """``tariff_import`` of an uploaded URDB v7 record's JSON file (the portal's tariff upload).
-
-    ``TariffError`` (path ``record``) when the file is unfit before it is a record: larger than
-    ``RECORD_MAX_BYTES`` (refused unread) or not JSON that ``tariff_json_load`` takes; a
-    ``ValidationError`` as ``tariff_import`` when the record is not a tariff or comes too early.
-    """
-    if file.size > RECORD_MAX_BYTES:
-        raise TariffError("record", f"the file is larger than {RECORD_MAX_BYTES // 1024} KiB")
-    record = tariff_json_load(file.read())
-    return tariff_import(site=site, record=record, valid_from=valid_from, actor=actor)
-
-
-def tariff_version_import(*, site: Site, record: dict[str, Any], valid_from: date, actor: str = "") -> Outcome[Tariff]:
-    """``tariff_import`` that says whether a version was made: the same record from the same day
-    as the site's latest version is that version again (``created`` false, nothing written)."""
-    require_tenant_schema("tariff_import")
-    try:
-        spec = tariff_from_urdb(record)
-    except TariffError as exc:
-        raise ValidationError({exc.path: exc.problem}) from exc
-    if isinstance(record, dict) and "items" in record and "energyratestructure" not in record:
-        record = record["items"][0]
-    record_sha256 = _sha256(canonical_json(record))
-    with transaction.atomic():
-        # The site's row, so that two imports of a site's first version do not both make version 1.
-        Site.objects.select_for_update().filter(pk=site.pk).first()
-        versions = Tariff.objects.select_for_update().filter(site=site).order_by("-version")
-        latest = versions.first()
-        if latest is not None and latest.valid_from == valid_from and latest.record_sha256 == record_sha256:
-            return Outcome(latest, False)
-        if latest is not None and latest.valid_from >= valid_from:
-            raise ValidationError(
-                {"valid_from": f"must be after {latest.valid_from} (version {latest.version} begins then)"}
-            )
-        if latest is not None and (latest.valid_until is None or latest.valid_until > valid_from):
-            latest.valid_until = valid_from
-            latest.save(update_fields=["valid_until"])
-        tariff = Tariff.objects.create(
-            site=site,
-            version=(latest.version + 1) if latest else 1,
-            name=spec.name[:200],
-            utility=spec.utility[:200],
-            urdb_label=spec.label[:64],
-            valid_from=valid_from,
-            record=record,
-            record_sha256=record_sha256,
-            imported_by=actor,
-        )
-        if actor:
-            from tenants.accounts.services import audit_record
-
-            audit_record(
-                actor=actor,
-                action="import",
-                object_type="tariff",
-                object_id=tariff.pk,
-                label=f"{site.name}: {tariff.name} v{tariff.version}",
-                changes=[("valid_from", None, valid_from), ("record_sha256", None, tariff.record_sha256)],
-            )
-        return Outcome(tariff, True)
-
-
-# --- rollups ------------------------------------------------------------------------------
 
 
 @dataclass
@@ -180,23 +72,9 @@ def _sites_lock(site_ids: Iterable[int]) -> None:
         )
 
 
-# What the rollup needs of a station and its site (the rating and volts), and of a session draw.
-_RATING_FIELDS = ("station__site_id", "station__max_current_a", "station__phases", "station__site__voltage_v")
-_DRAW_FIELDS = ("observed_max_kw", "was_capped", "register_energy_kwh", "folded_until", "draw_source")
-_READINGS = MeterReading._meta.db_table
 _INTERVALS = IntervalEnergy._meta.db_table
-_PUSHES = ProfilePush._meta.db_table
 _TICK = timedelta(microseconds=1)  # PostgreSQL's resolution: "> t" is ">= t + _TICK"
 _STEP = timedelta(minutes=DEFAULT_INTERVAL_MINUTES)
-# Bulk reads of readings take their time as microseconds since the epoch (an integer, which the
-# driver reads in C) rather than a timestamptz (which Django's loader parses in Python, ~10 us a
-# row). Their LATERAL subqueries end in OFFSET 0 so that the planner keeps them as a loop of
-# short key ranges instead of joining the whole table by hash.
-_MICROS = '(extract(epoch FROM r."sampled_at") * 1000000)::bigint'
-
-
-def _instant(micros: int) -> datetime:
-    return EPOCH + timedelta(microseconds=micros)
 
 
 def _oltp() -> None:
@@ -223,12 +101,12 @@ def _register_probes(probes: list[Probe]) -> list[datetime | None]:
         cursor.execute(
             f"""
             SELECT CASE WHEN p.last THEN (
-                SELECT r."sampled_at" FROM "{_READINGS}" r
+                SELECT r."sampled_at" FROM "{READINGS}" r
                 WHERE r.station_id = p.station AND r."sampled_at" >= p.lo AND r."sampled_at" < p.hi
                   AND r.energy_wh IS NOT NULL
                 ORDER BY r."sampled_at" DESC LIMIT 1
             ) ELSE (
-                SELECT r."sampled_at" FROM "{_READINGS}" r
+                SELECT r."sampled_at" FROM "{READINGS}" r
                 WHERE r.station_id = p.station AND r."sampled_at" >= p.lo AND r."sampled_at" < p.hi
                   AND r.energy_wh IS NOT NULL
                 ORDER BY r."sampled_at" LIMIT 1
@@ -345,10 +223,10 @@ def _spans_registers(spans: list[_Span]) -> list[list[tuple[int, datetime, float
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
-            SELECT p.n, r.connector_no, {_MICROS}, r.energy_wh
+            SELECT p.n, r.connector_no, {MICROS}, r.energy_wh
             FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[]) WITH ORDINALITY AS p(station, lo, hi, n)
             CROSS JOIN LATERAL (
-                SELECT r.connector_no, r."sampled_at", r.energy_wh FROM "{_READINGS}" r
+                SELECT r.connector_no, r."sampled_at", r.energy_wh FROM "{READINGS}" r
                 WHERE r.station_id = p.station AND r."sampled_at" >= p.lo AND r."sampled_at" <= p.hi
                   AND r.energy_wh IS NOT NULL
                 OFFSET 0
@@ -357,7 +235,7 @@ def _spans_registers(spans: list[_Span]) -> list[list[tuple[int, datetime, float
             [[s.station.pk for s in spans], [s.load_from for s in spans], [s.load_to for s in spans]],
         )
         for n, connector_no, micros, wh in cursor.fetchall():
-            out[n - 1].append((connector_no, _instant(micros), wh))
+            out[n - 1].append((connector_no, instant(micros), wh))
     return out
 
 
@@ -483,268 +361,6 @@ def _merged(ranges: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime,
     return out
 
 
-# --- session draws --------------------------------------------------------------------------
-
-
-@dataclass
-class _DrawFold:
-    """A session's draw as folded so far; every figure only grows, so folding is idempotent.
-
-    ``observed_kw`` and ``energy_kwh`` are kept as stored (rounded, the draw capped at the
-    rating): rounding and capping keep the order, so the highest of rounded values is the
-    rounded highest value, and folding readings in any order, or twice, gives what one pass
-    over all of them gives.
-    """
-
-    observed_kw: Decimal | None = None
-    capped: bool = False
-    energy_kwh: Decimal | None = None
-    source: str = SessionDraw.Source.NONE
-    until: datetime | None = None
-
-    @classmethod
-    def of(cls, draw: SessionDraw) -> "_DrawFold":
-        return cls(draw.observed_max_kw, draw.was_capped, draw.register_energy_kwh, draw.draw_source, draw.folded_until)
-
-
-def _higher(a: Decimal | None, b: Decimal | None) -> Decimal | None:
-    return b if a is None else a if b is None else max(a, b)
-
-
-@dataclass
-class _DrawWindow:
-    """The readings of one session to fold: [since, until] of its station's key."""
-
-    session: ChargingSession
-    since: datetime
-    until: datetime
-    fold: _DrawFold
-
-
-SampleRow = tuple[datetime, float | None, float | None, float | None]  # time, Wh, W, highest current A
-
-
-def _sessions_draw_update(since: dict[int, datetime], now: datetime) -> int:
-    """Fold the new readings of sessions into their draws (``SessionDraw``).
-
-    ``since`` maps each session to the start of the earliest interval it has a pending mark
-    for: its new readings (late ones included) are all at or after it. A draw read before
-    (``folded_until`` set) gets the session's readings from there on, at most a quarter of an
-    hour of them folded again (which changes nothing: see ``_DrawFold``); a new draw, one
-    folded by an earlier version, or one whose readings must now be taken from power instead
-    of currents is recomputed from the session's start. A session's readings are those of its
-    station from its start to its stop (or now), ``SESSION_READING_SLACK`` wider; the pushes
-    read are those of its connector answered since ``SESSION_PUSH_LOOKBACK`` before it began:
-    the last one before the readings read, and those among them. The caller holds the sites'
-    locks: two rollups never fold into one draw at once.
-
-    A change of a station's rating or of its site's voltage applies to the readings folded
-    after it.
-    """
-    ordered = sorted(since)
-    return sum(
-        _sessions_draw_chunk({pk: since[pk] for pk in ordered[at : at + SESSION_CHUNK]}, now)
-        for at in range(0, len(ordered), SESSION_CHUNK)
-    )
-
-
-def _sessions_draw_chunk(since: dict[int, datetime], now: datetime) -> int:
-    sessions = (
-        ChargingSession.objects.filter(pk__in=list(since))
-        .select_related("station__site")
-        .only(
-            "station_id",
-            "connector_id",
-            "started_at",
-            "stopped_at",
-            "meter_start_wh",
-            *_RATING_FIELDS,
-        )
-    )
-    drawn = {
-        draw.session_id: draw
-        for draw in SessionDraw.objects.filter(session_id__in=list(since)).only(*_DRAW_FIELDS, "session_id")
-    }
-    windows = []
-    for session in sessions:
-        first = session.started_at - SESSION_READING_SLACK
-        until = (session.stopped_at or now) + SESSION_READING_SLACK
-        draw = drawn.get(session.pk)
-        if draw is not None and draw.folded_until is not None:
-            windows.append(_DrawWindow(session, max(first, since[session.pk]), until, _DrawFold.of(draw)))
-        else:
-            windows.append(_DrawWindow(session, first, until, _DrawFold()))
-    if not windows:
-        return 0
-    folded: list[_DrawWindow] = []
-    while windows:
-        again = []
-        samples, pushes = _windows_samples(windows), _windows_pushes(windows)
-        for window, rows, limits in zip(windows, samples, pushes, strict=True):
-            if _draw_fold(window, rows, limits):
-                folded.append(window)
-            else:  # currents folded, power readings now: recomputed from the start, from power
-                first = window.session.started_at - SESSION_READING_SLACK
-                again.append(_DrawWindow(window.session, first, window.until, _DrawFold()))
-        windows = again
-    SessionDraw.objects.bulk_create(
-        [
-            SessionDraw(
-                session_id=window.session.pk,
-                observed_max_kw=window.fold.observed_kw,
-                was_capped=window.fold.capped,
-                register_energy_kwh=window.fold.energy_kwh,
-                folded_until=window.fold.until,
-                draw_source=window.fold.source,
-            )
-            for window in folded
-        ],
-        update_conflicts=True,
-        unique_fields=["session"],
-        update_fields=[
-            "observed_max_kw",
-            "was_capped",
-            "register_energy_kwh",
-            "folded_until",
-            "draw_source",
-            "updated_at",
-        ],
-    )
-    return len(folded)
-
-
-def _windows_open(windows: list[_DrawWindow]) -> list[tuple[int, _DrawWindow]]:
-    """The windows with a range to read (``since <= until``), each with its place in ``windows``."""
-    return [(n, w) for n, w in enumerate(windows) if w.since <= w.until]
-
-
-def _windows_samples(windows: list[_DrawWindow]) -> list[list[SampleRow]]:
-    """Each window's readings of its session; one statement, each a range of the readings' key."""
-    out: list[list[SampleRow]] = [[] for _ in windows]
-    numbered = _windows_open(windows)
-    if not numbered:
-        return out
-    reading = [w for _, w in numbered]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT p.n, {_MICROS}, r.energy_wh, r.power_w,
-                   GREATEST(r.current_a, r.current_l1_a, r.current_l2_a, r.current_l3_a)
-            FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[], %s::timestamptz[], %s::int[])
-                AS p(station, session, lo, hi, n)
-            CROSS JOIN LATERAL (
-                SELECT r."sampled_at", r.energy_wh, r.power_w, r.current_a, r.current_l1_a, r.current_l2_a,
-                       r.current_l3_a
-                FROM "{_READINGS}" r
-                WHERE r.station_id = p.station AND r."sampled_at" >= p.lo AND r."sampled_at" <= p.hi
-                  AND r.session_id = p.session
-                OFFSET 0
-            ) r
-            """,  # noqa: S608 - the table name is the model's own
-            [
-                [w.session.station_id for w in reading],
-                [w.session.pk for w in reading],
-                [w.since for w in reading],
-                [w.until for w in reading],
-                [n for n, _ in numbered],
-            ],
-        )
-        for n, micros, wh, w, a in cursor.fetchall():
-            out[n].append((_instant(micros), wh, w, a))
-    return out
-
-
-def _windows_pushes(windows: list[_DrawWindow]) -> list[tuple[list[datetime], list[Decimal]]]:
-    """Each window's accepted limits of its connector: the last answered before the window
-    (from ``SESSION_PUSH_LOOKBACK`` before the session began) and those answered within it,
-    as (sorted answer times, limits in A). One statement, served by the index on (connector,
-    answered_at) of accepted pushes."""
-    out: list[tuple[list[datetime], list[Decimal]]] = [([], []) for _ in windows]
-    numbered = _windows_open(windows)
-    if not numbered:
-        return out
-    reading = [w for _, w in numbered]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT p.n, x.answered_at, x.new_limit_a
-            FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[], %s::int[])
-                AS p(connector, lookback, lo, hi, n)
-            CROSS JOIN LATERAL (
-                (SELECT q."answered_at", q.new_limit_a FROM "{_PUSHES}" q
-                 WHERE q.connector_id = p.connector AND q.status = 'Accepted'
-                   AND q."answered_at" >= p.lookback AND q."answered_at" < p.lo
-                 ORDER BY q."answered_at" DESC LIMIT 1)
-                UNION ALL
-                (SELECT q."answered_at", q.new_limit_a FROM "{_PUSHES}" q
-                 WHERE q.connector_id = p.connector AND q.status = 'Accepted'
-                   AND q."answered_at" >= p.lo AND q."answered_at" <= p.hi)
-            ) x
-            ORDER BY p.n, x.answered_at
-            """,  # noqa: S608 - the table name is the model's own
-            [
-                [w.session.connector_id for w in reading],
-                [w.session.started_at - SESSION_PUSH_LOOKBACK for w in reading],
-                [w.since for w in reading],
-                [w.until for w in reading],
-                [n for n, _ in numbered],
-            ],
-        )
-        for n, answered_at, limit_a in cursor.fetchall():
-            out[n][0].append(answered_at)
-            out[n][1].append(limit_a)
-    return out
-
-
-def _draw_fold(window: _DrawWindow, rows: list[SampleRow], pushes: tuple[list[datetime], list[Decimal]]) -> bool:
-    """Fold the window's readings into its draw; False when the draw must be recomputed from
-    the session's start instead (currents were folded, and these readings carry power).
-
-    The draw is the highest power (or, with no power reading in the session, current x volts
-    x phases) while the limit in force was above it, and whether the car was held at a limit
-    of ours (within ``CAPPED_MARGIN_A``, where the limit was below the charger's rating).
-    """
-    fold = window.fold
-    power = [(at, Decimal(repr(w)) / 1000) for at, _, w, _ in rows if w is not None]
-    if power and fold.source == SessionDraw.Source.CURRENT:
-        return False
-    station = window.session.station
-    volts_phases = Decimal(station.site.voltage_v) * station.phases / 1000
-    if power or fold.source == SessionDraw.Source.POWER:
-        draws = power
-        source = SessionDraw.Source.POWER if power else fold.source
-    else:
-        draws = [(at, Decimal(repr(a)) * volts_phases) for at, _, _, a in rows if a is not None]
-        source = SessionDraw.Source.CURRENT if draws else fold.source
-    rating = rating_kw(station, station.site.voltage_v)
-    margin_kw = CAPPED_MARGIN_A * volts_phases
-    times, limits = pushes
-    observed: Decimal | None = None
-    for at, draw_kw in draws:
-        found = bisect_right(times, at)
-        limit_kw = limits[found - 1] * volts_phases if found else None
-        if limit_kw is None or draw_kw < limit_kw - margin_kw:
-            observed = draw_kw if observed is None else max(observed, draw_kw)
-        elif limit_kw < rating - margin_kw:
-            fold.capped = True
-    if observed is not None:
-        fold.observed_kw = _higher(fold.observed_kw, _draw_round(min(observed, rating)))
-    registers = [Decimal(repr(wh)) for _, wh, _, _ in rows if wh is not None]
-    if registers:
-        energy = max((max(registers) - window.session.meter_start_wh) / 1000, Decimal(0))
-        fold.energy_kwh = _higher(fold.energy_kwh, _draw_round(energy))
-    fold.source = source
-    if rows:
-        latest = max(at for at, *_ in rows)
-        fold.until = latest if fold.until is None else max(fold.until, latest)
-    return True
-
-
-def _draw_round(value: Decimal) -> Decimal:
-    """A session draw's kW or kWh to three places, half up (as the reports round)."""
-    return value.quantize(DRAW_QUANTUM, rounding=ROUND_HALF_UP)
-
-
 # --- the rollup -----------------------------------------------------------------------------
 
 
@@ -805,7 +421,7 @@ def intervals_roll_up(*, batch_size: int = ROLLUP_BATCH_MARKS, max_batches: int 
                 if session_id is not None:
                     since[session_id] = min(since.get(session_id, start), start)
             outcome.intervals += _stations_rebuild(_spans(starts), outcome)
-            outcome.sessions += _sessions_draw_update(since, now)
+            outcome.sessions += sessions_draw_update(since, now)
             outcome.marks += len(marks)
             with connection.cursor() as cursor:  # one statement, not Django's select and signal per row
                 cursor.execute(
@@ -836,7 +452,7 @@ def _stations_rebuild(spans: list[tuple[int, datetime, datetime]], outcome: Roll
     """Rebuild the spans, ``SPAN_CHUNK`` at a time, then the site totals over what was rewritten."""
     stations = (
         ChargingStation.objects.select_related("site")
-        .only("site_id", *(name.removeprefix("station__") for name in _RATING_FIELDS))
+        .only("site_id", *(name.removeprefix("station__") for name in RATING_FIELDS))
         .in_bulk({station_id for station_id, _, _ in spans})
     )
     kept = [_Span(stations[station_id], lo, hi) for station_id, lo, hi in spans if station_id in stations]
@@ -895,70 +511,3 @@ def intervals_rebuild_month(*, year: int, month: int, sites: Iterable[Site] | No
         start, end = month_bounds(year, month, site_timezone(site))
         total += intervals_rebuild(site=site, start=start, end=end)
     return total
-
-
-# --- reports ------------------------------------------------------------------------------
-
-
-def savings_report_generate(
-    *, year: int, month: int, reason: str, requested_by: str = "", now: datetime | None = None
-) -> SavingsReport:
-    """Compute the month's figures and store them, rendered in every format, as a new version.
-
-    Earlier versions stay as they were (the database refuses updates); the new one names the
-    tariff version of each site and carries the SHA-256 of its data and of each file.
-    """
-    require_tenant_schema("savings_report_generate")
-    generated_at = now or timezone.now()
-    tenant = getattr(connection, "tenant", None)
-    data, demands = report_data_build(
-        tenant_slug=getattr(tenant, "slug", ""),
-        tenant_name=getattr(tenant, "name", ""),
-        year=year,
-        month=month,
-        generated_at=generated_at,
-    )
-    files = {fmt: render(data, fmt) for fmt in FORMATS}
-    tariffs = {site["slug"]: site["tariff"] for site in data["sites"]}
-    first = date(year, month, 1)
-    for attempt in range(REPORT_VERSION_RETRIES):
-        try:
-            with transaction.atomic():
-                for demand in demands:
-                    SiteMonthDemand.objects.update_or_create(
-                        site_id=demand.site_id,
-                        month=demand.month,
-                        defaults={"actual_kw": demand.actual_kw, "unmanaged_kw": demand.unmanaged_kw},
-                    )
-                report = SavingsReport.objects.create(
-                    month=first,
-                    version=report_next_version(month=first),
-                    reason=reason,
-                    requested_by=requested_by,
-                    generated_at=generated_at,
-                    tariffs=tariffs,
-                    data=data,
-                    data_sha256=_sha256(canonical_json(data)),
-                )
-                SavingsReportFile.objects.bulk_create(
-                    [
-                        SavingsReportFile(
-                            report=report, format=fmt, content=content, sha256=_sha256(content), size_bytes=len(content)
-                        )
-                        for fmt, content in files.items()
-                    ]
-                )
-                return report
-        except IntegrityError:
-            if attempt == REPORT_VERSION_RETRIES - 1:
-                raise
-    raise RuntimeError("unreachable")
-
-
-def savings_report_request(*, month: str, requested_by: str) -> None:
-    """Queue a new version of ``month``'s (YYYY-MM) report once the current transaction commits."""
-    from billing.tasks import generate_savings_report
-
-    transaction.on_commit(
-        lambda: generate_savings_report.delay(month=month, reason="request", requested_by=requested_by)
-    )
