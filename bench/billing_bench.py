@@ -15,6 +15,9 @@ tenant ``billbench`` that it rebuilds each run.
    rollups as 1-minute readings would give them (per station and per site, COPYed in, not
    timed) and about 1.5 sessions per charger and day with their draw estimates; then
    ``savings_report_generate`` (figures, CSV, XLSX and PDF, stored) is timed. Target < 10 s.
+   Then as the month goes by: the hourly task's simulation checkpoints moved to Oct 30 and to
+   Oct 31 (the first from nothing, the second one day on) are timed, and the report again, now
+   resuming each site's simulated cost-aware month there (its totals must equal the first's).
 3. What-if: a year of sessions of one ``--whatif-chargers`` site (a workplace: most chargers
    used every weekday, some at weekends) replayed through the engine under a B-19 style tariff.
    Target < 30 s.
@@ -257,6 +260,26 @@ def bench_report(sites: int, chargers: int, schema: str) -> None:
         f"report: {sites} sites x {chargers} chargers, one month, from rollups: {timings[0]:.2f} s "
         f"(regenerated as version {report.version}: {timings[1]:.2f} s; figures, CSV, XLSX and PDF computed "
         f"and stored: {sizes}); savings total ${Decimal(report.data['total']['savings']['total']):,.2f}"
+    )
+    # As the month goes by: the hourly task keeps each site's simulated cost-aware month replayed up
+    # to the last local midnight; the report at the month's close resumes from there.
+    from billing.reports.checkpoints import simulation_checkpoints_advance
+
+    steps = []
+    for now in (datetime(2026, 10, 30, 1, tzinfo=tz), datetime(2026, 10, 31, 1, tzinfo=tz)):
+        began = time.perf_counter()
+        moved = simulation_checkpoints_advance(now=now)
+        steps.append((now, moved, time.perf_counter() - began))
+    for now, moved, seconds in steps:
+        print(f"report: checkpoints moved to {now:%b %d} 00:00 at {moved} sites: {seconds:.2f} s", flush=True)
+    began = time.perf_counter()
+    resumed = savings_report_generate(year=2026, month=10, reason="request", requested_by="bench")
+    seconds = time.perf_counter() - began
+    same = resumed.data["total"] == report.data["total"]
+    print(
+        f"report: with the checkpoints (the month's last day replayed): {seconds:.2f} s; "
+        f"totals {'the same as' if same else 'DIFFERENT from'} without",
+        flush=True,
     )
 
 

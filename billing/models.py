@@ -285,3 +285,29 @@ class ReportDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.report} to {self.email}: {self.status}"
+
+
+class SimulationCheckpoint(models.Model):
+    """A site's month replayed under a simulated policy up to ``cut``: the replay's state there.
+
+    The monthly report simulates the policy a site did not run from the month's sessions (a
+    replay of every step with cars); a task stores how far that replay has got as the month goes
+    by, so the report resumes it and replays only the last hours. ``inputs_key`` is a digest of
+    everything the replay before ``cut`` read (those sessions, the site's limits and tariff): a
+    state whose inputs have changed since (a late session, another cap) is not resumed.
+    """
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="simulation_checkpoints")
+    month = models.DateField(help_text="First day of the month (site local).")
+    policy = models.CharField(max_length=20, help_text="The simulated policy, e.g. cost_aware.")
+    cut = models.DateTimeField(help_text="The replay stopped before the step starting here.")
+    inputs_key = models.CharField(max_length=64)
+    state = models.JSONField(help_text="billing.whatif.ReplayState")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["site", "month", "policy"]
+        constraints = [models.UniqueConstraint(fields=["site", "month", "policy"], name="simulation_checkpoint_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.site_id} {self.month:%Y-%m} {self.policy} until {self.cut:%Y-%m-%d %H:%M}"

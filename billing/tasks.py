@@ -1,7 +1,8 @@
 """Billing tasks on the ``reports`` queue (the router maps the billing app to it).
 
-Schema: tenant (``roll_up_intervals``, ``generate_savings_report``); public for the beat
-fan-outs (``roll_up_all_tenants``, ``monthly_reports_all_tenants``) and their chunks of tenants
+Schema: tenant (``roll_up_intervals``, ``simulation_checkpoints``, ``generate_savings_report``);
+public for the beat fan-outs (``roll_up_all_tenants``, ``simulation_checkpoints_all_tenants``,
+``monthly_reports_all_tenants``) and their chunks of tenants
 (``tenants.fanout``), which enter each tenant.
 """
 
@@ -17,6 +18,7 @@ from django.utils import timezone
 
 from billing.interval_rollup import intervals_rebuild_month, intervals_roll_up
 from billing.report_mail import report_delivery_fail, report_mail_plan, report_mail_send, report_ready_notify
+from billing.reports.checkpoints import simulation_checkpoints_advance
 from billing.savings_reports import savings_report_generate
 from billing.selectors import report_latest, site_list, site_timezone
 from billing.tariffs import previous_months
@@ -45,6 +47,29 @@ def roll_up_tenants(*, schemas: list[str]) -> int:
     count = 0
     for _tenant in tenant_chunk(schemas):
         roll_up_intervals.delay()
+        count += 1
+    return count
+
+
+@app.task(name="billing.tasks.simulation_checkpoints")
+def simulation_checkpoints() -> int:
+    """Move the tenant's sites' simulated cost-aware months up to their last local midnight
+    (``billing.reports.checkpoints``), so the monthly report replays only the last hours."""
+    return simulation_checkpoints_advance(now=timezone.now())
+
+
+@app.task(base=PublicTask, name="billing.tasks.simulation_checkpoints_all_tenants")
+def simulation_checkpoints_all_tenants() -> int:
+    """Beat: one checkpoint task per active tenant, sent by a task per chunk of tenants; returns the chunks."""
+    return tenant_chunks_send(simulation_checkpoints_tenants)
+
+
+@app.task(base=PublicTask, name="billing.tasks.simulation_checkpoints_tenants")
+def simulation_checkpoints_tenants(*, schemas: list[str]) -> int:
+    """One chunk of the checkpoint fan-out: a checkpoint task in each of these tenants."""
+    count = 0
+    for _tenant in tenant_chunk(schemas):
+        simulation_checkpoints.delay()
         count += 1
     return count
 

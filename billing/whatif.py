@@ -23,8 +23,11 @@ the number of chargers is bounded by giving each at least its minimum current.
 
 from __future__ import annotations
 
+import bisect
 import csv
+import hashlib
 import io
+import json
 import math
 import time
 from collections import Counter
@@ -153,18 +156,31 @@ class _Car:
 
 
 def _replay(
-    sessions: list[PlannedSession], *, step_minutes: int, kw_per_a: float
+    sessions: list[PlannedSession],
+    *,
+    step_minutes: int,
+    kw_per_a: float,
+    resume: tuple[datetime, list[tuple[int, float, float]]] | None = None,
 ) -> Iterator[tuple[datetime, list[tuple[_Car, float]]]]:
     """The replay's clock: each step's start and the cars present in it, with the hours each is.
 
     Steps run on the clock grid from the first arrival, skipping the empty stretches; a car is
     present from its arrival until it leaves or has its energy (the caller books what it draws).
+    ``resume``: start at this step instead, with these cars (row, remaining kWh, delivered kWh)
+    still plugged in, as a replay stopped there had them; sessions arriving before it are done.
     """
     step = timedelta(minutes=step_minutes)
     ordered = sorted(sessions, key=lambda s: (s.arrival, s.row))
     cars: list[_Car] = []
     next_index = 0
     t = interval_floor(ordered[0].arrival, step_minutes)
+    if resume is not None:
+        t, carried = resume
+        by_row = {s.row: s for s in ordered}
+        for row, remaining, delivered in carried:
+            s = by_row[row]
+            cars.append(_Car(s, f"{s.station_id}#{s.row}", s.max_kw / kw_per_a, remaining, delivered))
+        next_index = bisect.bisect_left([s.arrival for s in ordered], t)
     while next_index < len(ordered) or cars:
         if not cars and next_index < len(ordered) and ordered[next_index].arrival >= t + step:
             t = interval_floor(ordered[next_index].arrival, step_minutes)
@@ -261,6 +277,16 @@ class CostAwareRun:
     delivered_by_row: dict[int, float]  # PlannedSession.row -> kWh delivered
     solves: int
     solve_ms: list[float]  # per step: plan_charging + engine solve, wall ms
+    state: dict[str, Any] | None = None  # where a replay asked to stop stopped (``ReplayState``)
+
+
+# A stopped replay, as JSON (floats kept exact: JSON writes their shortest round-trip form):
+#   at: ISO step start where it stopped (nothing of that step or after is booked);
+#   cars: [[row, remaining kWh, delivered kWh], ...] plugged in then, in the replay's order;
+#   month: the month-to-date demands (``_MonthToDate.dump``); history: flat peaks of the
+#   simulated months before; intervals: {ISO step start: kWh string}; delivered_by_row;
+#   delivered_kwh: their sum.
+ReplayState = dict[str, Any]
 
 
 class _MonthToDate:
@@ -296,6 +322,28 @@ class _MonthToDate:
         if period is not None and kw > self.tou_kw.get(period, -1.0):
             self.tou_kw[period], self.tou_at[period], self._states = kw, window, None
 
+    def dump(self) -> dict[str, Any]:
+        return {
+            "year": self.year,
+            "month": self.month,
+            "ratchet_reference_kw": self.ratchet_reference_kw,
+            "booked": self.booked,
+            "windows": [[at.isoformat(), kwh] for at, kwh in self.window_kwh.items()],
+            "peak": [self.peak_kw, self.peak_at.isoformat() if self.peak_at is not None else None],
+            "tou": [[p, kw, self.tou_at[p].isoformat()] for p, kw in self.tou_kw.items()],
+        }
+
+    @classmethod
+    def load(cls, spec: TariffSpec, tz: ZoneInfo, data: dict[str, Any]) -> _MonthToDate:
+        month = cls(spec, tz, int(data["year"]), int(data["month"]), float(data["ratchet_reference_kw"]))
+        month.booked = bool(data["booked"])
+        month.window_kwh = {datetime.fromisoformat(at): float(kwh) for at, kwh in data["windows"]}
+        month.peak_kw = float(data["peak"][0])
+        month.peak_at = datetime.fromisoformat(data["peak"][1]) if data["peak"][1] else None
+        month.tou_kw = {int(p): float(kw) for p, kw, _at in data["tou"]}
+        month.tou_at = {int(p): datetime.fromisoformat(at) for p, _kw, at in data["tou"]}
+        return month
+
     def states(self) -> dict[str, DemandState]:
         """``billing.costaware.demand_states`` of the month so far (rebuilt only after a change)."""
         if self._states is None:
@@ -320,8 +368,15 @@ def cost_aware_profile(
     phases: int,
     step_minutes: int,
     margin_kw: float = 0.0,
+    stop_at: datetime | None = None,
+    resume: ReplayState | None = None,
 ) -> CostAwareRun:
     """Replay ``sessions`` under the cost-aware policy (``billing.costaware``) feeding the engine.
+
+    ``stop_at``: stop before the first step starting at or after it and return the replay's
+    state there (``CostAwareRun.state``); ``resume``: go on from such a state, with the same
+    sessions before its step (the caller checks: ``replay_inputs_key``) and any after it. A
+    replay stopped and resumed books exactly what one run through would.
 
     Each step: the month-to-date billing demands (kept incrementally; the flat one at least the
     ratchet of the simulated months before), the tariff's slots for ``HORIZON``, and each car's
@@ -342,7 +397,34 @@ def cost_aware_profile(
     history: list[float] = []  # flat peaks of the simulated months before, oldest first
     month: _MonthToDate | None = None
     slot_memo: dict[datetime, SlotFacts] = {}
-    for t, present in _replay(sessions, step_minutes=step_minutes, kw_per_a=kw_per_a):
+    carried: tuple[datetime, list[tuple[int, float, float]]] | None = None
+    if resume is not None:
+        out = {datetime.fromisoformat(at): Decimal(kwh) for at, kwh in resume["intervals"].items()}
+        delivered_by_row |= {int(row): float(kwh) for row, kwh in resume["delivered_by_row"].items()}
+        delivered_total = float(resume["delivered_kwh"])
+        history = [float(kw) for kw in resume["history"]]
+        month = _MonthToDate.load(spec, tz, resume["month"]) if resume["month"] is not None else None
+        carried = (
+            datetime.fromisoformat(resume["at"]),
+            [(int(row), float(left), float(got)) for row, left, got in resume["cars"]],
+        )
+    state: ReplayState | None = None
+    for t, present in _replay(sessions, step_minutes=step_minutes, kw_per_a=kw_per_a, resume=carried):
+        if stop_at is not None and t >= stop_at:
+            state = {
+                "at": t.isoformat(),
+                "cars": [
+                    [car.session.row, car.remaining_kwh, car.delivered_kwh]
+                    for car, _hours in present
+                    if car.session.arrival < t
+                ],
+                "month": month.dump() if month is not None else None,
+                "history": history,
+                "intervals": {at.isoformat(): str(kwh) for at, kwh in out.items()},
+                "delivered_by_row": {str(row): kwh for row, kwh in delivered_by_row.items() if kwh},
+                "delivered_kwh": delivered_total,
+            }
+            break
         local = t.astimezone(tz)
         if month is None or (local.year, local.month) != (month.year, month.month):
             if month is not None and month.booked:
@@ -393,7 +475,30 @@ def cost_aware_profile(
                 out[t] = out.get(t, ZERO) + _dec(step_kwh)
                 delivered_total += step_kwh
                 month.book(t, step_kwh)
-    return CostAwareRun(out, delivered_total, delivered_by_row, len(solve_ms), solve_ms)
+    if stop_at is not None and state is None:  # every car was done before stop_at
+        state = {
+            "at": interval_floor(stop_at, step_minutes).isoformat(),
+            "cars": [],
+            "month": month.dump() if month is not None else None,
+            "history": history,
+            "intervals": {at.isoformat(): str(kwh) for at, kwh in out.items()},
+            "delivered_by_row": {str(row): kwh for row, kwh in delivered_by_row.items() if kwh},
+            "delivered_kwh": delivered_total,
+        }
+    return CostAwareRun(out, delivered_total, delivered_by_row, len(solve_ms), solve_ms, state)
+
+
+def replay_inputs_key(sessions: list[PlannedSession], *, before: datetime, settings: dict[str, Any]) -> str:
+    """A digest of what a replay up to ``before`` depends on: the sessions arriving before it
+    (every fact the replay reads) and ``settings`` (the site's limits, tariff, electrical data).
+    A stored replay state is resumed only where this key is unchanged."""
+    facts = sorted(
+        (s.row, s.station_id, s.arrival.isoformat(), s.departure.isoformat(), repr(s.energy_kwh), repr(s.max_kw))
+        for s in sessions
+        if s.arrival < before
+    )
+    payload = json.dumps({"sessions": facts, "settings": settings}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def _months(intervals: list[dict[datetime, Decimal]], tz: ZoneInfo) -> list[tuple[int, int]]:

@@ -36,6 +36,7 @@ from billing.selectors import (
     tariff_in_force,
     tariff_spec,
 )
+from billing.simulation_checkpoints import checkpoint_save, checkpoint_state, replay_settings
 from billing.tariffs import (
     MonthBill,
     TariffError,
@@ -153,7 +154,7 @@ class MonthProfiles:
         return inside if self.scale == 1 else {at: kwh * self.scale for at, kwh in inside.items()}
 
 
-def _month_profiles(site: Site, year: int, month: int) -> MonthProfiles:
+def month_profiles(site: Site, year: int, month: int) -> MonthProfiles:
     """Actual and unmanaged interval kWh of the site's local month, rate sources, sessions, resets."""
     tz = site_timezone(site)
     start, end = month_bounds(year, month, tz)
@@ -246,33 +247,61 @@ def static_cap_profile(
     return out
 
 
+def _limits_kw(site: Site) -> tuple[float, float]:
+    """The site's demand cap (its grid connection where it has none) and grid connection, kW."""
+    grid_kw = float(site_limit_kw(site))
+    return (grid_kw if site.demand_cap_kw is None else min(float(site.demand_cap_kw), grid_kw)), grid_kw
+
+
+def cost_aware_run(
+    sessions: list[PlannedSession],
+    site: Site,
+    spec: TariffSpec,
+    tz: ZoneInfo,
+    *,
+    month: date,
+    checkpoint_at: datetime | None = None,
+) -> whatif.CostAwareRun:
+    """``sessions`` replayed under the cost-aware policy at this site, from the site's stored
+    checkpoint of ``month`` where its inputs are unchanged (``billing.simulation_checkpoints``),
+    else from the month's start. ``checkpoint_at``: stop there and store the state as the
+    site's checkpoint of the month instead."""
+    cap_kw, grid_kw = _limits_kw(site)
+    settings: dict[str, Any] = {
+        "cap_kw": cap_kw,
+        "grid_kw": grid_kw,
+        "margin_kw": float(site.peak_margin_kw),
+        "voltage_v": float(site.voltage_v),
+        "phases": site.phases,
+        "step_minutes": SIMULATION_STEP_MINUTES,
+    }
+    digest = replay_settings(spec, tz=str(tz), **settings)
+    resume = checkpoint_state(site, month=month, policy="cost_aware", sessions=sessions, settings=digest)
+    if resume is not None and checkpoint_at is not None and datetime.fromisoformat(resume["at"]) > checkpoint_at:
+        resume = None  # an earlier state is asked for than the one stored
+    run = whatif.cost_aware_profile(sessions, spec=spec, tz=tz, stop_at=checkpoint_at, resume=resume, **settings)
+    if checkpoint_at is not None and run.state is not None:
+        checkpoint_save(site, month=month, policy="cost_aware", state=run.state, sessions=sessions, settings=digest)
+    return run
+
+
 def _simulate_policy(
-    policy: str, sessions: list[PlannedSession], site: Site, spec: TariffSpec, tz: ZoneInfo
+    policy: str, sessions: list[PlannedSession], site: Site, spec: TariffSpec, tz: ZoneInfo, month: date
 ) -> dict[datetime, Decimal] | None:
     """Interval kWh (UTC start of each 15 minutes) of ``sessions`` under ``policy`` (``static_cap``
     or ``cost_aware``) at this site: its demand cap in kW (its grid connection where it has none),
     voltage and phases, and for cost-aware its tariff. None: the policy cannot be simulated here."""
     if not sessions:
         return {}
-    grid_kw = float(site_limit_kw(site))
-    cap_kw = grid_kw if site.demand_cap_kw is None else min(float(site.demand_cap_kw), grid_kw)
-    electrical: dict[str, Any] = {
-        "voltage_v": float(site.voltage_v),
-        "phases": site.phases,
-        "step_minutes": SIMULATION_STEP_MINUTES,
-    }
     if policy == "static_cap":
-        return static_cap_profile(sessions, limit_kw=cap_kw, **electrical)
-    run = whatif.cost_aware_profile(
-        sessions,
-        spec=spec,
-        tz=tz,
-        cap_kw=cap_kw,
-        grid_kw=grid_kw,
-        margin_kw=float(site.peak_margin_kw),
-        **electrical,
-    )
-    return run.intervals
+        return static_cap_profile(
+            sessions,
+            limit_kw=_limits_kw(site)[0],
+            voltage_v=float(site.voltage_v),
+            phases=site.phases,
+            step_minutes=SIMULATION_STEP_MINUTES,
+        )
+    return cost_aware_run(sessions, site, spec, tz, month=month).intervals
 
 
 def _peak(intervals: dict[datetime, Decimal], site: Site, spec: TariffSpec) -> Decimal:
@@ -299,7 +328,7 @@ def _ratchet_references(
         if row is not None:
             actual_kw, unmanaged_kw = row.actual_kw, row.unmanaged_kw
         else:
-            profiles = _month_profiles(site, first.year, first.month)
+            profiles = month_profiles(site, first.year, first.month)
             if not profiles.actual and not profiles.unmanaged:
                 continue
             actual_kw, unmanaged_kw = _peak(profiles.actual, site, spec), _peak(profiles.unmanaged, site, spec)
@@ -382,7 +411,8 @@ def _policy_profiles(
         else:
             if planned is None:
                 planned = planned_sessions(profiles.sessions, until=profiles.end)
-            simulated = _simulate_policy(column, planned, site, spec, tz)
+            month = profiles.start.astimezone(tz).date()
+            simulated = _simulate_policy(column, planned, site, spec, tz, month)
             columns[column] = (
                 ("unavailable", None) if simulated is None else ("simulated", profiles.in_month(simulated))
             )
@@ -443,7 +473,7 @@ def _site_section(
     tz = site_timezone(site)
     start, end = month_bounds(year, month, tz)
     tariff = tariff_in_force(site=site, on=date(year, month, 1))
-    profiles = _month_profiles(site, year, month)
+    profiles = month_profiles(site, year, month)
     actual, unmanaged, sessions = profiles.actual, profiles.unmanaged, profiles.sessions
     ran = site_policy(site)
     problem = None

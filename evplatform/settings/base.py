@@ -526,6 +526,13 @@ CELERY_BEAT_SCHEDULE["billing-monthly-reports"] = {
     "task": "billing.tasks.monthly_reports_all_tenants",
     "schedule": 3600.0,
 }
+# Hourly: each site's simulated cost-aware month (the report's column for sites that ran the
+# static cap) is replayed up to its last local midnight and stored, so the month's report
+# resumes it and replays only the last hours (billing.reports.checkpoints).
+CELERY_BEAT_SCHEDULE["billing-simulation-checkpoints"] = {
+    "task": "billing.tasks.simulation_checkpoints_all_tenants",
+    "schedule": crontab(minute=23),
+}
 # Each stored report version (month close or a request) is mailed to the organisation's finance
 # people, each narrowed to the sites they reach (billing.report_mail); false sends no mail.
 BILLING_REPORT_MAIL = env.bool("BILLING_REPORT_MAIL", default=True)

@@ -1,0 +1,57 @@
+"""Stored replay states of a site's simulated month (``SimulationCheckpoint``): read and write.
+
+A state is resumed only when the inputs the replay read before its step are the same now
+(``billing.whatif.replay_inputs_key`` over the sessions arriving before it and the replay's
+settings); otherwise the caller replays the month from its start, as without a checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date, datetime
+from typing import Any
+
+from balancing.models import Site
+from billing.models import SimulationCheckpoint
+from billing.tariffs import TariffSpec
+from billing.whatif import PlannedSession, ReplayState, replay_inputs_key
+
+
+def replay_settings(spec: TariffSpec, **settings: Any) -> dict[str, Any]:
+    """What a replay reads besides its sessions: its keyword settings and a digest of the tariff."""
+    return settings | {"tariff": hashlib.sha256(repr(spec).encode()).hexdigest()}
+
+
+def checkpoint_state(
+    site: Site, *, month: date, policy: str, sessions: list[PlannedSession], settings: dict[str, Any]
+) -> ReplayState | None:
+    """The stored state of this site's month under ``policy``, if its inputs are unchanged."""
+    checkpoint = SimulationCheckpoint.objects.filter(site=site, month=month, policy=policy).first()
+    if checkpoint is None:
+        return None
+    key = replay_inputs_key(sessions, before=checkpoint.cut, settings=settings)
+    return checkpoint.state if key == checkpoint.inputs_key else None
+
+
+def checkpoint_save(
+    site: Site,
+    *,
+    month: date,
+    policy: str,
+    state: ReplayState,
+    sessions: list[PlannedSession],
+    settings: dict[str, Any],
+) -> SimulationCheckpoint:
+    """Store ``state`` (where a replay stopped) as the site's checkpoint for the month."""
+    cut = datetime.fromisoformat(state["at"])
+    checkpoint, _ = SimulationCheckpoint.objects.update_or_create(
+        site=site,
+        month=month,
+        policy=policy,
+        defaults={
+            "cut": cut,
+            "inputs_key": replay_inputs_key(sessions, before=cut, settings=settings),
+            "state": state,
+        },
+    )
+    return checkpoint
