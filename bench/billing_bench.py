@@ -266,12 +266,12 @@ def bench_report(sites: int, chargers: int, schema: str) -> None:
     from billing.reports.checkpoints import simulation_checkpoints_advance
 
     steps = []
-    for now in (datetime(2026, 10, 30, 1, tzinfo=tz), datetime(2026, 10, 31, 1, tzinfo=tz)):
+    for when in (datetime(2026, 10, 30, 1, tzinfo=tz), datetime(2026, 10, 31, 1, tzinfo=tz)):
         began = time.perf_counter()
-        moved = simulation_checkpoints_advance(now=now)
-        steps.append((now, moved, time.perf_counter() - began))
-    for now, moved, seconds in steps:
-        print(f"report: checkpoints moved to {now:%b %d} 00:00 at {moved} sites: {seconds:.2f} s", flush=True)
+        moved = simulation_checkpoints_advance(now=when)
+        steps.append((when, moved, time.perf_counter() - began))
+    for when, moved, seconds in steps:
+        print(f"report: checkpoints moved to {when:%b %d} 00:00 at {moved} sites: {seconds:.2f} s", flush=True)
     began = time.perf_counter()
     resumed = savings_report_generate(year=2026, month=10, reason="request", requested_by="bench")
     seconds = time.perf_counter() - began

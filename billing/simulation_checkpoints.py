@@ -3,6 +3,10 @@
 A state is resumed only when the inputs the replay read before its step are the same now
 (``billing.whatif.replay_inputs_key`` over the sessions arriving before it and the replay's
 settings); otherwise the caller replays the month from its start, as without a checkpoint.
+Only the latest two months are kept (``checkpoints_prune``): a state is ~100-150 kB for a busy
+site's month, and a report of an older month is regenerated rarely (it replays the month whole).
+
+Schema: tenant.
 """
 
 from __future__ import annotations
@@ -55,3 +59,15 @@ def checkpoint_save(
         },
     )
     return checkpoint
+
+
+KEEP_MONTHS = 2  # the month in progress and the one before (its report is generated in the new month)
+
+
+def checkpoints_prune(*, latest: date) -> int:
+    """Delete the checkpoints of months before the ``KEEP_MONTHS`` ending with ``latest``; the count."""
+    year, month = latest.year, latest.month - (KEEP_MONTHS - 1)
+    while month < 1:
+        year, month = year - 1, month + 12
+    deleted, _ = SimulationCheckpoint.objects.filter(month__lt=date(year, month, 1)).delete()
+    return deleted

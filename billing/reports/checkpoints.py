@@ -6,7 +6,9 @@ replay of each 15-minute step with cars, about a second per busy site and month.
 to its last local midnight (before the arrival of any session still open, whose facts are not
 final) and stores the state (``SimulationCheckpoint``); the report resumes from it and replays
 only what came after. Each run resumes from the stored state where its inputs are unchanged,
-so a day costs one day's replay.
+so a day costs one day's replay. Checkpoints of older months are deleted as it goes.
+
+Schema: tenant.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from billing.reports.builder import (
     site_policy,
 )
 from billing.selectors import site_list, site_timezone, tariff_in_force, tariff_spec
+from billing.simulation_checkpoints import checkpoints_prune
 from billing.tariffs import TariffError
 
 logger = logging.getLogger(__name__)
@@ -33,6 +36,7 @@ logger = logging.getLogger(__name__)
 def simulation_checkpoints_advance(*, now: datetime) -> int:
     """Move each site's cost-aware checkpoint up to its last local midnight; returns the sites moved."""
     moved = 0
+    checkpoints_prune(latest=now.date())
     for site in site_list():
         if site_policy(site) == "cost_aware":
             continue  # the report bills its metered load; nothing to simulate

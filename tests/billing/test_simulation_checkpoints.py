@@ -111,3 +111,17 @@ def test_a_session_still_open_holds_the_checkpoint_before_its_arrival() -> None:
     assert checkpoint.cut == datetime(2026, 10, 5, 10, tzinfo=LA)  # the open session's arrival
     assert checkpoint.state["intervals"] == {}
     assert timedelta(0) <= datetime(2026, 10, 6, tzinfo=LA) - checkpoint.cut
+
+
+@pytest.mark.django_db
+def test_checkpoints_older_than_last_month_are_deleted_as_the_task_goes() -> None:
+    site = mall_site()
+    for month in (date(2026, 8, 1), date(2026, 9, 1)):
+        SimulationCheckpoint.objects.create(
+            site=site, month=month, policy="cost_aware", cut=datetime(2026, 9, 1, tzinfo=LA), inputs_key="x", state={}
+        )
+
+    simulation_checkpoints_advance(now=datetime(2026, 10, 6, 3, tzinfo=LA))
+
+    months = sorted(SimulationCheckpoint.objects.values_list("month", flat=True))
+    assert months == [date(2026, 9, 1), date(2026, 10, 1)]

@@ -9,7 +9,14 @@ from django.utils import timezone
 from django_tenants.utils import schema_context, tenant_context
 
 from balancing.models import Site
-from billing.models import IntervalEnergy, SavingsReport, SessionDraw, SiteMonthDemand, Tariff
+from billing.models import (
+    IntervalEnergy,
+    SavingsReport,
+    SessionDraw,
+    SimulationCheckpoint,
+    SiteMonthDemand,
+    Tariff,
+)
 from billing.tariff_versions import tariff_import
 from billing.tasks import (
     generate_savings_report,
@@ -17,6 +24,7 @@ from billing.tasks import (
     monthly_reports_tenants,
     report_start_delay_s,
     roll_up_intervals,
+    simulation_checkpoints,
 )
 from chargepoint.models import ChargingSession, ChargingStation, Connector, RollupPending
 from tests.billing.conftest import simple_record
@@ -158,3 +166,49 @@ def test_no_report_is_sent_for_a_month_that_has_one(tenant, monkeypatch) -> None
 
     with schema_context("public"):
         assert monthly_reports_tenants(schemas=[tenant.schema_name]) == 0
+
+
+@pytest.fixture(scope="module")
+def site_with_yesterdays_session(other_tenant, django_db_blocker):
+    """A UTC site in beta with one closed session yesterday 10:00-12:00 (8 kWh at 32 A), committed."""
+    yesterday = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    with django_db_blocker.unblock(), tenant_context(other_tenant):
+        site = Site.objects.create(slug="checkpoint-worker", name="Checkpoints", limit_a=Decimal(63), timezone="UTC")
+        tariff_import(site=site, record=simple_record(flat_rate="10"), valid_from=date(2026, 1, 1))
+        station = ChargingStation.objects.create(charge_point_id="CKPT-W-1", site=site, max_current_a=Decimal(32))
+        connector = Connector.objects.create(station=station, connector_id=1)
+        ChargingSession.objects.create(
+            station=station,
+            connector=connector,
+            transaction_id="1",
+            started_at=yesterday + timedelta(hours=10),
+            stopped_at=yesterday + timedelta(hours=12),
+            meter_start_wh=Decimal(0),
+            meter_stop_wh=Decimal(8000),
+            energy_kwh=Decimal(8),
+            ev_max_current_a=Decimal(32),
+        )
+    yield site
+    with django_db_blocker.unblock(), tenant_context(other_tenant):
+        SimulationCheckpoint.objects.filter(site=site).delete()
+        ChargingSession.objects.filter(station__site=site).delete()
+        ChargingStation.objects.filter(site=site).delete()
+        Tariff.objects.filter(site=site).delete()
+        site.delete()
+
+
+def test_the_checkpoint_task_replays_the_month_to_last_midnight_in_its_tenant(
+    celery_worker, tenant, other_tenant, site_with_yesterdays_session
+):
+    with tenant_context(other_tenant):
+        simulation_checkpoints.delay()
+
+    def stored():
+        with tenant_context(other_tenant):
+            return SimulationCheckpoint.objects.filter(site=site_with_yesterdays_session).first()
+
+    checkpoint = wait_for(stored, "the checkpoint")
+    assert checkpoint.policy == "cost_aware"
+    assert checkpoint.cut == timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    assert sum(Decimal(kwh) for kwh in checkpoint.state["intervals"].values()) == pytest.approx(Decimal(8))
+    assert not SimulationCheckpoint.objects.exists()  # alpha (active here) got nothing

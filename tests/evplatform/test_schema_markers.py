@@ -21,6 +21,8 @@ WRITE_MODULES = (
     "billing/session_draws.py",
     "billing/bulk_reads.py",
     "billing/savings_reports.py",
+    "billing/simulation_checkpoints.py",
+    "billing/reports/checkpoints.py",
 )
 
 
