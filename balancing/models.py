@@ -575,7 +575,17 @@ class BalancingRun(models.Model):
         ordering = ["-started_at"]
         # No index on repeats / last_repeated_at: counting a repeat is then a HOT update (no new
         # index entries), the cheapest write PostgreSQL has (``balancing.selectors.runs_seen_since``).
-        indexes = [models.Index(fields=["site", "-started_at"], name="run_site_latest")]
+        # run_site_chart: a site's load chart (``balancing.selectors.site_load_series``) reads a
+        # month of runs from the index alone, not a heap page per run (runs of many sites
+        # interleave in the table). Its columns are never changed once a run is stored.
+        indexes = [
+            models.Index(fields=["site", "-started_at"], name="run_site_latest"),
+            models.Index(
+                fields=["site", "started_at"],
+                include=["measured_kw", "allocated_kw", "limit_kw", "unmanaged_kw"],
+                name="run_site_chart",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.site.name} {self.started_at:%Y-%m-%d %H:%M:%S} ({self.reason})"

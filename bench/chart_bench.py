@@ -10,7 +10,8 @@ days up to now (a sweep every minute; not timed), each with a problem and result
 runs are spread over the whole table, not packed together). Then the chart JSON of one site
 for each range (``/sites/<slug>/chart.json``, the kW chart and the per-phase one) is requested
 through the portal view ``--repeat`` times: median time and size. Target for the month: under
-300 ms and under 1 MB.
+300 ms and under 1 MB. Last, the month's kW query is run under EXPLAIN (ANALYZE, BUFFERS) and its
+scans and buffers printed: an index-only scan of ``run_site_chart`` reads no heap page per run.
 """
 
 import argparse
@@ -23,7 +24,7 @@ import time
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
@@ -156,6 +157,34 @@ def chart_time(site: "Site", repeat: int) -> None:
                 f"{len(response.content):>12,} {rows:>7,}",
                 flush=True,
             )
+
+    month_plan(site)
+
+
+def month_plan(site: "Site") -> None:
+    """How PostgreSQL reads the month's kW query: the plan's scan lines and its buffers."""
+    from django.db import connection
+    from django.utils import timezone
+
+    from balancing.selectors import CHART_COARSE, site_load_series
+
+    statements: list[tuple[str, Any]] = []
+
+    def capture(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        statements.append((sql, params))
+        return execute(sql, params, many, context)
+
+    since = timezone.now() - timedelta(days=31)
+    with connection.execute_wrapper(capture):
+        site_load_series(site=site, since=since, step=CHART_COARSE)
+    sql, params = next((sql, params) for sql, params in statements if "date_bin" in sql.lower())
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", params)
+        plan = [row[0] for row in cursor.fetchall()]
+    print("the month's kW query:")
+    for line in plan:
+        if any(word in line for word in ("Scan", "Heap Fetches", "Buffers", "Execution Time")):
+            print(f"  {line.strip()}")
 
 
 if __name__ == "__main__":

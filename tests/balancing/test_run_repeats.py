@@ -9,7 +9,7 @@ from django.utils import timezone
 from balancing.models import BalancingRun, ConnectorLimit, ProfilePush, SiteLimitSchedule, StationFailsafe
 from balancing.problem import build_problem
 from balancing.runs import _digest, site_balance_run
-from balancing.selectors import site_overview
+from balancing.selectors import site_load_series, site_overview
 from tenants.accounts.models import Role
 from tests.balancing.conftest import NOW, meter_draw
 from tests.factories import SiteFactory
@@ -192,6 +192,35 @@ def test_the_chart_holds_a_repeated_runs_figures_until_its_last_repeat(make_user
     hour_ago = (started - timedelta(hours=1)).replace(second=0, microsecond=0)
     assert hour_ago <= datetime.fromisoformat(drawn[0][0]) <= started - timedelta(minutes=59)
     assert drawn[-1][0] == row.last_repeated_at.replace(second=0, microsecond=0).isoformat()  # its minute
+
+
+def test_a_run_repeated_into_the_window_and_one_started_in_its_first_minute_share_the_first_point() -> None:
+    site = SiteFactory(slug="mall")
+    since = datetime(2026, 10, 5, 9, 0, 0, tzinfo=timezone.get_current_timezone())
+    # Stored two hours before and repeated into the window (14 kW), then a new run 20 s in (9 kW,
+    # a tighter limit) and one 3 minutes in.
+    repeated_run(site, started=timedelta(hours=2), last=timedelta(minutes=-1), repeats=120, measured_kw=14.0, now=since)
+    for offset, kw, limit in ((timedelta(seconds=20), 9.0, 18.0), (timedelta(minutes=3), 7.0, 20.0)):
+        BalancingRun.objects.create(
+            site=site,
+            reason="sweep",
+            started_at=since + offset,
+            finished_at=since + offset,
+            inputs_digest="n" * 64,
+            problem={"evses": []},
+            result={"allocations_a": {}},
+            measured_kw=kw,
+            allocated_kw=kw,
+            limit_kw=limit,
+        )
+
+    points = site_load_series(site=site, since=since, step=timedelta(minutes=1))
+
+    assert [(p["at"] - since, p["drawn"], p["limit"]) for p in points] == [
+        (timedelta(0), 14.0, 20.0),  # the highest of both runs, each figure on its own
+        (timedelta(minutes=3), 7.0, 20.0),
+    ]
+    assert points[0]["allowed"] == 19.8
 
 
 def test_the_overview_counts_a_run_repeated_into_today_and_at_the_cap_for_half_an_hour(make_user) -> None:
