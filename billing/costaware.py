@@ -454,4 +454,7 @@ def _share_now(
             given[i] += extra
             left -= extra
     for i, car in enumerate(cars):
-        plan.kw_now[car.id] = round(given[i] / hours_now, 4)
+        # Over the part of the slot the car is still there: one leaving before the slot ends
+        # must take its energy before it leaves, not spread over the whole slot.
+        there_h = min(hours_now, rates[i][0] / car.max_kw) if car.max_kw > 0 else hours_now
+        plan.kw_now[car.id] = round(given[i] / there_h, 4) if there_h > 0 else 0.0

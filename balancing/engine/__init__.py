@@ -25,7 +25,8 @@ Top level:
 - ``unused_margin_a`` (A, default 2): headroom above the measured draw for a car that uses
   much less than offered (see ``measured_a``).
 - ``period_s`` (s > 0, default 300): time until the next run; an EVSE with
-  ``energy_needed_kwh`` gets at most the current that delivers it within this period.
+  ``energy_needed_kwh`` gets at most the current that delivers it within this period (by its
+  ``departure`` instead, when the car leaves before the period ends).
 - ``deadline_first`` (bool, default true): when not every car can charge, the deadline-aware
   EVSEs (below) ask for their required current, least laxity first, before other EVSEs get
   their minimum: the most energy is delivered by departure, at the price of more pauses.

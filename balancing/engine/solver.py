@@ -218,11 +218,18 @@ def _bounds(problem: Problem, evse: Evse) -> tuple[float, float, str, float | No
     laxity: float | None = None
     amps_per_kw = 1000.0 / (len(evse.phases) * problem.voltage_v)
     if evse.energy_needed_kwh is not None:
-        within_period = evse.energy_needed_kwh * amps_per_kw * 3600.0 / problem.period_s
+        # Done within the period, or by departure when the car leaves before the next run.
+        until_s = problem.period_s
+        if evse.departure is not None:
+            left_s = (evse.departure - problem.now).total_seconds()
+            if 0 < left_s < until_s:
+                until_s = left_s
+        within_period = evse.energy_needed_kwh * amps_per_kw * 3600.0 / until_s
         cap = max(_ceil_steps(within_period, step), lo) if evse.energy_needed_kwh > 0 else 0.0
         if cap < hi:
             hi = cap
-            reason = "energy need met" if cap == 0 else f"{_fmt(evse.energy_needed_kwh)} kWh left, done within period"
+            done = "by departure" if until_s < problem.period_s else "within period"
+            reason = "energy need met" if cap == 0 else f"{_fmt(evse.energy_needed_kwh)} kWh left, done {done}"
         if evse.departure is not None:
             left_s = (evse.departure - problem.now).total_seconds()
             if left_s > 0:

@@ -112,6 +112,14 @@ class TestOneTouDay:
         assert plan.kw_now["car"] == pytest.approx(7.0)
         assert plan.unmet_kwh == pytest.approx(3.0)
 
+    def test_a_car_leaving_within_the_slot_takes_its_energy_before_it_leaves(self) -> None:
+        """At 15:00 the slot runs to 16:00 but the car leaves at 15:15 with 1.5 kWh to go: it cannot
+        get any later, so it gets 1.5 kWh over its 15 minutes, 6 kW, not 1.5 kW over the hour."""
+        leaving = CarNeed("car", 1.5, at(15) + timedelta(minutes=15), 7.0)
+        plan = plan_charging(now=at(15), slots=self.slots[7:], cars=[leaving], demands=flat(6), cap_kw=20, grid_kw=50)
+        assert plan.kw_now["car"] == pytest.approx(6.0)
+        assert plan.unmet_kwh == 0
+
 
 class TestOneDemandWindow:
     """Two cars, a flat charge and no peak yet; equal prices, so only demand matters.

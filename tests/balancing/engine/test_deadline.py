@@ -98,6 +98,15 @@ def test_a_car_is_not_offered_more_than_finishes_its_energy_within_the_period() 
     assert result["reasons"]["nearly-full"] == "0.1 kWh left, done within period"
 
 
+def test_a_car_leaving_before_the_next_run_is_offered_what_finishes_its_energy_before_it_leaves() -> None:
+    # 0.23 kWh at 230 V is 1 Ah: 12 A would take the whole 5-minute period, but the car leaves in
+    # 3 minutes, so it needs 1 Ah / 0.05 h = 20 A; the other car gets the remaining 12 A.
+    problem = site([32], evses=[evse("leaving", **_leaving_in(0.05, 0.23)), evse("other")])
+    result = solve(problem)
+    assert result["allocations_a"] == {"leaving": 20, "other": 12}
+    assert result["reasons"]["leaving"].startswith("0.23 kWh left, done by departure")
+
+
 def test_when_not_all_can_charge_a_car_finishing_below_its_minimum_waits_for_spare_current() -> None:
     # 10 A, room for one: 0.1 kWh needs 5.2 A for one period, so a 6 A pilot would leave part
     # of the limit idle; the other car uses all 10 A, whatever their laxities.
