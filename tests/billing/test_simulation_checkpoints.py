@@ -125,3 +125,15 @@ def test_checkpoints_older_than_last_month_are_deleted_as_the_task_goes() -> Non
 
     months = sorted(SimulationCheckpoint.objects.values_list("month", flat=True))
     assert months == [date(2026, 9, 1), date(2026, 10, 1)]
+
+
+@pytest.mark.django_db
+def test_a_run_out_of_time_leaves_the_other_sites_to_the_next_run() -> None:
+    mall_site("mall")
+    mall_site("plaza")
+    now = datetime(2026, 10, 6, 3, tzinfo=LA)
+
+    assert simulation_checkpoints_advance(now=now, budget_s=0.0) == 1  # the first site, then out of time
+    assert simulation_checkpoints_advance(now=now, budget_s=0.0) == 1  # the next run takes the other
+    assert simulation_checkpoints_advance(now=now) == 0
+    assert SimulationCheckpoint.objects.count() == 2
