@@ -17,7 +17,7 @@ from typing import Any
 
 from balancing.models import Site
 from billing.models import SimulationCheckpoint
-from billing.tariffs import TariffSpec
+from billing.tariffs import TariffSpec, previous_months
 from billing.whatif import PlannedSession, ReplayState, replay_inputs_key
 
 
@@ -66,8 +66,6 @@ KEEP_MONTHS = 2  # the month in progress and the one before (its report is gener
 
 def checkpoints_prune(*, latest: date) -> int:
     """Delete the checkpoints of months before the ``KEEP_MONTHS`` ending with ``latest``; the count."""
-    year, month = latest.year, latest.month - (KEEP_MONTHS - 1)
-    while month < 1:
-        year, month = year - 1, month + 12
-    deleted, _ = SimulationCheckpoint.objects.filter(month__lt=date(year, month, 1)).delete()
+    oldest_kept = previous_months(latest.year, latest.month, KEEP_MONTHS - 1)[0]
+    deleted, _ = SimulationCheckpoint.objects.filter(month__lt=oldest_kept).delete()
     return deleted

@@ -411,19 +411,8 @@ def cost_aware_profile(
     state: ReplayState | None = None
     for t, present in _replay(sessions, step_minutes=step_minutes, kw_per_a=kw_per_a, resume=carried):
         if stop_at is not None and t >= stop_at:
-            state = {
-                "at": t.isoformat(),
-                "cars": [
-                    [car.session.row, car.remaining_kwh, car.delivered_kwh]
-                    for car, _hours in present
-                    if car.session.arrival < t
-                ],
-                "month": month.dump() if month is not None else None,
-                "history": history,
-                "intervals": {at.isoformat(): str(kwh) for at, kwh in out.items()},
-                "delivered_by_row": {str(row): kwh for row, kwh in delivered_by_row.items() if kwh},
-                "delivered_kwh": delivered_total,
-            }
+            plugged = [(c.session.row, c.remaining_kwh, c.delivered_kwh) for c, _ in present if c.session.arrival < t]
+            state = _state(t, plugged, month, history, out, delivered_by_row, delivered_total)
             break
         local = t.astimezone(tz)
         if month is None or (local.year, local.month) != (month.year, month.month):
@@ -476,16 +465,30 @@ def cost_aware_profile(
                 delivered_total += step_kwh
                 month.book(t, step_kwh)
     if stop_at is not None and state is None:  # every car was done before stop_at
-        state = {
-            "at": interval_floor(stop_at, step_minutes).isoformat(),
-            "cars": [],
-            "month": month.dump() if month is not None else None,
-            "history": history,
-            "intervals": {at.isoformat(): str(kwh) for at, kwh in out.items()},
-            "delivered_by_row": {str(row): kwh for row, kwh in delivered_by_row.items() if kwh},
-            "delivered_kwh": delivered_total,
-        }
+        at = interval_floor(stop_at, step_minutes)
+        state = _state(at, [], month, history, out, delivered_by_row, delivered_total)
     return CostAwareRun(out, delivered_total, delivered_by_row, len(solve_ms), solve_ms, state)
+
+
+def _state(
+    at: datetime,
+    cars: list[tuple[int, float, float]],
+    month: _MonthToDate | None,
+    history: list[float],
+    out: dict[datetime, Decimal],
+    delivered_by_row: dict[int, float],
+    delivered_kwh: float,
+) -> ReplayState:
+    """A replay stopped before the step starting ``at``, as JSON (``ReplayState``)."""
+    return {
+        "at": at.isoformat(),
+        "cars": [list(car) for car in cars],
+        "month": month.dump() if month is not None else None,
+        "history": history,
+        "intervals": {start.isoformat(): str(kwh) for start, kwh in out.items()},
+        "delivered_by_row": {str(row): kwh for row, kwh in delivered_by_row.items() if kwh},
+        "delivered_kwh": delivered_kwh,
+    }
 
 
 def replay_inputs_key(sessions: list[PlannedSession], *, before: datetime, settings: dict[str, Any]) -> str:
