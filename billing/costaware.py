@@ -34,7 +34,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -79,6 +79,7 @@ class CarNeed:
     energy_kwh: float
     departure: datetime
     max_kw: float
+    min_kw: float = 0.0  # the charger's lowest power: below it the car can only wait
 
 
 @dataclass(frozen=True)
@@ -274,8 +275,18 @@ def _shortfall(caps: Sequence[float], prefix_rates: Sequence[Sequence[float]], p
     return worst
 
 
-def _slot_caps(levels: Sequence[float], hours: Sequence[float]) -> list[float]:
-    return [(level if level > 0.0 else 0.0) * h for level, h in zip(levels, hours, strict=True)]
+def _slot_caps(levels: Sequence[float], hours: Sequence[float], drawn: tuple[float, float] = (0.0, 0.0)) -> list[float]:
+    """kWh each slot may take at its level; the present one less what its window drew above it.
+
+    ``drawn``: (hours of the present demand window already gone, kWh the chargers drew in them).
+    Energy drawn above the level earlier in the window is taken off the present slot; energy not
+    drawn earlier is not added to it (the chargers never go above the level to catch up).
+    """
+    caps = [(level if level > 0.0 else 0.0) * h for level, h in zip(levels, hours, strict=True)]
+    if caps and drawn[0] > 0.0:
+        level = levels[0] if levels[0] > 0.0 else 0.0
+        caps[0] = max(0.0, min(caps[0], level * (hours[0] + drawn[0]) - drawn[1]))
+    return caps
 
 
 def plan_charging(
@@ -288,12 +299,17 @@ def plan_charging(
     grid_kw: float | None,
     other_kw: float = 0.0,
     margin_kw: float = 0.0,
+    window_drawn: tuple[float, float] = (0.0, 0.0),
 ) -> Plan:
     """Plan the cars with needs over ``slots`` (the first starting at ``now``).
 
     ``other_kw``: load on the same meter that the plan does not control (the building, the cars
-    without a need), assumed to stay as it is now. Returns each car's power for the present
-    slot; the caller caps the car there (a car at 0 waits for cheaper hours).
+    without a need), assumed to stay as it is now. ``window_drawn``: (hours of the present demand
+    window already gone, kWh the chargers drew in them); what they drew above the level earlier
+    in the window is taken off the present slot, so the window's average (what the bill counts)
+    stays at the level. (0, 0) when not known: the present slot alone is held to the level.
+    Returns each car's power for the present slot, 0 or at least the car's ``min_kw``; the caller
+    caps the car there (a car at 0 waits).
     """
     keys_now = slots[0].demand_keys if slots else ()
     cap = effective_cap(cap_kw=cap_kw, grid_kw=grid_kw, keys_now=keys_now, demands=demands, margin_kw=margin_kw)
@@ -303,10 +319,7 @@ def plan_charging(
     if not planned or not slots:
         return plan
     horizon_end = slots[-1].end
-    planned = [
-        CarNeed(c.id, c.energy_kwh, min(c.departure, horizon_end), c.max_kw) if c.departure > horizon_end else c
-        for c in planned
-    ]
+    planned = [replace(c, departure=horizon_end) if c.departure > horizon_end else c for c in planned]
     used = [s for s in slots if s.start < planned[-1].departure]
     used_hours = [s.hours for s in used]
     rates = _car_energy_caps(planned, used)
@@ -339,7 +352,7 @@ def plan_charging(
         hard.append(max(0.0, h if math.isfinite(h) else sum(c.max_kw for c in planned)))
         base.append(min(hard[-1], max(0.0, free - other_kw)))
     levels = list(base)
-    short = _shortfall(_slot_caps(levels, used_hours), prefix_rates, prefix_need)
+    short = _shortfall(_slot_caps(levels, used_hours, window_drawn), prefix_rates, prefix_need)
     if short > EPS:
         # Raise the demand windows the cheapest first, each only as far as the cars need.
         classes: dict[tuple[str, ...], float] = {}
@@ -356,13 +369,13 @@ def plan_charging(
                     out[i] = min(hard[i], max(base[i], level - other_kw))
                 return out
 
-            if _shortfall(_slot_caps(trial(top), used_hours), prefix_rates, prefix_need) > EPS:
+            if _shortfall(_slot_caps(trial(top), used_hours, window_drawn), prefix_rates, prefix_need) > EPS:
                 levels = trial(top)
                 continue
             lo, hi = low, top
             while hi - lo > LEVEL_TOLERANCE_KW:
                 mid = (lo + hi) / 2
-                if _shortfall(_slot_caps(trial(mid), used_hours), prefix_rates, prefix_need) > EPS:
+                if _shortfall(_slot_caps(trial(mid), used_hours, window_drawn), prefix_rates, prefix_need) > EPS:
                     lo = mid
                 else:
                     hi = mid
@@ -371,10 +384,10 @@ def plan_charging(
                 if key in demands and hi > demands[key].peak_kw:
                     plan.raised_to_kw[key] = max(plan.raised_to_kw.get(key, 0.0), round(hi, 3))
             break
-        short = _shortfall(_slot_caps(levels, used_hours), prefix_rates, prefix_need)
+        short = _shortfall(_slot_caps(levels, used_hours, window_drawn), prefix_rates, prefix_need)
     plan.levels_kw = levels
     plan.unmet_kwh = max(0.0, short) + sum(c.energy_kwh for c in planned) - sum(needs)
-    caps = _slot_caps(levels, used_hours)
+    caps = _slot_caps(levels, used_hours, window_drawn)
     slot_rate = [sum(row[t] for row in rates) for t in range(len(used))]
     caps = [min(c, r) for c, r in zip(caps, slot_rate, strict=True)]
     if short > EPS:
@@ -382,7 +395,16 @@ def plan_charging(
         energy_now = caps[0]
     else:
         energy_now = _cheapest_first_slot(used, caps, planned, needs)
-    _share_now(plan, planned, needs, rates, energy_now, used_hours[0])
+    _share_now(
+        plan,
+        planned,
+        needs,
+        rates,
+        energy_now,
+        used_hours[0],
+        raising=bool(plan.raised_to_kw),
+        allowance_kwh=margin_kw * used_hours[0],
+    )
     return plan
 
 
@@ -432,15 +454,35 @@ def _share_now(
     rates: Sequence[Sequence[float]],
     energy_now: float,
     hours_now: float,
+    *,
+    raising: bool = False,
+    allowance_kwh: float = 0.0,
 ) -> None:
-    """Split the present slot's energy: first what a car cannot get later, then least laxity."""
+    """Split the present slot's energy: first what a car cannot get later, then least laxity.
+
+    A charger cannot go below its minimum power: a car either waits or charges at ``min_kw`` or
+    more. A car that must charge now gets at least its minimum (the others give way); one that
+    need not is started only while the slot's energy still covers its minimum, so what the cars
+    draw stays within the plan's level (a car lifted to its minimum would set a new month peak).
+    The first car left waiting for want of its minimum is started at it all the same when that
+    goes above the slot's energy by at most ``allowance_kwh`` (the site's peak margin over the
+    slot: the plan keeps that far below the month's demand, so no new peak is set), or when the
+    plan raises the month's demand anyway (``raising``) and no other car charges in the slot: the
+    raise then becomes one the chargers can follow (a lone car whose level is below its minimum
+    would otherwise wait, and the level be raised again at the next run).
+    """
     if hours_now <= 0:
         return
+    # Each car over the part of the slot it is still there: one leaving before the slot ends must
+    # take its energy before it leaves, not spread over the whole slot.
+    there = [min(hours_now, rates[i][0] / car.max_kw) if car.max_kw > 0 else hours_now for i, car in enumerate(cars)]
+    started = [min(min(car.min_kw, car.max_kw) * there[i], needs[i], rates[i][0]) for i, car in enumerate(cars)]
     given = [0.0] * len(cars)
     for i, row in enumerate(rates):
-        later = sum(row[1:])
-        given[i] = min(row[0], max(0.0, needs[i] - later))
-    left = max(0.0, energy_now - sum(given))
+        must = min(row[0], max(0.0, needs[i] - sum(row[1:])))
+        if must > EPS:
+            given[i] = max(must, started[i])
+    left = energy_now - sum(given)
     laxity = []
     for i, car in enumerate(cars):
         rest = needs[i] - given[i]
@@ -449,12 +491,20 @@ def _share_now(
     for _lax, _dep, _id, i in sorted(laxity):
         if left <= EPS:
             break
-        extra = min(rates[i][0] - given[i], needs[i] - given[i], left)
-        if extra > 0:
-            given[i] += extra
-            left -= extra
+        room = min(rates[i][0], needs[i]) - given[i]
+        if room <= EPS:
+            continue
+        if given[i] <= EPS and left < started[i] - EPS:
+            alone = raising and sum(given) <= EPS  # the raise is for no other car: round it up
+            if not (alone or started[i] - left <= allowance_kwh + EPS):
+                continue
+            left = started[i]  # rounded up to this car's minimum; nothing after it
+        extra = min(room, left)
+        given[i] += extra
+        left -= extra
     for i, car in enumerate(cars):
-        # Over the part of the slot the car is still there: one leaving before the slot ends
-        # must take its energy before it leaves, not spread over the whole slot.
-        there_h = min(hours_now, rates[i][0] / car.max_kw) if car.max_kw > 0 else hours_now
-        plan.kw_now[car.id] = round(given[i] / there_h, 4) if there_h > 0 else 0.0
+        if given[i] <= EPS or there[i] <= 0:
+            plan.kw_now[car.id] = 0.0
+            continue
+        kw = max(given[i] / there[i], min(car.min_kw, car.max_kw))
+        plan.kw_now[car.id] = round(kw, 4)

@@ -13,6 +13,9 @@ sites after the static limits and the EVSEs are built. It never gets slower as h
   else the site's interval total (``IntervalEnergy`` with no station), as the bill counts it;
 - the flat charge's ratchet: the highest ``SiteMonthDemand.actual_kw`` of the 11 months before
   (stored at each month's report), as the savings report bills it.
+- what the present demand window has drawn so far (``window_drawn``: the meter's readings or
+  the interval totals since the window began, at most 15 minutes of rows), so that the window's
+  average, which is what the bill counts, stays at the plan's level.
 
 Without a tariff (or with one that no longer parses) nothing changes: the run's record says
 "no tariff: static cap".
@@ -27,7 +30,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.db import IntegrityError, transaction
-from django.db.models import Avg, DateTimeField, F, Func, Max, Value
+from django.db.models import Avg, Count, DateTimeField, F, Func, Max, Sum, Value
 
 from balancing.models import Site, SiteMeterReading
 from balancing.policy import PolicyDecision, PolicyInput
@@ -106,6 +109,35 @@ def _interval_windows(
     )
     intervals = {at: kwh for at, kwh in rows}
     return window_demands_kw(intervals, tz=tz, window_minutes=minutes, interval_minutes=DEFAULT_INTERVAL_MINUTES)
+
+
+def window_drawn(*, site: Site, spec: TariffSpec, tz: ZoneInfo, now: datetime, other_kw: float) -> tuple[float, float]:
+    """(hours, kWh) the chargers drew in the present demand window before ``now``, as far as known.
+
+    From the facility meter where it reported in the window (the mean of its readings over the
+    hours gone), else from the site's interval totals the rollup has written for the window. Less
+    ``other_kw`` (the building, as the plan assumes it) over those hours. (0, 0) when nothing is
+    known yet. The plan only takes off what was drawn above its level: an interval the rollup has
+    not brought up to date makes it take off too little, never plan above the level.
+    """
+    start = window_floor(now, tz, spec.demand_window_minutes)
+    gone_h = (now - start).total_seconds() / 3600
+    if gone_h <= 0:
+        return 0.0, 0.0
+    meter_kw = SiteMeterReading.objects.filter(
+        site=site, includes_chargers=True, measured_at__gte=start, measured_at__lt=now, power_kw__isnull=False
+    ).aggregate(kw=Avg("power_kw"))["kw"]
+    if meter_kw is not None:
+        site_kwh = float(meter_kw) * gone_h
+    else:
+        rolled = IntervalEnergy.objects.filter(
+            site=site, station__isnull=True, start__gte=start, start__lt=now
+        ).aggregate(kwh=Sum("energy_kwh"), n=Count("id"))
+        if not rolled["n"]:
+            return 0.0, 0.0
+        gone_h = min(gone_h, rolled["n"] * DEFAULT_INTERVAL_MINUTES / 60)
+        site_kwh = float(rolled["kwh"])
+    return gone_h, max(0.0, site_kwh - other_kw * gone_h)
 
 
 def _fold(peaks: dict[str, Any], windows: Mapping[datetime, Decimal], spec: TariffSpec, tz: ZoneInfo) -> bool:
@@ -214,12 +246,14 @@ def _cars(evses: list[dict[str, Any]], voltage_v: float) -> list[CarNeed]:
         ):
             continue
         max_a = min(float(evse["max_a"]), float(evse.get("ev_max_a", evse["max_a"])))
+        kw_per_a = len(evse["phases"]) * voltage_v / 1000.0
         cars.append(
             CarNeed(
                 str(evse["id"]),
                 float(evse["energy_needed_kwh"]),
                 datetime.fromisoformat(evse["departure"]),
-                max_a * len(evse["phases"]) * voltage_v / 1000.0,
+                max_a * kw_per_a,
+                float(evse.get("min_a", 0.0)) * kw_per_a,
             )
         )
     return cars
@@ -292,6 +326,7 @@ def cost_aware_decide(inp: PolicyInput) -> PolicyDecision:
         grid_kw=grid_kw,
         other_kw=inp.limits.building_kw,
         margin_kw=margin_kw,
+        window_drawn=window_drawn(site=site, spec=spec, tz=tz, now=now, other_kw=inp.limits.building_kw),
     )
     decision = PolicyDecision(car_kw=dict(plan.kw_now), record=_record(plan, tariff=tariff, demands=demands))
     if plan.cap.lifted and plan.cap.kw is not None:

@@ -2,7 +2,8 @@
 
 A state is resumed only when the inputs the replay read before its step are the same now
 (``billing.whatif.replay_inputs_key`` over the sessions arriving before it and the replay's
-settings); otherwise the caller replays the month from its start, as without a checkpoint.
+settings, ``REPLAY_VERSION`` among them); otherwise the caller replays the month from its
+start, as without a checkpoint.
 Only the latest two months are kept (``checkpoints_prune``): a state is ~100-150 kB for a busy
 site's month, and a report of an older month is regenerated rarely (it replays the month whole).
 
@@ -16,14 +17,16 @@ from datetime import date, datetime
 from typing import Any
 
 from balancing.models import Site
+from billing import whatif
 from billing.models import SimulationCheckpoint
 from billing.tariffs import TariffSpec, previous_months
 from billing.whatif import PlannedSession, ReplayState, replay_inputs_key
 
 
 def replay_settings(spec: TariffSpec, **settings: Any) -> dict[str, Any]:
-    """What a replay reads besides its sessions: its keyword settings and a digest of the tariff."""
-    return settings | {"tariff": hashlib.sha256(repr(spec).encode()).hexdigest()}
+    """What a replay reads besides its sessions: its keyword settings, a digest of the tariff and
+    the replay's version (a state made by another version of the code is not resumed)."""
+    return settings | {"tariff": hashlib.sha256(repr(spec).encode()).hexdigest(), "replay": whatif.REPLAY_VERSION}
 
 
 def checkpoint_state(

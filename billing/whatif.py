@@ -60,6 +60,9 @@ DEFAULT_MAX_KW = 7.2
 DEFAULT_STEP_MINUTES = 15
 CENT = Decimal("0.01")
 ZERO = Decimal(0)
+# The replay's own behaviour: raised when a change to it (or to the policy it replays) makes a
+# stopped replay's state no longer what the code would have reached, so that it is not resumed.
+REPLAY_VERSION = 2
 
 
 class WhatIfInputError(ValueError):
@@ -322,6 +325,11 @@ class _MonthToDate:
         if period is not None and kw > self.tou_kw.get(period, -1.0):
             self.tou_kw[period], self.tou_at[period], self._states = kw, window, None
 
+    def drawn(self, at: datetime) -> tuple[float, float]:
+        """(hours, kWh) of the demand window ``at`` falls in, drawn before ``at``."""
+        window = window_start(at, at.astimezone(self.tz), self.spec.demand_window_minutes)
+        return (at - window).total_seconds() / 3600, self.window_kwh.get(window, 0.0)
+
     def dump(self) -> dict[str, Any]:
         return {
             "year": self.year,
@@ -382,8 +390,9 @@ def cost_aware_profile(
     ratchet of the simulated months before), the tariff's slots for ``HORIZON``, and each car's
     remaining energy and departure (known, as the session's) go to ``plan_charging``; the engine
     then shares one node of the plan's cap (``grid_kw`` when there is no cap) among the cars,
-    each at most its planned power. A car planned below half its minimum current waits this
-    step; one planned between that and the minimum gets the minimum (a charger cannot go lower).
+    each at most its planned power. The plan plans a car at 0 or at least its minimum current;
+    a car planned below its minimum waits this step, as in a live run. The plan is told what
+    the present demand window has already drawn (``window_drawn``).
     Energy is booked like ``managed_profile``: a car present part of a step draws only then.
     """
     if not sessions:
@@ -426,18 +435,31 @@ def cost_aware_profile(
                 slots=tariff_slots(
                     spec, tz, t, min(t + HORIZON, max(c.session.departure for c, _ in present)), memo=slot_memo
                 ),
-                cars=[CarNeed(c.evse_id, c.remaining_kwh, c.session.departure, c.session.max_kw) for c, _ in present],
+                cars=[
+                    CarNeed(
+                        c.evse_id,
+                        c.remaining_kwh,
+                        c.session.departure,
+                        c.session.max_kw,
+                        min(MIN_CURRENT_A, c.max_a) * kw_per_a,
+                    )
+                    for c, _ in present
+                ],
                 demands=month.states(),
                 cap_kw=cap_kw,
                 grid_kw=grid_kw,
                 margin_kw=margin_kw,
+                window_drawn=month.drawn(t),
             )
             evses = []
             for car, hours in present:
                 planned_a = plan.kw_now.get(car.evse_id, 0.0) / kw_per_a
                 needed_a = car.remaining_kwh / hours / kw_per_a
-                evse = _evse(car, phase_names, min(car.max_a, planned_a, needed_a))
-                evse["active"] = planned_a >= evse["min_a"] / 2
+                wants_a = min(car.max_a, planned_a, needed_a)
+                if planned_a >= needed_a - 1e-3:  # planned to finish: the 0.1 A step above, not Wh short
+                    wants_a = min(car.max_a, math.ceil(needed_a * 10 - 1e-9) / 10)
+                evse = _evse(car, phase_names, wants_a)
+                evse["active"] = planned_a >= evse["min_a"] - 1e-3
                 evse["energy_needed_kwh"] = round(car.remaining_kwh, 6)
                 evse["departure"] = car.session.departure.isoformat()
                 evse["session_kwh"] = round(car.delivered_kwh, 6)

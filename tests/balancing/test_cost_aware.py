@@ -249,6 +249,34 @@ def test_a_facility_meter_window_counts_instead_of_the_chargers_intervals(garage
     assert peaks.peaks["peak"] == {"kw": 32.0, "at": "2026-05-01T12:00:00+00:00"}
 
 
+def test_what_the_present_window_drew_is_read_from_the_meter_else_the_intervals(garage) -> None:
+    """At 16:40 the window 16:30-16:45 has 10 minutes gone; the building draws 6 kW (1 kWh in
+    them). No rows yet: (0, 0). The rollup's interval holds 3 kWh: the chargers drew 3 - 1 = 2
+    kWh. The grid meter read 30 and 36 kW in the window (a 100 kW reading at 16:29 is the window
+    before): 33 kW x 1/6 h = 5.5 kWh, less 1 kWh = 4.5 kWh; the meter outranks the interval."""
+    from balancing.models import SiteMeterReading
+    from billing.policy import window_drawn
+    from billing.selectors import tariff_in_force, tariff_spec
+
+    tariff_import(site=garage, record=simple_record(flat_rate="10"), valid_from=date(2026, 1, 1))
+    tariff = tariff_in_force(site=garage, on=date(2026, 5, 1))
+    assert tariff is not None
+    spec = tariff_spec(tariff)
+    now = datetime(2026, 5, 1, 16, 40, tzinfo=UTC)
+
+    def drawn() -> tuple[float, float]:
+        return window_drawn(site=garage, spec=spec, tz=UTC, now=now, other_kw=6.0)
+
+    assert drawn() == (0.0, 0.0)
+    window(garage, datetime(2026, 5, 1, 16, 30, tzinfo=UTC), "3")
+    assert drawn() == (pytest.approx(1 / 6), pytest.approx(2.0))
+    for minute, kw in ((29, "100"), (31, "30"), (36, "36")):
+        SiteMeterReading.objects.create(
+            site=garage, measured_at=datetime(2026, 5, 1, 16, minute, tzinfo=UTC), source="api", power_kw=Decimal(kw)
+        )
+    assert drawn() == (pytest.approx(1 / 6), pytest.approx(4.5))
+
+
 def test_policy_settings_are_refused_with_the_field_named(garage, make_user) -> None:
     with pytest.raises(ValidationError) as bad_policy:
         site_limits_update(site=garage, limits={"balancing_policy": "cheapest"}, actor="test")

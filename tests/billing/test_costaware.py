@@ -6,6 +6,7 @@ windows), prices in $/kWh, demand charges in $/kW, powers in kW, energies in kWh
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -151,6 +152,87 @@ class TestOneDemandWindow:
         assert plan.kw_now["car"] == pytest.approx(7.0, abs=0.02)
         assert plan.levels_kw[2:] == [0.0, 0.0]
         assert "tou:1" not in plan.raised_to_kw
+
+
+class TestChargersMinimum:
+    """A charger cannot go below its minimum power (here 1.5 kW): a car waits or charges at 1.5 kW
+    or more. One slot 08:00-09:00 then three more to 12:00, equal prices; this month already
+    peaked at 5 kW, so the hour may hold 5 kWh."""
+
+    slots = hours(8, 12, 0.1)
+
+    def test_a_car_is_not_started_on_less_than_its_minimum(self) -> None:
+        """A leaves at 09:00 needing 4.5 kWh: it must have them now. That leaves 0.5 kWh of the
+        hour, 0.5 kW, below B's 1.5 kW: B waits (it has three more hours) rather than being
+        planned at 0.5 kW, which a charger would run at 1.5 kW and so draw 6 kWh in the hour."""
+        cars = [CarNeed("A", 4.5, at(9), 7.0, 1.5), CarNeed("B", 2.0, at(12), 7.0, 1.5)]
+        plan = plan_charging(now=at(8), slots=self.slots, cars=cars, demands=flat(5), cap_kw=20, grid_kw=50)
+        assert plan.kw_now == {"A": pytest.approx(4.5), "B": 0.0}
+        assert plan.raised_to_kw == {}
+
+    def test_a_car_that_must_charge_gets_its_minimum_and_the_others_give_way(self) -> None:
+        """C leaves at 09:00 needing 0.5 kWh: it gets 1.5 kW and has its 0.5 kWh in 20 minutes.
+        The hour's 5 kWh less C's 0.5 leaves 4.5 kWh for D: 4.5 kW."""
+        cars = [CarNeed("C", 0.5, at(9), 7.0, 1.5), CarNeed("D", 10.0, at(12), 7.0, 1.5)]
+        plan = plan_charging(now=at(8), slots=self.slots, cars=cars, demands=flat(5), cap_kw=20, grid_kw=50)
+        assert plan.kw_now == {"C": pytest.approx(1.5), "D": pytest.approx(4.5)}
+
+    def test_a_car_is_started_on_its_minimum_within_the_sites_peak_margin(self) -> None:
+        """With a 0.5 kW peak margin the plan keeps to 5 - 0.5 = 4.5 kWh in the hour. A must have
+        3.3 kWh now; 1.2 kWh is left, 0.3 short of B's 1.5 kW minimum, within the margin: B starts
+        at 1.5 kW (4.8 kW in all, still under the 5 kW the month has set)."""
+        cars = [CarNeed("A", 3.3, at(9), 7.0, 1.5), CarNeed("B", 2.0, at(12), 7.0, 1.5)]
+        plan = plan_charging(
+            now=at(8), slots=self.slots, cars=cars, demands=flat(5), cap_kw=20, grid_kw=50, margin_kw=0.5
+        )
+        assert plan.kw_now == {"A": pytest.approx(3.3), "B": pytest.approx(1.5)}
+
+    def test_a_raise_below_a_lone_cars_minimum_is_rounded_up_to_it(self) -> None:
+        """No peak yet; one car needs 4 kWh by 10:00, its charger's minimum is 2.5 kW. The lowest
+        level that finishes it is 2 kW: the month's demand rises anyway, so the car runs at 2.5
+        kW now rather than waiting (which would leave it 4 kWh for its last hour)."""
+        car = CarNeed("car", 4.0, at(10), 7.0, 2.5)
+        plan = plan_charging(now=at(8), slots=self.slots, cars=[car], demands=flat(0), cap_kw=20, grid_kw=50)
+        assert plan.raised_to_kw["flat"] == pytest.approx(2.0, abs=0.02)
+        assert plan.kw_now["car"] == pytest.approx(2.5)
+
+
+class TestWindowAlreadyDrawn:
+    """15-minute demand windows, equal prices, this month's peak 20 kW: a window may hold 5 kWh.
+    At 08:10 the window 08:00-08:15 has 5 minutes left. One car needing 10 kWh by 12:00, 7 kW at
+    most (0.583 kWh in 5 minutes)."""
+
+    now = at(8) + timedelta(minutes=10)
+    edges = [now] + [at(8) + timedelta(minutes=m) for m in range(15, 255, 15)]
+    slots = [Slot(start, end, 0.1, ("flat",)) for start, end in pairwise(edges)]
+    car = CarNeed("car", 10.0, at(12), 7.0, 1.5)
+
+    def plan(self, drawn: tuple[float, float]):
+        return plan_charging(
+            now=self.now, slots=self.slots, cars=[self.car], demands=flat(20), cap_kw=20, grid_kw=50, window_drawn=drawn
+        )
+
+    def test_what_the_window_drew_above_the_level_is_taken_off_now(self) -> None:
+        """The first 10 minutes drew 4.5 kWh (27 kW: cars that left took theirs fast). 5 - 4.5 =
+        0.5 kWh for the last 5 minutes: 6 kW, not the car's 7 kW, and the window stays at 20 kW."""
+        assert self.plan((1 / 6, 4.5)).kw_now["car"] == pytest.approx(6.0)
+
+    def test_a_window_already_full_lets_a_car_with_time_wait(self) -> None:
+        """5.5 kWh in 10 minutes is already 22 kW for the window: the car waits; no raise."""
+        plan = self.plan((1 / 6, 5.5))
+        assert plan.kw_now["car"] == 0
+        assert plan.raised_to_kw == {}
+
+    def test_energy_not_drawn_earlier_is_not_made_up_above_the_level(self) -> None:
+        """Four such cars could take 28 kW. The first 10 minutes drew 1 kWh (6 kW): the window
+        could still take 4 kWh, 48 kW for 5 minutes, but the cars get the level's 20 kW, no more
+        (a burst above the level to fill the window is not planned)."""
+        cars = [CarNeed(f"car{n}", 10.0, at(12), 7.0, 1.5) for n in range(4)]
+        for drawn in ((1 / 6, 1.0), (0.0, 0.0)):
+            plan = plan_charging(
+                now=self.now, slots=self.slots, cars=cars, demands=flat(20), cap_kw=20, grid_kw=50, window_drawn=drawn
+            )
+            assert sum(plan.kw_now.values()) == pytest.approx(20.0)
 
 
 def test_slots_follow_the_tariffs_windows_and_periods() -> None:

@@ -9,9 +9,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from balancing.models import Site
+from billing import whatif
 from billing.models import SimulationCheckpoint
 from billing.reports.checkpoints import simulation_checkpoints_advance
 from billing.savings_reports import savings_report_generate
+from billing.simulation_checkpoints import replay_settings
 from billing.tariffs import tariff_from_urdb, tariff_json_load
 from billing.whatif import cost_aware_profile, replay_inputs_key, sessions_from_csv
 from tests.billing.conftest import LA
@@ -66,6 +68,15 @@ def test_the_inputs_key_changes_with_a_session_before_the_cut_and_not_after_it()
     assert replay_inputs_key(with_energy(after), before=cut, settings={"cap_kw": 30.0}) == key
     assert replay_inputs_key(with_energy(before), before=cut, settings={"cap_kw": 30.0}) != key
     assert replay_inputs_key(sessions, before=cut, settings={"cap_kw": 31.0}) != key
+
+
+def test_a_state_stored_by_another_version_of_the_replay_is_not_resumed(monkeypatch) -> None:
+    sessions, settings = caltech_days()
+    cut = datetime(2019, 7, 3, tzinfo=CALTECH)
+    now = replay_inputs_key(sessions, before=cut, settings=replay_settings(settings["spec"], cap_kw=30.0))
+    monkeypatch.setattr(whatif, "REPLAY_VERSION", whatif.REPLAY_VERSION + 1)
+    newer = replay_inputs_key(sessions, before=cut, settings=replay_settings(settings["spec"], cap_kw=30.0))
+    assert newer != now
 
 
 @pytest.mark.django_db
