@@ -60,6 +60,7 @@ DEFAULT_MAX_KW = 7.2
 DEFAULT_STEP_MINUTES = 15
 CENT = Decimal("0.01")
 ZERO = Decimal(0)
+REPLAY_STEP_A = 0.1  # the replayed chargers' current step
 # The replay's own behaviour: raised when a change to it (or to the policy it replays) makes a
 # stopped replay's state no longer what the code would have reached, so that it is not resumed.
 REPLAY_VERSION = 2
@@ -157,6 +158,11 @@ class _Car:
     remaining_kwh: float
     delivered_kwh: float = 0.0
 
+    @property
+    def min_a(self) -> float:
+        """The charger's lowest current for this car (below it the car can only wait)."""
+        return min(MIN_CURRENT_A, self.max_a)
+
 
 def _replay(
     sessions: list[PlannedSession],
@@ -203,17 +209,16 @@ def _replay(
 
 
 def _evse(car: _Car, phase_names: list[str], wants_a: float) -> dict[str, Any]:
-    """The engine's EVSE for a replayed car: 0.1 A steps, asking ``wants_a`` (never below its minimum)."""
-    min_a = min(MIN_CURRENT_A, car.max_a)
+    """The engine's EVSE for a replayed car: ``REPLAY_STEP_A`` steps, asking ``wants_a`` (never below its minimum)."""
     return {
         "id": car.evse_id,
         "node": "site",
         "phases": phase_names,
-        "min_a": min_a,
+        "min_a": car.min_a,
         "max_a": car.max_a,
-        "step_a": 0.1,
+        "step_a": REPLAY_STEP_A,
         "active": True,
-        "ev_max_a": round(max(min_a, wants_a), 3),
+        "ev_max_a": round(max(car.min_a, wants_a), 3),
     }
 
 
@@ -242,7 +247,7 @@ def managed_profile(
         if not present:
             continue
         evses = []
-        rotate = sum(min(MIN_CURRENT_A, car.max_a) for car, _ in present) * kw_per_a > limit_kw
+        rotate = sum(car.min_a for car, _ in present) * kw_per_a > limit_kw
         for car, hours in present:
             evse = _evse(car, phase_names, min(car.max_a, car.remaining_kwh / hours / kw_per_a))
             if rotate:
@@ -441,7 +446,7 @@ def cost_aware_profile(
                         c.remaining_kwh,
                         c.session.departure,
                         c.session.max_kw,
-                        min(MIN_CURRENT_A, c.max_a) * kw_per_a,
+                        c.min_a * kw_per_a,
                     )
                     for c, _ in present
                 ],
@@ -456,8 +461,8 @@ def cost_aware_profile(
                 planned_a = plan.kw_now.get(car.evse_id, 0.0) / kw_per_a
                 needed_a = car.remaining_kwh / hours / kw_per_a
                 wants_a = min(car.max_a, planned_a, needed_a)
-                if planned_a >= needed_a - 1e-3:  # planned to finish: the 0.1 A step above, not Wh short
-                    wants_a = min(car.max_a, math.ceil(needed_a * 10 - 1e-9) / 10)
+                if planned_a >= needed_a - 1e-3:  # planned to finish: the step above, not a few Wh short
+                    wants_a = min(car.max_a, math.ceil(needed_a / REPLAY_STEP_A - 1e-9) * REPLAY_STEP_A)
                 evse = _evse(car, phase_names, wants_a)
                 evse["active"] = planned_a >= evse["min_a"] - 1e-3
                 evse["energy_needed_kwh"] = round(car.remaining_kwh, 6)
